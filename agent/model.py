@@ -1,0 +1,170 @@
+"""The data that flows through the agent: events (from drivers) and alerts.
+
+Events are defined in ``drivers.events`` (decoders build them); this module
+re-exports them and adds what only the agent knows: identity keys, alerts and
+suggestions. JSON forms follow DESIGN.md exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import time as _time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from drivers.events import (
+    RETURNING_KINDS,
+    Event,
+    EventError,
+    ReceiptText,
+    Settlement,
+    Transaction,
+    event_from_dict,
+    event_from_json,
+    event_to_json,
+)
+
+SEVERITIES = ("high", "medium", "low")
+ALERT_STATES = ("open", "voided", "dismissed", "escalated", "expired")
+ACTIVE_STATES = frozenset({"open", "escalated"})
+ACTIONS = ("void", "refund", "check")
+
+
+def identity_key(txn: Transaction) -> str | None:
+    """DESIGN.md "Transaction identity", most specific first.
+
+    Keys are strings with a scheme prefix so the three kinds never collide.
+    A transaction with none of the three has no identity and is never merged.
+    """
+    tid = txn.terminal_id or ""
+    if txn.batch_no and txn.voucher_no:
+        return f"v:{tid}:{txn.batch_no}:{txn.voucher_no}"
+    if txn.receipt_no:
+        return f"r:{tid}:{txn.receipt_no}"
+    if txn.rrn:
+        return f"n:{txn.rrn}"
+    return None
+
+
+def all_identity_keys(txn: Transaction) -> list[str]:
+    """Every key this sighting could be known by (a receipt may carry RRN and voucher)."""
+    tid = txn.terminal_id or ""
+    keys = []
+    if txn.batch_no and txn.voucher_no:
+        keys.append(f"v:{tid}:{txn.batch_no}:{txn.voucher_no}")
+    if txn.receipt_no:
+        keys.append(f"r:{tid}:{txn.receipt_no}")
+    if txn.rrn:
+        keys.append(f"n:{txn.rrn}")
+    return keys
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_ulid(now: datetime | None = None) -> str:
+    """A ULID (time-sortable id, Crockford base32) for alerts; 'now' keeps replay deterministic-ish."""
+    ms = int((now.timestamp() if now else _time.time()) * 1000)
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    action: str
+    voucher_no: str | None
+    amount_minor: int
+    steps_zh: str
+    steps_en: str
+    deadline: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "voucher_no": self.voucher_no,
+            "amount_minor": self.amount_minor,
+            "steps_zh": self.steps_zh,
+            "steps_en": self.steps_en,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Suggestion:
+        deadline = obj.get("deadline")
+        return cls(
+            action=obj["action"],
+            voucher_no=obj.get("voucher_no"),
+            amount_minor=int(obj["amount_minor"]),
+            steps_zh=obj.get("steps_zh", ""),
+            steps_en=obj.get("steps_en", ""),
+            deadline=datetime.fromisoformat(deadline) if deadline else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: str
+    revision: int
+    rule: str
+    rule_version: str
+    severity: str
+    state: str
+    reason: str
+    reason_zh: str
+    evidence: dict[str, Any]
+    transactions: tuple[Transaction, ...]
+    suggestion: Suggestion | None
+    created: datetime
+    updated: datetime
+    key: str = ""
+    related_rules: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """DESIGN.md alert JSON (``reason_zh`` rides along after ``reason`` for Chinese readers)."""
+        return {
+            "type": "alert",
+            "id": self.id,
+            "revision": self.revision,
+            "rule": self.rule,
+            "rule_version": self.rule_version,
+            "severity": self.severity,
+            "state": self.state,
+            "reason": self.reason,
+            "reason_zh": self.reason_zh,
+            "evidence": self.evidence,
+            "transactions": [t.to_dict() for t in self.transactions],
+            "suggestion": self.suggestion.to_dict() if self.suggestion else None,
+            "created": self.created.isoformat(),
+            "updated": self.updated.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], key: str = "") -> Alert:
+        return cls(
+            id=obj["id"],
+            revision=int(obj["revision"]),
+            rule=obj["rule"],
+            rule_version=obj["rule_version"],
+            severity=obj["severity"],
+            state=obj["state"],
+            reason=obj["reason"],
+            reason_zh=obj.get("reason_zh", ""),
+            evidence=obj.get("evidence") or {},
+            transactions=tuple(Transaction.from_dict(t) for t in obj.get("transactions", [])),
+            suggestion=Suggestion.from_dict(obj["suggestion"]) if obj.get("suggestion") else None,
+            created=datetime.fromisoformat(obj["created"]),
+            updated=datetime.fromisoformat(obj["updated"]),
+            key=key,
+        )
+
+
+__all__ = [
+    "ACTIONS", "ACTIVE_STATES", "ALERT_STATES", "RETURNING_KINDS", "SEVERITIES", "Alert", "Event",
+    "EventError", "ReceiptText", "Settlement", "Suggestion", "Transaction", "all_identity_keys",
+    "event_from_dict", "event_from_json", "event_to_json", "identity_key", "new_ulid",
+]

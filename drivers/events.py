@@ -1,0 +1,292 @@
+"""Typed events produced by every decoder (the DESIGN.md event model).
+
+These live in ``drivers`` because decoders build them and ``drivers`` never
+imports ``agent``; ``agent.model`` re-exports them.  The JSON form is a public
+contract: key order is the schema order, ``type`` first, absent values are
+``null`` and never omitted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+Kind = Literal["sale", "void", "refund", "preauth", "preauth_complete", "reversal", "balance"]
+Result = Literal["approved", "declined"]
+EntryMode = Literal["chip", "swipe", "contactless", "manual", "qr"]
+
+KINDS: tuple[str, ...] = ("sale", "void", "refund", "preauth", "preauth_complete", "reversal", "balance")
+RESULTS: tuple[str, ...] = ("approved", "declined")
+ENTRY_MODES: tuple[str, ...] = ("chip", "swipe", "contactless", "manual", "qr")
+# Kinds that give money back to the card holder (amount_minor stays positive).
+RETURNING_KINDS: frozenset[str] = frozenset({"void", "refund", "reversal"})
+
+
+class EventError(ValueError):
+    """An event object that does not follow the schema (bad field, bad type)."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat()
+
+
+def _parse_time(value: Any, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise EventError(f"{name} must be an ISO 8601 string or null (got {value!r})")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise EventError(f"{name} is not an ISO 8601 date-time: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise EventError(f"{name} must carry a UTC offset: {value!r}")
+    return parsed
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise EventError(f"{name} must be a string or null (got {value!r})")
+    return value
+
+
+def _opt_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    # bool is an int subclass; a float is never money.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventError(f"{name} must be an integer or null (got {value!r})")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One transaction as one source saw it."""
+
+    type: ClassVar[str] = "transaction"
+
+    source: str
+    kind: str
+    result: str
+    amount_minor: int
+    time: datetime | None
+    terminal_id: str | None = None
+    merchant_id: str | None = None
+    batch_no: str | None = None
+    voucher_no: str | None = None
+    receipt_no: str | None = None
+    trace_no: str | None = None
+    rrn: str | None = None
+    auth_code: str | None = None
+    original_voucher_no: str | None = None
+    original_rrn: str | None = None
+    currency: str | None = None
+    card: str | None = None
+    card_type: str | None = None
+    entry_mode: str | None = None
+    operator: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise EventError(f"kind must be one of {', '.join(KINDS)} (got {self.kind!r})")
+        if self.result not in RESULTS:
+            raise EventError(f"result must be approved or declined (got {self.result!r})")
+        if isinstance(self.amount_minor, bool) or not isinstance(self.amount_minor, int):
+            raise EventError(f"amount_minor must be an integer (got {self.amount_minor!r})")
+        if self.amount_minor < 0:
+            raise EventError(f"amount_minor must be >= 0; kind carries the sign (got {self.amount_minor})")
+        if self.entry_mode is not None and self.entry_mode not in ENTRY_MODES:
+            raise EventError(f"entry_mode must be one of {', '.join(ENTRY_MODES)} or null")
+        if self.time is not None and self.time.tzinfo is None:
+            raise EventError("time must be timezone-aware")
+
+    # Schema order of DESIGN.md; to_dict/from_dict/JSON follow it exactly.
+    SCHEMA: ClassVar[tuple[str, ...]] = (
+        "source", "kind", "result", "terminal_id", "merchant_id", "batch_no", "voucher_no",
+        "receipt_no", "trace_no", "rrn", "auth_code", "original_voucher_no", "original_rrn",
+        "amount_minor", "currency", "card", "card_type", "entry_mode", "time", "operator",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for name in self.SCHEMA:
+            value = getattr(self, name)
+            out[name] = _iso(value) if name == "time" else value
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Transaction:
+        _check_keys(obj, cls.type, cls.SCHEMA)
+        kwargs: dict[str, Any] = {}
+        for name in cls.SCHEMA:
+            value = obj.get(name)
+            if name == "time":
+                kwargs[name] = _parse_time(value, name)
+            elif name == "amount_minor":
+                amount = _opt_int(value, name)
+                if amount is None:
+                    raise EventError("amount_minor is required")
+                kwargs[name] = amount
+            elif name in ("source", "kind", "result"):
+                if not isinstance(value, str):
+                    raise EventError(f"{name} is required and must be a string")
+                kwargs[name] = value
+            else:
+                kwargs[name] = _opt_str(value, name)
+        return cls(**kwargs)
+
+    def with_(self, **changes: Any) -> Transaction:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A batch closed (结算) on a terminal; totals as the source reported them."""
+
+    type: ClassVar[str] = "settlement"
+
+    source: str
+    time: datetime | None
+    terminal_id: str | None = None
+    merchant_id: str | None = None
+    batch_no: str | None = None
+    count: int | None = None
+    total_minor: int | None = None
+    currency: str | None = None
+    balanced: bool | None = None
+
+    SCHEMA: ClassVar[tuple[str, ...]] = (
+        "source", "terminal_id", "merchant_id", "batch_no", "time", "count", "total_minor",
+        "currency", "balanced",
+    )
+
+    def __post_init__(self) -> None:
+        if self.time is not None and self.time.tzinfo is None:
+            raise EventError("time must be timezone-aware")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for name in self.SCHEMA:
+            value = getattr(self, name)
+            out[name] = _iso(value) if name == "time" else value
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Settlement:
+        _check_keys(obj, cls.type, cls.SCHEMA)
+        source = obj.get("source")
+        if not isinstance(source, str):
+            raise EventError("source is required and must be a string")
+        balanced = obj.get("balanced")
+        if balanced is not None and not isinstance(balanced, bool):
+            raise EventError("balanced must be true, false or null")
+        return cls(
+            source=source,
+            time=_parse_time(obj.get("time"), "time"),
+            terminal_id=_opt_str(obj.get("terminal_id"), "terminal_id"),
+            merchant_id=_opt_str(obj.get("merchant_id"), "merchant_id"),
+            batch_no=_opt_str(obj.get("batch_no"), "batch_no"),
+            count=_opt_int(obj.get("count"), "count"),
+            total_minor=_opt_int(obj.get("total_minor"), "total_minor"),
+            currency=_opt_str(obj.get("currency"), "currency"),
+            balanced=balanced,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptText:
+    """Text printed by a terminal or a till (ZVT print lines, one ESC/POS receipt).
+
+    Kept as evidence ("the receipt as printed") and parsed by receipt templates.
+    Lines are already PAN-masked.
+    """
+
+    type: ClassVar[str] = "receipt"
+
+    source: str
+    time: datetime | None
+    lines: tuple[str, ...] = field(default_factory=tuple)
+    terminal_id: str | None = None
+    qr: tuple[str, ...] = field(default_factory=tuple)
+
+    SCHEMA: ClassVar[tuple[str, ...]] = ("source", "terminal_id", "time", "lines", "qr")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "source": self.source,
+            "terminal_id": self.terminal_id,
+            "time": _iso(self.time),
+            "lines": list(self.lines),
+            "qr": list(self.qr),
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> ReceiptText:
+        _check_keys(obj, cls.type, cls.SCHEMA)
+        lines = obj.get("lines") or []
+        qr = obj.get("qr") or []
+        if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+            raise EventError("lines must be a list of strings")
+        if not isinstance(qr, list) or not all(isinstance(x, str) for x in qr):
+            raise EventError("qr must be a list of strings")
+        source = obj.get("source")
+        if not isinstance(source, str):
+            raise EventError("source is required and must be a string")
+        return cls(
+            source=source,
+            time=_parse_time(obj.get("time"), "time"),
+            lines=tuple(lines),
+            terminal_id=_opt_str(obj.get("terminal_id"), "terminal_id"),
+            qr=tuple(qr),
+        )
+
+
+Event = Transaction | Settlement | ReceiptText
+EVENT_TYPES: dict[str, type[Transaction] | type[Settlement] | type[ReceiptText]] = {
+    "transaction": Transaction,
+    "settlement": Settlement,
+    "receipt": ReceiptText,
+}
+
+
+def _check_keys(obj: dict[str, Any], type_: str, schema: tuple[str, ...]) -> None:
+    if obj.get("type") != type_:
+        raise EventError(f"type must be {type_!r}")
+    unknown = set(obj) - set(schema) - {"type"}
+    if unknown:
+        raise EventError(f"unknown field(s): {', '.join(sorted(unknown))}")
+
+
+def event_from_dict(obj: Any) -> Event:
+    if not isinstance(obj, dict):
+        raise EventError("an event must be a JSON object")
+    cls = EVENT_TYPES.get(obj.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise EventError(f"unknown event type {obj.get('type')!r}")
+    return cls.from_dict(obj)
+
+
+def event_to_json(event: Event) -> str:
+    """One JSON line (no newline); UTF-8 text kept readable (ensure_ascii off)."""
+    return json.dumps(event.to_dict(), ensure_ascii=False)
+
+
+def event_from_json(line: str) -> Event:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise EventError(f"not JSON: {exc.msg} at column {exc.colno}") from exc
+    return event_from_dict(obj)
+
+
+__all__ = [
+    "ENTRY_MODES", "EVENT_TYPES", "KINDS", "RESULTS", "RETURNING_KINDS", "Event", "EventError",
+    "ReceiptText", "Settlement", "Transaction", "event_from_dict", "event_from_json", "event_to_json",
+]
