@@ -1,0 +1,275 @@
+"""``settleguard`` command line (DESIGN.md "Command line" is the public contract).
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage, 65 bad input data, 78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agent import __version__
+from agent.config import EX_CONFIG, ConfigError, load_config, system_zone
+
+EX_OK, EX_FAIL, EX_USAGE, EX_DATAERR = 0, 1, 2, 65
+DEFAULT_CONFIG = "/etc/settleguard/settleguard.toml"
+DEFAULT_STATE = "/var/lib/settleguard"
+
+
+def _err(message: str) -> None:
+    print(f"settleguard: {message}", file=sys.stderr)
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SystemExit(_usage(f"unknown time zone {name!r}")) from None
+
+
+def _usage(message: str) -> int:
+    _err(message)
+    return EX_USAGE
+
+
+def state_dir(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE)
+
+
+# -- decode ------------------------------------------------------------------------------------
+def cmd_decode(args: argparse.Namespace) -> int:
+    from agent.sources import SniffingDecoder
+    from drivers.events import event_to_json
+    from drivers.protocols import UnknownProtocol, make_decoder
+
+    tz = _zone(args.tz) or system_zone()
+    path = Path(args.file)
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else path.read_bytes()
+    except OSError as exc:
+        _err(f"{args.file}: {exc.strerror}")
+        return EX_DATAERR if isinstance(exc, FileNotFoundError) else EX_FAIL
+    # A capture's year is placed relative to when it was taken; the file's mtime is the best witness.
+    received = (datetime.fromtimestamp(path.stat().st_mtime, UTC) if args.file != "-" else datetime.now(UTC))
+    try:
+        decoder = (SniffingDecoder(tz=tz, source="auto") if args.protocol == "auto"
+                   else make_decoder(args.protocol, tz=tz, source=args.protocol))
+    except UnknownProtocol as exc:
+        return _usage(str(exc))
+    events = decoder.feed(data, received) + decoder.flush(received)
+    out = sys.stdout
+    for ev in events:
+        if args.text:
+            if ev.type == "receipt":
+                for line in ev.lines:  # type: ignore[union-attr]
+                    out.write(line + "\n")
+                out.write("\n")
+            continue
+        if ev.type == "receipt" and not args.receipts:
+            continue
+        out.write(event_to_json(ev) + "\n")
+    stats = decoder.stats
+    if stats.bytes_skipped or stats.bad_frames:
+        _err(f"{args.file}: skipped {stats.bytes_skipped} byte(s), {stats.bad_frames} bad frame(s)"
+             + (f" — {stats.last_error}" if stats.last_error else ""))
+    if not events and data:
+        _err(f"{args.file}: no events decoded as {args.protocol}")
+        return EX_DATAERR
+    return EX_OK
+
+
+# -- simulate ----------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.sim.day import build_day
+    from agent.sim.terminal import PtyTerminal, play, write_file
+
+    tz = _zone(args.tz) or ZoneInfo("Asia/Shanghai")
+    try:
+        events = build_day(args.scenario, seed=args.seed, tz=tz, count=args.count)
+    except ValueError as exc:
+        return _usage(str(exc))
+    if args.out:
+        with open(args.out, "wb") as fh:
+            n = write_file(fh, events, args.protocol)
+        if args.labels:
+            with open(args.labels, "w", encoding="utf-8") as lf:
+                for e in events:
+                    lf.write(json.dumps({"at": e.at.isoformat(), "label": e.label, "reprint": e.reprint,
+                                         "voucher_no": getattr(e.event, "voucher_no", None)}) + "\n")
+        print(f"wrote {n} events ({args.protocol}) to {args.out}", file=sys.stderr)
+        return EX_OK
+    if args.pty:
+        term = PtyTerminal()
+        print(term.device, flush=True)
+        print(f"simulated terminal on {term.device}; start the agent on it, playing in {args.wait:g}s",
+              file=sys.stderr)
+        time.sleep(args.wait)
+        try:
+            play(events, term.write, args.protocol, speed=args.speed)
+            time.sleep(1.0)  # let the reader drain before the master closes
+        finally:
+            term.close()
+        return EX_OK
+    if args.port:
+        from drivers.transport import open_serial_writer
+
+        writer = open_serial_writer(args.port, baudrate=args.baudrate)
+        try:
+            play(events, writer.write, args.protocol, speed=args.speed)
+        finally:
+            writer.close()
+        return EX_OK
+    return _usage("simulate needs one of --pty, --port DEV or --out FILE")
+
+
+# -- run -----------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import Daemon
+    from agent.logs import setup_logging
+
+    setup_logging(args.log_level)
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EX_CONFIG
+    daemon = Daemon(loaded, state_dir(args.state))
+    return daemon.run_forever()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.file)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EX_CONFIG
+    cfg = loaded.config
+    print(f"{args.file}: ok — {len(cfg.source)} source(s), {len(cfg.channel)} channel(s), "
+          f"{sum(1 for p in loaded.rule_params.values() if p.enabled)} rule(s) enabled, zone {loaded.tz}")
+    return EX_OK
+
+
+# -- alerts --------------------------------------------------------------------------------------
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from agent.daemon import journal_path
+    from agent.journal import Journal
+
+    path = journal_path(state_dir(args.state))
+    if not path.exists():
+        _err(f"no journal at {path} (is the state directory right? --state DIR)")
+        return EX_FAIL
+    journal = Journal(path)
+    try:
+        alerts = journal.alerts(states=("open", "escalated") if args.open else None)
+        dead = journal.conn.execute("SELECT COUNT(*) FROM outbox WHERE state='dead'").fetchone()[0]
+    finally:
+        journal.close()
+    if args.json:
+        for a in alerts:
+            print(json.dumps(a.to_dict(), ensure_ascii=False))
+        return EX_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    from agent.units import format_money
+
+    table = Table(title="settleguard alerts")
+    for col in ("id", "rule", "severity", "state", "voucher", "amount", "reason"):
+        table.add_column(col)
+    for a in alerts:
+        t = a.transactions[-1] if a.transactions else None
+        table.add_row(a.id[:10], a.rule, a.severity, a.state, (t.voucher_no or t.receipt_no or "") if t else "",
+                      format_money(t.amount_minor, t.currency) if t else "", a.reason)
+    Console().print(table)
+    if dead:
+        print(f"{dead} message(s) could not be delivered (dead letters) — see `settleguard doctor`")
+    return EX_OK
+
+
+# -- demo ------------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.logs import setup_logging
+    from agent.sim.demo import run_demo
+
+    setup_logging("WARNING", journald=False)
+    return run_demo(fast=args.fast)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="settleguard", description="Flags suspicious card transactions before the "
+                                "batch settles, while a void (撤销) is still possible.")
+    p.add_argument("--version", action="version", version=f"settleguard {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="the daemon (systemd runs this)")
+    r.add_argument("--config", default=DEFAULT_CONFIG)
+    r.add_argument("--state", help="state directory (default $STATE_DIRECTORY, else /var/lib/settleguard)")
+    r.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="everything on the embedded default, on a simulated terminal")
+    d.add_argument("--fast", action="store_true", help="finish in seconds")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("simulate", help="play a simulated shop day as a terminal would send it")
+    s.add_argument("--protocol", default="jsonl", choices=["jsonl", "zvt", "cn_ecr", "escpos"])
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--pty", action="store_true", help="open a pty pair and print the device path")
+    g.add_argument("--port", help="write to a serial port (pyserial URL)")
+    g.add_argument("--out", help="write the bytes to a file")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--speed", type=float, default=600.0, help="simulated seconds per real second (0 = flat out)")
+    s.add_argument("--scenario", default="demo", help="demo | clean | mixed")
+    s.add_argument("--count", type=int, help="ordinary sales in the day (clean/mixed)")
+    s.add_argument("--tz", help="shop time zone (default Asia/Shanghai)")
+    s.add_argument("--labels", help="with --out: write the anomaly labels as JSON lines here")
+    s.add_argument("--baudrate", type=int, default=9600)
+    s.add_argument("--wait", type=float, default=2.0, help="with --pty: seconds to wait before playing")
+    s.set_defaults(func=cmd_simulate)
+
+    dc = sub.add_parser("decode", help="decode a capture file to event JSON lines")
+    dc.add_argument("--protocol", required=True, help="zvt | cn_ecr | jsonl | escpos | auto")
+    dc.add_argument("--tz", help="zone for terminal timestamps (default: the system zone)")
+    dc.add_argument("--text", action="store_true", help="print the decoded receipt text instead")
+    dc.add_argument("--receipts", action="store_true", help="also print receipt events")
+    dc.add_argument("file")
+    dc.set_defaults(func=cmd_decode)
+
+    cc = sub.add_parser("check-config", help="validate a configuration file")
+    cc.add_argument("file")
+    cc.set_defaults(func=cmd_check_config)
+
+    al = sub.add_parser("alerts", help="list alerts from the journal")
+    al.add_argument("--open", action="store_true")
+    al.add_argument("--json", action="store_true")
+    al.add_argument("--state")
+    al.set_defaults(func=cmd_alerts)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""The TOML configuration: parsed, validated completely, refused with file, line and field.
+
+Secrets may be inline, ``env:NAME`` or ``file:PATH`` (systemd LoadCredential=);
+they are resolved at load time so a missing credential is a configuration
+error, not a failed delivery at 22:59.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from datetime import time as dtime
+from datetime import timedelta, tzinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.rules.base import duration_field
+from agent.rules.engine import RuleConfigError, validate_rule_params
+
+EX_CONFIG = 78
+Duration = Annotated[timedelta, BeforeValidator(duration_field)]
+PROTOCOL_NAMES = ("zvt", "cn_ecr", "jsonl", "escpos", "auto")
+CHANNEL_TYPES = ("webhook", "wecom", "dingtalk", "feishu", "printer")
+
+
+class ConfigError(Exception):
+    """A configuration a person must fix: names the file, line (when known) and field."""
+
+    def __init__(self, file: str, field: str, message: str, line: int | None = None) -> None:
+        self.file, self.field, self.message, self.line = file, field, message, line
+        where = f"{file}, line {line}" if line else file
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_secret(value: str) -> str:
+    if value.startswith("env:"):
+        name = value[4:]
+        got = os.environ.get(name)
+        if not got:
+            raise ValueError(f"environment variable {name} is not set")
+        return got
+    if value.startswith("file:"):
+        path = Path(value[5:])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    return value
+
+
+Secret = Annotated[str, BeforeValidator(lambda v: _resolve_secret(v) if isinstance(v, str) else v)]
+
+
+def _hhmm(value: str) -> dtime:
+    m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a time like \"23:00\"")
+    return dtime(int(m.group(1)), int(m.group(2)))
+
+
+class ShopConfig(_Strict):
+    name: str = "settleguard shop"
+    till: str = Field(default_factory=lambda: socket.gethostname() or "till")
+    timezone: str | None = None  # zoneinfo name; None -> the system zone
+    currency: str = "CNY"
+    hours: dict[str, Any] | None = None  # validated by agent.rules.calendar when present
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use a zoneinfo name like \"Asia/Shanghai\")") from None
+        return v
+
+    @field_validator("currency")
+    @classmethod
+    def _cur(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", v):
+            raise ValueError("must be an ISO 4217 code like \"CNY\"")
+        return v
+
+    def tzinfo(self) -> tzinfo:
+        return ZoneInfo(self.timezone) if self.timezone else system_zone()
+
+
+class SettlementConfig(_Strict):
+    cutoff: str = "23:00"   # local wall-clock time the acquirer settles, or "manual"
+    review_lead: Duration = timedelta(minutes=30)
+    review_times: list[str] = []   # extra review times, "HH:MM"
+    all_clear: bool = True          # send "nothing open" at review time
+    follow_up_days: int = Field(default=2, ge=1, le=30)
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoff(cls, v: str) -> str:
+        if v != "manual":
+            _hhmm(v)
+        return v
+
+    @field_validator("review_times")
+    @classmethod
+    def _times(cls, v: list[str]) -> list[str]:
+        for item in v:
+            _hhmm(item)
+        return v
+
+    @property
+    def cutoff_time(self) -> dtime | None:
+        return None if self.cutoff == "manual" else _hhmm(self.cutoff)
+
+
+class SourceConfig(_Strict):
+    name: str
+    protocol: Literal["zvt", "cn_ecr", "jsonl", "escpos", "auto"]
+    port: str | None = None            # any pyserial URL: /dev/ttyUSB0, /dev/serial/by-id/..., socket://h:p
+    baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 2] = 1
+    listen: str | None = None          # TCP pass-through "0.0.0.0:9100" ...
+    forward: str | None = None         # ... to the real printer "192.168.1.50:9100"
+    spool: str | None = None           # a directory a virtual printer drops job files into
+    file: str | None = None            # a capture file, read once (tests, demos)
+    mode: Literal["passive", "listener"] = "passive"
+    template: str | None = None        # receipt template for escpos sources (default: all bundled)
+    idle_flush: Duration = timedelta(seconds=3)   # printer streams: a receipt ends after this idle time
+    options: dict[str, Any] = {}       # decoder options (cn_ecr lrc_init, ...)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> SourceConfig:
+        given = [k for k in ("port", "listen", "spool", "file") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of port, listen (with forward), spool or file")
+        if self.listen and not self.forward:
+            raise ValueError("listen needs forward = \"printer-host:9100\" (printing must go on)")
+        for key in ("listen", "forward"):
+            value = getattr(self, key)
+            if value and not re.fullmatch(r"[^:\s]+:\d{1,5}", value):
+                raise ValueError(f"{key} must look like \"host:port\" (got {value!r})")
+        return self
+
+
+class ChannelConfig(_Strict):
+    name: str
+    type: Literal["webhook", "wecom", "dingtalk", "feishu", "printer"]
+    url: str | None = None             # webhook target, or override of a robot's endpoint
+    key: Secret | None = None          # WeCom robot key / DingTalk access_token / Feishu hook token
+    secret: Secret | None = None       # signing secret (whsec_... for webhooks, robot sign secret)
+    secrets: list[Secret] = []         # extra webhook secrets during rotation
+    printer: dict[str, Any] = {}       # printer channel: kind = serial|network|usb|file and its settings
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _needs(self) -> ChannelConfig:
+        if self.type == "webhook" and not self.url:
+            raise ValueError("a webhook channel needs url")
+        if self.type in ("wecom", "dingtalk", "feishu") and not (self.key or self.url):
+            raise ValueError(f"a {self.type} channel needs key (or url)")
+        if self.type == "printer" and not self.printer:
+            raise ValueError("a printer channel needs a [channel.printer] table (kind = serial|network|usb|file)")
+        if self.secret and self.type == "webhook" and not self.secret.startswith("whsec_"):
+            raise ValueError("a webhook secret must start with whsec_ (Standard Webhooks)")
+        return self
+
+
+class DeliveryConfig(_Strict):
+    group_wait: Duration = timedelta(seconds=10)
+    group_interval: Duration = timedelta(seconds=60)
+    repeat_interval: Duration = timedelta(minutes=30)
+    timeout: Duration = timedelta(seconds=10)
+
+
+class MetricsConfig(_Strict):
+    listen: str | None = None          # e.g. "127.0.0.1:9477"; off when absent
+
+
+class Config(_Strict):
+    shop: ShopConfig = ShopConfig()
+    settlement: SettlementConfig = SettlementConfig()
+    source: list[SourceConfig] = []
+    rules: dict[str, dict[str, Any]] = {}
+    channel: list[ChannelConfig] = []
+    delivery: DeliveryConfig = DeliveryConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        for kind, items in (("source", self.source), ("channel", self.channel)):
+            seen: set[str] = set()
+            for item in items:
+                if item.name in seen:
+                    raise ValueError(f"two [[{kind}]] entries are named {item.name!r}")
+                seen.add(item.name)
+        return self
+
+
+class LoadedConfig:
+    """A validated configuration plus what was derived from it (rule parameters, zone)."""
+
+    def __init__(self, config: Config, rule_params: dict[str, Any], path: str, text: str) -> None:
+        self.config = config
+        self.rule_params = rule_params
+        self.path = path
+        self.text = text
+        self.tz = config.shop.tzinfo()
+        self.hours = None
+        if config.shop.hours is not None:
+            from agent.rules import calendar as _calendar  # optional until the calendar lands
+
+            self.hours = _calendar.HoursConfig.model_validate(config.shop.hours)
+
+
+def system_zone() -> tzinfo:
+    tz_env = os.environ.get("TZ")
+    if tz_env:
+        try:
+            return ZoneInfo(tz_env.lstrip(":"))
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        link = os.readlink("/etc/localtime")
+        if "zoneinfo/" in link:
+            return ZoneInfo(link.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    try:
+        name = Path("/etc/timezone").read_text().strip()
+        if name:
+            return ZoneInfo(name)
+    except (OSError, ZoneInfoNotFoundError, ValueError):
+        pass
+    return ZoneInfo("UTC")
+
+
+def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of a pydantic error location in TOML text."""
+    lines = text.splitlines()
+    header_re = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    key_re = re.compile(r"^\s*\"?([A-Za-z0-9_\-]+)\"?\s*=")
+    path = [str(p) for p in loc]
+    # Arrays of tables: ("source", 1, "baudrate") -> the second [[source]] header.
+    table: list[str] = []
+    occurrence: dict[str, int] = {}
+    best: int | None = None
+    for i, line in enumerate(lines, start=1):
+        m = header_re.match(line)
+        if m:
+            name = m.group(1).replace('"', "")
+            table = name.split(".")
+            if line.lstrip().startswith("[["):
+                occurrence[name] = occurrence.get(name, -1) + 1
+                table = [*table, str(occurrence[name])]
+            if table == path[: len(table)] and best is None and len(table) == len(path):
+                best = i
+            continue
+        km = key_re.match(line)
+        if km:
+            full = [*table, km.group(1)]
+            if full == path[: len(full)]:
+                if len(full) == len(path):
+                    return i
+                best = best or i
+            elif table and table == path[: len(table)] and best is None and len(path) == len(table) + 1:
+                pass
+    if best is None and path:
+        # The field is missing: point at its table header.
+        for i, line in enumerate(lines, start=1):
+            m = header_re.match(line)
+            if m and m.group(1).replace('"', "").split(".") == path[:1]:
+                return i
+    return best
+
+
+def parse_config(text: str, path: str = "<config>") -> LoadedConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(path, "", f"not valid TOML: {exc}", int(m.group(1)) if m else None) from None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see config/settleguard.example.toml)"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+                message += f" (got {err['input']!r})"
+        raise ConfigError(path, _pretty_field(loc, raw), message, _locate(text, loc)) from None
+    try:
+        rule_params = validate_rule_params(config.rules)
+    except RuleConfigError as exc:
+        loc = tuple(exc.path.split("."))
+        message = exc.message.replace("Value error, ", "")
+        if message.startswith("Extra inputs are not permitted"):
+            message = "unknown key (check the spelling; see config/settleguard.example.toml)"
+        raise ConfigError(path, exc.path, message, _locate(text, loc)) from None
+    try:
+        return LoadedConfig(config, rule_params, path, text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ("shop", "hours", *err["loc"])
+        raise ConfigError(path, ".".join(str(p) for p in loc), err["msg"].removeprefix("Value error, "),
+                          _locate(text, loc)) from None
+
+
+def _pretty_field(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """("source", 0, "baudrate") -> source[0] (terminal).baudrate : names what a person sees."""
+    parts: list[str] = []
+    node: Any = raw
+    for p in loc:
+        if isinstance(p, int):
+            label = f"[{p}]"
+            if isinstance(node, list) and p < len(node) and isinstance(node[p], dict) and "name" in node[p]:
+                label = f"[{p}] ({node[p]['name']})"
+            parts[-1] = parts[-1] + label if parts else label
+        else:
+            parts.append(str(p))
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)
+
+
+def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), "", f"cannot read: {exc}") from None
+    return parse_config(text, str(p))

@@ -1,0 +1,418 @@
+"""The journal: one SQLite file holding transactions, sightings, alerts and the outbox.
+
+WAL with ``synchronous=FULL``: a committed alert and its outbox row survive a
+power cut together. The pipeline is the only writer of everything except the
+outbox's delivery columns, which the delivery thread updates on its own
+connection. Schema changes are numbered migrations (``PRAGMA user_version``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.model import Alert, Settlement, Transaction, all_identity_keys
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE transactions(
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        terminal_id TEXT, batch_no TEXT, voucher_no TEXT, receipt_no TEXT, trace_no TEXT, rrn TEXT,
+        kind TEXT NOT NULL, result TEXT NOT NULL, amount_minor INTEGER NOT NULL, currency TEXT,
+        card TEXT, time_utc TEXT NOT NULL,
+        data TEXT NOT NULL,
+        first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+        sightings INTEGER NOT NULL DEFAULT 1,
+        reprints INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX transactions_card ON transactions(card, time_utc);
+    CREATE INDEX transactions_time ON transactions(time_utc);
+    CREATE INDEX transactions_batch ON transactions(terminal_id, batch_no);
+    CREATE TABLE txn_keys(key TEXT PRIMARY KEY, txn_id INTEGER NOT NULL REFERENCES transactions(id));
+    CREATE TABLE sightings(
+        id INTEGER PRIMARY KEY,
+        txn_id INTEGER NOT NULL REFERENCES transactions(id),
+        source TEXT NOT NULL, received TEXT NOT NULL, data TEXT NOT NULL, reprint INTEGER NOT NULL
+    );
+    CREATE INDEX sightings_txn ON sightings(txn_id);
+    CREATE TABLE receipts(
+        id INTEGER PRIMARY KEY,
+        txn_id INTEGER REFERENCES transactions(id),
+        source TEXT NOT NULL, received TEXT NOT NULL, terminal_id TEXT, data TEXT NOT NULL
+    );
+    CREATE INDEX receipts_txn ON receipts(txn_id);
+    CREATE TABLE settlements(
+        id INTEGER PRIMARY KEY,
+        terminal_id TEXT, batch_no TEXT, time_utc TEXT, received TEXT NOT NULL, source TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE alerts(
+        id TEXT PRIMARY KEY,
+        rule TEXT NOT NULL, key TEXT NOT NULL,
+        revision INTEGER NOT NULL, state TEXT NOT NULL, severity TEXT NOT NULL,
+        subject_terminal TEXT, subject_voucher TEXT, subject_receipt TEXT, subject_trace TEXT,
+        subject_rrn TEXT, subject_batch TEXT,
+        deadline TEXT,
+        data TEXT NOT NULL,
+        created TEXT NOT NULL, updated TEXT NOT NULL,
+        UNIQUE(rule, key)
+    );
+    CREATE INDEX alerts_state ON alerts(state);
+    CREATE TABLE alert_log(
+        id INTEGER PRIMARY KEY,
+        alert_id TEXT NOT NULL REFERENCES alerts(id),
+        revision INTEGER NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL,
+        actor TEXT NOT NULL, note TEXT
+    );
+    CREATE TABLE outbox(
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        alert_id TEXT, revision INTEGER,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        deadline TEXT,
+        created TEXT NOT NULL, updated TEXT NOT NULL,
+        last_error TEXT,
+        UNIQUE(channel, message_id)
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_at);
+    CREATE TABLE batches(
+        terminal_id TEXT NOT NULL, batch_no TEXT NOT NULL,
+        opened TEXT NOT NULL, closed TEXT,
+        PRIMARY KEY(terminal_id, batch_no)
+    );
+    CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
+    """,
+}
+
+
+class JournalError(Exception):
+    pass
+
+
+def utc_text(value: datetime) -> str:
+    """Sortable UTC text for SQLite comparisons (fixed width, microseconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_utc_text(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def connect(path: Path | str, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise JournalError(f"journal schema {version} is newer than this settleguard ({SCHEMA_VERSION})")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTxn:
+    id: int
+    key: str
+    txn: Transaction
+    first_seen: datetime
+    sightings: int
+    reprints: int
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    stored: StoredTxn
+    is_new: bool
+    conflicts: dict[str, tuple[Any, Any]]
+    reprint: bool
+
+
+# Fields whose disagreement between two sightings of one identity is a finding (DUP-002), not a merge.
+CONFLICT_FIELDS = ("kind", "amount_minor", "card", "result")
+
+
+class Journal:
+    """Opened by the pipeline thread; every method runs on that thread."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.conn = connect(self.path, synchronous=synchronous)
+        migrate(self.conn)
+        self._in_tx = False
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit: nothing half-written reaches the journal."""
+        if self._in_tx:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    # -- transactions ----------------------------------------------------------------
+    def merge_transaction(self, txn: Transaction, *, key: str, instant: datetime, received: datetime,
+                          source: str) -> MergeResult:
+        """Record one sighting; merge with an earlier sighting of the same identity."""
+        c = self.conn
+        keys = [key, *[k for k in all_identity_keys(txn) if k != key]]
+        row = None
+        for k in keys:
+            hit = c.execute("SELECT txn_id FROM txn_keys WHERE key=?", (k,)).fetchone()
+            if hit:
+                row = c.execute("SELECT * FROM transactions WHERE id=?", (hit[0],)).fetchone()
+                break
+        now_text = utc_text(received)
+        data = json.dumps(txn.to_dict(), ensure_ascii=False)
+        if row is None:
+            cur = c.execute(
+                "INSERT INTO transactions(key, terminal_id, batch_no, voucher_no, receipt_no, trace_no, rrn,"
+                " kind, result, amount_minor, currency, card, time_utc, data, first_seen, last_seen)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, txn.terminal_id, txn.batch_no, txn.voucher_no, txn.receipt_no, txn.trace_no, txn.rrn,
+                 txn.kind, txn.result, txn.amount_minor, txn.currency, txn.card, utc_text(instant), data,
+                 now_text, now_text),
+            )
+            txn_id = int(cur.lastrowid or 0)
+            c.executemany("INSERT OR IGNORE INTO txn_keys(key, txn_id) VALUES(?,?)", [(k, txn_id) for k in keys])
+            c.execute("INSERT INTO sightings(txn_id, source, received, data, reprint) VALUES(?,?,?,?,0)",
+                      (txn_id, source, now_text, data))
+            return MergeResult(StoredTxn(txn_id, key, txn, received, 1, 0), True, {}, False)
+
+        stored = Transaction.from_dict(json.loads(row["data"]))
+        conflicts = {
+            f: (getattr(stored, f), getattr(txn, f)) for f in CONFLICT_FIELDS
+            if getattr(stored, f) is not None and getattr(txn, f) is not None
+            and getattr(stored, f) != getattr(txn, f)
+            # A masked card seen two ways (6+4 vs last-4 only) is the same card.
+            and not (f == "card" and _same_masked_card(getattr(stored, f), getattr(txn, f)))
+        }
+        merged = _fill(stored, txn)
+        reprint = not conflicts
+        c.execute(
+            "UPDATE transactions SET terminal_id=?, batch_no=?, voucher_no=?, receipt_no=?, trace_no=?, rrn=?,"
+            " currency=?, card=?, data=?, last_seen=?, sightings=sightings+1, reprints=reprints+? WHERE id=?",
+            (merged.terminal_id, merged.batch_no, merged.voucher_no, merged.receipt_no, merged.trace_no,
+             merged.rrn, merged.currency, merged.card, json.dumps(merged.to_dict(), ensure_ascii=False),
+             now_text, 1 if reprint else 0, row["id"]),
+        )
+        c.executemany("INSERT OR IGNORE INTO txn_keys(key, txn_id) VALUES(?,?)", [(k, row["id"]) for k in keys])
+        c.execute("INSERT INTO sightings(txn_id, source, received, data, reprint) VALUES(?,?,?,?,?)",
+                  (row["id"], source, now_text, data, 1 if reprint else 0))
+        result = StoredTxn(row["id"], row["key"], merged, from_utc_text(row["first_seen"]),
+                           row["sightings"] + 1, row["reprints"] + (1 if reprint else 0))
+        return MergeResult(result, False, conflicts, reprint)
+
+    def find_by_reference(self, terminal_id: str | None, ref: str) -> list[StoredTxn]:
+        """Originals a void/reversal may point at: voucher, receipt or trace number on that terminal."""
+        rows = self.conn.execute(
+            "SELECT * FROM transactions WHERE (terminal_id IS ? OR ? IS NULL)"
+            " AND (voucher_no=? OR receipt_no=? OR trace_no=?) ORDER BY time_utc DESC LIMIT 5",
+            (terminal_id, terminal_id, ref, ref, ref),
+        ).fetchall()
+        return [self._stored(r) for r in rows]
+
+    def _stored(self, r: sqlite3.Row) -> StoredTxn:
+        return StoredTxn(r["id"], r["key"], Transaction.from_dict(json.loads(r["data"])),
+                         from_utc_text(r["first_seen"]), r["sightings"], r["reprints"])
+
+    def sales_for_card(self, card: str, since: datetime, until: datetime) -> list[StoredTxn]:
+        rows = self.conn.execute(
+            "SELECT * FROM transactions WHERE card=? AND time_utc>=? AND time_utc<=? AND kind='sale'"
+            " AND result='approved' ORDER BY time_utc",
+            (card, utc_text(since), utc_text(until)),
+        ).fetchall()
+        return [self._stored(r) for r in rows]
+
+    def approved_sale_amounts(self, since: datetime, until: datetime) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT amount_minor FROM transactions WHERE time_utc>=? AND time_utc<=? AND kind='sale'"
+            " AND result='approved'", (utc_text(since), utc_text(until))).fetchall()
+        return [r[0] for r in rows]
+
+    def recent_transactions(self, since: datetime) -> list[StoredTxn]:
+        rows = self.conn.execute("SELECT * FROM transactions WHERE time_utc>=? ORDER BY time_utc",
+                                 (utc_text(since),)).fetchall()
+        return [self._stored(r) for r in rows]
+
+    def batch_transactions(self, terminal_id: str | None, batch_no: str) -> list[StoredTxn]:
+        rows = self.conn.execute("SELECT * FROM transactions WHERE terminal_id IS ? AND batch_no=?"
+                                 " ORDER BY time_utc", (terminal_id, batch_no)).fetchall()
+        return [self._stored(r) for r in rows]
+
+    def count_transactions(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0])
+
+    def sightings_of(self, txn_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT source, received, reprint FROM sightings WHERE txn_id=? ORDER BY id",
+                                 (txn_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def txn_id_for_key(self, key: str) -> int | None:
+        hit = self.conn.execute("SELECT txn_id FROM txn_keys WHERE key=?", (key,)).fetchone()
+        return int(hit[0]) if hit else None
+
+    # -- receipts and settlements ---------------------------------------------------------
+    def add_receipt(self, *, txn_id: int | None, source: str, received: datetime, terminal_id: str | None,
+                    data: dict[str, Any]) -> None:
+        self.conn.execute("INSERT INTO receipts(txn_id, source, received, terminal_id, data) VALUES(?,?,?,?,?)",
+                          (txn_id, source, utc_text(received), terminal_id, json.dumps(data, ensure_ascii=False)))
+
+    def receipts_of(self, txn_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT data FROM receipts WHERE txn_id=? ORDER BY id", (txn_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def add_settlement(self, s: Settlement, *, received: datetime, source: str) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO settlements(terminal_id, batch_no, time_utc, received, source, data) VALUES(?,?,?,?,?,?)",
+            (s.terminal_id, s.batch_no, utc_text(s.time) if s.time else None, utc_text(received), source,
+             json.dumps(s.to_dict(), ensure_ascii=False)),
+        )
+        return int(cur.lastrowid or 0)
+
+    # -- alerts ------------------------------------------------------------------------------
+    def alert_for(self, rule: str, key: str) -> Alert | None:
+        row = self.conn.execute("SELECT data, key FROM alerts WHERE rule=? AND key=?", (rule, key)).fetchone()
+        return Alert.from_dict(json.loads(row[0]), key=row[1]) if row else None
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        row = self.conn.execute("SELECT data, key FROM alerts WHERE id=? OR id LIKE ?",
+                                (alert_id, alert_id + "%")).fetchone()
+        return Alert.from_dict(json.loads(row[0]), key=row[1]) if row else None
+
+    def save_alert(self, alert: Alert, *, actor: str, note: str | None = None) -> None:
+        subject = alert.transactions[-1] if alert.transactions else None
+        deadline = alert.suggestion.deadline if alert.suggestion else None
+        values = (
+            alert.rule, alert.key, alert.revision, alert.state, alert.severity,
+            subject.terminal_id if subject else None, subject.voucher_no if subject else None,
+            subject.receipt_no if subject else None, subject.trace_no if subject else None,
+            subject.rrn if subject else None, subject.batch_no if subject else None,
+            utc_text(deadline) if deadline else None,
+            json.dumps(alert.to_dict(), ensure_ascii=False), utc_text(alert.created), utc_text(alert.updated),
+        )
+        self.conn.execute(
+            "INSERT INTO alerts(rule, key, revision, state, severity, subject_terminal, subject_voucher,"
+            " subject_receipt, subject_trace, subject_rrn, subject_batch, deadline, data, created, updated, id)"
+            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET revision=excluded.revision, state=excluded.state,"
+            " severity=excluded.severity, deadline=excluded.deadline, data=excluded.data,"
+            " updated=excluded.updated",
+            (*values, alert.id),
+        )
+        self.conn.execute("INSERT INTO alert_log(alert_id, revision, state, at, actor, note) VALUES(?,?,?,?,?,?)",
+                          (alert.id, alert.revision, alert.state, utc_text(alert.updated), actor, note))
+
+    def active_alerts_referencing(self, terminal_id: str | None, ref: str | None,
+                                  rrn: str | None) -> list[Alert]:
+        clauses, args = [], []
+        if ref:
+            clauses.append("((subject_terminal IS ? OR ? IS NULL) AND"
+                           " (subject_voucher=? OR subject_receipt=? OR subject_trace=?))")
+            args += [terminal_id, terminal_id, ref, ref, ref]
+        if rrn:
+            clauses.append("subject_rrn=?")
+            args.append(rrn)
+        if not clauses:
+            return []
+        rows = self.conn.execute(
+            f"SELECT data, key FROM alerts WHERE state IN ('open','escalated') AND ({' OR '.join(clauses)})",
+            args).fetchall()
+        return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
+
+    def alerts(self, *, states: Sequence[str] | None = None, limit: int = 1000) -> list[Alert]:
+        if states:
+            marks = ",".join("?" for _ in states)
+            rows = self.conn.execute(f"SELECT data, key FROM alerts WHERE state IN ({marks}) ORDER BY created"
+                                     f" LIMIT ?", (*states, limit)).fetchall()
+        else:
+            rows = self.conn.execute("SELECT data, key FROM alerts ORDER BY created LIMIT ?", (limit,)).fetchall()
+        return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
+
+    def alert_log(self, alert_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT revision, state, at, actor, note FROM alert_log WHERE alert_id=?"
+                                 " ORDER BY id", (alert_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- outbox (rows are written here, inside the alert's transaction) ---------------------
+    def enqueue(self, *, message_id: str, channel: str, kind: str, alert_id: str | None, revision: int | None,
+                payload: dict[str, Any], now: datetime, not_before: datetime | None = None,
+                deadline: datetime | None = None) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO outbox(message_id, channel, kind, alert_id, revision, payload, state,"
+            " attempts, next_at, deadline, created, updated) VALUES(?,?,?,?,?,?,'pending',0,?,?,?,?)",
+            (message_id, channel, kind, alert_id, revision, json.dumps(payload, ensure_ascii=False),
+             utc_text(not_before or now), utc_text(deadline) if deadline else None, utc_text(now), utc_text(now)),
+        )
+
+    # -- meta and batches ---------------------------------------------------------------------
+    def get_meta(self, k: str) -> str | None:
+        row = self.conn.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, k: str, v: str) -> None:
+        self.conn.execute("INSERT INTO meta(k, v) VALUES(?,?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
+
+    def integrity_check(self) -> str:
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _same_masked_card(a: str, b: str) -> bool:
+    if len(a) != len(b):
+        return a[-4:] == b[-4:] and (a.startswith("*") or b.startswith("*"))
+    return all(x == y or "*" in (x, y) for x, y in zip(a, b, strict=True))
+
+
+def _fill(stored: Transaction, new: Transaction) -> Transaction:
+    """Fill fields the stored record lacks from a later sighting; never overwrite what we had."""
+    changes = {}
+    for name in Transaction.SCHEMA:
+        if name in ("source", "kind", "result", "amount_minor"):
+            continue
+        if getattr(stored, name) is None and getattr(new, name) is not None:
+            changes[name] = getattr(new, name)
+    if stored.card and new.card and "*" in stored.card[:6] and "*" not in new.card[:6]:
+        changes["card"] = new.card  # a 6+4 mask is better than last-4 only
+    return stored.with_(**changes) if changes else stored

@@ -1,0 +1,129 @@
+"""The durable outbox: rows written with the alert, drained by the delivery thread.
+
+States: ``pending`` -> ``sending`` -> ``sent``; failures go back to
+``pending`` with a later ``next_at`` (full-jitter backoff), or to ``dead``
+(permanent: bad key, bad signature, 4xx). Rows are never deleted while unsent.
+The delivery thread owns its own connection and touches only these columns.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.journal import connect, from_utc_text, migrate, utc_text
+
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+
+
+def backoff_delay(attempts: int, *, rng: random.Random | None = None, base: float = BACKOFF_BASE,
+                  cap: float = BACKOFF_CAP, minimum: float | None = None) -> float:
+    """Full jitter (AWS architecture blog): uniform(0, min(cap, base * 2**attempts)); Retry-After is a floor."""
+    r = rng or random
+    delay = r.uniform(0, min(cap, base * (2 ** min(attempts, 20))))
+    if minimum is not None:
+        delay = max(delay, minimum)
+    return delay
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    message_id: str
+    channel: str
+    kind: str
+    alert_id: str | None
+    revision: int | None
+    payload: dict[str, Any]
+    attempts: int
+    created: datetime
+    next_at: datetime
+    deadline: datetime | None
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> OutboxRow:
+        return cls(id=r["id"], message_id=r["message_id"], channel=r["channel"], kind=r["kind"],
+                   alert_id=r["alert_id"], revision=r["revision"], payload=json.loads(r["payload"]),
+                   attempts=r["attempts"], created=from_utc_text(r["created"]), next_at=from_utc_text(r["next_at"]),
+                   deadline=from_utc_text(r["deadline"]) if r["deadline"] else None)
+
+
+class Outbox:
+    def __init__(self, path: Path | str) -> None:
+        self.conn = connect(path)
+        migrate(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def recover(self) -> int:
+        """After a crash, rows caught in 'sending' may or may not have arrived: send again (at least once)."""
+        cur = self.conn.execute("UPDATE outbox SET state='pending' WHERE state='sending'")
+        return cur.rowcount
+
+    def due(self, now: datetime, *, channel: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        sql = "SELECT * FROM outbox WHERE state='pending' AND next_at<=?"
+        args: list[Any] = [utc_text(now)]
+        if channel is not None:
+            sql += " AND channel=?"
+            args.append(channel)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [OutboxRow.from_row(r) for r in self.conn.execute(sql, args).fetchall()]
+
+    def pending(self, channel: str) -> list[OutboxRow]:
+        rows = self.conn.execute("SELECT * FROM outbox WHERE state='pending' AND channel=? ORDER BY id",
+                                 (channel,)).fetchall()
+        return [OutboxRow.from_row(r) for r in rows]
+
+    def next_due(self) -> datetime | None:
+        row = self.conn.execute("SELECT MIN(next_at) FROM outbox WHERE state='pending'").fetchone()
+        return from_utc_text(row[0]) if row and row[0] else None
+
+    def _set(self, ids: list[int], sql: str, args: tuple[Any, ...]) -> None:
+        if not ids:
+            return
+        marks = ",".join("?" for _ in ids)
+        self.conn.execute(f"UPDATE outbox SET {sql} WHERE id IN ({marks})", (*args, *ids))
+
+    def claim(self, ids: list[int], now: datetime) -> None:
+        self._set(ids, "state='sending', attempts=attempts+1, updated=?", (utc_text(now),))
+
+    def mark_sent(self, ids: list[int], now: datetime) -> None:
+        self._set(ids, "state='sent', updated=?, last_error=NULL", (utc_text(now),))
+
+    def mark_retry(self, ids: list[int], now: datetime, next_at: datetime, error: str) -> None:
+        self._set(ids, "state='pending', next_at=?, updated=?, last_error=?", (utc_text(next_at), utc_text(now), error))
+
+    def mark_dead(self, ids: list[int], now: datetime, error: str) -> None:
+        self._set(ids, "state='dead', updated=?, last_error=?", (utc_text(now), error))
+
+    def reroute(self, row: OutboxRow, channel: str, now: datetime) -> None:
+        """Deadline passed on this channel: hand the message to the next one instead of dropping it."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO outbox(message_id, channel, kind, alert_id, revision, payload, state, attempts,"
+            " next_at, deadline, created, updated) VALUES(?,?,?,?,?,?,'pending',0,?,NULL,?,?)",
+            (row.message_id, channel, row.kind, row.alert_id, row.revision, json.dumps(row.payload,
+             ensure_ascii=False), utc_text(now), utc_text(now), utc_text(now)))
+
+    def stats(self, now: datetime) -> dict[str, Any]:
+        counts = dict(self.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+        oldest = self.conn.execute("SELECT MIN(created) FROM outbox WHERE state IN ('pending','sending')").fetchone()
+        age = (now - from_utc_text(oldest[0])).total_seconds() if oldest and oldest[0] else 0.0
+        return {"pending": counts.get("pending", 0) + counts.get("sending", 0), "sent": counts.get("sent", 0),
+                "dead": counts.get("dead", 0), "oldest_pending_seconds": max(age, 0.0)}
+
+    def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT id, channel, message_id, kind, alert_id, last_error, updated FROM outbox"
+                                 " WHERE state='dead' ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(r) for r in rows]
+
+
+def jittered(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)

@@ -1,0 +1,69 @@
+"""sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+
+The protocol is a stable, documented text format (READY=1, STATUS=...,
+WATCHDOG=1, RELOADING=1 + MONOTONIC_USEC, STOPPING=1); writing it ourselves
+saves a C dependency on a till.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+
+class SdNotify:
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
+        self._sock: socket.socket | None = None
+        if self.address:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def send(self, *lines: str) -> bool:
+        if self._sock is None or not self.address:
+            return False
+        addr = self.address
+        if addr.startswith("@"):
+            addr = "\0" + addr[1:]  # abstract namespace socket
+        try:
+            self._sock.sendto("\n".join(lines).encode(), addr)
+            return True
+        except OSError:
+            return False
+
+    def ready(self, status: str | None = None) -> bool:
+        return self.send("READY=1", *([f"STATUS={status}"] if status else []))
+
+    def status(self, text: str) -> bool:
+        return self.send(f"STATUS={text}")
+
+    def watchdog(self) -> bool:
+        return self.send("WATCHDOG=1")
+
+    def reloading(self) -> bool:
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
+
+    def stopping(self) -> bool:
+        return self.send("STOPPING=1")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def watchdog_interval() -> float | None:
+    """Half of WatchdogSec (systemd's advice), or None when the watchdog is off or meant for another PID."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
+        return None
+    try:
+        return int(usec) / 1_000_000 / 2
+    except ValueError:
+        return None

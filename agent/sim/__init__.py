@@ -1,0 +1,1 @@
+"""A simulated shop day and terminal, for the demo, tests and rule evaluation."""

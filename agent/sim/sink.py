@@ -1,0 +1,144 @@
+"""A local webhook receiver for the demo and tests: verifies signatures, dedups on webhook-id.
+
+It is what a back office would run: it accepts Standard Webhooks requests on
+127.0.0.1, checks the HMAC signature, and keeps the first copy of each
+``webhook-id`` (retries of one revision are the same id).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance: int = 300,
+           now: float | None = None) -> bool:
+    msg_id = headers.get("webhook-id", "")
+    ts = headers.get("webhook-timestamp", "")
+    if not msg_id or not ts.isdigit():
+        return False
+    if abs((now if now is not None else time.time()) - int(ts)) > tolerance:
+        return False
+    expected = sign(secret, msg_id, int(ts), body).split(",", 1)[1]
+    for part in headers.get("webhook-signature", "").split():
+        version, _, sig = part.partition(",")
+        if version == "v1" and hmac.compare_digest(sig, expected):
+            return True
+    return False
+
+
+@dataclass
+class Received:
+    webhook_id: str
+    body: dict[str, Any]
+    arrived: float
+
+
+@dataclass
+class WebhookSink:
+    secret: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Scripted failures for fault tests: each call returns (status, headers) or None to accept.
+    fault: Callable[[int], tuple[int, dict[str, str]] | None] | None = None
+    received: list[Received] = field(default_factory=list)
+    seen_ids: set[str] = field(default_factory=set)
+    requests: int = 0
+    rejected: int = 0
+    on_receive: Callable[[Received], None] | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with sink._lock:
+                    sink.requests += 1
+                    n = sink.requests
+                if sink.fault is not None:
+                    scripted = sink.fault(n)
+                    if scripted is not None:
+                        status, extra = scripted
+                        self.send_response(status)
+                        for k, v in extra.items():
+                            self.send_header(k, v)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if sink.secret and not verify(sink.secret, headers, body):
+                    with sink._lock:
+                        sink.rejected += 1
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                try:
+                    parsed = json.loads(body)
+                except ValueError:
+                    self.send_response(400)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                rec = Received(headers.get("webhook-id", ""), parsed, time.monotonic())
+                with sink._cond:
+                    if rec.webhook_id not in sink.seen_ids:
+                        sink.seen_ids.add(rec.webhook_id)
+                        sink.received.append(rec)
+                        fresh = True
+                    else:
+                        fresh = False
+                    sink._cond.notify_all()
+                if fresh and sink.on_receive:
+                    sink.on_receive(rec)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="webhook-sink", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/settleguard"
+
+    def start(self) -> WebhookSink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.received):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True

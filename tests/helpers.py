@@ -1,0 +1,72 @@
+"""Small builders shared by tests (not fixtures, so tests read top to bottom)."""
+
+from __future__ import annotations
+
+import queue
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from agent.config import LoadedConfig, parse_config
+from agent.journal import Journal
+from agent.pipeline import AlertChange, EventBatch, Pipeline
+from drivers.events import Event, Transaction
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+BASE_CONFIG = """
+[shop]
+name = "测试店"
+till = "t1"
+timezone = "Asia/Shanghai"
+
+[settlement]
+cutoff = "23:00"
+"""
+
+
+class SimClock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+def config(extra: str = "", base: str = BASE_CONFIG) -> LoadedConfig:
+    return parse_config(base + extra, "<test>")
+
+
+def sale(voucher: str, amount: int, at: datetime, *, card: str = "622576******6691", kind: str = "sale",
+         original: str | None = None, result: str = "approved", terminal: str = "15221155",
+         batch: str = "000128", source: str = "jsonl", rrn: str | None = None) -> Transaction:
+    return Transaction(source=source, kind=kind, result=result, amount_minor=amount, time=at,
+                       terminal_id=terminal, merchant_id="104152253311021", batch_no=batch, voucher_no=voucher,
+                       trace_no=f"1{voucher}", rrn=rrn or f"9254{voucher}00", currency="CNY", card=card,
+                       card_type="UnionPay", entry_mode="chip", operator="01", original_voucher_no=original)
+
+
+class Harness:
+    """A pipeline on a real SQLite file and simulated time, collecting alert changes."""
+
+    def __init__(self, tmp: Path, loaded: LoadedConfig | None = None, *, channels: tuple[str, ...] = ("hook",),
+                 start: datetime | None = None) -> None:
+        self.clock = SimClock(start or datetime(2026, 11, 27, 9, 0, tzinfo=SHANGHAI).astimezone(UTC))
+        self.journal = Journal(tmp / "settleguard.sqlite3")
+        self.changes: list[AlertChange] = []
+        self.pipeline = Pipeline(loaded or config(), self.journal, clock=self.clock, channels=channels,
+                                 listeners=[self.changes.append])
+        self.inbox: queue.Queue[EventBatch] = queue.Queue()
+
+    def feed(self, *events: Event, source: str = "terminal") -> None:
+        for ev in events:
+            t = getattr(ev, "time", None)
+            if t is not None and t > self.clock.now:
+                self.clock.now = t
+            self.pipeline.process([EventBatch(source, (ev,), self.clock.now)])
+
+    def opened(self, rule: str | None = None) -> list[AlertChange]:
+        return [c for c in self.changes if c.notice == "opened" and (rule is None or c.alert.rule == rule)]
