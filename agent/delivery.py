@@ -39,7 +39,8 @@ class Delivery:
         self.shop = shop
         self.source = source
         self.rng = rng or random.Random()
-        self.limiters = {c.name: RateLimiter(c.limits) for c in channels}
+        # HTTP channels keep their own limiter (they also hold it on Retry-After); share it, never double it.
+        self.limiters = {c.name: getattr(c, "limiter", None) or RateLimiter(c.limits) for c in channels}
         self.last_group_sent: dict[str, datetime] = {}
         self.wake = threading.Event()
         self.last_progress = _time.monotonic()
@@ -69,15 +70,16 @@ class Delivery:
             channel = self.channels[name]
             wait = self._step_channel(channel, now)
             next_wait = min(next_wait, wait)
-        nd = self.outbox.next_due()
-        if nd is not None:
-            next_wait = min(next_wait, max(0.0, (nd - self.clock()).total_seconds()))
         return next_wait
 
     def _step_channel(self, channel: Channel, now: datetime) -> float:
-        rows = self.outbox.due(now, channel=channel.name, limit=200)
-        if not rows:
+        pending = self.outbox.pending(channel.name)
+        if not pending:
             return 60.0
+        rows = [r for r in pending if r.next_at <= now][:200]
+        if not rows:
+            first_due = min(r.next_at for r in pending)
+            return max(0.0, (first_due - now).total_seconds())
         rows = self._reroute_expired(channel, rows, now)
         if not rows:
             return 0.0
@@ -94,7 +96,11 @@ class Delivery:
             self._send(channel, rows, now)
             self.last_group_sent[channel.name] = now
             return 0.0
-        # Machine channel: strictly in order, one revision per message; stop at the first failure.
+        # Machine channel: strictly in order, one revision per message; a row waiting for its retry
+        # holds back every later row of that channel.
+        head = pending[0]
+        if head.id != rows[0].id:
+            return max(0.0, (head.next_at - now).total_seconds())
         for row in rows:
             if self.limiters[channel.name].wait(self.clock()) > 0:
                 return self.limiters[channel.name].wait(self.clock())
@@ -126,7 +132,8 @@ class Delivery:
         except Exception as exc:  # an adapter bug is a retry, not a lost alert
             log.exception("channel %s raised", channel.name)
             outcome = Outcome.retry(None, f"adapter error: {exc}")
-        self.limiters[channel.name].record(now)
+        if not hasattr(channel, "limiter"):
+            self.limiters[channel.name].record(now)
         done = self.clock()
         if outcome.status == "ok":
             self.outbox.mark_sent(ids, done)
@@ -145,15 +152,11 @@ class Delivery:
 
     def _notice(self, rows: list[OutboxRow], now: datetime) -> Notice:
         alerts = tuple(r.payload["alert"] for r in rows if "alert" in r.payload)
-        kinds = {r.kind for r in rows}
-        if len(rows) == 1:
-            kind = _notice_kind(rows[0].kind)
-        elif kinds <= {"opened"}:
-            kind = "digest"
-        else:
-            kind = "digest"
+        kind = _notice_kind(rows[0].kind) if len(rows) == 1 else "digest"
         deadline = min((r.deadline for r in rows if r.deadline), default=None)
-        return Notice(kind=kind, alerts=alerts, shop=self.shop, source=self.source, created=now,
+        # The rows' own creation time, not the send time: a retried message must carry the same body.
+        created = min(r.created for r in rows)
+        return Notice(kind=kind, alerts=alerts, shop=self.shop, source=self.source, created=created,
                       deadline=deadline)
 
 

@@ -51,6 +51,7 @@ class Received:
 @dataclass
 class WebhookSink:
     secret: str | None = None
+    tolerance: int = 300               # seconds of clock skew accepted on webhook-timestamp
     host: str = "127.0.0.1"
     port: int = 0
     # Scripted failures for fault tests: each call returns (status, headers) or None to accept.
@@ -84,7 +85,7 @@ class WebhookSink:
                         self.end_headers()
                         return
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                if sink.secret and not verify(sink.secret, headers, body):
+                if sink.secret and not verify(sink.secret, headers, body, tolerance=sink.tolerance):
                     with sink._lock:
                         sink.rejected += 1
                     self.send_response(401)
