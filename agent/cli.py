@@ -202,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent.sim.demo import run_demo
 
     setup_logging("WARNING", journald=False)
-    return run_demo(fast=args.fast)
+    return run_demo(fast=args.fast, protocol=args.protocol, keep=args.keep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="everything on the embedded default, on a simulated terminal")
     d.add_argument("--fast", action="store_true", help="finish in seconds")
+    d.add_argument("--protocol", default="cn_ecr", choices=["jsonl", "zvt", "cn_ecr", "escpos"],
+                   help="what the simulated terminal speaks")
+    d.add_argument("--keep", metavar="DIR", help="keep the state directory (journal, evidence) in DIR")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("simulate", help="play a simulated shop day as a terminal would send it")

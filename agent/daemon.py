@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import LoadedConfig
+from agent.control import ControlServer
 from agent.journal import Journal
 from agent.outbox import Outbox
 from agent.pipeline import STOP, AlertChange, Command, EventBatch, Pipeline
+from agent.schedule import Scheduler, missed_review
 from agent.sdnotify import SdNotify, watchdog_interval
 from agent.sources import SourceRunner
 
@@ -37,7 +39,7 @@ def journal_path(state_dir: Path) -> Path:
 class Daemon:
     def __init__(self, loaded: LoadedConfig, state_dir: Path, *, clock: Callable[[], datetime] = wall_clock,
                  listeners: Sequence[Callable[[AlertChange], None]] = (), notify: SdNotify | None = None,
-                 sender: Any = None) -> None:
+                 sender: Any = None, use_scheduler: bool = True) -> None:
         self.loaded = loaded
         self.state_dir = Path(state_dir)
         self.clock = clock
@@ -48,8 +50,11 @@ class Daemon:
         self.threads: list[threading.Thread] = []
         self.sources: list[SourceRunner] = []
         self.sender = sender
+        self.use_scheduler = use_scheduler  # the demo and tests drive the schedule on simulated time
         self.pipeline: Pipeline | None = None
         self.delivery: Any = None
+        self.scheduler: Scheduler | None = None
+        self.control: ControlServer | None = None
         self.started_at = _time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -59,10 +64,12 @@ class Daemon:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.loaded.config
-        channels = build_channels(cfg, state_dir=self.state_dir)
+        channels = build_channels(cfg, tz=self.loaded.tz, state_dir=self.state_dir, path=self.loaded.path)
         journal = Journal(journal_path(self.state_dir))
         self.pipeline = Pipeline(self.loaded, journal, clock=self.clock, channels=[c.name for c in channels],
-                                 listeners=self.listeners, on_commit=self._wake_delivery)
+                                 people_channels=[c.name for c in channels if c.groups],
+                                 listeners=self.listeners, on_commit=self._wake_delivery,
+                                 evidence_dir=self.state_dir / "evidence")
         if self.sender is None:
             from agent.channels.http import HttpxSender
 
@@ -78,6 +85,15 @@ class Daemon:
             runner.start()
             self.sources.append(runner)
         self._thread("housekeeping", self._housekeeping)
+        if self.use_scheduler:
+            self.scheduler = Scheduler(self.loaded, self.inbox)
+            self.scheduler.start()
+        last = journal.get_meta("last_review")
+        if missed_review(self.loaded, datetime.fromisoformat(last) if last else None, self.clock()):
+            log.warning("the pre-close review was missed while settleguard was down; reviewing now")
+            self.inbox.put(Command("review"))
+        self.control = ControlServer(self.state_dir / "control.sock", self._control)
+        self.control.start()
         self.notify.ready(self.status_line())
         log.info("settleguard running: %d source(s), %d channel(s), state in %s", len(self.sources),
                  len(channels), self.state_dir)
@@ -93,6 +109,10 @@ class Daemon:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.notify.stopping()
+        if self.control is not None:
+            self.control.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         for runner in self.sources:
             runner.stop(timeout=2.0)
         self.inbox.put(STOP)
@@ -159,6 +179,15 @@ class Daemon:
                     log.exception("idle flush of %s failed", runner.cfg.name)
 
     # -- commands from the CLI ------------------------------------------------------------------
+    def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.pop("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": self.status_line(), "healthy": self.healthy(),
+                    "sources": {r.cfg.name: {"state": r.state, "detail": r.state_detail,
+                                             "events": r.events} for r in self.sources}}
+        result: dict[str, Any] = self.command(cmd, **request)
+        return result
+
     def command(self, name: str, timeout: float = 10.0, **args: Any) -> Any:
         reply: queue.Queue[Any] = queue.Queue()
         self.inbox.put(Command(name, args, reply))

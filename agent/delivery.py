@@ -87,6 +87,12 @@ class Delivery:
         if wait > 0:
             return wait
         if channel.groups:
+            # A review already lists every open finding: it goes out on its own, ahead of the digest.
+            singles = [r for r in rows if r.kind in ("review", "all_clear")]
+            if singles:
+                self._send(channel, singles[:1], now)
+                self.last_group_sent[channel.name] = now
+                return 0.0
             oldest = min(r.created for r in rows)
             if now - oldest < self.config.group_wait and channel.name not in self.last_group_sent:
                 return (oldest + self.config.group_wait - now).total_seconds()
@@ -151,12 +157,16 @@ class Delivery:
         return False
 
     def _notice(self, rows: list[OutboxRow], now: datetime) -> Notice:
-        alerts = tuple(r.payload["alert"] for r in rows if "alert" in r.payload)
+        alerts: list[dict] = []
+        for r in rows:
+            if "alert" in r.payload:
+                alerts.append(r.payload["alert"])
+            alerts.extend(r.payload.get("alerts", ()))
         kind = _notice_kind(rows[0].kind) if len(rows) == 1 else "digest"
         deadline = min((r.deadline for r in rows if r.deadline), default=None)
         # The rows' own creation time, not the send time: a retried message must carry the same body.
         created = min(r.created for r in rows)
-        return Notice(kind=kind, alerts=alerts, shop=self.shop, source=self.source, created=created,
+        return Notice(kind=kind, alerts=tuple(alerts), shop=self.shop, source=self.source, created=created,
                       deadline=deadline)
 
 

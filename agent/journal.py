@@ -64,6 +64,7 @@ MIGRATIONS: dict[int, str] = {
         deadline TEXT,
         data TEXT NOT NULL,
         created TEXT NOT NULL, updated TEXT NOT NULL,
+        last_notice TEXT,
         UNIQUE(rule, key)
     );
     CREATE INDEX alerts_state ON alerts(state);
@@ -342,6 +343,7 @@ class Journal:
             " updated=excluded.updated",
             (*values, alert.id),
         )
+        self.conn.execute("UPDATE alerts SET last_notice=? WHERE id=?", (utc_text(alert.updated), alert.id))
         self.conn.execute("INSERT INTO alert_log(alert_id, revision, state, at, actor, note) VALUES(?,?,?,?,?,?)",
                           (alert.id, alert.revision, alert.state, utc_text(alert.updated), actor, note))
 
@@ -386,6 +388,40 @@ class Journal:
             (message_id, channel, kind, alert_id, revision, json.dumps(payload, ensure_ascii=False),
              utc_text(not_before or now), utc_text(deadline) if deadline else None, utc_text(now), utc_text(now)),
         )
+
+    def alerts_due_reminder(self, *, open_before: datetime, escalated_before: datetime) -> list[Alert]:
+        rows = self.conn.execute(
+            "SELECT data, key FROM alerts WHERE (state='open' AND last_notice<=?)"
+            " OR (state='escalated' AND last_notice<=?) ORDER BY created",
+            (utc_text(open_before), utc_text(escalated_before))).fetchall()
+        return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
+
+    def touch_alert(self, alert_id: str, now: datetime) -> None:
+        self.conn.execute("UPDATE alerts SET last_notice=? WHERE id=?", (utc_text(now), alert_id))
+
+    def alerts_in_batch(self, terminal_id: str | None, batch_no: str | None) -> list[Alert]:
+        """Active alerts whose transaction belongs to this batch (any batch of the terminal if unknown)."""
+        rows = self.conn.execute(
+            "SELECT data, key FROM alerts WHERE state='open' AND (subject_terminal IS ? OR ? IS NULL)"
+            " AND (subject_batch IS ? OR ? IS NULL OR subject_batch IS NULL) ORDER BY created",
+            (terminal_id, terminal_id, batch_no, batch_no)).fetchall()
+        return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
+
+    def open_batch(self, terminal_id: str, batch_no: str, now: datetime) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO batches(terminal_id, batch_no, opened) VALUES(?,?,?)",
+                          (terminal_id, batch_no, utc_text(now)))
+
+    def close_batches(self, terminal_id: str | None, batch_no: str | None, now: datetime) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            "SELECT terminal_id, batch_no FROM batches WHERE closed IS NULL AND (terminal_id IS ? OR ? IS NULL)"
+            " AND (batch_no IS ? OR ? IS NULL)", (terminal_id, terminal_id, batch_no, batch_no)).fetchall()
+        self.conn.executemany("UPDATE batches SET closed=? WHERE terminal_id=? AND batch_no=?",
+                              [(utc_text(now), r[0], r[1]) for r in rows])
+        return [(r[0], r[1]) for r in rows]
+
+    def open_batches(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT terminal_id, batch_no, opened FROM batches WHERE closed IS NULL ORDER BY opened").fetchall()]
 
     # -- meta and batches ---------------------------------------------------------------------
     def get_meta(self, k: str) -> str | None:

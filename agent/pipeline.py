@@ -16,6 +16,7 @@ import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from agent.config import LoadedConfig
@@ -30,7 +31,7 @@ from agent.model import (
     identity_key,
     new_ulid,
 )
-from agent.remedy import check_suggestion, next_cutoff, void_suggestion
+from agent.remedy import check_suggestion, next_cutoff, refund_suggestion, void_suggestion
 from agent.rules.base import Finding, Observation, TxnView
 from agent.rules.engine import RuleEngine
 
@@ -63,28 +64,54 @@ class AlertChange:
     """Handed to listeners after commit (demo console, replay printer, metrics)."""
 
     alert: Alert
-    notice: str          # opened | voided | dismissed | escalated | expired | updated
+    notice: str          # opened | voided | dismissed | escalated | expired | reminder
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewNotice:
+    """The pre-close review (or the all-clear) as it went out."""
+
+    at: datetime
+    alerts: tuple[Alert, ...]
+    deadline: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchClosed:
+    at: datetime
+    terminal_id: str | None
+    batch_no: str | None
+    reason: str          # settlement event | cutoff
+
+
+Notification = AlertChange | ReviewNotice | BatchClosed
 
 
 class Pipeline:
     def __init__(self, loaded: LoadedConfig, journal: Journal, *, clock: Clock,
-                 channels: Sequence[str] = (), listeners: Sequence[Callable[[AlertChange], None]] = (),
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 channels: Sequence[str] = (), listeners: Sequence[Callable[[Any], None]] = (),
+                 on_commit: Callable[[], None] | None = None, people_channels: Sequence[str] | None = None,
+                 evidence_dir: Path | None = None) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.tz = loaded.tz
         self.journal = journal
         self.clock = clock
         self.channels = list(channels)
+        # Channels people read get reviews and reminders; machine webhooks get alert revisions only.
+        self.people_channels = list(people_channels) if people_channels is not None else list(channels)
+        self.evidence_dir = evidence_dir
         self.listeners = list(listeners)
         self.on_commit = on_commit
         self.engine = RuleEngine(self.tz, loaded.rule_params, history=_JournalHistory(journal, self.tz))
         self.cutoff = self.config.settlement.cutoff_time
         self._last_txn: dict[str, tuple[int, datetime]] = {}   # source -> (txn id, received) for late receipts
-        self._changes: list[AlertChange] = []
+        self._changes: list[Any] = []
         self._enqueued = 0
         self.counts = {"events": 0, "transactions": 0, "new_transactions": 0, "reprints": 0, "settlements": 0,
-                       "receipts": 0, "alerts_opened": 0, "alerts_resolved": 0}
+                       "receipts": 0, "alerts_opened": 0, "alerts_resolved": 0, "alerts_escalated": 0,
+                       "reviews": 0, "batches_closed": 0}
         self.last_progress = _time.monotonic()
         self._warm_state()
 
@@ -172,6 +199,8 @@ class Pipeline:
                                                 source=batch.source)
         stored = merged.stored
         self._last_txn[batch.source] = (stored.id, batch.received)
+        if merged.is_new and txn.terminal_id and txn.batch_no:
+            self.journal.open_batch(txn.terminal_id, txn.batch_no, self.clock())
         view = self._view(stored)
         if merged.is_new:
             self.counts["new_transactions"] += 1
@@ -195,6 +224,40 @@ class Pipeline:
     def _handle_settlement(self, settlement: Settlement, batch: EventBatch) -> None:
         self.counts["settlements"] += 1
         self.journal.add_settlement(settlement, received=batch.received, source=batch.source)
+        self._close_batch(settlement.terminal_id, settlement.batch_no, self.clock(), "settlement")
+
+    def _close_batch(self, terminal_id: str | None, batch_no: str | None, now: datetime, reason: str) -> None:
+        """The batch settled: a void is no longer possible, so open findings turn into refund guidance."""
+        closed = self.journal.close_batches(terminal_id, batch_no, now)
+        self.counts["batches_closed"] += len(closed)
+        for alert in self.journal.alerts_in_batch(terminal_id, batch_no):
+            if alert.suggestion is not None and alert.suggestion.action == "void":
+                self._escalate(alert, now)
+            else:
+                self._transition(alert, "expired", now, actor="settleguard",
+                                 note=f"batch closed ({reason}) before anyone checked it")
+        self._changes.append(BatchClosed(now, terminal_id, batch_no, reason))
+
+    def _escalate(self, alert: Alert, now: datetime) -> None:
+        subject = alert.transactions[-1]
+        bundle = self._write_evidence(alert, now)
+        suggestion = refund_suggestion(subject, settled_at=now, tz=self.tz,
+                                       evidence_path=str(bundle) if bundle else None)
+        escalated = self._transition(alert, "escalated", now, actor="settleguard",
+                                     note="batch settled with the finding open", suggestion=suggestion,
+                                     evidence_bundle=str(bundle) if bundle else None)
+        self.counts["alerts_escalated"] += 1
+        if bundle is not None:
+            # The bundle records the escalation message too; rewrite it now that the revision exists.
+            self._write_evidence(escalated, now, path=bundle)
+
+    def _write_evidence(self, alert: Alert, now: datetime, path: Path | None = None) -> Path | None:
+        """Everything a refund dispute needs, as files a person can open (evidence/<date>-<id>/)."""
+        if self.evidence_dir is None:
+            return None
+        from agent.evidence import write_bundle
+
+        return write_bundle(self.journal, alert, now=now, tz=self.tz, root=self.evidence_dir, path=path)
 
     # -- alerts -----------------------------------------------------------------------------
     def _open_alert(self, finding: Finding, now: datetime) -> None:
@@ -217,29 +280,39 @@ class Pipeline:
         self.counts["alerts_opened"] += 1
 
     def _resolve_by_void(self, txn: Transaction, now: datetime) -> None:
+        """A void, reversal or refund that points at a flagged transaction settles the finding."""
         for alert in self.journal.active_alerts_referencing(txn.terminal_id, txn.original_voucher_no,
                                                             txn.original_rrn):
-            self._transition(alert, "voided", now, actor="terminal",
-                             note=f"{txn.kind} {txn.voucher_no or txn.receipt_no or txn.trace_no or ''}".strip())
+            if txn.kind == "void" and alert.state == "escalated":
+                continue  # a void cannot happen after settlement; this one refers to something else
+            ref = txn.voucher_no or txn.receipt_no or txn.trace_no or ""
+            self._transition(alert, "voided", now, actor="terminal", note=f"{txn.kind} {ref}".strip())
 
-    def _transition(self, alert: Alert, state: str, now: datetime, *, actor: str, note: str | None) -> Alert:
-        changed = Alert(**{**{s: getattr(alert, s) for s in Alert.__slots__},  # type: ignore[attr-defined]
-                           "state": state, "revision": alert.revision + 1, "updated": now})
+    def _transition(self, alert: Alert, state: str, now: datetime, *, actor: str, note: str | None,
+                    suggestion: Any = None, evidence_bundle: str | None = None) -> Alert:
+        fields = {s: getattr(alert, s) for s in Alert.__slots__}  # type: ignore[attr-defined]
+        fields.update(state=state, revision=alert.revision + 1, updated=now)
+        if suggestion is not None:
+            fields["suggestion"] = suggestion
+        if evidence_bundle is not None:
+            fields["evidence"] = {**alert.evidence, "bundle": evidence_bundle}
+        changed = Alert(**fields)
         self.journal.save_alert(changed, actor=actor, note=note)
         self._announce(changed, state, now)
         if state in ("voided", "dismissed"):
             self.counts["alerts_resolved"] += 1
         return changed
 
-    def _announce(self, alert: Alert, notice: str, now: datetime) -> None:
+    def _announce(self, alert: Alert, notice: str, now: datetime, *, message_id: str | None = None,
+                  channels: Sequence[str] | None = None) -> None:
         payload = {"notice": notice, "alert": alert.to_dict()}
         deadline = alert.suggestion.deadline if alert.suggestion else None
-        for channel in self.channels:
-            self.journal.enqueue(message_id=f"{alert.id}.{alert.revision}", channel=channel, kind=notice,
-                                 alert_id=alert.id, revision=alert.revision, payload=payload, now=now,
-                                 deadline=deadline)
+        for channel in self.channels if channels is None else channels:
+            self.journal.enqueue(message_id=message_id or f"{alert.id}.{alert.revision}", channel=channel,
+                                 kind=notice, alert_id=alert.id, revision=alert.revision, payload=payload,
+                                 now=now, deadline=deadline)
             self._enqueued += 1
-        self._changes.append(AlertChange(alert, notice))
+        self._changes.append(AlertChange(alert, notice, now))
 
     # -- commands ----------------------------------------------------------------------------
     def _handle_command(self, cmd: Command) -> Any:
@@ -257,7 +330,53 @@ class Pipeline:
         if cmd.name == "tick":
             self.tick()
             return {"ok": True}
+        if cmd.name == "review":
+            return self._review(now)
+        if cmd.name == "cutoff":
+            self._close_batch(None, None, now, "cutoff")
+            return {"ok": True}
+        if cmd.name == "reminders":
+            return self._reminders(now)
+        if cmd.name == "baseline":
+            return self._refresh_baseline(now)
         return {"ok": False, "error": f"unknown command {cmd.name}"}
+
+    def _review(self, now: datetime) -> dict[str, Any]:
+        """One message listing every open finding with its void steps and the time left."""
+        alerts = tuple(self.journal.alerts(states=("open",)))
+        deadline = next_cutoff(now, self.cutoff, self.tz)
+        self.journal.set_meta("last_review", now.isoformat())
+        self.counts["reviews"] += 1
+        if not alerts and not self.config.settlement.all_clear:
+            return {"ok": True, "open": 0}
+        kind = "review" if alerts else "all_clear"
+        payload = {"notice": kind, "alerts": [a.to_dict() for a in alerts]}
+        for channel in self.people_channels:
+            self.journal.enqueue(message_id=f"{kind}.{now.strftime('%Y%m%dT%H%M%S')}", channel=channel, kind=kind,
+                                 alert_id=None, revision=None, payload=payload, now=now, deadline=deadline)
+            self._enqueued += 1
+        for a in alerts:
+            self.journal.touch_alert(a.id, now)
+        self._changes.append(ReviewNotice(now, alerts, deadline))
+        return {"ok": True, "open": len(alerts)}
+
+    def _reminders(self, now: datetime) -> dict[str, Any]:
+        """Unacknowledged findings repeat at a long interval; escalated ones every few days."""
+        d = self.config.delivery
+        due = self.journal.alerts_due_reminder(
+            open_before=now - d.repeat_interval,
+            escalated_before=now - timedelta(days=self.config.settlement.follow_up_days))
+        for alert in due:
+            self.journal.touch_alert(alert.id, now)
+            self._announce(alert, "reminder", now, channels=self.people_channels,
+                           message_id=f"{alert.id}.{alert.revision}.reminder.{now.strftime('%Y%m%dT%H%M')}")
+        return {"ok": True, "reminded": len(due)}
+
+    def _refresh_baseline(self, now: datetime) -> dict[str, Any]:
+        window = self.engine.baseline_window
+        amounts = self.journal.approved_sale_amounts(now - window, now)
+        baseline = self.engine.refresh_baseline(amounts, now)
+        return {"ok": True, "amounts": len(amounts), "ready": baseline is not None}
 
     # -- start-up ----------------------------------------------------------------------------
     def _warm_state(self) -> None:
@@ -265,6 +384,7 @@ class Pipeline:
         now = self.clock()
         for stored in self.journal.recent_transactions(now - self.engine.state.horizon):
             self.engine.observe(self._view(stored))
+        self._refresh_baseline(now)
 
 
 class _JournalHistory:

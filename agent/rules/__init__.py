@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from agent.rules.base import Finding, Observation, Rule, RuleParams, TxnView
-from agent.rules.duplicate import ExactDuplicate
+from agent.rules.amount import AmountCeiling, AmountOutlier, DecimalSlip, JustUnderLimit
+from agent.rules.base import BaseRule, Finding, Observation, Rule, RuleParams, TxnView
+from agent.rules.duplicate import ExactDuplicate, IdentityConflict, NearDuplicate, RekeyedOnOtherCard
+from agent.rules.entry import ManualEntry
+from agent.rules.refund import UnmatchedRefund
 from agent.rules.state import RuleState
+from agent.rules.timing import ClosedDay, OutsideHours
+from agent.rules.velocity import CardVelocity
+from agent.rules.voids import OperatorVoids
 
-RULES: dict[str, type] = {
+RULES: dict[str, type[BaseRule]] = {  # type: ignore[type-arg]
     ExactDuplicate.id: ExactDuplicate,
+    IdentityConflict.id: IdentityConflict,
+    NearDuplicate.id: NearDuplicate,
+    RekeyedOnOtherCard.id: RekeyedOnOtherCard,
+    DecimalSlip.id: DecimalSlip,
+    AmountOutlier.id: AmountOutlier,
+    AmountCeiling.id: AmountCeiling,
+    JustUnderLimit.id: JustUnderLimit,
+    CardVelocity.id: CardVelocity,
+    OutsideHours.id: OutsideHours,
+    ClosedDay.id: ClosedDay,
+    UnmatchedRefund.id: UnmatchedRefund,
+    OperatorVoids.id: OperatorVoids,
+    ManualEntry.id: ManualEntry,
 }
 
 __all__ = ["RULES", "Finding", "Observation", "Rule", "RuleParams", "RuleState", "TxnView"]

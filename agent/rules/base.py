@@ -9,14 +9,16 @@ transaction, from the most specific rule).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 
 from agent.model import Transaction
-from agent.units import parse_duration
+from agent.units import exponent, parse_duration, parse_money
 
 if TYPE_CHECKING:
     from agent.rules.state import RuleState
@@ -55,8 +57,12 @@ class Observation:
 
     view: TxnView
     is_new: bool                      # first sighting of this identity
-    conflicts: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (stored, new) on a re-sighting
+    # field -> (stored, new) when a re-sighting disagrees
+    conflicts: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     reprint: bool = False             # a re-sighting with identical content
+    # The sighting as its source reported it, before merging: the merged view keeps the stored
+    # voucher number, so a second sale filed under the same RRN is only visible here.
+    sighting: Transaction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,50 @@ def duration_field(v: Any) -> timedelta:
     return parse_duration(v)
 
 
+def money_field(v: Any) -> int:
+    """pydantic 'before' validator body for "5000.00"-style amounts -> minor units of a 2-decimal currency.
+
+    Config does not know the currency of each transaction; :func:`in_currency` rescales for
+    the few currencies without two decimals (JPY, KWD, ...).
+    """
+    if isinstance(v, Decimal):
+        v = str(v)
+    return parse_money(v)
+
+
+def in_currency(amount_minor_2dp: int, currency: str | None) -> int:
+    """A configured amount (2-decimal minor units) in the minor units of ``currency``."""
+    exp = exponent(currency)
+    return amount_minor_2dp * 10 ** (exp - 2) if exp >= 2 else amount_minor_2dp // 10 ** (2 - exp)
+
+
+Duration = Annotated[timedelta, BeforeValidator(duration_field)]
+Money = Annotated[int, BeforeValidator(money_field)]
+
+
+def card_tail(card: str) -> str:
+    """The last four digits: the one part every mask (6+4, last-4 only) keeps."""
+    return card[-4:]
+
+
+def same_card(a: str | None, b: str | None) -> bool:
+    """Two masked card numbers that can be the same card (a 6+4 mask and a last-4 mask agree)."""
+    if not a or not b:
+        return False
+    if len(a) != len(b):
+        return a[-4:] == b[-4:] and ("*" in a[:6] or "*" in b[:6])
+    return all(x == y or "*" in (x, y) for x, y in zip(a, b, strict=True))
+
+
+def evidence(value: Any, threshold: Any, baseline: dict[str, Any] | None = None,
+             **extra: Any) -> dict[str, Any]:
+    """The evidence shape every alert carries (DESIGN.md): value, threshold, baseline, then details."""
+    return {"value": value, "threshold": threshold, "baseline": baseline or {}, **extra}
+
+
+P = TypeVar("P", bound=RuleParams)
+
+
 class Rule(Protocol):
     id: ClassVar[str]
     version: ClassVar[str]
@@ -110,3 +160,54 @@ class Rule(Protocol):
     def __init__(self, params: RuleParams) -> None: ...
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]: ...
+
+
+# Kinds that take money from the card holder.
+CHARGE_KINDS = frozenset({"sale", "preauth_complete"})
+
+
+def is_charge(view: TxnView) -> bool:
+    return view.approved and view.txn.kind in CHARGE_KINDS
+
+
+def same_slip(a: TxnView, b: TxnView) -> bool:
+    """Two views that carry the same voucher number on the same terminal (one slip, not two charges)."""
+    ta, tb = a.txn, b.txn
+    if a.voucher_label == "?" or a.voucher_label != b.voucher_label:
+        return False
+    return ta.terminal_id is None or tb.terminal_id is None or ta.terminal_id == tb.terminal_id
+
+
+class BaseRule(Generic[P]):
+    """Shared plumbing: parameters, effective severity and building a :class:`Finding`."""
+
+    id: ClassVar[str]
+    version: ClassVar[str]
+    family: ClassVar[str]
+    default_severity: ClassVar[str]
+    specificity: ClassVar[int]
+    Params: ClassVar[type[RuleParams]]
+    title_en: ClassVar[str]
+    title_zh: ClassVar[str]
+    action: ClassVar[str] = "void"
+
+    def __init__(self, params: RuleParams) -> None:
+        if not isinstance(params, self.Params):
+            raise TypeError(f"{self.id} needs {self.Params.__name__}, got {type(params).__name__}")
+        self.params: P = params  # type: ignore[assignment]
+        self.severity = params.severity or self.default_severity
+
+    def state_horizon(self) -> timedelta:
+        """How far back this rule reads :class:`RuleState` (the engine keeps at least that much)."""
+        return timedelta(0)
+
+    def finding(self, subject: TxnView, related: Sequence[TxnView], reason_en: str, reason_zh: str,
+                evidence: dict[str, Any], *, action: str | None = None,
+                severity: str | None = None) -> Finding:
+        return Finding(rule=self.id, version=self.version, family=self.family,
+                       severity=severity or self.severity, specificity=self.specificity, subject=subject,
+                       related=tuple(related), reason_en=reason_en, reason_zh=reason_zh, evidence=evidence,
+                       action=action or self.action)
+
+    def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
+        raise NotImplementedError

@@ -1,62 +1,305 @@
-"""Duplicate-charge rules (family DUP)."""
+"""Duplicate-charge rules (family DUP).
+
+Specificity, most specific first (the one that speaks when several fire on
+the same transaction): DUP-001 exact duplicate (40) > DUP-002 one identity
+reported as two different sales (30) > DUP-003 near-duplicate (20) > DUP-004
+re-keyed on another card after a decline/void (10).
+
+Windows are on UTC instants and inclusive at both ends: a second charge
+exactly ``window`` after the first is still a duplicate. They look both ways,
+because the terminal and the printer do not always report in order: when the
+later charge was already seen, the finding is about that later charge (the one
+to void), with the newly arrived earlier one as related.
+A charge that has already been voided (or refunded) is nobody's duplicate.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, ClassVar
+from decimal import Decimal
+from typing import Any, ClassVar
 
-from pydantic import BeforeValidator
+from pydantic import field_validator
 
-from agent.rules.base import Finding, Observation, RuleParams, duration_field
+from agent.rules.base import (
+    CHARGE_KINDS,
+    BaseRule,
+    Duration,
+    Finding,
+    Observation,
+    RuleParams,
+    TxnView,
+    evidence,
+    is_charge,
+    same_card,
+    same_slip,
+)
 from agent.rules.state import RuleState
-from agent.rules.text import hhmm, money, vouchers
-from agent.units import format_duration
-
-Duration = Annotated[timedelta, BeforeValidator(duration_field)]
+from agent.rules.text import format_duration, hhmm, money, vouchers
 
 
-class ExactDuplicate:
+def _later_last(view: TxnView, others: list[TxnView]) -> tuple[TxnView, list[TxnView]]:
+    """(subject, related): the latest charge is the one to void; on a tie the one that arrived last."""
+    involved = sorted([*[(o.utc, 0, o) for o in others], (view.utc, 1, view)], key=lambda x: (x[0], x[1]))
+    return involved[-1][2], [v for _, _, v in involved[:-1]]
+
+
+class WindowParams(RuleParams):
+    window: Duration = timedelta(minutes=10)
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return v
+
+
+class ExactDuplicateParams(WindowParams):
+    window: Duration = timedelta(minutes=10)
+
+
+class ExactDuplicate(BaseRule[ExactDuplicateParams]):
     """DUP-001: the same masked card charged the same amount twice, on different vouchers."""
 
     id: ClassVar[str] = "DUP-001"
+    version: ClassVar[str] = "2"
+    family: ClassVar[str] = "DUP"
+    default_severity: ClassVar[str] = "high"
+    specificity: ClassVar[int] = 40
+    title_en: ClassVar[str] = "Duplicate charge"
+    title_zh: ClassVar[str] = "重复扣款"
+    Params = ExactDuplicateParams
+
+    def state_horizon(self) -> timedelta:
+        return self.params.window
+
+    def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
+        view = obs.view
+        card = view.card
+        if not obs.is_new or not is_charge(view) or not card or state.voided_by(view) is not None:
+            return []
+        w = self.params.window
+        matches = [
+            v for v in state.card_history(card, view.utc - w, view.utc + w)
+            if v.key != view.key and is_charge(v) and v.amount_minor == view.amount_minor
+            and not same_slip(v, view) and state.voided_by(v) is None
+        ]
+        if not matches:
+            return []
+        subject, related = _later_last(view, matches)
+        involved = [*related, subject]
+        gap = subject.utc - related[-1].utc
+        window = format_duration(w)
+        return [self.finding(
+            subject, related,
+            f"Same card {subject.card} charged {money(subject)} {len(involved)} times within {window} "
+            f"(vouchers {vouchers(involved)}; last at {hhmm(subject)})",
+            f"同一张卡 {subject.card} 在 {window} 内被扣 {money(subject)} 共 {len(involved)} 次"
+            f"（凭证号 {vouchers(involved)}；最近一笔 {hhmm(subject)}）",
+            evidence(int(gap.total_seconds()), int(w.total_seconds()),
+                     unit="seconds between charges", count=len(involved)),
+        )]
+
+
+class IdentityConflictParams(RuleParams):
+    pass
+
+
+# Fields whose disagreement means "two different sales", not a better copy of one.
+_SALE_FIELDS = ("amount_minor", "card", "kind")
+
+
+class IdentityConflict(BaseRule[IdentityConflictParams]):
+    """DUP-002: one voucher / RRN reported as two different sales.
+
+    Either a re-sighting of the same identity that disagrees on amount, card or
+    kind (``obs.conflicts`` from the journal merge; a disagreement on result
+    alone is a late status, not a second sale), a sighting that carries the same
+    RRN as a stored transaction but another voucher number (``obs.sighting``),
+    or a new transaction whose RRN already belongs to another one. Which of the
+    two is real cannot be told from the stream, so staff check the terminal's
+    transaction list instead of voiding by a voucher number that now means two
+    things (action "check"). Alerts are keyed by the stored transaction, so a
+    third sighting never raises a second alert.
+    """
+
+    id: ClassVar[str] = "DUP-002"
     version: ClassVar[str] = "1"
     family: ClassVar[str] = "DUP"
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 30
-    title_en: ClassVar[str] = "Duplicate charge"
-    title_zh: ClassVar[str] = "重复扣款"
-
-    class Params(RuleParams):
-        window: Duration = timedelta(minutes=10)
-
-    def __init__(self, params: RuleParams) -> None:
-        assert isinstance(params, self.Params)
-        self.params = params
-        self.severity = params.severity or self.default_severity
+    title_en: ClassVar[str] = "One voucher, two sales"
+    title_zh: ClassVar[str] = "同一凭证两笔交易"
+    action: ClassVar[str] = "check"
+    Params = IdentityConflictParams
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         view = obs.view
-        t = view.txn
-        if not obs.is_new or t.kind != "sale" or not view.approved or not t.card:
+        diffs: dict[str, tuple[Any, Any]] = {}
+        related: list[TxnView] = []
+        if obs.is_new:
+            rrn = view.txn.rrn
+            other = state.by_reference(terminal_id=None, rrn=rrn) if rrn else None
+            if (other is None or other.key == view.key or same_slip(other, view)
+                    or not (view.txn.kind in CHARGE_KINDS and other.txn.kind in CHARGE_KINDS)):
+                return []
+            diffs = {"voucher_no": (other.voucher_label, view.voucher_label)}
+            for name in _SALE_FIELDS:
+                a, b = getattr(other.txn, name), getattr(view.txn, name)
+                if a is not None and b is not None and a != b and not (name == "card" and same_card(a, b)):
+                    diffs[name] = (a, b)
+            related = [other]
+        else:
+            diffs = {k: v for k, v in obs.conflicts.items() if k in _SALE_FIELDS}
+            seen = obs.sighting
+            stored = view.txn
+            if (seen is not None and seen.voucher_no and stored.voucher_no
+                    and seen.voucher_no != stored.voucher_no and seen.rrn and seen.rrn == stored.rrn):
+                diffs["voucher_no"] = (stored.voucher_no, seen.voucher_no)
+            if not diffs:
+                return []
+        if "voucher_no" in diffs:
+            ident = ident_zh = f"RRN {view.txn.rrn}"
+        else:
+            ident = f"voucher {view.txn.batch_no or '?'}/{view.voucher_label}"
+            ident_zh = f"凭证号 {view.txn.batch_no or '?'}/{view.voucher_label}"
+        what = "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in sorted(diffs.items()))
+        return [self.finding(
+            view, related,
+            f"{ident} was reported as two different transactions ({what}); "
+            f"check the terminal's transaction list before settlement",
+            f"{ident_zh} 被报告为两笔不同的交易（{what}）；请在结算前核对终端交易明细",
+            evidence(sorted(diffs), [], conflicts={k: [a, b] for k, (a, b) in diffs.items()}),
+        )]
+
+
+class NearDuplicateParams(WindowParams):
+    window: Duration = timedelta(minutes=30)
+    tolerance_percent: Decimal = Decimal("1")
+
+    @field_validator("tolerance_percent")
+    @classmethod
+    def _range(cls, v: Decimal) -> Decimal:
+        if not Decimal(0) < v <= Decimal(50):
+            raise ValueError("must be more than 0 and at most 50 (percent)")
+        return v
+
+
+class NearDuplicate(BaseRule[NearDuplicateParams]):
+    """DUP-003: the same card charged almost the same amount (within 1%, not equal) twice.
+
+    Equal amounts are DUP-001's; the tolerance is relative to the larger amount
+    and compared in exact decimal arithmetic.
+    """
+
+    id: ClassVar[str] = "DUP-003"
+    version: ClassVar[str] = "1"
+    family: ClassVar[str] = "DUP"
+    default_severity: ClassVar[str] = "medium"
+    specificity: ClassVar[int] = 20
+    title_en: ClassVar[str] = "Near-duplicate charge"
+    title_zh: ClassVar[str] = "疑似重复扣款"
+    Params = NearDuplicateParams
+
+    def state_horizon(self) -> timedelta:
+        return self.params.window
+
+    def _near(self, a: int, b: int) -> bool:
+        return a != b and Decimal(abs(a - b)) * 100 <= self.params.tolerance_percent * max(a, b)
+
+    def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
+        view = obs.view
+        card = view.card
+        if not obs.is_new or not is_charge(view) or not card or state.voided_by(view) is not None:
             return []
-        since = view.utc - self.params.window
-        earlier = [
-            v for v in state.card_history(t.card, since)
-            if v.key != view.key and v.utc <= view.utc and v.txn.kind == "sale" and v.approved
-            and v.amount_minor == t.amount_minor and v.voucher_label != view.voucher_label
+        w = self.params.window
+        matches = [
+            v for v in state.card_history(card, view.utc - w, view.utc + w)
+            if v.key != view.key and is_charge(v) and self._near(v.amount_minor, view.amount_minor)
+            and not same_slip(v, view) and state.voided_by(v) is None
         ]
-        if not earlier:
+        if not matches:
             return []
-        gap = view.utc - earlier[-1].utc
-        window = format_duration(self.params.window)
-        involved = [*earlier, view]
-        return [Finding(
-            rule=self.id, version=self.version, family=self.family, severity=self.severity,
-            specificity=self.specificity, subject=view, related=tuple(earlier),
-            reason_en=(f"Same card {t.card} charged {money(view)} {len(involved)} times within {window} "
-                       f"(vouchers {vouchers(involved)}; last at {hhmm(view)})"),
-            reason_zh=(f"同一张卡 {t.card} 在 {window} 内被扣 {money(view)} 共 {len(involved)} 次"
-                       f"（凭证号 {vouchers(involved)}；最近一笔 {hhmm(view)}）"),
-            evidence={"value": int(gap.total_seconds()), "threshold": int(self.params.window.total_seconds()),
-                      "unit": "seconds between charges", "count": len(involved)},
+        subject, related = _later_last(view, matches)
+        involved = [*related, subject]
+        amounts = ", ".join(money(v) for v in involved)
+        window = format_duration(w)
+        tol = f"{self.params.tolerance_percent.normalize()}%"
+        diff = abs(subject.amount_minor - related[-1].amount_minor)
+        return [self.finding(
+            subject, related,
+            f"Same card {subject.card} charged nearly the same amount {len(involved)} times within {window} "
+            f"({amounts}; within {tol}; vouchers {vouchers(involved)}; last at {hhmm(subject)})",
+            f"同一张卡 {subject.card} 在 {window} 内被扣近似金额 {len(involved)} 次"
+            f"（{amounts}；相差不超过 {tol}；凭证号 {vouchers(involved)}；最近一笔 {hhmm(subject)}）",
+            evidence(diff, str(self.params.tolerance_percent),
+                     unit="minor units apart (threshold in percent)",
+                     seconds_apart=int((subject.utc - related[-1].utc).total_seconds()),
+                     window_seconds=int(w.total_seconds())),
+        )]
+
+
+class RekeyedParams(WindowParams):
+    window: Duration = timedelta(minutes=3)
+
+
+class RekeyedOnOtherCard(BaseRule[RekeyedParams]):
+    """DUP-004: right after a declined or voided charge, the same amount approved on a different card.
+
+    Usually the customer simply paid with another card, so the action is
+    "check": confirm the first card was really not charged (a "declined" that
+    timed out at the terminal may still have been approved by the issuer) and
+    watch for card testing (several cards tried for one amount). Only a decline
+    or void *before* the approval counts (inclusive window).
+    """
+
+    id: ClassVar[str] = "DUP-004"
+    version: ClassVar[str] = "1"
+    family: ClassVar[str] = "DUP"
+    default_severity: ClassVar[str] = "low"
+    specificity: ClassVar[int] = 10
+    title_en: ClassVar[str] = "Re-keyed on another card"
+    title_zh: ClassVar[str] = "失败/撤销后换卡重刷"
+    action: ClassVar[str] = "check"
+    Params = RekeyedParams
+
+    def state_horizon(self) -> timedelta:
+        return self.params.window
+
+    def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
+        view = obs.view
+        card = view.card
+        if not obs.is_new or not is_charge(view) or not card:
+            return []
+        w = self.params.window
+        attempts: list[TxnView] = []
+        first_cards: list[str] = []
+        for v in state.same_amount(view.amount_minor, view.utc - w, view.utc):
+            if v.key == view.key:
+                continue
+            first_card = v.card
+            if v.approved and v.txn.kind in ("void", "reversal"):
+                original = state.by_reference(terminal_id=v.txn.terminal_id,
+                                              voucher_no=v.txn.original_voucher_no, rrn=v.txn.original_rrn)
+                first_card = first_card or (original.card if original else None)
+            elif v.approved or v.txn.kind not in ("sale", "preauth_complete"):
+                continue
+            if first_card and not same_card(first_card, card):
+                attempts.append(v)
+                first_cards.append(first_card)
+        if not attempts:
+            return []
+        last, last_card = attempts[-1], first_cards[-1]
+        what_en = "declined" if not last.approved else "voided"
+        what_zh = "被拒" if not last.approved else "被撤销"
+        gap = int((view.utc - last.utc).total_seconds())
+        return [self.finding(
+            view, attempts,
+            f"{money(view)} on card {card} at {hhmm(view)}, {gap}s after the same amount was {what_en} on "
+            f"card {last_card} (voucher {last.voucher_label}); check the first card was not charged",
+            f"{hhmm(view)} 卡 {card} 扣款 {money(view)}，距卡 {last_card} 同金额{what_zh}"
+            f"（凭证号 {last.voucher_label}）仅 {gap} 秒；请确认第一张卡未被扣款",
+            evidence(gap, int(w.total_seconds()), unit="seconds after the failed attempt",
+                     attempts=len(attempts)),
         )]

@@ -2,21 +2,32 @@
 
 The pipeline talks to rules only through :class:`RuleEngine`:
 ``evaluate(obs, now)`` (findings for staff, one per family and subject),
-``observe(view)`` / ``prune(now)`` (keep the in-memory state current) and
-``refresh_baseline(...)`` (history from the journal, on a schedule).
+``observe(view)`` / ``prune(now)`` (keep the in-memory state current),
+``refresh_baseline(amounts, now)`` (the shop's usual amounts from the journal,
+on a schedule; ``baseline_window`` says how far back to read) and
+``warnings(now)`` (configuration problems to shout about, e.g. a year the
+holiday calendar does not cover).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime, tzinfo
+import dataclasses
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from pydantic import ValidationError
 
 from agent.rules import RULES
 from agent.rules.base import Finding, Observation, TxnView
+from agent.rules.baseline import AmountBaseline
+from agent.rules.calendar import HoursConfig, ShopCalendar
 from agent.rules.state import History, RuleState
+
+# The in-memory horizon never drops below a day: VOID-001 shifts and AMT-004 look back that far.
+MIN_HORIZON = timedelta(hours=25)
+DEFAULT_BASELINE_WINDOW = timedelta(days=30)
 
 
 class RuleConfigError(ValueError):
@@ -49,13 +60,17 @@ def validate_rule_params(section: Mapping[str, Mapping[str, Any]]) -> dict[str, 
 
 class RuleEngine:
     def __init__(self, tz: tzinfo, rule_params: Mapping[str, Any] | None = None,
-                 history: History | None = None) -> None:
+                 history: History | None = None, *, hours: HoursConfig | None = None) -> None:
         params = validate_rule_params({}) if rule_params is None else dict(rule_params)
         for rule_id, cls in RULES.items():
             params.setdefault(rule_id, cls.Params())
+        self.params = params
         self.rules = [RULES[rid](p) for rid, p in params.items() if p.enabled]
-        self.state = RuleState(tz, history=history)
+        self.calendar = ShopCalendar(hours, tz)
+        horizon = max([MIN_HORIZON, *(r.state_horizon() for r in self.rules)])
+        self.state = RuleState(tz, horizon=horizon, history=history, calendar=self.calendar)
 
+    # -- per transaction -------------------------------------------------------------------
     def evaluate(self, obs: Observation, now: datetime) -> list[Finding]:
         findings: list[Finding] = []
         for rule in self.rules:
@@ -67,6 +82,41 @@ class RuleEngine:
 
     def prune(self, now: datetime) -> None:
         self.state.prune(now)
+
+    # -- scheduled ---------------------------------------------------------------------------
+    @property
+    def baseline_window(self) -> timedelta:
+        """How far back the amounts handed to :meth:`refresh_baseline` should reach (AMT-002 ``window``)."""
+        p = self.params.get("AMT-002")
+        return p.window if p is not None else DEFAULT_BASELINE_WINDOW
+
+    def refresh_baseline(self, amounts_minor: Sequence[int], now: datetime) -> AmountBaseline | None:
+        """Recompute the shop's usual amounts from approved sale amounts in [now - baseline_window, now].
+
+        O(n log n) once per refresh, so evaluating a transaction stays O(1).
+        """
+        baseline = AmountBaseline.compute(amounts_minor, now)
+        self.state.set_baseline(baseline)
+        return baseline
+
+    @property
+    def baseline(self) -> AmountBaseline | None:
+        return self.state.baseline
+
+    def warnings(self, now: datetime) -> list[str]:
+        """Configuration problems an operator must hear about (log them loudly, show them in doctor)."""
+        year = now.astimezone(self.state.tz).year
+        out = []
+        for y in (year, year + 1) if now.astimezone(self.state.tz).month == 12 else (year,):
+            msg = self.calendar.coverage_warning(y)
+            if msg and self.calendar.configured:
+                out.append(msg)
+        return out
+
+    @property
+    def insufficient(self) -> Counter[str]:
+        """Rule id -> how many transactions it could not judge for lack of history or data."""
+        return self.state.insufficient
 
 
 def fold_by_family(findings: list[Finding]) -> list[Finding]:
@@ -85,7 +135,6 @@ def fold_by_family(findings: list[Finding]) -> list[Finding]:
     out = []
     for k, f in best.items():
         if k in others:
-            f = Finding(**{**{s: getattr(f, s) for s in f.__slots__},  # type: ignore[attr-defined]
-                           "evidence": {**f.evidence, "also_matched": sorted(others[k])}})
+            f = dataclasses.replace(f, evidence={**f.evidence, "also_matched": sorted(others[k])})
         out.append(f)
     return out

@@ -1,23 +1,38 @@
 """In-memory indexes the rules read; bounded so a long day never rescans itself.
 
-The pipeline calls :meth:`RuleState.observe` for every merged transaction
+The pipeline calls :meth:`RuleState.observe` for every new merged transaction
 (after the rules ran on it) and :meth:`prune` as time advances. Anything older
 than ``horizon`` is dropped; longer look-backs (baselines, refunds) come from
-the journal through :class:`History`.
+the journal through :class:`History` and :meth:`RuleState.set_baseline`.
+
+Every index is a dict of deques in arrival order, so a query costs the number
+of transactions sharing its key (one card, one amount, one operator) in the
+horizon, never the whole day.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Hashable, Iterator
 from datetime import datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from agent.rules.base import TxnView
+from agent.model import RETURNING_KINDS
+from agent.rules.base import TxnView, card_tail, same_card
+from agent.rules.baseline import AmountBaseline
+from agent.rules.calendar import ShopCalendar
+
+K = TypeVar("K", bound=Hashable)
 
 
 class History(Protocol):
-    """Look-ups the journal answers for rules with long windows."""
+    """Look-ups the journal answers for rules with long windows.
+
+    ``earliest()`` (optional, the first instant the journal has any transaction for)
+    lets REF-001 tell "no sale on this card" from "no sale *recorded* yet": when it
+    is missing or later than the look-back start, REF-001 does not claim a sale is
+    missing.
+    """
 
     def sales_for_card(self, card: str, since: datetime, until: datetime) -> list[TxnView]: ...
 
@@ -27,39 +42,113 @@ class _NoHistory:
         return []
 
 
+def _refs(view: TxnView) -> list[Hashable]:
+    t = view.txn
+    out: list[Hashable] = []
+    if t.voucher_no:
+        out.append(("v", t.terminal_id or "", t.voucher_no))
+    if t.rrn:
+        out.append(("n", t.rrn))
+    return out
+
+
+def _original_refs(view: TxnView) -> list[Hashable]:
+    t = view.txn
+    out: list[Hashable] = []
+    if t.original_voucher_no:
+        out.append(("v", t.terminal_id or "", t.original_voucher_no))
+    if t.original_rrn:
+        out.append(("n", t.original_rrn))
+    return out
+
+
 class RuleState:
     def __init__(self, tz: tzinfo, *, horizon: timedelta = timedelta(hours=24),
-                 history: History | None = None) -> None:
+                 history: History | None = None, calendar: ShopCalendar | None = None) -> None:
         self.tz = tz
         self.horizon = horizon
         self.history: History = history or _NoHistory()
+        self.has_history = history is not None
+        self.calendar = calendar or ShopCalendar(None, tz)
+        self.baseline: AmountBaseline | None = None
+        # rule id -> how often it could not judge for lack of history/data (a metric, not a decision input)
+        self.insufficient: Counter[str] = Counter()
         self._recent: deque[TxnView] = deque()
-        self._by_card: dict[str, deque[TxnView]] = {}
+        self._by_tail: dict[str, deque[TxnView]] = {}
+        self._by_amount: dict[int, deque[TxnView]] = {}
+        self._by_operator: dict[str, deque[TxnView]] = {}
+        self._by_ref: dict[Hashable, TxnView] = {}
+        self._voided_by: dict[Hashable, TxnView] = {}
 
     # -- updates (pipeline only) -------------------------------------------------
     def observe(self, view: TxnView) -> None:
         self._recent.append(view)
         if view.card:
-            self._by_card.setdefault(view.card, deque()).append(view)
+            self._by_tail.setdefault(card_tail(view.card), deque()).append(view)
+        self._by_amount.setdefault(view.amount_minor, deque()).append(view)
+        if view.txn.operator:
+            self._by_operator.setdefault(view.txn.operator, deque()).append(view)
+        for ref in _refs(view):
+            self._by_ref.setdefault(ref, view)
+        if view.approved and view.txn.kind in RETURNING_KINDS:
+            for ref in _original_refs(view):
+                self._voided_by.setdefault(ref, view)
+
+    def set_baseline(self, baseline: AmountBaseline | None) -> None:
+        self.baseline = baseline
 
     def prune(self, now: datetime) -> None:
         cutoff = now - self.horizon
         while self._recent and self._recent[0].utc < cutoff:
             old = self._recent.popleft()
             if old.card:
-                dq = self._by_card.get(old.card)
-                if dq:
-                    while dq and dq[0].utc < cutoff:
-                        dq.popleft()
-                    if not dq:
-                        del self._by_card[old.card]
+                _trim(self._by_tail, card_tail(old.card), cutoff)
+            _trim(self._by_amount, old.amount_minor, cutoff)
+            if old.txn.operator:
+                _trim(self._by_operator, old.txn.operator, cutoff)
+            for ref in _refs(old):
+                if self._by_ref.get(ref) is old:
+                    del self._by_ref[ref]
+            for ref in _original_refs(old):
+                if self._voided_by.get(ref) is old:
+                    del self._voided_by[ref]
 
     # -- queries (rules) -------------------------------------------------------------
-    def card_history(self, card: str, since: datetime) -> Iterator[TxnView]:
-        """Transactions on this masked card at or after ``since`` (oldest first)."""
-        for v in self._by_card.get(card, ()):
-            if v.utc >= since:
+    def card_history(self, card: str, since: datetime, until: datetime | None = None) -> Iterator[TxnView]:
+        """Transactions on this masked card (or a compatible mask of it) in [since, until], arrival order."""
+        for v in self._by_tail.get(card_tail(card), ()):
+            if v.utc >= since and (until is None or v.utc <= until) and same_card(v.card, card):
                 yield v
+
+    def same_amount(self, amount_minor: int, since: datetime, until: datetime) -> Iterator[TxnView]:
+        """Transactions of exactly this amount in [since, until], arrival order."""
+        for v in self._by_amount.get(amount_minor, ()):
+            if since <= v.utc <= until:
+                yield v
+
+    def operator_history(self, operator: str, since: datetime, until: datetime) -> Iterator[TxnView]:
+        for v in self._by_operator.get(operator, ()):
+            if since <= v.utc <= until:
+                yield v
+
+    def by_reference(self, *, terminal_id: str | None, voucher_no: str | None = None,
+                     rrn: str | None = None) -> TxnView | None:
+        """The first transaction seen with this voucher (on this terminal) or this RRN."""
+        if voucher_no:
+            hit = self._by_ref.get(("v", terminal_id or "", voucher_no))
+            if hit is not None:
+                return hit
+        if rrn:
+            return self._by_ref.get(("n", rrn))
+        return None
+
+    def voided_by(self, view: TxnView) -> TxnView | None:
+        """The approved void/reversal/refund that names this transaction as its original, if seen."""
+        for ref in _refs(view):
+            hit = self._voided_by.get(ref)
+            if hit is not None:
+                return hit
+        return None
 
     def recent(self, since: datetime) -> Iterator[TxnView]:
         """Every transaction at or after ``since``, newest first."""
@@ -68,5 +157,18 @@ class RuleState:
                 break
             yield v
 
+    def note_insufficient(self, rule_id: str) -> None:
+        self.insufficient[rule_id] += 1
+
     def __len__(self) -> int:
         return len(self._recent)
+
+
+def _trim(index: dict[K, deque[TxnView]], key: K, cutoff: datetime) -> None:
+    dq = index.get(key)
+    if dq is None:
+        return
+    while dq and dq[0].utc < cutoff:
+        dq.popleft()
+    if not dq:
+        del index[key]

@@ -2,7 +2,10 @@
 
 A simulated terminal on a pty, a local webhook sink on 127.0.0.1 (a random
 free port, signatures verified), the real daemon with a temporary state
-directory, live alert lines in Chinese and English, and a summary table.
+directory and two weeks of seeded history, and a shop day played on
+simulated time: alerts as they arrive, the pre-close review, a void that
+resolves its alert, the 23:00 cutoff escalating what is still open to refund
+guidance with an evidence bundle, and a summary table.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import tempfile
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,14 +24,17 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.config import parse_config
-from agent.daemon import Daemon
-from agent.pipeline import AlertChange
+from agent.daemon import Daemon, journal_path
+from agent.journal import Journal
+from agent.pipeline import AlertChange, BatchClosed, Command, ReviewNotice
+from agent.schedule import fire_times, plan
 from agent.sim.day import build_day
+from agent.sim.history import seed_history
 from agent.sim.sink import Received, WebhookSink
-from agent.sim.terminal import PtyTerminal, play
+from agent.sim.terminal import PtyTerminal, encode_event
 from agent.units import format_money
 
-DEMO_PROTOCOL = "jsonl"
+DEMO_PROTOCOL = "cn_ecr"
 DEMO_CONFIG = """\
 # settleguard demo configuration (embedded default)
 [shop]
@@ -36,6 +42,16 @@ name = "好味道餐饮 静安店"
 till = "till-1"
 timezone = "Asia/Shanghai"
 currency = "CNY"
+
+[shop.hours]
+mon = ["09:00-21:30"]
+tue = ["09:00-21:30"]
+wed = ["09:00-21:30"]
+thu = ["09:00-21:30"]
+fri = ["09:00-22:00"]
+sat = ["09:00-22:00"]
+sun = ["09:00-22:00"]
+holidays = "cn"
 
 [settlement]
 cutoff = "23:00"
@@ -50,10 +66,6 @@ baudrate = 115200
 [rules.DUP-001]
 window = "10m"
 
-[delivery]
-group_wait = "1s"
-group_interval = "2s"
-
 [[channel]]
 name = "back-office"
 type = "webhook"
@@ -61,70 +73,108 @@ url = "{url}"
 secret = "{secret}"
 """
 
-NOTICE_ZH = {"opened": "新告警", "voided": "已撤销", "dismissed": "已确认正常", "escalated": "已升级(需退货)",
-             "expired": "已过期", "updated": "更新"}
+NOTICE_ZH = {"opened": "新告警", "voided": "已撤销", "dismissed": "已确认正常", "escalated": "已升级·需退货",
+             "expired": "已过期", "reminder": "提醒"}
+SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 
 
-def _line(change: AlertChange, tz: ZoneInfo) -> str:
-    a = change.alert
+class SimClock:
+    """The demo's clock follows the simulated day, so a whole evening passes in seconds."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def set(self, value: datetime) -> None:
+        with self._lock:
+            if value > self.now:
+                self.now = value
+
+
+def describe(item: Any, tz: ZoneInfo) -> str:
+    """One readable entry per notification, Chinese first (what a shop owner sees on the phone)."""
+    if isinstance(item, ReviewNotice):
+        when = item.at.astimezone(tz).strftime("%H:%M")
+        if not item.alerts:
+            return f"[bold green]{when} 结算前复核 / pre-close review: 无待处理异常 / all clear[/]"
+        left = ""
+        if item.deadline:
+            minutes = int((item.deadline - item.at).total_seconds() // 60)
+            left = f"，距结算还有 {minutes} 分钟 / {minutes} min to settlement"
+        lines = [f"[bold magenta]{when} 结算前复核 / pre-close review: {len(item.alerts)} 条待处理{left}[/]"]
+        for a in item.alerts:
+            if a.suggestion:
+                lines.append(f"   • {a.rule}: {a.suggestion.steps_zh}")
+        return "\n".join(lines)
+    if isinstance(item, BatchClosed):
+        when = item.at.astimezone(tz).strftime("%H:%M")
+        why = "结算时间到 / cutoff" if item.reason == "cutoff" else "终端结算 / settlement received"
+        return f"[bold]{when} 批次已结算 / batch closed ({why})[/]"
+    assert isinstance(item, AlertChange)
+    a = item.alert
     subject = a.transactions[-1] if a.transactions else None
     what = ""
     if subject is not None:
-        when = subject.time.astimezone(tz).strftime("%H:%M") if subject.time else "?"
-        what = f" {subject.voucher_no or subject.receipt_no} {format_money(subject.amount_minor, subject.currency)} {when}"
-    zh = NOTICE_ZH.get(change.notice, change.notice)
-    return (f"[{a.severity.upper():6}] {a.rule} {zh} / {change.notice}{what}\n"
-            f"         {a.reason_zh}\n         {a.reason}")
+        t = subject.time.astimezone(tz).strftime("%H:%M") if subject.time else "?"
+        what = f" 凭证 {subject.voucher_no or subject.receipt_no} {format_money(subject.amount_minor, subject.currency)} {t}"
+    when = (item.at or a.updated).astimezone(tz).strftime("%H:%M")
+    style = SEVERITY_STYLE.get(a.severity, "")
+    head = f"[{style}]{when} [{a.severity.upper()}] {a.rule} {NOTICE_ZH.get(item.notice, item.notice)} / {item.notice}{what}[/]"
+    if item.notice == "opened":
+        return f"{head}\n   {a.reason_zh}\n   {a.reason}"
+    if item.notice == "escalated" and a.suggestion:
+        return f"{head}\n   {a.suggestion.steps_zh}\n   {a.suggestion.steps_en}"
+    return head
 
 
 def run_demo(*, fast: bool = False, console: Console | None = None, protocol: str = DEMO_PROTOCOL,
-             seed: int = 7) -> int:
+             seed: int = 7, keep: str | None = None) -> int:
     console = console or Console()
     tz = ZoneInfo("Asia/Shanghai")
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-    received_lines: list[str] = []
-    lock = threading.Lock()
-
-    def on_receive(rec: Received) -> None:
-        data = rec.body.get("data", {})
-        with lock:
-            received_lines.append(f"{data.get('rule')} rev {data.get('revision')} {data.get('state')}")
-
-    sink = WebhookSink(secret=secret, on_receive=on_receive).start()
-    terminal = PtyTerminal()
-    today = datetime.now(tz).date() if not fast else date.today()
+    today = datetime.now(tz).date()
     events = build_day("demo", seed=seed, day=today, tz=tz)
-    with tempfile.TemporaryDirectory(prefix="settleguard-demo-") as state:
+    clock = SimClock(events[0].at.astimezone(UTC) - timedelta(minutes=1))
+    # The sink checks webhook timestamps against the simulated clock: that is "now" for this shop.
+    sink = WebhookSink(secret=secret, tolerance=10**9).start()
+    terminal = PtyTerminal()
+    state_holder = tempfile.TemporaryDirectory(prefix="settleguard-demo-")
+    state = Path(keep) if keep else Path(state_holder.name)
+    notes: list[Any] = []
+    try:
         config_text = DEMO_CONFIG.format(protocol=protocol, device=terminal.device, url=sink.url, secret=secret)
         loaded = parse_config(config_text, "<demo>")
-        changes: list[AlertChange] = []
+        journal = Journal(journal_path(state))
+        seeded = seed_history(journal, today=today, tz=tz)
+        journal.close()
 
-        def listener(change: AlertChange) -> None:
-            changes.append(change)
-            console.print(_line(change, tz), highlight=False)
+        def listener(item: Any) -> None:
+            notes.append(item)
+            console.print(describe(item, tz), highlight=False)
 
-        daemon = Daemon(loaded, Path(state), listeners=[listener])
-        console.print(f"[bold]settleguard demo[/bold] — terminal on {terminal.device} ({protocol}), "
-                      f"webhook sink on {sink.url}, state in {state}")
+        daemon = Daemon(loaded, state, clock=clock, listeners=[listener], use_scheduler=False)
+        console.print(f"[bold]settleguard demo[/bold] — {loaded.config.shop.name}\n"
+                      f"  simulated terminal ({protocol}) on {terminal.device}\n"
+                      f"  webhook sink {sink.url} (signatures verified)\n"
+                      f"  state {state}; {seeded} transactions of history from the last 14 days\n")
         daemon.start()
         started = time.monotonic()
         try:
-            speed = 0.0 if fast else 2000.0
-            sent = play(events, terminal.write, protocol, speed=speed, max_gap=0.02 if fast else 0.4)
-            # Wait until the pipeline has seen every event and delivery has drained the outbox.
-            deadline = time.monotonic() + 25
-            while time.monotonic() < deadline:
-                p = daemon.pipeline
-                stats = daemon.delivery.outbox.stats(datetime.now(UTC)) if daemon.delivery else {"pending": 1}
-                if p is not None and p.counts["events"] >= sent and stats["pending"] == 0 and changes:
-                    break
-                time.sleep(0.05)
+            _play(daemon, terminal, events, loaded, clock, protocol, fast=fast)
+            _wait_delivered(daemon, clock, timeout=20)
         finally:
             daemon.stop()
-            terminal.close()
-            sink.stop()
         elapsed = time.monotonic() - started
-        _summary(console, daemon, changes, sink, elapsed)
+        _summary(console, daemon, notes, sink, elapsed, state)
+    finally:
+        terminal.close()
+        sink.stop()
+        if not keep:
+            state_holder.cleanup()
     got_dup = any(r.body.get("data", {}).get("rule") == "DUP-001" for r in sink.received)
     if not got_dup:
         console.print("[red]no DUP-001 alert reached the webhook sink[/red]")
@@ -132,24 +182,64 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
     return 0
 
 
-def _summary(console: Console, daemon: Daemon, changes: list[AlertChange], sink: WebhookSink,
-             elapsed: float) -> None:
+def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any, clock: SimClock,
+          protocol: str, *, fast: bool) -> None:
+    """Write each event at its simulated time; run the day's schedule at its simulated times."""
+    jobs = [j for j in plan(loaded) if j.name in ("review", "cutoff")]
+    schedule = fire_times(jobs, events[0].at, events[-1].at + timedelta(minutes=5))
+    pipeline = daemon.pipeline
+    assert pipeline is not None
+    for ev in events:
+        while schedule and schedule[0][0] <= ev.at:
+            at, name = schedule.pop(0)
+            clock.set(at.astimezone(UTC))
+            daemon.command(name)
+        clock.set(ev.at.astimezone(UTC))
+        before = pipeline.counts["events"]
+        terminal.write(encode_event(protocol, ev.event, reprint=ev.reprint))
+        deadline = time.monotonic() + 5
+        while pipeline.counts["events"] <= before and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if not fast:
+            time.sleep(0.05)
+    for at, name in schedule:
+        clock.set(at.astimezone(UTC))
+        daemon.command(name)
+
+
+def _wait_delivered(daemon: Daemon, clock: SimClock, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = daemon.delivery.outbox.stats(clock())
+        if stats["pending"] == 0:
+            return
+        daemon.delivery.wake.set()
+        time.sleep(0.05)
+
+
+def _summary(console: Console, daemon: Daemon, notes: list[Any], sink: WebhookSink, elapsed: float,
+             state: Path) -> None:
     p = daemon.pipeline
     counts: dict[str, Any] = p.counts if p else {}
-    table = Table(title="settleguard demo — summary / 汇总")
-    table.add_column("what / 项目")
-    table.add_column("count / 数量", justify="right")
-    table.add_row("events decoded / 解码事件", str(counts.get("events", 0)))
-    table.add_row("transactions / 交易", str(counts.get("new_transactions", 0)))
-    table.add_row("reprints (not duplicates) / 重打印", str(counts.get("reprints", 0)))
+    table = Table(title="settleguard demo — 汇总 / summary")
+    table.add_column("项目 / what")
+    table.add_column("数量 / count", justify="right")
+    table.add_row("解码事件 / events decoded", str(counts.get("events", 0)))
+    table.add_row("交易 / transactions", str(counts.get("new_transactions", 0)))
+    table.add_row("重打印（非重复） / reprints, not duplicates", str(counts.get("reprints", 0)))
     by_rule: dict[str, int] = {}
-    for c in changes:
-        if c.notice == "opened":
+    for c in notes:
+        if isinstance(c, AlertChange) and c.notice == "opened":
             by_rule[c.alert.rule] = by_rule.get(c.alert.rule, 0) + 1
     for rule, n in sorted(by_rule.items()):
-        table.add_row(f"alerts {rule} / 告警", str(n))
-    table.add_row("alerts resolved by void / 撤销后自动解除", str(counts.get("alerts_resolved", 0)))
-    table.add_row("webhooks received (signature ok) / 已送达", str(len(sink.received)))
-    table.add_row("webhook requests incl. retries / 请求数", str(sink.requests))
-    table.add_row("seconds / 用时", f"{elapsed:.1f}")
+        table.add_row(f"告警 {rule} / alerts", str(n))
+    table.add_row("撤销后自动解除 / resolved by a void", str(counts.get("alerts_resolved", 0)))
+    table.add_row("结算前复核 / pre-close reviews", str(counts.get("reviews", 0)))
+    table.add_row("结算后升级为退货 / escalated to refund", str(counts.get("alerts_escalated", 0)))
+    table.add_row("webhook 已送达（签名有效） / delivered, signature ok", str(len(sink.received)))
+    table.add_row("webhook 请求（含重试） / requests incl. retries", str(sink.requests))
+    table.add_row("用时（秒） / seconds", f"{elapsed:.1f}")
     console.print(table)
+    bundles = sorted((state / "evidence").glob("*/README.txt")) if (state / "evidence").exists() else []
+    if bundles:
+        console.print(f"证据包 / evidence bundles: {len(bundles)} (e.g. {bundles[0].parent.name})")

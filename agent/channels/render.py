@@ -1,0 +1,371 @@
+"""Notices as people read them on a phone: Chinese first, English after, short.
+
+:func:`compose` turns a :class:`Notice` into a :class:`Document` (a headline,
+head lines and one block per alert); ``to_markdown``, ``to_text`` and
+``to_feishu_post`` lay it out for a robot and keep it inside that robot's
+size limit by dropping whole alert blocks from the end and saying how many
+("… 另有 N 条 / N more"). Every string that leaves here went through
+:func:`drivers.pan.scrub_text`, so a PAN that slipped into a reason upstream
+is still not sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, tzinfo
+from typing import Any, Literal
+
+from agent.channels.base import Notice
+from agent.units import format_money
+from drivers.pan import scrub_text
+
+SEVERITY_LABEL = {"high": ("高", "high"), "medium": ("中", "medium"), "low": ("低", "low")}
+STATE_LABEL = {
+    "voided": ("已撤销", "voided"),
+    "dismissed": ("已确认正常", "dismissed"),
+    "expired": ("已过期", "expired"),
+    "escalated": ("已结算，需退货", "escalated to refund"),
+    "open": ("仍待处理", "still open"),
+}
+HEADLINE = {
+    "alert": ("可疑交易", "Suspicious transaction"),
+    "update": ("异常更新", "Finding updated"),
+    "digest": ("可疑交易汇总", "Suspicious transactions"),
+    "review": ("结算前复核", "Pre-settlement review"),
+    "all_clear": ("今日无待处理异常", "no open findings"),
+    "resolution": ("已处理", "Resolved"),
+    "escalation": ("批次已结算，需要退货", "Batch settled: refund needed"),
+    "reminder": ("提醒：仍待处理", "Reminder: still open"),
+}
+# Published limits of the robots (bytes of UTF-8). Feishu's 30 KB is for the whole request body,
+# so the post content gets a margin for the envelope, timestamp and sign.
+WECOM_MARKDOWN_LIMIT = 4096
+DINGTALK_MARKDOWN_LIMIT = 20000
+FEISHU_BODY_LIMIT = 30 * 1024
+FEISHU_CONTENT_LIMIT = FEISHU_BODY_LIMIT - 1024
+# A single runaway line (a huge reason) must not push every other alert out of a message.
+MAX_LINE_CHARS = 600
+
+Style = Literal["strong", "plain", "quote"]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    text: str
+    style: Style = "plain"
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    title: str                            # one line, both languages (DingTalk title, Feishu post title)
+    head: tuple[Line, ...]                # always kept
+    blocks: tuple[tuple[Line, ...], ...]  # one per alert, dropped from the end to fit
+    omitted: int = 0                      # blocks dropped before this document was built
+
+
+# ---------------------------------------------------------------------------- alert fields
+
+
+def rule_titles(alert: Mapping[str, Any]) -> tuple[str, str]:
+    """(zh, en) title of the alert's rule: from the alert if it carries one, else the catalogue."""
+    rule = str(alert.get("rule") or "?")
+    zh, en = alert.get("title_zh"), alert.get("title_en")
+    if isinstance(zh, str) and isinstance(en, str):
+        return zh, en
+    from agent.rules import RULES  # the catalogue pulls in pydantic; only needed for a live alert
+
+    cls = RULES.get(rule)
+    return (getattr(cls, "title_zh", rule), getattr(cls, "title_en", rule)) if cls else (rule, rule)
+
+
+def _parse_time(value: Any, tz: tzinfo | None) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(tz) if tz else parsed
+
+
+def _local(when: datetime, tz: tzinfo | None) -> datetime:
+    return when.astimezone(tz) if tz else when
+
+
+def subject_transaction(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """The transaction the suggestion acts on (the one to void), else the latest one involved."""
+    txns = [t for t in alert.get("transactions") or [] if isinstance(t, dict)]
+    if not txns:
+        return {}
+    suggestion = alert.get("suggestion") or {}
+    ref = suggestion.get("voucher_no") if isinstance(suggestion, dict) else None
+    if ref:
+        for txn in txns:
+            if ref in (txn.get("voucher_no"), txn.get("receipt_no"), txn.get("trace_no"), txn.get("rrn")):
+                return txn
+    return txns[-1]
+
+
+def _voucher(txn: Mapping[str, Any]) -> str:
+    for name in ("voucher_no", "receipt_no", "trace_no", "rrn"):
+        value = txn.get(name)
+        if value:
+            return str(value)
+    return "?"
+
+
+def time_left(deadline: datetime, now: datetime) -> tuple[str, str]:
+    """(zh, en) remaining time, to the minute; past deadlines say so."""
+    seconds = int((deadline - now).total_seconds())
+    if seconds <= 0:
+        return "已过截止时间", "deadline passed"
+    hours, minutes = divmod((seconds + 59) // 60, 60)
+    if hours:
+        return f"还剩 {hours} 小时 {minutes} 分", f"{hours} h {minutes} min left"
+    return f"还剩 {minutes} 分", f"{minutes} min left"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFacts:
+    """What every layout says about one alert, already formatted."""
+
+    severity_zh: str
+    severity_en: str
+    title_zh: str
+    title_en: str
+    rule: str
+    state: str
+    reason_zh: str
+    reason_en: str
+    voucher: str
+    amount: str
+    hhmm: str
+    date: str
+    card: str | None
+    action: str | None
+    deadline: str | None
+    left_zh: str | None
+    left_en: str | None
+    steps_zh: str
+    steps_en: str
+
+
+def facts(alert: Mapping[str, Any], *, notice_deadline: datetime | None, now: datetime,
+          tz: tzinfo | None) -> AlertFacts:
+    txn = subject_transaction(alert)
+    raw_suggestion = alert.get("suggestion")
+    suggestion: Mapping[str, Any] = raw_suggestion if isinstance(raw_suggestion, dict) else {}
+    title_zh, title_en = rule_titles(alert)
+    sev_zh, sev_en = SEVERITY_LABEL.get(str(alert.get("severity")), ("?", str(alert.get("severity"))))
+    amount_minor = suggestion.get("amount_minor", txn.get("amount_minor"))
+    amount = format_money(amount_minor, txn.get("currency")) if isinstance(amount_minor, int) else "?"
+    when = _parse_time(txn.get("time"), tz)
+    deadline = _parse_time(suggestion.get("deadline"), tz) or (
+        _local(notice_deadline, tz) if notice_deadline else None)
+    deadline_text = left_zh = left_en = None
+    if deadline is not None:
+        local_now = _local(now, deadline.tzinfo)
+        same_day = deadline.date() == local_now.date()
+        deadline_text = deadline.strftime("%H:%M" if same_day else "%m-%d %H:%M")
+        left_zh, left_en = time_left(deadline, now)
+    reason_en = str(alert.get("reason") or "")
+    return AlertFacts(
+        severity_zh=sev_zh, severity_en=sev_en, title_zh=title_zh, title_en=title_en,
+        rule=str(alert.get("rule") or "?"), state=str(alert.get("state") or "open"),
+        reason_zh=str(alert.get("reason_zh") or reason_en), reason_en=reason_en,
+        voucher=str(suggestion.get("voucher_no") or _voucher(txn)), amount=amount,
+        hhmm=when.strftime("%H:%M") if when else "?", date=when.strftime("%Y-%m-%d") if when else "?",
+        card=txn.get("card") or None, action=suggestion.get("action") if suggestion else None,
+        deadline=deadline_text, left_zh=left_zh, left_en=left_en,
+        steps_zh=str(suggestion.get("steps_zh") or ""), steps_en=str(suggestion.get("steps_en") or ""),
+    )
+
+
+def action_lines(f: AlertFacts) -> tuple[str, str] | None:
+    """The sentence staff act on, (zh, en): 撤销凭证号 000123（RMB 1,280.00，14:03），请在 23:00 前操作."""
+    by_zh = f"请在 {f.deadline} 前" if f.deadline else "请在结算前"
+    by_en = f"before {f.deadline}" if f.deadline else "before settlement"
+    left_zh = f"（{f.left_zh}）" if f.left_zh else ""
+    left_en = f" ({f.left_en})" if f.left_en else ""
+    if f.action == "void":
+        return (f"撤销凭证号 {f.voucher}（{f.amount}，{f.hhmm}），{by_zh}操作{left_zh}",
+                f"Void voucher {f.voucher} ({f.amount}, {f.hhmm}) {by_en}{left_en}")
+    if f.action == "check":
+        return (f"核对凭证号 {f.voucher}（{f.amount}，{f.hhmm}）；如有误，{by_zh}撤销{left_zh}",
+                f"Check voucher {f.voucher} ({f.amount}, {f.hhmm}); if it is wrong, void it {by_en}{left_en}")
+    if f.action == "refund":
+        return (f"退货：凭证号 {f.voucher}（{f.amount}，{f.date}），批次已结算，无法撤销",
+                f"Refund voucher {f.voucher} ({f.amount}, {f.date}): the batch has settled, a void is no "
+                f"longer possible")
+    return None
+
+
+# ---------------------------------------------------------------------------- composing
+
+
+def _transaction_line(f: AlertFacts) -> str:
+    card = f" · 卡号 card {f.card}" if f.card else ""
+    return f"凭证号 voucher {f.voucher} · {f.amount} · {f.hhmm}{card}"
+
+
+def _title_line(f: AlertFacts) -> str:
+    return f"【{f.severity_zh} {f.severity_en}】{f.title_zh} / {f.title_en}（{f.rule}）"
+
+
+def _block(kind: str, f: AlertFacts) -> tuple[Line, ...]:
+    if kind == "resolution":
+        zh, en = STATE_LABEL.get(f.state, (f.state, f.state))
+        return (Line(f"凭证号 {f.voucher} · {f.amount} · {f.title_zh} / {f.title_en}：{zh} / {en}"),)
+    lines: list[Line] = [Line(_title_line(f), "strong")]
+    if kind != "review":
+        lines.append(Line(f.reason_zh, "quote"))
+        if kind not in ("digest",) and f.reason_en and f.reason_en != f.reason_zh:
+            lines.append(Line(f.reason_en, "quote"))
+    lines.append(Line(_transaction_line(f)))
+    action = action_lines(f)
+    if action is not None:
+        lines.append(Line(action[0], "strong"))
+        lines.append(Line(action[1]))
+    if kind != "digest":
+        if f.steps_zh:
+            lines.append(Line(f"操作：{f.steps_zh}", "quote"))
+        if f.steps_en:
+            lines.append(Line(f"Steps: {f.steps_en}", "quote"))
+    return tuple(lines)
+
+
+def compose(notice: Notice, now: datetime, tz: tzinfo | None = None) -> Document:
+    """Everything a notice says, before any layout or size limit."""
+    head_zh, head_en = HEADLINE[notice.kind]
+    n = len(notice.alerts)
+    if notice.kind == "digest":
+        head_zh, head_en = f"{head_zh}（{n} 条）", f"{n} {head_en.lower()}"
+    elif notice.kind == "review":
+        head_zh, head_en = f"{head_zh}：{n} 条待处理", f"{head_en}: {n} open"
+    title = f"{head_zh} / {head_en}"
+    stamp = _local(notice.created, tz).strftime("%m-%d %H:%M")
+    head = [Line(title, "strong"), Line(f"{notice.shop} · {stamp}")]
+    if notice.kind == "review" and notice.deadline is not None:
+        left_zh, left_en = time_left(notice.deadline, now)
+        cutoff = _local(notice.deadline, tz).strftime("%H:%M")
+        head.append(Line(f"结算时间 {cutoff}（{left_zh}）/ settlement at {cutoff} ({left_en})"))
+    if notice.kind == "all_clear" or (notice.kind == "review" and not notice.alerts):
+        head.append(Line("今日无待处理异常 / no open findings"))
+    blocks = tuple(
+        _block(notice.kind, facts(alert, notice_deadline=notice.deadline, now=now, tz=tz))
+        for alert in notice.alerts
+    )
+    doc = Document(title=title, head=tuple(head), blocks=blocks)
+    return _scrubbed(doc)
+
+
+def clean_text(text: str) -> str:
+    # Control characters would break robot markdown and, on the printer, inject ESC/POS commands.
+    text = "".join(ch if ch >= " " or ch == "\n" else " " for ch in text)
+    text = scrub_text(text)
+    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
+
+
+def _scrubbed(doc: Document) -> Document:
+    def fix(lines: tuple[Line, ...]) -> tuple[Line, ...]:
+        return tuple(replace(line, text=clean_text(line.text)) for line in lines)
+
+    return Document(title=clean_text(doc.title), head=fix(doc.head), blocks=tuple(fix(b) for b in doc.blocks),
+                    omitted=doc.omitted)
+
+
+def more_line(omitted: int) -> str:
+    return f"… 另有 {omitted} 条 / {omitted} more"
+
+
+def fit(doc: Document, layout: Callable[[Document], Any], size: Callable[[Any], int], limit: int) -> Any:
+    """The largest prefix of the alert blocks whose layout fits ``limit``; the rest is counted."""
+    total = len(doc.blocks)
+    for keep in range(total, -1, -1):
+        candidate = Document(doc.title, doc.head, doc.blocks[:keep], doc.omitted + total - keep)
+        laid_out = layout(candidate)
+        if size(laid_out) <= limit:
+            return laid_out
+    raise ValueError(f"even the headline of this notice does not fit in {limit} bytes")
+
+
+def _utf8(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------- layouts
+
+MarkdownFlavor = Literal["wecom", "dingtalk"]
+
+
+def _md_escape(text: str) -> str:
+    # Masked cards are full of '*': two of them in one paragraph would pair up as emphasis and
+    # the asterisks would vanish. The full-width asterisk reads the same and means nothing.
+    text = text.replace("*", "＊").replace("`", "'")
+    if text[:1] in ("#", ">", "-", "+"):
+        text = "\\" + text
+    return text
+
+
+def _markdown_layout(doc: Document, flavor: MarkdownFlavor) -> str:
+    # WeCom breaks lines on "\n"; DingTalk's renderer needs a blank line between paragraphs.
+    sep = "\n" if flavor == "wecom" else "\n\n"
+
+    def line(item: Line) -> str:
+        text = _md_escape(item.text)
+        if item.style == "strong":
+            return f"**{text}**"
+        if item.style == "quote":
+            return f"> {text}"
+        return text
+
+    parts = [f"### {_md_escape(doc.head[0].text)}", *(line(item) for item in doc.head[1:])]
+    for block in doc.blocks:
+        parts.append("")
+        parts.extend(line(item) for item in block)
+    if doc.omitted:
+        parts.extend(["", more_line(doc.omitted)])
+    if flavor == "dingtalk":
+        parts = [p for p in parts if p]
+    return sep.join(parts)
+
+
+def to_markdown(doc: Document, *, flavor: MarkdownFlavor, limit_bytes: int) -> str:
+    return str(fit(doc, lambda d: _markdown_layout(d, flavor), lambda s: _utf8(s), limit_bytes))
+
+
+def _text_layout(doc: Document) -> str:
+    parts = [item.text for item in doc.head]
+    for block in doc.blocks:
+        parts.append("")
+        parts.extend(item.text for item in block)
+    if doc.omitted:
+        parts.extend(["", more_line(doc.omitted)])
+    return "\n".join(parts)
+
+
+def to_text(doc: Document, *, limit_bytes: int) -> str:
+    return str(fit(doc, _text_layout, lambda s: _utf8(s), limit_bytes))
+
+
+def _feishu_layout(doc: Document) -> dict[str, Any]:
+    paragraphs: list[list[dict[str, Any]]] = [[{"tag": "text", "text": item.text}] for item in doc.head[1:]]
+    for block in doc.blocks:
+        paragraphs.append([{"tag": "text", "text": ""}])
+        paragraphs.extend([{"tag": "text", "text": item.text}] for item in block)
+    if doc.omitted:
+        paragraphs.append([{"tag": "text", "text": more_line(doc.omitted)}])
+    # One bilingual zh_cn post: every reader sees both languages, Chinese first.
+    return {"zh_cn": {"title": doc.head[0].text, "content": paragraphs}}
+
+
+def to_feishu_post(doc: Document, *, limit_bytes: int = FEISHU_CONTENT_LIMIT) -> dict[str, Any]:
+    def size(post: dict[str, Any]) -> int:
+        return len(json.dumps(post, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+    result: dict[str, Any] = fit(doc, _feishu_layout, size, limit_bytes)
+    return result

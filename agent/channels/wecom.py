@@ -1,0 +1,67 @@
+"""WeCom (企业微信) group robot: markdown messages, no signing (the key in the URL is the credential).
+
+Docs: https://developer.work.weixin.qq.com/document/path/91770 (robot) and
+/90313 (error codes). WeCom answers HTTP 200 with ``{"errcode": N, ...}``;
+only ``errcode`` is meaningful (its docs say never to branch on errmsg).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from urllib.parse import quote
+
+from agent.channels.base import (
+    HttpChannel,
+    HttpRequest,
+    HttpResponse,
+    Notice,
+    Outcome,
+    RateLimit,
+    TransportError,
+    classify_errcode,
+    dumps,
+)
+from agent.channels.render import WECOM_MARKDOWN_LIMIT, compose, to_markdown
+
+ENDPOINT = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+
+# errcode -> (retry after seconds | None for permanent, meaning); see classify_errcode.
+ERRCODES: dict[int, tuple[float | None, str]] = {
+    -1: (30.0, "系统繁忙 system busy"),
+    45009: (60.0, "接口调用超过限制 rate limit (20 messages/min per robot)"),
+    45033: (10.0, "接口并发调用超过限制 too many concurrent calls"),
+    93000: (None, "机器人webhookurl不合法或者机器人已经被移除出群 invalid webhook URL or robot removed"),
+    93004: (None, "机器人被停用 robot disabled"),
+    93008: (None, "不在群里 robot is not in the group"),
+    40008: (None, "不合法的消息类型 invalid message type"),
+    40058: (None, "不合法的参数 invalid parameter (e.g. markdown over 4096 bytes)"),
+    44004: (None, "文本消息content参数为空 empty content"),
+}
+
+
+class WecomChannel(HttpChannel):
+    type = "wecom"
+    groups = True
+    # 20 messages/min per robot is the published limit; stay under it.
+    limits = (RateLimit(18, 60.0),)
+
+    def __init__(self, name: str, *, key: str | None = None, url: str | None = None,
+                 tz: tzinfo | None = None, timeout: float = 10.0) -> None:
+        if not key and not url:
+            raise ValueError(f"wecom channel {name}: needs key (or a full url)")
+        self.name = name
+        base = url or ENDPOINT
+        self.url = f"{base}{'&' if '?' in base else '?'}key={quote(key, safe='')}" if key else base
+        self.tz = tz
+        self.timeout = timeout
+        super().__init__()
+
+    def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest:
+        content = to_markdown(compose(notice, now, self.tz), flavor="wecom", limit_bytes=WECOM_MARKDOWN_LIMIT)
+        body = dumps({"msgtype": "markdown", "markdown": {"content": content}})
+        return HttpRequest(url=self.url, headers={"content-type": "application/json; charset=utf-8"},
+                           body=body, timeout=self.timeout)
+
+    def classify(self, response: HttpResponse | None, error: TransportError | None, now: datetime) -> Outcome:
+        return classify_errcode(response, error, now, table=ERRCODES, fields=("errcode",), robot="WeCom")
+
