@@ -1,0 +1,716 @@
+"""Alert delivery channels: exact requests, published signing vectors, error classification, rendering."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.channels import make_channel
+from agent.channels import webhook as webhook_mod
+from agent.channels.base import (
+    MAX_RETRY_AFTER,
+    HttpRequest,
+    HttpResponse,
+    Notice,
+    Outcome,
+    RateLimit,
+    RateLimiter,
+    TransportError,
+    classify_http,
+    parse_retry_after,
+)
+from agent.channels.dingtalk import DingtalkChannel
+from agent.channels.dingtalk import sign as dingtalk_sign
+from agent.channels.feishu import FeishuChannel
+from agent.channels.feishu import sign as feishu_sign
+from agent.channels.printer import PrinterChannel, PrinterSettings
+from agent.channels.render import (
+    WECOM_MARKDOWN_LIMIT,
+    compose,
+    more_line,
+    to_feishu_post,
+    to_markdown,
+    to_text,
+)
+from agent.channels.webhook import WebhookChannel, WebhookVerificationError, cloudevent, verify
+from agent.channels.wecom import WecomChannel
+from agent.model import Alert, ReceiptText, Suggestion, Transaction
+from drivers.pan import contains_full_pan
+
+DATA = Path(__file__).parent / "data" / "webhooks"
+SH = ZoneInfo("Asia/Shanghai")
+CREATED = datetime(2026, 11, 27, 14, 4, tzinfo=SH)
+NOW = datetime(2026, 11, 27, 14, 5, tzinfo=SH)
+CUTOFF = datetime(2026, 11, 27, 23, 0, tzinfo=SH)
+SHOP = "好味道餐饮 静安店"
+SOURCE = "settleguard://haoweidao-jingan/till-1"
+FULL_PAN = "6225761234567892"   # Luhn-valid; must never appear in anything we send
+
+
+def rows(name: str) -> list[dict[str, str]]:
+    with (DATA / name).open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def txn(voucher: str, amount_minor: int, hh: int, mm: int, card: str = "622576******6691") -> Transaction:
+    return Transaction(source="cn_ecr", kind="sale", result="approved", amount_minor=amount_minor,
+                       time=datetime(2026, 11, 27, hh, mm, tzinfo=SH), terminal_id="15221155",
+                       merchant_id="104152253311021", batch_no="000001", voucher_no=voucher,
+                       currency="CNY", card=card)
+
+
+def alert(voucher: str = "000123", amount_minor: int = 128000, *, state: str = "open", action: str = "void",
+          reason: str | None = None, hh: int = 14, mm: int = 3, alert_id: str = "01JDUP0000000000000000000A",
+          revision: int = 1) -> dict[str, Any]:
+    t = txn(voucher, amount_minor, hh, mm)
+    if action == "refund":
+        steps_zh = "在终端选择 管理 → 退货，输入原交易参考号。"
+        steps_en = "Choose Manage → Refund, enter the RRN."
+    else:
+        steps_zh = f"管理 → 撤销 → 输入原凭证号 {voucher}"
+        steps_en = f"Manage → Void → enter original voucher {voucher}"
+    return Alert(
+        id=alert_id, revision=revision, rule="DUP-001", rule_version="1", severity="high", state=state,
+        reason=reason or f"Same card 622576******6691 charged twice (vouchers 000122, {voucher})",
+        reason_zh=reason or f"同一张卡 622576******6691 两次扣款（凭证号 000122、{voucher}）",
+        evidence={"value": 42, "threshold": 600}, transactions=(t,),
+        suggestion=Suggestion(action=action, voucher_no=voucher, amount_minor=amount_minor, steps_zh=steps_zh,
+                              steps_en=steps_en, deadline=None if action == "refund" else CUTOFF),
+        created=CREATED, updated=CREATED,
+    ).to_dict()
+
+
+def notice(kind: str = "alert", alerts: tuple[dict[str, Any], ...] | None = None) -> Notice:
+    return Notice(kind=kind, alerts=(alert(),) if alerts is None else alerts, shop=SHOP, source=SOURCE,
+                  created=CREATED, deadline=CUTOFF)
+
+
+@dataclass
+class RecordingSender:
+    """An HttpSender that answers from a script and remembers what it was asked to send."""
+
+    answers: list[HttpResponse | TransportError] = field(default_factory=list)
+    sent: list[HttpRequest] = field(default_factory=list)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        self.sent.append(request)
+        answer = self.answers.pop(0) if self.answers else ok_json({"errcode": 0, "errmsg": "ok"})
+        if isinstance(answer, TransportError):
+            raise answer
+        return answer
+
+
+def ok_json(obj: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    return HttpResponse(status=status, headers=headers or {"Content-Type": "application/json"},
+                        body=json.dumps(obj, ensure_ascii=False).encode())
+
+
+# ---------------------------------------------------------------------------- published signing vectors
+
+
+def test_every_standard_webhooks_vector_signs_or_fails_as_published() -> None:
+    vectors = [r for r in rows("vectors.tsv") if r["scheme"] == "standard-webhooks-v1"]
+    assert len(vectors) == 3
+    for row in vectors:
+        ours = webhook_mod.sign(row["secret"], row["msg_id"], row["timestamp"], row["payload"].encode())
+        assert (ours == row["expected"]) == (row["expect"] == "match"), row["id"]
+        headers = {"webhook-id": row["msg_id"], "webhook-timestamp": row["timestamp"],
+                   "webhook-signature": row["expected"]}
+        at = datetime.fromtimestamp(int(row["timestamp"]), UTC)
+        if row["expect"] == "match":
+            verify(headers, row["payload"].encode(), [row["secret"]], at)
+        else:
+            with pytest.raises(WebhookVerificationError, match="no v1 signature matches"):
+                verify(headers, row["payload"].encode(), [row["secret"]], at)
+
+
+def test_a_multi_signature_header_verifies_when_any_entry_matches() -> None:
+    valid, _, decoy = (r for r in rows("vectors.tsv") if r["scheme"] == "standard-webhooks-v1")
+    decoy_sig = decoy["expected"].split(",", 1)[1]
+    header = f"v1,{decoy_sig} v2,{decoy_sig} {valid['expected']} v1,{decoy_sig}"
+    headers = {"Webhook-Id": valid["msg_id"], "Webhook-Timestamp": valid["timestamp"],
+               "Webhook-Signature": header}
+    verify(headers, valid["payload"].encode(), [valid["secret"]],
+           datetime.fromtimestamp(int(valid["timestamp"]), UTC))
+
+
+def test_unpadded_webhook_secrets_decode_like_padded_ones() -> None:
+    assert webhook_mod.secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").hex() == (
+        "31f290f6bf06298aab4f08d43c3f082cf648a362da2da4b0")
+    assert len(webhook_mod.secret_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS")) == 23
+    with pytest.raises(ValueError, match="base64"):
+        webhook_mod.secret_key("whsec_not base64!")
+
+
+def test_feishu_vector_reproduces_and_is_not_the_dingtalk_algorithm() -> None:
+    (row,) = (r for r in rows("vectors.tsv") if r["scheme"] == "feishu-custom-bot")
+    assert feishu_sign(row["secret"], row["timestamp"]) == row["expected"]
+    # Same inputs with key and message swapped (DingTalk's way) must give something else.
+    assert dingtalk_sign(row["secret"], row["timestamp"]) != row["expected"]
+
+
+def test_every_dingtalk_robot_vector_reproduces_url_encoded() -> None:
+    vectors = [r for r in rows("vectors.tsv") if r["scheme"] == "dingtalk-custom-robot"]
+    assert len(vectors) == 5
+    for row in vectors:
+        assert dingtalk_sign(row["secret"], row["timestamp"]) == row["expected"], row["id"]
+
+
+def test_dingtalk_login_free_signature_is_not_accepted_as_a_robot_signature() -> None:
+    (row,) = (r for r in rows("vectors.tsv") if r["id"] == "dingtalk-loginfree-1")
+    assert dingtalk_sign(row["secret"], row["timestamp"]) != row["expected"]
+
+
+# ---------------------------------------------------------------------------- generic webhook
+
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+OLD_SECRET = "whsec_" + base64.b64encode(b"previous secret, still accepted").decode()
+
+
+def test_webhook_request_is_a_signed_cloudevent_with_a_stable_id() -> None:
+    channel = WebhookChannel("back-office", url="https://hq.example.com/settleguard", secrets=[SECRET])
+    the_alert = alert()
+    request = channel.build_request(notice("alert", (the_alert,)), "msg_01JDUP.r1", NOW)
+
+    assert request.url == "https://hq.example.com/settleguard"
+    event = json.loads(request.body)
+    assert list(event) == [
+        "specversion", "type", "source", "subject", "id", "time", "datacontenttype", "data"]
+    assert event == {
+        "specversion": "1.0", "type": "settleguard.alert.opened", "source": SOURCE,
+        "subject": "01JDUP0000000000000000000A", "id": "msg_01JDUP.r1", "time": "2026-11-27T14:04:00+08:00",
+        "datacontenttype": "application/json", "data": the_alert,
+    }
+    assert b"\xe5\x90\x8c\xe4\xb8\x80" in request.body  # "同一" as UTF-8, not \u escapes
+    key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    expected_sig = base64.b64encode(
+        hmac.new(key, b"msg_01JDUP.r1.1795759500." + request.body, hashlib.sha256).digest()).decode()
+    assert request.headers == {
+        "content-type": "application/cloudevents+json; charset=utf-8",
+        "webhook-id": "msg_01JDUP.r1",
+        "webhook-timestamp": "1795759500",
+        "webhook-signature": f"v1,{expected_sig}",
+    }
+    # A retry a minute later: same id and body, new timestamp and signature.
+    retry = channel.build_request(notice("alert", (the_alert,)), "msg_01JDUP.r1", NOW + timedelta(minutes=1))
+    assert retry.body == request.body
+    assert retry.headers["webhook-id"] == "msg_01JDUP.r1"
+    assert retry.headers["webhook-timestamp"] == "1795759560"
+    verify(retry.headers, retry.body, [SECRET], NOW + timedelta(minutes=1))
+
+
+def test_rotated_secrets_sign_twice_and_either_secret_verifies() -> None:
+    channel = WebhookChannel("hq", url="https://hq.example.com/hook", secrets=[SECRET, OLD_SECRET])
+    request = channel.build_request(notice(), "m1", NOW)
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    verify(request.headers, request.body, [OLD_SECRET], NOW)
+    verify(request.headers, request.body, [SECRET], NOW)
+
+
+def test_tampered_or_stale_webhook_deliveries_do_not_verify() -> None:
+    channel = WebhookChannel("hq", url="https://hq.example.com/hook", secrets=[SECRET])
+    request = channel.build_request(notice(), "m1", NOW)
+    with pytest.raises(WebhookVerificationError, match="no v1 signature"):
+        verify(request.headers, request.body.replace(b"128000", b"1280000"), [SECRET], NOW)
+    with pytest.raises(WebhookVerificationError, match="from now"):
+        verify(request.headers, request.body, [SECRET], NOW + timedelta(seconds=301))
+    with pytest.raises(WebhookVerificationError, match="missing"):
+        verify({"webhook-id": "m1"}, request.body, [SECRET], NOW)
+
+
+def test_our_cloudevent_has_the_shape_of_the_spec_example() -> None:
+    example = json.loads((DATA / "cloudevents_v1.0.2_json_object_data.json").read_text(encoding="utf-8"))
+    ours = cloudevent(notice(), "m1")
+    required_and_used = {"specversion", "type", "source", "id", "time", "datacontenttype", "data", "subject"}
+    assert required_and_used <= set(example)
+    assert required_and_used == set(ours)
+    for key in required_and_used - {"subject"}:
+        assert type(ours[key]) is type(example[key]), key
+    assert ours["specversion"] == example["specversion"] == "1.0"
+    assert ours["datacontenttype"] == example["datacontenttype"]
+    assert datetime.fromisoformat(ours["time"]).tzinfo is not None
+
+
+@pytest.mark.parametrize(("kind", "state", "expected"), [
+    ("alert", "open", "settleguard.alert.opened"),
+    ("update", "open", "settleguard.alert.updated"),
+    ("resolution", "voided", "settleguard.alert.voided"),
+    ("resolution", "dismissed", "settleguard.alert.dismissed"),
+    ("resolution", "expired", "settleguard.alert.expired"),
+    ("escalation", "escalated", "settleguard.alert.escalated"),
+    ("reminder", "open", "settleguard.alert.reminder"),
+])
+def test_cloudevent_type_names_what_happened_to_the_alert(kind: str, state: str, expected: str) -> None:
+    assert cloudevent(notice(kind, (alert(state=state),)), "m")["type"] == expected
+
+
+def test_webhook_refuses_grouped_and_people_only_notices_without_sending() -> None:
+    channel = WebhookChannel("hq", url="https://hq.example.com/hook", secrets=[SECRET])
+    sender = RecordingSender()
+    two = notice("alert", (alert("000123"), alert("000124", alert_id="01JDUP0000000000000000000B")))
+    for bad in (two, notice("digest"), notice("all_clear", ())):
+        outcome = channel.send(bad, message_id="m", now=NOW, sender=sender)
+        assert outcome.status == "permanent"
+    assert sender.sent == []
+
+
+# ---------------------------------------------------------------------------- HTTP classification
+
+
+def test_transport_errors_server_errors_and_throttling_are_retried_other_4xx_are_not() -> None:
+    assert classify_http(None, TransportError("timeout after 10s"), NOW) == Outcome.retry(
+        None, "transport: timeout after 10s")
+    assert classify_http(HttpResponse(502, {}, b""), None, NOW).status == "retry"  # type: ignore[union-attr]
+    assert classify_http(HttpResponse(408, {}, b""), None, NOW).status == "retry"  # type: ignore[union-attr]
+    for status in (400, 401, 403, 404, 410, 301):
+        outcome = classify_http(HttpResponse(status, {}, b"nope"), None, NOW)
+        assert outcome is not None and outcome.status == "permanent", status
+    assert classify_http(HttpResponse(204, {}, b""), None, NOW) is None
+
+
+def test_retry_after_is_read_as_seconds_or_http_date_with_a_floor_and_a_ceiling() -> None:
+    now = datetime(2015, 10, 21, 7, 27, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now) == 60.0
+    assert parse_retry_after("0", now) == 1.0                      # a floor: "now" still means "slow down"
+    assert parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now) == 1.0   # a date in the past
+    assert parse_retry_after("999999", now) == MAX_RETRY_AFTER
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+    response = HttpResponse(429, {"Retry-After": "Wed, 21 Oct 2015 07:29:30 GMT"}, b"")
+    assert classify_http(response, None, now) == Outcome.retry(150.0, "HTTP 429")
+
+
+def test_webhook_send_turns_answers_into_outcomes() -> None:
+    channel = WebhookChannel("hq", url="https://hq.example.com/hook", secrets=[SECRET])
+    sender = RecordingSender([HttpResponse(200, {}, b""), HttpResponse(503, {"retry-after": "30"}, b""),
+                              TransportError("connection refused"), HttpResponse(422, {}, b"bad schema")])
+    assert channel.send(notice(), message_id="m1", now=NOW, sender=sender).status == "ok"
+    assert channel.send(notice(), message_id="m2", now=NOW, sender=sender) == Outcome.retry(30.0, "HTTP 503")
+    # The server asked for 30 s: the channel holds every message, not only the refused one.
+    held = channel.send(notice(), message_id="m3", now=NOW + timedelta(seconds=10), sender=sender)
+    assert held.status == "retry" and held.retry_after == pytest.approx(20.0)
+    later = NOW + timedelta(seconds=31)
+    assert channel.send(notice(), message_id="m3", now=later, sender=sender).reason == (
+        "transport: connection refused")
+    assert channel.send(notice(), message_id="m4", now=later, sender=sender).status == "permanent"
+    assert [r.headers["webhook-id"] for r in sender.sent] == ["m1", "m2", "m3", "m4"]
+
+
+# ---------------------------------------------------------------------------- WeCom
+
+WECOM_EXPECTED_CONTENT = """### 可疑交易 / Suspicious transaction
+好味道餐饮 静安店 · 11-27 14:04
+
+**【高 high】重复扣款 / Duplicate charge（DUP-001）**
+> 同一张卡 622576＊＊＊＊＊＊6691 两次扣款（凭证号 000122、000123）
+> Same card 622576＊＊＊＊＊＊6691 charged twice (vouchers 000122, 000123)
+凭证号 voucher 000123 · RMB 1,280.00 · 14:03 · 卡号 card 622576＊＊＊＊＊＊6691
+**撤销凭证号 000123（RMB 1,280.00，14:03），请在 23:00 前操作（还剩 8 小时 55 分）**
+Void voucher 000123 (RMB 1,280.00, 14:03) before 23:00 (8 h 55 min left)
+> 操作：管理 → 撤销 → 输入原凭证号 000123
+> Steps: Manage → Void → enter original voucher 000123"""
+
+
+def test_wecom_request_is_the_documented_markdown_body_with_the_key_in_the_url() -> None:
+    channel = WecomChannel("shop-group", key="693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa", tz=SH)
+    request = channel.build_request(notice(), "m1", NOW)
+    assert request.url == ("https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+                           "?key=693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa")
+    assert request.headers == {"content-type": "application/json; charset=utf-8"}
+    body = json.loads(request.body)
+    assert body == {"msgtype": "markdown", "markdown": {"content": WECOM_EXPECTED_CONTENT}}
+    assert request.body == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def test_wecom_bodies_have_the_shape_of_the_published_examples() -> None:
+    text_example = json.loads((DATA / "wecom_doc_text_example.json").read_text(encoding="utf-8"))
+    assert text_example["msgtype"] == "text" and isinstance(text_example["text"]["content"], str)
+    published = (DATA / "wecom_doc_markdown_example_as_published.txt").read_text(encoding="utf-8")
+    with pytest.raises(json.JSONDecodeError):   # raw newlines inside the string, as the README says
+        json.loads(published)
+    example = json.loads(published, strict=False)
+    ours = json.loads(WecomChannel("g", key="k").build_request(notice(), "m", NOW).body)
+    assert set(ours) == set(example) == {"msgtype", "markdown"}
+    assert set(ours["markdown"]) == set(example["markdown"]) == {"content"}
+    assert ours["msgtype"] == example["msgtype"] == "markdown"
+
+
+# Expected outcome for every code in wecom_errors.tsv (status, retry_after).
+WECOM_EXPECTED = {
+    0: ("ok", None), 45009: ("retry", 60.0), 45033: ("retry", 10.0), 93000: ("permanent", None),
+    40058: ("permanent", None), 44004: ("permanent", None), 93004: ("permanent", None),
+    93008: ("permanent", None),
+}
+
+
+def test_every_published_wecom_errcode_is_classified() -> None:
+    channel = WecomChannel("g", key="k")
+    table = rows("wecom_errors.tsv")
+    assert {int(r["errcode"]) for r in table} == set(WECOM_EXPECTED)
+    for row in table:
+        code = int(row["errcode"])
+        if row["kind"] == "observed-json-body":
+            body = row["observed_text"].encode()          # byte-exact from a public issue thread
+        else:
+            # Synthetic: only the code and its official description are published (see README §4).
+            body = json.dumps({"errcode": code, "errmsg": row["official_description_90313"]}).encode()
+        outcome = channel.classify(HttpResponse(200, {}, body), None, NOW)
+        assert (outcome.status, outcome.retry_after) == WECOM_EXPECTED[code], code
+
+
+@pytest.mark.parametrize(("body", "status", "expected"), [
+    (b'{"errcode":0,"errmsg":"ok"}', 200, "ok"),
+    (b'{"errcode":40008,"errmsg":"invalid message type"}', 200, "permanent"),
+    (b'{"errcode":-1,"errmsg":"system busy"}', 200, "retry"),
+    (b'{"errcode":12345678,"errmsg":"something new"}', 200, "permanent"),
+    (b"<html>captive portal</html>", 200, "retry"),
+    (b'{"errmsg":"ok"}', 200, "retry"),
+    (b"", 502, "retry"),
+])
+def test_wecom_answers_inside_a_200_are_read_by_errcode(body: bytes, status: int, expected: str) -> None:
+    outcome = WecomChannel("g", key="k").classify(HttpResponse(status, {}, body), None, NOW)
+    assert outcome.status == expected
+
+
+def test_a_long_digest_fits_wecoms_4096_bytes_and_says_how_many_were_left_out() -> None:
+    alerts = tuple(alert(f"{n:06d}", 1000 + n, alert_id=f"01J{n:023d}") for n in range(40))
+    request = WecomChannel("g", key="k", tz=SH).build_request(notice("digest", alerts), "m", NOW)
+    content = json.loads(request.body)["markdown"]["content"]
+    assert len(content.encode("utf-8")) <= WECOM_MARKDOWN_LIMIT
+    shown = content.count("**【高 high】")
+    assert 0 < shown < 40
+    assert content.endswith(more_line(40 - shown))
+    assert content.splitlines()[0] == "### 可疑交易汇总（40 条） / 40 suspicious transactions"
+
+
+# ---------------------------------------------------------------------------- DingTalk
+
+
+def test_dingtalk_request_is_signed_on_the_url_with_a_markdown_body() -> None:
+    (row,) = (r for r in rows("vectors.tsv") if r["id"] == "dingtalk-5")
+    at = datetime.fromtimestamp(int(row["timestamp"]) / 1000, UTC)
+    channel = DingtalkChannel("ding", access_token="abc123", secret=row["secret"], tz=SH)
+    request = channel.build_request(notice(), "m1", at)
+    assert request.url == ("https://oapi.dingtalk.com/robot/send?access_token=abc123"
+                           f"&timestamp={row['timestamp']}&sign={row['expected']}")
+    body = json.loads(request.body)
+    assert body["msgtype"] == "markdown"
+    assert body["markdown"]["title"] == "可疑交易 / Suspicious transaction"
+    text = body["markdown"]["text"]
+    # The vector's clock is in 2020, so the cutoff is on another day and shows its date.
+    assert "\n\n**撤销凭证号 000123（RMB 1,280.00，14:03），请在 11-27 23:00 前操作" in text
+    assert DingtalkChannel("ding", access_token="abc123").build_request(notice(), "m1", NOW).url == (
+        "https://oapi.dingtalk.com/robot/send?access_token=abc123")
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    (0, ("ok", None)), (130101, ("retry", 600.0)), (410100, ("retry", 600.0)),
+    (310000, ("permanent", None)), (300001, ("permanent", None)),
+])
+def test_dingtalk_errcodes(code: int, expected: tuple[str, float | None]) -> None:
+    answer = ok_json({"errcode": code, "errmsg": "x"})
+    outcome = DingtalkChannel("d", access_token="t").classify(answer, None, NOW)
+    assert (outcome.status, outcome.retry_after) == expected
+
+
+def test_dingtalk_throttle_holds_the_robot_for_ten_minutes() -> None:
+    channel = DingtalkChannel("d", access_token="t")
+    sender = RecordingSender([ok_json({"errcode": 130101, "errmsg": "send too fast"})])
+    assert channel.send(notice(), message_id="m1", now=NOW, sender=sender).retry_after == 600.0
+    held = channel.send(notice(), message_id="m2", now=NOW + timedelta(minutes=9), sender=sender)
+    assert held.status == "retry" and held.retry_after == pytest.approx(60.0)
+    assert len(sender.sent) == 1
+    after = NOW + timedelta(minutes=10)
+    assert channel.send(notice(), message_id="m2", now=after, sender=sender).status == "ok"
+
+
+# ---------------------------------------------------------------------------- Feishu
+
+
+def test_feishu_body_carries_timestamp_sign_and_a_bilingual_post() -> None:
+    (row,) = (r for r in rows("vectors.tsv") if r["id"] == "feishu-1")
+    at = datetime.fromtimestamp(int(row["timestamp"]), UTC)
+    channel = FeishuChannel("lark", token="hook-token", secret=row["secret"], tz=SH)
+    request = channel.build_request(notice(), "m1", at)
+    assert request.url == "https://open.feishu.cn/open-apis/bot/v2/hook/hook-token"
+    body = json.loads(request.body)
+    assert list(body) == ["timestamp", "sign", "msg_type", "content"]
+    assert body["timestamp"] == row["timestamp"] and body["sign"] == row["expected"]
+    assert body["msg_type"] == "post"
+    post = body["content"]["post"]["zh_cn"]
+    assert post["title"] == "可疑交易 / Suspicious transaction"
+    texts = [element["text"] for paragraph in post["content"] for element in paragraph]
+    assert all(len(p) == 1 and p[0]["tag"] == "text" for p in post["content"])
+    assert "凭证号 voucher 000123 · RMB 1,280.00 · 14:03 · 卡号 card 622576******6691" in texts
+    unsigned = json.loads(FeishuChannel("lark", token="t").build_request(notice(), "m1", NOW).body)
+    assert list(unsigned) == ["msg_type", "content"]
+
+
+@pytest.mark.parametrize(("answer", "status", "expected"), [
+    ({"code": 0, "msg": "success", "data": {}}, 200, ("ok", None)),
+    ({"StatusCode": 0, "StatusMessage": "success"}, 200, ("ok", None)),
+    ({"code": 11232, "msg": "frequency limited"}, 200, ("retry", 60.0)),
+    ({"code": 9499, "msg": "Too Many Requests"}, 200, ("retry", 60.0)),
+    ({"code": 19021, "msg": "sign match fail or timestamp is not within one hour from current time"}, 200,
+     ("permanent", None)),
+    ({"code": 19022, "msg": "Ip Not Allowed"}, 400, ("permanent", None)),
+    ({"code": 19024, "msg": "Key Words Not Found"}, 200, ("permanent", None)),
+])
+def test_feishu_codes(answer: dict[str, Any], status: int, expected: tuple[str, float | None]) -> None:
+    outcome = FeishuChannel("f", token="t").classify(ok_json(answer, status), None, NOW)
+    assert (outcome.status, outcome.retry_after) == expected
+
+
+def test_feishu_post_stays_under_its_size_limit() -> None:
+    alerts = tuple(alert(f"{n:06d}", 1000 + n, alert_id=f"01J{n:023d}") for n in range(400))
+    post = to_feishu_post(compose(notice("review", alerts), NOW, SH), limit_bytes=8000)
+    encoded = json.dumps(post, ensure_ascii=False, separators=(",", ":")).encode()
+    assert len(encoded) <= 8000
+    assert post["zh_cn"]["content"][-1][0]["text"].startswith("… 另有 ")
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+def test_rate_limiter_holds_the_nineteenth_message_of_a_minute() -> None:
+    limiter = RateLimiter((RateLimit(18, 60.0),))
+    for n in range(18):
+        assert limiter.wait(NOW + timedelta(seconds=n)) == 0
+        limiter.record(NOW + timedelta(seconds=n))
+    assert limiter.wait(NOW + timedelta(seconds=20)) == pytest.approx(40.0)
+    assert limiter.wait(NOW + timedelta(seconds=60)) == 0
+    assert len(limiter) == 18
+
+
+def test_feishu_limits_apply_per_second_and_per_minute() -> None:
+    limiter = RateLimiter(FeishuChannel("f", token="t").limits)
+    for n in range(4):
+        limiter.record(NOW + timedelta(milliseconds=n))
+    assert limiter.wait(NOW + timedelta(milliseconds=500)) == pytest.approx(0.5)
+    assert limiter.wait(NOW + timedelta(seconds=1)) == 0
+
+
+def test_a_clock_stepping_backwards_never_stalls_a_channel_longer_than_one_window() -> None:
+    limiter = RateLimiter((RateLimit(1, 60.0),))
+    limiter.record(NOW)
+    assert limiter.wait(NOW - timedelta(hours=5)) == 60.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=5, allow_nan=False), min_size=1, max_size=150))
+def test_a_sender_that_obeys_wait_never_exceeds_any_limit(gaps: list[float]) -> None:
+    limits = (RateLimit(4, 1.0), RateLimit(9, 10.0))
+    limiter = RateLimiter(limits)
+    now, sent = NOW, []
+    for gap in gaps:
+        now += timedelta(seconds=gap)
+        wait = limiter.wait(now)
+        if wait > 0:
+            now += timedelta(seconds=wait)
+            assert limiter.wait(now) == 0
+        limiter.record(now)
+        sent.append(now)
+        assert len(limiter) <= 9
+    for lim in limits:
+        for i, start in enumerate(sent):
+            in_window = [t for t in sent[i:] if t < start + timedelta(seconds=lim.per_seconds)]
+            assert len(in_window) <= lim.count
+
+
+def test_a_robot_channel_throttles_itself_below_the_published_limit_without_sending() -> None:
+    channel = WecomChannel("g", key="k")
+    sender = RecordingSender()
+    outcomes = [channel.send(notice(), message_id=f"m{n}", now=NOW + timedelta(seconds=n), sender=sender)
+                for n in range(19)]
+    assert [o.status for o in outcomes[:18]] == ["ok"] * 18
+    assert outcomes[18].status == "retry" and outcomes[18].retry_after == pytest.approx(42.0)
+    assert len(sender.sent) == 18
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def test_an_alert_reads_chinese_first_then_english_with_deadline_and_time_left() -> None:
+    text = to_text(compose(notice(), NOW, SH), limit_bytes=4096)
+    zh = text.index("撤销凭证号 000123（RMB 1,280.00，14:03），请在 23:00 前操作（还剩 8 小时 55 分）")
+    en = text.index("Void voucher 000123 (RMB 1,280.00, 14:03) before 23:00 (8 h 55 min left)")
+    assert text.index("同一张卡") < text.index("Same card") and zh < en
+    assert "管理 → 撤销 → 输入原凭证号 000123" in text
+
+
+def test_times_follow_the_shop_zone_even_when_the_notice_was_made_in_utc() -> None:
+    utc_notice = Notice(kind="alert", alerts=(alert(),), shop=SHOP, source=SOURCE,
+                        created=CREATED.astimezone(UTC), deadline=CUTOFF.astimezone(UTC))
+    text = to_text(compose(utc_notice, NOW.astimezone(UTC), SH), limit_bytes=4096)
+    assert "11-27 14:04" in text and "before 23:00" in text
+
+
+def test_a_missed_deadline_is_said_plainly() -> None:
+    text = to_text(compose(notice(), CUTOFF + timedelta(minutes=5), SH), limit_bytes=4096)
+    assert "已过截止时间" in text and "deadline passed" in text
+
+
+def test_all_clear_says_there_is_nothing_open() -> None:
+    text = to_text(compose(notice("all_clear", ()), NOW, SH), limit_bytes=4096)
+    assert text.splitlines()[0] == "今日无待处理异常 / no open findings"
+    assert SHOP in text
+
+
+def test_resolution_is_one_short_line_per_alert() -> None:
+    alerts = (alert("000123", state="voided"), alert("000124", state="dismissed", alert_id="01JB"))
+    text = to_text(compose(notice("resolution", alerts), NOW, SH), limit_bytes=4096)
+    lines = [line for line in text.splitlines()[2:] if line]
+    assert lines == [
+        "凭证号 000123 · RMB 1,280.00 · 重复扣款 / Duplicate charge：已撤销 / voided",
+        "凭证号 000124 · RMB 1,280.00 · 重复扣款 / Duplicate charge：已确认正常 / dismissed",
+    ]
+
+
+def test_pre_close_review_lists_every_open_alert_with_steps_and_time_left() -> None:
+    alerts = (alert("000123"), alert("000124", 5000, alert_id="01JB"))
+    text = to_text(compose(notice("review", alerts), datetime(2026, 11, 27, 22, 30, tzinfo=SH), SH),
+                   limit_bytes=8192)
+    assert text.splitlines()[0] == "结算前复核：2 条待处理 / Pre-settlement review: 2 open"
+    assert "结算时间 23:00（还剩 30 分）/ settlement at 23:00 (30 min left)" in text
+    for voucher in ("000123", "000124"):
+        assert f"操作：管理 → 撤销 → 输入原凭证号 {voucher}" in text
+    assert text.count("（还剩 30 分）") == 3
+
+
+def test_escalation_carries_the_refund_guidance() -> None:
+    escalated = alert(state="escalated", action="refund")
+    text = to_text(compose(notice("escalation", (escalated,)), NOW, SH), limit_bytes=4096)
+    assert text.splitlines()[0] == "批次已结算，需要退货 / Batch settled: refund needed"
+    assert "退货：凭证号 000123（RMB 1,280.00，2026-11-27），批次已结算，无法撤销" in text
+    assert "操作：在终端选择 管理 → 退货，输入原交易参考号。" in text
+
+
+def test_a_full_card_number_never_reaches_any_message() -> None:
+    leaky = alert(reason=f"card {FULL_PAN} charged twice")
+    leaky["transactions"][0]["card"] = FULL_PAN    # an upstream bug we still must not forward to phones
+    n = notice("alert", (leaky,))
+    doc = compose(n, NOW, SH)
+    rendered = [
+        to_text(doc, limit_bytes=4096),
+        to_markdown(doc, flavor="wecom", limit_bytes=4096),
+        WecomChannel("g", key="k").build_request(n, "m", NOW).body.decode(),
+        DingtalkChannel("d", access_token="t").build_request(n, "m", NOW).body.decode(),
+        FeishuChannel("f", token="t").build_request(n, "m", NOW).body.decode(),
+    ]
+    for message in rendered:
+        assert not contains_full_pan(message), message
+        assert "622576******7892" in message.replace("＊", "*")
+
+
+def test_rendered_markdown_cannot_be_hijacked_by_alert_text() -> None:
+    hostile = alert(reason="# heading\n> quote `code` **bold**\x1b@")
+    content = to_markdown(compose(notice("alert", (hostile,)), NOW, SH), flavor="wecom", limit_bytes=4096)
+    assert "\x1b" not in content
+    assert "\n# heading" not in content
+    assert "＊＊bold＊＊" in content
+
+
+# ---------------------------------------------------------------------------- printer slip
+
+
+def test_printer_slip_is_gb18030_text_and_ends_with_a_cut(tmp_path: Path) -> None:
+    out = tmp_path / "lp0"
+    channel = PrinterChannel("till-printer", printer={"kind": "file", "path": str(out)}, tz=SH)
+    outcome = channel.send(notice(), message_id="m", now=NOW, sender=RecordingSender())
+    assert outcome == Outcome.ok("printed 1 slip(s)")
+    data = out.read_bytes()
+    assert data.startswith(b"\x1b@\x1c&")
+    for text in ("!! 可疑交易 / SUSPICIOUS", "重复扣款 Duplicate charge", "凭证号 voucher 000123",
+                 "RMB 1,280.00  14:03", "卡号 card 622576******6691", "请撤销 void before 23:00"):
+        assert text.encode("gb18030") in data, text
+    assert "可疑交易".encode("gb18030") == b"\xbf\xc9\xd2\xc9\xbd\xbb\xd2\xd7"
+    assert data.rstrip(b"\x00\x01").endswith(b"\x1dV")    # GS V: cut
+    assert not contains_full_pan(data.decode("gb18030", errors="replace"))
+
+
+def test_a_missing_printer_is_retried_and_a_resolution_is_not_printed(tmp_path: Path) -> None:
+    missing = PrinterChannel("p", printer={"kind": "file", "path": str(tmp_path / "no" / "such" / "lp0")})
+    outcome = missing.send(notice(), message_id="m", now=NOW, sender=RecordingSender())
+    assert outcome.status == "retry" and outcome.retry_after == 30.0
+    out = tmp_path / "lp0"
+    quiet = PrinterChannel("p", printer={"kind": "file", "path": str(out)})
+    assert quiet.send(notice("resolution", (alert(state="voided"),)), message_id="m", now=NOW,
+                      sender=RecordingSender()).status == "ok"
+    assert not out.exists()
+
+
+def test_printer_settings_name_the_missing_field() -> None:
+    with pytest.raises(ValueError, match=r"printer\.host is required"):
+        PrinterSettings.from_mapping({"kind": "network"})
+    with pytest.raises(ValueError, match=r"printer\.kind must be one of"):
+        PrinterSettings.from_mapping({"kind": "bluetooth"})
+    with pytest.raises(ValueError, match="unknown key"):
+        PrinterSettings.from_mapping({"kind": "file", "path": "/dev/usb/lp0", "colour": "red"})
+    usb = PrinterSettings.from_mapping({"kind": "usb", "vendor": "0416", "product": 0x5011})
+    assert (usb.vendor, usb.product) == (0x0416, 0x5011)
+
+
+def test_our_own_escpos_decoder_reads_the_slip_back(tmp_path: Path) -> None:
+    from drivers.protocols.escpos import EscposDecoder  # imported here: another engineer's module
+
+    out = tmp_path / "lp0"
+    PrinterChannel("p", printer={"kind": "file", "path": str(out)}, tz=SH).send(
+        notice(), message_id="m", now=NOW, sender=RecordingSender())
+    decoder = EscposDecoder(tz=SH, source="escpos")
+    receipts = decoder.feed(out.read_bytes(), NOW) + decoder.flush(NOW)
+    assert len(receipts) == 1 and isinstance(receipts[0], ReceiptText)
+    assert [line.strip() for line in receipts[0].lines] == [
+        "!! 可疑交易 / SUSPICIOUS",
+        "重复扣款 Duplicate charge",
+        "风险 高 high (DUP-001)",
+        "凭证号 voucher 000123",
+        "RMB 1,280.00  14:03",
+        "卡号 card 622576******6691",
+        "请撤销 void before 23:00",
+        "好味道餐饮 静安店 11-27 14:05",
+    ]
+
+
+# ---------------------------------------------------------------------------- wiring
+
+
+@dataclass
+class Settings:
+    name: str
+    type: str
+    url: str | None = None
+    key: str | None = None
+    secret: str | None = None
+    secrets: list[str] = field(default_factory=list)
+    printer: dict[str, Any] = field(default_factory=dict)
+
+
+def test_make_channel_builds_every_configured_type(tmp_path: Path) -> None:
+    built = [
+        make_channel(Settings("hq", "webhook", url="https://hq.example.com/h", secret=SECRET,
+                              secrets=[OLD_SECRET])),
+        make_channel(Settings("g", "wecom", key="k"), tz=SH),
+        make_channel(Settings("d", "dingtalk", key="t", secret="s"), tz=SH),
+        make_channel(Settings("f", "feishu", url="http://127.0.0.1:8080/hook"), tz=SH),
+        make_channel(Settings("p", "printer", printer={"kind": "file", "path": str(tmp_path / "lp")})),
+    ]
+    assert [(c.type, c.groups) for c in built] == [
+        ("webhook", False), ("wecom", True), ("dingtalk", True), ("feishu", True), ("printer", True)]
+    assert isinstance(built[0], WebhookChannel) and len(built[0].secrets) == 2
+    assert isinstance(built[3], FeishuChannel) and built[3].url == "http://127.0.0.1:8080/hook"
+    with pytest.raises(ValueError, match="needs key"):
+        make_channel(Settings("g", "wecom"))
