@@ -65,9 +65,6 @@ def _resolve_secret(value: str) -> str:
     return value
 
 
-Secret = Annotated[str, BeforeValidator(lambda v: _resolve_secret(v) if isinstance(v, str) else v)]
-
-
 def _hhmm(value: str) -> dtime:
     m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
     if not m:
@@ -165,14 +162,30 @@ class ChannelConfig(_Strict):
     name: str
     type: Literal["webhook", "wecom", "dingtalk", "feishu", "printer"]
     url: str | None = None             # webhook target, or override of a robot's endpoint
-    key: Secret | None = None          # WeCom robot key / DingTalk access_token / Feishu hook token
-    secret: Secret | None = None       # signing secret (whsec_... for webhooks, robot sign secret)
-    secrets: list[Secret] = []         # extra webhook secrets during rotation
+    key: str | None = None             # WeCom robot key / DingTalk access_token / Feishu hook token
+    secret: str | None = None          # signing secret (whsec_... for webhooks, robot sign secret)
+    secrets: list[str] = []            # extra webhook secrets during rotation
     printer: dict[str, Any] = {}       # printer channel: kind = serial|network|usb|file and its settings
     enabled: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secrets(cls, raw: Any) -> Any:
+        """env:/file: secrets are read now, but only for enabled channels (a disabled example needs none)."""
+        if not isinstance(raw, dict) or raw.get("enabled", True) is False:
+            return raw
+        out = dict(raw)
+        for name in ("key", "secret"):
+            if isinstance(out.get(name), str):
+                out[name] = _resolve_secret(out[name])
+        if isinstance(out.get("secrets"), list):
+            out["secrets"] = [_resolve_secret(x) if isinstance(x, str) else x for x in out["secrets"]]
+        return out
+
     @model_validator(mode="after")
     def _needs(self) -> ChannelConfig:
+        if not self.enabled:
+            return self
         if self.type == "webhook" and not self.url:
             raise ValueError("a webhook channel needs url")
         if self.type in ("wecom", "dingtalk", "feishu") and not (self.key or self.url):

@@ -1,0 +1,129 @@
+"""End to end on real parts: a pty terminal, the daemon, SQLite, and an HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.config import parse_config
+from agent.daemon import Daemon, journal_path
+from agent.sim.day import build_day
+from agent.sim.sink import WebhookSink
+from agent.sim.terminal import PtyTerminal, encode_event
+from drivers.pan import contains_full_pan
+from tests.helpers import SHANGHAI
+
+CONFIG = """
+[shop]
+name = "集成测试店"
+till = "t1"
+timezone = "Asia/Shanghai"
+
+[[source]]
+name = "terminal"
+protocol = "{protocol}"
+port = "{device}"
+baudrate = 115200
+
+[[channel]]
+name = "hook"
+type = "webhook"
+url = "{url}"
+secret = "{secret}"
+"""
+
+
+def run_day_through_daemon(tmp_path: Path, protocol: str) -> tuple[WebhookSink, Daemon, list[str]]:
+    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    sink = WebhookSink(secret=secret).start()
+    term = PtyTerminal()
+    loaded = parse_config(CONFIG.format(protocol=protocol, device=term.device, url=sink.url, secret=secret))
+    # Today's date keeps the transactions inside DUP-001's window relative to each other, whatever the clock.
+    events = build_day("demo", seed=3, day=datetime.now(SHANGHAI).date(), tz=SHANGHAI, settle=False)
+    daemon = Daemon(loaded, tmp_path, use_scheduler=False)
+    daemon.start()
+    try:
+        for ev in events:
+            term.write(encode_event(protocol, ev.event, reprint=ev.reprint))
+        assert sink.wait_for(lambda got: any(r.body["data"]["rule"] == "DUP-001" for r in got), timeout=15)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and daemon.pipeline and daemon.pipeline.counts["events"] < len(events):
+            time.sleep(0.05)
+    finally:
+        daemon.stop()
+        term.close()
+        sink.stop()
+    return sink, daemon, [ev.event.card for ev in events if getattr(ev.event, "card", None)]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("protocol", ["jsonl", "cn_ecr"])
+def test_duplicate_charge_on_a_pty_reaches_a_local_webhook(tmp_path: Path, protocol: str) -> None:
+    sink, daemon, _ = run_day_through_daemon(tmp_path, protocol)
+    dup = [r for r in sink.received if r.body["data"]["rule"] == "DUP-001"]
+    assert dup, "the DUP-001 alert must arrive at the receiver"
+    alert = dup[0].body["data"]
+    assert alert["suggestion"]["action"] == "void"
+    assert alert["transactions"][-1]["amount_minor"] == 12800
+    assert daemon.pipeline is not None and daemon.pipeline.counts["reprints"] >= 1
+    assert sink.rejected == 0  # every request carried a valid Standard Webhooks signature
+
+
+def test_full_card_numbers_never_reach_the_journal_or_the_wire_out(tmp_path: Path) -> None:
+    sink, _, cards = run_day_through_daemon(tmp_path, "cn_ecr")
+    # The simulated terminal sent full, Luhn-valid PANs on the wire ...
+    assert any(contains_full_pan(c) for c in cards)
+    # ... none of which survives in any journal row ...
+    conn = sqlite3.connect(journal_path(tmp_path))
+    dump = "\n".join(conn.iterdump())
+    conn.close()
+    assert "INSERT" in dump and not contains_full_pan(dump)
+    # ... or in any payload that left the till.
+    for rec in sink.received:
+        assert not contains_full_pan(json.dumps(rec.body, ensure_ascii=False))
+
+
+def test_bad_config_exits_78_naming_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "settleguard.toml"
+    bad.write_text('[shop]\nname = "x"\n\n[[source]]\nname = "terminal"\nprotocol = "zvt"\n'
+                   'port = "/dev/ttyUSB0"\nbaudrate = "fast"\n', encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(bad), "--state",
+                           str(tmp_path / "state")], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 78
+    assert str(bad) in proc.stderr and "line 8" in proc.stderr and "source[0] (terminal).baudrate" in proc.stderr
+
+
+def test_check_config_accepts_the_example_config() -> None:
+    example = Path(__file__).resolve().parents[1] / "config" / "settleguard.example.toml"
+    # Only the enabled WeCom channel needs its key; the disabled DingTalk one must not.
+    env = {**os.environ, "SETTLEGUARD_WECOM_KEY": "test-key-0000"}
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", str(example)], capture_output=True,
+                          text=True, timeout=30, env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_decode_round_trips_the_design_example(tmp_path: Path) -> None:
+    from tests.test_model import DESIGN_EXAMPLE
+
+    capture = tmp_path / "one.jsonl"
+    capture.write_text(DESIGN_EXAMPLE + "\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "decode", "--protocol", "jsonl", "--tz",
+                           "Asia/Shanghai", str(capture)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == DESIGN_EXAMPLE + "\n"
+
+
+def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "demo", "--fast", "--keep", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "DUP-001" in proc.stdout and "pre-close review" in proc.stdout and "escalated" in proc.stdout
+    assert list((tmp_path / "evidence").glob("*/evidence.json"))
