@@ -196,6 +196,102 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+# -- replay ------------------------------------------------------------------------------------------
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from agent.replay import decode_captures, replay
+    from agent.report import alert_line, notification_json, summary_table
+
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EX_CONFIG
+    tz = _zone(args.tz) or loaded.tz
+    protocol = args.protocol or (loaded.config.source[0].protocol if loaded.config.source else "auto")
+    paths = [Path(p) for p in args.captures]
+    for p in paths:
+        if not p.is_file():
+            _err(f"{p}: no such capture file")
+            return EX_DATAERR
+    try:
+        events, stats = decode_captures(paths, protocol, tz)
+    except ValueError as exc:
+        return _usage(str(exc))
+    if not events:
+        _err("no events decoded from " + ", ".join(map(str, paths)) + f" as {protocol}")
+        return EX_DATAERR
+    err_console = Console(stderr=True)
+    out_console = Console(highlight=False)
+
+    def listener(item: object) -> None:
+        if args.json:
+            line = notification_json(item)
+            if line is not None:
+                sys.stdout.write(line + "\n")
+        else:
+            out_console.print(alert_line(item, loaded.tz))
+
+    result = replay(loaded, events, state=Path(args.state) if args.state else None, listener=listener)
+    (err_console if args.json else out_console).print(summary_table(result, stats))
+    return EX_OK
+
+
+# -- ack ---------------------------------------------------------------------------------------------
+def cmd_ack(args: argparse.Namespace) -> int:
+    """Through the running daemon's control socket; with no daemon, straight into the journal."""
+    from agent.control import request
+
+    sdir = state_dir(args.state)
+    payload = {"cmd": "ack", "id": args.id, "voided": args.voided, "by": args.by or os.environ.get("USER") or "staff",
+               "note": args.note}
+    try:
+        reply = request(sdir / "control.sock", payload)
+    except OSError as exc:
+        _err(f"cannot reach the daemon at {sdir / 'control.sock'}: {exc}")
+        return EX_FAIL
+    if reply is None:
+        reply = _ack_offline(args, sdir, payload)
+        if reply is None:
+            return EX_CONFIG
+    if not reply.get("ok"):
+        _err(str(reply.get("error", "failed")))
+        return EX_FAIL
+    alert = reply["alert"]
+    print(f"alert {alert['id']} ({alert['rule']}) is now {alert['state']} (revision {alert['revision']}),"
+          f" recorded as {payload['by']}")
+    return EX_OK
+
+
+def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, object]) -> dict[str, object] | None:
+    from agent.daemon import journal_path, wall_clock
+    from agent.journal import Journal
+    from agent.pipeline import Command, Pipeline
+
+    path = journal_path(sdir)
+    if not path.exists():
+        return {"ok": False, "error": f"no journal at {path} and no daemon running (--state DIR?)"}
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return None
+    from agent.channels.factory import build_channels
+
+    channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
+    journal = Journal(path)
+    try:
+        # Same code path as the daemon: the outbox rows written here go out when the daemon starts.
+        pipeline = Pipeline(loaded, journal, clock=wall_clock, channels=[c.name for c in channels],
+                            people_channels=[c.name for c in channels if c.groups])
+        reply: dict[str, object] = pipeline._handle_command_tx(Command("ack", {k: v for k, v in payload.items()
+                                                                                if k != "cmd"}))
+    finally:
+        journal.close()
+    return reply
+
+
 # -- demo ------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
@@ -251,6 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     cc = sub.add_parser("check-config", help="validate a configuration file")
     cc.add_argument("file")
     cc.set_defaults(func=cmd_check_config)
+
+    rp = sub.add_parser("replay", help="run the full pipeline on captures, on simulated time; sends nothing")
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--protocol", help="zvt | cn_ecr | jsonl | escpos | auto (default: the first source's)")
+    rp.add_argument("--tz", help="zone for terminal timestamps (default: the config's)")
+    rp.add_argument("--json", action="store_true", help="alert lifecycle as JSON lines on stdout")
+    rp.add_argument("--state", help="keep the replay journal here (default: a temporary directory)")
+    rp.add_argument("captures", nargs="+", metavar="CAPTURE")
+    rp.set_defaults(func=cmd_replay)
+
+    ak = sub.add_parser("ack", help="mark an alert as legitimate or voided (recorded with who and when)")
+    ak.add_argument("id", help="alert id (a unique prefix is enough)")
+    which = ak.add_mutually_exclusive_group(required=True)
+    which.add_argument("--legit", action="store_true", help="the transaction is fine: dismiss the alert")
+    which.add_argument("--voided", action="store_true", help="staff voided it on the terminal")
+    ak.add_argument("--by", help="who acknowledges (default: $USER)")
+    ak.add_argument("--note", help="why, in a few words")
+    ak.add_argument("--state")
+    ak.add_argument("--config", default=DEFAULT_CONFIG, help="used only when no daemon is running")
+    ak.set_defaults(func=cmd_ack)
 
     al = sub.add_parser("alerts", help="list alerts from the journal")
     al.add_argument("--open", action="store_true")

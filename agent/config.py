@@ -140,7 +140,7 @@ class SourceConfig(_Strict):
     spool: str | None = None           # a directory a virtual printer drops job files into
     file: str | None = None            # a capture file, read once (tests, demos)
     mode: Literal["passive", "listener"] = "passive"
-    template: str | None = None        # receipt template for escpos sources (default: all bundled)
+    templates: list[str] = []          # receipt templates for escpos sources (default: every bundled one)
     idle_flush: Duration = timedelta(seconds=3)   # printer streams: a receipt ends after this idle time
     options: dict[str, Any] = {}       # decoder options (cn_ecr lrc_init, ...)
 

@@ -260,12 +260,17 @@ class Journal:
                          from_utc_text(r["first_seen"]), r["sightings"], r["reprints"])
 
     def sales_for_card(self, card: str, since: datetime, until: datetime) -> list[StoredTxn]:
+        """Approved sales that may be on this card: a 6+4 and a last-4 mask of one card both match."""
         rows = self.conn.execute(
-            "SELECT * FROM transactions WHERE card=? AND time_utc>=? AND time_utc<=? AND kind='sale'"
-            " AND result='approved' ORDER BY time_utc",
-            (card, utc_text(since), utc_text(until)),
+            "SELECT * FROM transactions WHERE substr(card, -4)=? AND time_utc>=? AND time_utc<=?"
+            " AND kind='sale' AND result='approved' ORDER BY time_utc",
+            (card[-4:], utc_text(since), utc_text(until)),
         ).fetchall()
-        return [self._stored(r) for r in rows]
+        return [s for s in map(self._stored, rows) if s.txn.card and _same_masked_card(s.txn.card, card)]
+
+    def earliest_transaction(self) -> datetime | None:
+        row = self.conn.execute("SELECT MIN(time_utc) FROM transactions").fetchone()
+        return from_utc_text(row[0]) if row and row[0] else None
 
     def approved_sale_amounts(self, since: datetime, until: datetime) -> list[int]:
         rows = self.conn.execute(

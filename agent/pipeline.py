@@ -92,7 +92,7 @@ class Pipeline:
     def __init__(self, loaded: LoadedConfig, journal: Journal, *, clock: Clock,
                  channels: Sequence[str] = (), listeners: Sequence[Callable[[Any], None]] = (),
                  on_commit: Callable[[], None] | None = None, people_channels: Sequence[str] | None = None,
-                 evidence_dir: Path | None = None) -> None:
+                 evidence_dir: Path | None = None, event_clock: bool = False) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.tz = loaded.tz
@@ -102,9 +102,15 @@ class Pipeline:
         # Channels people read get reviews and reminders; machine webhooks get alert revisions only.
         self.people_channels = list(people_channels) if people_channels is not None else list(channels)
         self.evidence_dir = evidence_dir
+        # Replay runs on the events' own time: "now" is the receive time of the batch being handled.
+        self.event_clock = event_clock
+        self._event_now: datetime | None = None
         self.listeners = list(listeners)
         self.on_commit = on_commit
-        self.engine = RuleEngine(self.tz, loaded.rule_params, history=_JournalHistory(journal, self.tz))
+        self.engine = RuleEngine(self.tz, loaded.rule_params, history=_JournalHistory(journal, self.tz),
+                                 hours=loaded.hours)
+        for warning in self.engine.warnings(self.now()):
+            log.warning("%s", warning)
         self.cutoff = self.config.settlement.cutoff_time
         self._last_txn: dict[str, tuple[int, datetime]] = {}   # source -> (txn id, received) for late receipts
         self._changes: list[Any] = []
@@ -114,6 +120,11 @@ class Pipeline:
                        "reviews": 0, "batches_closed": 0}
         self.last_progress = _time.monotonic()
         self._warm_state()
+
+    def now(self) -> datetime:
+        if self._event_now is not None:
+            return self._event_now
+        return self.clock()
 
     # -- the thread ---------------------------------------------------------------------
     def run(self, inbox: queue.Queue[EventBatch | Command], stop: threading.Event | None = None,
@@ -162,10 +173,12 @@ class Pipeline:
             reply.put(result)
 
     def tick(self) -> None:
-        self.engine.prune(self.clock())
+        self.engine.prune(self.now())
 
     # -- events ----------------------------------------------------------------------------
     def _handle_batch(self, batch: EventBatch) -> None:
+        if self.event_clock:
+            self._event_now = batch.received
         pending_receipt: ReceiptText | None = None
         for event in batch.events:
             self.counts["events"] += 1
@@ -200,14 +213,15 @@ class Pipeline:
         stored = merged.stored
         self._last_txn[batch.source] = (stored.id, batch.received)
         if merged.is_new and txn.terminal_id and txn.batch_no:
-            self.journal.open_batch(txn.terminal_id, txn.batch_no, self.clock())
+            self.journal.open_batch(txn.terminal_id, txn.batch_no, self.now())
         view = self._view(stored)
         if merged.is_new:
             self.counts["new_transactions"] += 1
         elif merged.reprint:
             self.counts["reprints"] += 1
-        obs = Observation(view=view, is_new=merged.is_new, conflicts=merged.conflicts, reprint=merged.reprint)
-        now = self.clock()
+        obs = Observation(view=view, is_new=merged.is_new, conflicts=merged.conflicts, reprint=merged.reprint,
+                          sighting=txn)
+        now = self.now()
         findings = self.engine.evaluate(obs, now)
         if merged.is_new:
             self.engine.observe(view)
@@ -224,7 +238,7 @@ class Pipeline:
     def _handle_settlement(self, settlement: Settlement, batch: EventBatch) -> None:
         self.counts["settlements"] += 1
         self.journal.add_settlement(settlement, received=batch.received, source=batch.source)
-        self._close_batch(settlement.terminal_id, settlement.batch_no, self.clock(), "settlement")
+        self._close_batch(settlement.terminal_id, settlement.batch_no, self.now(), "settlement")
 
     def _close_batch(self, terminal_id: str | None, batch_no: str | None, now: datetime, reason: str) -> None:
         """The batch settled: a void is no longer possible, so open findings turn into refund guidance."""
@@ -314,9 +328,18 @@ class Pipeline:
             self._enqueued += 1
         self._changes.append(AlertChange(alert, notice, now))
 
+    def _handle_command_tx(self, cmd: Command) -> Any:
+        """Run one command in its own journal transaction (the CLI's offline path)."""
+        with self.journal.transaction():
+            result = self._handle_command(cmd)
+        self._changes = []
+        return result
+
     # -- commands ----------------------------------------------------------------------------
     def _handle_command(self, cmd: Command) -> Any:
-        now = self.clock()
+        if self.event_clock and "at" in cmd.args:
+            self._event_now = cmd.args.pop("at")
+        now = self.now()
         if cmd.name == "ack":
             alert = self.journal.get_alert(cmd.args["id"])
             if alert is None:
@@ -362,6 +385,8 @@ class Pipeline:
 
     def _reminders(self, now: datetime) -> dict[str, Any]:
         """Unacknowledged findings repeat at a long interval; escalated ones every few days."""
+        if not self.people_channels:
+            return {"ok": True, "reminded": 0}  # machines got every revision already; reminders are for people
         d = self.config.delivery
         due = self.journal.alerts_due_reminder(
             open_before=now - d.repeat_interval,
@@ -381,7 +406,7 @@ class Pipeline:
     # -- start-up ----------------------------------------------------------------------------
     def _warm_state(self) -> None:
         """Reload the rules' short-term memory from the journal after a restart."""
-        now = self.clock()
+        now = self.now()
         for stored in self.journal.recent_transactions(now - self.engine.state.horizon):
             self.engine.observe(self._view(stored))
         self._refresh_baseline(now)
@@ -393,6 +418,9 @@ class _JournalHistory:
     def __init__(self, journal: Journal, tz: Any) -> None:
         self.journal = journal
         self.tz = tz
+
+    def earliest(self) -> datetime | None:
+        return self.journal.earliest_transaction()
 
     def sales_for_card(self, card: str, since: datetime, until: datetime) -> list[TxnView]:
         out = []

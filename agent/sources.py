@@ -60,8 +60,15 @@ class SniffingDecoder:
 
 def build_decoder(cfg: SourceConfig, tz: tzinfo) -> Any:
     options = dict(cfg.options)
-    if cfg.protocol == "escpos" and cfg.template:
-        options.setdefault("templates", [cfg.template])
+    if cfg.protocol == "escpos" and cfg.templates:
+        options.setdefault("templates", list(cfg.templates))
+    if cfg.protocol == "zvt" and "transport" not in options:
+        # A tty carries DLE-framed ZVT; a socket carries bare APDUs. Guessing ("auto") can misread a
+        # tap that starts mid-frame, so say which when the configuration knows.
+        if cfg.port and not cfg.port.startswith(("socket://", "rfc2217://")):
+            options["transport"] = "serial"
+        elif cfg.port or cfg.listen:
+            options["transport"] = "tcp"
     if cfg.protocol == "auto":
         return SniffingDecoder(tz=tz, source=cfg.protocol, **options)
     return make_decoder(cfg.protocol, tz=tz, source=cfg.protocol, **options)
@@ -80,7 +87,8 @@ def build_transport(cfg: SourceConfig) -> Any:
     if cfg.listen and cfg.forward:
         lhost, lport = cfg.listen.rsplit(":", 1)
         fhost, fport = cfg.forward.rsplit(":", 1)
-        return transport.TcpPassThrough(lhost, int(lport), fhost, int(fport))
+        return transport.TcpPassThrough(lhost, int(lport), fhost, int(fport),
+                                        on_problem=lambda m: log.warning("source %s: %s", cfg.name, m))
     raise ValueError(f"source {cfg.name}: nothing to read")
 
 

@@ -287,13 +287,20 @@ class JustUnderLimit(BaseRule[UnderLimitParams]):
     action: ClassVar[str] = "check"
     Params = UnderLimitParams
 
+    def __init__(self, params: RuleParams) -> None:
+        super().__init__(params)
+        self._bands: dict[str | None, tuple[int, int]] = {}
+
     def state_horizon(self) -> timedelta:
         return self.params.window
 
     def _band(self, currency: str | None) -> tuple[int, int]:
-        limit = in_currency(self.params.limit, currency)
-        low = (Decimal(limit) * (100 - self.params.band_percent) / 100).to_integral_value(ROUND_CEILING)
-        return int(low), limit
+        band = self._bands.get(currency)
+        if band is None:
+            limit = in_currency(self.params.limit, currency)
+            low = (Decimal(limit) * (100 - self.params.band_percent) / 100).to_integral_value(ROUND_CEILING)
+            band = self._bands[currency] = (int(low), limit)
+        return band
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         view = obs.view

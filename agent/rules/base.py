@@ -133,6 +133,10 @@ def same_card(a: str | None, b: str | None) -> bool:
     """Two masked card numbers that can be the same card (a 6+4 mask and a last-4 mask agree)."""
     if not a or not b:
         return False
+    if a == b:
+        return True
+    if a[-4:] != b[-4:]:
+        return False
     if len(a) != len(b):
         return a[-4:] == b[-4:] and ("*" in a[:6] or "*" in b[:6])
     return all(x == y or "*" in (x, y) for x, y in zip(a, b, strict=True))
@@ -167,7 +171,8 @@ CHARGE_KINDS = frozenset({"sale", "preauth_complete"})
 
 
 def is_charge(view: TxnView) -> bool:
-    return view.approved and view.txn.kind in CHARGE_KINDS
+    t = view.txn
+    return t.kind in CHARGE_KINDS and t.result == "approved"
 
 
 def same_slip(a: TxnView, b: TxnView) -> bool:
@@ -196,6 +201,15 @@ class BaseRule(Generic[P]):
             raise TypeError(f"{self.id} needs {self.Params.__name__}, got {type(params).__name__}")
         self.params: P = params  # type: ignore[assignment]
         self.severity = params.severity or self.default_severity
+
+    def observe(self, state: RuleState, view: TxnView) -> None:
+        """Update this rule's running tallies (``state.tallies[self.id]``) for a new transaction.
+
+        For rules whose question would otherwise mean rescanning the day (VOID-001 per shift).
+        """
+
+    def prune(self, state: RuleState, now: datetime) -> None:
+        """Drop tallies older than the state's horizon."""
 
     def state_horizon(self) -> timedelta:
         """How far back this rule reads :class:`RuleState` (the engine keeps at least that much)."""

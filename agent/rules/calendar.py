@@ -186,6 +186,8 @@ class ShopCalendar:
         self._ranges = {d: self.hours.ranges_for(d) for d in WEEKDAYS}
         self._closures = frozenset(self.hours.closures)
         self.always_open = all(r == [(0, 1440)] for r in self._ranges.values())
+        self._intervals: dict[date, list[tuple[datetime, datetime]]] = {}
+        self._around: dict[tuple[date, timedelta], list[tuple[datetime, datetime]]] = {}
 
     # -- holidays ----------------------------------------------------------------------
     def coverage_warning(self, year: int) -> str | None:
@@ -241,9 +243,15 @@ class ShopCalendar:
 
     def intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         """Opening intervals that start on ``day``, as naive local wall-clock date-times."""
-        midnight = datetime.combine(day, time())
-        return [(midnight + timedelta(minutes=s), midnight + timedelta(minutes=e))
-                for s, e in self._ranges[self.schedule_day(day)]]
+        cached = self._intervals.get(day)
+        if cached is None:
+            midnight = datetime.combine(day, time())
+            cached = [(midnight + timedelta(minutes=s), midnight + timedelta(minutes=e))
+                      for s, e in self._ranges[self.schedule_day(day)]]
+            if len(self._intervals) > 400:   # a year of days; replay of old captures must not grow it
+                self._intervals.clear()
+            self._intervals[day] = cached
+        return cached
 
     def is_open(self, local_dt: datetime, grace: timedelta = timedelta(0)) -> bool:
         """Open at this wall-clock time, allowing ``grace`` before opening and after closing.
@@ -253,12 +261,20 @@ class ShopCalendar:
         if self.always_open:
             return True
         wall = local_dt.astimezone(self.tz).replace(tzinfo=None) if local_dt.tzinfo else local_dt
-        today = wall.date()
-        for day in (today - timedelta(days=1), today, today + timedelta(days=1)):
-            for start, end in self.intervals(day):
-                if start - grace <= wall <= end + grace:
-                    return True
-        return False
+        return any(start <= wall <= end for start, end in self._open_around(wall.date(), grace))
+
+    def _open_around(self, today: date, grace: timedelta) -> list[tuple[datetime, datetime]]:
+        """Every interval (widened by grace) that can contain a time on ``today``; cached per day."""
+        key = (today, grace)
+        hit = self._around.get(key)
+        if hit is None:
+            hit = [(start - grace, end + grace)
+                   for day in (today - timedelta(days=1), today, today + timedelta(days=1))
+                   for start, end in self.intervals(day)]
+            if len(self._around) > 400:
+                self._around.clear()
+            self._around[key] = hit
+        return hit
 
     def describe_hours(self, day: date) -> str:
         ranges = self.hours.ranges_for(self.schedule_day(day)) if self.configured else [(0, 1440)]

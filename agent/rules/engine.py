@@ -28,6 +28,7 @@ from agent.rules.state import History, RuleState
 # The in-memory horizon never drops below a day: VOID-001 shifts and AMT-004 look back that far.
 MIN_HORIZON = timedelta(hours=25)
 DEFAULT_BASELINE_WINDOW = timedelta(days=30)
+TALLY_PRUNE_EVERY = timedelta(minutes=10)
 
 
 class RuleConfigError(ValueError):
@@ -69,19 +70,30 @@ class RuleEngine:
         self.calendar = ShopCalendar(hours, tz)
         horizon = max([MIN_HORIZON, *(r.state_horizon() for r in self.rules)])
         self.state = RuleState(tz, horizon=horizon, history=history, calendar=self.calendar)
+        self._tallies_pruned: datetime | None = None
 
     # -- per transaction -------------------------------------------------------------------
     def evaluate(self, obs: Observation, now: datetime) -> list[Finding]:
         findings: list[Finding] = []
+        state = self.state
         for rule in self.rules:
-            findings.extend(rule.check(self.state, obs, now))
-        return fold_by_family(findings)
+            hits = rule.check(state, obs, now)
+            if hits:
+                findings.extend(hits)
+        return fold_by_family(findings) if len(findings) > 1 else findings
 
     def observe(self, view: TxnView) -> None:
         self.state.observe(view)
+        for rule in self.rules:
+            rule.observe(self.state, view)
 
     def prune(self, now: datetime) -> None:
         self.state.prune(now)
+        # Rule tallies are per shift and day: sweeping them every few minutes is plenty.
+        if self._tallies_pruned is None or now - self._tallies_pruned >= TALLY_PRUNE_EVERY:
+            self._tallies_pruned = now
+            for rule in self.rules:
+                rule.prune(self.state, now)
 
     # -- scheduled ---------------------------------------------------------------------------
     @property

@@ -5,7 +5,7 @@ The pipeline calls :meth:`RuleState.observe` for every new merged transaction
 than ``horizon`` is dropped; longer look-backs (baselines, refunds) come from
 the journal through :class:`History` and :meth:`RuleState.set_baseline`.
 
-Every index is a dict of deques in arrival order, so a query costs the number
+Every index is a dict of deques in time order, so a query costs the number
 of transactions sharing its key (one card, one amount, one operator) in the
 horizon, never the whole day.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Hashable, Iterator
 from datetime import datetime, timedelta, tzinfo
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from agent.model import RETURNING_KINDS
 from agent.rules.base import TxnView, card_tail, same_card
@@ -73,6 +73,8 @@ class RuleState:
         self.baseline: AmountBaseline | None = None
         # rule id -> how often it could not judge for lack of history/data (a metric, not a decision input)
         self.insufficient: Counter[str] = Counter()
+        # rule id -> running counters a rule keeps through its observe()/prune() hooks
+        self.tallies: dict[str, Any] = {}
         self._recent: deque[TxnView] = deque()
         self._by_tail: dict[str, deque[TxnView]] = {}
         self._by_amount: dict[int, deque[TxnView]] = {}
@@ -82,12 +84,12 @@ class RuleState:
 
     # -- updates (pipeline only) -------------------------------------------------
     def observe(self, view: TxnView) -> None:
-        self._recent.append(view)
+        _insert(self._recent, view)
         if view.card:
-            self._by_tail.setdefault(card_tail(view.card), deque()).append(view)
-        self._by_amount.setdefault(view.amount_minor, deque()).append(view)
+            _insert(self._by_tail.setdefault(card_tail(view.card), deque()), view)
+        _insert(self._by_amount.setdefault(view.amount_minor, deque()), view)
         if view.txn.operator:
-            self._by_operator.setdefault(view.txn.operator, deque()).append(view)
+            _insert(self._by_operator.setdefault(view.txn.operator, deque()), view)
         for ref in _refs(view):
             self._by_ref.setdefault(ref, view)
         if view.approved and view.txn.kind in RETURNING_KINDS:
@@ -115,13 +117,13 @@ class RuleState:
 
     # -- queries (rules) -------------------------------------------------------------
     def card_history(self, card: str, since: datetime, until: datetime | None = None) -> Iterator[TxnView]:
-        """Transactions on this masked card (or a compatible mask of it) in [since, until], arrival order."""
+        """Transactions on this masked card (or a compatible mask of it) in [since, until], oldest first."""
         for v in self._by_tail.get(card_tail(card), ()):
             if v.utc >= since and (until is None or v.utc <= until) and same_card(v.card, card):
                 yield v
 
     def same_amount(self, amount_minor: int, since: datetime, until: datetime) -> Iterator[TxnView]:
-        """Transactions of exactly this amount in [since, until], arrival order."""
+        """Transactions of exactly this amount in [since, until], oldest first."""
         for v in self._by_amount.get(amount_minor, ()):
             if since <= v.utc <= until:
                 yield v
@@ -162,6 +164,17 @@ class RuleState:
 
     def __len__(self) -> int:
         return len(self._recent)
+
+
+def _insert(dq: deque[TxnView], view: TxnView) -> None:
+    """Keep time order (prune pops from the left); a late report is rare and lands near the end."""
+    if not dq or dq[-1].utc <= view.utc:
+        dq.append(view)
+        return
+    i = len(dq) - 1
+    while i > 0 and dq[i - 1].utc > view.utc:
+        i -= 1
+    dq.insert(i, view)
 
 
 def _trim(index: dict[K, deque[TxnView]], key: K, cutoff: datetime) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -52,9 +54,11 @@ class OperatorVoids(BaseRule[VoidParams]):
     ``day_starts``, 00:00 by default; a bar open past midnight sets "05:00").
     The percentage is only judged once the operator has ``min_shift_transactions``
     (20) approved charges that shift: 1 void in 3 sales is 33% and means
-    nothing. The finding is raised on the void that crosses a threshold, not on
-    every void after it, so one shift makes one alert per crossing. Reversals
-    (often automatic, after a time-out) are not counted.
+    nothing. Counts are kept per shift as transactions are observed (O(1) per
+    transaction; a warm restart replays the last day into them). The finding
+    is raised on the void that crosses a threshold, not on every void after
+    it, so one shift makes one alert per crossing. Reversals (often automatic,
+    after a time-out) are not counted.
     """
 
     id: ClassVar[str] = "VOID-001"
@@ -76,6 +80,31 @@ class OperatorVoids(BaseRule[VoidParams]):
             return True
         return charges >= p.min_shift_transactions and charges > 0 and voids * 100 > p.max_percent * charges
 
+    def _shifts(self, state: RuleState) -> dict[tuple[str, date], Shift]:
+        shifts: dict[tuple[str, date], Shift] = state.tallies.setdefault(self.id, {})
+        return shifts
+
+    def observe(self, state: RuleState, view: TxnView) -> None:
+        op = view.txn.operator
+        if not op:
+            return
+        is_void = view.approved and view.txn.kind == "void"
+        if not is_void and not is_charge(view):
+            return
+        shift = self._shifts(state).setdefault((op, self._business_day(view)), Shift())
+        shift.last_utc = max(shift.last_utc, view.utc) if shift.last_utc else view.utc
+        if is_void:
+            shift.voids += 1
+            shift.recent_voids.append(view)
+        else:
+            shift.charges += 1
+
+    def prune(self, state: RuleState, now: datetime) -> None:
+        cutoff = now - state.horizon
+        shifts = self._shifts(state)
+        for key in [k for k, s in shifts.items() if s.last_utc is not None and s.last_utc < cutoff]:
+            del shifts[key]
+
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         view = obs.view
         op = view.txn.operator
@@ -84,28 +113,21 @@ class OperatorVoids(BaseRule[VoidParams]):
         if not op:
             state.note_insufficient(self.id)
             return []
-        start_local = datetime.combine(self._business_day(view), self.params.day_starts, tzinfo=state.tz)
-        start = start_local.astimezone(view.utc.tzinfo)
-        voids: list[TxnView] = []
-        charges = 0
-        for v in state.operator_history(op, start, view.utc):
-            if v.key == view.key or self._business_day(v) != self._business_day(view):
-                continue
-            if v.approved and v.txn.kind == "void":
-                voids.append(v)
-            elif is_charge(v):
-                charges += 1
-        if not self._exceeds(len(voids) + 1, charges) or self._exceeds(len(voids), charges):
+        day = self._business_day(view)
+        shift = self._shifts(state).get((op, day)) or Shift()
+        charges, before = shift.charges, shift.voids
+        if not self._exceeds(before + 1, charges) or self._exceeds(before, charges):
             return []
-        n = len(voids) + 1
+        n = before + 1
+        voids = list(shift.recent_voids)
         pct = f"{Decimal(n * 100) / charges:.1f}%" if charges else "n/a"
         involved = [*voids, view]
         return [self.finding(
             view, voids,
-            f"Operator {op} has voided {n} transactions this shift ({self._business_day(view)}; "
+            f"Operator {op} has voided {n} transactions this shift ({day}; "
             f"{pct} of {charges} charges; vouchers {vouchers(involved)}); limit {self.params.max_voids} "
             f"or {self.params.max_percent}%",
-            f"操作员 {op} 本班次（{self._business_day(view)}）已撤销 {n} 笔交易"
+            f"操作员 {op} 本班次（{day}）已撤销 {n} 笔交易"
             f"（占 {charges} 笔消费的 {pct}；"
             f"凭证号 {vouchers(involved)}）；上限 {self.params.max_voids} 笔或 {self.params.max_percent}%",
             evidence(n, self.params.max_voids, {"charges": charges,
@@ -116,3 +138,14 @@ class OperatorVoids(BaseRule[VoidParams]):
     def _business_day(self, view: TxnView) -> date:
         starts = self.params.day_starts
         return (view.local - timedelta(hours=starts.hour, minutes=starts.minute)).date()
+
+
+@dataclass(slots=True)
+class Shift:
+    """Running counts for one operator and business day (mutable: updated on every observe)."""
+
+    charges: int = 0
+    voids: int = 0
+    # The evidence lists the latest voids; older ones are only counted.
+    recent_voids: deque[TxnView] = field(default_factory=lambda: deque(maxlen=20))
+    last_utc: datetime | None = None

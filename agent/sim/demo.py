@@ -26,13 +26,13 @@ from rich.table import Table
 from agent.config import parse_config
 from agent.daemon import Daemon, journal_path
 from agent.journal import Journal
-from agent.pipeline import AlertChange, BatchClosed, Command, ReviewNotice
+from agent.pipeline import AlertChange
+from agent.report import alert_line
 from agent.schedule import fire_times, plan
 from agent.sim.day import build_day
 from agent.sim.history import seed_history
-from agent.sim.sink import Received, WebhookSink
+from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
-from agent.units import format_money
 
 DEMO_PROTOCOL = "cn_ecr"
 DEMO_CONFIG = """\
@@ -73,11 +73,6 @@ url = "{url}"
 secret = "{secret}"
 """
 
-NOTICE_ZH = {"opened": "新告警", "voided": "已撤销", "dismissed": "已确认正常", "escalated": "已升级·需退货",
-             "expired": "已过期", "reminder": "提醒"}
-SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
-
-
 class SimClock:
     """The demo's clock follows the simulated day, so a whole evening passes in seconds."""
 
@@ -93,42 +88,6 @@ class SimClock:
         with self._lock:
             if value > self.now:
                 self.now = value
-
-
-def describe(item: Any, tz: ZoneInfo) -> str:
-    """One readable entry per notification, Chinese first (what a shop owner sees on the phone)."""
-    if isinstance(item, ReviewNotice):
-        when = item.at.astimezone(tz).strftime("%H:%M")
-        if not item.alerts:
-            return f"[bold green]{when} 结算前复核 / pre-close review: 无待处理异常 / all clear[/]"
-        left = ""
-        if item.deadline:
-            minutes = int((item.deadline - item.at).total_seconds() // 60)
-            left = f"，距结算还有 {minutes} 分钟 / {minutes} min to settlement"
-        lines = [f"[bold magenta]{when} 结算前复核 / pre-close review: {len(item.alerts)} 条待处理{left}[/]"]
-        for a in item.alerts:
-            if a.suggestion:
-                lines.append(f"   • {a.rule}: {a.suggestion.steps_zh}")
-        return "\n".join(lines)
-    if isinstance(item, BatchClosed):
-        when = item.at.astimezone(tz).strftime("%H:%M")
-        why = "结算时间到 / cutoff" if item.reason == "cutoff" else "终端结算 / settlement received"
-        return f"[bold]{when} 批次已结算 / batch closed ({why})[/]"
-    assert isinstance(item, AlertChange)
-    a = item.alert
-    subject = a.transactions[-1] if a.transactions else None
-    what = ""
-    if subject is not None:
-        t = subject.time.astimezone(tz).strftime("%H:%M") if subject.time else "?"
-        what = f" 凭证 {subject.voucher_no or subject.receipt_no} {format_money(subject.amount_minor, subject.currency)} {t}"
-    when = (item.at or a.updated).astimezone(tz).strftime("%H:%M")
-    style = SEVERITY_STYLE.get(a.severity, "")
-    head = f"[{style}]{when} [{a.severity.upper()}] {a.rule} {NOTICE_ZH.get(item.notice, item.notice)} / {item.notice}{what}[/]"
-    if item.notice == "opened":
-        return f"{head}\n   {a.reason_zh}\n   {a.reason}"
-    if item.notice == "escalated" and a.suggestion:
-        return f"{head}\n   {a.suggestion.steps_zh}\n   {a.suggestion.steps_en}"
-    return head
 
 
 def run_demo(*, fast: bool = False, console: Console | None = None, protocol: str = DEMO_PROTOCOL,
@@ -154,7 +113,7 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
 
         def listener(item: Any) -> None:
             notes.append(item)
-            console.print(describe(item, tz), highlight=False)
+            console.print(alert_line(item, tz), highlight=False)
 
         daemon = Daemon(loaded, state, clock=clock, listeners=[listener], use_scheduler=False)
         console.print(f"[bold]settleguard demo[/bold] — {loaded.config.shop.name}\n"

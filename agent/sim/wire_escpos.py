@@ -59,10 +59,12 @@ def settlement_lines(s: Settlement) -> list[str]:
         f"批次号(BATCH NO):{s.batch_no or ''}",
         f"日期/时间(DATE/TIME):{s.time:%Y/%m/%d %H:%M:%S}",
         "类型/TYPE      笔数/SUM      金额/AMOUNT",
-        f"内卡 消费       {s.count or 0:>4}        {_money(max(total, 0))[4:]}",
-        f"内卡 退货       {0:>4}        0.00",
-        f"外卡 消费       {0:>4}        0.00",
-        f"外卡 退货       {0:>4}        0.00",
+        "内卡",
+        f"消费/SALE      {s.count or 0:>4}        {_money(max(total, 0))[4:]}",
+        f"退货/REFUND    {0:>4}        0.00",
+        "外卡",
+        f"消费/SALE      {0:>4}        0.00",
+        f"退货/REFUND    {0:>4}        0.00",
         "对账平",
     ]
 
