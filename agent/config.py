@@ -316,7 +316,6 @@ def parse_config(text: str, path: str = "<config>") -> LoadedConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
-        field = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see config/settleguard.example.toml)"
         else:

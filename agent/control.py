@@ -8,6 +8,7 @@ writer of the journal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -44,10 +45,8 @@ class ControlServer:
         self._stop.set()
         self.thread.join(2.0)
         self.sock.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        except FileNotFoundError:
-            pass
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -64,10 +63,8 @@ class ControlServer:
                 except Exception as exc:  # a bad client must not take the service down
                     log.warning("control request failed: %s", exc)
                     reply = {"ok": False, "error": str(exc)}
-                try:
+                with contextlib.suppress(OSError):
                     conn.sendall(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
-                except OSError:
-                    pass
 
     def _one(self, conn: socket.socket) -> dict[str, Any]:
         buf = b""

@@ -59,8 +59,8 @@ def write_bundle(journal: Journal, alert: Alert, *, now: datetime, tz: tzinfo, r
         "written": now.isoformat(),
     }
     _atomic_write(folder / "evidence.json", json.dumps(evidence, ensure_ascii=False, indent=2) + "\n")
-    _atomic_write(folder / "receipt.txt",
-                  "\n".join(receipt_lines) + "\n" if receipt_lines else "（未捕获到小票文本 / no receipt text was captured）\n")
+    no_text = "（未捕获到小票文本 / no receipt text was captured）\n"
+    _atomic_write(folder / "receipt.txt", "\n".join(receipt_lines) + "\n" if receipt_lines else no_text)
     when = subject.time.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if subject.time else "?"
     amount = format_money(subject.amount_minor, subject.currency)
     summary = [

@@ -47,7 +47,8 @@ def void_suggestion(txn: Transaction, *, deadline: datetime | None, tz: tzinfo) 
     operator = f"，操作员 {txn.operator}" if txn.operator else ""
     steps_zh = (
         f"请在 {by} 前撤销凭证号 {ref}（{amount}，{when}{card}{operator}）：在收款终端按 管理 → 撤销，"
-        f"输入主管密码，输入{label} {ref}，核对金额 {amount} 后确认。撤销只能全额、且只能撤销本批次（当天未结算）的交易。"
+        f"输入主管密码，输入{label} {ref}，核对金额 {amount} 后确认。"
+        "撤销只能全额、且只能撤销本批次（当天未结算）的交易。"
     )
     steps_en = (
         f"Void voucher {ref} ({amount}, {when}{card_en}) before {by}: on the terminal choose "

@@ -40,7 +40,7 @@ def exponent(currency: str | None) -> int:
 
 def parse_money(text: str | int, currency: str = "CNY") -> int:
     """'5000.00' or '5000' or 5000 (major units) -> minor units; floats are refused."""
-    if isinstance(text, bool) or isinstance(text, float):
+    if isinstance(text, (bool, float)):
         raise UnitError("write money as a string like \"5000.00\" (floats lose cents)")
     try:
         value = Decimal(str(text).replace(",", "").strip())

@@ -38,7 +38,7 @@ def test_settlement_example_round_trips_exactly() -> None:
 def test_absent_values_are_null_never_omitted() -> None:
     txn = Transaction(source="jsonl", kind="sale", result="approved", amount_minor=100, time=None)
     obj = json.loads(event_to_json(txn))
-    assert list(obj)[0] == "type"
+    assert next(iter(obj)) == "type"
     assert len(obj) == 21 and obj["rrn"] is None and obj["time"] is None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from agent.journal import Journal
 from tests.helpers import SHANGHAI, Harness, sale
 
@@ -85,10 +87,8 @@ def test_a_failed_batch_leaves_nothing_half_written(tmp_path: Path) -> None:
     h.pipeline._open_alert = failing_open  # type: ignore[method-assign]
     h.pipeline.listeners = [boom]
     h.feed(sale("000122", 12800, at(14, 3)))
-    try:
+    with pytest.raises(RuntimeError):
         h.feed(sale("000123", 12800, at(14, 4)))
-    except RuntimeError:
-        pass
     j = h.journal
     assert j.count_transactions() == 1  # the second sale rolled back with its alert
     assert j.conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 0

@@ -29,13 +29,21 @@ from agent.channels.base import (
 class ChannelSettings(Protocol):
     """The fields of ``agent.config.ChannelConfig`` a channel needs (secrets already resolved)."""
 
-    name: str
-    type: str
-    url: str | None
-    key: str | None
-    secret: str | None
-    secrets: list[str]
-    printer: dict[str, Any]
+    # Read-only properties, so a frozen pydantic model with Literal types satisfies the protocol.
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def secret(self) -> str | None: ...
+    @property
+    def secrets(self) -> list[str]: ...
+    @property
+    def printer(self) -> dict[str, Any]: ...
 
 
 def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout: float = 10.0) -> Channel:

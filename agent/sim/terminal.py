@@ -7,6 +7,7 @@ decides *when* bytes go out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -83,10 +84,8 @@ class PtyTerminal:
 
     def close(self) -> None:
         for fd in (self.master, self.slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def write_file(out: BinaryIO, events: list[SimEvent], protocol: str) -> int:

@@ -7,8 +7,8 @@ The bytes come from the decoder module's own hand-written encoder.
 from __future__ import annotations
 
 from drivers.events import Settlement, Transaction
-from drivers.protocols.escpos import encode_text_receipt
 from drivers.pan import mask_pan
+from drivers.protocols.escpos import encode_text_receipt
 
 _KIND_ZH = {"sale": "消费(SALE)", "void": "消费撤销(VOID)", "refund": "退货(REFUND)", "preauth": "预授权(AUTH)",
             "preauth_complete": "预授权完成(AUTH COMPLETE)", "reversal": "冲正(REVERSAL)", "balance": "查余额(BALANCE)"}
