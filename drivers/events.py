@@ -34,6 +34,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
+def _schema_dict(event: Any) -> dict[str, Any]:
+    """``type`` first, then the schema's fields in order; times as ISO 8601."""
+    out: dict[str, Any] = {"type": event.type}
+    for name in event.SCHEMA:
+        value = getattr(event, name)
+        out[name] = _iso(value) if name == "time" else value
+    return out
+
+
 def _parse_time(value: Any, name: str) -> datetime | None:
     if value is None:
         return None
@@ -114,11 +123,7 @@ class Transaction:
     )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type}
-        for name in self.SCHEMA:
-            value = getattr(self, name)
-            out[name] = _iso(value) if name == "time" else value
-        return out
+        return _schema_dict(self)
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Transaction:
@@ -171,11 +176,7 @@ class Settlement:
             raise EventError("time must be timezone-aware")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type}
-        for name in self.SCHEMA:
-            value = getattr(self, name)
-            out[name] = _iso(value) if name == "time" else value
-        return out
+        return _schema_dict(self)
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Settlement:
