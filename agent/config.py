@@ -7,6 +7,7 @@ error, not a failed delivery at 22:59.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -167,6 +168,7 @@ class ChannelConfig(_Strict):
     secrets: list[str] = []            # extra webhook secrets during rotation
     printer: dict[str, Any] = {}       # printer channel: kind = serial|network|usb|file and its settings
     enabled: bool = True
+    fallback: bool = False             # only used when an earlier channel cannot deliver before the deadline
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +208,25 @@ class DeliveryConfig(_Strict):
 
 class MetricsConfig(_Strict):
     listen: str | None = None          # e.g. "127.0.0.1:9477"; off when absent
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback(cls, v: str | None) -> str | None:
+        """Metrics carry shop figures and have no authentication: loopback only."""
+        if v is None:
+            return v
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:]+\]|[^:\s\[\]]+):(\d{1,5})", v.strip())
+        if not m or not 0 <= int(m.group(2)) < 65536:  # 0: any free port (tests)
+            raise ValueError(f"must look like \"127.0.0.1:9477\" (got {v!r})")
+        host = m.group(1).strip("[]")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"must be a loopback address such as 127.0.0.1 or [::1] (got {host!r}); "
+                             "put a reverse proxy in front to expose metrics")
+        return v.strip()
 
 
 class Config(_Strict):

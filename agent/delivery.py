@@ -1,12 +1,22 @@
 """The delivery thread: drains the outbox to the channels, grouping for people, one-by-one for machines.
 
-* Machine channels (webhook) get one message per alert revision, in order,
-  with a ``webhook-id`` that is stable across retries.
-* Chat robots (people) get grouped messages: the first waits ``group_wait``
-  to batch findings, later ones at most one per ``group_interval``.
+* Machine channels (webhook) get one message per alert revision, strictly in
+  order, with a ``webhook-id`` that is stable across retries.
+* People channels (chat robots, the printer) get grouped messages, the way
+  Alertmanager groups: a batch waits ``group_wait`` after its oldest finding
+  so findings that arrive together are read together, and a channel gets at
+  most one summary per ``group_interval``. Reviews go out on their own.
+  Findings and resolutions are never mixed in one message (a digest tells
+  staff what to do; a resolved finding in it would read as "void this").
+  Reminders and first announcements whose alert has moved on by the time they
+  are due are marked ``superseded``: the newer revision says it better.
 * A failure is retried with full-jitter backoff (Retry-After is a floor)
-  until the message's deadline, then handed to the next channel; a permanent
-  failure goes to the dead-letter state. Nothing unsent is ever deleted.
+  until the message's deadline, then handed to the next configured channel
+  that can carry it; a permanent failure goes to the dead-letter state.
+  Nothing unsent is ever deleted.
+* The channel's own rate limiter decides when the next request may go; a
+  send the limiter would refuse is simply not attempted yet, so it costs no
+  attempt and no backoff.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import threading
 import time as _time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from agent.channels.base import Channel, HttpSender, Notice, Outcome, RateLimiter
 from agent.config import DeliveryConfig
@@ -25,6 +36,19 @@ from agent.outbox import Outbox, OutboxRow, backoff_delay
 log = logging.getLogger("settleguard.delivery")
 
 Clock = Callable[[], datetime]
+
+# Nothing pending: look again after this long (a commit wakes the thread earlier anyway).
+IDLE_WAIT = 60.0
+# Row kinds a people channel sends alone, never folded into a digest.
+SINGLE_KINDS = frozenset({"review", "all_clear"})
+# Row kinds a machine endpoint cannot carry (the webhook refuses them as permanent).
+PEOPLE_ONLY_KINDS = frozenset({"review", "all_clear", "digest"})
+# Row kinds that tell people a finding is over: batched among themselves, never into a findings digest.
+RESOLUTION_KINDS = frozenset({"voided", "dismissed", "expired"})
+# Row kinds that only repeat what the alert said: once the alert has a newer revision they are stale.
+SUPERSEDABLE_KINDS = frozenset({"opened", "updated", "reminder"})
+# A digest lists at most this many rows; the rest waits for the next group_interval.
+MAX_GROUP = 200
 
 
 class Delivery:
@@ -39,13 +63,15 @@ class Delivery:
         self.shop = shop
         self.source = source
         self.rng = rng or random.Random()
-        # HTTP channels keep their own limiter (they also hold it on Retry-After); share it, never double it.
-        self.limiters = {c.name: getattr(c, "limiter", None) or RateLimiter(c.limits) for c in channels}
+        # HTTP channels own a limiter (they also hold it on Retry-After): use that very object, so the
+        # delivery loop and the channel never disagree about when the next request may go.
+        self.limiters: dict[str, RateLimiter] = {c.name: _limiter_for(c) for c in channels}
         self.last_group_sent: dict[str, datetime] = {}
         self.wake = threading.Event()
         self.last_progress = _time.monotonic()
         self.failures: dict[str, int] = {c.name: 0 for c in channels}
         self.sent_count = 0
+        self.superseded_count = 0
 
     # -- thread ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -65,72 +91,110 @@ class Delivery:
     def step(self) -> float:
         """Send what is due on every channel; return seconds until something may be due."""
         now = self.clock()
-        next_wait = 60.0
+        next_wait = IDLE_WAIT
         for name in self.order:
-            channel = self.channels[name]
-            wait = self._step_channel(channel, now)
+            wait = self._step_channel(self.channels[name], now)
             next_wait = min(next_wait, wait)
         return next_wait
 
     def _step_channel(self, channel: Channel, now: datetime) -> float:
         pending = self.outbox.pending(channel.name)
+        if channel.groups and pending:
+            pending = self._drop_superseded(channel, pending, now)
         if not pending:
-            return 60.0
-        rows = [r for r in pending if r.next_at <= now][:200]
-        if not rows:
-            first_due = min(r.next_at for r in pending)
-            return max(0.0, (first_due - now).total_seconds())
-        rows = self._reroute_expired(channel, rows, now)
-        if not rows:
-            return 0.0
+            return IDLE_WAIT
+        due = [r for r in pending if r.next_at <= now]
+        if not due:
+            return _seconds(min(r.next_at for r in pending) - now)
+        moved = self._reroute_expired(channel, due, now)
+        if moved:
+            pending = [r for r in pending if r.id not in moved]
+            due = [r for r in due if r.id not in moved]
+            if not due:
+                return 0.0
+        if channel.groups:
+            return self._step_people(channel, due, now)
+        return self._step_machine(channel, pending, now)
+
+    def _step_machine(self, channel: Channel, pending: list[OutboxRow], now: datetime) -> float:
+        """Strictly in order, one revision per message: a row waiting for its retry holds back the rest."""
+        limiter = self.limiters[channel.name]
+        for row in pending:
+            if row.next_at > now:
+                return _seconds(row.next_at - now)
+            at = self.clock()
+            wait = limiter.wait(at)
+            if wait > 0:
+                return wait
+            if not self._send(channel, [row], at):
+                return 0.0
+        return 0.0
+
+    def _step_people(self, channel: Channel, due: list[OutboxRow], now: datetime) -> float:
         wait = self.limiters[channel.name].wait(now)
         if wait > 0:
             return wait
-        if channel.groups:
-            # A review already lists every open finding: it goes out on its own, ahead of the digest.
-            singles = [r for r in rows if r.kind in ("review", "all_clear")]
-            if singles:
-                self._send(channel, singles[:1], now)
-                self.last_group_sent[channel.name] = now
-                return 0.0
-            oldest = min(r.created for r in rows)
-            if now - oldest < self.config.group_wait and channel.name not in self.last_group_sent:
-                return (oldest + self.config.group_wait - now).total_seconds()
-            last = self.last_group_sent.get(channel.name)
-            if last is not None and now - last < self.config.group_interval:
-                return (last + self.config.group_interval - now).total_seconds()
-            self._send(channel, rows, now)
-            self.last_group_sent[channel.name] = now
+        singles = [r for r in due if r.kind in SINGLE_KINDS]
+        if singles:
+            # A review already lists every open finding: it goes out on its own, ahead of the digest,
+            # and does not use up the group_interval of the findings.
+            self._send(channel, singles[:1], now)
             return 0.0
-        # Machine channel: strictly in order, one revision per message; a row waiting for its retry
-        # holds back every later row of that channel.
-        head = pending[0]
-        if head.id != rows[0].id:
-            return max(0.0, (head.next_at - now).total_seconds())
-        for row in rows:
-            if self.limiters[channel.name].wait(self.clock()) > 0:
-                return self.limiters[channel.name].wait(self.clock())
-            if not self._send(channel, [row], self.clock()):
-                break
+        findings = [r for r in due if r.kind not in RESOLUTION_KINDS]
+        batch = (findings or due)[:MAX_GROUP]
+        ready_at = min(r.created for r in batch) + self.config.group_wait
+        last = self.last_group_sent.get(channel.name)
+        if last is not None:
+            ready_at = max(ready_at, last + self.config.group_interval)
+        if now < ready_at:
+            return _seconds(ready_at - now)
+        if self._send(channel, batch, now):
+            # Only a summary people actually got starts the interval: a failed one is retried by backoff.
+            self.last_group_sent[channel.name] = now
         return 0.0
 
-    def _reroute_expired(self, channel: Channel, rows: list[OutboxRow], now: datetime) -> list[OutboxRow]:
-        """A message still failing past its deadline moves on to the next channel instead of waiting here."""
-        keep = []
-        later = self.order[self.order.index(channel.name) + 1:]
+    def _drop_superseded(self, channel: Channel, pending: list[OutboxRow], now: datetime) -> list[OutboxRow]:
+        """An announcement or reminder whose alert has a newer revision (resolved, escalated) stays unsent."""
+        candidates = [r for r in pending if r.kind in SUPERSEDABLE_KINDS and r.alert_id and r.revision is not None]
+        if not candidates:
+            return pending
+        current = self.outbox.alert_revisions({r.alert_id for r in candidates if r.alert_id})
+        stale = [r for r in candidates
+                 if r.alert_id in current and r.revision is not None and current[r.alert_id] > r.revision]
+        if not stale:
+            return pending
+        for row in stale:
+            self.outbox.mark_superseded([row.id], now, f"alert {row.alert_id} is at revision "
+                                                       f"{current[row.alert_id or '']} now")
+        self.superseded_count += len(stale)
+        log.info("channel %s: %d stale announcement(s)/reminder(s) superseded by a newer revision",
+                 channel.name, len(stale))
+        gone = {r.id for r in stale}
+        return [r for r in pending if r.id not in gone]
+
+    def _reroute_expired(self, channel: Channel, rows: list[OutboxRow], now: datetime) -> set[int]:
+        """A message still failing at its deadline moves on to the next channel instead of waiting here.
+
+        Returns the ids of the rows that left this channel. With no later channel able to carry a
+        message, it stays and keeps retrying here: late is better than lost.
+        """
+        moved: set[int] = set()
+        later = [self.channels[n] for n in self.order[self.order.index(channel.name) + 1:]]
         for row in rows:
-            if row.deadline is not None and row.attempts > 0 and now > row.deadline and later:
-                self.outbox.reroute(row, later[0], now)
-                self.outbox.mark_dead([row.id], now, f"deadline passed; handed to channel {later[0]}")
-                log.warning("channel %s could not deliver %s before its deadline; trying %s",
-                            channel.name, row.message_id, later[0])
-            else:
-                keep.append(row)
-        return keep
+            if row.deadline is None or row.attempts == 0 or now < row.deadline:
+                continue
+            targets = [c.name for c in later if c.groups or row.kind not in PEOPLE_ONLY_KINDS]
+            target = self.outbox.reroute(row, targets, now) if targets else None
+            if target is None:
+                continue
+            moved.add(row.id)
+            log.warning("channel %s could not deliver %s before its deadline; handed to %s",
+                        channel.name, row.message_id, target)
+        return moved
 
     def _send(self, channel: Channel, rows: list[OutboxRow], now: datetime) -> bool:
         ids = [r.id for r in rows]
-        notice = self._notice(rows, now)
+        notice = self._notice(rows)
         message_id = rows[0].message_id if len(rows) == 1 else "digest." + ".".join(str(i) for i in ids[:8])
         self.outbox.claim(ids, now)
         try:
@@ -138,7 +202,7 @@ class Delivery:
         except Exception as exc:  # an adapter bug is a retry, not a lost alert
             log.exception("channel %s raised", channel.name)
             outcome = Outcome.retry(None, f"adapter error: {exc}")
-        if not hasattr(channel, "limiter"):
+        if _own_limiter(channel) is None:
             self.limiters[channel.name].record(now)
         done = self.clock()
         if outcome.status == "ok":
@@ -152,22 +216,51 @@ class Delivery:
             return False
         attempts = max(r.attempts for r in rows) + 1
         delay = backoff_delay(attempts - 1, rng=self.rng, minimum=outcome.retry_after)
-        self.outbox.mark_retry(ids, done, done + timedelta(seconds=delay), outcome.reason)
-        log.warning("channel %s: %s (retry in %.1fs)", channel.name, outcome.reason, delay)
+        next_at = done + timedelta(seconds=delay)
+        deadline = min((r.deadline for r in rows if r.deadline is not None), default=None)
+        if deadline is not None and done < deadline < next_at and self._has_fallback(channel):
+            # Past the deadline the message goes elsewhere: look again right then, not a backoff later.
+            next_at = deadline
+        self.outbox.mark_retry(ids, done, next_at, outcome.reason)
+        log.warning("channel %s: %s (retry in %.1fs)", channel.name, outcome.reason,
+                    (next_at - done).total_seconds())
         return False
 
-    def _notice(self, rows: list[OutboxRow], now: datetime) -> Notice:
-        alerts: list[dict] = []
+    def _has_fallback(self, channel: Channel) -> bool:
+        return self.order.index(channel.name) + 1 < len(self.order)
+
+    def _notice(self, rows: list[OutboxRow]) -> Notice:
+        alerts: list[dict[str, Any]] = []
         for r in rows:
             if "alert" in r.payload:
                 alerts.append(r.payload["alert"])
             alerts.extend(r.payload.get("alerts", ()))
-        kind = _notice_kind(rows[0].kind) if len(rows) == 1 else "digest"
+        if len(rows) == 1:
+            kind = _notice_kind(rows[0].kind)
+        elif all(r.kind in RESOLUTION_KINDS for r in rows):
+            kind = "resolution"
+        else:
+            kind = "digest"
         deadline = min((r.deadline for r in rows if r.deadline), default=None)
         # The rows' own creation time, not the send time: a retried message must carry the same body.
         created = min(r.created for r in rows)
         return Notice(kind=kind, alerts=tuple(alerts), shop=self.shop, source=self.source, created=created,
                       deadline=deadline)
+
+
+def _own_limiter(channel: Channel) -> RateLimiter | None:
+    # Not `getattr(...) or ...`: a RateLimiter with no sends yet has len() 0 and is falsy.
+    limiter = getattr(channel, "limiter", None)
+    return limiter if isinstance(limiter, RateLimiter) else None
+
+
+def _limiter_for(channel: Channel) -> RateLimiter:
+    own = _own_limiter(channel)
+    return own if own is not None else RateLimiter(channel.limits)
+
+
+def _seconds(delta: timedelta) -> float:
+    return max(0.0, delta.total_seconds())
 
 
 def _notice_kind(row_kind: str) -> str:

@@ -2,8 +2,12 @@
 
 States: ``pending`` -> ``sending`` -> ``sent``; failures go back to
 ``pending`` with a later ``next_at`` (full-jitter backoff), or to ``dead``
-(permanent: bad key, bad signature, 4xx). Rows are never deleted while unsent.
-The delivery thread owns its own connection and touches only these columns.
+(permanent: bad key, bad signature, 4xx). Two more end states keep the
+history readable: ``rerouted`` (the deadline passed; the message now belongs
+to a later channel) and ``superseded`` (a people-channel announcement or
+reminder whose alert has a newer revision by the time it is due). Rows are
+never deleted. The delivery thread owns its own connection, writes only the
+outbox, and reads the alerts table only to learn an alert's current revision.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -104,20 +109,62 @@ class Outbox:
     def mark_dead(self, ids: list[int], now: datetime, error: str) -> None:
         self._set(ids, "state='dead', updated=?, last_error=?", (utc_text(now), error))
 
-    def reroute(self, row: OutboxRow, channel: str, now: datetime) -> None:
-        """Deadline passed on this channel: hand the message to the next one instead of dropping it."""
-        self.conn.execute(
-            "INSERT OR IGNORE INTO outbox(message_id, channel, kind, alert_id, revision, payload, state, attempts,"
-            " next_at, deadline, created, updated) VALUES(?,?,?,?,?,?,'pending',0,?,NULL,?,?)",
-            (row.message_id, channel, row.kind, row.alert_id, row.revision, json.dumps(row.payload,
-             ensure_ascii=False), utc_text(now), utc_text(now), utc_text(now)))
+    def mark_superseded(self, ids: list[int], now: datetime, reason: str) -> None:
+        self._set(ids, "state='superseded', updated=?, last_error=?", (utc_text(now), reason))
+
+    def alert_revisions(self, alert_ids: Iterable[str]) -> dict[str, int]:
+        """The current revision of each alert (as the pipeline last committed it)."""
+        ids = list(alert_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" for _ in ids)
+        rows = self.conn.execute(f"SELECT id, revision FROM alerts WHERE id IN ({marks})", ids).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def reroute(self, row: OutboxRow, channels: Sequence[str], now: datetime) -> str | None:
+        """Deadline passed on this channel: hand the message to the first of ``channels`` that can still take it.
+
+        A channel that already holds the same message (pending, sending or sent) has it in hand;
+        one where it is dead cannot help. Returns the channel that took it, or None (the row stays
+        here, pending: late is better than lost). One transaction, so a crash leaves either the old
+        row pending or the new row pending, never neither.
+        """
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            taken: str | None = None
+            for channel in channels:
+                found = self.conn.execute("SELECT state FROM outbox WHERE channel=? AND message_id=?",
+                                          (channel, row.message_id)).fetchone()
+                if found is None:
+                    self.conn.execute(
+                        "INSERT INTO outbox(message_id, channel, kind, alert_id, revision, payload, state,"
+                        " attempts, next_at, deadline, created, updated) VALUES(?,?,?,?,?,?,'pending',0,?,?,?,?)",
+                        (row.message_id, channel, row.kind, row.alert_id, row.revision,
+                         json.dumps(row.payload, ensure_ascii=False), utc_text(now),
+                         # The deadline travels along: if this channel fails too, the next one is tried.
+                         utc_text(row.deadline) if row.deadline else None,
+                         utc_text(row.created), utc_text(now)))
+                    taken = channel
+                    break
+                if found["state"] != "dead":
+                    taken = channel
+                    break
+            if taken is not None:
+                self._set([row.id], "state='rerouted', updated=?, last_error=?",
+                          (utc_text(now), f"deadline passed; handed to channel {taken}"))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return taken
 
     def stats(self, now: datetime) -> dict[str, Any]:
         counts = dict(self.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
         oldest = self.conn.execute("SELECT MIN(created) FROM outbox WHERE state IN ('pending','sending')").fetchone()
         age = (now - from_utc_text(oldest[0])).total_seconds() if oldest and oldest[0] else 0.0
         return {"pending": counts.get("pending", 0) + counts.get("sending", 0), "sent": counts.get("sent", 0),
-                "dead": counts.get("dead", 0), "oldest_pending_seconds": max(age, 0.0)}
+                "dead": counts.get("dead", 0), "rerouted": counts.get("rerouted", 0),
+                "superseded": counts.get("superseded", 0), "oldest_pending_seconds": max(age, 0.0)}
 
     def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT id, channel, message_id, kind, alert_id, last_error, updated FROM outbox"
