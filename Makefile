@@ -25,7 +25,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-install: $(STAMP)
+# As root on the till: its own venv under /opt/settleguard, the unit, the udev rule, /etc/settleguard.
+install:
 	./systemd/install.sh
 
 clean:

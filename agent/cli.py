@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent import __version__
@@ -264,7 +265,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, object]) -> dict[str, object] | None:
+def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
     from agent.daemon import journal_path, wall_clock
     from agent.journal import Journal
     from agent.pipeline import Command, Pipeline
@@ -285,11 +286,35 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, object
         # Same code path as the daemon: the outbox rows written here go out when the daemon starts.
         pipeline = Pipeline(loaded, journal, clock=wall_clock, channels=[c.name for c in channels],
                             people_channels=[c.name for c in channels if c.groups])
-        reply: dict[str, object] = pipeline._handle_command_tx(Command("ack", {k: v for k, v in payload.items()
+        reply: dict[str, Any] = pipeline._handle_command_tx(Command("ack", {k: v for k, v in payload.items()
                                                                                 if k != "cmd"}))
     finally:
         journal.close()
     return reply
+
+
+# -- doctor ------------------------------------------------------------------------------------------
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from agent.doctor import render_text, run_checks
+
+    checks = run_checks(Path(args.config), state_dir(args.state), network=args.network)
+    bad = [c for c in checks if c.status == "fail"]
+    if args.json:
+        print(json.dumps({"ok": not bad, "checks": [c.to_dict() for c in checks]}, ensure_ascii=False, indent=2))
+        return EX_FAIL if bad else EX_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    table = Table(title="settleguard doctor")
+    for col in ("check", "status", "detail"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail)
+    console = Console(highlight=False)
+    console.print(table)
+    print(render_text(checks))
+    return EX_FAIL if bad else EX_OK
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -373,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--json", action="store_true")
     al.add_argument("--state")
     al.set_defaults(func=cmd_alerts)
+
+    dr = sub.add_parser("doctor", help="check ports, permissions, config, journal, clock and endpoints")
+    dr.add_argument("--config", default=DEFAULT_CONFIG)
+    dr.add_argument("--state", help="state directory (default $STATE_DIRECTORY, else /var/lib/settleguard)")
+    dr.add_argument("--network", action="store_true",
+                    help="also open a TCP connection to each channel's host (never sends a message)")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_doctor)
     return p
 
 

@@ -1,7 +1,10 @@
 """The running service: reader threads, one pipeline thread, one delivery thread.
 
 Only this module reads the wall clock (everything else takes ``clock``), and
-only this module installs signal handlers and talks to systemd.
+only this module installs signal handlers and talks to systemd: READY=1 once
+the journal is open and every source has been started, WATCHDOG=1 only while
+every thread is alive and moving, STATUS= with a one-line summary, and
+RELOADING=1 ... READY=1 around a configuration reload.
 """
 
 from __future__ import annotations
@@ -11,21 +14,28 @@ import queue
 import signal
 import threading
 import time as _time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from agent.config import LoadedConfig
+from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config
 from agent.control import ControlServer
 from agent.journal import Journal
+from agent.logs import add_secrets
+from agent.metrics import MetricsServer, Snapshot, SourceSample, read_journal
 from agent.outbox import Outbox
 from agent.pipeline import STOP, AlertChange, Command, EventBatch, Pipeline
+from agent.reload import ConfigWatcher, ReloadPlan, config_secrets, plan_reload
 from agent.schedule import Scheduler, missed_review
 from agent.sdnotify import SdNotify, watchdog_interval
 from agent.sources import SourceRunner
 
 log = logging.getLogger("settleguard.daemon")
+
+RunnerFactory = Callable[[SourceConfig, tzinfo, "queue.Queue[EventBatch | Command]", Callable[[], datetime]],
+                         SourceRunner]
 
 
 def wall_clock() -> datetime:
@@ -36,10 +46,17 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / "settleguard.sqlite3"
 
 
+def _default_runner(cfg: SourceConfig, tz: tzinfo, inbox: queue.Queue[EventBatch | Command],
+                    clock: Callable[[], datetime]) -> SourceRunner:
+    return SourceRunner(cfg, tz, inbox, clock=clock)
+
+
 class Daemon:
     def __init__(self, loaded: LoadedConfig, state_dir: Path, *, clock: Callable[[], datetime] = wall_clock,
                  listeners: Sequence[Callable[[AlertChange], None]] = (), notify: SdNotify | None = None,
-                 sender: Any = None, use_scheduler: bool = True) -> None:
+                 sender: Any = None, use_scheduler: bool = True, stuck_after: float = 30.0,
+                 watch_config: bool | None = None, make_runner: RunnerFactory = _default_runner,
+                 reload_debounce: float = 0.5) -> None:
         self.loaded = loaded
         self.state_dir = Path(state_dir)
         self.clock = clock
@@ -51,20 +68,38 @@ class Daemon:
         self.sources: list[SourceRunner] = []
         self.sender = sender
         self.use_scheduler = use_scheduler  # the demo and tests drive the schedule on simulated time
+        # Longer than any legitimate stall (an HTTP timeout in delivery), shorter than WatchdogSec.
+        self.stuck_after = stuck_after
+        # Only a configuration that came from a file can change under us; tests build them from text.
+        self.watch_config = Path(loaded.path).is_file() if watch_config is None else watch_config
+        self.make_runner = make_runner
+        self.reload_debounce = reload_debounce
         self.pipeline: Pipeline | None = None
         self.delivery: Any = None
+        self._delivery_stop = threading.Event()
         self.scheduler: Scheduler | None = None
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
+        self.watcher: ConfigWatcher | None = None
         self.started_at = _time.monotonic()
+        self._source_started: dict[str, float] = {}
+        # Counters of sources restarted by a reload, so the metrics' *_total never go backwards.
+        self._retired: dict[str, Counter[str]] = {}
+        self._retired_failures: Counter[str] = Counter()
+        self._reload_wanted = threading.Event()
+        self._reload_lock = threading.Lock()
+        self.last_reload_error: str | None = None
+        self.last_reload_at: datetime | None = None
+        self.last_reload_summary: str | None = None
+        self.reloads = 0
+        self._unhealthy_reported: tuple[str, ...] = ()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        from agent.channels.factory import build_channels
-        from agent.delivery import Delivery
-
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.loaded.config
-        channels = build_channels(cfg, tz=self.loaded.tz, state_dir=self.state_dir, path=self.loaded.path)
+        add_secrets(config_secrets(self.loaded))
+        channels = self._build_channels(self.loaded)
         journal = Journal(journal_path(self.state_dir))
         self.pipeline = Pipeline(self.loaded, journal, clock=self.clock, channels=[c.name for c in channels],
                                  people_channels=[c.name for c in channels if c.groups],
@@ -74,16 +109,10 @@ class Daemon:
             from agent.channels.http import HttpxSender
 
             self.sender = HttpxSender(timeout=cfg.delivery.timeout.total_seconds())
-        outbox = Outbox(journal_path(self.state_dir))
-        source_id = f"settleguard://{_slug(cfg.shop.name)}/{cfg.shop.till}"
-        self.delivery = Delivery(outbox, channels, self.sender, clock=self.clock, config=cfg.delivery,
-                                 shop=cfg.shop.name, source=source_id)
+        self._start_delivery(self.loaded, channels)
         self._thread("pipeline", self.pipeline.run, self.inbox, self.stop_event)
-        self._thread("delivery", self.delivery.run, self.stop_event)
         for scfg in cfg.source:
-            runner = SourceRunner(scfg, self.loaded.tz, self.inbox, clock=self.clock)
-            runner.start()
-            self.sources.append(runner)
+            self._start_source(scfg, self.loaded.tz)
         self._thread("housekeeping", self._housekeeping)
         if self.use_scheduler:
             self.scheduler = Scheduler(self.loaded, self.inbox)
@@ -94,9 +123,70 @@ class Daemon:
             self.inbox.put(Command("review"))
         self.control = ControlServer(self.state_dir / "control.sock", self._control)
         self.control.start()
+        self._start_metrics(self.loaded)
+        self._thread("reload", self._reload_loop)
+        if self.watch_config:
+            self.watcher = ConfigWatcher(self.loaded.path, self.request_reload, debounce=self.reload_debounce)
+            self.watcher.start()
+        self._thread("notify", self._notify_loop)
         self.notify.ready(self.status_line())
         log.info("settleguard running: %d source(s), %d channel(s), state in %s", len(self.sources),
                  len(channels), self.state_dir)
+
+    def _build_channels(self, loaded: LoadedConfig) -> list[Any]:
+        from agent.channels.factory import build_channels
+
+        return build_channels(loaded.config, tz=loaded.tz, state_dir=self.state_dir, path=loaded.path)
+
+    def _start_delivery(self, loaded: LoadedConfig, channels: list[Any]) -> None:
+        from agent.delivery import Delivery
+
+        cfg = loaded.config
+        outbox = Outbox(journal_path(self.state_dir))
+        source_id = f"settleguard://{_slug(cfg.shop.name)}/{cfg.shop.till}"
+        self._delivery_stop = threading.Event()
+        self.delivery = Delivery(outbox, channels, self.sender, clock=self.clock, config=cfg.delivery,
+                                 shop=cfg.shop.name, source=source_id)
+        self._thread("delivery", self.delivery.run, self._delivery_stop)
+
+    def _stop_delivery(self, timeout: float) -> None:
+        self._delivery_stop.set()
+        if self.delivery is None:
+            return
+        self.delivery.wake.set()
+        for t in [t for t in self.threads if t.name == "delivery"]:
+            t.join(timeout)
+            self.threads.remove(t)
+        for name, n in self.delivery.failures.items():
+            self._retired_failures[name] += n
+        self.delivery.outbox.close()
+
+    def _start_source(self, scfg: SourceConfig, tz: tzinfo) -> None:
+        runner = self.make_runner(scfg, tz, self.inbox, self.clock)
+        runner.start()
+        self.sources.append(runner)
+        self._source_started[scfg.name] = _time.monotonic()
+
+    def _stop_source(self, name: str) -> None:
+        for runner in [r for r in self.sources if r.cfg.name == name]:
+            runner.stop(timeout=2.0)
+            self.sources.remove(runner)
+            retired = self._retired.setdefault(name, Counter())
+            for key, value in _source_counters(runner).items():
+                retired[key] += value
+
+    def _start_metrics(self, loaded: LoadedConfig) -> None:
+        listen = loaded.config.metrics.listen
+        if not listen:
+            return
+        try:
+            self.metrics = MetricsServer(listen, self.metrics_snapshot)
+        except OSError as exc:
+            # A busy port must not keep the alerts from running; doctor and the log say why.
+            log.error("cannot serve metrics on %s: %s", listen, exc.strerror or exc)
+            self.metrics = None
+            return
+        self.metrics.start()
 
     def _thread(self, name: str, target: Callable[..., Any], *args: Any) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -109,6 +199,10 @@ class Daemon:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.notify.stopping()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.control is not None:
             self.control.stop()
         if self.scheduler is not None:
@@ -120,6 +214,7 @@ class Daemon:
             if t.name == "pipeline":
                 t.join(timeout)
         self.stop_event.set()
+        self._delivery_stop.set()
         if self.delivery is not None:
             self.delivery.wake.set()
         for t in self.threads:
@@ -130,68 +225,210 @@ class Daemon:
             self.delivery.outbox.close()
         if self.sender is not None and hasattr(self.sender, "close"):
             self.sender.close()
+        self.notify.close()
 
     def run_forever(self) -> int:
-        """systemd's entry point: run until SIGTERM/SIGINT."""
+        """systemd's entry point: run until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
         done = threading.Event()
 
         def _stop(signum: int, frame: Any) -> None:
             done.set()
 
+        def _hup(signum: int, frame: Any) -> None:
+            self.request_reload()
+
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGHUP, _hup)
         self.start()
-        wd = watchdog_interval()
-        while not done.wait(wd or 5.0):
-            if wd and self.healthy():
-                self.notify.watchdog()
-            self.notify.status(self.status_line())
+        while not done.wait(1.0):
+            pass
         self.stop()
         return 0
 
+    # -- systemd -----------------------------------------------------------------------------
+    def _notify_loop(self) -> None:
+        """WATCHDOG=1 only while healthy: a stuck thread stops the pings and systemd restarts us."""
+        interval = watchdog_interval() or 5.0
+        while not self.stop_event.wait(interval):
+            problems = tuple(self.health_problems())
+            if not problems:
+                self.notify.watchdog()
+            if problems != self._unhealthy_reported:
+                if problems:
+                    log.error("unhealthy, not feeding the watchdog: %s", "; ".join(problems))
+                else:
+                    log.info("healthy again")
+                self._unhealthy_reported = problems
+            self.notify.status(self.status_line())
+
     # -- health ------------------------------------------------------------------------------
-    def healthy(self, stuck_after: float = 30.0) -> bool:
-        """Every thread alive and making progress (a stuck reader must get us restarted)."""
+    def health_problems(self) -> list[str]:
+        """Why the service is not healthy; empty when every thread is alive and making progress."""
         now = _time.monotonic()
-        if not all(t.is_alive() for t in self.threads):
-            return False
-        if self.pipeline and now - self.pipeline.last_progress > stuck_after:
-            return False
-        if self.delivery and now - self.delivery.last_progress > stuck_after:
-            return False
-        return all(now - r.last_progress <= stuck_after for r in self.sources)
+        out = [f"thread {t.name} died" for t in self.threads if not t.is_alive()]
+        if self.pipeline and now - self.pipeline.last_progress > self.stuck_after:
+            out.append(f"pipeline stuck for {now - self.pipeline.last_progress:.0f}s")
+        if self.delivery and now - self.delivery.last_progress > self.stuck_after:
+            out.append(f"delivery stuck for {now - self.delivery.last_progress:.0f}s")
+        for r in self.sources:
+            sup = r.supervisor
+            if sup is None or r.state in ("ended", "closed"):
+                continue  # a capture file that was read to the end is finished, not stuck
+            if not sup.is_alive():
+                out.append(f"reader {r.cfg.name} died")
+            elif now - r.last_progress > self.stuck_after:
+                out.append(f"reader {r.cfg.name} stuck for {now - r.last_progress:.0f}s")
+        return out
+
+    def healthy(self) -> bool:
+        """Every thread alive and making progress (a stuck reader must get us restarted)."""
+        return not self.health_problems()
 
     def status_line(self) -> str:
         p = self.pipeline
         if p is None:
             return "starting"
         c = p.counts
-        return (f"{c['new_transactions']} txns, {c['alerts_opened']} alerts opened, "
+        line = (f"{c['new_transactions']} txns, {c['alerts_opened']} alerts opened, "
                 f"{c['alerts_resolved']} resolved; sources: "
                 + ", ".join(f"{r.cfg.name}={r.state}" for r in self.sources))
+        if self.last_reload_error:
+            line += "; last reload REFUSED (see settleguard doctor)"
+        return line
 
     def _housekeeping(self) -> None:
         while not self.stop_event.wait(0.25):
-            for runner in self.sources:
+            for runner in list(self.sources):
                 try:
                     runner.idle_flush()
                 except Exception:
                     log.exception("idle flush of %s failed", runner.cfg.name)
 
+    # -- reload ------------------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """From SIGHUP or the file watcher: reload on the reload thread, never in a signal handler."""
+        self._reload_wanted.set()
+
+    def _reload_loop(self) -> None:
+        while not self.stop_event.is_set():
+            if self._reload_wanted.wait(0.25):
+                self._reload_wanted.clear()
+                if self.stop_event.is_set():
+                    return
+                try:
+                    self.reload()
+                except Exception as exc:  # a half-applied reload is logged and shown; the thread lives on
+                    self.last_reload_error = f"reload failed while applying: {exc}"
+                    log.exception("configuration reload failed while applying")
+
+    def reload(self) -> bool:
+        """Validate the configuration file completely, then swap; on any error keep the running one."""
+        with self._reload_lock:
+            self.notify.reloading()
+            try:
+                ok = self._reload()
+            finally:
+                self.notify.ready(self.status_line())
+            return ok
+
+    def _reload(self) -> bool:
+        self.last_reload_at = self.clock()
+        try:
+            new = load_config(self.loaded.path)
+            channels = self._build_channels(new)
+        except ConfigError as exc:
+            self.last_reload_error = str(exc)
+            log.error("configuration reload refused, still running the previous configuration: %s", exc)
+            return False
+        add_secrets(config_secrets(new))
+        plan = plan_reload(self.loaded, new)
+        if not plan.empty:
+            self._apply(plan, new, channels)
+        self.loaded = new
+        # Published last: whoever watches these sees a reload that is complete.
+        self.last_reload_error = None
+        self.last_reload_summary = plan.describe()
+        self.reloads += 1
+        log.info("configuration reloaded: %s", self.last_reload_summary)
+        return True
+
+    def _apply(self, plan: ReloadPlan, new: LoadedConfig, channels: list[Any]) -> None:
+        by_name = {s.name: s for s in new.config.source}
+        for name in (*plan.stop_sources, *plan.restart_sources):
+            self._stop_source(name)
+        for name in (*plan.restart_sources, *plan.start_sources):
+            self._start_source(by_name[name], new.tz)
+        if plan.delivery:
+            self._stop_delivery(timeout=15.0)
+            self._start_delivery(new, channels)
+        if plan.pipeline:
+            # The pipeline thread is the only one touching its state: hand it the new configuration.
+            self.command("reconfigure", loaded=new, channels=[c.name for c in channels],
+                         people_channels=[c.name for c in channels if c.groups])
+        if plan.schedule and self.scheduler is not None:
+            self.scheduler.stop()
+            self.scheduler = Scheduler(new, self.inbox)
+            self.scheduler.start()
+        if plan.metrics:
+            if self.metrics is not None:
+                self.metrics.stop()
+                self.metrics = None
+            self._start_metrics(new)
+
+    # -- metrics -----------------------------------------------------------------------------
+    def metrics_snapshot(self) -> Snapshot:
+        now = _time.monotonic()
+        samples = []
+        for r in list(self.sources):
+            counts = _source_counters(r) + self._retired.get(r.cfg.name, Counter())
+            since = r.last_event_at if r.last_event_at is not None else self._source_started.get(r.cfg.name, now)
+            samples.append(SourceSample(r.cfg.name, counts["events"], counts["bytes_skipped"],
+                                        counts["bad_frames"], counts["reconnects"], max(0.0, now - since)))
+        failures = Counter(self._retired_failures)
+        if self.delivery is not None:
+            failures.update(self.delivery.failures)
+        return Snapshot(tuple(samples), read_journal(journal_path(self.state_dir), self.clock()), dict(failures))
+
     # -- commands from the CLI ------------------------------------------------------------------
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.pop("cmd")
         if cmd == "status":
-            return {"ok": True, "status": self.status_line(), "healthy": self.healthy(),
-                    "sources": {r.cfg.name: {"state": r.state, "detail": r.state_detail,
-                                             "events": r.events} for r in self.sources}}
+            return self.status()
         result: dict[str, Any] = self.command(cmd, **request)
         return result
+
+    def status(self) -> dict[str, Any]:
+        """What ``settleguard doctor`` asks a running daemon."""
+        sources = {}
+        for r in list(self.sources):
+            stats = r.stats
+            sources[r.cfg.name] = {
+                "state": r.state, "detail": r.state_detail, "events": r.events,
+                "bytes_skipped": stats.bytes_skipped if stats else 0,
+                "bad_frames": stats.bad_frames if stats else 0,
+                "decoder_error": stats.last_error if stats else None,
+                "reconnects": getattr(r.supervisor, "reconnects", 0),
+            }
+        return {"ok": True, "status": self.status_line(), "healthy": self.healthy(),
+                "problems": self.health_problems(), "config": self.loaded.path, "sources": sources,
+                "reload": {"error": self.last_reload_error, "summary": self.last_reload_summary,
+                           "at": self.last_reload_at.isoformat() if self.last_reload_at else None,
+                           "count": self.reloads,
+                           "watching": bool(self.watcher and self.watcher.active)},
+                "metrics": self.metrics.address if self.metrics else None}
 
     def command(self, name: str, timeout: float = 10.0, **args: Any) -> Any:
         reply: queue.Queue[Any] = queue.Queue()
         self.inbox.put(Command(name, args, reply))
         return reply.get(timeout=timeout)
+
+
+def _source_counters(runner: SourceRunner) -> Counter[str]:
+    stats = runner.stats
+    return Counter(events=runner.events, bytes_skipped=stats.bytes_skipped if stats else 0,
+                   bad_frames=stats.bad_frames if stats else 0,
+                   reconnects=int(getattr(runner.supervisor, "reconnects", 0) or 0))
 
 
 def _slug(name: str) -> str:

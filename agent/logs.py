@@ -31,14 +31,23 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        clean = scrub_text(message)
-        for secret in self.secrets:
-            clean = clean.replace(secret, "***")
+        clean = self.redact(message)
         if clean != message:
             record.msg, record.args = clean, None
-        if record.exc_info and record.exc_text is None and record.exc_info[1] is not None:
-            record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info))
+        # Tracebacks quote the exception's message, which may hold the very secret that failed.
+        if record.exc_info and record.exc_info[1] is not None and record.exc_text is None:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
+
+    def redact(self, text: str) -> str:
+        clean = scrub_text(text)
+        for secret in self.secrets:
+            clean = clean.replace(secret, "***")
+        return clean
 
 
 _filter = RedactingFilter()

@@ -362,7 +362,30 @@ class Pipeline:
             return self._reminders(now)
         if cmd.name == "baseline":
             return self._refresh_baseline(now)
+        if cmd.name == "reconfigure":
+            return self._reconfigure(cmd.args["loaded"], cmd.args.get("channels"), cmd.args.get("people_channels"))
         return {"ok": False, "error": f"unknown command {cmd.name}"}
+
+    def _reconfigure(self, loaded: LoadedConfig, channels: Sequence[str] | None,
+                     people_channels: Sequence[str] | None) -> dict[str, Any]:
+        """A reloaded, already validated configuration: new rules, hours, cutoff and channel names.
+
+        The rules' short-term memory is rebuilt from the journal rather than carried over, because
+        a changed window or threshold changes what that memory must hold.
+        """
+        self.loaded, self.config, self.tz = loaded, loaded.config, loaded.tz
+        self.engine = RuleEngine(self.tz, loaded.rule_params, history=_JournalHistory(self.journal, self.tz),
+                                 hours=loaded.hours)
+        self.cutoff = self.config.settlement.cutoff_time
+        if channels is not None:
+            self.channels = list(channels)
+        if people_channels is not None:
+            self.people_channels = list(people_channels)
+        self._warm_state()
+        warnings = self.engine.warnings(self.now())
+        for warning in warnings:
+            log.warning("%s", warning)
+        return {"ok": True, "warnings": warnings}
 
     def _review(self, now: datetime) -> dict[str, Any]:
         """One message listing every open finding with its void steps and the time left."""

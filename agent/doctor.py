@@ -1,0 +1,316 @@
+"""``settleguard doctor``: what stands between this till and working alerts, and how to fix it.
+
+Every check is read-only: doctor opens no serial port (that would steal bytes
+from the running reader), writes nothing but a probe file in the state
+directory, and with ``--network`` only opens a TCP connection to each
+channel's host -- it never sends a message.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import socket
+import sqlite3
+import stat
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config, parse_config
+
+Status = Literal["ok", "warn", "fail", "skip"]
+SERVICE_GROUP = "dialout"   # the unit's SupplementaryGroups=: how the service reaches serial ports
+MIN_SANE_YEAR = 2024
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_checks(config_path: Path, state_dir: Path, *, network: bool = False, now: datetime | None = None,
+               service_group: str = SERVICE_GROUP, connect_timeout: float = 3.0) -> list[Check]:
+    now = now or datetime.now(UTC)
+    checks: list[Check] = []
+    loaded: LoadedConfig | None = None
+    try:
+        loaded = load_for_doctor(config_path)
+        checks.append(Check("config", "ok", f"{config_path}: valid ({len(loaded.config.source)} source(s), "
+                                             f"{sum(c.enabled for c in loaded.config.channel)} channel(s))"))
+    except ConfigError as exc:
+        checks.append(Check("config", "fail", str(exc),
+                            f"correct {config_path} (settleguard check-config {config_path} shows the first error)"))
+    if loaded is not None:
+        for source in loaded.config.source:
+            checks.append(check_source(source, service_group))
+    checks.append(check_state_dir(state_dir))
+    newest = None
+    journal = state_dir / "settleguard.sqlite3"
+    if journal.exists():
+        journal_checks, newest = check_journal(journal)
+        checks += journal_checks
+    else:
+        checks.append(Check("journal", "skip", f"no journal yet at {journal} (created on first start)"))
+    if loaded is not None:
+        checks.append(check_calendar(loaded, now))
+    checks.append(check_clock(now, newest))
+    checks += check_daemon(state_dir)
+    if network and loaded is not None:
+        checks += [check_endpoint(name, host, port, connect_timeout) for name, host, port in endpoints(loaded)]
+    return checks
+
+
+CREDENTIALS_RUNTIME = "file:/run/credentials/settleguard.service/"
+CREDENTIALS_SOURCE = "file:/etc/settleguard/credentials/"
+
+
+def load_for_doctor(path: Path) -> LoadedConfig:
+    """The service's configuration as the service would see it.
+
+    Secrets given as ``file:/run/credentials/settleguard.service/NAME`` exist only inside the running
+    service (LoadCredential=); outside it, read them where the shipped unit loads them from.
+    """
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if Path(CREDENTIALS_RUNTIME[5:]).is_dir():
+            raise
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            raise exc from None
+        if CREDENTIALS_RUNTIME not in text:
+            raise
+        return parse_config(text.replace(CREDENTIALS_RUNTIME, CREDENTIALS_SOURCE), str(path))
+
+
+# -- sources -------------------------------------------------------------------------------------
+def check_source(source: SourceConfig, service_group: str) -> Check:
+    name = f"source {source.name}"
+    if source.port:
+        if "://" in source.port:
+            return Check(name, "skip", f"{source.port} is a network URL; nothing to check on this machine")
+        return check_device(name, Path(source.port), service_group)
+    if source.spool:
+        spool = Path(source.spool)
+        if not spool.is_dir():
+            return Check(name, "fail", f"spool directory {spool} does not exist", f"mkdir -p {spool}")
+        return Check(name, "ok", f"spool directory {spool}")
+    if source.file:
+        path = Path(source.file)
+        if not os.access(path, os.R_OK):
+            return Check(name, "fail", f"capture file {path} is not readable", f"check the path {path}")
+        return Check(name, "ok", f"capture file {path}")
+    return Check(name, "ok", f"TCP pass-through {source.listen} -> {source.forward}")
+
+
+def check_device(name: str, path: Path, service_group: str) -> Check:
+    """Readable and writable by the *service* (a dynamic user in group dialout), not merely by root."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return Check(name, "fail", f"{path} does not exist (adapter unplugged, or the udev name is wrong)",
+                     "plug in the adapter; `ls -l /dev/serial/by-id/` shows its stable name; "
+                     "install systemd/60-settleguard.rules for /dev/settleguard-*")
+    except PermissionError as exc:
+        return Check(name, "fail", f"{path}: {exc.strerror}", "run doctor as root to inspect the device")
+    real = os.path.realpath(path)
+    where = f"{path}" + (f" -> {real}" if real != str(path) else "")
+    if not stat.S_ISCHR(st.st_mode):
+        return Check(name, "fail", f"{where} is not a character device", "point port = at the serial device")
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    mode = stat.S_IMODE(st.st_mode)
+    perms = f"{where} (group {group}, mode {mode:04o})"
+    if mode & 0o006 == 0o006:
+        return Check(name, "ok", f"{perms}: open to everyone")
+    if group == service_group and mode & 0o060 == 0o060:
+        return Check(name, "ok", f"{perms}: the service reaches it through group {service_group}")
+    return Check(name, "fail", f"{perms}: the service (group {service_group}) cannot read and write it",
+                 f"install systemd/60-settleguard.rules (GROUP=\"{service_group}\", MODE=\"0660\"), then "
+                 f"`udevadm control --reload && udevadm trigger`, or replug the adapter")
+
+
+# -- state and journal ---------------------------------------------------------------------------
+def check_state_dir(state_dir: Path) -> Check:
+    if not state_dir.exists():
+        return Check("state directory", "warn", f"{state_dir} does not exist yet",
+                     f"systemd creates it on start (StateDirectory=); by hand: mkdir -p {state_dir}")
+    if not state_dir.is_dir():
+        return Check("state directory", "fail", f"{state_dir} is not a directory", f"remove or rename {state_dir}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=state_dir, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return Check("state directory", "fail", f"{state_dir} is not writable: {exc.strerror}",
+                     "run doctor as the service user or root; check the directory's owner")
+    return Check("state directory", "ok", f"{state_dir} is writable")
+
+
+def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
+    from agent.journal import from_utc_text
+
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        return [Check("journal", "fail", f"{path}: {exc}", "restore the journal from a backup")], None
+    try:
+        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        newest_text = conn.execute("SELECT MAX(time_utc) FROM transactions").fetchone()[0]
+        dead = conn.execute("SELECT COUNT(*) FROM outbox WHERE state='dead'").fetchone()[0]
+        last_dead = conn.execute("SELECT channel, last_error FROM outbox WHERE state='dead' ORDER BY id DESC "
+                                 "LIMIT 1").fetchone()
+    except sqlite3.Error as exc:
+        return [Check("journal", "fail", f"{path}: {exc}",
+                      "stop the service, move the journal aside and restore a backup")], None
+    finally:
+        conn.close()
+    checks = []
+    if result == "ok":
+        checks.append(Check("journal", "ok", f"{path}: integrity check passed"))
+    else:
+        checks.append(Check("journal", "fail", f"{path}: integrity check says {result}",
+                            "stop the service, move the journal aside and restore a backup"))
+    if dead:
+        channel, error = last_dead
+        checks.append(Check("dead letters", "fail", f"{dead} message(s) were never delivered; last: channel "
+                                                    f"{channel}: {error}",
+                            "fix the channel (key, URL, secret), then look at `settleguard alerts`"))
+    else:
+        checks.append(Check("dead letters", "ok", "none"))
+    return checks, from_utc_text(newest_text) if newest_text else None
+
+
+# -- calendar and clock ----------------------------------------------------------------------------
+def check_calendar(loaded: LoadedConfig, now: datetime) -> Check:
+    from agent.rules.engine import RuleEngine
+
+    engine = RuleEngine(loaded.tz, loaded.rule_params, hours=loaded.hours)
+    warnings = engine.warnings(now)
+    if warnings:
+        return Check("holiday calendar", "fail", " / ".join(warnings),
+                     "pip install -U chinesecalendar (in the settleguard venv), then restart the service")
+    if loaded.hours is None or loaded.hours.holidays != "cn":
+        return Check("holiday calendar", "skip", "no official holiday calendar configured")
+    return Check("holiday calendar", "ok", f"official holidays known for {now.astimezone(loaded.tz).year}")
+
+
+def check_clock(now: datetime, newest_txn: datetime | None) -> Check:
+    if now.year < MIN_SANE_YEAR:
+        return Check("clock", "fail", f"the system clock says {now:%Y-%m-%d}",
+                     "enable time sync: timedatectl set-ntp true")
+    if newest_txn is not None and newest_txn - now > timedelta(days=1):
+        return Check("clock", "fail", f"the clock ({now:%Y-%m-%d %H:%M} UTC) is behind the journal's newest "
+                                      f"transaction ({newest_txn:%Y-%m-%d %H:%M} UTC)",
+                     "fix the time (timedatectl set-ntp true); terminal timestamps get the wrong year otherwise")
+    return Check("clock", "ok", f"{now:%Y-%m-%d %H:%M} UTC")
+
+
+# -- the running daemon ------------------------------------------------------------------------------
+def check_daemon(state_dir: Path) -> list[Check]:
+    from agent.control import request
+
+    sock = state_dir / "control.sock"
+    try:
+        reply = request(sock, {"cmd": "status"}, timeout=5.0)
+    except PermissionError:
+        return [Check("daemon", "warn", f"cannot ask the running daemon at {sock}: permission denied",
+                      "run doctor as root")]
+    except (OSError, ValueError) as exc:
+        return [Check("daemon", "warn", f"the daemon at {sock} did not answer: {exc}",
+                      "systemctl status settleguard")]
+    if reply is None:
+        return [Check("daemon", "skip", "no running daemon (decoder and reload figures need one)")]
+    if not reply.get("ok"):
+        return [Check("daemon", "warn", f"the daemon answered: {reply.get('error')}")]
+    checks: list[Check] = []
+    problems = reply.get("problems") or []
+    if problems:
+        checks.append(Check("daemon", "fail", "unhealthy: " + "; ".join(problems),
+                            "systemctl restart settleguard; journalctl -u settleguard shows why"))
+    else:
+        checks.append(Check("daemon", "ok", str(reply.get("status", "running"))))
+    for name, src in (reply.get("sources") or {}).items():
+        label = f"decoder {name}"
+        if src.get("state") in ("waiting", "gone"):
+            checks.append(Check(label, "fail", f"device {src.get('state')}: {src.get('detail')}",
+                                "check the cable and the port setting"))
+        elif src.get("bytes_skipped") or src.get("bad_frames"):
+            checks.append(Check(label, "warn", f"skipped {src.get('bytes_skipped')} byte(s), "
+                                               f"{src.get('bad_frames')} bad frame(s) of {src.get('events')} "
+                                               f"event(s); last: {src.get('decoder_error')}",
+                                "check baud rate, parity and protocol for this source"))
+        else:
+            checks.append(Check(label, "ok", f"{src.get('events')} event(s), nothing skipped"))
+    reload = reply.get("reload") or {}
+    if reload.get("error"):
+        checks.append(Check("last reload", "fail", f"refused, still running the previous configuration: "
+                                                   f"{reload['error']}",
+                            "correct the file; the daemon picks it up when saved (or systemctl reload)"))
+    elif reload.get("count"):
+        checks.append(Check("last reload", "ok", f"{reload.get('summary')} at {reload.get('at')}"))
+    if not reload.get("watching", True):
+        checks.append(Check("config watch", "warn", "the daemon cannot watch the config directory (inotify "
+                                                    "limits?)", "after editing, run `systemctl reload "
+                                                                "settleguard`, or raise fs.inotify.max_user_watches"))
+    return checks
+
+
+# -- channels ---------------------------------------------------------------------------------------
+def endpoints(loaded: LoadedConfig) -> list[tuple[str, str, int]]:
+    """(channel, host, port) for every enabled channel that talks to the network."""
+    from agent.channels import dingtalk, feishu, wecom
+
+    defaults = {"wecom": wecom.ENDPOINT, "dingtalk": dingtalk.ENDPOINT, "feishu": feishu.ENDPOINT}
+    out: list[tuple[str, str, int]] = []
+    for ch in loaded.config.channel:
+        if not ch.enabled:
+            continue
+        if ch.type == "printer":
+            if ch.printer.get("kind") == "network" and ch.printer.get("host"):
+                out.append((ch.name, str(ch.printer["host"]), int(ch.printer.get("port", 9100))))
+            continue
+        url = urlsplit(ch.url or defaults.get(ch.type, ""))
+        if url.hostname:
+            out.append((ch.name, url.hostname, url.port or (443 if url.scheme == "https" else 80)))
+    return out
+
+
+def check_endpoint(name: str, host: str, port: int, timeout: float) -> Check:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        return Check(f"channel {name}", "fail", f"{host}:{port} does not answer: {exc.strerror or exc}",
+                     "check the till's internet connection, DNS and firewall for outbound HTTPS")
+    return Check(f"channel {name}", "ok", f"{host}:{port} accepts connections (nothing was sent)")
+
+
+# -- output -----------------------------------------------------------------------------------------
+def failed(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status == "fail"]
+
+
+def render_text(checks: list[Check]) -> str:
+    """The plain list of what to fix, printed after the table."""
+    bad = failed(checks)
+    if not bad:
+        return "Nothing to fix."
+    lines = ["To fix:"]
+    for i, c in enumerate(bad, start=1):
+        lines.append(f"{i}. {c.name}: {c.detail}")
+        if c.fix:
+            lines.append(f"   -> {c.fix}")
+    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""Prometheus metrics on a loopback port, in the text exposition format (version 0.0.4).
+
+Off unless ``[metrics] listen = "127.0.0.1:9477"``. The format is a few lines
+of text, so it is written here rather than pulling in prometheus_client. Each
+scrape takes a fresh :class:`Snapshot` from the daemon (counters read from the
+threads that own them, journal figures from a read-only SQLite connection), so
+serving a scrape never touches the pipeline's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+log = logging.getLogger("settleguard.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSample:
+    name: str
+    events_decoded: int
+    bytes_skipped: int
+    bad_frames: int
+    reconnects: int
+    seconds_since_last_event: float
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSample:
+    alerts: dict[tuple[str, str], int] = field(default_factory=dict)   # (rule, state) -> count
+    outbox_pending: int = 0
+    outbox_oldest_pending_seconds: float = 0.0
+    outbox_dead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    sources: tuple[SourceSample, ...]
+    journal: JournalSample
+    delivery_failures: dict[str, int]
+
+
+def read_journal(path: Path, now: datetime) -> JournalSample:
+    """Alert and outbox figures from a read-only connection (the pipeline stays the only writer)."""
+    from agent.journal import from_utc_text
+
+    if not path.exists():
+        return JournalSample()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        alerts = {(str(r), str(s)): int(n) for r, s, n in
+                  conn.execute("SELECT rule, state, COUNT(*) FROM alerts GROUP BY rule, state")}
+        pending, oldest = conn.execute(
+            "SELECT COUNT(*), MIN(created) FROM outbox WHERE state IN ('pending','sending')").fetchone()
+        dead = conn.execute("SELECT COUNT(*) FROM outbox WHERE state='dead'").fetchone()[0]
+    finally:
+        conn.close()
+    age = max(0.0, (now - from_utc_text(oldest)).total_seconds()) if oldest else 0.0
+    return JournalSample(alerts=alerts, outbox_pending=int(pending), outbox_oldest_pending_seconds=age,
+                         outbox_dead=int(dead))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{labels} {_number(value)}" for labels, value in samples]
+    return lines
+
+
+def render(snap: Snapshot) -> str:
+    src = snap.sources
+    lines: list[str] = []
+    lines += _family("settleguard_events_decoded_total", "counter", "Events decoded from each source.",
+                     ((_labels(source=s.name), s.events_decoded) for s in src))
+    lines += _family("settleguard_bytes_skipped_total", "counter",
+                     "Bytes a decoder skipped as garbage or unknown framing.",
+                     ((_labels(source=s.name), s.bytes_skipped) for s in src))
+    lines += _family("settleguard_bad_frames_total", "counter", "Frames refused (bad checksum, bad length).",
+                     ((_labels(source=s.name), s.bad_frames) for s in src))
+    lines += _family("settleguard_reconnects_total", "counter", "Times a source's device was opened again.",
+                     ((_labels(source=s.name), s.reconnects) for s in src))
+    lines += _family("settleguard_seconds_since_last_event", "gauge",
+                     "Seconds since a source last produced an event (since start when none yet).",
+                     ((_labels(source=s.name), round(s.seconds_since_last_event, 3)) for s in src))
+    j = snap.journal
+    lines += _family("settleguard_alerts", "gauge", "Alerts in the journal by rule and state.",
+                     ((_labels(rule=rule, state=state), n) for (rule, state), n in sorted(j.alerts.items())))
+    lines += _family("settleguard_outbox_pending", "gauge", "Messages waiting to be delivered.",
+                     [("", j.outbox_pending)])
+    lines += _family("settleguard_outbox_oldest_pending_seconds", "gauge",
+                     "Age of the oldest undelivered message.", [("", round(j.outbox_oldest_pending_seconds, 3))])
+    lines += _family("settleguard_outbox_dead", "gauge", "Messages that could not be delivered (dead letters).",
+                     [("", j.outbox_dead)])
+    lines += _family("settleguard_delivery_failures_total", "counter", "Failed delivery attempts per channel.",
+                     ((_labels(channel=c), n) for c, n in sorted(snap.delivery_failures.items())))
+    return "\n".join(lines) + "\n"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class MetricsServer:
+    """A tiny HTTP server answering ``GET /metrics`` from ``collect()``."""
+
+    def __init__(self, listen: str, collect: Callable[[], Snapshot]) -> None:
+        host, port = parse_listen(listen)
+        self.collect = collect
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+                    self.send_error(404, "only /metrics here")
+                    return
+                try:
+                    body = render(owner.collect()).encode()
+                except Exception as exc:  # a scrape error is the scraper's problem, not the daemon's
+                    log.warning("metrics scrape failed: %s", exc)
+                    self.send_error(500, "metrics unavailable")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return  # one line per scrape would flood the journal
+
+        family = ThreadingHTTPServer.address_family
+        if ":" in host:
+            import socket
+
+            family = socket.AF_INET6
+
+        class Server(ThreadingHTTPServer):
+            address_family = family
+            daemon_threads = True
+
+        self.server = Server((host, port), Handler)
+        self.address = f"{host}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.25},
+                                       name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("metrics on http://%s/metrics", self.address)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(2.0)

@@ -1,0 +1,175 @@
+"""Configuration hot reload: notice a changed file, and work out what a new configuration changes.
+
+The daemon does the swapping (it owns the threads); this module holds the two
+parts that need no threads of ours to reason about:
+
+* :class:`ConfigWatcher` watches the configuration *directory*, because editors
+  and configuration managers save by writing a temporary file and renaming it
+  over the old one; a watch on the file itself would follow the old inode into
+  the bin. Bursts of events are debounced into one reload.
+* :func:`plan_reload` compares two validated configurations and says which
+  parts of the running service must be rebuilt, so a changed rule window does
+  not drop the serial line, and a changed baud rate restarts only that source.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import (
+    FileClosedNoWriteEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from agent.config import LoadedConfig
+
+log = logging.getLogger("settleguard.reload")
+
+DEBOUNCE_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a new configuration changes in the running service."""
+
+    stop_sources: tuple[str, ...] = ()       # gone from the configuration
+    restart_sources: tuple[str, ...] = ()    # same name, different settings
+    start_sources: tuple[str, ...] = ()      # new
+    pipeline: bool = False                   # rules, hours, cutoff, zone: a new RuleEngine
+    delivery: bool = False                   # channels or delivery timing: new channel objects
+    schedule: bool = False                   # review / cutoff times
+    metrics: bool = False                    # the metrics listener moved or was switched on/off
+
+    @property
+    def empty(self) -> bool:
+        return not (self.stop_sources or self.restart_sources or self.start_sources or self.pipeline
+                    or self.delivery or self.schedule or self.metrics)
+
+    def describe(self) -> str:
+        parts = [f"{verb} source(s) {', '.join(names)}" for verb, names in
+                 (("stopped", self.stop_sources), ("restarted", self.restart_sources),
+                  ("started", self.start_sources)) if names]
+        parts += [what for what, flag in (("rules rebuilt", self.pipeline), ("channels rebuilt", self.delivery),
+                                          ("schedule rebuilt", self.schedule), ("metrics moved", self.metrics))
+                  if flag]
+        return "; ".join(parts) or "nothing changed"
+
+
+def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
+    a, b = old.config, new.config
+    zone_changed = str(old.tz) != str(new.tz)
+    old_sources = {s.name: s for s in a.source}
+    new_sources = {s.name: s for s in b.source}
+    # Decoders place terminal timestamps in the shop's zone: a new zone means every decoder is stale.
+    restart = tuple(n for n in new_sources if n in old_sources
+                    and (zone_changed or old_sources[n] != new_sources[n]))
+    pipeline = (a.rules != b.rules or a.shop != b.shop or a.settlement != b.settlement
+                or _enabled_channels(a) != _enabled_channels(b))
+    delivery = (a.channel != b.channel or a.delivery != b.delivery or a.shop.name != b.shop.name
+                or a.shop.till != b.shop.till or zone_changed)
+    return ReloadPlan(
+        stop_sources=tuple(n for n in old_sources if n not in new_sources),
+        restart_sources=restart,
+        start_sources=tuple(n for n in new_sources if n not in old_sources),
+        pipeline=pipeline,
+        delivery=delivery,
+        schedule=a.settlement != b.settlement or zone_changed,
+        metrics=a.metrics != b.metrics,
+    )
+
+
+def _enabled_channels(config: Any) -> list[tuple[str, str]]:
+    return [(c.name, c.type) for c in config.channel if c.enabled]
+
+
+def config_secrets(loaded: LoadedConfig) -> list[str]:
+    """Every resolved secret in a configuration, for the log redactor."""
+    out: list[str] = []
+    for ch in loaded.config.channel:
+        if not ch.enabled:
+            continue
+        out += [s for s in (ch.key, ch.secret, *ch.secrets) if s]
+    return out
+
+
+class _DirectoryEvents(FileSystemEventHandler):
+    def __init__(self, watcher: ConfigWatcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        # Our own reads of the file open and close it: reacting to those would reload forever.
+        if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent) or event.is_directory:
+            return
+        paths = [event.src_path, getattr(event, "dest_path", "")]
+        if any(os.path.basename(os.fsdecode(p)) == self.watcher.name for p in paths if p):
+            self.watcher.poke()
+
+
+class ConfigWatcher:
+    """Calls ``on_change`` once, ``debounce`` seconds after the last change to the file."""
+
+    def __init__(self, path: str | os.PathLike[str], on_change: Callable[[], None], *,
+                 debounce: float = DEBOUNCE_SECONDS, observer_factory: Callable[[], Any] = Observer) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+        self.on_change = on_change
+        self.debounce = debounce
+        self.observer_factory = observer_factory
+        self.observer: Any = None
+        self.active = False
+        self.fallback_reason: str | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> bool:
+        """Start watching; False (and a log line) when only SIGHUP will reload."""
+        try:
+            observer = self.observer_factory()
+            observer.schedule(_DirectoryEvents(self), str(self.path.parent), recursive=False)
+            observer.daemon = True
+            observer.start()
+        except OSError as exc:
+            # Typically ENOSPC from inotify_add_watch: fs.inotify.max_user_watches is used up.
+            self.fallback_reason = f"{exc.strerror or exc}"
+            log.warning("cannot watch %s for changes (%s, inotify limits?): configuration changes now need "
+                        "`systemctl reload settleguard` (SIGHUP)", self.path.parent, self.fallback_reason)
+            return False
+        self.observer = observer
+        self.active = True
+        return True
+
+    def poke(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.debounce, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._timer = None
+        try:
+            self.on_change()
+        except Exception:  # the watcher must outlive a failing reload
+            log.exception("configuration reload failed")
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(2.0)
+            self.observer = None
+        self.active = False
