@@ -278,14 +278,14 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
     except ConfigError as exc:
         _err(str(exc))
         return None
-    from agent.channels.factory import build_channels
+    from agent.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
     journal = Journal(path)
     try:
         # Same code path as the daemon: the outbox rows written here go out when the daemon starts.
-        pipeline = Pipeline(loaded, journal, clock=wall_clock, channels=[c.name for c in channels],
-                            people_channels=[c.name for c in channels if c.groups])
+        primary, people = routing(loaded.config, channels)
+        pipeline = Pipeline(loaded, journal, clock=wall_clock, channels=primary, people_channels=people)
         reply: dict[str, Any] = pipeline._handle_command_tx(Command("ack", {k: v for k, v in payload.items()
                                                                                 if k != "cmd"}))
     finally:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from agent.channels.factory import routing
 from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config
 from agent.control import ControlServer
 from agent.journal import Journal
@@ -101,8 +102,9 @@ class Daemon:
         add_secrets(config_secrets(self.loaded))
         channels = self._build_channels(self.loaded)
         journal = Journal(journal_path(self.state_dir))
-        self.pipeline = Pipeline(self.loaded, journal, clock=self.clock, channels=[c.name for c in channels],
-                                 people_channels=[c.name for c in channels if c.groups],
+        primary, people = routing(cfg, channels)
+        self.pipeline = Pipeline(self.loaded, journal, clock=self.clock, channels=primary,
+                                 people_channels=people,
                                  listeners=self.listeners, on_commit=self._wake_delivery,
                                  evidence_dir=self.state_dir / "evidence")
         if self.sender is None:
@@ -364,8 +366,8 @@ class Daemon:
             self._start_delivery(new, channels)
         if plan.pipeline:
             # The pipeline thread is the only one touching its state: hand it the new configuration.
-            self.command("reconfigure", loaded=new, channels=[c.name for c in channels],
-                         people_channels=[c.name for c in channels if c.groups])
+            primary, people = routing(new.config, channels)
+            self.command("reconfigure", loaded=new, channels=primary, people_channels=people)
         if plan.schedule and self.scheduler is not None:
             self.scheduler.stop()
             self.scheduler = Scheduler(new, self.inbox)

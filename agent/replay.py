@@ -80,7 +80,7 @@ def replay(loaded: LoadedConfig, events: Iterable[tuple[Event, datetime]], *, st
 
 def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
          listener: Callable[[Any], None] | None, source: str, result: ReplayResult) -> ReplayResult:
-    from agent.channels.factory import build_channels
+    from agent.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
     journal = Journal(state / "settleguard.sqlite3")
@@ -91,8 +91,9 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
         if listener is not None:
             listener(item)
 
-    pipeline = Pipeline(loaded, journal, clock=lambda: start, channels=[c.name for c in channels],
-                        people_channels=[c.name for c in channels if c.groups], listeners=[collect],
+    primary, people = routing(loaded.config, channels)
+    pipeline = Pipeline(loaded, journal, clock=lambda: start, channels=primary, people_channels=people,
+                        listeners=[collect],
                         evidence_dir=state / "evidence", event_clock=True)
     if items:
         result.first, result.last = items[0][1], items[-1][1]

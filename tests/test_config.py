@@ -83,3 +83,28 @@ def test_a_missing_file_is_reported_plainly(tmp_path: Path) -> None:
 def test_toml_syntax_errors_carry_the_line() -> None:
     e = error(BASE + "[rules\n")
     assert e.line == 4 and "not valid TOML" in e.message
+
+
+def test_fallback_channels_only_receive_what_an_earlier_channel_missed() -> None:
+    from agent.channels.factory import build_channels, routing
+
+    loaded = parse_config(BASE + '''
+[[channel]]
+name = "robot"
+type = "wecom"
+key = "k-123456"
+
+[[channel]]
+name = "hq"
+type = "webhook"
+url = "http://127.0.0.1:9/x"
+
+[[channel]]
+name = "backup"
+type = "dingtalk"
+key = "t-123456"
+fallback = true
+''')
+    channels = build_channels(loaded.config)
+    assert [c.name for c in channels] == ["robot", "hq", "backup"]  # delivery knows all, in fallback order
+    assert routing(loaded.config, channels) == (["robot", "hq"], ["robot"])

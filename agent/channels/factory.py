@@ -22,3 +22,11 @@ def build_channels(config: Config, *, tz: tzinfo | None = None, state_dir: Path 
         except ValueError as exc:
             raise ConfigError(path, f"channel[{i}] ({c.name})", str(exc)) from None
     return channels
+
+
+def routing(config: Config, channels: list[Channel]) -> tuple[list[str], list[str]]:
+    """(channels every alert is queued to, channels people read). Fallback-only channels get neither:
+    delivery hands them a message only when an earlier channel missed its deadline."""
+    fallback = {c.name for c in config.channel if c.fallback}
+    primary = [c for c in channels if c.name not in fallback]
+    return [c.name for c in primary], [c.name for c in primary if c.groups]
