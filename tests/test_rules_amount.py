@@ -69,8 +69,9 @@ def test_extra_zero_on_a_typical_amount_is_a_decimal_slip() -> None:
     f = only(shop().sale(NOW, 128000, voucher="000123"), "AMT-001")
     assert f.action == "void" and f.severity == "high"
     assert f.evidence["factor"] == 10 and f.evidence["meant_minor"] == 12800
-    assert f.evidence["value"] == 128000 and f.evidence["threshold"] == 22000
-    assert f.evidence["baseline"]["count"] == 30
+    assert f.evidence["value"] == pytest.approx(6.77) and f.evidence["threshold"] == 3.3
+    assert f.evidence["meant_score"] == pytest.approx(1.31) and f.evidence["meant_threshold"] == 2.0
+    assert f.evidence["baseline"]["count"] == 30 and f.evidence["baseline"]["usual_step_minor"] == 100
     assert f.evidence["also_matched"] == ["AMT-002"]           # also an outlier, one alert
     assert "RMB 128.00" in f.reason_en and "RMB 1,280.00" in f.reason_en and "是否应为" in f.reason_zh
     assert_well_formed(f)
@@ -85,6 +86,29 @@ def test_two_extra_zeros_are_found_with_the_amount_meant() -> None:
 def test_a_large_amount_that_is_not_a_multiple_of_ten_is_no_slip() -> None:
     findings = shop().sale(NOW, 128001)
     assert rules_of(findings) == ["AMT-002"]
+
+
+def test_a_big_ticket_just_above_the_usual_range_is_not_a_slip() -> None:
+    # The demo's false alarm under version 1: 255.00 is above P95 (220.00) and 25.50 is inside P05..P95,
+    # but 255.00 is only 2.9 spreads above the median: an ordinary big ticket, no evidence of a slip.
+    assert shop().sale(NOW, 25500) == []
+
+
+def test_a_slip_must_keep_the_shops_price_rounding_unless_the_amount_is_extreme() -> None:
+    # 391.50 = 10 x 39.15: far above the usual amounts (z 4.0) but this shop rings up whole yuan, so
+    # 39.15 is not how its prices look: below the stronger cut for unrounded amounts it is only an outlier.
+    assert rules_of(shop().sale(NOW, 39150)) == ["AMT-002"]
+    assert only(shop().sale(NOW, 39000), "AMT-001").evidence["meant_minor"] == 3900
+    # 3,915.00 = 100 x 39.15 is so far out (z 9.5) that the rounding no longer matters.
+    f = only(shop().sale(NOW + timedelta(hours=1), 391500, card=OTHER_CARD), "AMT-001")
+    assert f.evidence["factor"] == 100 and f.evidence["threshold"] == 5.0
+
+
+def test_slip_cuts_are_configurable_and_must_be_positive() -> None:
+    assert shop(rules={"AMT-001": {"z_cut": "8"}}).sale(NOW, 128000) != []     # AMT-002 still speaks
+    assert rules_of(shop(rules={"AMT-001": {"z_cut": "8"}}).sale(NOW, 128000)) == ["AMT-002"]
+    with pytest.raises(RuleConfigError, match=r"rules\.AMT-001\.meant_z"):
+        validate_rule_params({"AMT-001": {"meant_z": "0"}})
 
 
 def test_ten_times_an_amount_inside_the_usual_range_is_not_a_slip() -> None:

@@ -31,10 +31,14 @@ class AmountBaseline:
     median_minor: int
     p05_minor: int                # nearest-rank percentiles: amounts that really occurred
     p95_minor: int
+    p999_minor: int               # the top 0.1%: a shop's real big tickets live below it, whatever their z
     median_log: float
     sigma_log: float              # robust spread of ln(amount); 0 only when all amounts are equal
     method: str                   # "mad" | "meanad" | "constant"
     computed_at: datetime
+    # The largest power of ten that divides at least half the amounts: how this shop rounds prices
+    # (100 = whole yuan). A slip keeps the rounding of the amount meant and appends zeros to it.
+    usual_step: int = 1
 
     @classmethod
     def compute(cls, amounts_minor: Sequence[int], now: datetime) -> AmountBaseline | None:
@@ -56,10 +60,12 @@ class AmountBaseline:
             median_minor=amounts[(n - 1) // 2],
             p05_minor=amounts[max(0, math.ceil(0.05 * n) - 1)],
             p95_minor=amounts[max(0, math.ceil(0.95 * n) - 1)],
+            p999_minor=amounts[max(0, math.ceil(0.999 * n) - 1)],
             median_log=med,
             sigma_log=sigma,
             method=method,
             computed_at=now,
+            usual_step=_usual_step(amounts),
         )
 
     def modified_z(self, amount_minor: int) -> float:
@@ -79,7 +85,16 @@ class AmountBaseline:
             "median_minor": self.median_minor,
             "p05_minor": self.p05_minor,
             "p95_minor": self.p95_minor,
+            "p999_minor": self.p999_minor,
             "spread_method": self.method,
             "sigma_log": round(self.sigma_log, 6),
+            "usual_step_minor": self.usual_step,
             "computed_at": self.computed_at.isoformat(),
         }
+
+
+def _usual_step(amounts: Sequence[int]) -> int:
+    step, half = 1, len(amounts) / 2
+    while step < 10**6 and sum(1 for a in amounts if a % (step * 10) == 0) >= half:
+        step *= 10
+    return step

@@ -207,7 +207,8 @@ class ShopCalendar:
         if self.hours.holidays != "cn":
             return False, None
         on_holiday, name, workday = _cn_detail(day)
-        if workday or not on_holiday:
+        # chinesecalendar reports an ordinary weekend as a day off with no name: not a public holiday.
+        if workday or not on_holiday or name is None:
             return False, None
         return True, name
 

@@ -2,8 +2,20 @@
 
 The generator plays the terminal: card numbers are full, Luhn-valid PANs as a
 terminal would hold them, so every decoder's masking is exercised on the way
-in. Labels say which anomaly each event is, for evaluation; reprints and
-copies are labelled too because they must NOT raise an alert.
+in. Labels say which anomaly each event is, for evaluation (agent.sim.evaluate);
+reprints and make-up-workday (调休) sales are labelled too because they must
+NOT raise an alert.
+
+A :class:`ShopProfile` is the shop: weekly hours and holiday policy (the same
+``[shop.hours]`` the daemon is configured with, so the generator and the rules
+agree on what "open" means), a log-normal ticket distribution with a heavier
+upper tail (group dinners, a carton of cigarettes), how prices are rounded,
+when customers come, and how many of them are regulars whose cards come back
+day after day. :data:`PROFILES` holds the three the evaluation reports on.
+
+The ``demo`` scenario (and ``clean`` without a profile, which seeds the demo's
+history) keeps the original shop and draws random numbers in the original
+order: the demo and its tests depend on those exact events.
 """
 
 from __future__ import annotations
@@ -12,11 +24,20 @@ import math
 import random
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from agent.model import Settlement, Transaction
+from agent.rules.calendar import WEEKDAYS, HoursConfig, ShopCalendar
 
 SCENARIOS = ("demo", "clean", "mixed")
+
+# Labels of injected anomalies: an alert is expected on the labelled transaction.
+ANOMALY_LABELS = ("dup_exact", "dup_near", "slip_x10", "slip_x100", "off_hours", "holiday", "refund_unmatched",
+                  "velocity", "manual_entry")
+# Labels of traffic that must NOT alert.
+NEGATIVE_LABELS = ("reprint", "makeup_workday")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +48,129 @@ class SimEvent:
     reprint: bool = False              # a second sighting of an earlier transaction
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """A rush: arrivals normally distributed around ``hour`` (local) with ``sd_seconds`` spread."""
+
+    hour: float
+    sd_seconds: float
+    share: float                       # fraction of the day's sales in this rush
+
+
+@dataclass(frozen=True, slots=True)
+class TailComponent:
+    """The few big tickets a single log-normal underestimates (banquets, a carton of cigarettes)."""
+
+    share: float
+    median_minor: int
+    sigma: float
+
+
+def _every_day(*ranges: str) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(ranges) for _ in WEEKDAYS)
+
+
+@dataclass(frozen=True, slots=True)
 class ShopProfile:
+    name: str = "demo"
+    title: str = "好味道餐饮 静安店"
     terminal_id: str = "15221155"
     merchant_id: str = "104152253311021"
-    batch_no: str = "000128"
+    batch_no: str | None = "000128"    # None: one batch per day, numbered yymmdd
     currency: str = "CNY"
-    opens: time = time(9, 0)
-    closes: time = time(21, 30)
+    # Weekly hours in WEEKDAYS order, as [shop.hours] ranges; () is a closed day.
+    hours: tuple[tuple[str, ...], ...] = _every_day("09:00-21:30")
+    holidays: str = "none"             # "cn" | "none", as [shop.hours] holidays
+    closed_on_holidays: bool = False
+    makeup_workday_hours: str | None = None
     median_minor: int = 6800           # RMB 68.00 typical ticket
-    sigma: float = 0.75                # log-normal spread
+    sigma: float = 0.75                # log-normal spread of ln(amount)
+    tail: TailComponent | None = None
+    # Price rounding: (step in minor units, probability). Tills ring up whole yuan or ten-fen steps far more
+    # than odd fen.
+    price_steps: tuple[tuple[int, float], ...] = ((100, 0.6), (10, 0.4))
+    peaks: tuple[Peak, ...] = (Peak(12.5, 2400, 0.35), Peak(18.75, 3000, 0.40))
+    # Share of sales rung up just after closing (the last table pays late): inside the TIME-001 grace.
+    late_share: float = 0.0
+    regulars: int = 0                  # returning customers whose cards recur across days
+    regular_share: float = 0.0
+    day_reuse: float = 0.35            # chance a sale reuses a card already seen today
+    decline_rate: float = 0.0          # declined (wrong PIN, no funds); most retry on the same card
+    void_rate: float = 0.0             # rung wrong, voided, rung again
+    refund_rate: float = 0.0           # a customer brings something back (refund of today's sale)
+    per_day: int = 300                 # a typical day's sales (history)
     operators: tuple[str, ...] = ("01", "02", "03")
     bins: tuple[str, ...] = ("622576", "621700", "622848", "436742", "625807", "524047")
+
+    def hours_config(self, closures: tuple[date, ...] = ()) -> HoursConfig:
+        return HoursConfig.model_validate({
+            **{d: list(r) if r else "closed" for d, r in zip(WEEKDAYS, self.hours, strict=True)},
+            "holidays": self.holidays, "closed_on_holidays": self.closed_on_holidays,
+            "closures": [c.isoformat() for c in closures],
+            "makeup_workday_hours": self.makeup_workday_hours,
+        })
+
+    def hours_toml(self, closures: tuple[date, ...] = ()) -> str:
+        """The ``[shop.hours]`` section that configures the daemon for this shop."""
+        lines = ["[shop.hours]"]
+        for d, r in zip(WEEKDAYS, self.hours, strict=True):
+            lines.append(f"{d} = " + ("\"closed\"" if not r else "[" + ", ".join(f'"{x}"' for x in r) + "]"))
+        lines.append(f"holidays = \"{self.holidays}\"")
+        lines.append(f"closed_on_holidays = {'true' if self.closed_on_holidays else 'false'}")
+        lines.append("closures = [" + ", ".join(f'"{c.isoformat()}"' for c in closures) + "]")
+        if self.makeup_workday_hours:
+            lines.append(f"makeup_workday_hours = \"{self.makeup_workday_hours}\"")
+        return "\n".join(lines) + "\n"
+
+
+DEMO_SHOP = ShopProfile()
+
+_WEEKDAY_LUNCH_DINNER = ("10:30-14:00", "17:00-21:30")
+
+# An office-district restaurant: lunch and dinner on workdays, shut at weekends and on public holidays,
+# open on make-up workdays (调休) with Monday's hours. Bills are rounded to the yuan (抹零).
+RESTAURANT = ShopProfile(
+    name="restaurant", title="好味道餐饮 陆家嘴店", terminal_id="15221155", merchant_id="104152253311021",
+    batch_no=None,
+    hours=(*(_WEEKDAY_LUNCH_DINNER,) * 5, (), ()),
+    holidays="cn", closed_on_holidays=True, makeup_workday_hours="mon",
+    median_minor=9800, sigma=0.45, tail=TailComponent(0.02, 68000, 0.35),
+    price_steps=((100, 0.85), (10, 0.15)),
+    peaks=(Peak(12.25, 1800, 0.50), Peak(18.75, 2700, 0.40)),
+    late_share=0.02, regulars=400, regular_share=0.35, day_reuse=0.01,
+    decline_rate=0.015, void_rate=0.004, refund_rate=0.0, per_day=250,
+    operators=("01", "02", "03", "04"),
+)
+
+# A convenience store open every day from early to late: many small baskets, a few cartons of cigarettes.
+CONVENIENCE = ShopProfile(
+    name="convenience", title="快客便利 南京西路店", terminal_id="30481187", merchant_id="898310058120041",
+    batch_no=None,
+    hours=_every_day("07:00-23:30"),
+    holidays="cn", closed_on_holidays=False,
+    median_minor=2200, sigma=0.75, tail=TailComponent(0.03, 26000, 0.30),
+    price_steps=((10, 0.55), (100, 0.30), (1, 0.15)),
+    peaks=(Peak(8.25, 2400, 0.25), Peak(12.5, 2400, 0.20), Peak(18.5, 3600, 0.25)),
+    late_share=0.01, regulars=300, regular_share=0.45, day_reuse=0.05,
+    decline_rate=0.02, void_rate=0.003, refund_rate=0.002, per_day=500,
+    operators=("11", "12"),
+)
+
+# A boutique with high tickets: few sales, whole-yuan prices, open every day, busiest on holidays.
+BOUTIQUE = ShopProfile(
+    name="boutique", title="衣尚精品 静安嘉里店", terminal_id="52017734", merchant_id="104310053990218",
+    batch_no=None,
+    hours=_every_day("10:00-22:00"),
+    holidays="cn", closed_on_holidays=False,
+    median_minor=128000, sigma=0.5, tail=TailComponent(0.04, 420000, 0.35),
+    price_steps=((10000, 0.35), (100, 0.65)),
+    peaks=(Peak(15.0, 5400, 0.40), Peak(19.5, 3600, 0.35)),
+    late_share=0.02, regulars=150, regular_share=0.2, day_reuse=0.01,
+    decline_rate=0.03, void_rate=0.004, refund_rate=0.004, per_day=40,
+    operators=("A1", "A2"),
+)
+
+PROFILES: dict[str, ShopProfile] = {p.name: p for p in (RESTAURANT, CONVENIENCE, BOUTIQUE)}
 
 
 def luhn_complete(prefix: str) -> str:
@@ -52,6 +184,17 @@ def luhn_complete(prefix: str) -> str:
                 d -= 9
         total += d
     return prefix + str((10 - total % 10) % 10)
+
+
+@lru_cache(maxsize=64)
+def regular_cards(profile: ShopProfile, pool_seed: int) -> tuple[str, ...]:
+    """The shop's returning customers: the same cards on every day generated with ``pool_seed``."""
+    rng = random.Random(f"{profile.name}:{pool_seed}")
+    return tuple(_new_pan(rng, profile) for _ in range(profile.regulars))
+
+
+def _new_pan(rng: random.Random, profile: ShopProfile) -> str:
+    return luhn_complete(rng.choice(profile.bins) + "".join(str(rng.randrange(10)) for _ in range(9)))
 
 
 @dataclass(slots=True)
@@ -74,32 +217,59 @@ class DayBuilder:
     events: list[SimEvent] = field(default_factory=list)
     counter: _Counter = field(default_factory=_Counter)
     cards: list[str] = field(default_factory=list)
+    regulars: tuple[str, ...] = ()
+    closures: tuple[date, ...] = ()
+    batch_no: str = ""
+
+    def __post_init__(self) -> None:
+        self.batch_no = self.shop.batch_no or f"{self.day:%y%m%d}"
+        if self.shop.batch_no is None and self.counter.voucher == 0:
+            # Terminals number vouchers and traces on across batches; restarting daily would make yesterday's
+            # void of 000305 look like a void of today's 000305 to anything matching by voucher number.
+            start = (self.day.toordinal() % 999) * 1000
+            self.counter = _Counter(voucher=start, trace=start)
 
     def card(self, *, fresh: bool = False) -> str:
-        if self.cards and not fresh and self.rng.random() < 0.35:
+        if not fresh and self.regulars and self.rng.random() < self.shop.regular_share:
+            pan = self.rng.choice(self.regulars)
+            self.cards.append(pan)
+            return pan
+        if self.cards and not fresh and self.rng.random() < self.shop.day_reuse:
             return self.rng.choice(self.cards)
-        prefix = self.rng.choice(self.shop.bins) + "".join(str(self.rng.randrange(10)) for _ in range(9))
-        pan = luhn_complete(prefix)
+        pan = _new_pan(self.rng, self.shop)
         self.cards.append(pan)
         return pan
 
     def amount(self) -> int:
-        value = math.exp(math.log(self.shop.median_minor) + self.rng.gauss(0, self.shop.sigma))
-        # Tills ring up whole yuan or ten-fen steps far more than odd fen.
-        step = 100 if self.rng.random() < 0.6 else 10
-        return max(step, int(round(value / step)) * step)
+        median, sigma = self.shop.median_minor, self.shop.sigma
+        tail = self.shop.tail
+        if tail is not None and self.rng.random() < tail.share:
+            median, sigma = tail.median_minor, tail.sigma
+        value = math.exp(math.log(median) + self.rng.gauss(0, sigma))
+        r = self.rng.random()
+        step = self.shop.price_steps[-1][0]
+        for candidate, p in self.shop.price_steps:
+            if r < p:
+                step = candidate
+                break
+            r -= p
+        return max(step, round(value / step) * step)
 
     def at(self, hh: int, mm: int, ss: int = 0) -> datetime:
         return datetime.combine(self.day, time(hh, mm, ss), tzinfo=self.tz)
 
+    def at_seconds(self, s: int, day: date | None = None) -> datetime:
+        return datetime.combine(day or self.day, time(), tzinfo=self.tz) + timedelta(seconds=s)
+
     def sale(self, when: datetime, *, card: str | None = None, amount: int | None = None,
              label: str | None = None, kind: str = "sale", result: str = "approved",
-             entry_mode: str = "chip", original: Transaction | None = None) -> Transaction:
+             entry_mode: str = "chip", original: Transaction | None = None,
+             batch_no: str | None = None) -> Transaction:
         voucher, trace = self.counter.next()
         txn = Transaction(
             source="sim", kind=kind, result=result, amount_minor=amount if amount is not None else self.amount(),
             time=when.replace(microsecond=0), terminal_id=self.shop.terminal_id, merchant_id=self.shop.merchant_id,
-            batch_no=self.shop.batch_no, voucher_no=voucher, trace_no=trace,
+            batch_no=batch_no or self.batch_no, voucher_no=voucher, trace_no=trace,
             rrn=f"{when:%m%d}{self.rng.randrange(10**8):08d}",
             auth_code=f"{self.rng.randrange(10**6):06d}" if result == "approved" else None,
             original_voucher_no=original.voucher_no if original else None,
@@ -115,17 +285,89 @@ class DayBuilder:
 
     def settle(self, when: datetime) -> None:
         txns = [e.event for e in self.events if isinstance(e.event, Transaction) and not e.reprint
-                and e.event.result == "approved"]
+                and e.event.result == "approved" and e.event.batch_no == self.batch_no]
         total = sum(t.amount_minor if t.kind == "sale" else -t.amount_minor for t in txns)
         self.events.append(SimEvent(when, Settlement(
             source="sim", time=when, terminal_id=self.shop.terminal_id, merchant_id=self.shop.merchant_id,
-            batch_no=self.shop.batch_no, count=len(txns), total_minor=total, currency=self.shop.currency,
+            batch_no=self.batch_no, count=len(txns), total_minor=total, currency=self.shop.currency,
             balanced=True)))
 
-    def normal_traffic(self, count: int) -> None:
-        open_s = self.shop.opens.hour * 3600 + self.shop.opens.minute * 60 + 300
-        close_s = self.shop.closes.hour * 3600 + self.shop.closes.minute * 60 - 300
-        # Lunch and dinner peaks, as a restaurant's day looks.
+    # -- the shop's calendar -----------------------------------------------------------------
+    def calendar(self) -> ShopCalendar:
+        return ShopCalendar(self.shop.hours_config(self.closures), self.tz)
+
+    def open_spans(self, day: date | None = None) -> list[tuple[int, int]]:
+        """Opening intervals of ``day`` in seconds after local midnight; [] when the shop is shut."""
+        day = day or self.day
+        cal = self.calendar()
+        if cal.is_closure(day):
+            return []
+        if cal.hours.closed_on_holidays and cal.is_holiday(day)[0]:
+            return []
+        midnight = datetime.combine(day, time())
+        return [(int((s - midnight).total_seconds()), int((e - midnight).total_seconds()))
+                for s, e in cal.intervals(day)]
+
+    # -- ordinary trading --------------------------------------------------------------------
+    def normal_traffic(self, count: int, label: str | None = None) -> None:
+        spans = [(s + 300, e - 300) for s, e in self.open_spans()]
+        if not spans:
+            return
+        for _ in range(count):
+            s = self._arrival(spans)
+            self._customer(self.at_seconds(s), label)
+
+    def _arrival(self, spans: list[tuple[int, int]]) -> int:
+        r = self.rng.random()
+        s: int | None = None
+        for peak in self.shop.peaks:
+            if r < peak.share:
+                s = int(self.rng.gauss(peak.hour * 3600, peak.sd_seconds))
+                break
+            r -= peak.share
+        if s is None:
+            lo, hi = spans[0] if len(spans) == 1 else self.rng.choices(spans, [e - b for b, e in spans])[0]
+            s = self.rng.randrange(lo, hi)
+        # Outside a span (a rush centred near the lunch break) the sale lands at the nearest open edge.
+        at = s
+        best = min(spans, key=lambda sp: 0 if sp[0] <= at <= sp[1] else min(abs(at - sp[0]), abs(at - sp[1])))
+        s = min(max(s, best[0]), best[1])
+        if self.shop.late_share and self.rng.random() < self.shop.late_share:
+            # The last table pays a few minutes after closing: inside the grace TIME-001 allows.
+            s = best[1] + 300 + self.rng.randrange(0, 540)
+        return s
+
+    def _customer(self, when: datetime, label: str | None) -> None:
+        """One customer at the till: usually one approved sale; sometimes a decline, a void, a refund."""
+        shop, rng = self.shop, self.rng
+        if shop.decline_rate and rng.random() < shop.decline_rate:
+            card, amount = self.card(), self.amount()
+            self.sale(when, card=card, amount=amount, result="declined", label=label)
+            if rng.random() < 0.7:  # wrong PIN, tried again on the same card
+                self.sale(when + timedelta(seconds=rng.randrange(20, 90)), card=card, amount=amount, label=label)
+            return
+        if shop.void_rate and rng.random() < shop.void_rate:
+            card, wrong = self.card(), self.amount()
+            first = self.sale(when, card=card, amount=wrong, label=label)
+            self.sale(when + timedelta(seconds=rng.randrange(30, 120)), kind="void", card=card, amount=wrong,
+                      original=first, label=label)
+            right = self.amount()
+            if right != wrong:
+                self.sale(when + timedelta(seconds=rng.randrange(150, 300)), card=card, amount=right, label=label)
+            return
+        sold = self.sale(when, label=label)
+        if shop.refund_rate and rng.random() < shop.refund_rate:
+            back = when + timedelta(seconds=rng.randrange(1800, 7200))
+            if any(sp[0] <= (back - self.at_seconds(0)).total_seconds() <= sp[1] for sp in self.open_spans()):
+                part = max(1, sold.amount_minor * rng.choice((100, 50, 30)) // 100)
+                self.sale(back, kind="refund", card=sold.card, amount=part, original=sold, label=label)
+
+    def legacy_traffic(self, count: int) -> None:
+        """The demo shop's day, drawn exactly as the first simulator did (the demo replays these events)."""
+        opens, closes = self.shop.hours[0][0].split("-")
+        oh, om = (int(x) for x in opens.split(":"))
+        ch, cm = (int(x) for x in closes.split(":"))
+        open_s, close_s = oh * 3600 + om * 60 + 300, ch * 3600 + cm * 60 - 300
         for _ in range(count):
             peak = self.rng.random()
             if peak < 0.35:
@@ -142,21 +384,53 @@ class DayBuilder:
 
 
 def build_day(scenario: str = "demo", *, seed: int = 1, day: date | None = None,
-              tz: tzinfo | None = None, count: int | None = None, settle: bool = True) -> list[SimEvent]:
+              tz: tzinfo | None = None, count: int | None = None, settle: bool = True,
+              profile: ShopProfile | None = None, pool_seed: int = 0,
+              closed_day: date | None = None) -> list[SimEvent]:
     """A day of terminal events, time-ordered.
 
     * ``demo``: ~60 sales, one exact duplicate charge (voided later), one decimal
       slip, one off-hours sale, reprints that must not alert, settlement at 23:00.
-    * ``clean``: ``count`` (default 300) ordinary sales and reprints, no anomaly.
-    * ``mixed``: ``count`` sales with every anomaly kind injected at random times.
+    * ``clean``: ``count`` (default: the profile's ``per_day``) ordinary sales, declines,
+      voids and refunds, plus reprints; no anomaly label. Nothing on a day the shop is shut.
+    * ``mixed``: a clean day with every anomaly kind injected at random times; ``closed_day``
+      (a closure or a public holiday the shop is shut on, default the next day) gets two
+      sales labelled ``holiday``.
+
+    ``profile`` is the shop (default: the demo shop); ``pool_seed`` picks its regular customers,
+    so history days and the test day share them. On a make-up workday (调休) every ordinary
+    sale is labelled ``makeup_workday``: trading then is normal and must not alert.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
     tz = tz or ZoneInfo("Asia/Shanghai")
     rng = random.Random(seed)
-    b = DayBuilder(day=day or date(2026, 11, 27), tz=tz, rng=rng)
+    the_day = day or date(2026, 11, 27)
+    if scenario == "demo" or (scenario == "clean" and profile is None):
+        return _legacy_day(scenario, DayBuilder(day=the_day, tz=tz, rng=rng), count, settle)
+    shop = profile or DEMO_SHOP
+    closed = closed_day or the_day + timedelta(days=1)
+    closures = (closed,) if scenario == "mixed" else ()
+    b = DayBuilder(day=the_day, tz=tz, rng=rng, shop=shop, regulars=regular_cards(shop, pool_seed),
+                   closures=closures)
+    n = count if count is not None else shop.per_day
+    makeup = b.calendar().is_makeup_workday(the_day) and bool(b.open_spans())
+    b.normal_traffic(n, label="makeup_workday" if makeup else None)
+    sales = [e for e in b.events if isinstance(e.event, Transaction) and e.event.kind == "sale"
+             and e.event.result == "approved"]
+    for e in rng.sample(sales, k=min(len(sales), max(3, n // 20))):
+        assert isinstance(e.event, Transaction)
+        b.reprint(e.event, e.at + timedelta(seconds=rng.randrange(20, 600)))
+    if scenario == "mixed" and b.open_spans():
+        _inject_anomalies(b, rng, closed)
+    if settle and b.open_spans():
+        b.settle(datetime.combine(b.day, time(23, 0, 5), tzinfo=tz))
+    return b.sorted_events()
+
+
+def _legacy_day(scenario: str, b: DayBuilder, count: int | None, settle: bool) -> list[SimEvent]:
     if scenario == "demo":
-        b.normal_traffic(count or 60)
+        b.legacy_traffic(count or 60)
         first = b.sale(b.at(14, 3, 5), amount=12800, label=None)
         dup = b.sale(b.at(14, 4, 40), card=first.card, amount=12800, label="dup_exact")
         b.reprint(first, b.at(14, 5, 10))
@@ -168,42 +442,65 @@ def build_day(scenario: str = "demo", *, seed: int = 1, day: date | None = None,
             b.settle(b.at(23, 0, 5))
         return b.sorted_events()
     n = count or 300
-    b.normal_traffic(n)
+    b.legacy_traffic(n)
     sales = [e for e in b.events if isinstance(e.event, Transaction)]
-    for e in rng.sample(sales, k=min(len(sales), max(3, n // 20))):
-        b.reprint(e.event, e.at + timedelta(seconds=rng.randrange(20, 600)))
-    if scenario == "mixed":
-        _inject_anomalies(b, rng)
+    for e in b.rng.sample(sales, k=min(len(sales), max(3, n // 20))):
+        assert isinstance(e.event, Transaction)
+        b.reprint(e.event, e.at + timedelta(seconds=b.rng.randrange(20, 600)))
     if settle:
-        b.settle(datetime.combine(b.day, time(23, 0, 5), tzinfo=tz))
+        b.settle(datetime.combine(b.day, time(23, 0, 5), tzinfo=b.tz))
     return b.sorted_events()
 
 
-def _inject_anomalies(b: DayBuilder, rng: random.Random) -> None:
-    def busy_time() -> datetime:
-        s = rng.randrange(10 * 3600, 21 * 3600)
-        return b.at(s // 3600, (s // 60) % 60, s % 60)
+def _inject_anomalies(b: DayBuilder, rng: random.Random, closed: date) -> None:
+    spans = b.open_spans()
+
+    def busy_time(margin: int = 1800) -> datetime:
+        # Well inside opening hours, so a burst or a pair never straddles a closing time.
+        lo, hi = rng.choices(spans, [e - s for s, e in spans])[0]
+        return b.at_seconds(rng.randrange(lo + 600, max(lo + 601, hi - margin)))
 
     for _ in range(2):
         t0 = busy_time()
         first = b.sale(t0)
-        b.sale(t0 + timedelta(seconds=rng.randrange(20, 500)), card=first.card, amount=first.amount_minor,
+        b.sale(t0 + timedelta(seconds=rng.randrange(20, 480)), card=first.card, amount=first.amount_minor,
                label="dup_exact")
     t0 = busy_time()
-    first = b.sale(t0, amount=rng.randrange(50, 400) * 100)
-    b.sale(t0 + timedelta(seconds=rng.randrange(60, 1200)), card=first.card,
-           amount=first.amount_minor + max(1, first.amount_minor // 200), label="dup_near")
+    first = b.sale(t0)
+    a = first.amount_minor
+    # Re-rung with one small item changed: within DUP-003's 1% of the larger amount, never equal.
+    diff = max(1, int(a * rng.uniform(0.002, 0.009)))
+    b.sale(t0 + timedelta(seconds=rng.randrange(60, 1200)), card=first.card, amount=a + diff, label="dup_near")
     for factor, label in ((10, "slip_x10"), (100, "slip_x100")):
-        base = int(b.shop.median_minor * rng.uniform(0.6, 1.6)) // 10 * 10
-        b.sale(busy_time(), amount=base * factor, label=label)
-    b.sale(b.at(6, rng.randrange(0, 50)), label="off_hours")
-    b.sale(b.at(23, rng.randrange(0, 50)), label="off_hours")
+        b.sale(busy_time(), amount=b.amount() * factor, label=label)
+    for when in _off_hours_times(b, rng):
+        b.sale(when, label="off_hours", card=b.card(fresh=True))
     b.sale(busy_time(), kind="refund", card=b.card(fresh=True), label="refund_unmatched")
     t0 = busy_time()
     card = b.card(fresh=True)
     for i in range(3):
-        b.sale(t0 + timedelta(minutes=2 * i), card=card, label="velocity" if i == 2 else None)
-    b.sale(busy_time(), entry_mode="manual", label="manual_entry")
+        b.sale(t0 + timedelta(seconds=90 * i + rng.randrange(0, 60)), card=card,
+               label="velocity" if i == 2 else None)
+    b.sale(busy_time(), entry_mode="manual", card=b.card(fresh=True), label="manual_entry")
+    # Staff ring up sales on a day the shop is shut (stocktaking on a closure day, a favour on a holiday).
+    # Those go into the next batch, on the closed day's wall-clock afternoon.
+    for _ in range(2):
+        s = rng.randrange(11 * 3600, 17 * 3600)
+        b.sale(b.at_seconds(s, closed), label="holiday", card=b.card(fresh=True),
+               batch_no=f"{closed:%y%m%d}")
+
+
+def _off_hours_times(b: DayBuilder, rng: random.Random) -> list[datetime]:
+    """Two sales well away from any opening interval (at least 40 minutes outside, grace is 15)."""
+    spans = b.open_spans()
+    gaps: list[tuple[int, int]] = [(5 * 3600, spans[0][0] - 2400)]
+    gaps += [(e + 2400, s - 2400) for (_, e), (s, _) in pairwise(spans) if s - e > 4800]
+    gaps.append((spans[-1][1] + 2400, 23 * 3600 + 55 * 60))
+    gaps = [(lo, hi) for lo, hi in gaps if hi > lo]
+    picks = [gaps[0], gaps[-1]] if len(gaps) > 1 else gaps * 2
+    if len(gaps) > 2:
+        picks[rng.randrange(2)] = rng.choice(gaps[1:-1])
+    return [b.at_seconds(rng.randrange(lo, hi)) for lo, hi in picks]
 
 
 def strip_labels(events: list[SimEvent]) -> list[Transaction | Settlement]:

@@ -84,11 +84,18 @@ _MODE_TCP: Final = 2
 # init 0); feeding it bit-reversed bytes and reversing the result gives the
 # LSB-first variant at C speed instead of a Python loop per byte.
 _REV8: Final = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+_REV8_ETX: Final = bytes((_REV8[ETX],))
 
 
 def crc_kermit(data: bytes) -> int:
     """CRC-16/KERMIT (poly 0x1021 reflected, init 0, no final XOR)."""
     crc = binascii.crc_hqx(data.translate(_REV8), 0)
+    return (_REV8[crc & 0xFF] << 8) | _REV8[crc >> 8]
+
+
+def _crc_kermit_etx(apdu: bytes) -> int:
+    """crc_kermit(apdu + ETX) without building the concatenation."""
+    crc = binascii.crc_hqx(_REV8_ETX, binascii.crc_hqx(apdu.translate(_REV8), 0))
     return (_REV8[crc & 0xFF] << 8) | _REV8[crc >> 8]
 
 
@@ -125,6 +132,17 @@ _BMP_LEN: Final[dict[int, int]] = {
     **{tag: _LLVAR for tag in range(0xF1, 0xF9)},
 }
 
+_BMP_SPEC: Final[tuple[int | None, ...]] = tuple(_BMP_LEN.get(tag) for tag in range(256))
+# Tag byte plus value for fixed-length BMPs, 0 for the others.
+_BMP_FIXED_SIZE: Final[tuple[int, ...]] = tuple(1 + spec if spec is not None and spec >= 0 else 0
+                                                for spec in _BMP_SPEC)
+# LLVAR/LLLVAR length bytes F0..F9 carry one decimal digit each; -1 marks anything else.
+_LL_DIGIT: Final[tuple[int, ...]] = tuple(b & 0x0F if b >> 4 == 0xF and b & 0x0F <= 9 else -1
+                                          for b in range(256))
+# One packed-BCD byte as 0..99; -1 when a nibble is not a decimal digit.
+_BCD_BYTE: Final[tuple[int, ...]] = tuple((b >> 4) * 10 + (b & 0x0F) if b >> 4 <= 9 and b & 0x0F <= 9 else -1
+                                          for b in range(256))
+
 # TLV tags used here (ZVT TLV is BER-coded: multi-byte tags, bit 0x20 = constructed).
 _TAG_TEXT_LINE: Final = 0x07
 _TAG_LINE_ATTR: Final = 0x09
@@ -148,6 +166,9 @@ NUMERIC_CURRENCY: Final[dict[int, str]] = {
     975: "BGN",
 }
 ALPHA_CURRENCY: Final[dict[str, int]] = {v: k for k, v in NUMERIC_CURRENCY.items()}
+# BMP 49 as it arrives (2 BCD bytes) -> alpha code, so a known currency costs one lookup.
+_CURRENCY_BY_BCD: Final[dict[bytes, str]] = {
+    bytes.fromhex(f"{number:04d}"): alpha for number, alpha in NUMERIC_CURRENCY.items()}
 
 # ECR commands whose 04 0F answer is not a plain sale.
 _COMMAND_KIND: Final[dict[int, str]] = {
@@ -181,18 +202,6 @@ class Bmps:
             if t == tag:
                 return value
         return None
-
-
-def _var_len(data: bytes, pos: int, digits: int) -> int | None:
-    """LLVAR / LLLVAR prefix: each byte F0..F9 carries one decimal digit."""
-    if pos + digits > len(data):
-        return None
-    n = 0
-    for b in data[pos:pos + digits]:
-        if b & 0xF0 != 0xF0 or b & 0x0F > 9:
-            return None
-        n = n * 10 + (b & 0x0F)
-    return n
 
 
 def _ber_len(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
@@ -249,45 +258,72 @@ def parse_tlv(data: bytes, start: int = 0, end: int | None = None) -> tuple[list
     return items, complete
 
 
-def parse_bmps(data: bytes, start: int = 0) -> Bmps:
+def _scan_bmps(data: bytes, pos: int) -> tuple[dict[int, bytes], list[tuple[int, bytes]], bool]:
+    """(fields, TLV primitives, complete): what :func:`parse_bmps` returns, minus the wrapper.
+
+    The hot path of every status APDU, hence the flat loop over lookup
+    tables; the first occurrence of a repeated BMP wins.
+    """
     fields: dict[int, bytes] = {}
     tlv: list[tuple[int, bytes]] = []
-    pos = start
-    n = len(data)
     complete = True
+    n = len(data)
+    fixed_size = _BMP_FIXED_SIZE
+    spec_of = _BMP_SPEC
+    digit = _LL_DIGIT
     while pos < n:
         tag = data[pos]
-        spec = _BMP_LEN.get(tag)
+        size = fixed_size[tag]
+        if size:
+            # Fixed length, by far the commonest: store and move on.
+            end = pos + size
+            if end > n:
+                return fields, tlv, False
+            if tag not in fields:
+                fields[tag] = data[pos + 1:end]
+            pos = end
+            continue
+        spec = spec_of[tag]
         if spec is None:
-            complete = False
-            break
+            return fields, tlv, False
         pos += 1
-        if spec >= 0:
-            length = spec
-        elif spec == _TLV:
+        if spec == _LLVAR:
+            if pos + 2 > n:
+                return fields, tlv, False
+            tens, ones = digit[data[pos]], digit[data[pos + 1]]
+            if tens < 0 or ones < 0:
+                return fields, tlv, False
+            pos += 2
+            end = pos + tens * 10 + ones
+        elif spec == _LLLVAR:
+            if pos + 3 > n:
+                return fields, tlv, False
+            hundreds, tens, ones = digit[data[pos]], digit[data[pos + 1]], digit[data[pos + 2]]
+            if hundreds < 0 or tens < 0 or ones < 0:
+                return fields, tlv, False
+            pos += 3
+            end = pos + hundreds * 100 + tens * 10 + ones
+        else:
             parsed = _ber_len(data, pos, n)
             if parsed is None:
-                complete = False
-                break
+                return fields, tlv, False
             length, pos = parsed
-        else:
-            digits = 2 if spec == _LLVAR else 3
-            var = _var_len(data, pos, digits)
-            if var is None:
-                complete = False
-                break
-            length = var
-            pos += digits
-        if pos + length > n:
-            complete = False
-            break
+            end = pos + length
+        if end > n:
+            return fields, tlv, False
         if tag == 0x06:
-            items, ok = parse_tlv(data, pos, pos + length)
+            items, ok = parse_tlv(data, pos, end)
             tlv.extend(items)
+            # A broken container still lets the BMPs after it be read.
             complete = complete and ok
         elif tag not in fields:
-            fields[tag] = data[pos:pos + length]
-        pos += length
+            fields[tag] = data[pos:end]
+        pos = end
+    return fields, tlv, complete
+
+
+def parse_bmps(data: bytes, start: int = 0) -> Bmps:
+    fields, tlv, complete = _scan_bmps(data, start)
     return Bmps(fields, tuple(tlv), complete)
 
 
@@ -303,21 +339,21 @@ def _bcd_int(value: bytes | None) -> int | None:
     return None if digits is None else int(digits)
 
 
-_PAN_NIBBLES: Final = str.maketrans({"e": "*", "a": "*", "b": "*", "c": "*"})
+_PAN_NIBBLES: Final = bytes.maketrans(b"abcdef", b"***d*d")
 
 
 def _pan_from_bcd(value: bytes | None) -> str | None:
     """BMP 22: BCD digits, E = masked digit, D = separator, F = padding."""
     if not value:
         return None
-    nibbles = value.hex()
-    for stop in ("d", "f"):
-        cut = nibbles.find(stop)
-        if cut >= 0:
-            nibbles = nibbles[:cut]
+    # One C pass turns masked nibbles into "*" and both stop nibbles into "d".
+    nibbles = binascii.hexlify(value).translate(_PAN_NIBBLES)
+    cut = nibbles.find(b"d")
+    if cut >= 0:
+        nibbles = nibbles[:cut]
     if not nibbles:
         return None
-    return mask_pan(nibbles.translate(_PAN_NIBBLES))
+    return mask_pan(nibbles.decode("ascii"))
 
 
 def _ascii_field(value: bytes | None) -> str | None:
@@ -515,10 +551,17 @@ class ZvtDecoder:
                     return n
                 self._resume = j if j >= 0 else n
                 return pos
-            wire = bytes(buf[pos + 2:etx])
-            apdu = wire.replace(b"\x10\x10", b"\x10") if DLE in wire else wire
-            crc = crc_kermit(apdu + b"\x03")
-            used = _match_crc(buf, etx + 2, crc, final)
+            apdu = bytes(buf[pos + 2:etx])
+            if DLE in apdu:
+                apdu = apdu.replace(b"\x10\x10", b"\x10")
+            crc = _crc_kermit_etx(apdu)
+            k = etx + 2
+            lo, hi = crc & 0xFF, crc >> 8
+            if lo != DLE and hi != DLE and k + 1 < n:
+                # No stuffing possible: the two CRC bytes simply match or not.
+                used: int | None = 2 if buf[k] == lo and buf[k + 1] == hi else -1
+            else:
+                used = _match_crc(buf, k, crc, final)
             if used is None:
                 self._resume = etx
                 return pos
@@ -531,16 +574,21 @@ class ZvtDecoder:
                 self._resume = 0
                 pos += 2
                 continue
-            end = etx + 2 + used
+            end = k + used
             self._resume = 0
-            header = _apdu_header(apdu)
-            if header is None or header[0] + header[1] != len(apdu):
+            size = len(apdu)
+            head = 3
+            length = apdu[2] if size >= 3 else -1
+            if length == 0xFF:
+                head = 5
+                length = apdu[3] | (apdu[4] << 8) if size >= 5 else -1
+            if length < 0 or head + length != size:
                 stats.bad_frames += 1
                 stats.bump("apdu_length_mismatch")
                 self._skip(end - pos, "APDU length does not match its serial frame")
             else:
                 stats.frames += 1
-                self._apdu(apdu[0], apdu[1], apdu[header[0]:], received, out)
+                self._apdu(apdu[0], apdu[1], apdu[head:], received, out)
             pos = end
         return pos
 
@@ -662,22 +710,26 @@ class ZvtDecoder:
             self.stats.ignored_frames += 1
 
     def _command(self, ins: int, data: bytes) -> None:
-        bmps = parse_bmps(data, 3 if ins in _PASSWORD_FIRST else 0)
-        receipt = _bcd(bmps.fields.get(0x87))
-        self._pending = _Pending(ins, _bcd_int(bmps.fields.get(0x04)), receipt)
+        fields, _, _ = _scan_bmps(data, 3 if ins in _PASSWORD_FIRST else 0)
+        receipt = _bcd(fields.get(0x87))
+        self._pending = _Pending(ins, _bcd_int(fields.get(0x04)), receipt)
 
-    def _when(self, bmps: Bmps, received: datetime | None) -> datetime | None:
+    def _when(self, fields: dict[int, bytes], received: datetime | None) -> datetime | None:
         anchor = received or self.reference
-        hms = _bcd(bmps.fields.get(0x0C))
+        hms = fields.get(0x0C)  # BMP 0C is fixed at 3 bytes, 0D at 2
         if anchor is None or hms is None:
             return anchor
-        mmdd = _bcd(bmps.fields.get(0x0D))
+        bcd = _BCD_BYTE
+        hour, minute, second = bcd[hms[0]], bcd[hms[1]], bcd[hms[2]]
+        if hour < 0 or minute < 0 or second < 0:
+            return anchor
+        mmdd = fields.get(0x0D)
+        month = day = -1
         if mmdd is not None:
-            month, day = int(mmdd[:2]), int(mmdd[2:])
-        else:
+            month, day = bcd[mmdd[0]], bcd[mmdd[1]]
+        if month < 0 or day < 0:
             local = anchor.astimezone(self.tz)
             month, day = local.month, local.day
-        hour, minute, second = int(hms[:2]), int(hms[2:4]), int(hms[4:])
         if hour > 23 or minute > 59 or second > 59:
             self.stats.bump("bad_times")
             return anchor
@@ -688,34 +740,35 @@ class ZvtDecoder:
         return when
 
     def _status(self, data: bytes, received: datetime | None, out: list[Event]) -> None:
-        bmps = parse_bmps(data)
+        fields, tlv, complete = _scan_bmps(data, 0)
         stats = self.stats
-        if not bmps.complete:
+        if not complete:
             stats.bump("bmp_parse_stopped")
-        fields = bmps.fields
-        tid = _bcd(fields.get(0x29))
+        get = fields.get
+        tid = _bcd(get(0x29))
         if tid is not None:
             self._terminal_id = tid
-        result_code = fields.get(0x27, b"\x00")[0]
+        result = get(0x27)
+        result_code = result[0] if result is not None else 0
         pending = self._pending
-        currency_no = _bcd_int(fields.get(0x49))
-        currency = NUMERIC_CURRENCY.get(currency_no) if currency_no is not None else None
-        if currency_no is not None and currency is None:
-            stats.bump("unknown_currency")
-        amount = _bcd_int(fields.get(0x04))
-        has_card = 0x22 in fields or 0x8A in fields or 0x8B in fields
+        currency_bcd = get(0x49)
+        currency = None
+        if currency_bcd is not None:
+            currency = _CURRENCY_BY_BCD.get(currency_bcd)
+            if currency is None and _bcd(currency_bcd) is not None:
+                stats.bump("unknown_currency")
+        amount = _bcd_int(get(0x04))
 
-        end_of_day = pending is not None and pending.instr == 0x50
-        if 0x60 in fields or (end_of_day and not has_card):
+        if 0x60 in fields or (pending is not None and pending.instr == 0x50
+                              and 0x22 not in fields and 0x8A not in fields and 0x8B not in fields):
             if result_code != 0:
                 stats.bump("end_of_day_failed")
                 stats.ignored_frames += 1
                 return
-            count, totals = _individual_totals(fields.get(0x60))
-            total = amount if amount is not None else totals
-            out.append(Settlement(source=self.source, time=self._when(bmps, received),
+            count, totals = _individual_totals(get(0x60))
+            out.append(Settlement(source=self.source, time=self._when(fields, received),
                                   terminal_id=tid or self._terminal_id, count=count,
-                                  total_minor=total, currency=currency))
+                                  total_minor=amount if amount is not None else totals, currency=currency))
             stats.events += 1
             return
 
@@ -729,32 +782,39 @@ class ZvtDecoder:
             return
 
         kind = _COMMAND_KIND.get(pending.instr, "sale") if pending is not None else "sale"
-        original = _bcd(fields.get(0x37))
+        original = _bcd(get(0x37))
         if original is not None:
             kind = "reversal"
         elif kind == "reversal" and pending is not None:
             original = pending.receipt_no
 
-        card_type = _ascii_field(fields.get(0x8B))
-        if card_type is None and 0x8A in fields:
-            card_type = _CARD_TYPE_NAMES.get(fields[0x8A][0])
-        tech = bmps.tlv_first(_TAG_CARD_TECH)
-        entry_mode = _CARD_TECHNOLOGY.get(tech[0]) if tech else None
+        card_type = _ascii_field(get(0x8B))
+        if card_type is None:
+            card_code = get(0x8A)
+            if card_code is not None:
+                card_type = _CARD_TYPE_NAMES.get(card_code[0])
+        entry_mode = None
+        for tag, value in tlv:
+            if tag == _TAG_CARD_TECH:
+                entry_mode = _CARD_TECHNOLOGY.get(value[0]) if value else None
+                break
+        auth_code = get(0x3B)
+        merchant_id = get(0x2A)
 
         out.append(Transaction(
             source=self.source,
             kind=kind,
             result="approved" if result_code == 0 else "declined",
             amount_minor=amount,
-            time=self._when(bmps, received),
+            time=self._when(fields, received),
             terminal_id=tid,
-            merchant_id=_ascii_field(fields.get(0x2A)),
-            receipt_no=_bcd(fields.get(0x87)),
-            trace_no=_bcd(fields.get(0x0B)),
-            auth_code=_ascii_field(fields.get(0x3B)),
+            merchant_id=None if merchant_id is None else _ascii_field(merchant_id),
+            receipt_no=_bcd(get(0x87)),
+            trace_no=_bcd(get(0x0B)),
+            auth_code=None if auth_code is None else _ascii_field(auth_code),
             original_voucher_no=original,
             currency=currency,
-            card=_pan_from_bcd(fields.get(0x22)),
+            card=_pan_from_bcd(get(0x22)),
             card_type=card_type,
             entry_mode=entry_mode,
         ))
@@ -805,17 +865,6 @@ class ZvtDecoder:
                                    terminal_id=self._terminal_id))
             self.stats.events += 1
         self._lines = []
-
-
-def _apdu_header(apdu: bytes) -> tuple[int, int] | None:
-    """(header size, data length) of a complete APDU, or None if too short."""
-    if len(apdu) < 3:
-        return None
-    if apdu[2] != 0xFF:
-        return 3, apdu[2]
-    if len(apdu) < 5:
-        return None
-    return 5, apdu[3] | (apdu[4] << 8)
 
 
 def _match_crc(buf: bytearray, k: int, crc: int, final: bool) -> int | None:
