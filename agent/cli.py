@@ -172,7 +172,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     journal = Journal(path)
     try:
         alerts = journal.alerts(states=("open", "escalated") if args.open else None)
-        dead = journal.conn.execute("SELECT COUNT(*) FROM outbox WHERE state='dead'").fetchone()[0]
+        dead = journal.conn.execute("SELECT channel, kind, alert_id, last_error, updated FROM outbox"
+                                    " WHERE state='dead' ORDER BY id").fetchall()
+        zone = loaded_zone(args)
     finally:
         journal.close()
     if args.json:
@@ -184,17 +186,38 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     from agent.units import format_money
 
-    table = Table(title="settleguard alerts")
-    for col in ("id", "rule", "severity", "state", "voucher", "amount", "reason"):
-        table.add_column(col)
+    table = Table(title="settleguard alerts", show_lines=True)
+    table.add_column("id", no_wrap=True)
+    table.add_column("rule / state", no_wrap=True)
+    table.add_column("voucher", no_wrap=True)
+    table.add_column("why / 原因", ratio=1)
     for a in alerts:
         t = a.transactions[-1] if a.transactions else None
-        table.add_row(a.id[:10], a.rule, a.severity, a.state, (t.voucher_no or t.receipt_no or "") if t else "",
-                      format_money(t.amount_minor, t.currency) if t else "", a.reason)
-    Console().print(table)
+        when = t.time.astimezone(zone).strftime("%m-%d %H:%M") if t and t.time else ""
+        what = (f"{t.voucher_no or t.receipt_no or '-'}\n{format_money(t.amount_minor, t.currency)}\n{when}"
+                if t else "")
+        table.add_row(a.id[:12], f"{a.rule} {a.severity}\n{a.state} (rev {a.revision})", what,
+                      f"{a.reason_zh}\n{a.reason}")
+    console = Console()
+    console.print(table)
     if dead:
-        print(f"{dead} message(s) could not be delivered (dead letters) — see `settleguard doctor`")
+        console.print(f"{len(dead)} message(s) could not be delivered (dead letters); fix the channel, then see"
+                      " `settleguard doctor`:")
+        for row in dead[:20]:
+            console.print(f"  {row['updated']}  {row['channel']}  {row['kind']}  alert {row['alert_id'] or '-'}:"
+                          f" {row['last_error']}", highlight=False)
     return EX_OK
+
+
+def loaded_zone(args: argparse.Namespace) -> ZoneInfo | Any:
+    """The shop's zone from --config when it loads, else the system zone (for display only)."""
+    config = getattr(args, "config", None)
+    if config and Path(config).exists():
+        try:
+            return load_config(config).tz
+        except ConfigError:
+            pass
+    return system_zone()
 
 
 # -- replay ------------------------------------------------------------------------------------------
@@ -397,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--open", action="store_true")
     al.add_argument("--json", action="store_true")
     al.add_argument("--state")
+    al.add_argument("--config", default=DEFAULT_CONFIG, help="for the shop's time zone (optional)")
     al.set_defaults(func=cmd_alerts)
 
     dr = sub.add_parser("doctor", help="check ports, permissions, config, journal, clock and endpoints")
