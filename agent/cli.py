@@ -58,13 +58,31 @@ def cmd_decode(args: argparse.Namespace) -> int:
     except OSError as exc:
         _err(f"{args.file}: {exc.strerror}")
         return EX_DATAERR if isinstance(exc, FileNotFoundError) else EX_FAIL
+    if args.hex or path.suffix == ".hex":
+        # Hex dumps ("10 02 04 0f ...", as logic analysers and the test vectors store them).
+        try:
+            data = bytes.fromhex(data.decode("ascii", errors="strict"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            _err(f"{args.file}: not a hex dump ({exc}); drop --hex to read raw bytes")
+            return EX_DATAERR
     # A capture's year is placed relative to when it was taken; the file's mtime is the best witness.
     received = (datetime.fromtimestamp(path.stat().st_mtime, UTC) if args.file != "-" else datetime.now(UTC))
+    options = {}
+    for item in args.option or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            return _usage(f"--option takes KEY=VALUE (got {item!r})")
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
     try:
-        decoder = (SniffingDecoder(tz=tz, source="auto") if args.protocol == "auto"
-                   else make_decoder(args.protocol, tz=tz, source=args.protocol))
+        decoder = (SniffingDecoder(tz=tz, source="auto", **options) if args.protocol == "auto"
+                   else make_decoder(args.protocol, tz=tz, source=args.protocol, **options))
     except UnknownProtocol as exc:
         return _usage(str(exc))
+    except TypeError as exc:
+        return _usage(f"bad decoder option: {exc}")
     events = decoder.feed(data, received) + decoder.flush(received)
     out = sys.stdout
     for ev in events:
@@ -389,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--tz", help="zone for terminal timestamps (default: the system zone)")
     dc.add_argument("--text", action="store_true", help="print the decoded receipt text instead")
     dc.add_argument("--receipts", action="store_true", help="also print receipt events")
+    dc.add_argument("--hex", action="store_true", help="the file is a hex dump (default for *.hex)")
+    dc.add_argument("--option", action="append", metavar="KEY=VALUE",
+                    help="decoder option, e.g. verify_lrc=false or lrc_init=127 (cn_ecr), transport=serial (zvt)")
     dc.add_argument("file")
     dc.set_defaults(func=cmd_decode)
 

@@ -127,3 +127,17 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "DUP-001" in proc.stdout and "pre-close review" in proc.stdout and "escalated" in proc.stdout
     assert list((tmp_path / "evidence").glob("*/evidence.json"))
+
+
+def test_decode_reads_hex_dumps_and_takes_decoder_options() -> None:
+    vector = Path(__file__).parent / "data" / "cn-ecr" / "ingposcom_l165_sale_response_frame.hex"
+    strict = subprocess.run([sys.executable, "-m", "agent.cli", "decode", "--protocol", "cn_ecr", "--tz",
+                             "Asia/Shanghai", str(vector)], capture_output=True, text=True, timeout=30)
+    assert strict.returncode == 65 and "LRC mismatch" in strict.stderr  # masked after capture: LRC is off
+    lenient = subprocess.run([sys.executable, "-m", "agent.cli", "decode", "--protocol", "cn_ecr", "--tz",
+                              "Asia/Shanghai", "--option", "verify_lrc=false", str(vector)],
+                             capture_output=True, text=True, timeout=30)
+    assert lenient.returncode == 0, lenient.stderr
+    event = json.loads(lenient.stdout)
+    assert (event["voucher_no"], event["amount_minor"], event["time"]) == ("000005", 20, event["time"])
+    assert event["time"].endswith("15:42:13+08:00")
