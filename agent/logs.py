@@ -68,7 +68,7 @@ def setup_logging(level: str = "INFO", *, journald: bool | None = None) -> Redac
     root.addHandler(handler)
     root.setLevel(level)
     # APScheduler narrates every job it adds and runs at INFO: months of that bury what matters.
-    if logging.getLevelName(level) <= logging.INFO:
+    if logging.getLevelName(level) == logging.INFO:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return _filter
 
