@@ -16,8 +16,12 @@ from drivers.events import Event, ReceiptText, Settlement, Transaction
 from drivers.pan import contains_full_pan
 from drivers.protocols import make_decoder, sniff
 from drivers.protocols.zvt import (
+    MAX_LAYOUT_BMPS,
+    MAX_LAYOUTS,
     POSITIVE_ACK,
     ZvtDecoder,
+    _crc_kermit_etx,
+    _pan_from_bcd,
     crc_kermit,
     encode_apdu,
     encode_end_of_day,
@@ -783,3 +787,101 @@ def test_joining_a_serial_line_mid_frame_never_invents_a_transaction() -> None:
         txns = [e for e in events if isinstance(e, Transaction)]
         assert txns == clean[len(clean) - len(txns):], cut
         assert decoder.stats.events == len(events)
+
+
+# --------------------------------------------------------------------------
+# Fast paths (issue 3/9) must agree with the plain walk they shortcut
+
+STATUS_APDUS = [apdu for apdu in REAL_APDUS if apdu[:2] == b"\x04\x0f"]
+
+
+def _data_of(apdu: bytes) -> bytes:
+    return apdu[5:] if apdu[2] == 0xFF else apdu[3:]
+
+
+def test_the_status_stream_has_apdus_of_several_shapes() -> None:
+    # Guards the layout tests below: they need real, different status APDUs.
+    assert len(STATUS_APDUS) >= 3
+    assert any(b"\x06" in _data_of(a) for a in STATUS_APDUS)  # one carries a TLV container
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_a_remembered_status_layout_splits_any_apdu_exactly_like_the_plain_walk(data: st.DataObject) -> None:
+    decoder = ZvtDecoder(tz=BERLIN)
+    template = _data_of(data.draw(st.sampled_from(STATUS_APDUS)))
+    decoder._split_status(template)  # learns the layout for this length
+    # Same length, some bytes changed: values only, or tag/length bytes too.
+    mutated = bytearray(template)
+    for index, value in data.draw(st.lists(st.tuples(st.integers(0, len(template) - 1), st.integers(0, 255)),
+                                           max_size=4)):
+        mutated[index] = value
+    apdu = bytes(mutated)
+    plain = parse_bmps(apdu)
+    fields, tlv, complete = decoder._split_status(apdu)
+    assert (fields, tuple(tlv), complete) == (plain.fields, plain.tlv, plain.complete)
+    assert list(fields) == list(plain.fields)
+
+
+def test_a_status_with_a_new_shape_is_walked_and_remembered() -> None:
+    girocard = _data_of(vector("ecrterm_040f_status_girocard_40eur"))
+    # Same length, but BMP 22's LLVAR length says one byte longer: a different walk.
+    pan_at = girocard.index(b"\x22\xf1\xf1") + 1
+    other = girocard[:pan_at] + b"\xf1\xf2" + girocard[pan_at + 2:]
+    decoder = ZvtDecoder(tz=BERLIN)
+    first = decoder._split_status(girocard)
+    second = decoder._split_status(other)
+    assert first[0][0x22] != second[0][0x22]
+    assert second[0] == parse_bmps(other).fields
+
+
+def test_remembered_layouts_are_capped() -> None:
+    decoder = ZvtDecoder(tz=BERLIN)
+    for amount in range(100):
+        card = "672559" + "*" * (amount % 9) + "1234"
+        apdu = encode_status(amount_minor=amount, time=RECEIVED, trace_no=amount, receipt_no=amount,
+                             terminal_id=1, card=card, card_name="x" * amount)
+        decoder.feed(apdu, RECEIVED)
+    assert decoder.stats.events == 100
+    assert 0 < len(decoder._layouts) <= MAX_LAYOUTS
+
+
+def test_a_status_of_very_many_bmps_is_decoded_but_not_remembered() -> None:
+    apdu = encode_status(amount_minor=100, time=RECEIVED, trace_no=1, receipt_no=1, terminal_id=1)
+    padded = encode_apdu(0x04, 0x0F, _data_of(apdu) + b"\x19\x00" * MAX_LAYOUT_BMPS)
+    events, decoder = decode(padded)
+    assert [e.amount_minor for e in events if isinstance(e, Transaction)] == [100]
+    assert decoder._layouts == {}
+
+
+def test_thousands_of_identical_statuses_decode_like_the_first() -> None:
+    apdu = vector("ecrterm_040f_status_girocard_40eur")
+    first = only_transaction(apdu)
+    events, decoder = decode(apdu * 2000)
+    assert events == [first] * 2000
+    assert decoder.stats.frames == decoder.stats.events == 2000
+
+
+@settings(max_examples=300, deadline=None)
+@given(apdu=st.binary(max_size=300))
+def test_crc_over_apdu_and_etx_matches_the_reference_crc(apdu: bytes) -> None:
+    assert _crc_kermit_etx(apdu) == crc_kermit(apdu + b"\x03")
+
+
+@pytest.mark.parametrize(("nibbles", "card"), [
+    ("672559eeeeee0000", "672559******0000"),      # E = masked digit
+    ("6725596666666600021f", "672559*********0021"),  # F pads an odd length
+    ("4111111111111111d2512f", "411111******1111"),  # D separates track-2 style data
+    ("67255966aabbcc0000", "672559********0000"),  # A..C are masked too
+    ("ffffff", None),
+])
+def test_card_nibbles_become_a_masked_pan(nibbles: str, card: str | None) -> None:
+    assert _pan_from_bcd(bytes.fromhex(nibbles)) == card
+
+
+def test_unknown_currency_is_counted_and_left_null() -> None:
+    apdu = encode_status(amount_minor=100, time=RECEIVED, trace_no=1, receipt_no=1, terminal_id=1)
+    at = apdu.index(b"\x49\x09\x78") + 1
+    (txn,), decoder = decode(apdu[:at] + b"\x09\x99" + apdu[at + 2:])
+    assert isinstance(txn, Transaction) and txn.currency is None and txn.amount_minor == 100
+    assert decoder.stats.counters["unknown_currency"] == 1

@@ -50,9 +50,10 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from operator import itemgetter
 from typing import Final, Literal
 
 from drivers.events import Event, ReceiptText, Settlement, Transaction
@@ -73,6 +74,11 @@ DLE_ETX: Final = b"\x10\x03"
 # The protocol's own ceiling (extended length is two bytes).
 MAX_APDU_DATA: Final = 0xFFFF
 MAX_RECEIPT_LINES: Final = 2000
+# Status APDU shapes remembered per decoder (one per APDU length), and the
+# most BMPs one may hold: real ones carry 10-30, and a hostile 64 KB APDU of
+# one-byte BMPs must not pin megabytes of positions.
+MAX_LAYOUTS: Final = 16
+MAX_LAYOUT_BMPS: Final = 64
 POSITIVE_ACK: Final = b"\x80\x00\x00"
 
 _MODE_AUTO: Final = 0
@@ -258,11 +264,13 @@ def parse_tlv(data: bytes, start: int = 0, end: int | None = None) -> tuple[list
     return items, complete
 
 
-def _scan_bmps(data: bytes, pos: int) -> tuple[dict[int, bytes], list[tuple[int, bytes]], bool]:
+def _scan_bmps(data: bytes, pos: int, trace: list[tuple[int, int, int, int]] | None = None,
+               ) -> tuple[dict[int, bytes], list[tuple[int, bytes]], bool]:
     """(fields, TLV primitives, complete): what :func:`parse_bmps` returns, minus the wrapper.
 
-    The hot path of every status APDU, hence the flat loop over lookup
-    tables; the first occurrence of a repeated BMP wins.
+    A flat loop over lookup tables; the first occurrence of a repeated BMP
+    wins. ``trace`` collects (tag, tag position, value start, value end) of
+    every BMP walked, for :class:`_Layout`.
     """
     fields: dict[int, bytes] = {}
     tlv: list[tuple[int, bytes]] = []
@@ -281,11 +289,14 @@ def _scan_bmps(data: bytes, pos: int) -> tuple[dict[int, bytes], list[tuple[int,
                 return fields, tlv, False
             if tag not in fields:
                 fields[tag] = data[pos + 1:end]
+            if trace is not None:
+                trace.append((tag, pos, pos + 1, end))
             pos = end
             continue
         spec = spec_of[tag]
         if spec is None:
             return fields, tlv, False
+        tag_pos = pos
         pos += 1
         if spec == _LLVAR:
             if pos + 2 > n:
@@ -311,6 +322,8 @@ def _scan_bmps(data: bytes, pos: int) -> tuple[dict[int, bytes], list[tuple[int,
             end = pos + length
         if end > n:
             return fields, tlv, False
+        if trace is not None:
+            trace.append((tag, tag_pos, pos, end))
         if tag == 0x06:
             items, ok = parse_tlv(data, pos, end)
             tlv.extend(items)
@@ -325,6 +338,58 @@ def _scan_bmps(data: bytes, pos: int) -> tuple[dict[int, bytes], list[tuple[int,
 def parse_bmps(data: bytes, start: int = 0) -> Bmps:
     fields, tlv, complete = _scan_bmps(data, start)
     return Bmps(fields, tuple(tlv), complete)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where the BMPs sit in one status APDU, so the next APDU of the same shape
+    is split by two C-level itemgetter calls instead of a Python loop per BMP.
+
+    A terminal builds every status APDU from the same template, so the same
+    layout keeps coming back. It is trusted only when every tag byte and every
+    length byte sits at the same place with the same value: then the walk of
+    :func:`_scan_bmps` would take exactly the same steps, and TLV containers
+    are still parsed afresh.
+    """
+
+    headers: Callable[[bytes], tuple[int, ...]]   # tag and length bytes of every BMP
+    expected: tuple[int, ...]
+    tags: tuple[int, ...]                         # first occurrence of each tag, TLV aside
+    values: Callable[[bytes], tuple[bytes, ...]]
+    containers: tuple[tuple[int, int], ...]       # TLV (tag 06) value spans
+
+    @staticmethod
+    def learn(data: bytes, trace: list[tuple[int, int, int, int]]) -> _Layout | None:
+        """The layout of a walk that reached the end of ``data``, else None."""
+        if not trace or trace[-1][3] != len(data) or len(trace) > MAX_LAYOUT_BMPS:
+            return None
+        header_positions = [i for _, tag_pos, start, _ in trace for i in range(tag_pos, start)]
+        tags: list[int] = []
+        spans: list[slice] = []
+        containers: list[tuple[int, int]] = []
+        for tag, _, start, end in trace:
+            if tag == 0x06:
+                containers.append((start, end))
+            elif tag not in tags:
+                tags.append(tag)
+                spans.append(slice(start, end))
+        if len(header_positions) < 2 or len(spans) < 2:
+            return None  # itemgetter of a single item returns it bare, not in a tuple
+        headers = itemgetter(*header_positions)
+        return _Layout(headers, headers(data), tuple(tags), itemgetter(*spans), tuple(containers))
+
+    def split(self, data: bytes) -> tuple[dict[int, bytes], list[tuple[int, bytes]], bool] | None:
+        """:func:`_scan_bmps` of ``data`` (same length as the learnt APDU), or None if the shape differs."""
+        if self.headers(data) != self.expected:
+            return None
+        fields = dict(zip(self.tags, self.values(data), strict=True))
+        tlv: list[tuple[int, bytes]] = []
+        complete = True
+        for start, end in self.containers:
+            items, ok = parse_tlv(data, start, end)
+            tlv.extend(items)
+            complete = complete and ok
+        return fields, tlv, complete
 
 
 def _bcd(value: bytes | None) -> str | None:
@@ -429,6 +494,7 @@ class ZvtDecoder:
         self._pending: _Pending | None = None
         self._lines: list[str] = []
         self._terminal_id: str | None = None
+        self._layouts: dict[int, _Layout] = {}
 
     @property
     def buffered(self) -> int:
@@ -739,8 +805,23 @@ class ZvtDecoder:
             return anchor
         return when
 
+    def _split_status(self, data: bytes) -> tuple[dict[int, bytes], list[tuple[int, bytes]], bool]:
+        layout = self._layouts.get(len(data))
+        if layout is not None:
+            known = layout.split(data)
+            if known is not None:
+                return known
+        trace: list[tuple[int, int, int, int]] = []
+        parsed = _scan_bmps(data, 0, trace)
+        layout = _Layout.learn(data, trace)
+        if layout is not None:
+            if len(self._layouts) >= MAX_LAYOUTS:
+                self._layouts.clear()
+            self._layouts[len(data)] = layout
+        return parsed
+
     def _status(self, data: bytes, received: datetime | None, out: list[Event]) -> None:
-        fields, tlv, complete = _scan_bmps(data, 0)
+        fields, tlv, complete = self._split_status(data)
         stats = self.stats
         if not complete:
             stats.bump("bmp_parse_stopped")
