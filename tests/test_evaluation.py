@@ -35,18 +35,25 @@ def test_duplicates_slips_and_off_hours_are_found(reduced_run: Summary) -> None:
         assert sc.labelled > 0 and sc.recall is not None and sc.recall >= 0.95, (rule_id, reduced_run.misses)
 
 
-def test_every_slip_is_found_except_tenfold_ones_in_the_wide_spread_convenience_store(reduced_run: Summary) -> None:
-    # Known limit (EVALUATION.md): with a spread of ~0.75 in ln(amount), 10 x 18.00 is an ordinary 180.00.
+def test_slips_are_found_except_some_tenfold_ones(reduced_run: Summary) -> None:
+    # Known limit (EVALUATION.md): a tenfold slip that lands where honest amounts live (18.00 -> 180.00 in a
+    # convenience store, a restaurant ticket landing among the banquets) cannot be told apart by amount alone.
     assert reduced_run.rules["AMT-001"].labelled == 6
     slip_misses = [m for m in reduced_run.misses if "AMT-001" in m]
-    assert all("convenience" in m and "slip_x10 " in m for m in slip_misses), slip_misses
+    assert all("slip_x10 " in m for m in slip_misses), slip_misses
     assert len(slip_misses) <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="target not met yet: AMT-001 flags ~1-3 rounded banquet bills per restaurant "
-                   "day (see EVALUATION.md); strict, so meeting the target turns this red until the mark goes")
-def test_at_most_one_false_alert_per_clean_day_of_300_transactions(reduced_run: Summary) -> None:
+def test_at_most_one_false_alert_per_clean_day_of_300_transactions_in_every_shop(reduced_run: Summary) -> None:
     assert false_alerts_per_clean_day(reduced_run) <= 1.0, markdown(reduced_run)
+    for name, p in reduced_run.by_profile.items():
+        assert p["clean_fp"] * 300 / p["clean_txns"] <= 1.0, (name, reduced_run.false_alerts)
+
+
+def test_no_duplicate_rule_fires_on_a_clean_day(reduced_run: Summary) -> None:
+    # DUP-004 v1 flagged the next customer paying a common price right after someone's decline.
+    assert all(sc.clean_fp == 0 for rid, sc in reduced_run.rules.items() if rid.startswith("DUP")), \
+        reduced_run.false_alerts
 
 
 def test_reprints_and_make_up_workday_sales_raise_nothing(reduced_run: Summary) -> None:

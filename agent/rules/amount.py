@@ -16,6 +16,8 @@ Configured amounts ("50000.00") are in major units of the shop currency.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, ClassVar
@@ -33,6 +35,7 @@ from agent.rules.base import (
     in_currency,
     is_charge,
 )
+from agent.rules.baseline import AmountBaseline, trailing_zeros
 from agent.rules.state import RuleState
 from agent.rules.text import amount, format_duration, hhmm, money, vouchers
 
@@ -40,9 +43,8 @@ from agent.rules.text import amount, format_duration, hhmm, money, vouchers
 class SlipParams(RuleParams):
     min_history: int = 30
     max_power: int = 3            # 10x, 100x, 1000x
-    z_cut: Decimal = Decimal("3.3")
-    z_cut_unrounded: Decimal = Decimal("5.0")
-    meant_z: Decimal = Decimal("2.0")
+    min_score: Decimal = Decimal("4.0")
+    known_count: int = 3
 
     @field_validator("min_history")
     @classmethod
@@ -58,42 +60,61 @@ class SlipParams(RuleParams):
             raise ValueError("must be 1 to 4")
         return v
 
-    @field_validator("z_cut", "z_cut_unrounded", "meant_z")
+    @field_validator("min_score")
     @classmethod
     def _positive(cls, v: Decimal) -> Decimal:
         if v <= 0:
             raise ValueError("must be > 0")
         return v
 
+    @field_validator("known_count")
+    @classmethod
+    def _known(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("must be at least 2 (one sale does not make a list price)")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class SlipEvidence:
+    """Why ``amount`` looks like ``meant`` x ``factor``: the two likelihood ratios, in the shop's own data."""
+
+    factor: int
+    meant_minor: int
+    near_meant: int               # sales within 10% of the amount meant (last 30 days)
+    near_amount: int              # sales within 10% of the amount charged
+    rounded_meant: float          # share of sales rounded like the amount meant
+    rounded_amount: float         # share of sales rounded like the amount charged
+    score: float                  # ln(likelihood ratio): slip of ``meant`` versus an honest ``amount``
+
 
 class DecimalSlip(BaseRule[SlipParams]):
     """AMT-001: an extra zero (or two, or three): 1,280.00 keyed for 128.00.
 
-    Needs two pieces of evidence on the log scale of the shop's own amounts
-    (robust z-score: (ln amount - median) / spread, see agent.rules.baseline):
+    Weighs two explanations of a charge ``a`` above the shop's usual range
+    (above P95) that is an exact multiple of 10^k: an honest sale of ``a``, or
+    a slip on an honest sale of ``m = a / 10^k``. The score is the log of how
+    much likelier the slip is, from the shop's last 30 days (agent.rules.baseline):
 
-    * the amount itself is far above the shop's amounts: z >= ``z_cut`` (3.3);
-    * amount / 10^k is an ordinary amount here: |z| <= ``meant_z`` (2.0), and the
-      amount is an exact multiple of 10^k (a slip appends zeros);
-    * amount / 10^k is rounded the way this shop's prices usually are (the
-      baseline's ``usual_step``, e.g. whole yuan). A slip keeps the rounding of
-      the amount meant and adds zeros, while an honest big ticket (a banquet,
-      a carton of cigarettes) is rounded like any other ticket: 680.00 keyed
-      for 68.00 ends in 0.00, a table of eight paying 683.00 does not. A meant
-      amount off the usual step needs the stronger ``z_cut_unrounded`` (5.0).
+    * how common amounts near ``m`` are against amounts near ``a`` (within 10%;
+      the count is averaged with what the shop's log-normal fit expects there,
+      so a month of few sales does not read an empty neighbourhood as proof);
+    * how common ``m``'s rounding is against ``a``'s: a slip appends zeros to a
+      normally rounded price, so 180.00 (rounded to 10 yuan, rare in a shop that
+      prices to the yuan or ten fen) is likelier a slip than 186.00.
 
-    Of the k in 1..max_power that fit, the one whose meant amount is closest
-    to the median is named. "Above P95 and amount/10 inside P05..P95" (version 1)
-    was evidence of nothing: every whole-yuan amount is a multiple of 10 fen and
-    a tenth of any large ticket is an ordinary one. The cut is tuned on simulated
-    shops (agent.sim.evaluate, EVALUATION.md): a tenfold slip moves ln(amount) by
-    2.30, which is z = 2.30 / spread; shops whose spread is wide (a convenience
-    store, spread ~0.75) cannot tell a slipped 18.00 from an honest 180.00, and
-    this rule stays quiet there rather than cry wolf.
+    It fires when the score reaches ``min_score`` (4.0: the slip is e^4 ~ 55
+    times likelier). An amount the shop charged ``known_count`` (3) or more
+    times in the window is a list price (a set menu, a carton of one brand),
+    never a slip. Version 2's z-score cuts treated every banquet and carton as
+    a far outlier; here the neighbourhood counts see them. Known limit: in a
+    shop with a wide spread of baskets (a convenience store) a slipped 18.00 is
+    an ordinary-looking 180.00, and about a third of tenfold slips stay below
+    the score (EVALUATION.md).
     """
 
     id: ClassVar[str] = "AMT-001"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
     family: ClassVar[str] = "AMT"
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 30
@@ -103,9 +124,7 @@ class DecimalSlip(BaseRule[SlipParams]):
 
     def __init__(self, params: RuleParams) -> None:
         super().__init__(params)
-        self._z_cut = float(self.params.z_cut)
-        self._z_cut_unrounded = float(self.params.z_cut_unrounded)
-        self._meant_z = float(self.params.meant_z)
+        self._min_score = float(self.params.min_score)
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         view = obs.view
@@ -116,36 +135,63 @@ class DecimalSlip(BaseRule[SlipParams]):
             state.note_insufficient(self.id)
             return []
         value = view.amount_minor
-        z = base.modified_z(value)
-        if z < min(self._z_cut, self._z_cut_unrounded):
+        if value <= base.p95_minor or base.price_count(value) >= self.params.known_count:
             return []
-        best: tuple[float, int, int, float] | None = None
+        best = self.weigh(base, value)
+        if best is None or best.score < self._min_score:
+            return []
+        cur = view.txn.currency
+        meant = amount(best.meant_minor, cur)
+        unit_a, unit_m = _rounding_unit(value, cur), _rounding_unit(best.meant_minor, cur)
+        pct_a, pct_m = f"{best.rounded_amount:.1%}", f"{best.rounded_meant:.1%}"
+        return [self.finding(
+            view, [],
+            f"{money(view)} at {hhmm(view)} (voucher {view.voucher_label}) is exactly {best.factor}x {meant}: "
+            f"in the last 30 days this shop charged amounts near {meant} {best.near_meant} times and near "
+            f"{money(view)} {best.near_amount} times, and {pct_m} of its amounts are rounded to {unit_m} like "
+            f"{meant} against {pct_a} rounded to {unit_a} (slip score {best.score:.1f} >= {self._min_score:g}); "
+            f"was {meant} meant?",
+            f"{hhmm(view)} 的 {money(view)}（凭证号 {view.voucher_label}）恰为 {meant} 的 {best.factor} 倍："
+            f"最近 30 天本店金额接近 {meant} 的交易 {best.near_meant} 笔，接近 {money(view)} 的仅 "
+            f"{best.near_amount} 笔；像 {meant} 这样取整到 {unit_m} 的金额占 {pct_m}，"
+            f"取整到 {unit_a} 的占 {pct_a}（多输零评分 {best.score:.1f} >= {self._min_score:g}）；"
+            f"是否应为 {meant}？",
+            evidence(round(best.score, 2), self._min_score, base.to_evidence(), factor=best.factor,
+                     meant_minor=best.meant_minor, near_meant=best.near_meant, near_amount=best.near_amount,
+                     rounded_meant=round(best.rounded_meant, 4), rounded_amount=round(best.rounded_amount, 4),
+                     charged_before=base.price_count(value), known_count=self.params.known_count),
+        )]
+
+    def weigh(self, base: AmountBaseline, value: int) -> SlipEvidence | None:
+        """The likeliest slip behind ``value`` (highest score over 10x .. 10^max_power x), if any fits."""
+        best: SlipEvidence | None = None
+        near_amount = base.near_count(value)
+        density_amount = _density(near_amount, base.near_expected(value))
+        rounded_amount = base.rounding_share(value)
         for k in range(1, self.params.max_power + 1):
             factor = 10**k
             if value % factor:
                 break  # not a multiple of 10^k, so not of 10^(k+1) either
             meant = value // factor
-            cut = self._z_cut if meant % base.usual_step == 0 else self._z_cut_unrounded
-            meant_z = abs(base.modified_z(meant))
-            if z >= cut and meant_z <= self._meant_z and (best is None or meant_z < best[0]):
-                best = (meant_z, factor, meant, cut)
-        if best is None:
-            return []
-        meant_z, factor, meant, cut = best
-        cur = view.txn.currency
-        usual = f"{amount(base.p05_minor, cur)}-{amount(base.p95_minor, cur)}"
-        med = amount(base.median_minor, cur)
-        return [self.finding(
-            view, [],
-            f"{money(view)} at {hhmm(view)} (voucher {view.voucher_label}) is far above this shop's amounts "
-            f"(score {z:.1f} >= {cut:g}; median {med}, usual range {usual}) and is exactly {factor}x "
-            f"{amount(meant, cur)}, an ordinary amount here; was {amount(meant, cur)} meant?",
-            f"{hhmm(view)} 的 {money(view)}（凭证号 {view.voucher_label}）远高于本店常见金额"
-            f"（评分 {z:.1f} >= {cut:g}；中位数 {med}，常见范围 {usual}），"
-            f"且恰为常见金额 {amount(meant, cur)} 的 {factor} 倍；是否应为 {amount(meant, cur)}？",
-            evidence(round(z, 2), cut, base.to_evidence(), factor=factor, meant_minor=meant,
-                     meant_score=round(meant_z, 2), meant_threshold=self._meant_z),
-        )]
+            near_meant = base.near_count(meant)
+            rounded_meant = base.rounding_share(meant)
+            score = (math.log(_density(near_meant, base.near_expected(meant)) / density_amount)
+                     + math.log(rounded_meant / rounded_amount))
+            if best is None or score > best.score:
+                best = SlipEvidence(factor, meant, near_meant, near_amount, rounded_meant, rounded_amount, score)
+        return best
+
+
+def _density(observed: int, expected: float) -> float:
+    """Sales near an amount: the count seen, shrunk halfway to the log-normal fit, never zero.
+
+    Half a sale is the floor: "none seen in a month" is evidence of rarity, not of impossibility.
+    """
+    return (observed + expected) / 2 + 0.5
+
+
+def _rounding_unit(amount_minor: int, currency: str | None) -> str:
+    return amount(10 ** trailing_zeros(amount_minor), currency)
 
 
 class OutlierParams(RuleParams):
@@ -154,6 +200,14 @@ class OutlierParams(RuleParams):
     z_cut: Decimal = Decimal("3.5")
     flat_factor: Decimal = Decimal("5")
     flag_low: bool = False
+    known_count: int = 3
+
+    @field_validator("known_count")
+    @classmethod
+    def _known(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("must be at least 2 (one sale does not make a list price)")
+        return v
 
     @field_validator("z_cut")
     @classmethod
@@ -179,7 +233,9 @@ class OutlierParams(RuleParams):
 
 class AmountOutlier(BaseRule[OutlierParams]):
     """AMT-002: far outside this shop's range: modified z-score of ln(amount) above ``z_cut`` (3.5)
-    and, on the high side, above the top 0.1% of the baseline's amounts (P99.9).
+    and, on the high side, above the top 0.1% of the baseline's amounts (P99.9) and with fewer than
+    ``known_count`` (3) sales within 10% of it in the window: an amount next to a list price the shop
+    charges every week (a set menu plus drinks) is not unusual.
 
     Spread: MAD, else 1.253314 x mean absolute deviation (see agent.rules.baseline).
     When every sale in the baseline had one amount (no spread at all), only an
@@ -218,8 +274,11 @@ class AmountOutlier(BaseRule[OutlierParams]):
         else:
             z = base.modified_z(value)
             # Banquets and cartons of cigarettes sit far out on the z scale yet recur every week: above the
-            # median only an amount beyond the top 0.1% of the shop's own last 30 days is unusual.
-            high, low = z > float(p.z_cut) and value > base.p999_minor, z < -float(p.z_cut)
+            # median only an amount beyond the top 0.1% of the shop's own last 30 days, with fewer than
+            # known_count sales within 10% of it (a set menu plus drinks is near the set menu), is unusual.
+            high = (z > float(p.z_cut) and value > base.p999_minor
+                    and base.near_count(value) < p.known_count)
+            low = z < -float(p.z_cut)
             if not (high or (low and p.flag_low)):
                 return []
             score, threshold = round(z, 2), float(p.z_cut)
@@ -234,7 +293,8 @@ class AmountOutlier(BaseRule[OutlierParams]):
             f"{hhmm(view)} 的 {money(view)}（凭证号 {view.voucher_label}）远{side_zh}本店常见金额"
             f"（中位数 {amount(base.median_minor, cur)}，常见范围 {amount(base.p05_minor, cur)}"
             f"-{amount(base.p95_minor, cur)}，评分 {score} > {threshold}）",
-            evidence(score, threshold, base.to_evidence(), amount_minor=value),
+            evidence(score, threshold, base.to_evidence(), amount_minor=value,
+                     near_amount=base.near_count(value), known_count=p.known_count),
         )]
 
 

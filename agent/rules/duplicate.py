@@ -241,7 +241,15 @@ class NearDuplicate(BaseRule[NearDuplicateParams]):
 
 
 class RekeyedParams(WindowParams):
-    window: Duration = timedelta(minutes=3)
+    window: Duration = timedelta(minutes=2)
+    common_count: int = 3
+
+    @field_validator("common_count")
+    @classmethod
+    def _common(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("must be at least 2 (one sale does not make a common price)")
+        return v
 
 
 class RekeyedOnOtherCard(BaseRule[RekeyedParams]):
@@ -251,11 +259,16 @@ class RekeyedOnOtherCard(BaseRule[RekeyedParams]):
     "check": confirm the first card was really not charged (a "declined" that
     timed out at the terminal may still have been approved by the issuer) and
     watch for card testing (several cards tried for one amount). Only a decline
-    or void *before* the approval counts (inclusive window).
+    or void *before* the approval counts (inclusive window, 2 minutes: a
+    customer who changes cards does it at once, while in a lunch rush two
+    strangers paying the same amount a few minutes apart are common).
+    An amount the shop charged ``common_count`` (3) or more times in the last
+    30 days (a set lunch, a list price) is not evidence of a re-key: the next
+    customer at that price is no coincidence.
     """
 
     id: ClassVar[str] = "DUP-004"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     family: ClassVar[str] = "DUP"
     default_severity: ClassVar[str] = "low"
     specificity: ClassVar[int] = 10
@@ -271,6 +284,10 @@ class RekeyedOnOtherCard(BaseRule[RekeyedParams]):
         view = obs.view
         card = view.card
         if not obs.is_new or not is_charge(view) or not card:
+            return []
+        base = state.baseline
+        charged_before = base.price_count(view.amount_minor) if base is not None else 0
+        if charged_before >= self.params.common_count:
             return []
         w = self.params.window
         attempts: list[TxnView] = []
@@ -301,5 +318,6 @@ class RekeyedOnOtherCard(BaseRule[RekeyedParams]):
             f"{hhmm(view)} 卡 {card} 扣款 {money(view)}，距卡 {last_card} 同金额{what_zh}"
             f"（凭证号 {last.voucher_label}）仅 {gap} 秒；请确认第一张卡未被扣款",
             evidence(gap, int(w.total_seconds()), unit="seconds after the failed attempt",
-                     attempts=len(attempts)),
+                     attempts=len(attempts), charged_before=charged_before,
+                     common_count=self.params.common_count),
         )]

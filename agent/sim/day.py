@@ -9,7 +9,7 @@ NOT raise an alert.
 A :class:`ShopProfile` is the shop: weekly hours and holiday policy (the same
 ``[shop.hours]`` the daemon is configured with, so the generator and the rules
 agree on what "open" means), a log-normal ticket distribution with a heavier
-upper tail (group dinners, a carton of cigarettes), how prices are rounded,
+upper tail sold at a few list prices (set menus, cartons of cigarettes), how prices are rounded,
 when customers come, and how many of them are regulars whose cards come back
 day after day. :data:`PROFILES` holds the three the evaluation reports on.
 
@@ -58,12 +58,19 @@ class Peak:
 
 
 @dataclass(frozen=True, slots=True)
-class TailComponent:
-    """The few big tickets a single log-normal underestimates (banquets, a carton of cigarettes)."""
+class BigTickets:
+    """The few big tickets a single log-normal gets wrong: they are sold at a handful of list prices.
 
-    share: float
-    median_minor: int
-    sigma: float
+    A table books a set menu, a customer buys a carton of one brand, a boutique sells its catalogue:
+    the amount is one of ``prices`` (minor units, with their relative popularity), sometimes with a
+    few small items rung up on the same bill (drinks with the set menu, a lighter with the carton).
+    """
+
+    share: float                                  # of all sales
+    prices: tuple[tuple[int, float], ...]         # (list price, weight)
+    extras_share: float = 0.0                     # bills with something added to the list price
+    extras_median_minor: int = 0
+    extras_sigma: float = 0.5
 
 
 def _every_day(*ranges: str) -> tuple[tuple[str, ...], ...]:
@@ -85,7 +92,7 @@ class ShopProfile:
     makeup_workday_hours: str | None = None
     median_minor: int = 6800           # RMB 68.00 typical ticket
     sigma: float = 0.75                # log-normal spread of ln(amount)
-    tail: TailComponent | None = None
+    tail: BigTickets | None = None
     # Price rounding: (step in minor units, probability). Tills ring up whole yuan or ten-fen steps far more
     # than odd fen.
     price_steps: tuple[tuple[int, float], ...] = ((100, 0.6), (10, 0.4))
@@ -134,7 +141,10 @@ RESTAURANT = ShopProfile(
     batch_no=None,
     hours=(*(_WEEKDAY_LUNCH_DINNER,) * 5, (), ()),
     holidays="cn", closed_on_holidays=True, makeup_workday_hours="mon",
-    median_minor=9800, sigma=0.45, tail=TailComponent(0.02, 68000, 0.35),
+    median_minor=9800, sigma=0.45,
+    # Banquet set menus per table (宴会套餐); drinks are often extra (酒水另计).
+    tail=BigTickets(0.02, ((58800, 0.30), (68800, 0.35), (88800, 0.25), (128800, 0.10)),
+                    extras_share=0.45, extras_median_minor=12000, extras_sigma=0.6),
     price_steps=((100, 0.85), (10, 0.15)),
     peaks=(Peak(12.25, 1800, 0.50), Peak(18.75, 2700, 0.40)),
     late_share=0.02, regulars=400, regular_share=0.35, day_reuse=0.01,
@@ -148,7 +158,11 @@ CONVENIENCE = ShopProfile(
     batch_no=None,
     hours=_every_day("07:00-23:30"),
     holidays="cn", closed_on_holidays=False,
-    median_minor=2200, sigma=0.75, tail=TailComponent(0.03, 26000, 0.30),
+    median_minor=2200, sigma=0.75,
+    # Cartons of cigarettes at their list prices, now and then with a drink or a lighter.
+    tail=BigTickets(0.03, ((18000, 0.15), (23000, 0.25), (26000, 0.25), (30000, 0.15), (45000, 0.15),
+                           (65000, 0.05)),
+                    extras_share=0.15, extras_median_minor=600, extras_sigma=0.6),
     price_steps=((10, 0.55), (100, 0.30), (1, 0.15)),
     peaks=(Peak(8.25, 2400, 0.25), Peak(12.5, 2400, 0.20), Peak(18.5, 3600, 0.25)),
     late_share=0.01, regulars=300, regular_share=0.45, day_reuse=0.05,
@@ -162,7 +176,11 @@ BOUTIQUE = ShopProfile(
     batch_no=None,
     hours=_every_day("10:00-22:00"),
     holidays="cn", closed_on_holidays=False,
-    median_minor=128000, sigma=0.5, tail=TailComponent(0.04, 420000, 0.35),
+    median_minor=128000, sigma=0.5,
+    # Coats and bags from the catalogue; sometimes a scarf or a belt goes on the same bill.
+    tail=BigTickets(0.04, ((388000, 0.25), (428000, 0.25), (498000, 0.20), (588000, 0.15), (688000, 0.10),
+                           (880000, 0.05)),
+                    extras_share=0.10, extras_median_minor=38000, extras_sigma=0.4),
     price_steps=((10000, 0.35), (100, 0.65)),
     peaks=(Peak(15.0, 5400, 0.40), Peak(19.5, 3600, 0.35)),
     late_share=0.02, regulars=150, regular_share=0.2, day_reuse=0.01,
@@ -241,10 +259,16 @@ class DayBuilder:
         return pan
 
     def amount(self) -> int:
-        median, sigma = self.shop.median_minor, self.shop.sigma
         tail = self.shop.tail
         if tail is not None and self.rng.random() < tail.share:
-            median, sigma = tail.median_minor, tail.sigma
+            price = self.rng.choices([p for p, _ in tail.prices], [w for _, w in tail.prices])[0]
+            if self.rng.random() < tail.extras_share:
+                price += self._rounded(tail.extras_median_minor, tail.extras_sigma)
+            return price
+        return self._rounded(self.shop.median_minor, self.shop.sigma)
+
+    def _rounded(self, median: int, sigma: float) -> int:
+        """A log-normal amount rung up with one of the shop's price steps (whole yuan, ten fen, ...)."""
         value = math.exp(math.log(median) + self.rng.gauss(0, sigma))
         r = self.rng.random()
         step = self.shop.price_steps[-1][0]
