@@ -297,6 +297,8 @@ class Daemon:
                 + ", ".join(f"{r.cfg.name}={r.state}" for r in self.sources))
         if self.last_reload_error:
             line += "; last reload REFUSED (see settleguard doctor)"
+        if p.journal_error:
+            line = f"JOURNAL NOT WRITABLE ({p.journal_error}), holding events; " + line
         return line
 
     def _housekeeping(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time as _time
 from collections.abc import Callable, Sequence
@@ -105,6 +106,7 @@ class Pipeline:
         # Replay runs on the events' own time: "now" is the receive time of the batch being handled.
         self.event_clock = event_clock
         self._event_now: datetime | None = None
+        self.journal_error: str | None = None  # set while the journal cannot be written (shown in status)
         self.listeners = list(listeners)
         self.on_commit = on_commit
         self.engine = RuleEngine(self.tz, loaded.rule_params, history=_JournalHistory(journal, self.tz),
@@ -143,10 +145,52 @@ class Pipeline:
                 except queue.Empty:
                     break
             stopping = any(isinstance(i, Command) and i.name == "stop" for i in items)
-            self.process(items)
+            if not self._process_durably(items, stop):
+                return
             self.last_progress = _time.monotonic()
             if stopping:
                 return
+
+    def _process_durably(self, items: Sequence[EventBatch | Command], stop: threading.Event | None) -> bool:
+        """Process, and when the journal cannot be written (disk full, I/O error) hold the items and retry.
+
+        The transaction rolled back whole, so retrying the same items later is exact. Readers keep
+        queueing meanwhile; the pipeline keeps reporting progress on purpose: a restart cannot free disk
+        space, and a restart loop would lose the queue. Returns False when asked to stop while waiting.
+        """
+        delay = 1.0
+        while True:
+            counts = dict(self.counts)
+            try:
+                self.process(items)
+            except sqlite3.Error as exc:
+                self.counts = counts
+                self._changes, self._enqueued = [], 0
+                if self.journal_error is None:
+                    log.error("cannot write the journal %s: %s; holding events in memory and retrying —"
+                              " free space on that filesystem", self.journal.path, exc)
+                self.journal_error = f"{type(exc).__name__}: {exc}"
+                # Rule memory may hold what was just rolled back: rebuild it from what is durable.
+                self._rebuild_rules()
+                self.last_progress = _time.monotonic()
+                if stop is not None and stop.wait(delay):
+                    return False
+                if stop is None:
+                    _time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self.journal_error is not None:
+                log.warning("the journal is writable again; held events written")
+                self.journal_error = None
+            return True
+
+    def _rebuild_rules(self) -> None:
+        try:
+            self.engine = RuleEngine(self.tz, self.loaded.rule_params, history=_JournalHistory(self.journal, self.tz),
+                                     hours=self.loaded.hours)
+            self._warm_state()
+        except sqlite3.Error:
+            pass  # reading may fail too while the disk is sick; the next attempt rebuilds again
 
     def process(self, items: Sequence[EventBatch | Command]) -> None:
         """Handle items in one journal transaction, then tell delivery and listeners."""

@@ -27,11 +27,19 @@ def parse_duration(text: str | int | float) -> timedelta:
     if isinstance(text, (int, float)):
         if text < 0:
             raise UnitError("a duration must not be negative")
-        return timedelta(seconds=text)
+        try:
+            return timedelta(seconds=text)
+        except (OverflowError, ValueError):
+            raise UnitError(f"{text!r} seconds is not a usable duration") from None
+    if not isinstance(text, str):
+        raise UnitError(f"a duration like '10m' or '30s' is expected (got {type(text).__name__})")
     m = _DURATION.match(text)
     if not m:
         raise UnitError(f"{text!r} is not a duration like '90s', '10m', '2h' or '3d'")
-    return timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
+    try:
+        return timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
+    except OverflowError:
+        raise UnitError(f"{text!r} is too long a duration") from None
 
 
 def exponent(currency: str | None) -> int:
