@@ -39,6 +39,7 @@ from agent.rules.engine import RuleEngine
 log = logging.getLogger("settleguard.pipeline")
 
 Clock = Callable[[], datetime]
+PRUNE_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ class Pipeline:
         self.event_clock = event_clock
         self._event_now: datetime | None = None
         self.journal_error: str | None = None  # set while the journal cannot be written (shown in status)
+        self._last_prune: datetime | None = None
         self.listeners = list(listeners)
         self.on_commit = on_commit
         self.engine = RuleEngine(self.tz, loaded.rule_params, history=_JournalHistory(journal, self.tz),
@@ -203,6 +205,7 @@ class Pipeline:
                     result = self._handle_command(item)
                     if item.reply is not None:
                         replies.append((item.reply, result))
+        self._prune_if_due()
         changes, self._changes = self._changes, []
         if self._enqueued and self.on_commit:
             self.on_commit()
@@ -218,6 +221,14 @@ class Pipeline:
 
     def tick(self) -> None:
         self.engine.prune(self.now())
+        self._last_prune = self.now()
+
+    def _prune_if_due(self) -> None:
+        """A busy till (or a replay) is never idle: forget what left the rules' horizon as time moves on."""
+        now = self.now()
+        if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
+            self.engine.prune(now)
+            self._last_prune = now
 
     # -- events ----------------------------------------------------------------------------
     def _handle_batch(self, batch: EventBatch) -> None:
