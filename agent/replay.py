@@ -67,19 +67,22 @@ def replay(loaded: LoadedConfig, events: Iterable[tuple[Event, datetime]], *, st
     result = ReplayResult()
     items = list(events)
     holder = None
+    # Evidence bundles are files for a person: worth writing only where they will still exist afterwards.
+    keep_evidence = state is not None
     if state is None:
         holder = tempfile.TemporaryDirectory(prefix="settleguard-replay-")
         state = Path(holder.name)
     state.mkdir(parents=True, exist_ok=True)
     try:
-        return _run(loaded, items, state, listener, source, result)
+        return _run(loaded, items, state, listener, source, result, keep_evidence)
     finally:
         if holder is not None:
             holder.cleanup()
 
 
 def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
-         listener: Callable[[Any], None] | None, source: str, result: ReplayResult) -> ReplayResult:
+         listener: Callable[[Any], None] | None, source: str, result: ReplayResult,
+         keep_evidence: bool) -> ReplayResult:
     from agent.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
@@ -94,7 +97,7 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
     primary, people = routing(loaded.config, channels)
     pipeline = Pipeline(loaded, journal, clock=lambda: start, channels=primary, people_channels=people,
                         listeners=[collect],
-                        evidence_dir=state / "evidence", event_clock=True)
+                        evidence_dir=state / "evidence" if keep_evidence else None, event_clock=True)
     if items:
         result.first, result.last = items[0][1], items[-1][1]
         end = items[-1][1] + timedelta(hours=1)

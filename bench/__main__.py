@@ -1,0 +1,69 @@
+"""``make bench``: every benchmark, each in its own process, then the long fault tests; raw results in bench/out/.
+
+``python -m bench`` runs the full forms (about 11 minutes on the 2-core
+reference machine); ``python -m bench --quick`` the reduced ones (about 1).
+``python -m bench throughput latency`` runs only the named ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import OUT, ROOT, machine
+
+# name -> seconds allowed for its full form; the sum stays well inside make bench's 20 minutes.
+BENCHMARKS: dict[str, int] = {
+    "throughput": 180,
+    "peers": 240,
+    "latency": 180,
+    "replay_throughput": 420,
+    "resources": 420,
+    "fuzz": 480,
+}
+FAULTS_TIMEOUT = 420
+
+
+def _run(args: list[str], timeout: int, env: dict[str, str] | None = None) -> tuple[int, float, str]:
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        code, text = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        code, text = -1, f"timed out after {timeout} s\n{partial}"
+    return code, time.monotonic() - start, text
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    chosen = [a for a in argv if not a.startswith("-")] or [*BENCHMARKS, "faults"]
+    OUT.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, object] = {"machine": machine(), "quick": quick, "results": {}}
+    failed = []
+    for name in chosen:
+        if name == "faults":
+            env = {**os.environ, "SETTLEGUARD_FAULTS_FULL": "0" if quick else "1"}
+            args = [sys.executable, "-m", "pytest", "tests/faults", "-q", "-rxXs", "-p", "no:cacheprovider"]
+            code, secs, text = _run(args, FAULTS_TIMEOUT, env)
+            (OUT / "faults.txt").write_text(text, encoding="utf-8")
+        else:
+            args = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
+            code, secs, text = _run(args, BENCHMARKS[name])
+        print(f"== {name} ({secs:.0f} s, exit {code})\n{text.strip()[-3000:]}\n", flush=True)
+        summary["results"][name] = {"exit": code, "seconds": secs}  # type: ignore[index]
+        if code != 0:
+            failed.append(name)
+    (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"raw results in {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
+    if failed:
+        print("failed:", ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,215 @@
+"""Memory, idle CPU and start-up time of the daemon.
+
+* start-up: ``settleguard run`` as a subprocess with $NOTIFY_SOCKET pointing
+  at an AF_UNIX datagram socket we bound; time from spawn to ``READY=1``.
+* idle CPU: the same daemon (a pty source, a webhook channel) left alone for
+  30 s; CPU seconds from /proc/PID/stat.
+* RSS under load: the daemon in a child process, fed transactions straight
+  into its inbox (decoding is measured elsewhere), RSS sampled as the
+  journal grows.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, cpu_seconds, rss_kib, write_result
+
+SETTLEGUARD = ROOT / ".venv" / "bin" / "settleguard"
+
+
+class NotifyListener:
+    """What systemd does for Type=notify: a datagram socket the service writes READY=1 to."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+
+    def wait_for(self, line: str, timeout: float) -> float | None:
+        """Monotonic time at which a datagram containing ``line`` arrived, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                return None
+            if line in data.decode(errors="replace").splitlines():
+                return time.monotonic()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def spawn_daemon(config: Path, state: Path, notify: NotifyListener) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    return subprocess.Popen([str(SETTLEGUARD), "run", "--config", str(config), "--state", str(state)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def startup_and_idle(runs: int, idle_seconds: float) -> dict[str, Any]:
+    from agent.sim.sink import WebhookSink
+    from agent.sim.terminal import PtyTerminal
+    from bench.scenario import new_secret, write_config
+
+    secret = new_secret()
+    sink = WebhookSink(secret=secret).start()
+    term = PtyTerminal()
+    ready_s: list[float] = []
+    idle: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="settleguard-bench-start-") as tmp:
+            config = write_config(Path(tmp) / "settleguard.toml", device=term.device, url=sink.url, secret=secret)
+            for i in range(runs):
+                notify = NotifyListener(Path(tmp))
+                t0 = time.monotonic()
+                proc = spawn_daemon(config, Path(tmp) / f"state{i}", notify)
+                at = notify.wait_for("READY=1", timeout=30)
+                try:
+                    if at is None:
+                        said = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                        raise RuntimeError(f"no READY=1 within 30 s: {said}")
+                    ready_s.append(at - t0)
+                    if i == runs - 1:
+                        time.sleep(2.0)  # let start-up work (reader open, first idle tick) settle
+                        rss_start = rss_kib(proc.pid)
+                        cpu0, w0 = cpu_seconds(proc.pid), time.monotonic()
+                        time.sleep(idle_seconds)
+                        cpu1, w1 = cpu_seconds(proc.pid), time.monotonic()
+                        idle = {"idle_window_s": w1 - w0, "cpu_s": cpu1 - cpu0,
+                                "cpu_percent_of_one_core": 100 * (cpu1 - cpu0) / (w1 - w0),
+                                "rss_after_startup_kib": rss_start, "rss_after_idle_kib": rss_kib(proc.pid),
+                                "threads": len(os.listdir(f"/proc/{proc.pid}/task"))}
+                finally:
+                    stop_daemon(proc)
+                    notify.close()
+                    notify.path.unlink(missing_ok=True)
+    finally:
+        term.close()
+        sink.stop()
+    ordered = sorted(ready_s)
+    return {"ready_runs_s": ready_s, "ready_median_s": ordered[len(ordered) // 2], "ready_target_s": 1.0,
+            "idle": idle, "idle_target_percent": 1.0}
+
+
+def _load_child(total: int, samples: int) -> dict[str, Any]:
+    """Runs in its own process so its RSS is the daemon's alone."""
+    from agent.config import parse_config
+    from agent.daemon import Daemon
+    from agent.pipeline import EventBatch
+    from agent.sim.sink import WebhookSink
+    from bench.scenario import config_text, new_secret, sale
+
+    rng = random.Random(5)
+    secret = new_secret()
+    sink = WebhookSink(secret=secret).start()
+    text = config_text(device="/dev/null", url=sink.url, secret=secret)
+    text = text.replace(text[text.index("[[source]]"):text.index("[rules.DUP-001]")], "")
+    out: dict[str, Any] = {"total_events": total, "samples": []}
+    with tempfile.TemporaryDirectory(prefix="settleguard-bench-rss-") as tmp:
+        daemon = Daemon(parse_config(text, "<bench>"), Path(tmp), use_scheduler=False)
+        daemon.start()
+        assert daemon.pipeline is not None
+        pipeline = daemon.pipeline
+        out["rss_after_start_kib"] = rss_kib()
+        out["python_heap_blocks_after_start"] = sys.getallocatedblocks()
+        cards = [f"622576******{i:04d}" for i in range(5000)]
+        t = datetime.now(UTC) - timedelta(seconds=2 * total)
+        per_batch = 20
+        step = total // samples
+        start = time.monotonic()
+        sent = 0
+        while sent < total:
+            events = []
+            for _ in range(per_batch):
+                sent += 1
+                t += timedelta(seconds=2)
+                events.append(sale(sent, card=rng.choice(cards), amount_minor=rng.randrange(100, 500_000),
+                                   when=t, batch_no=f"{sent // 3000:06d}"))
+            daemon.inbox.put(EventBatch("terminal", tuple(events), t))
+            if sent % step == 0:
+                while pipeline.counts["events"] < sent:
+                    time.sleep(0.01)
+                db = sum(p.stat().st_size for p in Path(tmp).glob("settleguard.sqlite3*"))
+                state = pipeline.engine.state
+                out["samples"].append({"events": sent, "rss_kib": rss_kib(), "journal_bytes": db,
+                                       "seconds": time.monotonic() - start,
+                                       # Python's own heap, to tell a Python leak from SQLite or allocator growth.
+                                       "python_heap_blocks": sys.getallocatedblocks(),
+                                       "rule_state_views": sum(len(v) for v in state._by_tail.values())})
+        out["events_per_s_through_daemon"] = sent / (time.monotonic() - start)
+        out["alerts_opened"] = pipeline.counts["alerts_opened"]
+        daemon.stop()
+    sink.stop()
+    return out
+
+
+def rss_under_load(total: int) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "bench.resources", "--child", str(total)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load child failed: {proc.stderr[-2000:]}")
+    import json
+
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    s = result["samples"]
+    if len(s) >= 3:
+        # Growth after the first sample: caches and SQLite's page cache fill early and then stay.
+        first, last = s[0], s[-1]
+        result["rss_growth_kib_per_100k_events_after_first_sample"] = (
+            (last["rss_kib"] - first["rss_kib"]) / ((last["events"] - first["events"]) / 100_000))
+    return result
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    if quick:
+        out = startup_and_idle(runs=3, idle_seconds=5.0)
+        out["load"] = rss_under_load(20_000)
+    else:
+        out = startup_and_idle(runs=5, idle_seconds=30.0)
+        out["load"] = rss_under_load(1_000_000)
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
+        import json
+
+        print(json.dumps(_load_child(int(sys.argv[2]), samples=10)))
+        return
+    result = run(quick="--quick" in sys.argv)
+    write_result("resources", result)
+    idle = result["idle"]
+    print(f"READY after {result['ready_median_s'] * 1000:.0f} ms (median); idle CPU "
+          f"{idle['cpu_percent_of_one_core']:.2f}% of one core; RSS after start-up {idle['rss_after_startup_kib']} KiB")
+    load = result["load"]
+    for s in load["samples"]:
+        print(f"  {s['events']:>8} events: RSS {s['rss_kib']} KiB, journal {s['journal_bytes'] // 1024} KiB, "
+              f"python heap {s['python_heap_blocks']} blocks, rule state {s['rule_state_views']} views")
+
+
+if __name__ == "__main__":
+    main()
