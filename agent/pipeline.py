@@ -109,6 +109,7 @@ class Pipeline:
         self._event_now: datetime | None = None
         self.journal_error: str | None = None  # set while the journal cannot be written (shown in status)
         self._last_prune: datetime | None = None
+        self._newest_event: datetime | None = None
         self.listeners = list(listeners)
         self.on_commit = on_commit
         self.engine = RuleEngine(self.tz, loaded.rule_params, history=_JournalHistory(journal, self.tz),
@@ -224,8 +225,12 @@ class Pipeline:
         self._last_prune = self.now()
 
     def _prune_if_due(self) -> None:
-        """A busy till (or a replay) is never idle: forget what left the rules' horizon as time moves on."""
-        now = self.now()
+        """A busy till (or a replay) is never idle: forget what left the rules' horizon as time moves on.
+
+        Measured against the newest transaction seen as well as the clock: a terminal clock running ahead
+        (or a backlog being caught up) must not let the rules' memory grow without bound.
+        """
+        now = max(self.now(), self._newest_event) if self._newest_event else self.now()
         if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
             self.engine.prune(now)
             self._last_prune = now
@@ -270,6 +275,11 @@ class Pipeline:
         if merged.is_new and txn.terminal_id and txn.batch_no:
             self.journal.open_batch(txn.terminal_id, txn.batch_no, self.now())
         view = self._view(stored)
+        # Capped at a day ahead of the clock, as decoders cap terminal timestamps: one absurd time
+        # (a JSON integration sending year 2099) must not flush the rules' memory.
+        newest = min(view.utc, self.now() + timedelta(days=1))
+        if self._newest_event is None or newest > self._newest_event:
+            self._newest_event = newest
         if merged.is_new:
             self.counts["new_transactions"] += 1
         elif merged.reprint:
