@@ -108,7 +108,7 @@ class Pipeline:
         self.event_clock = event_clock
         self._event_now: datetime | None = None
         self.journal_error: str | None = None  # set while the journal cannot be written (shown in status)
-        self._last_prune: datetime | None = None
+        self._last_prune: tuple[datetime, datetime] | None = None  # (clock, newest transaction) at the last prune
         self._newest_event: datetime | None = None
         self.listeners = list(listeners)
         self.on_commit = on_commit
@@ -221,19 +221,24 @@ class Pipeline:
             reply.put(result)
 
     def tick(self) -> None:
-        self.engine.prune(self.now())
-        self._last_prune = self.now()
+        self._last_prune = None
+        self._prune_if_due()
 
     def _prune_if_due(self) -> None:
         """A busy till (or a replay) is never idle: forget what left the rules' horizon as time moves on.
 
-        Measured against the newest transaction seen as well as the clock: a terminal clock running ahead
-        (or a backlog being caught up) must not let the rules' memory grow without bound.
+        Due when a minute has passed on the clock or in the transactions' own time (a backlog being
+        caught up moves through hours of transactions in seconds); measured against the newer of the
+        two, so a terminal clock running ahead cannot make the rules' memory grow without bound.
         """
-        now = max(self.now(), self._newest_event) if self._newest_event else self.now()
-        if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
-            self.engine.prune(now)
-            self._last_prune = now
+        clock_now = self.now()
+        newest = self._newest_event or clock_now
+        last_clock, last_event = self._last_prune or (None, None)
+        if (last_clock is not None and last_event is not None and clock_now - last_clock < PRUNE_EVERY
+                and newest - last_event < PRUNE_EVERY):
+            return
+        self.engine.prune(max(clock_now, newest))
+        self._last_prune = (clock_now, newest)
 
     # -- events ----------------------------------------------------------------------------
     def _handle_batch(self, batch: EventBatch) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -109,3 +109,22 @@ def test_journal_schema_is_versioned(tmp_path: Path) -> None:
     assert j.conn.execute("PRAGMA user_version").fetchone()[0] >= 1
     assert j.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert j.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_rules_memory_stays_within_the_horizon_on_a_busy_till(tmp_path: Path) -> None:
+    from agent.pipeline import EventBatch
+
+    h = Harness(tmp_path)
+    start = at(0, 0)
+    # Three days at one sale a minute, never idle: pruning must happen as the transactions' time moves on.
+    items = []
+    for i in range(3 * 24 * 60):
+        when = start + timedelta(minutes=i)
+        items.append(EventBatch("terminal", (sale(f"{i:06d}", 1000 + i % 97, when, card=f"622576******{i % 500:04d}"),),
+                                when))
+    for k in range(0, len(items), 200):
+        chunk = items[k:k + 200]
+        h.clock.now = chunk[-1].received  # the wall clock keeps up with the terminal, as on a till
+        h.pipeline.process(chunk)
+    horizon_minutes = h.pipeline.engine.state.horizon.total_seconds() / 60
+    assert len(h.pipeline.engine.state) <= horizon_minutes + 200 + 60
