@@ -9,6 +9,7 @@ once the LRC is recomputed, and decodes them as-is with ``verify_lrc=False``.
 from __future__ import annotations
 
 import csv
+import re
 from datetime import datetime, timedelta
 from functools import reduce
 from itertools import pairwise
@@ -39,6 +40,7 @@ from drivers.protocols.cn_ecr import (
     parse_body,
     parse_tlv,
 )
+from drivers.timeutil import infer_datetime
 
 DATA = Path(__file__).parent / "data" / "cn-ecr"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -622,3 +624,228 @@ def test_any_wrong_length_cannot_swallow_the_next_frame(length: int, verify: boo
     bad = VOID[:1] + encode_bcd(f"{length:04d}", 2) + VOID[3:]
     events, _ = _decode_all(bad + SALE, verify_lrc=verify)
     assert events == [EXPECTED_SALE]
+
+
+# --------------------------------------------------------------------------
+# The decoder's own field reading agrees with parse_body
+# --------------------------------------------------------------------------
+# The decoder does not build an EcrResult per frame: it reads only the
+# fields an event carries. The oracle below maps parse_body's result the way
+# the class docstring says, so the two paths cannot drift apart unnoticed.
+
+def _expected_event(r: EcrResult, received: datetime | None) -> Transaction | Settlement | None:
+    if r.packet_type in ("00", "01"):
+        return None
+    target = DEFAULT_TYPE_MAP.get(r.tran_code or "")
+    if target is None or target == "ignore":
+        return None
+    approved = r.response_code in ("00", "Y1", "Y2", "Y3")
+    when = None
+    if received is not None and r.date_mmdd is not None and r.time_hhmmss is not None:
+        d, t = r.date_mmdd, r.time_hhmmss
+        when = infer_datetime(int(d[:2]), int(d[2:]), int(t[:2]), int(t[2:4]), int(t[4:]),
+                              tz=SHANGHAI, received=received)
+    currency = (r.amount.currency if r.amount else None) or "CNY"
+    if target == "settlement":
+        if not approved:
+            return None
+        rows = [(r.debit_amount_minor, r.debit_count, r.credit_amount_minor, r.credit_count)]
+        if all(v is None for v in rows[0]):
+            rows = [(s.debit_amount_minor, s.debit_count, s.credit_amount_minor, s.credit_count)
+                    for s in r.scheme_totals]
+        count = sum((dc or 0) + (cc or 0) for _, dc, _, cc in rows) if rows else None
+        total = sum((da or 0) - (ca or 0) for da, _, ca, _ in rows) if rows else None
+        return Settlement(source="cn_ecr", time=when, terminal_id=r.terminal_id, merchant_id=r.merchant_id,
+                          batch_no=r.batch_no, count=count, total_minor=total, currency=currency, balanced=None)
+    if r.amount is None and target != "balance":
+        return None
+    return Transaction(
+        source="cn_ecr", kind=target, result="approved" if approved else "declined",
+        amount_minor=0 if target == "balance" or r.amount is None else r.amount.minor, time=when,
+        terminal_id=r.terminal_id, merchant_id=r.merchant_id, batch_no=r.batch_no, voucher_no=r.voucher_no,
+        trace_no=r.trace_no, rrn=r.rrn, auth_code=r.auth_code, original_voucher_no=r.original_voucher_no,
+        currency=currency, card=r.card, card_type=r.card_name or r.card_type_code,
+        entry_mode=entry_mode(r.entry_mode_code), operator=r.operator,
+    )
+
+
+_PAN = _luhn_pan("622848918843608")
+_digits = st.integers(min_value=0, max_value=999_999).map(lambda n: f"{n:06d}")
+_results = st.builds(
+    EcrResult,
+    packet_type=st.sampled_from(["02", "02", "02", "00", "01", "03"]),
+    tran_code=st.sampled_from([*DEFAULT_TYPE_MAP, "99", None]),
+    random=st.just("0000"),
+    response_code=st.sampled_from(["00", "Y1", "51", "00000002", None]),
+    amount=st.none() | st.builds(Amount, st.integers(0, 10**9), st.booleans(), st.sampled_from(["CNY", "HKD"])),
+    trace_no=st.none() | _digits, voucher_no=st.none() | _digits, batch_no=st.none() | _digits,
+    original_voucher_no=st.none() | _digits,
+    terminal_id=st.sampled_from([None, "15221155", "T2"]),
+    merchant_id=st.sampled_from([None, "104152253311021", "M"]),
+    rrn=st.sampled_from([None, "925498334778"]), auth_code=st.sampled_from([None, "123456"]),
+    date_mmdd=st.sampled_from([None, "0911", "0229", "1231", "0101"]),
+    time_hhmmss=st.sampled_from([None, "154213", "000000", "235959"]),
+    # The full number reaches the wire here on purpose: the decoder must mask it.
+    card=st.sampled_from([None, _PAN, "622576******6691"]),
+    card_type_code=st.sampled_from([None, "01", "11"]),
+    card_name=st.sampled_from([None, "银联卡", "借记卡", f"卡 {_PAN}"]),
+    entry_mode_code=st.sampled_from([None, "0051", "0021", "0000"]),
+    operator=st.sampled_from([None, "01", "811615", _PAN]),
+    debit_amount_minor=st.none() | st.integers(0, 10**9), debit_count=st.none() | st.integers(0, 999),
+    scheme_totals=st.sampled_from([(), (SchemeTotals("visa", 100, 1, 20, 1),)]),
+)
+
+
+@PROPERTY
+@given(results=st.lists(_results, min_size=1, max_size=8),
+       received=st.sampled_from([RECEIVED, datetime(2027, 1, 1, 0, 30, tzinfo=SHANGHAI), None]))
+def test_events_carry_exactly_what_parse_body_reads_from_the_same_frames(
+        results: list[EcrResult], received: datetime | None) -> None:
+    frames = [encode_response(r) for r in results]
+    # One decoder for the whole stream: nothing one frame decoded may leak into the next.
+    d = _decoder()
+    events = d.feed(b"".join(frames), received)
+    expected = [e for e in (_expected_event(parse_body(f[3:-2]), received) for f in frames) if e is not None]
+    assert events == expected
+    assert not any(contains_full_pan(event_to_json(e)) for e in events)
+
+
+def test_the_same_field_is_read_afresh_when_the_terminal_changes_it() -> None:
+    first = _response("45", [(0xDF03, b"RMB  1.00"), (0xDF47, b"01"), (0xDF2C, "银联卡".encode("gb18030"))])
+    second = _response("45", [(0xDF03, b"RMB  2.00"), (0xDF47, b"02"), (0xDF2C, "借记卡".encode("gb18030"))])
+    events = _decode_all(first + second + first)[0]
+    assert [(e.amount_minor, e.operator, e.card_type) for e in events if isinstance(e, Transaction)] == [
+        (100, "01", "银联卡"), (200, "02", "借记卡"), (100, "01", "银联卡")]
+
+
+def _reachable_bytes(root: object) -> list[bytes]:
+    """Every str (UTF-8 encoded) and bytes reachable from ``root`` through attributes, dicts and sequences."""
+    found: list[bytes] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, str):
+            found.append(obj.encode())
+        elif isinstance(obj, (bytes, bytearray)):
+            found.append(bytes(obj))
+        elif isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("drivers"):
+            stack.extend(vars(obj).values())
+    return found
+
+
+def test_decoder_keeps_no_card_number_once_the_frames_are_decoded() -> None:
+    pan = _PAN.encode()
+    frame = _response("45", [(0xDF03, b"RMB 12.00"), (0xDF1E, pan), (0xDF47, pan),
+                             (0xDF2C, b"CARD " + pan), (0xDF12, pan)])
+    d = _decoder()
+    (event,) = d.feed(frame + SALE, RECEIVED)[:1]
+    assert isinstance(event, Transaction) and event.operator is not None and _PAN not in event.operator
+    held = _reachable_bytes(d)
+    assert any(b"RMB" in raw for raw in held)  # the walk does reach the remembered values
+    assert not any(pan in raw for raw in held)
+
+
+def test_remembered_field_values_stay_bounded_on_a_terminal_that_never_repeats() -> None:
+    frames = b"".join(_response("45", [(0xDF03, f"RMB {i}.00".encode()), (0xDF47, f"{i:06d}".encode()),
+                                       (0xDF12, f"T{i:07d}".encode()), (0xDF11, f"{i:06d}".encode())])
+                      for i in range(700))
+    d = _decoder()
+    events = d.feed(frames, RECEIVED)
+    assert [e.operator for e in events if isinstance(e, Transaction)] == [f"{i:06d}" for i in range(700)]
+    sizes = [len(v) for v in vars(d).values() if isinstance(v, dict)]
+    assert sizes and max(sizes) <= 256
+
+
+# --------------------------------------------------------------------------
+# Framing on long streams, LRC and TLV fast paths
+# --------------------------------------------------------------------------
+
+LONG_STREAM = b"".join(
+    b"\x06" + encode_response(r) + junk
+    for r, junk in zip(ROUND_TRIP_CASES * 10, [b"", b"\xff\x02", b"\x02\x00\x05\xdf", b"\x15"] * 10, strict=True)
+) + SALE + VOID_AS_CAPTURED + VOID
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1029, 1030, 4096, len(LONG_STREAM)])
+def test_serial_reads_of_any_size_give_what_one_big_read_gives(chunk: int) -> None:
+    whole, reference = _decode_all(LONG_STREAM)
+    d = _decoder()
+    events: list[object] = []
+    for i in range(0, len(LONG_STREAM), chunk):
+        events += d.feed(LONG_STREAM[i:i + chunk], RECEIVED)
+        assert d.buffered < d.max_frame
+    events += d.flush(RECEIVED)
+    assert events == whole and len(whole) == 42
+    assert _stats_tuple(d) == _stats_tuple(reference)
+
+
+@PROPERTY
+@given(cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=12),
+       max_body=st.sampled_from([200, 300, 1024]))
+def test_a_few_large_reads_split_anywhere_change_nothing(cuts: list[int], max_body: int) -> None:
+    whole, reference = _decode_all(LONG_STREAM, max_body=max_body)
+    d = _decoder(max_body=max_body)
+    events: list[object] = []
+    for chunk in _chunked(LONG_STREAM, cuts):
+        events += d.feed(chunk, RECEIVED)
+        assert d.buffered <= d.max_frame
+    events += d.flush(RECEIVED)
+    assert events == whole
+    assert _stats_tuple(d) == _stats_tuple(reference)
+
+
+@PROPERTY
+@given(data=st.binary(max_size=5000), init=st.integers(0, 255))
+def test_lrc_is_the_xor_of_every_byte(data: bytes, init: int) -> None:
+    assert lrc(data, init) == _xor(data) ^ init
+    assert lrc(memoryview(data), init) == lrc(bytearray(data), init) == lrc(data, init)
+
+
+def test_lrc_of_a_long_span_needs_masks_beyond_the_table() -> None:
+    data = bytes(range(256)) * 40 + b"\x5a"
+    assert lrc(data, 0x7F) == _xor(data) ^ 0x7F == 0x5A ^ 0x7F
+
+
+@PROPERTY
+@given(data=st.one_of(st.binary(max_size=40),
+                      st.tuples(st.integers(0, len(VOID) - 6), st.integers(0, 255)).map(
+                          lambda t: VOID[3:t[0] + 3] + bytes((t[1],)) + VOID[t[0] + 4:-2])))
+def test_parse_body_accepts_and_refuses_exactly_what_parse_tlv_does(data: bytes) -> None:
+    try:
+        pairs = parse_tlv(data)
+    except TlvError as exc:
+        with pytest.raises(TlvError, match=f"^{re.escape(str(exc))}$"):
+            parse_body(data)
+        return
+    top = dict(pairs)
+    packet_type = top.get(0xDF01, b"")
+    # DF01 says "01" (ISO 8583 for the host, never opened) in BCD or in ASCII.
+    for_the_host = packet_type == b"\x01" or packet_type.strip(b" ") == b"01"
+    if top.get(0xDF06) is not None and not for_the_host:
+        try:
+            parse_tlv(top[0xDF06])
+        except TlvError as exc:
+            with pytest.raises(TlvError, match=f"^{re.escape(str(exc))}$"):
+                parse_body(data)
+            return
+    assert isinstance(parse_body(data), EcrResult)
+
+
+def test_a_good_frame_ends_the_shadow_of_the_broken_candidate_before_it() -> None:
+    # The corrupted length claims 999 bytes, so the broken candidate's shadow reaches far past
+    # the sale; once the sale decodes, an ACK after it is line traffic again, not lost bytes.
+    broken = VOID[:1] + b"\x09\x99" + VOID[3:]
+    events, d = _decode_all(broken + SALE + b"\x06" + b"\x02\x09\x99\xdf\x01\x01" + b"\x03" * 5 + VOID)
+    assert events == [EXPECTED_SALE, EXPECTED_VOID]
+    assert d.stats.counters == {"ack": 1}
+    assert d.stats.bad_frames == 2
+    assert d.stats.bytes_skipped == len(broken) + 11

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from drivers.events import KINDS, Event, Settlement, Transaction
 from drivers.pan import mask_pan, scrub_text
@@ -126,6 +126,8 @@ _AMOUNT_TEXT = re.compile(
     r"^\s*([A-Za-z]{3})?\s*([+-]?)\s*(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?\s*$"
 , re.ASCII,
 )
+# Digits of the shortest card number (ISO/IEC 7812).
+_SHORTEST_PAN: Final = 13
 # Minor-unit digits: 12 is the ISO 8583 amount width; more is not an amount.
 _MAX_AMOUNT_DIGITS = 12
 
@@ -138,19 +140,25 @@ class TlvError(ValueError):
 # Pure wire helpers (shared by the decoder and the simulator)
 # --------------------------------------------------------------------------
 
+# _LOW_BYTES[k]: all ones over 2**k bytes, the half the LRC fold below keeps.
+_LOW_BYTES: tuple[int, ...] = tuple((1 << (8 << k)) - 1 for k in range(12))
+
+
 def lrc(data: bytes | bytearray | memoryview, init: int = 0x00) -> int:
     """XOR of every byte of ``data``, starting from ``init``."""
-    n = len(data)
-    if n == 0:
-        return init & 0xFF
     # Fold the bytes as one big integer: a few wide XORs instead of a
     # per-byte Python loop (the LRC is on the hot path of every frame).
+    # Rounding the width up to a power of two (zero bytes, which do not
+    # change an XOR) keeps the masks in a table.
     value = int.from_bytes(data, "little")
-    width = n
-    while width > 1:
-        half = (width + 1) // 2
-        value = (value & ((1 << (8 * half)) - 1)) ^ (value >> (8 * half))
-        width = half
+    k = (len(data) - 1).bit_length()
+    while k > 3:
+        k -= 1
+        mask = _LOW_BYTES[k] if k < len(_LOW_BYTES) else (1 << (8 << k)) - 1
+        value = (value & mask) ^ (value >> (8 << k))
+    value ^= value >> 32
+    value ^= value >> 16
+    value ^= value >> 8
     return (value ^ init) & 0xFF
 
 
@@ -207,6 +215,44 @@ def parse_tlv(data: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
     return out
 
 
+def _tlv_map(data: bytes) -> dict[int, bytes]:
+    """``dict(parse_tlv(data))`` (the last of a repeated tag wins) without the list of pairs.
+
+    Decoding a frame looks up a dozen tags in each of two lists, so the
+    values go straight into a dict; a malformed list is handed to
+    :func:`parse_tlv` so that the error, and its wording, are that function's.
+    """
+    out: dict[int, bytes] = {}
+    end = len(data)
+    p = 0
+    # A header cut short by the end raises IndexError: same verdict as parse_tlv's
+    # explicit bounds checks, without paying for them on every tag.
+    try:
+        while p < end:
+            if data[p] != TAG_PREFIX:
+                break
+            first = data[p + 2]
+            if first < 0x80:
+                start = p + 3
+            elif first == 0x81:
+                start, first = p + 4, data[p + 3]
+            elif first == 0x82:
+                start, first = p + 5, (data[p + 3] << 8) | data[p + 4]
+            else:
+                break
+            stop = start + first
+            if stop > end:
+                break
+            out[0xDF00 | data[p + 1]] = data[start:stop]
+            p = stop
+        else:
+            return out
+    except IndexError:
+        pass
+    parse_tlv(data)
+    raise AssertionError("parse_tlv accepted a TLV list _tlv_map refused")  # pragma: no cover
+
+
 def bcd_digits(value: bytes) -> str | None:
     """Packed BCD as its digit string; None when a nibble is not a digit."""
     text = value.hex()
@@ -242,11 +288,8 @@ def _text(value: bytes | None) -> str | None:
     """A right-padded ASCII/GBK field as stripped text; blank -> None."""
     if value is None:
         return None
-    try:
-        text = value.decode("ascii")
-    except UnicodeDecodeError:
-        text = value.decode("gb18030", errors="replace")
-    text = text.strip()
+    # Asking first is cheaper than catching the UnicodeDecodeError of every GBK name.
+    text = value.decode("ascii" if value.isascii() else "gb18030", errors="replace").strip()
     return text or None
 
 
@@ -262,16 +305,21 @@ def _number_text(value: bytes | None, digits: int | None = None) -> str | None:
     is BCD, 6 bytes is ASCII); otherwise ASCII digits win, because BCD that
     happens to be all 0x30-0x39 would be an absurd number.
     """
-    if value is None or not value:
+    if not value:
         return None
-    if digits is not None and len(value) * 2 == digits:
-        return bcd_digits(value)
+    # bcd_digits inlined: this runs for eight fields of every frame.
+    if len(value) * 2 == digits:
+        text = value.hex()
+        return text if text.isdigit() else None
+    if value.isdigit():
+        return value.decode("ascii")
     stripped = value.strip(b" ")
     if not stripped:
         return None
     if stripped.isdigit():
         return stripped.decode("ascii")
-    return bcd_digits(value)
+    text = value.hex()
+    return text if text.isdigit() else None
 
 
 def _count(value: bytes | None) -> int | None:
@@ -288,6 +336,12 @@ class Amount:
 
 def parse_amount(value: bytes | None) -> Amount | None:
     """DF03 and the settlement totals: ``"RMB -0.20"``, 12 ASCII digits of minor units, or 6 BCD bytes."""
+    parts = _amount_parts(value)
+    return Amount(*parts) if parts is not None else None
+
+
+def _amount_parts(value: bytes | None) -> tuple[int, bool, str | None] | None:
+    """:func:`parse_amount` as a plain tuple: the decoder needs no :class:`Amount` per frame."""
     if value is None or not value:
         return None
     m = _AMOUNT_TEXT.match(value.decode("latin-1"))
@@ -295,9 +349,10 @@ def parse_amount(value: bytes | None) -> Amount | None:
         # Text wins over BCD: six BCD bytes that all read as ASCII digits
         # would be an amount above RMB 300 million.
         digits = bcd_digits(value) if len(value) == 6 else None
-        return Amount(int(digits), False, None) if digits is not None else None
+        return (int(digits), False, None) if digits is not None else None
     label, sign, whole, frac = m.groups()
-    whole = whole.replace(",", "")
+    if "," in whole:
+        whole = whole.replace(",", "")
     if label is None and frac is None:
         # Bare digits are the ISO 8583 n12 form: already minor units.
         if len(whole) > _MAX_AMOUNT_DIGITS:
@@ -306,12 +361,12 @@ def parse_amount(value: bytes | None) -> Amount | None:
     else:
         if len(whole) > _MAX_AMOUNT_DIGITS - 2:
             return None
-        minor = int(whole) * 100 + int((frac or "0").ljust(2, "0"))
+        minor = int(whole) * 100 + (0 if frac is None else int(frac) * 10 if len(frac) == 1 else int(frac))
     currency = None
     if label is not None:
         label = label.upper()
         currency = CURRENCY_BY_LABEL.get(label, label)
-    return Amount(minor, sign == "-", currency)
+    return minor, sign == "-", currency
 
 
 def format_amount(minor: int, *, negative: bool = False, currency: str = "CNY") -> bytes:
@@ -385,32 +440,45 @@ def _minor(value: bytes | None) -> int | None:
     return amount.minor if amount is not None else None
 
 
+_NO_TOTALS: tuple[None, None, None, None] = (None, None, None, None)
+_TotalsRow = tuple[int | None, int | None, int | None, int | None]
+
+
+def _read_totals(inner: Mapping[int, bytes]) -> tuple[_TotalsRow, tuple[SchemeTotals, ...]]:
+    """DF25-DF28 (debit amount, debit count, credit amount, credit count) and the per-scheme rows."""
+    if _TOTAL_TAGS.isdisjoint(inner):
+        return _NO_TOTALS, ()
+    overall = (_minor(inner.get(0xDF25)), _count(inner.get(0xDF26)),
+               _minor(inner.get(0xDF27)), _count(inner.get(0xDF28)))
+    schemes = tuple(
+        SchemeTotals(name, _minor(inner.get(d_amt)), _count(inner.get(d_cnt)),
+                     _minor(inner.get(c_amt)), _count(inner.get(c_cnt)))
+        for name, d_amt, d_cnt, c_amt, c_cnt in SCHEME_TAGS
+        if d_amt in inner or d_cnt in inner or c_amt in inner or c_cnt in inner
+    )
+    return overall, schemes
+
+
+def _inner_tlvs(top: Mapping[int, bytes], packet_type: str | None) -> dict[int, bytes]:
+    container = top.get(0xDF06)
+    # With DF01=01 the container is an ISO 8583 message for the host (and
+    # may hold track data): never look inside.
+    if container is None or packet_type == "01":
+        return {}
+    return _tlv_map(container)
+
+
 def parse_body(body: bytes | bytearray | memoryview) -> EcrResult:
     """A frame body (the TLVs between length and ETX) as an :class:`EcrResult`.
 
     Raises :class:`TlvError` when the body or the DF06 container is not a
-    well-formed TLV list.
+    well-formed TLV list. The decoder does not go through this: it reads
+    only the fields an event has room for (see ``CnEcrDecoder._event``).
     """
-    top = dict(parse_tlv(body))
+    top = _tlv_map(bytes(body))
     packet_type = _number_text(top.get(0xDF01), 2)
-    inner: dict[int, bytes] = {}
-    container = top.get(0xDF06)
-    # With DF01=01 the container is an ISO 8583 message for the host (and
-    # may hold track data): never look inside.
-    if container is not None and packet_type != "01":
-        inner = dict(parse_tlv(container))
-
-    totals: dict[str, int | None] = {}
-    schemes: list[SchemeTotals] = []
-    if not _TOTAL_TAGS.isdisjoint(inner):
-        totals = {
-            "debit_amount_minor": _minor(inner.get(0xDF25)), "debit_count": _count(inner.get(0xDF26)),
-            "credit_amount_minor": _minor(inner.get(0xDF27)), "credit_count": _count(inner.get(0xDF28)),
-        }
-        for name, d_amt, d_cnt, c_amt, c_cnt in SCHEME_TAGS:
-            if d_amt in inner or d_cnt in inner or c_amt in inner or c_cnt in inner:
-                schemes.append(SchemeTotals(name, _minor(inner.get(d_amt)), _count(inner.get(d_cnt)),
-                                            _minor(inner.get(c_amt)), _count(inner.get(c_cnt))))
+    inner = _inner_tlvs(top, packet_type)
+    (debit_amount, debit_count, credit_amount, credit_count), schemes = _read_totals(inner)
     card_type = inner.get(0xDF21)
     return EcrResult(
         packet_type=packet_type,
@@ -438,8 +506,11 @@ def parse_body(body: bytes | bytearray | memoryview) -> EcrResult:
         desk_no=_free_text(inner.get(0xDF46)),
         operator=_free_text(inner.get(0xDF47)),
         order_no=_text(inner.get(0xDF69)),
-        scheme_totals=tuple(schemes),
-        **totals,
+        debit_amount_minor=debit_amount,
+        debit_count=debit_count,
+        credit_amount_minor=credit_amount,
+        credit_count=credit_count,
+        scheme_totals=schemes,
     )
 
 
@@ -609,14 +680,24 @@ class CnEcrDecoder:
         self.currency = currency
         self.reference = reference
         self.stats = DecoderStats()
-        # Holds at most one candidate frame: noise before an STX is dropped at once.
-        self._buf = bytearray()
-        # Offset of the next TLV header of the candidate still to check, so
-        # a frame arriving byte by byte is not re-walked from the start.
+        # LRC start offset relative to the STX; it always runs to the ETX inclusive.
+        self._lrc_from = {"len_to_etx": 1, "body_to_etx": 3, "stx_to_etx": 0}[lrc_covers]
+        # At most one candidate frame, held between feeds: noise before an STX
+        # is dropped at once, and anything max_frame long is decided.
+        self._buf = b""
+        # Offset (from the candidate's STX) of its next TLV header still to
+        # check, so a frame arriving byte by byte is not re-walked from the start.
         self._walk = 3
         # Bytes still covered by the last candidate that fell apart: a
         # spurious STX inside a broken frame is the same loss, not another.
         self._shadow = 0
+        # Raw value -> decoded value for the fields a terminal repeats in
+        # nearly every frame (terminal id, batch, operator, card name, the
+        # shop's prices); see _remember for what may be kept.
+        self._texts: dict[bytes | None, str | None] = {}
+        self._ids: dict[bytes | None, str | None] = {}
+        self._names: dict[bytes | None, str | None] = {}
+        self._amounts: dict[bytes | None, tuple[int, bool, str | None] | None] = {}
 
     # -- public contract ---------------------------------------------------
 
@@ -630,90 +711,103 @@ class CnEcrDecoder:
             raise ValueError("received must be timezone-aware")
         self.stats.bytes_in += len(data)
         out: list[Event] = []
-        view = memoryview(data)
-        pos, n = 0, len(data)
-        while pos < n:
-            # Never hold more than one frame's worth: whatever is left in the
-            # buffer after a drain is a partial candidate shorter than max_frame.
-            room = self.max_frame - len(self._buf)
-            self._buf += view[pos:pos + room]
-            pos += room
-            self._drain(out, received, final=False)
+        if not data:
+            return out
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        pos = 0
+        held = self._buf
+        if held:
+            # The held candidate plus max_frame new bytes is enough to decide
+            # it, so the join stays small whatever the size of ``data``.
+            work = held + data[:self.max_frame]
+            stop = self._scan(work, 0, out, received, final=False)
+            if len(data) <= self.max_frame:
+                self._buf = work[stop:]
+                return out
+            # Whatever is left starts in ``data``: a candidate still starting
+            # in ``held`` would have max_frame bytes after it, and be decided.
+            pos = stop - len(held)
+        # Frames are decoded where they lie in ``data``: no copy per frame.
+        stop = self._scan(data, pos, out, received, final=False)
+        self._buf = data[stop:]
         return out
 
     def flush(self, received: datetime | None = None) -> list[Event]:
         """End of input: a partial frame will never complete, so hunt through it and drop the rest."""
         out: list[Event] = []
-        self._drain(out, received, final=True)
+        self._scan(self._buf, 0, out, received, final=True)
+        self._buf = b""
         return out
 
     # -- framing -----------------------------------------------------------
 
-    def _consume(self, n: int) -> None:
-        del self._buf[:n]
-        self._walk = 3
-        self._shadow = max(0, self._shadow - n)
-
-    def _drop_noise(self, end: int) -> None:
-        buf = self._buf
-        # An ACK/NAK is a protocol byte only between frames; inside a broken
-        # frame a 0x06 is just part of the loss.
-        start = min(end, self._shadow)
-        acks = buf.count(ACK, start, end)
-        naks = buf.count(NAK, start, end)
-        if acks:
-            self.stats.bump("ack", acks)
-        if naks:
-            self.stats.bump("nak", naks)
-        self.stats.bytes_skipped += end - acks - naks
-        self._consume(end)
-
-    def _drain(self, out: list[Event], received: datetime | None, *, final: bool) -> None:
-        buf = self._buf
-        while buf:
-            if buf[0] != STX:
-                nxt = buf.find(STX)
-                self._drop_noise(len(buf) if nxt < 0 else nxt)
+    def _scan(self, buf: bytes, pos: int, out: list[Event], received: datetime | None, *, final: bool) -> int:
+        """Decode every frame ``buf[pos:]`` settles; return where the undecided rest starts."""
+        stats = self.stats
+        end = len(buf)
+        # Where the shadow of the last broken candidate ends, as an offset in buf.
+        shadow_end = pos + self._shadow
+        while pos < end:
+            if buf[pos] != STX:
+                nxt = buf.find(STX, pos)
+                stop = end if nxt < 0 else nxt
+                # An ACK/NAK is a protocol byte only between frames; inside a
+                # broken frame a 0x06 is just part of the loss.
+                first = min(stop, max(pos, shadow_end))
+                acks = buf.count(ACK, first, stop)
+                naks = buf.count(NAK, first, stop)
+                if acks:
+                    stats.bump("ack", acks)
+                if naks:
+                    stats.bump("nak", naks)
+                stats.bytes_skipped += stop - pos - acks - naks
+                pos = stop
+                self._walk = 3
                 continue
-            verdict, body_len, why = self._examine()
+            verdict, body_len, why = self._examine(buf, pos, end)
+            if verdict == _FRAME:
+                etx = pos + 3 + body_len
+                self._walk = 3
+                shadow_end = 0
+                self._frame(buf, pos + 3, etx, out, received)
+                pos = etx + 2
+                continue
             if verdict == _NEED_MORE:
                 if not final:
-                    return
+                    break
                 # Only a candidate with a plausible length and a DFxx body
                 # counts as a lost frame; a lone STX byte is just noise.
-                looked_like_frame = body_len > 0 and len(buf) >= 4
+                looked_like_frame = body_len > 0 and end - pos >= 4
                 verdict = _BROKEN if looked_like_frame else _NOT_A_FRAME
                 why = f"{body_len}-byte frame cut short by the end of input"
-            if verdict == _FRAME:
-                body = bytes(buf[3:3 + body_len])
-                self._consume(body_len + FRAME_OVERHEAD)
-                self._shadow = 0
-                self._frame(body, out, received)
-            elif verdict == _BAD_LRC:
-                self.stats.bad_frames += 1
-                self.stats.bytes_skipped += body_len + FRAME_OVERHEAD
-                self.stats.last_error = why
-                self._consume(body_len + FRAME_OVERHEAD)
-            else:
-                if verdict == _BROKEN and self._shadow == 0:
-                    self.stats.bad_frames += 1
-                    self.stats.last_error = why
-                    self._shadow = body_len + FRAME_OVERHEAD
-                self.stats.bytes_skipped += 1
-                self._consume(1)
+            self._walk = 3
+            if verdict == _BAD_LRC:
+                stats.bad_frames += 1
+                stats.bytes_skipped += body_len + FRAME_OVERHEAD
+                stats.last_error = why
+                pos += body_len + FRAME_OVERHEAD
+                continue
+            if verdict == _BROKEN and shadow_end <= pos:
+                stats.bad_frames += 1
+                stats.last_error = why
+                shadow_end = pos + body_len + FRAME_OVERHEAD
+            stats.bytes_skipped += 1
+            pos += 1
+        self._shadow = max(0, shadow_end - pos)
+        return pos
 
-    def _examine(self) -> tuple[int, int, str]:
-        """Judge the candidate at buf[0] == STX from the bytes available so far."""
-        buf = self._buf
-        avail = len(buf)
+    def _examine(self, buf: bytes, s: int, end: int) -> tuple[int, int, str]:
+        """Judge the candidate at buf[s] == STX from the bytes up to ``end``."""
+        avail = end - s
         if avail < 2:
             return _NEED_MORE, 0, ""
-        hi = _BCD_BYTE[buf[1]]
+        hi = _BCD_BYTE[buf[s + 1]]
         if hi < 0:
             return _NOT_A_FRAME, 0, ""
         if avail < 3:
             return _NEED_MORE, 0, ""
-        lo = _BCD_BYTE[buf[2]]
+        lo = _BCD_BYTE[buf[s + 2]]
         if lo < 0:
             return _NOT_A_FRAME, 0, ""
         body_len = hi * 100 + lo
@@ -721,51 +815,50 @@ class CnEcrDecoder:
             return _NOT_A_FRAME, 0, ""
         if avail < 4:
             return _NEED_MORE, body_len, ""
-        if buf[3] != TAG_PREFIX:
+        if buf[s + 3] != TAG_PREFIX:
             return _NOT_A_FRAME, 0, ""
         if body_len > self.max_body:
             return _BROKEN, body_len, f"{body_len}-byte frame over the {self.max_body}-byte limit skipped"
-        etx = 3 + body_len
+        etx = s + 3 + body_len
         # Walk the top-level TLV headers; a header that is not DFxx, or a
         # value that runs past the ETX the length promises, proves the
         # length (or the frame) wrong before all of it has arrived.
-        p = self._walk
+        p = s + self._walk
         while p < etx:
-            if p >= avail:
-                self._walk = p
+            if p >= end:
+                self._walk = p - s
                 return _NEED_MORE, body_len, ""
             if buf[p] != TAG_PREFIX:
-                return _BROKEN, body_len, f"TLV body broken at byte {p - 3} of a {body_len}-byte frame"
-            if p + 3 > avail:
-                self._walk = p
+                return _BROKEN, body_len, f"TLV body broken at byte {p - s - 3} of a {body_len}-byte frame"
+            if p + 3 > end:
+                self._walk = p - s
                 return _NEED_MORE, body_len, ""
             first = buf[p + 2]
             if first < 0x80:
                 p += 3 + first
             elif first == 0x81:
-                if p + 4 > avail:
-                    self._walk = p
+                if p + 4 > end:
+                    self._walk = p - s
                     return _NEED_MORE, body_len, ""
                 p += 4 + buf[p + 3]
             elif first == 0x82:
-                if p + 5 > avail:
-                    self._walk = p
+                if p + 5 > end:
+                    self._walk = p - s
                     return _NEED_MORE, body_len, ""
                 p += 5 + ((buf[p + 3] << 8) | buf[p + 4])
             else:
                 return _BROKEN, body_len, f"bad TLV length form {first:#04x} in a {body_len}-byte frame"
             if p > etx:
                 return _BROKEN, body_len, f"TLV runs past the end of a {body_len}-byte frame"
-        self._walk = p
-        if avail <= etx:
+        self._walk = p - s
+        if end <= etx:
             return _NEED_MORE, body_len, ""
         if buf[etx] != ETX:
             return _BROKEN, body_len, f"no ETX after a {body_len}-byte body"
-        if avail <= etx + 1:
+        if end <= etx + 1:
             return _NEED_MORE, body_len, ""
         if self.verify_lrc:
-            start, stop = _lrc_span(0, body_len, self.lrc_covers)
-            computed = lrc(memoryview(buf)[start:stop], self.lrc_init)
+            computed = lrc(buf[s + self._lrc_from:etx + 1], self.lrc_init)
             stored = buf[etx + 1]
             if computed != stored:
                 return _BAD_LRC, body_len, (f"LRC mismatch (stored {stored:02x}, computed {computed:02x}): "
@@ -774,16 +867,30 @@ class CnEcrDecoder:
 
     # -- content -----------------------------------------------------------
 
-    def _frame(self, body: bytes, out: list[Event], received: datetime | None) -> None:
+    def _frame(self, buf: bytes, start: int, stop: int, out: list[Event], received: datetime | None) -> None:
+        """The body buf[start:stop], whose top-level TLV list :meth:`_examine` has walked to its end."""
+        top: dict[int, bytes] = {}
+        p = start
+        while p < stop:
+            first = buf[p + 2]
+            if first < 0x80:
+                value = p + 3
+            elif first == 0x81:
+                value, first = p + 4, buf[p + 3]
+            else:
+                value, first = p + 5, (buf[p + 3] << 8) | buf[p + 4]
+            top[0xDF00 | buf[p + 1]] = buf[value:value + first]
+            p = value + first
+        packet_type = _number_text(top.get(0xDF01), 2)
         try:
-            result = parse_body(body)
+            inner = _inner_tlvs(top, packet_type)
         except TlvError as exc:
             self.stats.bad_frames += 1
-            self.stats.bytes_skipped += len(body) + FRAME_OVERHEAD
+            self.stats.bytes_skipped += stop - start + FRAME_OVERHEAD
             self.stats.last_error = f"DF06 container broken: {exc}"
             return
         self.stats.frames += 1
-        event = self._event(result, received)
+        event = self._event(packet_type, top, inner, received)
         if event is None:
             self.stats.ignored_frames += 1
         else:
@@ -795,71 +902,119 @@ class CnEcrDecoder:
         if why is not None:
             self.stats.last_error = why
 
-    def _event(self, r: EcrResult, received: datetime | None) -> Event | None:
-        if r.packet_type == "00":
+    def _event(self, packet_type: str | None, top: Mapping[int, bytes], inner: Mapping[int, bytes],
+               received: datetime | None) -> Event | None:
+        """The event for one frame, decoding only the fields it carries (same values as :func:`parse_body`)."""
+        if packet_type == "00":
             self._ignore("requests")
             return None
-        if r.packet_type == "01":
+        if packet_type == "01":
             self._ignore("host_messages")
             return None
-        target = self.type_map.get(r.tran_code) if r.tran_code is not None else None
+        tran_code = _number_text(inner.get(0xDF02) or top.get(0xDF02), 2)
+        target = self.type_map.get(tran_code) if tran_code is not None else None
         if target is None:
             self._ignore("unmapped_type",
-                         f"transaction type {r.tran_code!r} is not in type_map; frame ignored")
+                         f"transaction type {tran_code!r} is not in type_map; frame ignored")
             return None
         if target == "ignore":
             self._ignore("ignored_type")
             return None
-        approved = r.response_code in APPROVED_CODES
-        when = self._time(r, received)
-        if target == "settlement":
-            if not approved:
-                self._ignore("settlement_declined",
-                             f"settlement refused by the terminal (response {r.response_code!r})")
-                return None
-            count, total = _settlement_totals(r)
-            return Settlement(
-                source=self.source, time=when, terminal_id=r.terminal_id, merchant_id=r.merchant_id,
-                batch_no=r.batch_no, count=count, total_minor=total,
-                currency=(r.amount.currency if r.amount else None) or self.currency, balanced=None,
-            )
-        if target == "balance":
-            amount_minor = 0
-        elif r.amount is None:
+        response_code = _response_code(top.get(0xDF07) or inner.get(0xDF07))
+        approved = response_code in APPROVED_CODES
+        if target == "settlement" and not approved:
+            self._ignore("settlement_declined",
+                         f"settlement refused by the terminal (response {response_code!r})")
+            return None
+        get = inner.get
+        amounts = self._amounts
+        raw = get(0xDF03)
+        amount = amounts[raw] if raw in amounts else _remember(amounts, raw, _amount_parts(raw))
+        if amount is None and target != "balance" and target != "settlement":
             self._ignore("no_amount")
             return None
-        else:
-            amount_minor = r.amount.minor
+        when = self._time(get(0xDF1C), get(0xDF1D), received)
+        currency = (amount[2] if amount is not None else None) or self.currency
+        if target == "settlement":
+            count, total = _settlement_totals(*_read_totals(inner))
+            return Settlement(
+                source=self.source, time=when, terminal_id=_text(get(0xDF12)),
+                merchant_id=_text(get(0xDF13)), batch_no=_number_text(get(0xDF11), 6),
+                count=count, total_minor=total, currency=currency, balanced=None,
+            )
+        texts, ids, names = self._texts, self._ids, self._names
+        raw = get(0xDF12)
+        terminal_id = texts[raw] if raw in texts else _remember(texts, raw, _text(raw))
+        raw = get(0xDF11)
+        batch_no = ids[raw] if raw in ids else _remember(ids, raw, _number_text(raw, 6))
+        raw = get(0xDF47)
+        operator = names[raw] if raw in names else _remember(names, raw, _free_text(raw))
+        raw = get(0xDF2C)
+        card_type = names[raw] if raw in names else _remember(names, raw, _free_text(raw))
+        if card_type is None:
+            code = get(0xDF21)
+            card_type = code.hex() if code else None
+        entry = get(0xDF2F)
         return Transaction(
             source=self.source, kind=target, result="approved" if approved else "declined",
-            amount_minor=amount_minor, time=when,
-            terminal_id=r.terminal_id, merchant_id=r.merchant_id, batch_no=r.batch_no,
-            voucher_no=r.voucher_no, trace_no=r.trace_no, rrn=r.rrn, auth_code=r.auth_code,
-            original_voucher_no=r.original_voucher_no,
-            currency=(r.amount.currency if r.amount else None) or self.currency,
-            card=r.card, card_type=r.card_name or r.card_type_code,
-            entry_mode=entry_mode(r.entry_mode_code), operator=r.operator,
+            # A balance inquiry moves no money: the card holder's balance is not the shop's business.
+            amount_minor=0 if target == "balance" or amount is None else amount[0],
+            time=when,
+            terminal_id=terminal_id,
+            merchant_id=_text(get(0xDF13)),
+            batch_no=batch_no,
+            voucher_no=_number_text(get(0xDF10), 6),
+            trace_no=_number_text(get(0xDF0A), 6),
+            rrn=_text(get(0xDF1A)),
+            auth_code=_text(get(0xDF1B)),
+            original_voucher_no=_number_text(get(0xDF18), 6),
+            currency=currency,
+            card=mask_pan(_text(get(0xDF1E))),
+            card_type=card_type,
+            entry_mode=entry_mode(_number_text(entry, 4)) if entry is not None else None,
+            operator=operator,
         )
 
-    def _time(self, r: EcrResult, received: datetime | None) -> datetime | None:
+    def _time(self, date_field: bytes | None, clock_field: bytes | None,
+              received: datetime | None) -> datetime | None:
         anchor = received if received is not None else self.reference
-        date, clock = r.date_mmdd, r.time_hhmmss
-        if anchor is None or date is None or clock is None or len(date) != 4 or len(clock) != 6:
+        if anchor is None:
             return None
-        month, day = int(date[:2]), int(date[2:])
-        hour, minute, second = int(clock[:2]), int(clock[2:4]), int(clock[4:])
+        date, clock = _number_text(date_field, 4), _number_text(clock_field, 6)
+        if date is None or clock is None or len(date) != 4 or len(clock) != 6:
+            return None
+        # Both are ASCII digit strings here, so arithmetic splits them like slicing would.
+        month, day = divmod(int(date), 100)
+        hour, rest = divmod(int(clock), 10_000)
+        minute, second = divmod(rest, 100)
         if hour > 23 or minute > 59 or second > 59:
             return None
         return infer_datetime(month, day, hour, minute, second, tz=self.tz, received=anchor)
 
 
-def _settlement_totals(r: EcrResult) -> tuple[int | None, int | None]:
-    overall = (r.debit_amount_minor, r.debit_count, r.credit_amount_minor, r.credit_count)
+_MEMO_ENTRIES: Final = 256
+_Decoded = TypeVar("_Decoded")
+
+
+def _remember(memo: dict[bytes | None, _Decoded], raw: bytes | None, decoded: _Decoded) -> _Decoded:
+    """Keep ``raw -> decoded`` in a bounded memo and return ``decoded``.
+
+    Only values shorter than the shortest card number are kept, so a memo
+    never holds a PAN that reached a field it should not be in.
+    """
+    if raw is None or len(raw) < _SHORTEST_PAN:
+        if len(memo) >= _MEMO_ENTRIES:
+            memo.clear()
+        memo[raw] = decoded
+    return decoded
+
+
+def _settlement_totals(overall: _TotalsRow, schemes: tuple[SchemeTotals, ...]) -> tuple[int | None, int | None]:
+    """``count`` = debit + credit counts, ``total`` = debit - credit amounts: DF25-DF28, else the schemes summed."""
     if any(v is not None for v in overall):
-        rows: Iterable[tuple[int | None, int | None, int | None, int | None]] = [overall]
-    elif r.scheme_totals:
-        rows = [(s.debit_amount_minor, s.debit_count, s.credit_amount_minor, s.credit_count)
-                for s in r.scheme_totals]
+        rows: Iterable[_TotalsRow] = [overall]
+    elif schemes:
+        rows = [(s.debit_amount_minor, s.debit_count, s.credit_amount_minor, s.credit_count) for s in schemes]
     else:
         return None, None
     count = total = 0
