@@ -14,8 +14,10 @@ from drivers.protocols.zvt import frame_serial
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 FIRST_DAY = date(2026, 1, 5)
-# Simulated terminal timestamps are placed in time relative to this receive time.
-RECEIVED = datetime(2026, 12, 31, 12, 0, tzinfo=UTC)
+# Simulated terminal timestamps are placed in time relative to this receive time. On a live line the
+# receive time is within seconds of the terminal's clock; the middle of the simulated month keeps every
+# frame within the few months that real captures span (a year-old receive time costs a slower year search).
+RECEIVED = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
 
 ZVT_STATUS_FILE = "zvt/ecrterm_040f_status_girocard_40eur.hex"
 ESCPOS_RECEIPT_FILE = "escpos/receipt-with-logo.bin"
