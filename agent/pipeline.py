@@ -271,6 +271,7 @@ class Pipeline:
 
     def _handle_transaction(self, txn: Transaction, batch: EventBatch) -> int:
         self.counts["transactions"] += 1
+        now = self.now()
         instant = (txn.time or batch.received).astimezone(UTC)
         key = identity_key(txn) or f"u:{batch.source}:{instant.isoformat()}:{txn.amount_minor}:{new_ulid()}"
         merged = self.journal.merge_transaction(txn, key=key, instant=instant, received=batch.received,
@@ -278,11 +279,11 @@ class Pipeline:
         stored = merged.stored
         self._last_txn[batch.source] = (stored.id, batch.received)
         if merged.is_new and txn.terminal_id and txn.batch_no:
-            self.journal.open_batch(txn.terminal_id, txn.batch_no, self.now())
+            self.journal.open_batch(txn.terminal_id, txn.batch_no, now)
         view = self._view(stored)
         # Capped at a day ahead of the clock, as decoders cap terminal timestamps: one absurd time
         # (a JSON integration sending year 2099) must not flush the rules' memory.
-        newest = min(view.utc, self.now() + timedelta(days=1))
+        newest = min(view.utc, now + timedelta(days=1))
         if self._newest_event is None or newest > self._newest_event:
             self._newest_event = newest
         if merged.is_new:
@@ -291,7 +292,6 @@ class Pipeline:
             self.counts["reprints"] += 1
         obs = Observation(view=view, is_new=merged.is_new, conflicts=merged.conflicts, reprint=merged.reprint,
                           sighting=txn)
-        now = self.now()
         findings = self.engine.evaluate(obs, now)
         if merged.is_new:
             self.engine.observe(view)
