@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.model import Alert, Settlement, Transaction, all_identity_keys
+from agent.rules.base import same_card
 
 SCHEMA_VERSION = 1
 
@@ -236,7 +237,7 @@ class Journal:
             if getattr(stored, f) is not None and getattr(txn, f) is not None
             and getattr(stored, f) != getattr(txn, f)
             # A masked card seen two ways (6+4 vs last-4 only) is the same card.
-            and not (f == "card" and _same_masked_card(getattr(stored, f), getattr(txn, f)))
+            and not (f == "card" and same_card(getattr(stored, f), getattr(txn, f)))
         }
         merged = _fill(stored, txn)
         reprint = not conflicts
@@ -274,7 +275,7 @@ class Journal:
             " AND kind='sale' AND result='approved' ORDER BY time_utc",
             (card[-4:], utc_text(since), utc_text(until)),
         ).fetchall()
-        return [s for s in map(self._stored, rows) if s.txn.card and _same_masked_card(s.txn.card, card)]
+        return [s for s in map(self._stored, rows) if s.txn.card and same_card(s.txn.card, card)]
 
     def earliest_transaction(self) -> datetime | None:
         row = self.conn.execute("SELECT MIN(time_utc) FROM transactions").fetchone()
@@ -451,12 +452,6 @@ class Journal:
 
     def integrity_check(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
-
-
-def _same_masked_card(a: str, b: str) -> bool:
-    if len(a) != len(b):
-        return a[-4:] == b[-4:] and (a.startswith("*") or b.startswith("*"))
-    return all(x == y or "*" in (x, y) for x, y in zip(a, b, strict=True))
 
 
 def _fill(stored: Transaction, new: Transaction) -> Transaction:

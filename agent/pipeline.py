@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time as _time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -374,13 +374,12 @@ class Pipeline:
 
     def _transition(self, alert: Alert, state: str, now: datetime, *, actor: str, note: str | None,
                     suggestion: Any = None, evidence_bundle: str | None = None) -> Alert:
-        fields = {s: getattr(alert, s) for s in Alert.__slots__}  # type: ignore[attr-defined]
-        fields.update(state=state, revision=alert.revision + 1, updated=now)
+        changes: dict[str, Any] = {"state": state, "revision": alert.revision + 1, "updated": now}
         if suggestion is not None:
-            fields["suggestion"] = suggestion
+            changes["suggestion"] = suggestion
         if evidence_bundle is not None:
-            fields["evidence"] = {**alert.evidence, "bundle": evidence_bundle}
-        changed = Alert(**fields)
+            changes["evidence"] = {**alert.evidence, "bundle": evidence_bundle}
+        changed = replace(alert, **changes)
         self.journal.save_alert(changed, actor=actor, note=note)
         self._announce(changed, state, now)
         if state in ("voided", "dismissed"):
