@@ -15,79 +15,31 @@ import sqlite3
 import threading
 import time as _time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.alerts.remedy import check_suggestion, next_cutoff, refund_suggestion, void_suggestion
 from agent.config import LoadedConfig
-from agent.journal import Journal, StoredTxn
+from agent.messages import AlertChange, BatchClosed, Command, EventBatch, ReviewNotice
 from agent.model import (
     RETURNING_KINDS,
     Alert,
-    Event,
     ReceiptText,
     Settlement,
     Transaction,
     identity_key,
     new_ulid,
 )
-from agent.remedy import check_suggestion, next_cutoff, refund_suggestion, void_suggestion
 from agent.rules.base import Finding, Observation, TxnView
 from agent.rules.engine import RuleEngine
+from agent.store.journal import Journal, StoredTxn
 
 log = logging.getLogger("settleguard.pipeline")
 
 Clock = Callable[[], datetime]
 PRUNE_EVERY = timedelta(minutes=1)
-
-
-@dataclass(frozen=True, slots=True)
-class EventBatch:
-    """The events one decoder call produced, in order (a receipt followed by its transaction)."""
-
-    source: str
-    events: tuple[Event, ...]
-    received: datetime
-
-
-@dataclass(slots=True)
-class Command:
-    name: str
-    args: dict[str, Any] = field(default_factory=dict)
-    reply: queue.Queue[Any] | None = None
-
-
-STOP = Command("stop")
-
-
-@dataclass(frozen=True, slots=True)
-class AlertChange:
-    """Handed to listeners after commit (demo console, replay printer, metrics)."""
-
-    alert: Alert
-    notice: str          # opened | voided | dismissed | escalated | expired | reminder
-    at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewNotice:
-    """The pre-close review (or the all-clear) as it went out."""
-
-    at: datetime
-    alerts: tuple[Alert, ...]
-    deadline: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchClosed:
-    at: datetime
-    terminal_id: str | None
-    batch_no: str | None
-    reason: str          # settlement event | cutoff
-
-
-Notification = AlertChange | ReviewNotice | BatchClosed
 
 
 class Pipeline:
@@ -339,7 +291,7 @@ class Pipeline:
         """Everything a refund dispute needs, as files a person can open (evidence/<date>-<id>/)."""
         if self.evidence_dir is None:
             return None
-        from agent.evidence import write_bundle
+        from agent.alerts.evidence import write_bundle
 
         return write_bundle(self.journal, alert, now=now, tz=self.tz, root=self.evidence_dir, path=path)
 

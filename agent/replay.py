@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import LoadedConfig
-from agent.journal import Journal
-from agent.pipeline import Command, EventBatch, Pipeline
+from agent.messages import Command, EventBatch
+from agent.pipeline import Pipeline
 from agent.schedule import fire_times, plan
+from agent.store.journal import Journal
 from drivers.events import Event, ReceiptText
 from drivers.protocols import make_decoder
 
@@ -83,7 +84,7 @@ def replay(loaded: LoadedConfig, events: Iterable[tuple[Event, datetime]], *, st
 def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
          listener: Callable[[Any], None] | None, source: str, result: ReplayResult,
          keep_evidence: bool) -> ReplayResult:
-    from agent.channels.factory import build_channels, routing
+    from agent.delivery.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
     journal = Journal(state / "settleguard.sqlite3")

@@ -19,7 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.config import LoadedConfig
-from agent.pipeline import Command
+from agent.messages import Command
 
 log = logging.getLogger("settleguard.schedule")
 

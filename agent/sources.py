@@ -18,7 +18,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from agent.config import SourceConfig
-from agent.pipeline import Command, EventBatch
+from agent.messages import Command, EventBatch
 from drivers.events import Event
 from drivers.protocols import Decoder, DecoderStats, make_decoder, sniff
 

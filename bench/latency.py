@@ -1,6 +1,6 @@
 """End-to-end alert latency: last byte of the duplicate charge on a pty -> the alert's POST at a local server.
 
-The real daemon runs in-process (agent.daemon.Daemon, journal with
+The real daemon runs in-process (agent.service.daemon.Daemon, journal with
 synchronous=FULL, the delivery thread, httpx) with a cn_ecr source on a pty.
 For each of N pairs we write a sale, then the same card and amount on a new
 voucher (DUP-001), stamp the moment the second frame's last byte has been
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import parse_config
-from agent.daemon import Daemon
-from agent.pipeline import AlertChange, EventBatch
+from agent.messages import AlertChange, EventBatch
+from agent.service.daemon import Daemon
 from agent.sim.sink import Received, WebhookSink
 from agent.sim.terminal import PtyTerminal
 from bench.common import percentile, write_result

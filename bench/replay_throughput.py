@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import parse_config
-from agent.pipeline import BatchClosed
+from agent.messages import BatchClosed
 from agent.replay import decode_captures, replay
 from bench.common import write_result
 from bench.inputs import RECEIVED, SHANGHAI, sim_days, sim_stream

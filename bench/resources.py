@@ -118,8 +118,8 @@ def startup_and_idle(runs: int, idle_seconds: float) -> dict[str, Any]:
 def _load_child(total: int, samples: int) -> dict[str, Any]:
     """Runs in its own process so its RSS is the daemon's alone."""
     from agent.config import parse_config
-    from agent.daemon import Daemon
-    from agent.pipeline import EventBatch
+    from agent.messages import EventBatch
+    from agent.service.daemon import Daemon
     from agent.sim.sink import WebhookSink
     from bench.scenario import config_text, new_secret, sale
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import LoadedConfig, parse_config
-from agent.journal import Journal
-from agent.pipeline import AlertChange, EventBatch, Pipeline
+from agent.messages import AlertChange, EventBatch
+from agent.pipeline import Pipeline
+from agent.store.journal import Journal
 from drivers.events import Event, Transaction
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.channels import make_channel
-from agent.channels import webhook as webhook_mod
-from agent.channels.base import (
+from agent.delivery.channels import make_channel
+from agent.delivery.channels import webhook as webhook_mod
+from agent.delivery.channels.base import (
     MAX_RETRY_AFTER,
     HttpRequest,
     HttpResponse,
@@ -31,12 +31,12 @@ from agent.channels.base import (
     classify_http,
     parse_retry_after,
 )
-from agent.channels.dingtalk import DingtalkChannel
-from agent.channels.dingtalk import sign as dingtalk_sign
-from agent.channels.feishu import FeishuChannel
-from agent.channels.feishu import sign as feishu_sign
-from agent.channels.printer import PrinterChannel, PrinterSettings
-from agent.channels.render import (
+from agent.delivery.channels.dingtalk import DingtalkChannel
+from agent.delivery.channels.dingtalk import sign as dingtalk_sign
+from agent.delivery.channels.feishu import FeishuChannel
+from agent.delivery.channels.feishu import sign as feishu_sign
+from agent.delivery.channels.printer import PrinterChannel, PrinterSettings
+from agent.delivery.channels.render import (
     WECOM_MARKDOWN_LIMIT,
     compose,
     more_line,
@@ -44,8 +44,8 @@ from agent.channels.render import (
     to_markdown,
     to_text,
 )
-from agent.channels.webhook import WebhookChannel, WebhookVerificationError, cloudevent, verify
-from agent.channels.wecom import WecomChannel
+from agent.delivery.channels.webhook import WebhookChannel, WebhookVerificationError, cloudevent, verify
+from agent.delivery.channels.wecom import WecomChannel
 from agent.model import Alert, ReceiptText, Suggestion, Transaction
 from drivers.pan import contains_full_pan
 

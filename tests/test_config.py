@@ -86,7 +86,7 @@ def test_toml_syntax_errors_carry_the_line() -> None:
 
 
 def test_fallback_channels_only_receive_what_an_earlier_channel_missed() -> None:
-    from agent.channels.factory import build_channels, routing
+    from agent.delivery.channels.factory import build_channels, routing
 
     loaded = parse_config(BASE + '''
 [[channel]]

@@ -6,12 +6,12 @@ import random
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent.channels.http import HttpxSender
-from agent.channels.webhook import WebhookChannel
 from agent.config import DeliveryConfig
-from agent.delivery import Delivery
-from agent.outbox import Outbox, backoff_delay
+from agent.delivery.channels.http import HttpxSender
+from agent.delivery.channels.webhook import WebhookChannel
+from agent.delivery.loop import Delivery
 from agent.sim.sink import WebhookSink
+from agent.store.outbox import Outbox, backoff_delay
 from tests.helpers import SHANGHAI, Harness, sale
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.channels.webhook import WebhookChannel, verify
 from agent.cli import main as cli_main
-from agent.outbox import Outbox
-from agent.pipeline import Command
+from agent.delivery.channels.webhook import WebhookChannel, verify
+from agent.messages import Command
+from agent.store.outbox import Outbox
 from drivers.events import event_to_json
 from tests.helpers import SHANGHAI, Harness, sale
 from tests.test_delivery_servers import (

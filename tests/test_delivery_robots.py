@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.channels.base import HttpChannel
-from agent.channels.dingtalk import DingtalkChannel
-from agent.channels.feishu import FeishuChannel
-from agent.channels.printer import PrinterChannel
-from agent.channels.wecom import WecomChannel
 from agent.cli import main as cli_main
-from agent.pipeline import Command
+from agent.delivery.channels.base import HttpChannel
+from agent.delivery.channels.dingtalk import DingtalkChannel
+from agent.delivery.channels.feishu import FeishuChannel
+from agent.delivery.channels.printer import PrinterChannel
+from agent.delivery.channels.wecom import WecomChannel
+from agent.messages import Command
 from drivers.pan import contains_full_pan
 from drivers.protocols.escpos import EscposDecoder
 from tests.helpers import SHANGHAI, Harness, sale

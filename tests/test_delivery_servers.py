@@ -23,11 +23,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from agent.channels.base import Channel
-from agent.channels.http import HttpxSender
 from agent.config import DeliveryConfig
-from agent.delivery import Delivery
-from agent.outbox import Outbox
+from agent.delivery.channels.base import Channel
+from agent.delivery.channels.http import HttpxSender
+from agent.delivery.loop import Delivery
+from agent.store.outbox import Outbox
 from tests.helpers import Harness
 
 

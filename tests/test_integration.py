@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_config
-from agent.daemon import Daemon, journal_path
+from agent.service.daemon import Daemon, journal_path
 from agent.sim.day import build_day
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from agent.alerts.remedy import next_cutoff
 from agent.config import parse_config
-from agent.daemon import Daemon
-from agent.journal import Journal
-from agent.pipeline import AlertChange, BatchClosed, Command, ReviewNotice
-from agent.remedy import next_cutoff
+from agent.messages import AlertChange, BatchClosed, Command, ReviewNotice
 from agent.schedule import fire_times, missed_review, plan
+from agent.service.daemon import Daemon
+from agent.store.journal import Journal
 from drivers.events import Settlement
 from tests.helpers import BASE_CONFIG, SHANGHAI, Harness, config, sale
 
@@ -177,7 +177,7 @@ def test_ack_while_the_daemon_runs_is_recorded_with_who_and_when(tmp_path: Path)
 
 
 def daemon_batch(txn: object) -> object:
-    from agent.pipeline import EventBatch
+    from agent.messages import EventBatch
 
     return EventBatch("terminal", (txn,), datetime.now(UTC))  # type: ignore[arg-type]
 

@@ -12,9 +12,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.doctor import Check, check_clock, check_device, check_endpoint, endpoints, run_checks
-from agent.journal import Journal
+from agent.service.doctor import Check, check_clock, check_device, check_endpoint, endpoints, run_checks
 from agent.sim.terminal import PtyTerminal
+from agent.store.journal import Journal
 
 CONFIG = """
 [shop]

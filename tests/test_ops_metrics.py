@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, parse_config
-from agent.daemon import Daemon
-from agent.metrics import JournalSample, Snapshot, SourceSample, render
+from agent.service.daemon import Daemon
+from agent.service.metrics import JournalSample, Snapshot, SourceSample, render
 from agent.sim.terminal import PtyTerminal, encode_event
 from tests.helpers import sale
 

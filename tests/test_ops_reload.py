@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from agent.config import load_config
-from agent.daemon import Daemon
-from agent.doctor import check_daemon
-from agent.pipeline import AlertChange
-from agent.reload import ConfigWatcher
+from agent.messages import AlertChange
+from agent.service.daemon import Daemon
+from agent.service.doctor import check_daemon
+from agent.service.reload import ConfigWatcher
 from agent.sim.terminal import PtyTerminal, encode_event
 from tests.helpers import sale
 

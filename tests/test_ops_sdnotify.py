@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from agent.config import SourceConfig, parse_config
-from agent.daemon import Daemon, journal_path
-from agent.pipeline import Command
+from agent.messages import Command
+from agent.service.daemon import Daemon, journal_path
 from agent.sim.terminal import PtyTerminal
 from agent.sources import SourceRunner, build_decoder
 from drivers.transport import ByteSource, Supervisor

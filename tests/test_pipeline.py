@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import Journal
+from agent.store.journal import Journal
 from tests.helpers import SHANGHAI, Harness, sale
 
 
@@ -112,7 +112,7 @@ def test_journal_schema_is_versioned(tmp_path: Path) -> None:
 
 
 def test_rules_memory_stays_within_the_horizon_on_a_busy_till(tmp_path: Path) -> None:
-    from agent.pipeline import EventBatch
+    from agent.messages import EventBatch
 
     h = Harness(tmp_path)
     start = at(0, 0)

@@ -12,7 +12,7 @@ import tty
 from pathlib import Path
 
 from agent.config import SourceConfig
-from agent.pipeline import EventBatch
+from agent.messages import EventBatch
 from agent.sim.day import build_day
 from agent.sim.terminal import encode_event
 from agent.sim.wire_escpos import slip_lines

@@ -23,16 +23,16 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
+from agent.alerts.report import alert_line
 from agent.config import parse_config
-from agent.daemon import Daemon, journal_path
-from agent.journal import Journal
-from agent.pipeline import AlertChange
-from agent.report import alert_line
+from agent.messages import AlertChange
 from agent.schedule import fire_times, plan
+from agent.service.daemon import Daemon, journal_path
 from agent.sim.day import build_day
 from agent.sim.history import seed_history
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
+from agent.store.journal import Journal
 
 DEMO_PROTOCOL = "cn_ecr"
 DEMO_CONFIG = """\

@@ -31,12 +31,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import parse_config
-from agent.journal import Journal
+from agent.messages import AlertChange
 from agent.model import Settlement, Transaction, identity_key
-from agent.pipeline import AlertChange
 from agent.replay import replay
 from agent.rules.calendar import ShopCalendar
 from agent.sim.day import ANOMALY_LABELS, PROFILES, ShopProfile, SimEvent, build_day
+from agent.store.journal import Journal
 from drivers.events import Event
 from drivers.pan import mask_pan
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, timedelta, tzinfo
 
-from agent.journal import Journal
 from agent.model import Transaction, identity_key
 from agent.sim.day import build_day
+from agent.store.journal import Journal
 
 
 def seed_history(journal: Journal, *, today: date, tz: tzinfo, days: int = 14, per_day: int = 60,

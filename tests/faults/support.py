@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.control import request
+from agent.service.control import request
 from agent.sim.day import luhn_complete
 from agent.sim.terminal import encode_event
 from drivers.events import Transaction

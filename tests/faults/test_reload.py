@@ -1,6 +1,6 @@
 """A configuration reload with a corrupt file keeps the old configuration and keeps working.
 
-Runs only once agent/reload.py exists (hot reload is being written in
+Runs only once agent/service/reload.py exists (hot reload is being written in
 parallel); until then ``settleguard run`` has no SIGHUP handler and a HUP
 would simply end it, which is not what this test is about.
 """
@@ -11,16 +11,11 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal
 from tests.faults.support import CONFIG, DaemonProcess, Till, vouchers_in_journal, wait_until
 
-RELOAD_MODULE = Path(__file__).resolve().parents[2] / "agent" / "reload.py"
 
-
-@pytest.mark.skipif(not RELOAD_MODULE.exists(), reason="agent/reload.py does not exist yet: no hot reload to test")
 def test_a_corrupt_config_on_sighup_is_refused_and_the_daemon_keeps_its_old_one(tmp_path: Path) -> None:
     sink = WebhookSink().start()
     term = PtyTerminal()

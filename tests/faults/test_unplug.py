@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from agent.config import parse_config
-from agent.daemon import Daemon
+from agent.service.daemon import Daemon
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal
 from tests.faults.support import CONFIG, FULL, Till, vouchers_in_journal, wait_until

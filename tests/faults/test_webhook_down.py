@@ -8,7 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 from agent.config import parse_config
-from agent.daemon import Daemon
+from agent.service.daemon import Daemon
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal
 from tests.faults.support import CONFIG, FULL, Till, journal, vouchers_in_journal, wait_until

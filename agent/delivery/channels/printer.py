@@ -24,8 +24,8 @@ from escpos.exceptions import DeviceNotFoundError
 from escpos.exceptions import Error as EscposError
 from escpos.printer import File, Network, Serial, Usb
 
-from agent.channels.base import Channel, HttpSender, Notice, Outcome, RateLimit
-from agent.channels.render import SEVERITY_LABEL, clean_text, facts
+from agent.delivery.channels.base import Channel, HttpSender, Notice, Outcome, RateLimit
+from agent.delivery.channels.render import SEVERITY_LABEL, clean_text, facts
 
 INIT = b"\x1b@"                 # ESC @: forget whatever mode the till's last receipt left behind
 CHINESE_ON = b"\x1c&"           # FS &: two-byte (GB2312/GB18030) characters from here on

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from agent.channels.base import (
+from agent.delivery.channels.base import (
     HttpChannel,
     HttpRequest,
     HttpResponse,

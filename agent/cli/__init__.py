@@ -153,8 +153,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.daemon import Daemon
-    from agent.logs import setup_logging
+    from agent.service.daemon import Daemon
+    from agent.service.logs import setup_logging
 
     setup_logging(args.log_level)
     try:
@@ -180,8 +180,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 # -- alerts --------------------------------------------------------------------------------------
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from agent.daemon import journal_path
-    from agent.journal import Journal
+    from agent.service.daemon import journal_path
+    from agent.store.journal import Journal
 
     path = journal_path(state_dir(args.state))
     if not path.exists():
@@ -242,8 +242,8 @@ def loaded_zone(args: argparse.Namespace) -> ZoneInfo | Any:
 def cmd_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from agent.alerts.report import alert_line, notification_json, summary_table
     from agent.replay import decode_captures, replay
-    from agent.report import alert_line, notification_json, summary_table
 
     try:
         loaded = load_config(args.config)
@@ -283,7 +283,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # -- ack ---------------------------------------------------------------------------------------------
 def cmd_ack(args: argparse.Namespace) -> int:
     """Through the running daemon's control socket; with no daemon, straight into the journal."""
-    from agent.control import request
+    from agent.service.control import request
 
     sdir = state_dir(args.state)
     payload = {"cmd": "ack", "id": args.id, "voided": args.voided, "by": args.by or os.environ.get("USER") or "staff",
@@ -307,9 +307,10 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
-    from agent.daemon import journal_path, wall_clock
-    from agent.journal import Journal
-    from agent.pipeline import Command, Pipeline
+    from agent.messages import Command
+    from agent.pipeline import Pipeline
+    from agent.service.daemon import journal_path, wall_clock
+    from agent.store.journal import Journal
 
     path = journal_path(sdir)
     if not path.exists():
@@ -319,7 +320,7 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
     except ConfigError as exc:
         _err(str(exc))
         return None
-    from agent.channels.factory import build_channels, routing
+    from agent.delivery.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
     journal = Journal(path)
@@ -336,7 +337,7 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
 
 # -- doctor ------------------------------------------------------------------------------------------
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from agent.doctor import render_text, run_checks
+    from agent.service.doctor import render_text, run_checks
 
     checks = run_checks(Path(args.config), state_dir(args.state), network=args.network)
     bad = [c for c in checks if c.status == "fail"]
@@ -360,7 +361,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 # -- demo ------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.logs import setup_logging
+    from agent.service.logs import setup_logging
     from agent.sim.demo import run_demo
 
     setup_logging("WARNING", journald=False)

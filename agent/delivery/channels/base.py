@@ -2,7 +2,7 @@
 
 Channels are pure adapters. HTTP channels build an :class:`HttpRequest` and
 classify the :class:`HttpResponse`; the only code that touches the network
-is the :class:`HttpSender` the delivery loop passes in (``agent.channels.http``
+is the :class:`HttpSender` the delivery loop passes in (``agent.delivery.channels.http``
 wraps httpx and turns its errors into :class:`TransportError`). Time is a
 parameter everywhere, so rate limits, signatures and retry delays are exact
 under test and replay.

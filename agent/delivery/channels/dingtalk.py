@@ -14,7 +14,7 @@ import hmac
 from datetime import datetime, tzinfo
 from urllib.parse import quote, quote_plus
 
-from agent.channels.base import (
+from agent.delivery.channels.base import (
     HttpChannel,
     HttpRequest,
     HttpResponse,
@@ -25,7 +25,7 @@ from agent.channels.base import (
     classify_errcode,
     dumps,
 )
-from agent.channels.render import DINGTALK_MARKDOWN_LIMIT, compose, to_markdown
+from agent.delivery.channels.render import DINGTALK_MARKDOWN_LIMIT, compose, to_markdown
 
 ENDPOINT = "https://oapi.dingtalk.com/robot/send"
 THROTTLED_FOR = 600.0

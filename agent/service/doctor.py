@@ -160,7 +160,7 @@ def check_state_dir(state_dir: Path) -> Check:
 
 
 def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
-    from agent.journal import from_utc_text
+    from agent.store.journal import from_utc_text
 
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
@@ -220,7 +220,7 @@ def check_clock(now: datetime, newest_txn: datetime | None) -> Check:
 
 # -- the running daemon ------------------------------------------------------------------------------
 def check_daemon(state_dir: Path) -> list[Check]:
-    from agent.control import request
+    from agent.service.control import request
 
     sock = state_dir / "control.sock"
     try:
@@ -271,7 +271,7 @@ def check_daemon(state_dir: Path) -> list[Check]:
 # -- channels ---------------------------------------------------------------------------------------
 def endpoints(loaded: LoadedConfig) -> list[tuple[str, str, int]]:
     """(channel, host, port) for every enabled channel that talks to the network."""
-    from agent.channels import dingtalk, feishu, wecom
+    from agent.delivery.channels import dingtalk, feishu, wecom
 
     defaults = {"wecom": wecom.ENDPOINT, "dingtalk": dingtalk.ENDPOINT, "feishu": feishu.ENDPOINT}
     out: list[tuple[str, str, int]] = []

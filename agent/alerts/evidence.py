@@ -14,8 +14,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from agent.journal import Journal
 from agent.model import Alert, identity_key
+from agent.store.journal import Journal
 from agent.units import format_money
 
 

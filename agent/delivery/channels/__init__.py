@@ -2,7 +2,7 @@
 
 ``make_channel`` builds one from a validated ``[[channel]]`` config entry.
 The delivery loop owns retries, the outbox and the HTTP client
-(``agent.channels.http``); a channel only says what to send and what an
+(``agent.delivery.channels.http``); a channel only says what to send and what an
 answer means.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from typing import Any, Protocol
 
-from agent.channels.base import (
+from agent.delivery.channels.base import (
     NOTICE_KINDS,
     Channel,
     HttpRequest,
@@ -50,29 +50,29 @@ def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout
     """A channel for one config entry; ValueError names what is missing."""
     kind = settings.type
     if kind == "webhook":
-        from agent.channels.webhook import WebhookChannel
+        from agent.delivery.channels.webhook import WebhookChannel
 
         if not settings.url:
             raise ValueError(f"channel {settings.name}: a webhook needs url")
         secrets = [s for s in ([settings.secret] if settings.secret else []) + list(settings.secrets) if s]
         return WebhookChannel(settings.name, url=settings.url, secrets=secrets, timeout=timeout)
     if kind == "wecom":
-        from agent.channels.wecom import WecomChannel
+        from agent.delivery.channels.wecom import WecomChannel
 
         return WecomChannel(settings.name, key=settings.key, url=settings.url, tz=tz, timeout=timeout)
     if kind == "dingtalk":
-        from agent.channels.dingtalk import DingtalkChannel
+        from agent.delivery.channels.dingtalk import DingtalkChannel
 
         return DingtalkChannel(settings.name, access_token=settings.key, url=settings.url,
                                secret=settings.secret, tz=tz, timeout=timeout)
     if kind == "feishu":
-        from agent.channels.feishu import FeishuChannel
+        from agent.delivery.channels.feishu import FeishuChannel
 
         return FeishuChannel(settings.name, token=settings.key, url=settings.url, secret=settings.secret,
                              tz=tz, timeout=timeout)
     if kind == "printer":
         # Imported only here: python-escpos is the printing backend and nothing else needs it.
-        from agent.channels.printer import PrinterChannel
+        from agent.delivery.channels.printer import PrinterChannel
 
         printer: Mapping[str, Any] = settings.printer
         return PrinterChannel(settings.name, printer=printer, tz=tz)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any, Literal
 
-from agent.channels.base import Notice
+from agent.delivery.channels.base import Notice
 from agent.units import format_money
 from drivers.pan import scrub_text
 

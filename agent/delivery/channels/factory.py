@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import tzinfo
 from pathlib import Path
 
-from agent.channels import make_channel
-from agent.channels.base import Channel
 from agent.config import Config, ConfigError
+from agent.delivery.channels import make_channel
+from agent.delivery.channels.base import Channel
 
 
 def build_channels(config: Config, *, tz: tzinfo | None = None, state_dir: Path | None = None,

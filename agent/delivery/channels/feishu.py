@@ -14,7 +14,7 @@ import hmac
 from datetime import datetime, tzinfo
 from typing import Any
 
-from agent.channels.base import (
+from agent.delivery.channels.base import (
     HttpChannel,
     HttpRequest,
     HttpResponse,
@@ -25,7 +25,7 @@ from agent.channels.base import (
     classify_errcode,
     dumps,
 )
-from agent.channels.render import compose, to_feishu_post
+from agent.delivery.channels.render import compose, to_feishu_post
 
 ENDPOINT = "https://open.feishu.cn/open-apis/bot/v2/hook/"
 

@@ -20,18 +20,19 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from agent.channels.factory import routing
 from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config
-from agent.control import ControlServer
-from agent.journal import Journal
-from agent.logs import add_secrets
-from agent.metrics import MetricsServer, Snapshot, SourceSample, read_journal
-from agent.outbox import Outbox
-from agent.pipeline import STOP, AlertChange, Command, EventBatch, Pipeline
-from agent.reload import ConfigWatcher, ReloadPlan, config_secrets, plan_reload
+from agent.delivery.channels.factory import routing
+from agent.messages import STOP, AlertChange, Command, EventBatch
+from agent.pipeline import Pipeline
 from agent.schedule import Scheduler, missed_review
-from agent.sdnotify import SdNotify, watchdog_interval
+from agent.service.control import ControlServer
+from agent.service.logs import add_secrets
+from agent.service.metrics import MetricsServer, Snapshot, SourceSample, read_journal
+from agent.service.reload import ConfigWatcher, ReloadPlan, config_secrets, plan_reload
+from agent.service.sdnotify import SdNotify, watchdog_interval
 from agent.sources import SourceRunner
+from agent.store.journal import Journal
+from agent.store.outbox import Outbox
 
 log = logging.getLogger("settleguard.daemon")
 
@@ -108,7 +109,7 @@ class Daemon:
                                  listeners=self.listeners, on_commit=self._wake_delivery,
                                  evidence_dir=self.state_dir / "evidence")
         if self.sender is None:
-            from agent.channels.http import HttpxSender
+            from agent.delivery.channels.http import HttpxSender
 
             self.sender = HttpxSender(timeout=cfg.delivery.timeout.total_seconds())
         self._start_delivery(self.loaded, channels)
@@ -136,12 +137,12 @@ class Daemon:
                  len(channels), self.state_dir)
 
     def _build_channels(self, loaded: LoadedConfig) -> list[Any]:
-        from agent.channels.factory import build_channels
+        from agent.delivery.channels.factory import build_channels
 
         return build_channels(loaded.config, tz=loaded.tz, state_dir=self.state_dir, path=loaded.path)
 
     def _start_delivery(self, loaded: LoadedConfig, channels: list[Any]) -> None:
-        from agent.delivery import Delivery
+        from agent.delivery.loop import Delivery
 
         cfg = loaded.config
         outbox = Outbox(journal_path(self.state_dir))

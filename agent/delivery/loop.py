@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent.channels.base import Channel, HttpSender, Notice, Outcome, RateLimiter
 from agent.config import DeliveryConfig
-from agent.outbox import Outbox, OutboxRow, backoff_delay
+from agent.delivery.channels.base import Channel, HttpSender, Notice, Outcome, RateLimiter
+from agent.store.outbox import Outbox, OutboxRow, backoff_delay
 
 log = logging.getLogger("settleguard.delivery")
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.journal import connect, from_utc_text, migrate, utc_text
+from agent.store.journal import connect, from_utc_text, migrate, utc_text
 
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0

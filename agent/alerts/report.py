@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from agent.pipeline import AlertChange, BatchClosed, ReviewNotice
+from agent.messages import AlertChange, BatchClosed, ReviewNotice
 from agent.units import format_money
 
 NOTICE_ZH = {"opened": "新告警", "voided": "已撤销", "dismissed": "已确认正常", "escalated": "已升级·需退货",

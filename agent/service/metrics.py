@@ -50,7 +50,7 @@ class Snapshot:
 
 def read_journal(path: Path, now: datetime) -> JournalSample:
     """Alert and outbox figures from a read-only connection (the pipeline stays the only writer)."""
-    from agent.journal import from_utc_text
+    from agent.store.journal import from_utc_text
 
     if not path.exists():
         return JournalSample()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from urllib.parse import quote
 
-from agent.channels.base import (
+from agent.delivery.channels.base import (
     HttpChannel,
     HttpRequest,
     HttpResponse,
@@ -21,7 +21,7 @@ from agent.channels.base import (
     classify_errcode,
     dumps,
 )
-from agent.channels.render import WECOM_MARKDOWN_LIMIT, compose, to_markdown
+from agent.delivery.channels.render import WECOM_MARKDOWN_LIMIT, compose, to_markdown
 
 ENDPOINT = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
 

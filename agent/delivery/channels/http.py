@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 
-from agent.channels.base import HttpRequest, HttpResponse, TransportError
+from agent.delivery.channels.base import HttpRequest, HttpResponse, TransportError
 
 
 class HttpxSender:

@@ -1,0 +1,61 @@
+"""What travels on the pipeline's one queue, and what the pipeline tells its listeners.
+
+Readers put :class:`EventBatch` items on the queue; scheduler jobs, the control
+socket and the CLI put :class:`Command` items. After each commit the pipeline
+hands :class:`AlertChange`, :class:`ReviewNotice` and :class:`BatchClosed` to
+its listeners (demo console, replay printer, metrics).
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent.model import Alert, Event
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """The events one decoder call produced, in order (a receipt followed by its transaction)."""
+
+    source: str
+    events: tuple[Event, ...]
+    received: datetime
+
+
+@dataclass(slots=True)
+class Command:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    reply: queue.Queue[Any] | None = None
+
+
+STOP = Command("stop")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """Handed to listeners after commit (demo console, replay printer, metrics)."""
+
+    alert: Alert
+    notice: str          # opened | voided | dismissed | escalated | expired | reminder
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewNotice:
+    """The pre-close review (or the all-clear) as it went out."""
+
+    at: datetime
+    alerts: tuple[Alert, ...]
+    deadline: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchClosed:
+    at: datetime
+    terminal_id: str | None
+    batch_no: str | None
+    reason: str          # settlement event | cutoff
