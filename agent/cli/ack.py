@@ -1,0 +1,77 @@
+"""``settleguard ack``: mark an alert legitimate or voided, through the daemon or offline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from agent.cli.common import DEFAULT_CONFIG, EX_CONFIG, EX_FAIL, EX_OK, ConfigError, err, load_config, state_dir
+
+
+def add_parser(sub: Any) -> None:
+    ak = sub.add_parser("ack", help="mark an alert as legitimate or voided (recorded with who and when)")
+    ak.add_argument("id", help="alert id (a unique prefix is enough)")
+    which = ak.add_mutually_exclusive_group(required=True)
+    which.add_argument("--legit", action="store_true", help="the transaction is fine: dismiss the alert")
+    which.add_argument("--voided", action="store_true", help="staff voided it on the terminal")
+    ak.add_argument("--by", help="who acknowledges (default: $USER)")
+    ak.add_argument("--note", help="why, in a few words")
+    ak.add_argument("--state")
+    ak.add_argument("--config", default=DEFAULT_CONFIG, help="used only when no daemon is running")
+    ak.set_defaults(func=cmd_ack)
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    """Through the running daemon's control socket; with no daemon, straight into the journal."""
+    from agent.service.control import request
+
+    sdir = state_dir(args.state)
+    payload = {"cmd": "ack", "id": args.id, "voided": args.voided, "by": args.by or os.environ.get("USER") or "staff",
+               "note": args.note}
+    try:
+        reply = request(sdir / "control.sock", payload)
+    except OSError as exc:
+        err(f"cannot reach the daemon at {sdir / 'control.sock'}: {exc}")
+        return EX_FAIL
+    if reply is None:
+        reply = _ack_offline(args, sdir, payload)
+        if reply is None:
+            return EX_CONFIG
+    if not reply.get("ok"):
+        err(str(reply.get("error", "failed")))
+        return EX_FAIL
+    alert = reply["alert"]
+    print(f"alert {alert['id']} ({alert['rule']}) is now {alert['state']} (revision {alert['revision']}),"
+          f" recorded as {payload['by']}")
+    return EX_OK
+
+
+def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
+    from agent.messages import Command
+    from agent.pipeline import Pipeline
+    from agent.service.daemon import journal_path, wall_clock
+    from agent.store.journal import Journal
+
+    path = journal_path(sdir)
+    if not path.exists():
+        return {"ok": False, "error": f"no journal at {path} and no daemon running (--state DIR?)"}
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        err(str(exc))
+        return None
+    from agent.delivery.channels.factory import build_channels, routing
+
+    channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
+    journal = Journal(path)
+    try:
+        # Same code path as the daemon: the outbox rows written here go out when the daemon starts.
+        primary, people = routing(loaded.config, channels)
+        pipeline = Pipeline(loaded, journal, clock=wall_clock, channels=primary, people_channels=people)
+        reply: dict[str, Any] = pipeline._handle_command_tx(Command("ack", {k: v for k, v in payload.items()
+                                                                                if k != "cmd"}))
+    finally:
+        journal.close()
+    return reply

@@ -1,0 +1,26 @@
+"""``settleguard check-config``: validate a configuration file."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from agent.cli.common import EX_CONFIG, EX_OK, ConfigError, err, load_config
+
+
+def add_parser(sub: Any) -> None:
+    cc = sub.add_parser("check-config", help="validate a configuration file")
+    cc.add_argument("file")
+    cc.set_defaults(func=cmd_check_config)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(args.file)
+    except ConfigError as exc:
+        err(str(exc))
+        return EX_CONFIG
+    cfg = loaded.config
+    print(f"{args.file}: ok — {len(cfg.source)} source(s), {len(cfg.channel)} channel(s), "
+          f"{sum(1 for p in loaded.rule_params.values() if p.enabled)} rule(s) enabled, zone {loaded.tz}")
+    return EX_OK

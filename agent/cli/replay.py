@@ -1,0 +1,62 @@
+"""``settleguard replay``: the full pipeline on captures, on simulated time."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.cli.common import EX_CONFIG, EX_DATAERR, EX_OK, ConfigError, err, load_config, usage_error, zone_arg
+
+
+def add_parser(sub: Any) -> None:
+    rp = sub.add_parser("replay", help="run the full pipeline on captures, on simulated time; sends nothing")
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--protocol", help="zvt | cn_ecr | jsonl | escpos | auto (default: the first source's)")
+    rp.add_argument("--tz", help="zone for terminal timestamps (default: the config's)")
+    rp.add_argument("--json", action="store_true", help="alert lifecycle as JSON lines on stdout")
+    rp.add_argument("--state", help="keep the replay journal here (default: a temporary directory)")
+    rp.add_argument("captures", nargs="+", metavar="CAPTURE")
+    rp.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from agent.alerts.report import alert_line, notification_json, summary_table
+    from agent.replay import decode_captures, replay
+
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        err(str(exc))
+        return EX_CONFIG
+    tz = zone_arg(args.tz) or loaded.tz
+    protocol = args.protocol or (loaded.config.source[0].protocol if loaded.config.source else "auto")
+    paths = [Path(p) for p in args.captures]
+    for p in paths:
+        if not p.is_file():
+            err(f"{p}: no such capture file")
+            return EX_DATAERR
+    try:
+        events, stats = decode_captures(paths, protocol, tz)
+    except ValueError as exc:
+        return usage_error(str(exc))
+    if not events:
+        err("no events decoded from " + ", ".join(map(str, paths)) + f" as {protocol}")
+        return EX_DATAERR
+    err_console = Console(stderr=True)
+    out_console = Console(highlight=False)
+
+    def listener(item: object) -> None:
+        if args.json:
+            line = notification_json(item)
+            if line is not None:
+                sys.stdout.write(line + "\n")
+        else:
+            out_console.print(alert_line(item, loaded.tz))
+
+    result = replay(loaded, events, state=Path(args.state) if args.state else None, listener=listener)
+    (err_console if args.json else out_console).print(summary_table(result, stats))
+    return EX_OK

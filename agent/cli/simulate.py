@@ -1,0 +1,74 @@
+"""``settleguard simulate``: play a simulated shop day as a terminal would send it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.cli.common import EX_OK, usage_error, zone_arg
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("simulate", help="play a simulated shop day as a terminal would send it")
+    s.add_argument("--protocol", default="jsonl", choices=["jsonl", "zvt", "cn_ecr", "escpos"])
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--pty", action="store_true", help="open a pty pair and print the device path")
+    g.add_argument("--port", help="write to a serial port (pyserial URL)")
+    g.add_argument("--out", help="write the bytes to a file")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--speed", type=float, default=600.0, help="simulated seconds per real second (0 = flat out)")
+    s.add_argument("--scenario", default="demo", help="demo | clean | mixed")
+    s.add_argument("--count", type=int, help="ordinary sales in the day (clean/mixed)")
+    s.add_argument("--tz", help="shop time zone (default Asia/Shanghai)")
+    s.add_argument("--labels", help="with --out: write the anomaly labels as JSON lines here")
+    s.add_argument("--baudrate", type=int, default=9600)
+    s.add_argument("--wait", type=float, default=2.0, help="with --pty: seconds to wait before playing")
+    s.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.sim.day import build_day
+    from agent.sim.terminal import PtyTerminal, play, write_file
+
+    tz = zone_arg(args.tz) or ZoneInfo("Asia/Shanghai")
+    try:
+        events = build_day(args.scenario, seed=args.seed, tz=tz, count=args.count)
+    except ValueError as exc:
+        return usage_error(str(exc))
+    if args.out:
+        with open(args.out, "wb") as fh:
+            n = write_file(fh, events, args.protocol)
+        if args.labels:
+            with open(args.labels, "w", encoding="utf-8") as lf:
+                for e in events:
+                    lf.write(json.dumps({"at": e.at.isoformat(), "label": e.label, "reprint": e.reprint,
+                                         "voucher_no": getattr(e.event, "voucher_no", None)}) + "\n")
+        print(f"wrote {n} events ({args.protocol}) to {args.out}", file=sys.stderr)
+        return EX_OK
+    if args.pty:
+        term = PtyTerminal()
+        print(term.device, flush=True)
+        print(f"simulated terminal on {term.device}; start the agent on it, playing in {args.wait:g}s",
+              file=sys.stderr)
+        time.sleep(args.wait)
+        try:
+            play(events, term.write, args.protocol, speed=args.speed)
+            time.sleep(1.0)  # let the reader drain before the master closes
+        finally:
+            term.close()
+        return EX_OK
+    if args.port:
+        from drivers.transport import open_serial_writer
+
+        writer = open_serial_writer(args.port, baudrate=args.baudrate)
+        try:
+            play(events, writer.write, args.protocol, speed=args.speed)
+        finally:
+            writer.close()
+        return EX_OK
+    return usage_error("simulate needs one of --pty, --port DEV or --out FILE")
