@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agent.alerts.lifecycle import NoticeKind
 from agent.model import Alert, Event
 
 
@@ -40,7 +41,7 @@ class AlertChange:
     """Handed to listeners after commit (demo console, replay printer, metrics)."""
 
     alert: Alert
-    notice: str          # opened | voided | dismissed | escalated | expired | reminder
+    notice: NoticeKind   # one of lifecycle.ALERT_NOTICES
     at: datetime | None = None
 
 

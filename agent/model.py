@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +26,6 @@ from drivers.events import (
 )
 
 SEVERITIES = ("high", "medium", "low")
-ALERT_STATES = ("open", "voided", "dismissed", "escalated", "expired")
-ACTIVE_STATES = frozenset({"open", "escalated"})
 ACTIONS = ("void", "refund", "check")
 
 
@@ -113,7 +111,7 @@ class Alert:
     rule: str
     rule_version: str
     severity: str
-    state: str
+    state: str              # an agent.alerts.lifecycle.AlertState value
     reason: str
     reason_zh: str
     evidence: dict[str, Any]
@@ -122,7 +120,6 @@ class Alert:
     created: datetime
     updated: datetime
     key: str = ""
-    related_rules: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
         """DESIGN.md alert JSON (``reason_zh`` rides along after ``reason`` for Chinese readers)."""
@@ -164,7 +161,7 @@ class Alert:
 
 
 __all__ = [
-    "ACTIONS", "ACTIVE_STATES", "ALERT_STATES", "RETURNING_KINDS", "SEVERITIES", "Alert", "Event",
+    "ACTIONS", "RETURNING_KINDS", "SEVERITIES", "Alert", "Event",
     "EventError", "ReceiptText", "Settlement", "Suggestion", "Transaction", "all_identity_keys",
     "event_from_dict", "event_from_json", "event_to_json", "identity_key", "new_ulid",
 ]

@@ -21,6 +21,7 @@ from agent.messages import Command, EventBatch
 from agent.pipeline import Pipeline
 from agent.schedule import fire_times, plan
 from agent.store.journal import Journal
+from drivers.clock import ManualClock
 from drivers.events import Event, ReceiptText
 from drivers.protocols import make_decoder
 
@@ -88,7 +89,14 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
     journal = Journal(state / "settleguard.sqlite3")
-    start = items[0][1] - timedelta(seconds=1) if items else datetime.now(UTC)
+    # Replay runs on the events' own time: the clock is where the capture is, moved before each batch
+    # and each scheduled job. With nothing to replay, any instant will do: nothing reads it.
+    clock = ManualClock(items[0][1] - timedelta(seconds=1) if items else None)
+    start = clock.now()
+
+    def follow(item: EventBatch | Command) -> None:
+        if isinstance(item, EventBatch):
+            clock.set(item.received)
 
     def collect(item: Any) -> None:
         result.notifications.append(item)
@@ -96,9 +104,13 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
             listener(item)
 
     primary, people = routing(loaded.config, channels)
-    pipeline = Pipeline(loaded, journal, clock=lambda: start, channels=primary, people_channels=people,
-                        listeners=[collect],
-                        evidence_dir=state / "evidence" if keep_evidence else None, event_clock=True)
+    pipeline = Pipeline(loaded, journal, clock=clock, channels=primary, people_channels=people,
+                        listeners=[collect], evidence_dir=state / "evidence" if keep_evidence else None)
+
+    def run_job(when: datetime, name: str) -> None:
+        clock.set(when)
+        pipeline.process([Command(name)])
+
     if items:
         result.first, result.last = items[0][1], items[-1][1]
         end = items[-1][1] + timedelta(hours=1)
@@ -112,10 +124,9 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
         for event, at in items:
             while si < len(schedule) and schedule[si][0] <= at:
                 if pending:
-                    pipeline.process(pending)
+                    pipeline.process(pending, before_each=follow)
                     pending = []
-                when, name = schedule[si]
-                pipeline.process([Command(name, {"at": when})])
+                run_job(*schedule[si])
                 si += 1
             if isinstance(event, ReceiptText):
                 held.append(event)
@@ -123,14 +134,14 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
             pending.append(EventBatch(source, (*held, event), at))
             held = []
             if len(pending) >= CHUNK:
-                pipeline.process(pending)
+                pipeline.process(pending, before_each=follow)
                 pending = []
         if held:
             pending.append(EventBatch(source, tuple(held), items[-1][1]))
         if pending:
-            pipeline.process(pending)
+            pipeline.process(pending, before_each=follow)
         for when, name in schedule[si:]:
-            pipeline.process([Command(name, {"at": when})])
+            run_job(when, name)
     result.counts = dict(pipeline.counts)
     for row in journal.conn.execute("SELECT channel, COUNT(*) FROM outbox GROUP BY channel"):
         result.outbox[row[0]] = row[1]

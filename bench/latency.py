@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent.alerts.lifecycle import NoticeKind
 from agent.config import parse_config
 from agent.messages import AlertChange, EventBatch
 from agent.service.daemon import Daemon
@@ -65,7 +66,7 @@ def measure(pairs: int, *, gap: float = 0.02, seed: int = 9) -> dict[str, Any]:
                 arrived.setdefault(data["transactions"][-1]["voucher_no"], rec.arrived)
 
     def on_change(change: Any) -> None:
-        if isinstance(change, AlertChange) and change.notice == "opened" and change.alert.rule == "DUP-001":
+        if isinstance(change, AlertChange) and change.notice == NoticeKind.OPENED and change.alert.rule == "DUP-001":
             committed.setdefault(change.alert.transactions[-1].voucher_no or "", time.monotonic())
 
     sink = WebhookSink(secret=secret, on_receive=on_receive).start()

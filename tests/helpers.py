@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import queue
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.config import LoadedConfig, parse_config
-from agent.messages import AlertChange, EventBatch
+from agent.messages import AlertChange, Command, EventBatch
 from agent.pipeline import Pipeline
 from agent.store.journal import Journal
+from drivers.clock import ManualClock
 from drivers.events import Event, Transaction
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -24,17 +26,6 @@ timezone = "Asia/Shanghai"
 [settlement]
 cutoff = "23:00"
 """
-
-
-class SimClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
 
 
 def config(extra: str = "", base: str = BASE_CONFIG) -> LoadedConfig:
@@ -55,7 +46,7 @@ class Harness:
 
     def __init__(self, tmp: Path, loaded: LoadedConfig | None = None, *, channels: tuple[str, ...] = ("hook",),
                  start: datetime | None = None) -> None:
-        self.clock = SimClock(start or datetime(2026, 11, 27, 9, 0, tzinfo=SHANGHAI).astimezone(UTC))
+        self.clock = ManualClock(start or datetime(2026, 11, 27, 9, 0, tzinfo=SHANGHAI))
         self.journal = Journal(tmp / "settleguard.sqlite3")
         self.changes: list[AlertChange] = []
         self.pipeline = Pipeline(loaded or config(), self.journal, clock=self.clock, channels=channels,
@@ -65,9 +56,15 @@ class Harness:
     def feed(self, *events: Event, source: str = "terminal") -> None:
         for ev in events:
             t = getattr(ev, "time", None)
-            if t is not None and t > self.clock.now:
-                self.clock.now = t
-            self.pipeline.process([EventBatch(source, (ev,), self.clock.now)])
+            if t is not None and t > self.clock.now():
+                self.clock.set(t)
+            self.pipeline.process([EventBatch(source, (ev,), self.clock.now())])
+
+    def command(self, name: str, **args: Any) -> Any:
+        """Run one command through the pipeline, as the daemon's control socket does; its reply."""
+        reply: queue.Queue[Any] = queue.Queue()
+        self.pipeline.process([Command(name, args, reply)])
+        return reply.get_nowait()
 
     def opened(self, rule: str | None = None) -> list[AlertChange]:
         return [c for c in self.changes if c.notice == "opened" and (rule is None or c.alert.rule == rule)]

@@ -21,13 +21,13 @@ from agent.delivery.channels import make_channel
 from agent.delivery.channels import webhook as webhook_mod
 from agent.delivery.channels.base import (
     MAX_RETRY_AFTER,
+    HttpFailure,
     HttpRequest,
     HttpResponse,
     Notice,
     Outcome,
     RateLimit,
     RateLimiter,
-    TransportError,
     classify_http,
     parse_retry_after,
 )
@@ -92,7 +92,7 @@ def alert(voucher: str = "000123", amount_minor: int = 128000, *, state: str = "
     ).to_dict()
 
 
-def notice(kind: str = "alert", alerts: tuple[dict[str, Any], ...] | None = None) -> Notice:
+def notice(kind: str = "opened", alerts: tuple[dict[str, Any], ...] | None = None) -> Notice:
     return Notice(kind=kind, alerts=(alert(),) if alerts is None else alerts, shop=SHOP, source=SOURCE,
                   created=CREATED, deadline=CUTOFF)
 
@@ -101,13 +101,13 @@ def notice(kind: str = "alert", alerts: tuple[dict[str, Any], ...] | None = None
 class RecordingSender:
     """An HttpSender that answers from a script and remembers what it was asked to send."""
 
-    answers: list[HttpResponse | TransportError] = field(default_factory=list)
+    answers: list[HttpResponse | HttpFailure] = field(default_factory=list)
     sent: list[HttpRequest] = field(default_factory=list)
 
     def post(self, request: HttpRequest) -> HttpResponse:
         self.sent.append(request)
         answer = self.answers.pop(0) if self.answers else ok_json({"errcode": 0, "errmsg": "ok"})
-        if isinstance(answer, TransportError):
+        if isinstance(answer, HttpFailure):
             raise answer
         return answer
 
@@ -183,7 +183,7 @@ OLD_SECRET = "whsec_" + base64.b64encode(b"previous secret, still accepted").dec
 def test_webhook_request_is_a_signed_cloudevent_with_a_stable_id() -> None:
     channel = WebhookChannel("back-office", url="https://hq.example.com/settleguard", secrets=[SECRET])
     the_alert = alert()
-    request = channel.build_request(notice("alert", (the_alert,)), "msg_01JDUP.r1", NOW)
+    request = channel.build_request(notice("opened", (the_alert,)), "msg_01JDUP.r1", NOW)
 
     assert request.url == "https://hq.example.com/settleguard"
     event = json.loads(request.body)
@@ -205,7 +205,7 @@ def test_webhook_request_is_a_signed_cloudevent_with_a_stable_id() -> None:
         "webhook-signature": f"v1,{expected_sig}",
     }
     # A retry a minute later: same id and body, new timestamp and signature.
-    retry = channel.build_request(notice("alert", (the_alert,)), "msg_01JDUP.r1", NOW + timedelta(minutes=1))
+    retry = channel.build_request(notice("opened", (the_alert,)), "msg_01JDUP.r1", NOW + timedelta(minutes=1))
     assert retry.body == request.body
     assert retry.headers["webhook-id"] == "msg_01JDUP.r1"
     assert retry.headers["webhook-timestamp"] == "1795759560"
@@ -245,22 +245,29 @@ def test_our_cloudevent_has_the_shape_of_the_spec_example() -> None:
 
 
 @pytest.mark.parametrize(("kind", "state", "expected"), [
-    ("alert", "open", "settleguard.alert.opened"),
-    ("update", "open", "settleguard.alert.updated"),
-    ("resolution", "voided", "settleguard.alert.voided"),
-    ("resolution", "dismissed", "settleguard.alert.dismissed"),
-    ("resolution", "expired", "settleguard.alert.expired"),
-    ("escalation", "escalated", "settleguard.alert.escalated"),
+    ("opened", "open", "settleguard.alert.opened"),
+    ("voided", "voided", "settleguard.alert.voided"),
+    ("dismissed", "dismissed", "settleguard.alert.dismissed"),
+    ("expired", "expired", "settleguard.alert.expired"),
+    ("escalated", "escalated", "settleguard.alert.escalated"),
     ("reminder", "open", "settleguard.alert.reminder"),
 ])
 def test_cloudevent_type_names_what_happened_to_the_alert(kind: str, state: str, expected: str) -> None:
     assert cloudevent(notice(kind, (alert(state=state),)), "m")["type"] == expected
 
 
+def test_the_kind_updated_is_gone_and_a_summary_of_resolutions_is_for_people_only() -> None:
+    # "updated" was handled everywhere and produced nowhere; a notice of that kind is now an error.
+    with pytest.raises(ValueError, match="notice kind must be one of"):
+        notice("update")
+    with pytest.raises(ValueError, match="for people"):
+        cloudevent(notice("resolved", (alert(state="voided"),)), "m")
+
+
 def test_webhook_refuses_grouped_and_people_only_notices_without_sending() -> None:
     channel = WebhookChannel("hq", url="https://hq.example.com/hook", secrets=[SECRET])
     sender = RecordingSender()
-    two = notice("alert", (alert("000123"), alert("000124", alert_id="01JDUP0000000000000000000B")))
+    two = notice("opened", (alert("000123"), alert("000124", alert_id="01JDUP0000000000000000000B")))
     for bad in (two, notice("digest"), notice("all_clear", ())):
         outcome = channel.send(bad, message_id="m", now=NOW, sender=sender)
         assert outcome.status == "permanent"
@@ -271,7 +278,7 @@ def test_webhook_refuses_grouped_and_people_only_notices_without_sending() -> No
 
 
 def test_transport_errors_server_errors_and_throttling_are_retried_other_4xx_are_not() -> None:
-    assert classify_http(None, TransportError("timeout after 10s"), NOW) == Outcome.retry(
+    assert classify_http(None, HttpFailure("timeout after 10s"), NOW) == Outcome.retry(
         None, "transport: timeout after 10s")
     assert classify_http(HttpResponse(502, {}, b""), None, NOW).status == "retry"  # type: ignore[union-attr]
     assert classify_http(HttpResponse(408, {}, b""), None, NOW).status == "retry"  # type: ignore[union-attr]
@@ -297,7 +304,7 @@ def test_retry_after_is_read_as_seconds_or_http_date_with_a_floor_and_a_ceiling(
 def test_webhook_send_turns_answers_into_outcomes() -> None:
     channel = WebhookChannel("hq", url="https://hq.example.com/hook", secrets=[SECRET])
     sender = RecordingSender([HttpResponse(200, {}, b""), HttpResponse(503, {"retry-after": "30"}, b""),
-                              TransportError("connection refused"), HttpResponse(422, {}, b"bad schema")])
+                              HttpFailure("connection refused"), HttpResponse(422, {}, b"bad schema")])
     assert channel.send(notice(), message_id="m1", now=NOW, sender=sender).status == "ok"
     assert channel.send(notice(), message_id="m2", now=NOW, sender=sender) == Outcome.retry(30.0, "HTTP 503")
     # The server asked for 30 s: the channel holds every message, not only the refused one.
@@ -553,7 +560,7 @@ def test_an_alert_reads_chinese_first_then_english_with_deadline_and_time_left()
 
 
 def test_times_follow_the_shop_zone_even_when_the_notice_was_made_in_utc() -> None:
-    utc_notice = Notice(kind="alert", alerts=(alert(),), shop=SHOP, source=SOURCE,
+    utc_notice = Notice(kind="opened", alerts=(alert(),), shop=SHOP, source=SOURCE,
                         created=CREATED.astimezone(UTC), deadline=CUTOFF.astimezone(UTC))
     text = to_text(compose(utc_notice, NOW.astimezone(UTC), SH), limit_bytes=4096)
     assert "11-27 14:04" in text and "before 23:00" in text
@@ -572,7 +579,7 @@ def test_all_clear_says_there_is_nothing_open() -> None:
 
 def test_resolution_is_one_short_line_per_alert() -> None:
     alerts = (alert("000123", state="voided"), alert("000124", state="dismissed", alert_id="01JB"))
-    text = to_text(compose(notice("resolution", alerts), NOW, SH), limit_bytes=4096)
+    text = to_text(compose(notice("resolved", alerts), NOW, SH), limit_bytes=4096)
     lines = [line for line in text.splitlines()[2:] if line]
     assert lines == [
         "凭证号 000123 · RMB 1,280.00 · 重复扣款 / Duplicate charge：已撤销 / voided",
@@ -593,7 +600,7 @@ def test_pre_close_review_lists_every_open_alert_with_steps_and_time_left() -> N
 
 def test_escalation_carries_the_refund_guidance() -> None:
     escalated = alert(state="escalated", action="refund")
-    text = to_text(compose(notice("escalation", (escalated,)), NOW, SH), limit_bytes=4096)
+    text = to_text(compose(notice("escalated", (escalated,)), NOW, SH), limit_bytes=4096)
     assert text.splitlines()[0] == "批次已结算，需要退货 / Batch settled: refund needed"
     assert "退货：凭证号 000123（RMB 1,280.00，2026-11-27），批次已结算，无法撤销" in text
     assert "操作：在终端选择 管理 → 退货，输入原交易参考号。" in text
@@ -602,7 +609,7 @@ def test_escalation_carries_the_refund_guidance() -> None:
 def test_a_full_card_number_never_reaches_any_message() -> None:
     leaky = alert(reason=f"card {FULL_PAN} charged twice")
     leaky["transactions"][0]["card"] = FULL_PAN    # an upstream bug we still must not forward to phones
-    n = notice("alert", (leaky,))
+    n = notice("opened", (leaky,))
     doc = compose(n, NOW, SH)
     rendered = [
         to_text(doc, limit_bytes=4096),
@@ -618,7 +625,7 @@ def test_a_full_card_number_never_reaches_any_message() -> None:
 
 def test_rendered_markdown_cannot_be_hijacked_by_alert_text() -> None:
     hostile = alert(reason="# heading\n> quote `code` **bold**\x1b@")
-    content = to_markdown(compose(notice("alert", (hostile,)), NOW, SH), flavor="wecom", limit_bytes=4096)
+    content = to_markdown(compose(notice("opened", (hostile,)), NOW, SH), flavor="wecom", limit_bytes=4096)
     assert "\x1b" not in content
     assert "\n# heading" not in content
     assert "＊＊bold＊＊" in content
@@ -648,7 +655,7 @@ def test_a_missing_printer_is_retried_and_a_resolution_is_not_printed(tmp_path: 
     assert outcome.status == "retry" and outcome.retry_after == 30.0
     out = tmp_path / "lp0"
     quiet = PrinterChannel("p", printer={"kind": "file", "path": str(out)})
-    assert quiet.send(notice("resolution", (alert(state="voided"),)), message_id="m", now=NOW,
+    assert quiet.send(notice("voided", (alert(state="voided"),)), message_id="m", now=NOW,
                       sender=RecordingSender()).status == "ok"
     assert not out.exists()
 

@@ -37,7 +37,7 @@ def drain(h: Harness, d: Delivery, *, steps: int = 50) -> None:
         wait = d.step()
         if d.outbox.next_due() is None:
             return
-        h.clock.advance(seconds=max(wait, 0.001))
+        h.clock.advance(max(wait, 0.001))
 
 
 def two_duplicates(h: Harness) -> None:
@@ -73,7 +73,7 @@ def test_5xx_and_429_are_retried_until_acknowledged_and_order_is_kept(tmp_path: 
         ids = [r.webhook_id for r in sink.received]
         opened = [c.alert.id + ".1" for c in h.opened()]
         assert ids == opened  # in order, each exactly once after dedup
-        assert d.outbox.stats(h.clock.now)["pending"] == 0
+        assert d.outbox.stats(h.clock.now())["pending"] == 0
     finally:
         sink.stop()
 
@@ -111,7 +111,7 @@ def test_a_receiver_that_is_down_gets_everything_once_it_is_back(tmp_path: Path)
     two_duplicates(h)
     for _ in range(3):
         h.clock.advance(seconds=max(d.step(), 0.001))
-    assert d.outbox.stats(h.clock.now)["pending"] == 2
+    assert d.outbox.stats(h.clock.now())["pending"] == 2
     back = WebhookSink(tolerance=SIM, secret=SECRET, port=port).start()
     try:
         drain(h, d)
@@ -137,8 +137,8 @@ def test_rows_interrupted_while_sending_are_sent_again_after_restart(tmp_path: P
     try:
         h, d = make(tmp_path, sink)
         h.feed(sale("000122", 12800, at(14, 3)), sale("000123", 12800, at(14, 4)))
-        rows = d.outbox.due(h.clock.now)
-        d.outbox.claim([r.id for r in rows], h.clock.now)  # "sent" but never "marked sent": then a crash
+        rows = d.outbox.due(h.clock.now())
+        d.outbox.claim([r.id for r in rows], h.clock.now())  # "sent" but never "marked sent": then a crash
         d.outbox.close()
         h2, d2 = make(tmp_path, sink, start=at(14, 5))
         assert d2.outbox.recover() == 1

@@ -26,6 +26,7 @@ from agent.cli import main as cli_main
 from agent.delivery.channels.webhook import WebhookChannel, verify
 from agent.messages import Command
 from agent.store.outbox import Outbox
+from drivers.clock import SYSTEM_CLOCK
 from drivers.events import event_to_json
 from tests.helpers import SHANGHAI, Harness, sale
 from tests.test_delivery_servers import (
@@ -105,7 +106,7 @@ def test_retry_after_as_an_http_date_is_honoured_as_a_minimum(tmp_path: Path) ->
 
     def script(n: int) -> Reply:
         if n == 1:
-            later = format_datetime(h.clock.now.astimezone(UTC) + timedelta(minutes=2), usegmt=True)
+            later = format_datetime(h.clock.now().astimezone(UTC) + timedelta(minutes=2), usegmt=True)
             return Reply(503, headers=(("Retry-After", later),))
         return Reply(204)
 
@@ -128,7 +129,7 @@ def test_a_receiver_down_for_a_while_gets_everything_in_order_even_across_a_rest
     probe.stop()                                             # nothing listens: connection refused
     d = make_delivery(tmp_path, h, [hook(probe)])
     three_findings_and_a_void(h)
-    drain(h, d, until=h.clock.now + timedelta(minutes=10))
+    drain(h, d, until=h.clock.now() + timedelta(minutes=10))
     attempts = [r[0] for r in d.outbox.conn.execute("SELECT attempts FROM outbox ORDER BY id")]
     assert attempts[0] > 3 and all(a == 0 for a in attempts[1:])   # the head holds the rest back
     assert states(d) == ["pending"] * 4
@@ -158,7 +159,7 @@ def test_past_its_deadline_a_message_falls_back_to_the_next_channel_instead_of_b
         assert [hit.webhook_id for hit in backup.hits] == [broken.hits[0].webhook_id]
         assert backup.hits[0].at is not None and backup.hits[0].at - at(23, 0) < timedelta(seconds=1)
         assert states(d, "hook") == ["rerouted"] and states(d, "backup") == ["sent"]
-        assert d.outbox.stats(h.clock.now)["dead"] == 0
+        assert d.outbox.stats(h.clock.now())["dead"] == 0
     finally:
         broken.stop()
         backup.stop()
@@ -166,7 +167,7 @@ def test_past_its_deadline_a_message_falls_back_to_the_next_channel_instead_of_b
 
 def test_with_no_channel_left_a_late_message_keeps_retrying_rather_than_being_dropped(tmp_path: Path) -> None:
     h = Harness(tmp_path, channels=("hook",))
-    broken = ScriptedServer(lambda n: Reply(503) if h.clock.now < at(23, 5) else Reply(204),
+    broken = ScriptedServer(lambda n: Reply(503) if h.clock.now() < at(23, 5) else Reply(204),
                             clock=h.clock).start()
     try:
         d = make_delivery(tmp_path, h, [hook(broken)])
@@ -202,7 +203,7 @@ def test_an_acknowledgement_after_the_opening_goes_out_as_the_next_revision(tmp_
         d = make_delivery(tmp_path, h, [hook(server)])
         h.feed(sale("000122", 12800, at(14, 3)), sale("000123", 12800, at(14, 4)))
         alert = h.opened()[0].alert
-        h.pipeline.process([Command("ack", {"id": alert.id, "by": "店长"})])
+        h.pipeline.process([Command("ack", {"id": alert.id, "answer": "legit", "by": "店长"})])
         drain(h, d)
         bodies = [hit.json() for hit in server.hits]
         assert [b["type"] for b in bodies] == ["settleguard.alert.opened", "settleguard.alert.dismissed"]
@@ -255,7 +256,7 @@ def test_a_daemon_killed_before_marking_sent_sends_again_after_restart_with_the_
         sale("000201", 5000, now + timedelta(minutes=3), card="436742******1234"))), encoding="utf-8")
     release = threading.Event()
     server = ScriptedServer(lambda n: Reply(204, hold=release) if n == 1 else Reply(204),
-                            clock=lambda: datetime.now(UTC)).start()
+                            clock=SYSTEM_CLOCK).start()
     config = tmp_path / "settleguard.toml"
     config.write_text(RUN_CONFIG.format(capture=capture, url=server.url, secret=SECRET), encoding="utf-8")
     state = tmp_path / "state"

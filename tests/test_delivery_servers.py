@@ -28,6 +28,7 @@ from agent.delivery.channels.base import Channel
 from agent.delivery.channels.http import HttpxSender
 from agent.delivery.loop import Delivery
 from agent.store.outbox import Outbox
+from drivers.clock import Clock
 from tests.helpers import Harness
 
 
@@ -71,7 +72,7 @@ class Hit:
 @dataclass
 class ScriptedServer:
     script: Callable[[int], Action] = lambda n: Reply(204)
-    clock: Callable[[], datetime] | None = None
+    clock: Clock | None = None
     port: int = 0
     hits: list[Hit] = field(default_factory=list)
 
@@ -98,7 +99,7 @@ class ScriptedServer:
                 with owner._cond:
                     n = len(owner.hits) + 1
                     owner.hits.append(Hit(n, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                          owner.clock() if owner.clock else None))
+                                          owner.clock.now() if owner.clock else None))
                     owner._cond.notify_all()
                 action = owner.script(n)
                 if isinstance(action, Reset):
@@ -188,12 +189,12 @@ def drain(h: Harness, d: Delivery, *, until: datetime | None = None, max_steps: 
         wait = d.step()
         if until is None and d.outbox.next_due() is None:
             return
-        if until is not None and h.clock.now >= until:
+        if until is not None and h.clock.now() >= until:
             return
         step = max(wait, 0.001)
         if until is not None:
-            step = min(step, max((until - h.clock.now).total_seconds(), 0.001))
-        h.clock.advance(seconds=step)
+            step = min(step, max((until - h.clock.now()).total_seconds(), 0.001))
+        h.clock.advance(step)
     raise AssertionError("delivery did not settle within max_steps")
 
 

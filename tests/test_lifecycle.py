@@ -16,6 +16,7 @@ from agent.messages import AlertChange, BatchClosed, Command, ReviewNotice
 from agent.schedule import fire_times, missed_review, plan
 from agent.service.daemon import Daemon
 from agent.store.journal import Journal
+from drivers.clock import ManualClock
 from drivers.events import Settlement
 from tests.helpers import BASE_CONFIG, SHANGHAI, Harness, config, sale
 
@@ -33,7 +34,7 @@ def duplicate(h: Harness, v1: str = "000122", v2: str = "000123", hh: int = 14) 
 def test_pre_close_review_lists_open_findings_with_time_left(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     duplicate(h)
-    h.clock.now = at(22, 30).astimezone(UTC)
+    h.clock.set(at(22, 30).astimezone(UTC))
     h.pipeline.process([Command("review")])
     review = [c for c in h.changes if isinstance(c, ReviewNotice)]
     assert len(review) == 1 and len(review[0].alerts) == 1
@@ -44,7 +45,7 @@ def test_pre_close_review_lists_open_findings_with_time_left(tmp_path: Path) -> 
 
 def test_all_clear_when_nothing_is_open(tmp_path: Path) -> None:
     h = Harness(tmp_path)
-    h.clock.now = at(22, 30).astimezone(UTC)
+    h.clock.set(at(22, 30).astimezone(UTC))
     h.pipeline.process([Command("review")])
     kinds = [r[0] for r in h.journal.conn.execute("SELECT kind FROM outbox").fetchall()]
     assert kinds == ["all_clear"]
@@ -54,7 +55,7 @@ def test_void_before_cutoff_resolves_and_nothing_escalates(tmp_path: Path) -> No
     h = Harness(tmp_path)
     duplicate(h)
     h.feed(sale("000130", 12800, at(20, 0), kind="void", original="000123"))
-    h.clock.now = at(23, 0).astimezone(UTC)
+    h.clock.set(at(23, 0).astimezone(UTC))
     h.pipeline.process([Command("cutoff")])
     notices = [c.notice for c in h.changes if isinstance(c, AlertChange)]
     assert notices == ["opened", "voided"]
@@ -63,9 +64,9 @@ def test_void_before_cutoff_resolves_and_nothing_escalates(tmp_path: Path) -> No
 
 def test_cutoff_with_an_open_finding_escalates_to_refund_with_evidence(tmp_path: Path) -> None:
     h = Harness(tmp_path)
-    h.pipeline.evidence_dir = tmp_path / "evidence"
+    h.pipeline.alerts.evidence_dir = tmp_path / "evidence"
     duplicate(h)
-    h.clock.now = at(23, 0).astimezone(UTC)
+    h.clock.set(at(23, 0).astimezone(UTC))
     h.pipeline.process([Command("cutoff")])
     escalated = [c.alert for c in h.changes if isinstance(c, AlertChange) and c.notice == "escalated"]
     assert len(escalated) == 1
@@ -89,7 +90,7 @@ def test_a_settlement_event_closes_the_batch_in_a_manual_shop(tmp_path: Path) ->
     duplicate(h)
     alert = h.opened()[0].alert
     assert alert.suggestion is not None and alert.suggestion.deadline is None
-    h.clock.now = at(23, 30).astimezone(UTC)  # past any usual cutoff: still open, the batch is open
+    h.clock.set(at(23, 30).astimezone(UTC))  # past any usual cutoff: still open, the batch is open
     assert h.journal.alerts(states=("open",))
     h.feed(Settlement(source="cn_ecr", time=at(23, 45), terminal_id="15221155", batch_no="000128",
                       count=2, total_minor=25600, currency="CNY"))
@@ -114,8 +115,7 @@ def test_review_missed_while_down_happens_at_start_up_if_the_batch_is_open() -> 
 def test_daemon_reviews_at_start_up_after_missing_it(tmp_path: Path) -> None:
     seen: list[object] = []
     loaded = config()
-    clock_value = at(22, 45).astimezone(UTC)
-    daemon = Daemon(loaded, tmp_path, clock=lambda: clock_value, listeners=[seen.append], use_scheduler=False)
+    daemon = Daemon(loaded, tmp_path, clock=ManualClock(at(22, 45)), listeners=[seen.append], use_scheduler=False)
     daemon.start()
     try:
         deadline = time.monotonic() + 5
@@ -198,12 +198,12 @@ def test_ack_without_a_daemon_writes_the_journal_directly(tmp_path: Path) -> Non
 def test_an_escalated_finding_is_reminded_after_the_follow_up_days(tmp_path: Path) -> None:
     h = Harness(tmp_path, channels=("robot",))
     duplicate(h)
-    h.clock.now = at(23, 0).astimezone(UTC)
+    h.clock.set(at(23, 0).astimezone(UTC))
     h.pipeline.process([Command("cutoff")])
-    h.clock.now = at(23, 0, day=28).astimezone(UTC)
+    h.clock.set(at(23, 0, day=28).astimezone(UTC))
     h.pipeline.process([Command("reminders")])
     assert not [c for c in h.changes if isinstance(c, AlertChange) and c.notice == "reminder"]
-    h.clock.now = at(23, 1, day=29).astimezone(UTC)
+    h.clock.set(at(23, 1, day=29).astimezone(UTC))
     h.pipeline.process([Command("reminders")])
     reminders = [c for c in h.changes if isinstance(c, AlertChange) and c.notice == "reminder"]
     assert len(reminders) == 1 and reminders[0].alert.state == "escalated"

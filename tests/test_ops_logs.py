@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.service import logs
 from agent.config import parse_config
+from agent.service import logs
 from agent.service.daemon import Daemon
 
 FULL_PAN = "6225760012346693"   # Luhn-valid, the shape the simulator sends

@@ -78,13 +78,13 @@ def test_a_failed_batch_leaves_nothing_half_written(tmp_path: Path) -> None:
     def boom(change: object) -> None:
         raise AssertionError("listeners run after commit; this must not be reached")
 
-    original = h.pipeline._open_alert
+    original = h.pipeline.alerts.open
 
     def failing_open(*args: object, **kw: object) -> None:
         original(*args, **kw)  # type: ignore[arg-type]
         raise RuntimeError("disk on fire")
 
-    h.pipeline._open_alert = failing_open  # type: ignore[method-assign]
+    h.pipeline.alerts.open = failing_open  # type: ignore[method-assign,assignment]
     h.pipeline.listeners = [boom]
     h.feed(sale("000122", 12800, at(14, 3)))
     with pytest.raises(RuntimeError):
@@ -124,7 +124,7 @@ def test_rules_memory_stays_within_the_horizon_on_a_busy_till(tmp_path: Path) ->
                                 when))
     for k in range(0, len(items), 200):
         chunk = items[k:k + 200]
-        h.clock.now = chunk[-1].received  # the wall clock keeps up with the terminal, as on a till
+        h.clock.set(chunk[-1].received)  # the wall clock keeps up with the terminal, as on a till
         h.pipeline.process(chunk)
     horizon_minutes = h.pipeline.engine.state.horizon.total_seconds() / 60
     assert len(h.pipeline.engine.state) <= horizon_minutes + 200 + 60

@@ -72,7 +72,7 @@ def check_suggestion(txn: Transaction, *, deadline: datetime | None, tz: tzinfo)
     )
 
 
-def refund_suggestion(txn: Transaction, *, settled_at: datetime, tz: tzinfo, evidence_path: str | None) -> Suggestion:
+def refund_suggestion(txn: Transaction, *, tz: tzinfo, evidence_path: str | None) -> Suggestion:
     _, ref = _ref(txn)
     amount = format_money(txn.amount_minor, txn.currency)
     date = txn.time.astimezone(tz).strftime("%Y-%m-%d") if txn.time else "?"

@@ -8,11 +8,12 @@ from typing import Any
 
 from rich.table import Table
 
+from agent.alerts.lifecycle import NoticeKind
 from agent.messages import AlertChange, BatchClosed, ReviewNotice
 from agent.units import format_money
 
-NOTICE_ZH = {"opened": "新告警", "voided": "已撤销", "dismissed": "已确认正常", "escalated": "已升级·需退货",
-             "expired": "已过期", "reminder": "提醒"}
+NOTICE_ZH = {NoticeKind.OPENED: "新告警", NoticeKind.VOIDED: "已撤销", NoticeKind.DISMISSED: "已确认正常",
+             NoticeKind.ESCALATED: "已升级·需退货", NoticeKind.EXPIRED: "已过期", NoticeKind.REMINDER: "提醒"}
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 
 
@@ -47,9 +48,9 @@ def alert_line(item: Any, tz: tzinfo) -> str:
     style = SEVERITY_STYLE.get(a.severity, "")
     head = (f"[{style}]{when} [{a.severity.upper()}] {a.rule} {NOTICE_ZH.get(item.notice, item.notice)}"
             f" / {item.notice}{what}[/]")
-    if item.notice == "opened":
+    if item.notice == NoticeKind.OPENED:
         return f"{head}\n   {a.reason_zh}\n   {a.reason}"
-    if item.notice == "escalated" and a.suggestion:
+    if item.notice == NoticeKind.ESCALATED and a.suggestion:
         return f"{head}\n   {a.suggestion.steps_zh}\n   {a.suggestion.steps_en}"
     return head
 
@@ -81,7 +82,7 @@ def summary_table(result: Any, decoder_stats: dict[str, Any] | None = None) -> T
     table.add_row("结算 / settlements", str(c.get("settlements", 0)))
     by_rule: dict[str, int] = {}
     for n in result.notifications:
-        if isinstance(n, AlertChange) and n.notice == "opened":
+        if isinstance(n, AlertChange) and n.notice == NoticeKind.OPENED:
             by_rule[n.alert.rule] = by_rule.get(n.alert.rule, 0) + 1
     for rule, k in sorted(by_rule.items()):
         table.add_row(f"告警 {rule} / alerts", str(k))

@@ -11,11 +11,13 @@ from agent.cli.common import DEFAULT_CONFIG, EX_CONFIG, EX_FAIL, EX_OK, ConfigEr
 
 
 def add_parser(sub: Any) -> None:
-    ak = sub.add_parser("ack", help="mark an alert as legitimate or voided (recorded with who and when)")
+    ak = sub.add_parser("ack", help="answer an alert: legitimate, voided or refunded (recorded with who and when)")
     ak.add_argument("id", help="alert id (a unique prefix is enough)")
     which = ak.add_mutually_exclusive_group(required=True)
     which.add_argument("--legit", action="store_true", help="the transaction is fine: dismiss the alert")
-    which.add_argument("--voided", action="store_true", help="staff voided it on the terminal")
+    which.add_argument("--voided", action="store_true", help="staff voided it on the terminal (before settlement)")
+    which.add_argument("--refunded", action="store_true",
+                       help="after settlement: it was refunded (on the terminal or at the acquirer)")
     ak.add_argument("--by", help="who acknowledges (default: $USER)")
     ak.add_argument("--note", help="why, in a few words")
     ak.add_argument("--state")
@@ -25,10 +27,12 @@ def add_parser(sub: Any) -> None:
 
 def cmd_ack(args: argparse.Namespace) -> int:
     """Through the running daemon's control socket; with no daemon, straight into the journal."""
+    from agent.alerts.lifecycle import STAFF_ANSWERS
     from agent.service.control import request
 
     sdir = state_dir(args.state)
-    payload = {"cmd": "ack", "id": args.id, "voided": args.voided, "by": args.by or os.environ.get("USER") or "staff",
+    answer = next(name for name in STAFF_ANSWERS if getattr(args, name))
+    payload = {"cmd": "ack", "id": args.id, "answer": answer, "by": args.by or os.environ.get("USER") or "staff",
                "note": args.note}
     try:
         reply = request(sdir / "control.sock", payload)
@@ -49,10 +53,16 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) -> dict[str, Any] | None:
-    from agent.messages import Command
-    from agent.pipeline import Pipeline
-    from agent.service.daemon import journal_path, wall_clock
+    """The daemon's own code path (the alert book), on the journal directly.
+
+    The outbox rows written here go out when the daemon starts.
+    """
+    from agent.alerts.announce import Announcer
+    from agent.alerts.book import AlertBook
+    from agent.delivery.channels.factory import build_channels, routing
+    from agent.service.daemon import journal_path
     from agent.store.journal import Journal
+    from drivers.clock import SYSTEM_CLOCK
 
     path = journal_path(sdir)
     if not path.exists():
@@ -62,16 +72,13 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
     except ConfigError as exc:
         err(str(exc))
         return None
-    from agent.delivery.channels.factory import build_channels, routing
-
-    channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
+    primary, people = routing(loaded.config, build_channels(loaded.config, tz=loaded.tz, path=loaded.path))
     journal = Journal(path)
     try:
-        # Same code path as the daemon: the outbox rows written here go out when the daemon starts.
-        primary, people = routing(loaded.config, channels)
-        pipeline = Pipeline(loaded, journal, clock=wall_clock, channels=primary, people_channels=people)
-        reply: dict[str, Any] = pipeline._handle_command_tx(Command("ack", {k: v for k, v in payload.items()
-                                                                                if k != "cmd"}))
+        book = AlertBook(journal, Announcer(journal, channels=primary, people_channels=people), tz=loaded.tz,
+                         cutoff=loaded.config.settlement.cutoff_time)
+        with journal.transaction():
+            reply = book.ack(payload, SYSTEM_CLOCK.now())
     finally:
         journal.close()
     return reply

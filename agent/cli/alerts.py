@@ -19,6 +19,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
+    from agent.alerts.lifecycle import ACTIVE_STATES
     from agent.service.daemon import journal_path
     from agent.store.journal import Journal
 
@@ -28,7 +29,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return EX_FAIL
     journal = Journal(path)
     try:
-        alerts = journal.alerts(states=("open", "escalated") if args.open else None)
+        alerts = journal.alerts(states=ACTIVE_STATES if args.open else None)
         dead = journal.conn.execute("SELECT channel, kind, alert_id, last_error, updated FROM outbox"
                                     " WHERE state='dead' ORDER BY id").fetchall()
         zone = loaded_zone(args)

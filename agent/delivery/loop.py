@@ -24,29 +24,22 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from agent.alerts.lifecycle import ALERT_NOTICES, RESOLUTION_NOTICES, SUPERSEDABLE_NOTICES, NoticeKind
 from agent.config import DeliveryConfig
 from agent.delivery.channels.base import Channel, HttpSender, Notice, Outcome, RateLimiter
 from agent.store.outbox import Outbox, OutboxRow, backoff_delay
+from drivers.clock import Clock
 
 log = logging.getLogger("settleguard.delivery")
-
-Clock = Callable[[], datetime]
 
 # Nothing pending: look again after this long (a commit wakes the thread earlier anyway).
 IDLE_WAIT = 60.0
 # Row kinds a people channel sends alone, never folded into a digest.
-SINGLE_KINDS = frozenset({"review", "all_clear"})
-# Row kinds a machine endpoint cannot carry (the webhook refuses them as permanent).
-PEOPLE_ONLY_KINDS = frozenset({"review", "all_clear", "digest"})
-# Row kinds that tell people a finding is over: batched among themselves, never into a findings digest.
-RESOLUTION_KINDS = frozenset({"voided", "dismissed", "expired"})
-# Row kinds that only repeat what the alert said: once the alert has a newer revision they are stale.
-SUPERSEDABLE_KINDS = frozenset({"opened", "updated", "reminder"})
+SINGLE_KINDS = frozenset({NoticeKind.REVIEW, NoticeKind.ALL_CLEAR})
 # A digest lists at most this many rows; the rest waits for the next group_interval.
 MAX_GROUP = 200
 
@@ -68,7 +61,7 @@ class Delivery:
         self.limiters: dict[str, RateLimiter] = {c.name: _limiter_for(c) for c in channels}
         self.last_group_sent: dict[str, datetime] = {}
         self.wake = threading.Event()
-        self.last_progress = _time.monotonic()
+        self.last_progress = clock.monotonic()
         self.failures: dict[str, int] = {c.name: 0 for c in channels}
         self.sent_count = 0
         self.superseded_count = 0
@@ -79,7 +72,7 @@ class Delivery:
         if recovered:
             log.warning("re-sending %d message(s) interrupted by the last shutdown", recovered)
         while not stop.is_set():
-            self.last_progress = _time.monotonic()
+            self.last_progress = self.clock.monotonic()
             try:
                 wait = self.step()
             except Exception:  # never let one bad row kill delivery; it is retried later
@@ -90,7 +83,7 @@ class Delivery:
 
     def step(self) -> float:
         """Send what is due on every channel; return seconds until something may be due."""
-        now = self.clock()
+        now = self.clock.now()
         next_wait = IDLE_WAIT
         for name in self.order:
             wait = self._step_channel(self.channels[name], now)
@@ -122,7 +115,7 @@ class Delivery:
         for row in pending:
             if row.next_at > now:
                 return _seconds(row.next_at - now)
-            at = self.clock()
+            at = self.clock.now()
             wait = limiter.wait(at)
             if wait > 0:
                 return wait
@@ -140,7 +133,7 @@ class Delivery:
             # and does not use up the group_interval of the findings.
             self._send(channel, singles[:1], now)
             return 0.0
-        findings = [r for r in due if r.kind not in RESOLUTION_KINDS]
+        findings = [r for r in due if r.kind not in RESOLUTION_NOTICES]
         batch = (findings or due)[:MAX_GROUP]
         ready_at = min(r.created for r in batch) + self.config.group_wait
         last = self.last_group_sent.get(channel.name)
@@ -155,7 +148,7 @@ class Delivery:
 
     def _drop_superseded(self, channel: Channel, pending: list[OutboxRow], now: datetime) -> list[OutboxRow]:
         """An announcement or reminder whose alert has a newer revision (resolved, escalated) stays unsent."""
-        candidates = [r for r in pending if r.kind in SUPERSEDABLE_KINDS and r.alert_id and r.revision is not None]
+        candidates = [r for r in pending if r.kind in SUPERSEDABLE_NOTICES and r.alert_id and r.revision is not None]
         if not candidates:
             return pending
         current = self.outbox.alert_revisions({r.alert_id for r in candidates if r.alert_id})
@@ -183,7 +176,7 @@ class Delivery:
         for row in rows:
             if row.deadline is None or row.attempts == 0 or now < row.deadline:
                 continue
-            targets = [c.name for c in later if c.groups or row.kind not in PEOPLE_ONLY_KINDS]
+            targets = [c.name for c in later if c.groups or row.kind in ALERT_NOTICES]
             target = self.outbox.reroute(row, targets, now) if targets else None
             if target is None:
                 continue
@@ -204,7 +197,7 @@ class Delivery:
             outcome = Outcome.retry(None, f"adapter error: {exc}")
         if _own_limiter(channel) is None:
             self.limiters[channel.name].record(now)
-        done = self.clock()
+        done = self.clock.now()
         if outcome.status == "ok":
             self.outbox.mark_sent(ids, done)
             self.sent_count += len(ids)
@@ -236,11 +229,11 @@ class Delivery:
                 alerts.append(r.payload["alert"])
             alerts.extend(r.payload.get("alerts", ()))
         if len(rows) == 1:
-            kind = _notice_kind(rows[0].kind)
-        elif all(r.kind in RESOLUTION_KINDS for r in rows):
-            kind = "resolution"
+            kind = NoticeKind(rows[0].kind)
+        elif all(r.kind in RESOLUTION_NOTICES for r in rows):
+            kind = NoticeKind.RESOLVED
         else:
-            kind = "digest"
+            kind = NoticeKind.DIGEST
         deadline = min((r.deadline for r in rows if r.deadline), default=None)
         # The rows' own creation time, not the send time: a retried message must carry the same body.
         created = min(r.created for r in rows)
@@ -262,7 +255,3 @@ def _limiter_for(channel: Channel) -> RateLimiter:
 def _seconds(delta: timedelta) -> float:
     return max(0.0, delta.total_seconds())
 
-
-def _notice_kind(row_kind: str) -> str:
-    return {"opened": "alert", "updated": "update", "voided": "resolution", "dismissed": "resolution",
-            "escalated": "escalation", "expired": "resolution"}.get(row_kind, row_kind)

@@ -1,6 +1,6 @@
 """The running service: reader threads, one pipeline thread, one delivery thread.
 
-Only this module reads the wall clock (everything else takes ``clock``), and
+It takes the one clock (drivers/clock.py) and hands it to everything else;
 only this module installs signal handlers and talks to systemd: READY=1 once
 the journal is open and every source has been started, WATCHDOG=1 only while
 every thread is alive and moving, STATUS= with a one-line summary, and
@@ -16,7 +16,7 @@ import threading
 import time as _time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,12 @@ from agent.service.sdnotify import SdNotify, watchdog_interval
 from agent.sources import SourceRunner
 from agent.store.journal import Journal
 from agent.store.outbox import Outbox
+from drivers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("settleguard.daemon")
 
 RunnerFactory = Callable[[SourceConfig, tzinfo, "queue.Queue[EventBatch | Command]", Callable[[], datetime]],
                          SourceRunner]
-
-
-def wall_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def journal_path(state_dir: Path) -> Path:
@@ -54,7 +51,7 @@ def _default_runner(cfg: SourceConfig, tz: tzinfo, inbox: queue.Queue[EventBatch
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig, state_dir: Path, *, clock: Callable[[], datetime] = wall_clock,
+    def __init__(self, loaded: LoadedConfig, state_dir: Path, *, clock: Clock = SYSTEM_CLOCK,
                  listeners: Sequence[Callable[[AlertChange], None]] = (), notify: SdNotify | None = None,
                  sender: Any = None, use_scheduler: bool = True, stuck_after: float = 30.0,
                  watch_config: bool | None = None, make_runner: RunnerFactory = _default_runner,
@@ -121,7 +118,7 @@ class Daemon:
             self.scheduler = Scheduler(self.loaded, self.inbox)
             self.scheduler.start()
         last = journal.get_meta("last_review")
-        if missed_review(self.loaded, datetime.fromisoformat(last) if last else None, self.clock()):
+        if missed_review(self.loaded, datetime.fromisoformat(last) if last else None, self.clock.now()):
             log.warning("the pre-close review was missed while settleguard was down; reviewing now")
             self.inbox.put(Command("review"))
         self.control = ControlServer(self.state_dir / "control.sock", self._control)
@@ -139,7 +136,7 @@ class Daemon:
     def _build_channels(self, loaded: LoadedConfig) -> list[Any]:
         from agent.delivery.channels.factory import build_channels
 
-        return build_channels(loaded.config, tz=loaded.tz, state_dir=self.state_dir, path=loaded.path)
+        return build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
 
     def _start_delivery(self, loaded: LoadedConfig, channels: list[Any]) -> None:
         from agent.delivery.loop import Delivery
@@ -165,7 +162,7 @@ class Daemon:
         self.delivery.outbox.close()
 
     def _start_source(self, scfg: SourceConfig, tz: tzinfo) -> None:
-        runner = self.make_runner(scfg, tz, self.inbox, self.clock)
+        runner = self.make_runner(scfg, tz, self.inbox, self.clock.now)
         runner.start()
         self.sources.append(runner)
         self._source_started[scfg.name] = _time.monotonic()
@@ -270,10 +267,12 @@ class Daemon:
         """Why the service is not healthy; empty when every thread is alive and making progress."""
         now = _time.monotonic()
         out = [f"thread {t.name} died" for t in self.threads if not t.is_alive()]
-        if self.pipeline and now - self.pipeline.last_progress > self.stuck_after:
-            out.append(f"pipeline stuck for {now - self.pipeline.last_progress:.0f}s")
-        if self.delivery and now - self.delivery.last_progress > self.stuck_after:
-            out.append(f"delivery stuck for {now - self.delivery.last_progress:.0f}s")
+        # The pipeline and delivery measure their progress on the injected clock.
+        tick = self.clock.monotonic()
+        if self.pipeline and tick - self.pipeline.last_progress > self.stuck_after:
+            out.append(f"pipeline stuck for {tick - self.pipeline.last_progress:.0f}s")
+        if self.delivery and tick - self.delivery.last_progress > self.stuck_after:
+            out.append(f"delivery stuck for {tick - self.delivery.last_progress:.0f}s")
         for r in self.sources:
             sup = r.supervisor
             if sup is None or r.state in ("ended", "closed"):
@@ -338,7 +337,7 @@ class Daemon:
             return ok
 
     def _reload(self) -> bool:
-        self.last_reload_at = self.clock()
+        self.last_reload_at = self.clock.now()
         try:
             new = load_config(self.loaded.path)
             channels = self._build_channels(new)
@@ -393,7 +392,7 @@ class Daemon:
         failures = Counter(self._retired_failures)
         if self.delivery is not None:
             failures.update(self.delivery.failures)
-        return Snapshot(tuple(samples), read_journal(journal_path(self.state_dir), self.clock()), dict(failures))
+        return Snapshot(tuple(samples), read_journal(journal_path(self.state_dir), self.clock.now()), dict(failures))
 
     # -- commands from the CLI ------------------------------------------------------------------
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
+from agent.alerts.lifecycle import NoticeKind
 from agent.alerts.report import alert_line
 from agent.config import parse_config
 from agent.messages import AlertChange
@@ -33,6 +33,7 @@ from agent.sim.history import seed_history
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.journal import Journal
+from drivers.clock import ManualClock
 
 DEMO_PROTOCOL = "cn_ecr"
 DEMO_CONFIG = """\
@@ -73,22 +74,6 @@ url = "{url}"
 secret = "{secret}"
 """
 
-class SimClock:
-    """The demo's clock follows the simulated day, so a whole evening passes in seconds."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def set(self, value: datetime) -> None:
-        with self._lock:
-            if value > self.now:
-                self.now = value
-
 
 def run_demo(*, fast: bool = False, console: Console | None = None, protocol: str = DEMO_PROTOCOL,
              seed: int = 7, keep: str | None = None) -> int:
@@ -97,7 +82,7 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     today = datetime.now(tz).date()
     events = build_day("demo", seed=seed, day=today, tz=tz)
-    clock = SimClock(events[0].at.astimezone(UTC) - timedelta(minutes=1))
+    clock = ManualClock(events[0].at.astimezone(UTC) - timedelta(minutes=1))
     # The sink checks webhook timestamps against the simulated clock: that is "now" for this shop.
     sink = WebhookSink(secret=secret, tolerance=10**9).start()
     terminal = PtyTerminal()
@@ -141,7 +126,7 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
     return 0
 
 
-def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any, clock: SimClock,
+def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any, clock: ManualClock,
           protocol: str, *, fast: bool) -> None:
     """Write each event at its simulated time; run the day's schedule at its simulated times."""
     jobs = [j for j in plan(loaded) if j.name in ("review", "cutoff")]
@@ -166,10 +151,10 @@ def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any,
         daemon.command(name)
 
 
-def _wait_delivered(daemon: Daemon, clock: SimClock, timeout: float) -> None:
+def _wait_delivered(daemon: Daemon, clock: ManualClock, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stats = daemon.delivery.outbox.stats(clock())
+        stats = daemon.delivery.outbox.stats(clock.now())
         if stats["pending"] == 0:
             return
         daemon.delivery.wake.set()
@@ -188,7 +173,7 @@ def _summary(console: Console, daemon: Daemon, notes: list[Any], sink: WebhookSi
     table.add_row("重打印（非重复） / reprints, not duplicates", str(counts.get("reprints", 0)))
     by_rule: dict[str, int] = {}
     for c in notes:
-        if isinstance(c, AlertChange) and c.notice == "opened":
+        if isinstance(c, AlertChange) and c.notice == NoticeKind.OPENED:
             by_rule[c.alert.rule] = by_rule.get(c.alert.rule, 0) + 1
     for rule, n in sorted(by_rule.items()):
         table.add_row(f"告警 {rule} / alerts", str(n))

@@ -30,6 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from agent.alerts.lifecycle import NoticeKind
 from agent.config import parse_config
 from agent.messages import AlertChange
 from agent.model import Settlement, Transaction, identity_key
@@ -174,7 +175,7 @@ def as_replay_events(events: Iterable[SimEvent]) -> list[tuple[Event, datetime]]
 def _opened(notifications: Sequence[object]) -> list[Opened]:
     out = []
     for n in notifications:
-        if isinstance(n, AlertChange) and n.notice == "opened":
+        if isinstance(n, AlertChange) and n.notice == NoticeKind.OPENED:
             subject = n.alert.transactions[-1]
             also = tuple(n.alert.evidence.get("also_matched", ()))
             out.append(Opened(n.alert.rule, subject.batch_no, subject.voucher_no, also, subject.amount_minor,

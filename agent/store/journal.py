@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -361,8 +361,9 @@ class Journal:
         self.conn.execute("INSERT INTO alert_log(alert_id, revision, state, at, actor, note) VALUES(?,?,?,?,?,?)",
                           (alert.id, alert.revision, alert.state, utc_text(alert.updated), actor, note))
 
-    def active_alerts_referencing(self, terminal_id: str | None, ref: str | None,
-                                  rrn: str | None) -> list[Alert]:
+    def alerts_referencing(self, terminal_id: str | None, ref: str | None, rrn: str | None, *,
+                           states: Collection[str]) -> list[Alert]:
+        """Alerts in one of ``states`` whose flagged transaction a returning one points at."""
         clauses, args = [], []
         if ref:
             clauses.append("((subject_terminal IS ? OR ? IS NULL) AND"
@@ -371,17 +372,16 @@ class Journal:
         if rrn:
             clauses.append("subject_rrn=?")
             args.append(rrn)
-        if not clauses:
+        if not clauses or not states:
             return []
         rows = self.conn.execute(
-            f"SELECT data, key FROM alerts WHERE state IN ('open','escalated') AND ({' OR '.join(clauses)})",
-            args).fetchall()
+            f"SELECT data, key FROM alerts WHERE state IN ({_marks(states)}) AND ({' OR '.join(clauses)})",
+            [*states, *args]).fetchall()
         return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
 
-    def alerts(self, *, states: Sequence[str] | None = None, limit: int = 1000) -> list[Alert]:
+    def alerts(self, *, states: Collection[str] | None = None, limit: int = 1000) -> list[Alert]:
         if states:
-            marks = ",".join("?" for _ in states)
-            rows = self.conn.execute(f"SELECT data, key FROM alerts WHERE state IN ({marks}) ORDER BY created"
+            rows = self.conn.execute(f"SELECT data, key FROM alerts WHERE state IN ({_marks(states)}) ORDER BY created"
                                      f" LIMIT ?", (*states, limit)).fetchall()
         else:
             rows = self.conn.execute("SELECT data, key FROM alerts ORDER BY created LIMIT ?", (limit,)).fetchall()
@@ -403,22 +403,27 @@ class Journal:
              utc_text(not_before or now), utc_text(deadline) if deadline else None, utc_text(now), utc_text(now)),
         )
 
-    def alerts_due_reminder(self, *, open_before: datetime, escalated_before: datetime) -> list[Alert]:
-        rows = self.conn.execute(
-            "SELECT data, key FROM alerts WHERE (state='open' AND last_notice<=?)"
-            " OR (state='escalated' AND last_notice<=?) ORDER BY created",
-            (utc_text(open_before), utc_text(escalated_before))).fetchall()
+    def alerts_due_reminder(self, last_notice_before: Mapping[str, datetime]) -> list[Alert]:
+        """Alerts whose last notice is older than the limit given for their state (other states: never)."""
+        if not last_notice_before:
+            return []
+        clauses = " OR ".join("(state=? AND last_notice<=?)" for _ in last_notice_before)
+        args = [v for state, before in last_notice_before.items() for v in (state, utc_text(before))]
+        rows = self.conn.execute(f"SELECT data, key FROM alerts WHERE {clauses} ORDER BY created", args).fetchall()
         return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
 
     def touch_alert(self, alert_id: str, now: datetime) -> None:
         self.conn.execute("UPDATE alerts SET last_notice=? WHERE id=?", (utc_text(now), alert_id))
 
-    def alerts_in_batch(self, terminal_id: str | None, batch_no: str | None) -> list[Alert]:
-        """Active alerts whose transaction belongs to this batch (any batch of the terminal if unknown)."""
+    def alerts_in_batch(self, terminal_id: str | None, batch_no: str | None, *,
+                        states: Collection[str]) -> list[Alert]:
+        """Alerts in one of ``states`` whose transaction is in this batch (any batch of the terminal if unknown)."""
+        if not states:
+            return []
         rows = self.conn.execute(
-            "SELECT data, key FROM alerts WHERE state='open' AND (subject_terminal IS ? OR ? IS NULL)"
+            f"SELECT data, key FROM alerts WHERE state IN ({_marks(states)}) AND (subject_terminal IS ? OR ? IS NULL)"
             " AND (subject_batch IS ? OR ? IS NULL OR subject_batch IS NULL) ORDER BY created",
-            (terminal_id, terminal_id, batch_no, batch_no)).fetchall()
+            (*states, terminal_id, terminal_id, batch_no, batch_no)).fetchall()
         return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
 
     def open_batch(self, terminal_id: str, batch_no: str, now: datetime) -> None:
@@ -452,6 +457,11 @@ class Journal:
 
     def integrity_check(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _marks(values: Collection[Any]) -> str:
+    """``?,?,?``: one parameter per value of an IN (...) list."""
+    return ",".join("?" for _ in values)
 
 
 def _fill(stored: Transaction, new: Transaction) -> Transaction:

@@ -13,8 +13,8 @@ from datetime import tzinfo
 from typing import Any, Protocol
 
 from agent.delivery.channels.base import (
-    NOTICE_KINDS,
     Channel,
+    HttpFailure,
     HttpRequest,
     HttpResponse,
     HttpSender,
@@ -22,7 +22,6 @@ from agent.delivery.channels.base import (
     Outcome,
     RateLimit,
     RateLimiter,
-    TransportError,
 )
 
 
@@ -80,6 +79,15 @@ def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout
 
 
 __all__ = [
-    "NOTICE_KINDS", "Channel", "ChannelSettings", "HttpRequest", "HttpResponse", "HttpSender", "Notice",
-    "Outcome", "RateLimit", "RateLimiter", "TransportError", "make_channel",
+    "Channel",
+    "ChannelSettings",
+    "HttpFailure",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpSender",
+    "Notice",
+    "Outcome",
+    "RateLimit",
+    "RateLimiter",
+    "make_channel",
 ]

@@ -3,7 +3,7 @@
 Channels are pure adapters. HTTP channels build an :class:`HttpRequest` and
 classify the :class:`HttpResponse`; the only code that touches the network
 is the :class:`HttpSender` the delivery loop passes in (``agent.delivery.channels.http``
-wraps httpx and turns its errors into :class:`TransportError`). Time is a
+wraps httpx and turns its errors into :class:`HttpFailure`). Time is a
 parameter everywhere, so rate limits, signatures and retry delays are exact
 under test and replay.
 """
@@ -19,9 +19,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
-NOTICE_KINDS: tuple[str, ...] = (
-    "alert", "update", "digest", "review", "all_clear", "resolution", "escalation", "reminder",
-)
+from agent.alerts.lifecycle import NoticeKind
 
 # A server may ask for any delay; past this one the batch cutoff is usually gone, so the
 # delivery loop's own schedule (and the pre-close review) is a better judge than the server.
@@ -34,7 +32,7 @@ MIN_RETRY_AFTER = 1.0
 class Notice:
     """One thing to tell people (or machines) about zero or more alerts."""
 
-    kind: str               # one of NOTICE_KINDS
+    kind: NoticeKind
     alerts: tuple[dict[str, Any], ...]   # DESIGN.md alert dicts (agent.model.Alert.to_dict())
     shop: str               # shop name, e.g. "好味道餐饮 静安店"
     source: str             # CloudEvents source, e.g. "settleguard://<shop-slug>/<till>"
@@ -42,8 +40,8 @@ class Notice:
     deadline: datetime | None = None     # batch cutoff, for "time left"
 
     def __post_init__(self) -> None:
-        if self.kind not in NOTICE_KINDS:
-            raise ValueError(f"notice kind must be one of {', '.join(NOTICE_KINDS)} (got {self.kind!r})")
+        if self.kind not in frozenset(NoticeKind):
+            raise ValueError(f"notice kind must be one of {', '.join(NoticeKind)} (got {self.kind!r})")
         if self.created.tzinfo is None:
             raise ValueError("notice.created must be timezone-aware")
         if self.deadline is not None and self.deadline.tzinfo is None:
@@ -86,13 +84,13 @@ class Outcome:
         return cls("permanent", None, reason)
 
 
-class TransportError(Exception):
+class HttpFailure(Exception):
     """The request never got an HTTP answer: connection refused/reset, DNS, timeout. str() says which."""
 
 
 class HttpSender(Protocol):
     def post(self, request: HttpRequest) -> HttpResponse:
-        """Send one request; raises TransportError when no HTTP response arrives."""
+        """Send one request; raises HttpFailure when no HTTP response arrives."""
         ...
 
 
@@ -190,7 +188,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return min(max(seconds, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
 
 
-def classify_http(response: HttpResponse | None, error: TransportError | None,
+def classify_http(response: HttpResponse | None, error: HttpFailure | None,
                   now: datetime) -> Outcome | None:
     """The part of classification every HTTP channel shares.
 
@@ -230,7 +228,7 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def classify_errcode(response: HttpResponse | None, error: TransportError | None, now: datetime, *,
+def classify_errcode(response: HttpResponse | None, error: HttpFailure | None, now: datetime, *,
                      table: Mapping[int, tuple[float | None, str]], fields: tuple[str, ...],
                      robot: str) -> Outcome:
     """Chat robots answer errors inside a 200 (sometimes a 4xx) JSON body; read the code first.
@@ -272,7 +270,7 @@ class HttpChannel(Channel):
     def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest: ...
 
     @abstractmethod
-    def classify(self, response: HttpResponse | None, error: TransportError | None,
+    def classify(self, response: HttpResponse | None, error: HttpFailure | None,
                  now: datetime) -> Outcome: ...
 
     def refuse(self, notice: Notice) -> str | None:
@@ -290,7 +288,7 @@ class HttpChannel(Channel):
         self.limiter.record(now)
         try:
             response = sender.post(request)
-        except TransportError as exc:
+        except HttpFailure as exc:
             return self.classify(None, exc, now)
         outcome = self.classify(response, None, now)
         if outcome.status == "retry" and outcome.retry_after is not None:

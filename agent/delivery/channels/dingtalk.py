@@ -16,12 +16,12 @@ from urllib.parse import quote, quote_plus
 
 from agent.delivery.channels.base import (
     HttpChannel,
+    HttpFailure,
     HttpRequest,
     HttpResponse,
     Notice,
     Outcome,
     RateLimit,
-    TransportError,
     classify_errcode,
     dumps,
 )
@@ -78,5 +78,5 @@ class DingtalkChannel(HttpChannel):
             body=body, timeout=self.timeout,
         )
 
-    def classify(self, response: HttpResponse | None, error: TransportError | None, now: datetime) -> Outcome:
+    def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
         return classify_errcode(response, error, now, table=ERRCODES, fields=("errcode",), robot="DingTalk")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import tzinfo
-from pathlib import Path
 
 from agent.config import Config, ConfigError
 from agent.delivery.channels import make_channel
 from agent.delivery.channels.base import Channel
 
 
-def build_channels(config: Config, *, tz: tzinfo | None = None, state_dir: Path | None = None,
-                   path: str = "<config>") -> list[Channel]:
+def build_channels(config: Config, *, tz: tzinfo | None = None, path: str = "<config>") -> list[Channel]:
     timeout = config.delivery.timeout.total_seconds()
     channels: list[Channel] = []
     for i, c in enumerate(config.channel):

@@ -16,12 +16,12 @@ from typing import Any
 
 from agent.delivery.channels.base import (
     HttpChannel,
+    HttpFailure,
     HttpRequest,
     HttpResponse,
     Notice,
     Outcome,
     RateLimit,
-    TransportError,
     classify_errcode,
     dumps,
 )
@@ -73,7 +73,7 @@ class FeishuChannel(HttpChannel):
         return HttpRequest(url=self.url, headers={"content-type": "application/json; charset=utf-8"},
                            body=dumps(self.payload(notice, now)), timeout=self.timeout)
 
-    def classify(self, response: HttpResponse | None, error: TransportError | None, now: datetime) -> Outcome:
+    def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
         # Newer answers say {"code": 0, "msg": "success"}; older ones {"StatusCode": 0, ...}.
         return classify_errcode(response, error, now, table=ERRCODES, fields=("code", "StatusCode"),
                                 robot="Feishu")

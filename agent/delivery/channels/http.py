@@ -1,6 +1,6 @@
 """The one module that imports httpx: a blocking HTTP sender for the delivery thread.
 
-httpx's exceptions are translated here into our TransportError so nothing
+httpx's exceptions are translated here into our HttpFailure so nothing
 above this line knows which HTTP library sat below it.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 
-from agent.delivery.channels.base import HttpRequest, HttpResponse, TransportError
+from agent.delivery.channels.base import HttpFailure, HttpRequest, HttpResponse
 
 
 class HttpxSender:
@@ -22,9 +22,9 @@ class HttpxSender:
             response = self.client.post(request.url, content=request.body, headers=request.headers,
                                         timeout=request.timeout)
         except httpx.TimeoutException as exc:
-            raise TransportError(f"timeout after {request.timeout:g}s ({type(exc).__name__})") from None
+            raise HttpFailure(f"timeout after {request.timeout:g}s ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+            raise HttpFailure(f"{type(exc).__name__}: {exc}") from None
         return HttpResponse(status=response.status_code, headers=dict(response.headers), body=response.content)
 
     def close(self) -> None:

@@ -24,13 +24,15 @@ from escpos.exceptions import DeviceNotFoundError
 from escpos.exceptions import Error as EscposError
 from escpos.printer import File, Network, Serial, Usb
 
+from agent.alerts.lifecycle import NoticeKind
 from agent.delivery.channels.base import Channel, HttpSender, Notice, Outcome, RateLimit
 from agent.delivery.channels.render import SEVERITY_LABEL, clean_text, facts
 
 INIT = b"\x1b@"                 # ESC @: forget whatever mode the till's last receipt left behind
 CHINESE_ON = b"\x1c&"           # FS &: two-byte (GB2312/GB18030) characters from here on
 CHINESE_OFF = b"\x1c."          # FS .: back to single-byte, as the till's own receipts expect
-PRINTED_KINDS = frozenset({"alert", "digest", "review", "reminder", "escalation"})
+PRINTED_KINDS = frozenset({NoticeKind.OPENED, NoticeKind.DIGEST, NoticeKind.REVIEW, NoticeKind.REMINDER,
+                           NoticeKind.ESCALATED})
 PRINTER_KINDS = ("serial", "network", "usb", "file")
 # After a device error the printer is usually out of paper, off or unplugged: give a person time.
 DEVICE_RETRY = 30.0
@@ -97,14 +99,14 @@ def slip_lines(alert: Mapping[str, Any], *, kind: str, shop: str, now: datetime,
     f = facts(alert, notice_deadline=deadline, now=now, tz=tz)
     sev_zh, sev_en = SEVERITY_LABEL.get(str(alert.get("severity")), ("", ""))
     by = f.deadline or "结算前 settlement"
-    if kind == "escalation" or f.action == "refund":
+    if kind == NoticeKind.ESCALATED or f.action == "refund":
         headline = "!! 需退货 / REFUND NEEDED"
         todo = f"请退货 refund {f.voucher}（{f.date}）"
     elif f.action == "check":
         headline = "!! 请核对 / PLEASE CHECK"
         todo = f"请核对 check, 有误请撤销 void before {by}"
     else:
-        headline = "!! 提醒 可疑交易 / REMINDER" if kind == "reminder" else "!! 可疑交易 / SUSPICIOUS"
+        headline = "!! 提醒 可疑交易 / REMINDER" if kind == NoticeKind.REMINDER else "!! 可疑交易 / SUSPICIOUS"
         todo = f"请撤销 void before {by}"
     lines = [
         headline,

@@ -17,27 +17,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any, Literal
 
+from agent.alerts.lifecycle import RESOLUTION_NOTICES, STATE_LABELS, AlertState, NoticeKind
 from agent.delivery.channels.base import Notice
 from agent.units import format_money
 from drivers.pan import scrub_text
 
 SEVERITY_LABEL = {"high": ("高", "high"), "medium": ("中", "medium"), "low": ("低", "low")}
-STATE_LABEL = {
-    "voided": ("已撤销", "voided"),
-    "dismissed": ("已确认正常", "dismissed"),
-    "expired": ("已过期", "expired"),
-    "escalated": ("已结算，需退货", "escalated to refund"),
-    "open": ("仍待处理", "still open"),
-}
+_RESOLVED_HEADLINE = ("已处理", "Resolved")
 HEADLINE = {
-    "alert": ("可疑交易", "Suspicious transaction"),
-    "update": ("异常更新", "Finding updated"),
-    "digest": ("可疑交易汇总", "Suspicious transactions"),
-    "review": ("结算前复核", "Pre-settlement review"),
-    "all_clear": ("今日无待处理异常", "no open findings"),
-    "resolution": ("已处理", "Resolved"),
-    "escalation": ("批次已结算，需要退货", "Batch settled: refund needed"),
-    "reminder": ("提醒：仍待处理", "Reminder: still open"),
+    NoticeKind.OPENED: ("可疑交易", "Suspicious transaction"),
+    NoticeKind.DIGEST: ("可疑交易汇总", "Suspicious transactions"),
+    NoticeKind.REVIEW: ("结算前复核", "Pre-settlement review"),
+    NoticeKind.ALL_CLEAR: ("今日无待处理异常", "no open findings"),
+    NoticeKind.ESCALATED: ("批次已结算，需要退货", "Batch settled: refund needed"),
+    NoticeKind.REMINDER: ("提醒：仍待处理", "Reminder: still open"),
+    **{kind: _RESOLVED_HEADLINE for kind in RESOLUTION_NOTICES},
 }
 # Published limits of the robots (bytes of UTF-8). Feishu's 30 KB is for the whole request body,
 # so the post content gets a margin for the envelope, timestamp and sign.
@@ -175,7 +169,7 @@ def facts(alert: Mapping[str, Any], *, notice_deadline: datetime | None, now: da
     reason_en = str(alert.get("reason") or "")
     return AlertFacts(
         severity_zh=sev_zh, severity_en=sev_en, title_zh=title_zh, title_en=title_en,
-        rule=str(alert.get("rule") or "?"), state=str(alert.get("state") or "open"),
+        rule=str(alert.get("rule") or "?"), state=str(alert.get("state") or AlertState.OPEN),
         reason_zh=str(alert.get("reason_zh") or reason_en), reason_en=reason_en,
         voucher=str(suggestion.get("voucher_no") or _voucher(txn)), amount=amount,
         hhmm=when.strftime("%H:%M") if when else "?", date=when.strftime("%Y-%m-%d") if when else "?",
@@ -216,21 +210,21 @@ def _title_line(f: AlertFacts) -> str:
     return f"【{f.severity_zh} {f.severity_en}】{f.title_zh} / {f.title_en}（{f.rule}）"
 
 
-def _block(kind: str, f: AlertFacts) -> tuple[Line, ...]:
-    if kind == "resolution":
-        zh, en = STATE_LABEL.get(f.state, (f.state, f.state))
+def _block(kind: NoticeKind, f: AlertFacts) -> tuple[Line, ...]:
+    if kind in RESOLUTION_NOTICES:
+        zh, en = STATE_LABELS.get(f.state, (f.state, f.state))
         return (Line(f"凭证号 {f.voucher} · {f.amount} · {f.title_zh} / {f.title_en}：{zh} / {en}"),)
     lines: list[Line] = [Line(_title_line(f), "strong")]
-    if kind != "review":
+    if kind != NoticeKind.REVIEW:
         lines.append(Line(f.reason_zh, "quote"))
-        if kind not in ("digest",) and f.reason_en and f.reason_en != f.reason_zh:
+        if kind != NoticeKind.DIGEST and f.reason_en and f.reason_en != f.reason_zh:
             lines.append(Line(f.reason_en, "quote"))
     lines.append(Line(_transaction_line(f)))
     action = action_lines(f)
     if action is not None:
         lines.append(Line(action[0], "strong"))
         lines.append(Line(action[1]))
-    if kind != "digest":
+    if kind != NoticeKind.DIGEST:
         if f.steps_zh:
             lines.append(Line(f"操作：{f.steps_zh}", "quote"))
         if f.steps_en:
@@ -242,18 +236,18 @@ def compose(notice: Notice, now: datetime, tz: tzinfo | None = None) -> Document
     """Everything a notice says, before any layout or size limit."""
     head_zh, head_en = HEADLINE[notice.kind]
     n = len(notice.alerts)
-    if notice.kind == "digest":
+    if notice.kind == NoticeKind.DIGEST:
         head_zh, head_en = f"{head_zh}（{n} 条）", f"{n} {head_en.lower()}"
-    elif notice.kind == "review":
+    elif notice.kind == NoticeKind.REVIEW:
         head_zh, head_en = f"{head_zh}：{n} 条待处理", f"{head_en}: {n} open"
     title = f"{head_zh} / {head_en}"
     stamp = _local(notice.created, tz).strftime("%m-%d %H:%M")
     head = [Line(title, "strong"), Line(f"{notice.shop} · {stamp}")]
-    if notice.kind == "review" and notice.deadline is not None:
+    if notice.kind == NoticeKind.REVIEW and notice.deadline is not None:
         left_zh, left_en = time_left(notice.deadline, now)
         cutoff = _local(notice.deadline, tz).strftime("%H:%M")
         head.append(Line(f"结算时间 {cutoff}（{left_zh}）/ settlement at {cutoff} ({left_en})"))
-    if notice.kind == "all_clear" or (notice.kind == "review" and not notice.alerts):
+    if notice.kind == NoticeKind.ALL_CLEAR or (notice.kind == NoticeKind.REVIEW and not notice.alerts):
         head.append(Line("今日无待处理异常 / no open findings"))
     blocks = tuple(
         _block(notice.kind, facts(alert, notice_deadline=notice.deadline, now=now, tz=tz))

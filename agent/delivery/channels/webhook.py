@@ -24,14 +24,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from agent.alerts.lifecycle import ALERT_NOTICES, NoticeKind
 from agent.delivery.channels.base import (
     HttpChannel,
+    HttpFailure,
     HttpRequest,
     HttpResponse,
     Notice,
     Outcome,
     RateLimit,
-    TransportError,
     classify_http,
     dumps,
     header,
@@ -40,8 +41,6 @@ from agent.delivery.channels.base import (
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 SECRET_PREFIX = "whsec_"
 TYPE_PREFIX = "settleguard.alert."
-# CloudEvent type suffix for a resolved alert, by the alert's state.
-_RESOLVED = {"voided": "voided", "dismissed": "dismissed", "expired": "expired", "escalated": "escalated"}
 
 
 class WebhookVerificationError(ValueError):
@@ -97,25 +96,19 @@ def verify(headers: Mapping[str, str], body: bytes, secrets: Sequence[str], now:
     raise WebhookVerificationError("no v1 signature matches")
 
 
-def event_type(kind: str, alert: Mapping[str, Any]) -> str | None:
-    """``settleguard.alert.<what happened>`` for a notice kind, or None for people-only kinds."""
-    if kind == "alert":
-        return TYPE_PREFIX + "opened"
-    if kind == "update":
-        return TYPE_PREFIX + "updated"
-    if kind == "escalation":
-        return TYPE_PREFIX + "escalated"
-    if kind == "reminder":
-        return TYPE_PREFIX + "reminder"
-    if kind == "resolution":
-        return TYPE_PREFIX + _RESOLVED.get(str(alert.get("state")), "updated")
-    return None
+def event_type(kind: NoticeKind) -> str | None:
+    """The CloudEvent ``type`` of a notice kind, or None for people-only kinds.
+
+    ``settleguard.alert.<kind>``: opened, voided, dismissed, expired, escalated, reminder. These are a
+    public contract with the receivers; the notice kinds are named after them so nothing maps in between.
+    """
+    return TYPE_PREFIX + kind if kind in ALERT_NOTICES else None
 
 
 def cloudevent(notice: Notice, message_id: str) -> dict[str, Any]:
     """The structured-mode CloudEvent for a one-alert notice (key order as the spec examples)."""
     alert = notice.alerts[0]
-    kind = event_type(notice.kind, alert)
+    kind = event_type(notice.kind)
     if kind is None:
         raise ValueError(f"a {notice.kind} notice is for people, not for a webhook")
     return {
@@ -150,7 +143,7 @@ class WebhookChannel(HttpChannel):
         if len(notice.alerts) != 1:
             return (f"webhook {self.name}: one alert per CloudEvent, got {len(notice.alerts)} "
                     f"(the delivery loop must fan out per alert revision)")
-        if event_type(notice.kind, notice.alerts[0]) is None:
+        if event_type(notice.kind) is None:
             return f"webhook {self.name}: a {notice.kind} notice is for people, not for a machine endpoint"
         return None
 
@@ -169,7 +162,7 @@ class WebhookChannel(HttpChannel):
             headers["webhook-signature"] = signature_header(self.secrets, message_id, timestamp, body)
         return HttpRequest(url=self.url, headers=headers, body=body, timeout=self.timeout)
 
-    def classify(self, response: HttpResponse | None, error: TransportError | None, now: datetime) -> Outcome:
+    def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
         shared = classify_http(response, error, now)
         if shared is not None:
             return shared

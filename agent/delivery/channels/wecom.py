@@ -12,12 +12,12 @@ from urllib.parse import quote
 
 from agent.delivery.channels.base import (
     HttpChannel,
+    HttpFailure,
     HttpRequest,
     HttpResponse,
     Notice,
     Outcome,
     RateLimit,
-    TransportError,
     classify_errcode,
     dumps,
 )
@@ -62,6 +62,6 @@ class WecomChannel(HttpChannel):
         return HttpRequest(url=self.url, headers={"content-type": "application/json; charset=utf-8"},
                            body=body, timeout=self.timeout)
 
-    def classify(self, response: HttpResponse | None, error: TransportError | None, now: datetime) -> Outcome:
+    def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
         return classify_errcode(response, error, now, table=ERRCODES, fields=("errcode",), robot="WeCom")
 

@@ -1,0 +1,70 @@
+"""Announcing a change: outbox rows now, inside the caller's transaction; listeners after the commit.
+
+An alert change and the rows telling the channels about it become durable
+together or not at all, because both are written in the pipeline's (or the
+offline ``ack``'s) one journal transaction. The listeners (demo console,
+replay printer, metrics) must hear only of what was committed, so the changes
+wait here until the owner of the transaction takes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from agent.alerts.lifecycle import NoticeKind
+from agent.messages import AlertChange
+from agent.model import Alert
+from agent.store.journal import Journal
+
+
+class Announcer:
+    """Alert revisions go to every channel; channels people read also get reviews and reminders."""
+
+    def __init__(self, journal: Journal, *, channels: Sequence[str] = (),
+                 people_channels: Sequence[str] | None = None) -> None:
+        self.journal = journal
+        self.channels = list(channels)
+        self.people_channels = list(people_channels) if people_channels is not None else list(channels)
+        self.changes: list[Any] = []
+        self.enqueued = 0
+
+    def route(self, channels: Sequence[str] | None, people_channels: Sequence[str] | None) -> None:
+        """New channel names after a reload; None keeps that list as it was."""
+        if channels is not None:
+            self.channels = list(channels)
+        if people_channels is not None:
+            self.people_channels = list(people_channels)
+
+    def alert(self, alert: Alert, notice: NoticeKind, now: datetime, *, message_id: str | None = None,
+              channels: Sequence[str] | None = None) -> None:
+        payload = {"notice": notice.value, "alert": alert.to_dict()}
+        deadline = alert.suggestion.deadline if alert.suggestion else None
+        for channel in self.channels if channels is None else channels:
+            self.journal.enqueue(message_id=message_id or f"{alert.id}.{alert.revision}", channel=channel,
+                                 kind=notice.value, alert_id=alert.id, revision=alert.revision, payload=payload,
+                                 now=now, deadline=deadline)
+            self.enqueued += 1
+        self.changes.append(AlertChange(alert, notice, now))
+
+    def to_people(self, notice: NoticeKind, payload: dict[str, Any], now: datetime, *, message_id: str,
+                  deadline: datetime | None) -> None:
+        for channel in self.people_channels:
+            self.journal.enqueue(message_id=message_id, channel=channel, kind=notice.value, alert_id=None,
+                                 revision=None, payload=payload, now=now, deadline=deadline)
+            self.enqueued += 1
+
+    def note(self, change: Any) -> None:
+        """A change for the listeners that writes no outbox row of its own (a batch closing)."""
+        self.changes.append(change)
+
+    def take(self) -> tuple[list[Any], int]:
+        """What the committed transaction announced: (changes for the listeners, outbox rows written)."""
+        taken = self.changes, self.enqueued
+        self.changes, self.enqueued = [], 0
+        return taken
+
+    def discard(self) -> None:
+        """The transaction rolled back: nothing it announced happened."""
+        self.changes, self.enqueued = [], 0

@@ -1,0 +1,211 @@
+"""The alert lifecycle: every state, every cause of a change, who may cause it, in one table.
+
+An alert opens when a rule finds something. From then on only the causes in
+:data:`TRANSITIONS` move it, and only from the states listed there; anything
+else raises :class:`IllegalTransition`. Every other module asks this one
+(which states are active, which are over, what a change announces) instead of
+spelling a state itself, so the table below is the whole story:
+
+==============  ==============================  =========  =========  ==================
+cause           who                             open       escalated  voided, dismissed,
+                                                                      expired
+==============  ==============================  =========  =========  ==================
+wire_void       terminal (a void on the wire)   voided     refused    refused
+wire_refund     terminal (refund or reversal)   voided     voided     refused
+staff_voided    staff (``ack --voided``)        voided     refused    refused
+staff_refunded  staff (``ack --refunded``)      voided     voided     refused
+staff_legit     staff (``ack --legit``)         dismissed  dismissed  refused
+settlement      settleguard (batch settled)     escalated  refused    refused
+cutoff          settleguard (cutoff time)       escalated  refused    refused
+expiry          settleguard (batch closed)      expired    refused    refused
+==============  ==============================  =========  =========  ==================
+
+Why escalated refuses a void: after settlement a void is impossible on the
+terminal, and a refund is the remedy. A void seen on the wire that points at an
+escalated alert's voucher refers to some later transaction that reused the
+number; staff answering "voided" for it are told to refund instead. A refund
+(on the wire, or answered by staff when it was done at the acquirer) ends it.
+"voided" as a state means "the charge was taken back", by void, reversal or
+refund; the state strings are the journal's and the JSON's, so they stay.
+
+When a batch closes, a finding whose remedy was a void becomes a refund case
+(settlement or cutoff -> escalated); one that only asked for a check expires.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AlertState(StrEnum):
+    OPEN = "open"
+    VOIDED = "voided"
+    DISMISSED = "dismissed"
+    ESCALATED = "escalated"
+    EXPIRED = "expired"
+
+
+class Actor(StrEnum):
+    """Who may cause a change; also what the alert log records when no person is named."""
+
+    TERMINAL = "terminal"
+    STAFF = "staff"
+    SETTLEGUARD = "settleguard"
+
+
+class Cause(StrEnum):
+    WIRE_VOID = "wire_void"
+    WIRE_REFUND = "wire_refund"          # a refund or a reversal seen on the wire
+    STAFF_VOIDED = "staff_voided"
+    STAFF_REFUNDED = "staff_refunded"
+    STAFF_LEGIT = "staff_legit"
+    SETTLEMENT = "settlement"            # the terminal's settlement message closed the batch
+    CUTOFF = "cutoff"                    # the configured cutoff time closed the batch
+    EXPIRY = "expiry"                    # the batch closed before anyone checked a check-only finding
+
+
+class NoticeKind(StrEnum):
+    """What the outbox, the listeners and the channels call each message: one name each.
+
+    A machine endpoint receives the per-alert kinds as ``settleguard.alert.<kind>``.
+    """
+
+    OPENED = "opened"
+    VOIDED = "voided"
+    DISMISSED = "dismissed"
+    EXPIRED = "expired"
+    ESCALATED = "escalated"
+    REMINDER = "reminder"
+    # For people only: summaries of several alerts, and the pre-close review.
+    DIGEST = "digest"
+    RESOLVED = "resolved"                # several resolutions in one message
+    REVIEW = "review"
+    ALL_CLEAR = "all_clear"
+
+
+INITIAL = AlertState.OPEN
+
+WHO: dict[Cause, Actor] = {
+    Cause.WIRE_VOID: Actor.TERMINAL,
+    Cause.WIRE_REFUND: Actor.TERMINAL,
+    Cause.STAFF_VOIDED: Actor.STAFF,
+    Cause.STAFF_REFUNDED: Actor.STAFF,
+    Cause.STAFF_LEGIT: Actor.STAFF,
+    Cause.SETTLEMENT: Actor.SETTLEGUARD,
+    Cause.CUTOFF: Actor.SETTLEGUARD,
+    Cause.EXPIRY: Actor.SETTLEGUARD,
+}
+
+TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
+    AlertState.OPEN: {
+        Cause.WIRE_VOID: AlertState.VOIDED,
+        Cause.WIRE_REFUND: AlertState.VOIDED,
+        Cause.STAFF_VOIDED: AlertState.VOIDED,
+        Cause.STAFF_REFUNDED: AlertState.VOIDED,
+        Cause.STAFF_LEGIT: AlertState.DISMISSED,
+        Cause.SETTLEMENT: AlertState.ESCALATED,
+        Cause.CUTOFF: AlertState.ESCALATED,
+        Cause.EXPIRY: AlertState.EXPIRED,
+    },
+    AlertState.ESCALATED: {
+        Cause.WIRE_REFUND: AlertState.VOIDED,
+        Cause.STAFF_REFUNDED: AlertState.VOIDED,
+        Cause.STAFF_LEGIT: AlertState.DISMISSED,
+    },
+    AlertState.VOIDED: {},
+    AlertState.DISMISSED: {},
+    AlertState.EXPIRED: {},
+}
+
+# Refusals people will meet, worded so they know what to do instead.
+_REFUSED: dict[tuple[AlertState, Cause], str] = {
+    (AlertState.ESCALATED, Cause.STAFF_VOIDED): (
+        "the batch has settled, so the charge can no longer be voided; refund it on the terminal "
+        "(管理 → 退货) — the refund on the wire resolves the alert — or, if it was refunded elsewhere, "
+        "answer --refunded"),
+}
+
+ACTIVE_STATES = frozenset(state for state, moves in TRANSITIONS.items() if moves)
+TERMINAL_STATES = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
+# Over because someone dealt with it (an expired finding is over because nobody did).
+RESOLVED_STATES = frozenset({AlertState.VOIDED, AlertState.DISMISSED})
+# Open findings still have a void to do before the cutoff: what the pre-close review lists.
+AWAITING_VOID = frozenset({AlertState.OPEN})
+
+# How staff read each state: (Chinese, English).
+STATE_LABELS: dict[str, tuple[str, str]] = {
+    AlertState.OPEN: ("仍待处理", "still open"),
+    AlertState.VOIDED: ("已撤销", "voided"),
+    AlertState.DISMISSED: ("已确认正常", "dismissed"),
+    AlertState.EXPIRED: ("已过期", "expired"),
+    AlertState.ESCALATED: ("已结算，需退货", "escalated to refund"),
+}
+
+# Answers staff give with ``settleguard ack --<answer>``.
+STAFF_ANSWERS: dict[str, Cause] = {
+    "legit": Cause.STAFF_LEGIT,
+    "voided": Cause.STAFF_VOIDED,
+    "refunded": Cause.STAFF_REFUNDED,
+}
+
+_ANNOUNCES: dict[AlertState, NoticeKind] = {
+    AlertState.OPEN: NoticeKind.OPENED,
+    AlertState.VOIDED: NoticeKind.VOIDED,
+    AlertState.DISMISSED: NoticeKind.DISMISSED,
+    AlertState.EXPIRED: NoticeKind.EXPIRED,
+    AlertState.ESCALATED: NoticeKind.ESCALATED,
+}
+# Notices saying a finding is over: grouped among themselves for people, never into a findings digest.
+RESOLUTION_NOTICES = frozenset(_ANNOUNCES[s] for s in TERMINAL_STATES) | {NoticeKind.RESOLVED}
+# Notices about exactly one alert revision: what a machine endpoint can carry.
+ALERT_NOTICES = frozenset(_ANNOUNCES.values()) | {NoticeKind.REMINDER}
+# Notices that only repeat what the alert said: stale once the alert has a newer revision.
+SUPERSEDABLE_NOTICES = frozenset({NoticeKind.OPENED, NoticeKind.REMINDER})
+
+
+class IllegalTransition(ValueError):
+    """A cause that may not move an alert in its state; str() says why and what to do instead."""
+
+    def __init__(self, state: AlertState, cause: Cause, message: str) -> None:
+        super().__init__(message)
+        self.state = state
+        self.cause = cause
+
+
+def allows(state: str, cause: Cause) -> bool:
+    return cause in TRANSITIONS[AlertState(state)]
+
+
+def next_state(state: str, cause: Cause, *, alert_id: str = "") -> AlertState:
+    """The state ``cause`` moves an alert in ``state`` to; raises IllegalTransition when it may not."""
+    current = AlertState(state)
+    target = TRANSITIONS[current].get(cause)
+    if target is not None:
+        return target
+    name = f"alert {alert_id}" if alert_id else "the alert"
+    if current in TERMINAL_STATES:
+        raise IllegalTransition(current, cause, f"{name} is already {current}")
+    why = _REFUSED.get((current, cause), f"{cause} does not apply")
+    raise IllegalTransition(current, cause, f"{name} is {current}: {why}")
+
+
+def states_allowing(cause: Cause) -> frozenset[AlertState]:
+    """The states an alert must be in for ``cause`` to move it (what a query for candidates selects)."""
+    return frozenset(state for state, moves in TRANSITIONS.items() if cause in moves)
+
+
+def announces(state: str) -> NoticeKind:
+    """The notice an alert entering ``state`` sends (its opening included)."""
+    return _ANNOUNCES[AlertState(state)]
+
+
+def wire_cause(kind: str) -> Cause:
+    """The cause a returning transaction on the wire (void, refund, reversal) is."""
+    return Cause.WIRE_VOID if kind == "void" else Cause.WIRE_REFUND
+
+
+def batch_closed_cause(remedy: str | None, *, by_cutoff: bool) -> Cause:
+    """A finding that asked for a void becomes a refund case when its batch closes; any other expires."""
+    if remedy == "void":
+        return Cause.CUTOFF if by_cutoff else Cause.SETTLEMENT
+    return Cause.EXPIRY
