@@ -8,7 +8,6 @@ suggestions. JSON forms follow DESIGN.md exactly.
 from __future__ import annotations
 
 import os
-import time as _time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,9 +60,9 @@ def all_identity_keys(txn: Transaction) -> list[str]:
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def new_ulid(now: datetime | None = None) -> str:
-    """A ULID (time-sortable id, Crockford base32) for alerts; 'now' keeps replay deterministic-ish."""
-    ms = int((now.timestamp() if now else _time.time()) * 1000)
+def new_ulid(now: datetime) -> str:
+    """A ULID (time-sortable id, Crockford base32) for alerts; on the injected clock, so replay sorts by event time."""
+    ms = int(now.timestamp() * 1000)
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     chars = []
     for _ in range(26):

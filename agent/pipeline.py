@@ -221,7 +221,7 @@ class Pipeline:
         self.counts["transactions"] += 1
         now = self.clock.now()
         instant = (txn.time or batch.received).astimezone(UTC)
-        key = identity_key(txn) or f"u:{batch.source}:{instant.isoformat()}:{txn.amount_minor}:{new_ulid()}"
+        key = identity_key(txn) or f"u:{batch.source}:{instant.isoformat()}:{txn.amount_minor}:{new_ulid(now)}"
         merged = self.journal.merge_transaction(txn, key=key, instant=instant, received=batch.received,
                                                 source=batch.source)
         stored = merged.stored
