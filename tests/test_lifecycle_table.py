@@ -154,6 +154,16 @@ def test_an_answer_the_table_does_not_know_and_an_unknown_alert_are_refused(tmp_
     assert h.command("ack", id="NOPE", answer="legit") == {"ok": False, "error": "no alert NOPE"}
 
 
+def test_staff_may_give_only_the_staff_causes(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.feed(sale("000122", 12800, at(14, 3)), sale("000123", 12800, at(14, 4)))
+    alert_id = h.opened()[0].alert.id
+    for cause in (Cause.WIRE_REFUND, Cause.CUTOFF, Cause.EXPIRY):
+        with h.journal.transaction(), pytest.raises(IllegalTransition, match="not for staff"):
+            h.pipeline.alerts.answer(alert_id, cause, h.clock.now(), by="cashier", note=None)
+    assert h.journal.alerts()[0].state == AlertState.OPEN
+
+
 def test_offline_ack_voided_on_an_escalated_alert_fails_with_the_refund_advice(tmp_path: Path) -> None:
     h, alert_id = escalated(tmp_path)
     h.journal.close()

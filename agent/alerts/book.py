@@ -21,7 +21,9 @@ from agent.alerts.lifecycle import (
     INITIAL,
     RESOLVED_STATES,
     STAFF_ANSWERS,
+    WHO,
     Actor,
+    AlertState,
     Cause,
     IllegalTransition,
     announces,
@@ -144,6 +146,8 @@ class AlertBook:
         alert = self.journal.get_alert(alert_id)
         if alert is None:
             raise NoSuchAlert(f"no alert {alert_id}")
+        if WHO[cause] is not Actor.STAFF:
+            raise IllegalTransition(AlertState(alert.state), cause, f"{cause} is not for staff to answer")
         return self.apply(alert, cause, now, actor=by, note=note)
 
     def ack(self, args: Mapping[str, Any], now: datetime) -> dict[str, Any]:
