@@ -2,7 +2,7 @@
 
 Events are defined in ``drivers.events`` (decoders build them); this module
 re-exports them and adds what only the agent knows: identity keys, alerts and
-suggestions. JSON forms follow DESIGN.md exactly.
+suggestions. JSON forms follow ARCHITECTURE.md, "Event JSON" and "Alert JSON", exactly.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ACTIONS = ("void", "refund", "check")
 
 
 def identity_key(txn: Transaction) -> str | None:
-    """DESIGN.md "Transaction identity", most specific first.
+    """ARCHITECTURE.md, "Transaction identity": most specific first.
 
     Keys are strings with a scheme prefix so the three kinds never collide.
     A transaction with none of the three has no identity and is never merged.
@@ -121,7 +121,7 @@ class Alert:
     key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """DESIGN.md alert JSON (``reason_zh`` rides along after ``reason`` for Chinese readers)."""
+        """ARCHITECTURE.md, "Alert JSON" (``reason_zh`` rides along after ``reason`` for Chinese readers)."""
         return {
             "type": "alert",
             "id": self.id,

@@ -111,14 +111,14 @@ def test_check_config_accepts_the_example_config() -> None:
 
 
 def test_decode_round_trips_the_design_example(tmp_path: Path) -> None:
-    from tests.test_model import DESIGN_EXAMPLE
+    from tests.test_model import EVENT_JSON_EXAMPLE
 
     capture = tmp_path / "one.jsonl"
-    capture.write_text(DESIGN_EXAMPLE + "\n", encoding="utf-8")
+    capture.write_text(EVENT_JSON_EXAMPLE + "\n", encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "agent.cli", "decode", "--protocol", "jsonl", "--tz",
                            "Asia/Shanghai", str(capture)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == DESIGN_EXAMPLE + "\n"
+    assert proc.stdout == EVENT_JSON_EXAMPLE + "\n"
 
 
 def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The event JSON is a public contract: DESIGN.md's schema, key order, nulls never omitted."""
+"""The event JSON is a public contract (ARCHITECTURE.md, "Event JSON"): schema, key order, nulls never omitted."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from agent.model import Alert, Suggestion, identity_key
 from drivers.events import EventError, Settlement, Transaction, event_from_json, event_to_json
 
-# DESIGN.md's example line, with one concrete value picked where the doc lists the alternatives.
-DESIGN_EXAMPLE = (
+# The example line of ARCHITECTURE.md, "Event JSON", with one value picked where the doc lists the alternatives.
+EVENT_JSON_EXAMPLE = (
     '{"type": "transaction", "source": "cn_ecr", "kind": "void", "result": "approved", '
     '"terminal_id": "15221155", "merchant_id": "104152253311021", "batch_no": "130911", '
     '"voucher_no": "000006", "receipt_no": null, "trace_no": "000066", "rrn": "925498334778", '
@@ -28,7 +28,7 @@ SETTLEMENT_EXAMPLE = (
 
 
 def test_design_example_line_round_trips_exactly() -> None:
-    assert event_to_json(event_from_json(DESIGN_EXAMPLE)) == DESIGN_EXAMPLE
+    assert event_to_json(event_from_json(EVENT_JSON_EXAMPLE)) == EVENT_JSON_EXAMPLE
 
 
 def test_settlement_example_round_trips_exactly() -> None:
@@ -51,7 +51,7 @@ def test_absent_values_are_null_never_omitted() -> None:
 ])
 def test_schema_violations_are_refused(bad: str, message: str) -> None:
     with pytest.raises(EventError):
-        event_from_json(DESIGN_EXAMPLE.replace(bad, message))
+        event_from_json(EVENT_JSON_EXAMPLE.replace(bad, message))
 
 
 def test_money_is_integer_minor_units_only() -> None:
@@ -60,7 +60,7 @@ def test_money_is_integer_minor_units_only() -> None:
 
 
 def test_identity_key_prefers_batch_and_voucher_then_receipt_then_rrn() -> None:
-    t = event_from_json(DESIGN_EXAMPLE)
+    t = event_from_json(EVENT_JSON_EXAMPLE)
     assert isinstance(t, Transaction)
     assert identity_key(t) == "v:15221155:130911:000006"
     assert identity_key(t.with_(batch_no=None, receipt_no="0042")) == "r:15221155:0042"
@@ -69,7 +69,7 @@ def test_identity_key_prefers_batch_and_voucher_then_receipt_then_rrn() -> None:
 
 
 def test_alert_json_follows_design_shape() -> None:
-    t = event_from_json(DESIGN_EXAMPLE)
+    t = event_from_json(EVENT_JSON_EXAMPLE)
     assert isinstance(t, Transaction)
     now = datetime(2026, 11, 27, 14, 5, tzinfo=ZoneInfo("Asia/Shanghai"))
     alert = Alert(id="01JX", revision=1, rule="DUP-001", rule_version="1", severity="high", state="open",
@@ -77,7 +77,7 @@ def test_alert_json_follows_design_shape() -> None:
                   suggestion=Suggestion("void", "000006", 20, "撤销", "void", now), created=now, updated=now)
     d = alert.to_dict()
     assert list(d)[:8] == ["type", "id", "revision", "rule", "rule_version", "severity", "state", "reason"]
-    assert d["transactions"][0] == json.loads(DESIGN_EXAMPLE)
+    assert d["transactions"][0] == json.loads(EVENT_JSON_EXAMPLE)
     assert Alert.from_dict(d).to_dict() == d
 
 

@@ -1,4 +1,5 @@
-"""replay: every decoder's output through the full pipeline on simulated time, JSON per DESIGN.md."""
+"""replay: every decoder's output through the full pipeline on simulated time; alerts as in ARCHITECTURE.md,
+"Alert JSON"."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_replay_shows_the_demo_day_lifecycle_from_every_decoder(tmp_path: Path, 
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     alerts = [x for x in lines if x["type"] == "alert"]
-    for a in alerts:  # DESIGN.md alert shape
+    for a in alerts:  # ARCHITECTURE.md, "Alert JSON"
         assert set(a) >= {"id", "revision", "rule", "rule_version", "severity", "state", "reason", "evidence",
                           "transactions", "suggestion", "created", "updated"}
         assert all(t["type"] == "transaction" for t in a["transactions"])

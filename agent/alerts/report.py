@@ -56,7 +56,8 @@ def alert_line(item: Any, tz: tzinfo) -> str:
 
 
 def notification_json(item: Any) -> str | None:
-    """Alert revisions as DESIGN.md alert objects; reviews and batch closes as their own small objects."""
+    """Alert revisions as alert objects (ARCHITECTURE.md, "Alert JSON"); reviews and batch closes as their
+    own small objects."""
     if isinstance(item, AlertChange):
         return json.dumps(item.alert.to_dict(), ensure_ascii=False)
     if isinstance(item, ReviewNotice):

@@ -33,7 +33,7 @@ class Notice:
     """One thing to tell people (or machines) about zero or more alerts."""
 
     kind: NoticeKind
-    alerts: tuple[dict[str, Any], ...]   # DESIGN.md alert dicts (agent.model.Alert.to_dict())
+    alerts: tuple[dict[str, Any], ...]   # ARCHITECTURE.md, "Alert JSON" (Alert.to_dict())
     shop: str               # shop name, e.g. "好味道餐饮 静安店"
     source: str             # CloudEvents source, e.g. "settleguard://<shop-slug>/<till>"
     created: datetime       # aware

@@ -1,7 +1,7 @@
 """Generic webhook: one CloudEvent per alert revision, signed per Standard Webhooks.
 
 Body: CloudEvents 1.0 structured JSON (``application/cloudevents+json``),
-``data`` = the DESIGN.md alert dict. Headers: ``webhook-id`` (the outbox
+``data`` = the alert dict (ARCHITECTURE.md, "Alert JSON"). Headers: ``webhook-id`` (the outbox
 message id, stable across retries so the receiver can deduplicate),
 ``webhook-timestamp`` (integer seconds, the time of *this* attempt) and
 ``webhook-signature`` (``v1,<base64 HMAC-SHA256>``, one per configured
