@@ -15,12 +15,11 @@ import tomllib
 from datetime import time as dtime
 from datetime import timedelta, tzinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -28,11 +27,10 @@ from pydantic import (
     model_validator,
 )
 
-from agent.rules.base import duration_field
 from agent.rules.engine import RuleConfigError, validate_rule_params
+from agent.rules.params import Duration
 
 EX_CONFIG = 78
-Duration = Annotated[timedelta, BeforeValidator(duration_field)]
 PROTOCOL_NAMES = ("zvt", "cn_ecr", "jsonl", "escpos", "auto")
 CHANNEL_TYPES = ("webhook", "wecom", "dingtalk", "feishu", "printer")
 

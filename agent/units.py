@@ -46,6 +46,12 @@ def exponent(currency: str | None) -> int:
     return CURRENCY_EXPONENT.get((currency or "").upper(), 2)
 
 
+def in_currency(amount_minor_2dp: int, currency: str | None) -> int:
+    """A configured amount (read as 2-decimal minor units) in the minor units of ``currency``."""
+    exp = exponent(currency)
+    return amount_minor_2dp * 10 ** (exp - 2) if exp >= 2 else amount_minor_2dp // 10 ** (2 - exp)
+
+
 def parse_money(text: str | int, currency: str = "CNY") -> int:
     """'5000.00' or '5000' or 5000 (major units) -> minor units; floats are refused."""
     if isinstance(text, (bool, float)):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from agent.rules.amount import AmountCeiling, AmountOutlier, DecimalSlip, JustUnderLimit
-from agent.rules.base import BaseRule, Finding, Observation, Rule, RuleParams, TxnView
+from agent.rules.base import BaseRule, Finding, Observation, TxnView
 from agent.rules.duplicate import ExactDuplicate, IdentityConflict, NearDuplicate, RekeyedOnOtherCard
 from agent.rules.entry import ManualEntry
+from agent.rules.params import RuleParams
 from agent.rules.refund import UnmatchedRefund
 from agent.rules.state import RuleState
 from agent.rules.timing import ClosedDay, OutsideHours
@@ -29,4 +30,4 @@ RULES: dict[str, type[BaseRule]] = {  # type: ignore[type-arg]
     ManualEntry.id: ManualEntry,
 }
 
-__all__ = ["RULES", "Finding", "Observation", "Rule", "RuleParams", "RuleState", "TxnView"]
+__all__ = ["RULES", "BaseRule", "Finding", "Observation", "RuleParams", "RuleState", "TxnView"]

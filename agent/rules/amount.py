@@ -20,59 +20,25 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import field_validator
-
-from agent.rules.base import (
-    BaseRule,
-    Duration,
-    Finding,
-    Money,
-    Observation,
-    RuleParams,
-    evidence,
-    in_currency,
-    is_charge,
-)
+from agent.rules.base import BaseRule, Finding, Observation, evidence, is_charge
 from agent.rules.baseline import AmountBaseline, trailing_zeros
+from agent.rules.params import Duration, Percent, PositiveDecimal, PositiveMoney, RuleParams, must
 from agent.rules.state import RuleState
-from agent.rules.text import amount, format_duration, hhmm, money, vouchers
+from agent.rules.text import amount, charge_en, charge_zh, format_duration, money, vouchers
+from agent.units import in_currency
+
+# AMT-001 and AMT-002 judge against the same 30-day baseline, so they take these two settings alike.
+HistoryCount = Annotated[int, must(lambda v: v >= 10, "must be at least 10 (percentiles of fewer amounts mean little)")]
+ListPriceCount = Annotated[int, must(lambda v: v >= 2, "must be at least 2 (one sale does not make a list price)")]
 
 
 class SlipParams(RuleParams):
-    min_history: int = 30
-    max_power: int = 3            # 10x, 100x, 1000x
-    min_score: Decimal = Decimal("4.0")
-    known_count: int = 3
-
-    @field_validator("min_history")
-    @classmethod
-    def _min(cls, v: int) -> int:
-        if v < 10:
-            raise ValueError("must be at least 10 (percentiles of fewer amounts mean little)")
-        return v
-
-    @field_validator("max_power")
-    @classmethod
-    def _power(cls, v: int) -> int:
-        if not 1 <= v <= 4:
-            raise ValueError("must be 1 to 4")
-        return v
-
-    @field_validator("min_score")
-    @classmethod
-    def _positive(cls, v: Decimal) -> Decimal:
-        if v <= 0:
-            raise ValueError("must be > 0")
-        return v
-
-    @field_validator("known_count")
-    @classmethod
-    def _known(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError("must be at least 2 (one sale does not make a list price)")
-        return v
+    min_history: HistoryCount = 30
+    max_power: Annotated[int, must(lambda v: 1 <= v <= 4, "must be 1 to 4")] = 3   # 10x, 100x, 1000x
+    min_score: PositiveDecimal = Decimal("4.0")
+    known_count: ListPriceCount = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +96,8 @@ class DecimalSlip(BaseRule[SlipParams]):
         view = obs.view
         if not obs.is_new or not is_charge(view):
             return []
-        base = state.baseline
-        if base is None or base.count < self.params.min_history:
-            state.note_insufficient(self.id)
+        base = _baseline(state, self.id, self.params.min_history)
+        if base is None:
             return []
         value = view.amount_minor
         if value <= base.p95_minor or base.price_count(value) >= self.params.known_count:
@@ -146,12 +111,12 @@ class DecimalSlip(BaseRule[SlipParams]):
         pct_a, pct_m = f"{best.rounded_amount:.1%}", f"{best.rounded_meant:.1%}"
         return [self.finding(
             view, [],
-            f"{money(view)} at {hhmm(view)} (voucher {view.voucher_label}) is exactly {best.factor}x {meant}: "
+            f"{charge_en(view)} is exactly {best.factor}x {meant}: "
             f"in the last 30 days this shop charged amounts near {meant} {best.near_meant} times and near "
             f"{money(view)} {best.near_amount} times, and {pct_m} of its amounts are rounded to {unit_m} like "
             f"{meant} against {pct_a} rounded to {unit_a} (slip score {best.score:.1f} >= {self._min_score:g}); "
             f"was {meant} meant?",
-            f"{hhmm(view)} 的 {money(view)}（凭证号 {view.voucher_label}）恰为 {meant} 的 {best.factor} 倍："
+            f"{charge_zh(view)}恰为 {meant} 的 {best.factor} 倍："
             f"最近 30 天本店金额接近 {meant} 的交易 {best.near_meant} 笔，接近 {money(view)} 的仅 "
             f"{best.near_amount} 笔；像 {meant} 这样取整到 {unit_m} 的金额占 {pct_m}，"
             f"取整到 {unit_a} 的占 {pct_a}（多输零评分 {best.score:.1f} >= {self._min_score:g}）；"
@@ -182,6 +147,15 @@ class DecimalSlip(BaseRule[SlipParams]):
         return best
 
 
+def _baseline(state: RuleState, rule_id: str, min_history: int) -> AmountBaseline | None:
+    """The shop's baseline if it holds ``min_history`` amounts; otherwise None, counted as "insufficient history"."""
+    base = state.baseline
+    if base is None or base.count < min_history:
+        state.note_insufficient(rule_id)
+        return None
+    return base
+
+
 def _density(observed: int, expected: float) -> float:
     """Sales near an amount: the count seen, shrunk halfway to the log-normal fit, never zero.
 
@@ -196,39 +170,12 @@ def _rounding_unit(amount_minor: int, currency: str | None) -> str:
 
 class OutlierParams(RuleParams):
     window: Duration = timedelta(days=30)
-    min_history: int = 30
-    z_cut: Decimal = Decimal("3.5")
-    flat_factor: Decimal = Decimal("5")
+    min_history: HistoryCount = 30
+    z_cut: PositiveDecimal = Decimal("3.5")
+    flat_factor: Annotated[Decimal, must(lambda v: v > 1,
+                                         "must be > 1 (a factor away from the constant amount)")] = Decimal("5")
     flag_low: bool = False
-    known_count: int = 3
-
-    @field_validator("known_count")
-    @classmethod
-    def _known(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError("must be at least 2 (one sale does not make a list price)")
-        return v
-
-    @field_validator("z_cut")
-    @classmethod
-    def _z(cls, v: Decimal) -> Decimal:
-        if v <= 0:
-            raise ValueError("must be > 0")
-        return v
-
-    @field_validator("flat_factor")
-    @classmethod
-    def _flat(cls, v: Decimal) -> Decimal:
-        if v <= 1:
-            raise ValueError("must be > 1 (a factor away from the constant amount)")
-        return v
-
-    @field_validator("min_history")
-    @classmethod
-    def _min(cls, v: int) -> int:
-        if v < 10:
-            raise ValueError("must be at least 10")
-        return v
+    known_count: ListPriceCount = 3
 
 
 class AmountOutlier(BaseRule[OutlierParams]):
@@ -258,9 +205,8 @@ class AmountOutlier(BaseRule[OutlierParams]):
         view = obs.view
         if not obs.is_new or not is_charge(view):
             return []
-        base = state.baseline
-        if base is None or base.count < self.params.min_history:
-            state.note_insufficient(self.id)
+        base = _baseline(state, self.id, self.params.min_history)
+        if base is None:
             return []
         value = view.amount_minor
         p = self.params
@@ -286,11 +232,10 @@ class AmountOutlier(BaseRule[OutlierParams]):
         side_en, side_zh = ("above", "高于") if high else ("below", "低于")
         return [self.finding(
             view, [],
-            f"{money(view)} at {hhmm(view)} (voucher {view.voucher_label}) "
-            f"is far {side_en} this shop's usual amounts (median {amount(base.median_minor, cur)}, "
+            f"{charge_en(view)} is far {side_en} this shop's usual amounts (median {amount(base.median_minor, cur)}, "
             f"usual range {amount(base.p05_minor, cur)}"
             f"-{amount(base.p95_minor, cur)}, score {score} > {threshold})",
-            f"{hhmm(view)} 的 {money(view)}（凭证号 {view.voucher_label}）远{side_zh}本店常见金额"
+            f"{charge_zh(view)}远{side_zh}本店常见金额"
             f"（中位数 {amount(base.median_minor, cur)}，常见范围 {amount(base.p05_minor, cur)}"
             f"-{amount(base.p95_minor, cur)}，评分 {score} > {threshold}）",
             evidence(score, threshold, base.to_evidence(), amount_minor=value,
@@ -299,14 +244,7 @@ class AmountOutlier(BaseRule[OutlierParams]):
 
 
 class CeilingParams(RuleParams):
-    ceiling: Money = 5_000_000    # 50,000.00
-
-    @field_validator("ceiling")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be more than 0")
-        return v
+    ceiling: PositiveMoney = 5_000_000    # 50,000.00
 
 
 class AmountCeiling(BaseRule[CeilingParams]):
@@ -336,40 +274,17 @@ class AmountCeiling(BaseRule[CeilingParams]):
         cur = view.txn.currency
         return [self.finding(
             view, [],
-            f"{money(view)} at {hhmm(view)} (voucher {view.voucher_label}) is above this shop's ceiling "
-            f"of {amount(ceiling, cur)}",
-            f"{hhmm(view)} 的 {money(view)}（凭证号 {view.voucher_label}）"
-            f"超过本店单笔上限 {amount(ceiling, cur)}",
+            f"{charge_en(view)} is above this shop's ceiling of {amount(ceiling, cur)}",
+            f"{charge_zh(view)}超过本店单笔上限 {amount(ceiling, cur)}",
             evidence(view.amount_minor, ceiling),
         )]
 
 
 class UnderLimitParams(RuleParams):
-    limit: Money = 100_000        # 1,000.00: UnionPay QuickPass no-PIN/no-signature limit
-    band_percent: Decimal = Decimal("5")
-    count: int = 2
+    limit: PositiveMoney = 100_000        # 1,000.00: UnionPay QuickPass no-PIN/no-signature limit
+    band_percent: Percent = Decimal("5")
+    count: Annotated[int, must(lambda v: v >= 2, "must be at least 2 (one charge is not a pattern)")] = 2
     window: Duration = timedelta(hours=24)
-
-    @field_validator("band_percent")
-    @classmethod
-    def _band(cls, v: Decimal) -> Decimal:
-        if not Decimal(0) < v < Decimal(100):
-            raise ValueError("must be between 0 and 100 (percent)")
-        return v
-
-    @field_validator("count")
-    @classmethod
-    def _count(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError("must be at least 2 (one charge is not a pattern)")
-        return v
-
-    @field_validator("limit")
-    @classmethod
-    def _limit(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be more than 0")
-        return v
 
 
 class JustUnderLimit(BaseRule[UnderLimitParams]):
@@ -414,9 +329,7 @@ class JustUnderLimit(BaseRule[UnderLimitParams]):
         if not low <= view.amount_minor < limit:
             return []
         w = self.params.window
-        earlier = [v for v in state.card_history(card, view.utc - w, view.utc)
-                   if v.key != view.key and is_charge(v) and low <= v.amount_minor < limit
-                   and state.voided_by(v) is None]
+        earlier = [v for v in state.other_charges(view, view.utc - w, view.utc) if low <= v.amount_minor < limit]
         involved = [*earlier, view]
         if len(involved) < self.params.count:
             return []

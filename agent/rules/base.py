@@ -12,13 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Protocol, TypeVar
-
-from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from agent.model import Transaction
-from agent.units import exponent, parse_duration, parse_money
+from agent.rules.params import RuleParams
 
 if TYPE_CHECKING:
     from agent.rules.state import RuleState
@@ -80,50 +77,6 @@ class Finding:
     action: str = "void"              # void | refund | check
 
 
-class RuleParams(BaseModel):
-    """Parameters every rule takes; a rule's own Params subclass adds its knobs."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    severity: str | None = None       # None -> the rule's default
-
-    @field_validator("severity")
-    @classmethod
-    def _sev(cls, v: str | None) -> str | None:
-        if v is not None and v not in ("high", "medium", "low"):
-            raise ValueError("must be high, medium or low")
-        return v
-
-
-def duration_field(v: Any) -> timedelta:
-    """pydantic 'before' validator body for '10m'-style durations."""
-    if isinstance(v, timedelta):
-        return v
-    return parse_duration(v)
-
-
-def money_field(v: Any) -> int:
-    """pydantic 'before' validator body for "5000.00"-style amounts -> minor units of a 2-decimal currency.
-
-    Config does not know the currency of each transaction; :func:`in_currency` rescales for
-    the few currencies without two decimals (JPY, KWD, ...).
-    """
-    if isinstance(v, Decimal):
-        v = str(v)
-    return parse_money(v)
-
-
-def in_currency(amount_minor_2dp: int, currency: str | None) -> int:
-    """A configured amount (2-decimal minor units) in the minor units of ``currency``."""
-    exp = exponent(currency)
-    return amount_minor_2dp * 10 ** (exp - 2) if exp >= 2 else amount_minor_2dp // 10 ** (2 - exp)
-
-
-Duration = Annotated[timedelta, BeforeValidator(duration_field)]
-Money = Annotated[int, BeforeValidator(money_field)]
-
-
 def card_tail(card: str) -> str:
     """The last four digits: the one part every mask (6+4, last-4 only) keeps."""
     return card[-4:]
@@ -144,26 +97,12 @@ def same_card(a: str | None, b: str | None) -> bool:
 
 def evidence(value: Any, threshold: Any, baseline: dict[str, Any] | None = None,
              **extra: Any) -> dict[str, Any]:
-    """The evidence shape every alert carries (DESIGN.md): value, threshold, baseline, then details."""
+    """The evidence shape every alert carries (ARCHITECTURE.md, "Alert JSON"): value, threshold, baseline,
+    then details."""
     return {"value": value, "threshold": threshold, "baseline": baseline or {}, **extra}
 
 
 P = TypeVar("P", bound=RuleParams)
-
-
-class Rule(Protocol):
-    id: ClassVar[str]
-    version: ClassVar[str]
-    family: ClassVar[str]
-    default_severity: ClassVar[str]
-    specificity: ClassVar[int]
-    Params: ClassVar[type[RuleParams]]
-    title_en: ClassVar[str]
-    title_zh: ClassVar[str]
-
-    def __init__(self, params: RuleParams) -> None: ...
-
-    def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]: ...
 
 
 # Kinds that take money from the card holder.

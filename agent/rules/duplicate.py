@@ -15,25 +15,26 @@ A charge that has already been voided (or refunded) is nobody's duplicate.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import field_validator
 
 from agent.rules.base import (
     CHARGE_KINDS,
     BaseRule,
-    Duration,
     Finding,
     Observation,
-    RuleParams,
     TxnView,
     evidence,
     is_charge,
     same_card,
     same_slip,
 )
+from agent.rules.params import Duration, RuleParams, must
 from agent.rules.state import RuleState
 from agent.rules.text import format_duration, hhmm, money, vouchers
 
@@ -42,6 +43,18 @@ def _later_last(view: TxnView, others: list[TxnView]) -> tuple[TxnView, list[Txn
     """(subject, related): the latest charge is the one to void; on a tie the one that arrived last."""
     involved = sorted([*[(o.utc, 0, o) for o in others], (view.utc, 1, view)], key=lambda x: (x[0], x[1]))
     return involved[-1][2], [v for _, _, v in involved[:-1]]
+
+
+def _repeated_charge(state: RuleState, obs: Observation, window: timedelta,
+                     alike: Callable[[int, int], bool]) -> tuple[TxnView, list[TxnView]] | None:
+    """(subject, related) when a new live charge has others on its card within ``window`` either way
+    whose amounts are ``alike`` its own and that are not the same slip; else None."""
+    view = obs.view
+    if not obs.is_new or not is_charge(view) or state.voided_by(view) is not None:
+        return None
+    matches = [v for v in state.other_charges(view, view.utc - window, view.utc + window)
+               if alike(v.amount_minor, view.amount_minor) and not same_slip(v, view)]
+    return _later_last(view, matches) if matches else None
 
 
 class WindowParams(RuleParams):
@@ -75,19 +88,11 @@ class ExactDuplicate(BaseRule[ExactDuplicateParams]):
         return self.params.window
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
-        view = obs.view
-        card = view.card
-        if not obs.is_new or not is_charge(view) or not card or state.voided_by(view) is not None:
-            return []
         w = self.params.window
-        matches = [
-            v for v in state.card_history(card, view.utc - w, view.utc + w)
-            if v.key != view.key and is_charge(v) and v.amount_minor == view.amount_minor
-            and not same_slip(v, view) and state.voided_by(v) is None
-        ]
-        if not matches:
+        repeated = _repeated_charge(state, obs, w, operator.eq)
+        if repeated is None:
             return []
-        subject, related = _later_last(view, matches)
+        subject, related = repeated
         involved = [*related, subject]
         gap = subject.utc - related[-1].utc
         window = format_duration(w)
@@ -176,14 +181,8 @@ class IdentityConflict(BaseRule[IdentityConflictParams]):
 
 class NearDuplicateParams(WindowParams):
     window: Duration = timedelta(minutes=30)
-    tolerance_percent: Decimal = Decimal("1")
-
-    @field_validator("tolerance_percent")
-    @classmethod
-    def _range(cls, v: Decimal) -> Decimal:
-        if not Decimal(0) < v <= Decimal(50):
-            raise ValueError("must be more than 0 and at most 50 (percent)")
-        return v
+    tolerance_percent: Annotated[Decimal, must(lambda v: 0 < v <= 50,
+                                               "must be more than 0 and at most 50 (percent)")] = Decimal("1")
 
 
 class NearDuplicate(BaseRule[NearDuplicateParams]):
@@ -209,19 +208,11 @@ class NearDuplicate(BaseRule[NearDuplicateParams]):
         return a != b and Decimal(abs(a - b)) * 100 <= self.params.tolerance_percent * max(a, b)
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
-        view = obs.view
-        card = view.card
-        if not obs.is_new or not is_charge(view) or not card or state.voided_by(view) is not None:
-            return []
         w = self.params.window
-        matches = [
-            v for v in state.card_history(card, view.utc - w, view.utc + w)
-            if v.key != view.key and is_charge(v) and self._near(v.amount_minor, view.amount_minor)
-            and not same_slip(v, view) and state.voided_by(v) is None
-        ]
-        if not matches:
+        repeated = _repeated_charge(state, obs, w, self._near)
+        if repeated is None:
             return []
-        subject, related = _later_last(view, matches)
+        subject, related = repeated
         involved = [*related, subject]
         amounts = ", ".join(money(v) for v in involved)
         window = format_duration(w)
@@ -242,14 +233,8 @@ class NearDuplicate(BaseRule[NearDuplicateParams]):
 
 class RekeyedParams(WindowParams):
     window: Duration = timedelta(minutes=2)
-    common_count: int = 3
-
-    @field_validator("common_count")
-    @classmethod
-    def _common(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError("must be at least 2 (one sale does not make a common price)")
-        return v
+    common_count: Annotated[int, must(lambda v: v >= 2,
+                                      "must be at least 2 (one sale does not make a common price)")] = 3
 
 
 class RekeyedOnOtherCard(BaseRule[RekeyedParams]):

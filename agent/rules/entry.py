@@ -5,18 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from agent.rules.base import (
-    BaseRule,
-    Finding,
-    Money,
-    Observation,
-    RuleParams,
-    evidence,
-    in_currency,
-    is_charge,
-)
+from agent.rules.base import BaseRule, Finding, Observation, evidence, is_charge
+from agent.rules.params import Money, RuleParams
 from agent.rules.state import RuleState
 from agent.rules.text import amount, hhmm, money
+from agent.units import in_currency
 
 
 class ManualEntryParams(RuleParams):

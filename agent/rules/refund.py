@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import ClassVar
 
-from agent.rules.base import (
-    BaseRule,
-    Duration,
-    Finding,
-    Observation,
-    RuleParams,
-    TxnView,
-    evidence,
-    is_charge,
-)
+from agent.rules.base import BaseRule, Finding, Observation, TxnView, evidence, is_charge
+from agent.rules.params import Duration, RuleParams
 from agent.rules.state import RuleState
 from agent.rules.text import amount, day, money
 
@@ -102,10 +95,7 @@ class UnmatchedRefund(BaseRule[RefundParams]):
 
 def _sales(state: RuleState, card: str, since: datetime, until: datetime) -> list[TxnView]:
     seen: dict[str, TxnView] = {}
-    for v in state.history.sales_for_card(card, since, until):
-        if is_charge(v):
-            seen.setdefault(v.key, v)
-    for v in state.card_history(card, since, until):
+    for v in chain(state.history.sales_for_card(card, since, until), state.card_history(card, since, until)):
         if is_charge(v):
             seen.setdefault(v.key, v)
     return sorted(seen.values(), key=lambda v: v.utc)

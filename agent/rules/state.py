@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Protocol, TypeVar
 
 from agent.model import RETURNING_KINDS
-from agent.rules.base import TxnView, card_tail, same_card
+from agent.rules.base import TxnView, card_tail, is_charge, same_card
 from agent.rules.baseline import AmountBaseline
 from agent.rules.calendar import ShopCalendar
 
@@ -42,24 +42,32 @@ class _NoHistory:
         return []
 
 
+def _ref_keys(terminal_id: str | None, voucher_no: str | None, rrn: str | None) -> list[Hashable]:
+    """Index keys of a reference, voucher (per terminal) before RRN."""
+    out: list[Hashable] = []
+    if voucher_no:
+        out.append(("v", terminal_id or "", voucher_no))
+    if rrn:
+        out.append(("n", rrn))
+    return out
+
+
 def _refs(view: TxnView) -> list[Hashable]:
     t = view.txn
-    out: list[Hashable] = []
-    if t.voucher_no:
-        out.append(("v", t.terminal_id or "", t.voucher_no))
-    if t.rrn:
-        out.append(("n", t.rrn))
-    return out
+    return _ref_keys(t.terminal_id, t.voucher_no, t.rrn)
 
 
 def _original_refs(view: TxnView) -> list[Hashable]:
     t = view.txn
-    out: list[Hashable] = []
-    if t.original_voucher_no:
-        out.append(("v", t.terminal_id or "", t.original_voucher_no))
-    if t.original_rrn:
-        out.append(("n", t.original_rrn))
-    return out
+    return _ref_keys(t.terminal_id, t.original_voucher_no, t.original_rrn)
+
+
+def _first_hit(index: dict[Hashable, TxnView], refs: list[Hashable]) -> TxnView | None:
+    for ref in refs:
+        hit = index.get(ref)
+        if hit is not None:
+            return hit
+    return None
 
 
 class RuleState:
@@ -136,21 +144,19 @@ class RuleState:
     def by_reference(self, *, terminal_id: str | None, voucher_no: str | None = None,
                      rrn: str | None = None) -> TxnView | None:
         """The first transaction seen with this voucher (on this terminal) or this RRN."""
-        if voucher_no:
-            hit = self._by_ref.get(("v", terminal_id or "", voucher_no))
-            if hit is not None:
-                return hit
-        if rrn:
-            return self._by_ref.get(("n", rrn))
-        return None
+        return _first_hit(self._by_ref, _ref_keys(terminal_id, voucher_no, rrn))
 
     def voided_by(self, view: TxnView) -> TxnView | None:
         """The approved void/reversal/refund that names this transaction as its original, if seen."""
-        for ref in _refs(view):
-            hit = self._voided_by.get(ref)
-            if hit is not None:
-                return hit
-        return None
+        return _first_hit(self._voided_by, _refs(view))
+
+    def other_charges(self, view: TxnView, since: datetime, until: datetime) -> list[TxnView]:
+        """The approved charges on ``view``'s card in [since, until], other than ``view``, that no void,
+        reversal or refund names: what the card-history rules compare a charge with. Oldest first."""
+        if not view.card:
+            return []
+        return [v for v in self.card_history(view.card, since, until)
+                if v.key != view.key and is_charge(v) and self.voided_by(v) is None]
 
     def recent(self, since: datetime) -> Iterator[TxnView]:
         """Every transaction at or after ``since``, newest first."""

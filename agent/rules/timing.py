@@ -14,17 +14,9 @@ from typing import ClassVar
 
 from pydantic import field_validator
 
-from agent.rules.base import (
-    BaseRule,
-    Duration,
-    Finding,
-    Observation,
-    RuleParams,
-    TxnView,
-    evidence,
-    is_charge,
-)
+from agent.rules.base import BaseRule, Finding, Observation, TxnView, evidence, is_charge
 from agent.rules.calendar import WEEKDAYS, HolidayDataMissing
+from agent.rules.params import Duration, RuleParams
 from agent.rules.state import RuleState
 from agent.rules.text import format_duration, hhmm, money, when
 

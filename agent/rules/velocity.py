@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import field_validator
-
-from agent.rules.base import BaseRule, Duration, Finding, Observation, RuleParams, evidence, is_charge
+from agent.rules.base import BaseRule, Finding, Observation, evidence, is_charge
+from agent.rules.params import Duration, RuleParams, must
 from agent.rules.state import RuleState
 from agent.rules.text import format_duration, hhmm, money, vouchers
 
 
 class VelocityParams(RuleParams):
-    count: int = 3
+    count: Annotated[int, must(lambda v: v >= 2, "must be at least 2")] = 3
     window: Duration = timedelta(minutes=10)
-
-    @field_validator("count")
-    @classmethod
-    def _count(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError("must be at least 2")
-        return v
 
 
 class CardVelocity(BaseRule[VelocityParams]):
@@ -52,8 +44,7 @@ class CardVelocity(BaseRule[VelocityParams]):
         if not obs.is_new or not is_charge(view) or not card:
             return []
         w = self.params.window
-        earlier = [v for v in state.card_history(card, view.utc - w, view.utc)
-                   if v.key != view.key and is_charge(v) and state.voided_by(v) is None]
+        earlier = state.other_charges(view, view.utc - w, view.utc)
         involved = [*earlier, view]
         if len(involved) < self.params.count:
             return []

@@ -6,19 +6,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import field_validator
 
-from agent.rules.base import BaseRule, Finding, Observation, RuleParams, TxnView, evidence, is_charge
+from agent.rules.base import BaseRule, Finding, Observation, TxnView, evidence, is_charge
+from agent.rules.params import Percent, RuleParams, must
 from agent.rules.state import RuleState
 from agent.rules.text import vouchers
 
+Tally = Annotated[int, must(lambda v: v >= 0, "must be >= 0")]
+
 
 class VoidParams(RuleParams):
-    max_voids: int = 5
-    max_percent: Decimal = Decimal("5")
-    min_shift_transactions: int = 20
+    max_voids: Tally = 5
+    max_percent: Percent = Decimal("5")
+    min_shift_transactions: Tally = 20
     day_starts: time = time(0, 0)
 
     @field_validator("day_starts", mode="before")
@@ -29,20 +32,6 @@ class VoidParams(RuleParams):
                 return time.fromisoformat(v)
             except ValueError:
                 raise ValueError(f"{v!r} is not a time like \"04:00\"") from None
-        return v
-
-    @field_validator("max_voids", "min_shift_transactions")
-    @classmethod
-    def _nonneg(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be >= 0")
-        return v
-
-    @field_validator("max_percent")
-    @classmethod
-    def _pct(cls, v: Decimal) -> Decimal:
-        if not Decimal(0) < v < Decimal(100):
-            raise ValueError("must be between 0 and 100 (percent)")
         return v
 
 
