@@ -20,6 +20,7 @@ from agent.delivery.channels.dingtalk import DingtalkChannel
 from agent.delivery.channels.feishu import FeishuChannel
 from agent.delivery.channels.printer import PrinterChannel
 from agent.delivery.channels.wecom import WecomChannel
+from agent.delivery.loop import Delivery
 from agent.messages import Command
 from drivers.pan import contains_full_pan
 from drivers.protocols.escpos import EscposDecoder
@@ -91,8 +92,7 @@ def test_a_throttling_robot_is_retried_later_and_not_hammered_meanwhile(
         tmp_path: Path, robot: str, answer: Reply, gap: int) -> None:
     h = Harness(tmp_path, channels=("robot",))
     make, ok = ROBOTS[robot]
-    server = ScriptedServer(lambda n: answer if n == 1 else ok, clock=h.clock).start()
-    try:
+    with ScriptedServer(lambda n: answer if n == 1 else ok, clock=h.clock) as server:
         d = make_delivery(tmp_path, h, [make(server)])
         duplicate(h, 122, at(14, 3))
         for _ in range(3):                               # more messages waiting behind the throttled one
@@ -104,8 +104,6 @@ def test_a_throttling_robot_is_retried_later_and_not_hammered_meanwhile(
         assert first is not None and second is not None
         assert second - first >= timedelta(seconds=gap)   # nothing at all in between, for any message
         assert len(server.hits) == 5
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(("robot", "answer", "code"), [
@@ -118,8 +116,7 @@ def test_a_robot_that_rejects_the_key_or_signature_dead_letters_at_once(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], robot: str, answer: Reply, code: str) -> None:
     h = Harness(tmp_path, channels=("robot",))
     make, _ = ROBOTS[robot]
-    server = ScriptedServer(lambda n: answer, clock=h.clock).start()
-    try:
+    with ScriptedServer(lambda n: answer, clock=h.clock) as server:
         d = make_delivery(tmp_path, h, [make(server)])
         duplicate(h, 122, at(14, 3))
         drain(h, d)
@@ -128,8 +125,6 @@ def test_a_robot_that_rejects_the_key_or_signature_dead_letters_at_once(
         h.journal.close()
         assert cli_main(["alerts", "--state", str(tmp_path)]) == 0
         assert "1 message(s) could not be delivered (dead letters)" in capsys.readouterr().out
-    finally:
-        server.stop()
 
 
 # -- throttling below the documented limits ------------------------------------------------------------
@@ -143,8 +138,7 @@ def test_a_burst_is_spread_below_each_robots_documented_limit_without_counting_a
         tmp_path: Path, robot: str, messages: int, limits: list[tuple[int, int]]) -> None:
     h = Harness(tmp_path, channels=("robot",))
     make, ok = ROBOTS[robot]
-    server = ScriptedServer(lambda n: ok, clock=h.clock).start()
-    try:
+    with ScriptedServer(lambda n: ok, clock=h.clock) as server:
         channel = make(server)
         d = make_delivery(tmp_path, h, [channel])
         assert d.limiters["robot"] is channel.limiter
@@ -160,14 +154,11 @@ def test_a_burst_is_spread_below_each_robots_documented_limit_without_counting_a
         # Held back by the limiter is not a failure: one attempt per message, no backoff, no error.
         attempts = [r[0] for r in d.outbox.conn.execute("SELECT attempts FROM outbox")]
         assert attempts == [1] * messages and d.failures["robot"] == 0
-    finally:
-        server.stop()
 
 
 def test_a_send_the_limiter_would_refuse_is_not_attempted_and_costs_nothing(tmp_path: Path) -> None:
     h = Harness(tmp_path, channels=("robot",))
-    server = ScriptedServer(lambda n: ROBOTS["wecom"][1], clock=h.clock).start()
-    try:
+    with ScriptedServer(lambda n: ROBOTS["wecom"][1], clock=h.clock) as server:
         channel = wecom(server)
         d = make_delivery(tmp_path, h, [channel])
         duplicate(h, 122, at(14, 3))
@@ -181,136 +172,115 @@ def test_a_send_the_limiter_would_refuse_is_not_attempted_and_costs_nothing(tmp_
         drain(h, d)
         assert len(server.hits) == 1 and states(d) == ["sent"]
         assert d.outbox.conn.execute("SELECT attempts FROM outbox").fetchone()[0] == 1
-    finally:
-        server.stop()
 
 
 # -- grouping ---------------------------------------------------------------------------------------------
 
-def grouping(tmp_path: Path) -> tuple[Harness, ScriptedServer]:
+Grouped = tuple[Harness, ScriptedServer, Delivery]
+
+
+@pytest.fixture
+def grouped(tmp_path: Path) -> Iterator[Grouped]:
+    """A WeCom robot behind Delivery, from 14:00; each test feeds its own findings."""
     h = Harness(tmp_path, channels=("robot",), start=at(14, 0))
-    server = ScriptedServer(lambda n: ROBOTS["wecom"][1], clock=h.clock).start()
-    return h, server
+    with ScriptedServer(lambda n: ROBOTS["wecom"][1], clock=h.clock) as server:
+        yield h, server, make_delivery(tmp_path, h, [wecom(server)])
 
 
-def test_first_findings_wait_group_wait_then_go_out_as_one_digest(tmp_path: Path) -> None:
-    h, server = grouping(tmp_path)
-    try:
-        d = make_delivery(tmp_path, h, [wecom(server)])
-        duplicate(h, 122, at(14, 3))
-        opened_at = h.clock.now()
+def test_first_findings_wait_group_wait_then_go_out_as_one_digest(grouped: Grouped) -> None:
+    h, server, d = grouped
+    duplicate(h, 122, at(14, 3))
+    opened_at = h.clock.now()
+    d.step()
+    h.clock.advance(4)
+    duplicate(h, 200, h.clock.now() - timedelta(minutes=1), card="436742******1234")
+    drain(h, d, until=opened_at + timedelta(seconds=9))
+    assert server.hits == []                         # still inside group_wait
+    drain(h, d, until=opened_at + timedelta(seconds=30))
+    assert len(server.hits) == 1
+    assert server.hits[0].at is not None and server.hits[0].at - opened_at < timedelta(seconds=10.5)
+    body = text(server.hits[0])
+    assert "可疑交易汇总（2 条）" in body and "000123" in body and "000201" in body
+
+
+def test_later_findings_go_out_at_most_once_per_group_interval(grouped: Grouped) -> None:
+    h, server, d = grouped
+    duplicate(h, 122, at(14, 3))
+    drain(h, d)
+    first = server.hits[0].at
+    assert first is not None
+    for i, voucher in enumerate((200, 300, 400)):   # three more findings over the next 40 s
+        h.clock.advance(12)
+        duplicate(h, voucher, h.clock.now() - timedelta(minutes=1), card=f"43674{i}******1234")
         d.step()
-        h.clock.advance(4)
-        duplicate(h, 200, h.clock.now() - timedelta(minutes=1), card="436742******1234")
-        drain(h, d, until=opened_at + timedelta(seconds=9))
-        assert server.hits == []                         # still inside group_wait
-        drain(h, d, until=opened_at + timedelta(seconds=30))
-        assert len(server.hits) == 1
-        assert server.hits[0].at is not None and server.hits[0].at - opened_at < timedelta(seconds=10.5)
-        body = text(server.hits[0])
-        assert "可疑交易汇总（2 条）" in body and "000123" in body and "000201" in body
-    finally:
-        server.stop()
+    assert len(server.hits) == 1
+    drain(h, d)
+    assert len(server.hits) == 2
+    second = server.hits[1].at
+    assert second is not None and second - first >= timedelta(seconds=60)
+    assert "可疑交易汇总（3 条）" in text(server.hits[1])
 
 
-def test_later_findings_go_out_at_most_once_per_group_interval(tmp_path: Path) -> None:
-    h, server = grouping(tmp_path)
-    try:
-        d = make_delivery(tmp_path, h, [wecom(server)])
-        duplicate(h, 122, at(14, 3))
-        drain(h, d)
-        first = server.hits[0].at
-        assert first is not None
-        for i, voucher in enumerate((200, 300, 400)):   # three more findings over the next 40 s
-            h.clock.advance(12)
-            duplicate(h, voucher, h.clock.now() - timedelta(minutes=1), card=f"43674{i}******1234")
-            d.step()
-        assert len(server.hits) == 1
-        drain(h, d)
-        assert len(server.hits) == 2
-        second = server.hits[1].at
-        assert second is not None and second - first >= timedelta(seconds=60)
-        assert "可疑交易汇总（3 条）" in text(server.hits[1])
-    finally:
-        server.stop()
+def test_a_review_goes_out_on_its_own_without_waiting_for_the_group(grouped: Grouped) -> None:
+    h, server, d = grouped
+    duplicate(h, 122, at(14, 3))
+    drain(h, d)
+    h.clock.advance(5)
+    duplicate(h, 200, h.clock.now() - timedelta(minutes=1), card="436742******1234")
+    h.pipeline.process([Command("review")])
+    d.step()
+    assert len(server.hits) == 2 and "结算前复核" in text(server.hits[1])
+    assert "可疑交易汇总" not in text(server.hits[1])
+    drain(h, d)
+    assert len(server.hits) == 3 and "000201" in text(server.hits[2])
 
 
-def test_a_review_goes_out_on_its_own_without_waiting_for_the_group(tmp_path: Path) -> None:
-    h, server = grouping(tmp_path)
-    try:
-        d = make_delivery(tmp_path, h, [wecom(server)])
-        duplicate(h, 122, at(14, 3))
-        drain(h, d)
-        h.clock.advance(5)
-        duplicate(h, 200, h.clock.now() - timedelta(minutes=1), card="436742******1234")
-        h.pipeline.process([Command("review")])
-        d.step()
-        assert len(server.hits) == 2 and "结算前复核" in text(server.hits[1])
-        assert "可疑交易汇总" not in text(server.hits[1])
-        drain(h, d)
-        assert len(server.hits) == 3 and "000201" in text(server.hits[2])
-    finally:
-        server.stop()
+def test_an_unacknowledged_alert_repeats_at_repeat_interval_and_never_after_it_resolves(grouped: Grouped) -> None:
+    h, server, d = grouped
+    duplicate(h, 122, at(14, 3))
+    drain(h, d)
+    alert = h.opened()[0].alert
+    h.clock.advance(timedelta(minutes=20))
+    assert h.command("reminders") == {"ok": True, "reminded": 0}
+    h.clock.advance(timedelta(minutes=11))                      # 31 min after the alert: one reminder
+    h.pipeline.process([Command("reminders")])
+    drain(h, d)
+    assert len(server.hits) == 2 and "提醒：仍待处理" in text(server.hits[1])
+    h.pipeline.process([Command("ack", {"id": alert.id, "answer": "voided", "by": "店长"})])
+    drain(h, d)
+    assert len(server.hits) == 3 and "已处理" in text(server.hits[2]) and "已撤销" in text(server.hits[2])
+    h.clock.advance(timedelta(hours=2))
+    h.pipeline.process([Command("reminders")])
+    drain(h, d)
+    assert len(server.hits) == 3                     # resolved: no more reminders, no second resolution
 
 
-def test_an_unacknowledged_alert_repeats_at_repeat_interval_and_never_after_it_resolves(tmp_path: Path) -> None:
-    h, server = grouping(tmp_path)
-    try:
-        d = make_delivery(tmp_path, h, [wecom(server)])
-        duplicate(h, 122, at(14, 3))
-        drain(h, d)
-        alert = h.opened()[0].alert
-        h.clock.advance(timedelta(minutes=20))
-        assert h.command("reminders") == {"ok": True, "reminded": 0}
-        h.clock.advance(timedelta(minutes=11))                      # 31 min after the alert: one reminder
-        h.pipeline.process([Command("reminders")])
-        drain(h, d)
-        assert len(server.hits) == 2 and "提醒：仍待处理" in text(server.hits[1])
-        h.pipeline.process([Command("ack", {"id": alert.id, "answer": "voided", "by": "店长"})])
-        drain(h, d)
-        assert len(server.hits) == 3 and "已处理" in text(server.hits[2]) and "已撤销" in text(server.hits[2])
-        h.clock.advance(timedelta(hours=2))
-        h.pipeline.process([Command("reminders")])
-        drain(h, d)
-        assert len(server.hits) == 3                     # resolved: no more reminders, no second resolution
-    finally:
-        server.stop()
+def test_a_reminder_still_pending_when_the_alert_resolves_is_superseded_not_sent(grouped: Grouped) -> None:
+    h, server, d = grouped
+    duplicate(h, 122, at(14, 3))
+    drain(h, d)
+    alert = h.opened()[0].alert
+    h.clock.advance(timedelta(minutes=31))
+    h.pipeline.process([Command("reminders")])
+    h.clock.advance(20)                      # inside group_interval: the reminder waits ...
+    h.pipeline.process([Command("ack", {"id": alert.id, "answer": "voided"})])
+    drain(h, d)                                      # ... and the void overtakes it
+    kinds = [r[0] for r in d.outbox.conn.execute("SELECT kind || ':' || state FROM outbox ORDER BY id")]
+    assert kinds == ["opened:sent", "reminder:superseded", "voided:sent"]
+    assert len(server.hits) == 2 and "提醒" not in text(server.hits[1]) and "已撤销" in text(server.hits[1])
 
 
-def test_a_reminder_still_pending_when_the_alert_resolves_is_superseded_not_sent(tmp_path: Path) -> None:
-    h, server = grouping(tmp_path)
-    try:
-        d = make_delivery(tmp_path, h, [wecom(server)])
-        duplicate(h, 122, at(14, 3))
-        drain(h, d)
-        alert = h.opened()[0].alert
-        h.clock.advance(timedelta(minutes=31))
-        h.pipeline.process([Command("reminders")])
-        h.clock.advance(20)                      # inside group_interval: the reminder waits ...
-        h.pipeline.process([Command("ack", {"id": alert.id, "answer": "voided"})])
-        drain(h, d)                                      # ... and the void overtakes it
-        kinds = [r[0] for r in d.outbox.conn.execute("SELECT kind || ':' || state FROM outbox ORDER BY id")]
-        assert kinds == ["opened:sent", "reminder:superseded", "voided:sent"]
-        assert len(server.hits) == 2 and "提醒" not in text(server.hits[1]) and "已撤销" in text(server.hits[1])
-    finally:
-        server.stop()
-
-
-def test_a_finding_voided_before_it_went_out_is_announced_once_as_resolved(tmp_path: Path) -> None:
-    h, server = grouping(tmp_path)
-    try:
-        d = make_delivery(tmp_path, h, [wecom(server)])
-        duplicate(h, 122, at(14, 3))                     # the second charge opens a finding ...
-        duplicate(h, 200, at(14, 3, 30), card="436742******1234")
-        h.feed(sale("000124", 12800, at(14, 4, 5), kind="void", original="000123"))  # ... voided at once
-        drain(h, d)
-        kinds = [r[0] for r in d.outbox.conn.execute("SELECT kind || ':' || state FROM outbox ORDER BY id")]
-        assert kinds == ["opened:superseded", "opened:sent", "voided:sent"]
-        assert len(server.hits) == 2                     # findings first, resolutions in their own message
-        assert "000201" in text(server.hits[0]) and "000123" not in text(server.hits[0])
-        assert "已撤销" in text(server.hits[1]) and "000123" in text(server.hits[1])
-    finally:
-        server.stop()
+def test_a_finding_voided_before_it_went_out_is_announced_once_as_resolved(grouped: Grouped) -> None:
+    h, server, d = grouped
+    duplicate(h, 122, at(14, 3))                     # the second charge opens a finding ...
+    duplicate(h, 200, at(14, 3, 30), card="436742******1234")
+    h.feed(sale("000124", 12800, at(14, 4, 5), kind="void", original="000123"))  # ... voided at once
+    drain(h, d)
+    kinds = [r[0] for r in d.outbox.conn.execute("SELECT kind || ':' || state FROM outbox ORDER BY id")]
+    assert kinds == ["opened:superseded", "opened:sent", "voided:sent"]
+    assert len(server.hits) == 2                     # findings first, resolutions in their own message
+    assert "000201" in text(server.hits[0]) and "000123" not in text(server.hits[0])
+    assert "已撤销" in text(server.hits[1]) and "000123" in text(server.hits[1])
 
 
 # -- the printer slip --------------------------------------------------------------------------------------

@@ -139,6 +139,12 @@ class ScriptedServer:
             self._server.server_close()
             self._server = None
 
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def unique(self) -> list[Hit]:
         """What a receiver that deduplicates on webhook-id keeps: the first copy of each, in arrival order."""
         seen: set[str] = set()

@@ -15,9 +15,10 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 from agent.alerts.lifecycle import NoticeKind
 
@@ -261,9 +262,10 @@ def classify_errcode(response: HttpResponse | None, error: HttpFailure | None, n
 class HttpChannel(Channel):
     """A channel that is one HTTP POST per notice: build, throttle, send, classify."""
 
-    timeout: float = 10.0
-
-    def __init__(self) -> None:
+    def __init__(self, name: str, url: str, *, timeout: float) -> None:
+        self.name = name
+        self.url = url
+        self.timeout = timeout
         self.limiter = RateLimiter(self.limits)
 
     @abstractmethod
@@ -294,3 +296,37 @@ class HttpChannel(Channel):
         if outcome.status == "retry" and outcome.retry_after is not None:
             self.limiter.hold(now + timedelta(seconds=outcome.retry_after))
         return outcome
+
+
+class RobotChannel(HttpChannel):
+    """A chat robot people read: a JSON message in the shop's time zone, answered with an error code
+    inside the JSON (see :func:`classify_errcode`)."""
+
+    groups = True
+    robot: str                                       # the robot's name in delivery errors
+    errcodes: Mapping[int, tuple[float | None, str]]
+    code_fields: tuple[str, ...] = ("errcode",)      # where the answer carries its code, in order
+
+    def __init__(self, name: str, url: str, *, tz: tzinfo | None, timeout: float) -> None:
+        super().__init__(name, url, timeout=timeout)
+        self.tz = tz
+
+    @abstractmethod
+    def payload(self, notice: Notice, now: datetime) -> dict[str, Any]: ...
+
+    def request_url(self, now: datetime) -> str:
+        """Where this message goes (a robot that signs on the URL adds the signature here)."""
+        return self.url
+
+    def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest:
+        return HttpRequest(url=self.request_url(now), headers={"content-type": "application/json; charset=utf-8"},
+                           body=dumps(self.payload(notice, now)), timeout=self.timeout)
+
+    def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
+        return classify_errcode(response, error, now, table=self.errcodes, fields=self.code_fields,
+                                robot=self.robot)
+
+
+def with_query(url: str, name: str, value: str) -> str:
+    """``url`` with one more query parameter (robots take their credential in the query)."""
+    return f"{url}{'&' if '?' in url else '?'}{name}={quote(value, safe='')}"

@@ -12,19 +12,10 @@ import base64
 import hashlib
 import hmac
 from datetime import datetime, tzinfo
-from urllib.parse import quote, quote_plus
+from typing import Any
+from urllib.parse import quote_plus
 
-from agent.delivery.channels.base import (
-    HttpChannel,
-    HttpFailure,
-    HttpRequest,
-    HttpResponse,
-    Notice,
-    Outcome,
-    RateLimit,
-    classify_errcode,
-    dumps,
-)
+from agent.delivery.channels.base import Notice, RateLimit, RobotChannel, with_query
 from agent.delivery.channels.render import DINGTALK_MARKDOWN_LIMIT, compose, to_markdown
 
 ENDPOINT = "https://oapi.dingtalk.com/robot/send"
@@ -45,38 +36,28 @@ def sign(secret: str, timestamp_ms: int | str) -> str:
     return quote_plus(base64.b64encode(digest).decode("ascii"))
 
 
-class DingtalkChannel(HttpChannel):
+class DingtalkChannel(RobotChannel):
     type = "dingtalk"
-    groups = True
+    robot = "DingTalk"
+    errcodes = ERRCODES
     limits = (RateLimit(18, 60.0),)
 
     def __init__(self, name: str, *, access_token: str | None = None, url: str | None = None,
                  secret: str | None = None, tz: tzinfo | None = None, timeout: float = 10.0) -> None:
         if not access_token and not url:
             raise ValueError(f"dingtalk channel {name}: needs key (access_token) or a full url")
-        self.name = name
         base = url or ENDPOINT
-        self.url = (f"{base}{'&' if '?' in base else '?'}access_token={quote(access_token, safe='')}"
-                    if access_token else base)
+        super().__init__(name, with_query(base, "access_token", access_token) if access_token else base,
+                         tz=tz, timeout=timeout)
         self.secret = secret
-        self.tz = tz
-        self.timeout = timeout
-        super().__init__()
 
-    def signed_url(self, now: datetime) -> str:
+    def request_url(self, now: datetime) -> str:
         if not self.secret:
             return self.url
         timestamp_ms = int(now.timestamp() * 1000)
         return f"{self.url}&timestamp={timestamp_ms}&sign={sign(self.secret, timestamp_ms)}"
 
-    def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest:
+    def payload(self, notice: Notice, now: datetime) -> dict[str, Any]:
         doc = compose(notice, now, self.tz)
         text = to_markdown(doc, flavor="dingtalk", limit_bytes=DINGTALK_MARKDOWN_LIMIT)
-        body = dumps({"msgtype": "markdown", "markdown": {"title": doc.title, "text": text}})
-        return HttpRequest(
-            url=self.signed_url(now), headers={"content-type": "application/json; charset=utf-8"},
-            body=body, timeout=self.timeout,
-        )
-
-    def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
-        return classify_errcode(response, error, now, table=ERRCODES, fields=("errcode",), robot="DingTalk")
+        return {"msgtype": "markdown", "markdown": {"title": doc.title, "text": text}}

@@ -14,17 +14,7 @@ import hmac
 from datetime import datetime, tzinfo
 from typing import Any
 
-from agent.delivery.channels.base import (
-    HttpChannel,
-    HttpFailure,
-    HttpRequest,
-    HttpResponse,
-    Notice,
-    Outcome,
-    RateLimit,
-    classify_errcode,
-    dumps,
-)
+from agent.delivery.channels.base import Notice, RateLimit, RobotChannel
 from agent.delivery.channels.render import compose, to_feishu_post
 
 ENDPOINT = "https://open.feishu.cn/open-apis/bot/v2/hook/"
@@ -43,21 +33,21 @@ def sign(secret: str, timestamp: int | str) -> str:
     return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode("ascii")
 
 
-class FeishuChannel(HttpChannel):
+class FeishuChannel(RobotChannel):
     type = "feishu"
-    groups = True
+    robot = "Feishu"
+    errcodes = ERRCODES
+    # Newer answers say {"code": 0, "msg": "success"}; older ones {"StatusCode": 0, ...}.
+    code_fields = ("code", "StatusCode")
     limits = (RateLimit(4, 1.0), RateLimit(90, 60.0))
 
     def __init__(self, name: str, *, token: str | None = None, url: str | None = None,
                  secret: str | None = None, tz: tzinfo | None = None, timeout: float = 10.0) -> None:
         if not token and not url:
             raise ValueError(f"feishu channel {name}: needs key (hook token) or a full url")
-        self.name = name
-        self.url = f"{(url or ENDPOINT).rstrip('/')}/{token}" if token else (url or ENDPOINT)
+        super().__init__(name, f"{(url or ENDPOINT).rstrip('/')}/{token}" if token else (url or ENDPOINT),
+                         tz=tz, timeout=timeout)
         self.secret = secret
-        self.tz = tz
-        self.timeout = timeout
-        super().__init__()
 
     def payload(self, notice: Notice, now: datetime) -> dict[str, Any]:
         body: dict[str, Any] = {}
@@ -68,12 +58,3 @@ class FeishuChannel(HttpChannel):
         body["msg_type"] = "post"
         body["content"] = {"post": to_feishu_post(compose(notice, now, self.tz))}
         return body
-
-    def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest:
-        return HttpRequest(url=self.url, headers={"content-type": "application/json; charset=utf-8"},
-                           body=dumps(self.payload(notice, now)), timeout=self.timeout)
-
-    def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
-        # Newer answers say {"code": 0, "msg": "success"}; older ones {"StatusCode": 0, ...}.
-        return classify_errcode(response, error, now, table=ERRCODES, fields=("code", "StatusCode"),
-                                robot="Feishu")

@@ -11,14 +11,13 @@ is still not sent.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 from agent.alerts.lifecycle import RESOLUTION_NOTICES, STATE_LABELS, AlertState, NoticeKind
-from agent.delivery.channels.base import Notice
+from agent.delivery.channels.base import Notice, dumps
 from agent.units import format_money
 from drivers.pan import scrub_text
 
@@ -41,6 +40,8 @@ FEISHU_BODY_LIMIT = 30 * 1024
 FEISHU_CONTENT_LIMIT = FEISHU_BODY_LIMIT - 1024
 # A single runaway line (a huge reason) must not push every other alert out of a message.
 MAX_LINE_CHARS = 600
+# The number staff read off a slip, in the order a suggestion's voucher_no is taken from a transaction.
+VOUCHER_FIELDS = ("voucher_no", "receipt_no", "trace_no", "rrn")
 
 Style = Literal["strong", "plain", "quote"]
 
@@ -99,13 +100,13 @@ def subject_transaction(alert: Mapping[str, Any]) -> dict[str, Any]:
     ref = suggestion.get("voucher_no") if isinstance(suggestion, dict) else None
     if ref:
         for txn in txns:
-            if ref in (txn.get("voucher_no"), txn.get("receipt_no"), txn.get("trace_no"), txn.get("rrn")):
+            if ref in (txn.get(name) for name in VOUCHER_FIELDS):
                 return txn
     return txns[-1]
 
 
 def _voucher(txn: Mapping[str, Any]) -> str:
-    for name in ("voucher_no", "receipt_no", "trace_no", "rrn"):
+    for name in VOUCHER_FIELDS:
         value = txn.get(name)
         if value:
             return str(value)
@@ -317,33 +318,33 @@ def _markdown_layout(doc: Document, flavor: MarkdownFlavor) -> str:
             return f"> {text}"
         return text
 
-    parts = [f"### {_md_escape(doc.head[0].text)}", *(line(item) for item in doc.head[1:])]
-    for block in doc.blocks:
-        parts.append("")
-        parts.extend(line(item) for item in block)
-    if doc.omitted:
-        parts.extend(["", more_line(doc.omitted)])
+    parts = [f"### {_md_escape(doc.head[0].text)}", *_below_headline(doc, line)]
     if flavor == "dingtalk":
         parts = [p for p in parts if p]
     return sep.join(parts)
 
 
+def _below_headline(doc: Document, line: Callable[[Line], str]) -> list[str]:
+    """The rest of the head, then each alert block after an empty line, then how many were left out."""
+    parts = [line(item) for item in doc.head[1:]]
+    for block in doc.blocks:
+        parts.append("")
+        parts.extend(line(item) for item in block)
+    if doc.omitted:
+        parts.extend(["", more_line(doc.omitted)])
+    return parts
+
+
 def to_markdown(doc: Document, *, flavor: MarkdownFlavor, limit_bytes: int) -> str:
-    return str(fit(doc, lambda d: _markdown_layout(d, flavor), lambda s: _utf8(s), limit_bytes))
+    return str(fit(doc, lambda d: _markdown_layout(d, flavor), _utf8, limit_bytes))
 
 
 def _text_layout(doc: Document) -> str:
-    parts = [item.text for item in doc.head]
-    for block in doc.blocks:
-        parts.append("")
-        parts.extend(item.text for item in block)
-    if doc.omitted:
-        parts.extend(["", more_line(doc.omitted)])
-    return "\n".join(parts)
+    return "\n".join([doc.head[0].text, *_below_headline(doc, lambda item: item.text)])
 
 
 def to_text(doc: Document, *, limit_bytes: int) -> str:
-    return str(fit(doc, _text_layout, lambda s: _utf8(s), limit_bytes))
+    return str(fit(doc, _text_layout, _utf8, limit_bytes))
 
 
 def _feishu_layout(doc: Document) -> dict[str, Any]:
@@ -358,8 +359,5 @@ def _feishu_layout(doc: Document) -> dict[str, Any]:
 
 
 def to_feishu_post(doc: Document, *, limit_bytes: int = FEISHU_CONTENT_LIMIT) -> dict[str, Any]:
-    def size(post: dict[str, Any]) -> int:
-        return len(json.dumps(post, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-
-    result: dict[str, Any] = fit(doc, _feishu_layout, size, limit_bytes)
+    result: dict[str, Any] = fit(doc, _feishu_layout, lambda post: len(dumps(post)), limit_bytes)
     return result

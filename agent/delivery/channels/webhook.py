@@ -131,13 +131,10 @@ class WebhookChannel(HttpChannel):
                  limits: tuple[RateLimit, ...] = ()) -> None:
         for secret in secrets:
             secret_key(secret)  # fail at configuration time, not at the first alert
-        self.name = name
-        self.url = url
-        self.secrets = tuple(secrets)
-        self.timeout = timeout
         # No published limit for a receiver we do not know; the operator may set one.
         self.limits = limits
-        super().__init__()
+        super().__init__(name, url, timeout=timeout)
+        self.secrets = tuple(secrets)
 
     def refuse(self, notice: Notice) -> str | None:
         if len(notice.alerts) != 1:

@@ -8,19 +8,9 @@ only ``errcode`` is meaningful (its docs say never to branch on errmsg).
 from __future__ import annotations
 
 from datetime import datetime, tzinfo
-from urllib.parse import quote
+from typing import Any
 
-from agent.delivery.channels.base import (
-    HttpChannel,
-    HttpFailure,
-    HttpRequest,
-    HttpResponse,
-    Notice,
-    Outcome,
-    RateLimit,
-    classify_errcode,
-    dumps,
-)
+from agent.delivery.channels.base import Notice, RateLimit, RobotChannel, with_query
 from agent.delivery.channels.render import WECOM_MARKDOWN_LIMIT, compose, to_markdown
 
 ENDPOINT = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
@@ -39,9 +29,10 @@ ERRCODES: dict[int, tuple[float | None, str]] = {
 }
 
 
-class WecomChannel(HttpChannel):
+class WecomChannel(RobotChannel):
     type = "wecom"
-    groups = True
+    robot = "WeCom"
+    errcodes = ERRCODES
     # 20 messages/min per robot is the published limit; stay under it.
     limits = (RateLimit(18, 60.0),)
 
@@ -49,19 +40,10 @@ class WecomChannel(HttpChannel):
                  tz: tzinfo | None = None, timeout: float = 10.0) -> None:
         if not key and not url:
             raise ValueError(f"wecom channel {name}: needs key (or a full url)")
-        self.name = name
         base = url or ENDPOINT
-        self.url = f"{base}{'&' if '?' in base else '?'}key={quote(key, safe='')}" if key else base
-        self.tz = tz
-        self.timeout = timeout
-        super().__init__()
+        super().__init__(name, with_query(base, "key", key) if key else base, tz=tz, timeout=timeout)
 
-    def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest:
+    def payload(self, notice: Notice, now: datetime) -> dict[str, Any]:
         content = to_markdown(compose(notice, now, self.tz), flavor="wecom", limit_bytes=WECOM_MARKDOWN_LIMIT)
-        body = dumps({"msgtype": "markdown", "markdown": {"content": content}})
-        return HttpRequest(url=self.url, headers={"content-type": "application/json; charset=utf-8"},
-                           body=body, timeout=self.timeout)
-
-    def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
-        return classify_errcode(response, error, now, table=ERRCODES, fields=("errcode",), robot="WeCom")
+        return {"msgtype": "markdown", "markdown": {"content": content}}
 
