@@ -143,8 +143,7 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
         for when, name in schedule[si:]:
             run_job(when, name)
     result.counts = dict(pipeline.counts)
-    for row in journal.conn.execute("SELECT channel, COUNT(*) FROM outbox GROUP BY channel"):
-        result.outbox[row[0]] = row[1]
+    result.outbox.update(journal.outbox_counts_by_channel())
     journal.close()
     return result
 

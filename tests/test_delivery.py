@@ -73,7 +73,7 @@ def test_5xx_and_429_are_retried_until_acknowledged_and_order_is_kept(tmp_path: 
         ids = [r.webhook_id for r in sink.received]
         opened = [c.alert.id + ".1" for c in h.opened()]
         assert ids == opened  # in order, each exactly once after dedup
-        assert d.outbox.stats(h.clock.now())["pending"] == 0
+        assert d.outbox.outbox_stats(h.clock.now())["pending"] == 0
     finally:
         sink.stop()
 
@@ -111,7 +111,7 @@ def test_a_receiver_that_is_down_gets_everything_once_it_is_back(tmp_path: Path)
     two_duplicates(h)
     for _ in range(3):
         h.clock.advance(seconds=max(d.step(), 0.001))
-    assert d.outbox.stats(h.clock.now())["pending"] == 2
+    assert d.outbox.outbox_stats(h.clock.now())["pending"] == 2
     back = WebhookSink(tolerance=SIM, secret=SECRET, port=port).start()
     try:
         drain(h, d)

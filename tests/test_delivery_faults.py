@@ -159,7 +159,7 @@ def test_past_its_deadline_a_message_falls_back_to_the_next_channel_instead_of_b
         assert [hit.webhook_id for hit in backup.hits] == [broken.hits[0].webhook_id]
         assert backup.hits[0].at is not None and backup.hits[0].at - at(23, 0) < timedelta(seconds=1)
         assert states(d, "hook") == ["rerouted"] and states(d, "backup") == ["sent"]
-        assert d.outbox.stats(h.clock.now())["dead"] == 0
+        assert d.outbox.outbox_stats(h.clock.now())["dead"] == 0
     finally:
         broken.stop()
         backup.stop()

@@ -46,9 +46,7 @@ def write_bundle(journal: Journal, alert: Alert, *, now: datetime, tz: tzinfo, r
             receipt_lines.extend(r.get("lines", []))
             receipt_lines.append("-" * 32)
     timeline = journal.alert_log(alert.id)
-    messages = [dict(r) for r in journal.conn.execute(
-        "SELECT channel, kind, state, attempts, created, updated, last_error FROM outbox WHERE alert_id=?"
-        " ORDER BY id", (alert.id,)).fetchall()]
+    messages = journal.messages_for_alert(alert.id)
     evidence = {
         "alert": alert.to_dict(),
         "rule_reasoning": {"rule": alert.rule, "version": alert.rule_version, "reason": alert.reason,

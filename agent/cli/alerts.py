@@ -30,8 +30,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     journal = Journal(path)
     try:
         alerts = journal.alerts(states=ACTIVE_STATES if args.open else None)
-        dead = journal.conn.execute("SELECT channel, kind, alert_id, last_error, updated FROM outbox"
-                                    " WHERE state='dead' ORDER BY id").fetchall()
+        dead = journal.dead_letters(None, oldest_first=True)
         zone = loaded_zone(args)
     finally:
         journal.close()

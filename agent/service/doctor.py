@@ -11,7 +11,6 @@ from __future__ import annotations
 import grp
 import os
 import socket
-import sqlite3
 import stat
 import tempfile
 from dataclasses import asdict, dataclass
@@ -160,23 +159,21 @@ def check_state_dir(state_dir: Path) -> Check:
 
 
 def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
-    from agent.store.journal import from_utc_text
+    from agent.store.queries import open_read_only
+    from agent.store.schema import StoreError
 
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error as exc:
+        reader = open_read_only(path)
+    except StoreError as exc:
         return [Check("journal", "fail", f"{path}: {exc}", "restore the journal from a backup")], None
     try:
-        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        newest_text = conn.execute("SELECT MAX(time_utc) FROM transactions").fetchone()[0]
-        dead = conn.execute("SELECT COUNT(*) FROM outbox WHERE state='dead'").fetchone()[0]
-        last_dead = conn.execute("SELECT channel, last_error FROM outbox WHERE state='dead' ORDER BY id DESC "
-                                 "LIMIT 1").fetchone()
-    except sqlite3.Error as exc:
+        with reader:
+            result = reader.integrity_check()
+            newest = reader.latest_transaction()
+            dead = reader.dead_letters(None)
+    except StoreError as exc:
         return [Check("journal", "fail", f"{path}: {exc}",
                       "stop the service, move the journal aside and restore a backup")], None
-    finally:
-        conn.close()
     checks = []
     if result == "ok":
         checks.append(Check("journal", "ok", f"{path}: integrity check passed"))
@@ -184,13 +181,13 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
         checks.append(Check("journal", "fail", f"{path}: integrity check says {result}",
                             "stop the service, move the journal aside and restore a backup"))
     if dead:
-        channel, error = last_dead
-        checks.append(Check("dead letters", "fail", f"{dead} message(s) were never delivered; last: channel "
-                                                    f"{channel}: {error}",
+        last = dead[0]
+        checks.append(Check("dead letters", "fail", f"{len(dead)} message(s) were never delivered; last: channel "
+                                                    f"{last['channel']}: {last['last_error']}",
                             "fix the channel (key, URL, secret), then look at `settleguard alerts`"))
     else:
         checks.append(Check("dead letters", "ok", "none"))
-    return checks, from_utc_text(newest_text) if newest_text else None
+    return checks, newest
 
 
 # -- calendar and clock ----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ serving a scrape never touches the pipeline's state.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,22 +49,15 @@ class Snapshot:
 
 def read_journal(path: Path, now: datetime) -> JournalSample:
     """Alert and outbox figures from a read-only connection (the pipeline stays the only writer)."""
-    from agent.store.journal import from_utc_text
+    from agent.store.queries import open_read_only
 
     if not path.exists():
         return JournalSample()
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        alerts = {(str(r), str(s)): int(n) for r, s, n in
-                  conn.execute("SELECT rule, state, COUNT(*) FROM alerts GROUP BY rule, state")}
-        pending, oldest = conn.execute(
-            "SELECT COUNT(*), MIN(created) FROM outbox WHERE state IN ('pending','sending')").fetchone()
-        dead = conn.execute("SELECT COUNT(*) FROM outbox WHERE state='dead'").fetchone()[0]
-    finally:
-        conn.close()
-    age = max(0.0, (now - from_utc_text(oldest)).total_seconds()) if oldest else 0.0
-    return JournalSample(alerts=alerts, outbox_pending=int(pending), outbox_oldest_pending_seconds=age,
-                         outbox_dead=int(dead))
+    with open_read_only(path) as reader:
+        alerts = reader.alert_counts()
+        outbox = reader.outbox_stats(now)
+    return JournalSample(alerts=alerts, outbox_pending=outbox["pending"],
+                         outbox_oldest_pending_seconds=outbox["oldest_pending_seconds"], outbox_dead=outbox["dead"])
 
 
 def _escape(value: str) -> str:

@@ -154,7 +154,7 @@ def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any,
 def _wait_delivered(daemon: Daemon, clock: ManualClock, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stats = daemon.delivery.outbox.stats(clock.now())
+        stats = daemon.delivery.outbox.outbox_stats(clock.now())
         if stats["pending"] == 0:
             return
         daemon.delivery.wake.set()

@@ -1,9 +1,10 @@
-"""The journal: one SQLite file holding transactions, sightings, alerts and the outbox.
+"""The pipeline's side of the journal: transactions, sightings, receipts, settlements, alerts, batches.
 
-WAL with ``synchronous=FULL``: a committed alert and its outbox row survive a
-power cut together. The pipeline is the only writer of everything except the
-outbox's delivery columns, which the delivery thread updates on its own
-connection. Schema changes are numbered migrations (``PRAGMA user_version``).
+The pipeline is the only writer of everything except the outbox's delivery
+columns, which the delivery thread updates on its own connection
+(:mod:`agent.store.outbox`). Every read-only question that doctor, metrics,
+the CLI or evidence also ask lives in :mod:`agent.store.queries`, which
+:class:`Journal` inherits.
 """
 
 from __future__ import annotations
@@ -13,136 +14,15 @@ import sqlite3
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agent.model import Alert, Settlement, Transaction, all_identity_keys
 from agent.rules.base import same_card
-
-SCHEMA_VERSION = 1
-
-MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE transactions(
-        id INTEGER PRIMARY KEY,
-        key TEXT NOT NULL UNIQUE,
-        terminal_id TEXT, batch_no TEXT, voucher_no TEXT, receipt_no TEXT, trace_no TEXT, rrn TEXT,
-        kind TEXT NOT NULL, result TEXT NOT NULL, amount_minor INTEGER NOT NULL, currency TEXT,
-        card TEXT, time_utc TEXT NOT NULL,
-        data TEXT NOT NULL,
-        first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
-        sightings INTEGER NOT NULL DEFAULT 1,
-        reprints INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX transactions_card ON transactions(card, time_utc);
-    CREATE INDEX transactions_time ON transactions(time_utc);
-    CREATE INDEX transactions_batch ON transactions(terminal_id, batch_no);
-    CREATE TABLE txn_keys(key TEXT PRIMARY KEY, txn_id INTEGER NOT NULL REFERENCES transactions(id));
-    CREATE TABLE sightings(
-        id INTEGER PRIMARY KEY,
-        txn_id INTEGER NOT NULL REFERENCES transactions(id),
-        source TEXT NOT NULL, received TEXT NOT NULL, data TEXT NOT NULL, reprint INTEGER NOT NULL
-    );
-    CREATE INDEX sightings_txn ON sightings(txn_id);
-    CREATE TABLE receipts(
-        id INTEGER PRIMARY KEY,
-        txn_id INTEGER REFERENCES transactions(id),
-        source TEXT NOT NULL, received TEXT NOT NULL, terminal_id TEXT, data TEXT NOT NULL
-    );
-    CREATE INDEX receipts_txn ON receipts(txn_id);
-    CREATE TABLE settlements(
-        id INTEGER PRIMARY KEY,
-        terminal_id TEXT, batch_no TEXT, time_utc TEXT, received TEXT NOT NULL, source TEXT NOT NULL,
-        data TEXT NOT NULL
-    );
-    CREATE TABLE alerts(
-        id TEXT PRIMARY KEY,
-        rule TEXT NOT NULL, key TEXT NOT NULL,
-        revision INTEGER NOT NULL, state TEXT NOT NULL, severity TEXT NOT NULL,
-        subject_terminal TEXT, subject_voucher TEXT, subject_receipt TEXT, subject_trace TEXT,
-        subject_rrn TEXT, subject_batch TEXT,
-        deadline TEXT,
-        data TEXT NOT NULL,
-        created TEXT NOT NULL, updated TEXT NOT NULL,
-        last_notice TEXT,
-        UNIQUE(rule, key)
-    );
-    CREATE INDEX alerts_state ON alerts(state);
-    CREATE TABLE alert_log(
-        id INTEGER PRIMARY KEY,
-        alert_id TEXT NOT NULL REFERENCES alerts(id),
-        revision INTEGER NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL,
-        actor TEXT NOT NULL, note TEXT
-    );
-    CREATE TABLE outbox(
-        id INTEGER PRIMARY KEY,
-        message_id TEXT NOT NULL,
-        channel TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        alert_id TEXT, revision INTEGER,
-        payload TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_at TEXT NOT NULL,
-        deadline TEXT,
-        created TEXT NOT NULL, updated TEXT NOT NULL,
-        last_error TEXT,
-        UNIQUE(channel, message_id)
-    );
-    CREATE INDEX outbox_due ON outbox(state, next_at);
-    CREATE TABLE batches(
-        terminal_id TEXT NOT NULL, batch_no TEXT NOT NULL,
-        opened TEXT NOT NULL, closed TEXT,
-        PRIMARY KEY(terminal_id, batch_no)
-    );
-    CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
-    """,
-}
-
-
-class JournalError(Exception):
-    pass
-
-
-def utc_text(value: datetime) -> str:
-    """Sortable UTC text for SQLite comparisons (fixed width, microseconds)."""
-    u = value.astimezone(UTC)
-    # Formatted by hand: strftime showed up in replay profiles (three calls per transaction).
-    return (f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}."
-            f"{u.microsecond:06d}Z")
-
-
-def from_utc_text(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def connect(path: Path | str, *, synchronous: str = "FULL") -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise JournalError(f"journal schema {version} is newer than this settleguard ({SCHEMA_VERSION})")
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return SCHEMA_VERSION
+from agent.store.outbox import insert_message
+from agent.store.queries import JournalReader
+from agent.store.schema import connect, from_utc_text, migrate, utc_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,19 +47,16 @@ class MergeResult:
 CONFLICT_FIELDS = ("kind", "amount_minor", "card", "result")
 
 
-class Journal:
+class Journal(JournalReader):
     """Opened by the pipeline thread; every method runs on that thread."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
-        self.conn = connect(self.path, synchronous=synchronous)
+        super().__init__(connect(self.path, synchronous=synchronous))
         migrate(self.conn)
         self._in_tx = False
         # Batches already recorded: the pipeline announces one per transaction, the row is needed once.
         self._known_batches: set[tuple[str, str]] = set()
-
-    def close(self) -> None:
-        self.conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -277,10 +154,6 @@ class Journal:
         ).fetchall()
         return [s for s in map(self._stored, rows) if s.txn.card and same_card(s.txn.card, card)]
 
-    def earliest_transaction(self) -> datetime | None:
-        row = self.conn.execute("SELECT MIN(time_utc) FROM transactions").fetchone()
-        return from_utc_text(row[0]) if row and row[0] else None
-
     def approved_sale_amounts(self, since: datetime, until: datetime) -> list[int]:
         rows = self.conn.execute(
             "SELECT amount_minor FROM transactions WHERE time_utc>=? AND time_utc<=? AND kind='sale'"
@@ -290,11 +163,6 @@ class Journal:
     def recent_transactions(self, since: datetime) -> list[StoredTxn]:
         rows = self.conn.execute("SELECT * FROM transactions WHERE time_utc>=? ORDER BY time_utc",
                                  (utc_text(since),)).fetchall()
-        return [self._stored(r) for r in rows]
-
-    def batch_transactions(self, terminal_id: str | None, batch_no: str) -> list[StoredTxn]:
-        rows = self.conn.execute("SELECT * FROM transactions WHERE terminal_id IS ? AND batch_no=?"
-                                 " ORDER BY time_utc", (terminal_id, batch_no)).fetchall()
         return [self._stored(r) for r in rows]
 
     def count_transactions(self) -> int:
@@ -396,12 +264,9 @@ class Journal:
     def enqueue(self, *, message_id: str, channel: str, kind: str, alert_id: str | None, revision: int | None,
                 payload: dict[str, Any], now: datetime, not_before: datetime | None = None,
                 deadline: datetime | None = None) -> None:
-        self.conn.execute(
-            "INSERT OR IGNORE INTO outbox(message_id, channel, kind, alert_id, revision, payload, state,"
-            " attempts, next_at, deadline, created, updated) VALUES(?,?,?,?,?,?,'pending',0,?,?,?,?)",
-            (message_id, channel, kind, alert_id, revision, json.dumps(payload, ensure_ascii=False),
-             utc_text(not_before or now), utc_text(deadline) if deadline else None, utc_text(now), utc_text(now)),
-        )
+        insert_message(self.conn, message_id=message_id, channel=channel, kind=kind, alert_id=alert_id,
+                       revision=revision, payload=payload, next_at=not_before or now, deadline=deadline,
+                       created=now, updated=now)
 
     def alerts_due_reminder(self, last_notice_before: Mapping[str, datetime]) -> list[Alert]:
         """Alerts whose last notice is older than the limit given for their state (other states: never)."""
@@ -443,20 +308,13 @@ class Journal:
                               [(utc_text(now), r[0], r[1]) for r in rows])
         return [(r[0], r[1]) for r in rows]
 
-    def open_batches(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(
-            "SELECT terminal_id, batch_no, opened FROM batches WHERE closed IS NULL ORDER BY opened").fetchall()]
-
-    # -- meta and batches ---------------------------------------------------------------------
+    # -- meta ----------------------------------------------------------------------------------
     def get_meta(self, k: str) -> str | None:
         row = self.conn.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, k: str, v: str) -> None:
         self.conn.execute("INSERT INTO meta(k, v) VALUES(?,?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
-
-    def integrity_check(self) -> str:
-        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
 def _marks(values: Collection[Any]) -> str:

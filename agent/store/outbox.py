@@ -17,11 +17,12 @@ import random
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.store.journal import connect, from_utc_text, migrate, utc_text
+from agent.store.queries import JournalReader
+from agent.store.schema import connect, from_utc_text, migrate, utc_text
 
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
@@ -35,6 +36,18 @@ def backoff_delay(attempts: int, *, rng: random.Random | None = None, base: floa
     if minimum is not None:
         delay = max(delay, minimum)
     return delay
+
+
+def insert_message(conn: sqlite3.Connection, *, message_id: str, channel: str, kind: str, alert_id: str | None,
+                   revision: int | None, payload: dict[str, Any], next_at: datetime, deadline: datetime | None,
+                   created: datetime, updated: datetime) -> None:
+    """The one way a message enters the outbox; a channel that already holds ``message_id`` keeps its row."""
+    conn.execute(
+        "INSERT OR IGNORE INTO outbox(message_id, channel, kind, alert_id, revision, payload, state,"
+        " attempts, next_at, deadline, created, updated) VALUES(?,?,?,?,?,?,'pending',0,?,?,?,?)",
+        (message_id, channel, kind, alert_id, revision, json.dumps(payload, ensure_ascii=False),
+         utc_text(next_at), utc_text(deadline) if deadline else None, utc_text(created), utc_text(updated)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +72,12 @@ class OutboxRow:
                    deadline=from_utc_text(r["deadline"]) if r["deadline"] else None)
 
 
-class Outbox:
-    def __init__(self, path: Path | str) -> None:
-        self.conn = connect(path)
-        migrate(self.conn)
+class Outbox(JournalReader):
+    """Opened by the delivery thread on its own connection."""
 
-    def close(self) -> None:
-        self.conn.close()
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(connect(path))
+        migrate(self.conn)
 
     def recover(self) -> int:
         """After a crash, rows caught in 'sending' may or may not have arrived: send again (at least once)."""
@@ -136,14 +148,10 @@ class Outbox:
                 found = self.conn.execute("SELECT state FROM outbox WHERE channel=? AND message_id=?",
                                           (channel, row.message_id)).fetchone()
                 if found is None:
-                    self.conn.execute(
-                        "INSERT INTO outbox(message_id, channel, kind, alert_id, revision, payload, state,"
-                        " attempts, next_at, deadline, created, updated) VALUES(?,?,?,?,?,?,'pending',0,?,?,?,?)",
-                        (row.message_id, channel, row.kind, row.alert_id, row.revision,
-                         json.dumps(row.payload, ensure_ascii=False), utc_text(now),
-                         # The deadline travels along: if this channel fails too, the next one is tried.
-                         utc_text(row.deadline) if row.deadline else None,
-                         utc_text(row.created), utc_text(now)))
+                    # The deadline travels along: if this channel fails too, the next one is tried.
+                    insert_message(self.conn, message_id=row.message_id, channel=channel, kind=row.kind,
+                                   alert_id=row.alert_id, revision=row.revision, payload=row.payload,
+                                   next_at=now, deadline=row.deadline, created=row.created, updated=now)
                     taken = channel
                     break
                 if found["state"] != "dead":
@@ -157,20 +165,3 @@ class Outbox:
             self.conn.execute("ROLLBACK")
             raise
         return taken
-
-    def stats(self, now: datetime) -> dict[str, Any]:
-        counts = dict(self.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
-        oldest = self.conn.execute("SELECT MIN(created) FROM outbox WHERE state IN ('pending','sending')").fetchone()
-        age = (now - from_utc_text(oldest[0])).total_seconds() if oldest and oldest[0] else 0.0
-        return {"pending": counts.get("pending", 0) + counts.get("sending", 0), "sent": counts.get("sent", 0),
-                "dead": counts.get("dead", 0), "rerouted": counts.get("rerouted", 0),
-                "superseded": counts.get("superseded", 0), "oldest_pending_seconds": max(age, 0.0)}
-
-    def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT id, channel, message_id, kind, alert_id, last_error, updated FROM outbox"
-                                 " WHERE state='dead' ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in rows]
-
-
-def jittered(now: datetime, seconds: float) -> datetime:
-    return now + timedelta(seconds=seconds)

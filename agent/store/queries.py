@@ -1,0 +1,92 @@
+"""Read-only questions about the journal, for the CLI, doctor, metrics, evidence and replay.
+
+:class:`JournalReader` answers them over whichever connection the caller
+holds: the pipeline's :class:`~agent.store.journal.Journal` and the delivery
+thread's :class:`~agent.store.outbox.Outbox` are readers too, and
+:func:`open_read_only` gives one to a process that must not write (doctor, a
+metrics scrape in another thread). Used as a context manager, a reader closes
+its connection and turns SQLite's errors into :class:`StoreError`, so callers
+outside the store need not know it is SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from agent.store.schema import StoreError, connect_read_only, from_utc_text
+
+
+class JournalReader:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(str(exc)) from exc
+
+    # -- the file ----------------------------------------------------------------------------
+    def integrity_check(self) -> str:
+        """SQLite's verdict on the file: ``"ok"``, or the first problem it found."""
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- transactions ------------------------------------------------------------------------
+    def earliest_transaction(self) -> datetime | None:
+        row = self.conn.execute("SELECT MIN(time_utc) FROM transactions").fetchone()
+        return from_utc_text(row[0]) if row and row[0] else None
+
+    def latest_transaction(self) -> datetime | None:
+        row = self.conn.execute("SELECT MAX(time_utc) FROM transactions").fetchone()
+        return from_utc_text(row[0]) if row and row[0] else None
+
+    # -- alerts ------------------------------------------------------------------------------
+    def alert_counts(self) -> dict[tuple[str, str], int]:
+        """(rule, state) -> number of alerts."""
+        rows = self.conn.execute("SELECT rule, state, COUNT(*) FROM alerts GROUP BY rule, state").fetchall()
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+    # -- outbox ------------------------------------------------------------------------------
+    def outbox_stats(self, now: datetime) -> dict[str, Any]:
+        """Messages by delivery state; ``pending`` includes those being sent right now."""
+        counts = dict(self.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+        oldest = self.conn.execute("SELECT MIN(created) FROM outbox WHERE state IN ('pending','sending')").fetchone()
+        age = (now - from_utc_text(oldest[0])).total_seconds() if oldest and oldest[0] else 0.0
+        return {"pending": counts.get("pending", 0) + counts.get("sending", 0), "sent": counts.get("sent", 0),
+                "dead": counts.get("dead", 0), "rerouted": counts.get("rerouted", 0),
+                "superseded": counts.get("superseded", 0), "oldest_pending_seconds": max(age, 0.0)}
+
+    def dead_letters(self, limit: int | None = 50, *, oldest_first: bool = False) -> list[dict[str, Any]]:
+        """Messages no channel will ever deliver, newest first unless ``oldest_first``; all when no limit."""
+        order = "ASC" if oldest_first else "DESC"
+        rows = self.conn.execute(
+            "SELECT id, channel, message_id, kind, alert_id, last_error, updated FROM outbox WHERE state='dead'"
+            f" ORDER BY id {order} LIMIT ?", (-1 if limit is None else limit,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def messages_for_alert(self, alert_id: str) -> list[dict[str, Any]]:
+        """Every outbox row written for one alert, in the order written, on every channel."""
+        rows = self.conn.execute(
+            "SELECT channel, kind, state, attempts, created, updated, last_error FROM outbox WHERE alert_id=?"
+            " ORDER BY id", (alert_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def outbox_counts_by_channel(self) -> dict[str, int]:
+        """Messages ever written per channel, whatever became of them."""
+        rows = self.conn.execute("SELECT channel, COUNT(*) FROM outbox GROUP BY channel").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+
+def open_read_only(path: Path | str) -> JournalReader:
+    """A reader on its own read-only connection; raises :class:`StoreError` if the file cannot be opened."""
+    return JournalReader(connect_read_only(path))
