@@ -161,3 +161,26 @@ def test_outbox_figures_and_dead_letters_in_both_orders(tmp_path: Path) -> None:
         assert [d["message_id"] for d in reader.dead_letters(1)] == ["a3.1"]
         assert reader.outbox_counts_by_channel() == {"hook": 4, "robot": 1}
         assert [m["state"] for m in reader.messages_for_alert("a2")] == ["sending"]
+
+
+def test_replay_counts_the_messages_it_would_have_sent_per_channel(tmp_path: Path) -> None:
+    from agent.replay import replay
+    from tests.helpers import config
+
+    loaded = config('''
+[[channel]]
+name = "hq"
+type = "webhook"
+url = "http://127.0.0.1:9/never-called"
+
+[[channel]]
+name = "backup"
+type = "webhook"
+url = "http://127.0.0.1:9/never-called-either"
+''')
+    sales = [sale("000122", 12800, at(14, 3)), sale("000123", 12800, at(14, 4)), sale("000124", 990, at(15, 30))]
+    result = replay(loaded, [(s, s.time.astimezone(UTC)) for s in sales if s.time], state=tmp_path / "state")
+    with open_read_only(tmp_path / "state" / "settleguard.sqlite3") as reader:
+        assert result.outbox == reader.outbox_counts_by_channel()
+    # One alert (the duplicate at 14:03/14:04), announced once on each channel; the day ends before review.
+    assert result.outbox == {"hq": 1, "backup": 1}
