@@ -9,7 +9,7 @@ import pytest
 
 from agent.model import Transaction
 from agent.rules.calendar import ShopCalendar
-from agent.sim.day import ANOMALY_LABELS, PROFILES, build_day
+from agent.sim.day import ANOMALY_LABELS, build_day
 from agent.sim.evaluate import (
     Summary,
     false_alerts_per_clean_day,
@@ -19,6 +19,7 @@ from agent.sim.evaluate import (
     run_seed,
     score,
 )
+from agent.sim.shops import PROFILES
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

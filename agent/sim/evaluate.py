@@ -36,7 +36,8 @@ from agent.messages import AlertChange
 from agent.model import Settlement, Transaction, identity_key
 from agent.replay import replay
 from agent.rules.calendar import ShopCalendar
-from agent.sim.day import ANOMALY_LABELS, PROFILES, ShopProfile, SimEvent, build_day
+from agent.sim.day import ANOMALY_LABELS, SimEvent, build_day
+from agent.sim.shops import PROFILES, ShopProfile
 from agent.store.journal import Journal
 from drivers.events import Event
 from drivers.pan import mask_pan
