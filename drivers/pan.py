@@ -97,3 +97,23 @@ def contains_full_pan(text: str) -> bool:
                 if luhn_valid(run[start:start + length]):
                     return True
     return False
+
+
+# -- comparing masked numbers ---------------------------------------------------------------
+
+def card_tail(card: str) -> str:
+    """The last four digits: the one part every mask (6+4, last-4 only) keeps."""
+    return card[-4:]
+
+
+def same_card(a: str | None, b: str | None) -> bool:
+    """Two masked card numbers that can be the same card (a 6+4 mask and a last-4 mask agree)."""
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    if a[-4:] != b[-4:]:
+        return False
+    if len(a) != len(b):
+        return a[-4:] == b[-4:] and (MASK_CHAR in a[:6] or MASK_CHAR in b[:6])
+    return all(x == y or MASK_CHAR in (x, y) for x, y in zip(a, b, strict=True))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.sim.day import luhn_complete
-from drivers.pan import contains_full_pan, luhn_valid, mask_pan, scrub_text
+from drivers.pan import card_tail, contains_full_pan, luhn_valid, mask_pan, same_card, scrub_text
 
 
 def test_mask_keeps_first_six_and_last_four() -> None:
@@ -107,3 +107,11 @@ def test_a_pan_in_a_long_line_is_masked_and_short_lines_pass_untouched() -> None
         "x" * 200 + " 411111******1111 " + "y" * 200
     assert scrub_text("411111111111") == "411111111111"          # 12 digits: too short for a PAN
     assert scrub_text("55555555555555555555") == "55555555555555555555"  # 20 digits: too long
+
+
+def test_masks_of_one_card_match_and_masks_of_two_cards_do_not() -> None:
+    # The same card as the terminal (6+4) and as a receipt printing the last four only.
+    a, b = "622576******6691", "************6691"
+    assert card_tail(a) == card_tail(b) == "6691"
+    assert same_card(a, b) and not same_card("622576******6691", "621700******6691")
+    assert not same_card(None, "622576******6691")

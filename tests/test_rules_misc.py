@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from test_rules_support import OTHER_CARD, Till, assert_well_formed, at, only, rules_of, same_card_views, view
+from test_rules_support import OTHER_CARD, Till, assert_well_formed, at, only, rules_of, view
 
-from agent.rules.base import TxnView, same_card
+from agent.rules.base import TxnView
 
 T0 = at("2026-03-10 14:00")
 
@@ -157,9 +157,3 @@ def test_keyed_entry_below_the_configured_floor_is_ignored() -> None:
     till = Till(rules={"ENTRY-001": {"min_amount": "100.00"}})
     assert till.sale(T0, 9999, entry_mode="manual") == []
     assert rules_of(till.sale(T0, 10000, entry_mode="manual", card=OTHER_CARD)) == ["ENTRY-001"]
-
-
-def test_masks_of_one_card_match_and_masks_of_two_cards_do_not() -> None:
-    a, b = same_card_views()
-    assert same_card(a, b) and not same_card("622576******6691", "621700******6691")
-    assert not same_card(None, "622576******6691")

@@ -96,8 +96,3 @@ def assert_well_formed(f: Finding) -> None:
     assert {"value", "threshold", "baseline"} <= set(f.evidence)
     assert f.action in ("void", "check")
     assert f.severity in ("high", "medium", "low")
-
-
-def same_card_views() -> tuple[str, str]:
-    """The same card as the terminal (6+4) and as a receipt printing the last four only."""
-    return "622576******6691", "************6691"

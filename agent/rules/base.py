@@ -77,24 +77,6 @@ class Finding:
     action: str = "void"              # void | refund | check
 
 
-def card_tail(card: str) -> str:
-    """The last four digits: the one part every mask (6+4, last-4 only) keeps."""
-    return card[-4:]
-
-
-def same_card(a: str | None, b: str | None) -> bool:
-    """Two masked card numbers that can be the same card (a 6+4 mask and a last-4 mask agree)."""
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    if a[-4:] != b[-4:]:
-        return False
-    if len(a) != len(b):
-        return a[-4:] == b[-4:] and ("*" in a[:6] or "*" in b[:6])
-    return all(x == y or "*" in (x, y) for x, y in zip(a, b, strict=True))
-
-
 def evidence(value: Any, threshold: Any, baseline: dict[str, Any] | None = None,
              **extra: Any) -> dict[str, Any]:
     """The evidence shape every alert carries (ARCHITECTURE.md, "Alert JSON"): value, threshold, baseline,

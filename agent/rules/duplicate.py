@@ -31,12 +31,12 @@ from agent.rules.base import (
     TxnView,
     evidence,
     is_charge,
-    same_card,
     same_slip,
 )
 from agent.rules.params import Duration, RuleParams, must
 from agent.rules.state import RuleState
 from agent.rules.text import format_duration, hhmm, money, vouchers
+from drivers.pan import same_card
 
 
 def _later_last(view: TxnView, others: list[TxnView]) -> tuple[TxnView, list[TxnView]]:

@@ -18,9 +18,10 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Protocol, TypeVar
 
 from agent.model import RETURNING_KINDS
-from agent.rules.base import TxnView, card_tail, is_charge, same_card
+from agent.rules.base import TxnView, is_charge
 from agent.rules.baseline import AmountBaseline
 from agent.rules.calendar import ShopCalendar
+from drivers.pan import card_tail, same_card
 
 K = TypeVar("K", bound=Hashable)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.model import Alert, Settlement, Transaction, all_identity_keys
-from agent.rules.base import same_card
 from agent.store.outbox import insert_message
 from agent.store.queries import JournalReader
 from agent.store.schema import connect, from_utc_text, migrate, utc_text
+from drivers.pan import same_card
 
 
 @dataclass(frozen=True, slots=True)
