@@ -10,7 +10,7 @@ is sent: what would be sent is counted per channel.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -23,7 +23,7 @@ from agent.schedule import fire_times, plan
 from agent.store.journal import Journal
 from drivers.clock import ManualClock
 from drivers.events import Event, ReceiptText
-from drivers.protocols import make_decoder
+from drivers.protocols import build_decoder
 
 CHUNK = 2000  # events per journal transaction: one commit per chunk keeps replay fast and still atomic
 
@@ -38,18 +38,17 @@ class ReplayResult:
     last: datetime | None = None
 
 
-def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo,
-                    received: datetime | None = None) -> tuple[list[tuple[Event, datetime]], dict[str, Any]]:
-    """Every capture decoded; each event paired with the instant it is replayed at."""
-    from agent.sources import SniffingDecoder
-
+def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: datetime | None = None, *,
+                    options: Mapping[str, Any] | None = None,
+                    ) -> tuple[list[tuple[Event, datetime]], dict[str, Any]]:
+    """Every capture decoded with ``options`` (the configured source's, from
+    :func:`agent.sources.decoder_options`); each event paired with the instant it is replayed at."""
     out: list[tuple[Event, datetime]] = []
     stats: dict[str, Any] = {}
     for path in paths:
         data = path.read_bytes()
         ref = received or datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        decoder: Any = (SniffingDecoder(tz=tz, source="auto") if protocol == "auto"
-                        else make_decoder(protocol, tz=tz, source=protocol))
+        decoder = build_decoder(protocol, tz=tz, options=options, source=protocol)
         events = decoder.feed(data, ref) + decoder.flush(ref)
         stats[str(path)] = decoder.stats
         last_time: datetime | None = None

@@ -1,6 +1,6 @@
 """One reader per configured source: transport bytes -> decoder -> the pipeline's queue.
 
-The transport (drivers.transport) owns opening, reading and reopening the
+The transport (drivers.transports) owns opening, reading and reopening the
 wire; the decoder (drivers.protocols) owns what the bytes say; this glue owns
 only the hand-over, the idle flush of printer streams, and the counters the
 watchdog, metrics and ``doctor`` read.
@@ -11,54 +11,25 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time as _time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 from agent.config import SourceConfig
 from agent.messages import Command, EventBatch
+from drivers.clock import SYSTEM_CLOCK, Clock
 from drivers.events import Event
-from drivers.protocols import Decoder, DecoderStats, make_decoder, sniff
+from drivers.protocols import Decoder, DecoderStats, build_decoder
+from drivers.transports import ByteSource, FileSource, SerialSource, SpoolDirSource, Supervisor, TcpPassThrough
 
 log = logging.getLogger("settleguard.source")
 
 
-class SniffingDecoder:
-    """``protocol = "auto"``: hold bytes until the first ones tell which protocol this is."""
+def decoder_options(cfg: SourceConfig) -> dict[str, Any]:
+    """The decoder options a ``[[source]]`` implies: its ``options``, plus what its other keys say.
 
-    protocol = "auto"
-    MAX_SNIFF = 4096
-
-    def __init__(self, *, tz: tzinfo, source: str | None = None, **options: Any) -> None:
-        self.tz, self.source, self.options = tz, source, options
-        self.inner: Decoder | None = None
-        self._held = bytearray()
-        self.stats = DecoderStats()
-
-    def feed(self, data: bytes, received: datetime | None = None) -> list[Event]:
-        if self.inner is not None:
-            return self.inner.feed(data, received)
-        self._held += data
-        name = sniff(bytes(self._held))
-        if name is None:
-            if len(self._held) > self.MAX_SNIFF:
-                self.stats.bytes_skipped += len(self._held)
-                self.stats.last_error = "could not recognise the protocol in the first 4 KiB; skipped"
-                self._held.clear()
-            return []
-        self.inner = make_decoder(name, tz=self.tz, source=self.source, **self.options)
-        self.protocol = name
-        self.stats = self.inner.stats
-        held, self._held = bytes(self._held), bytearray()
-        return self.inner.feed(held, received)
-
-    def flush(self, received: datetime | None = None) -> list[Event]:
-        return self.inner.flush(received) if self.inner is not None else []
-
-
-def build_decoder(cfg: SourceConfig, tz: tzinfo) -> Any:
+    The daemon and ``replay`` both decode with these, so a capture replays as it was read live.
+    """
     options = dict(cfg.options)
     if cfg.protocol == "escpos" and cfg.templates:
         options.setdefault("templates", list(cfg.templates))
@@ -69,39 +40,44 @@ def build_decoder(cfg: SourceConfig, tz: tzinfo) -> Any:
             options["transport"] = "serial"
         elif cfg.port or cfg.listen:
             options["transport"] = "tcp"
-    if cfg.protocol == "auto":
-        return SniffingDecoder(tz=tz, source=cfg.protocol, **options)
-    return make_decoder(cfg.protocol, tz=tz, source=cfg.protocol, **options)
+    return options
 
 
-def build_transport(cfg: SourceConfig) -> Any:
-    from drivers import transport
+def source_decoder(cfg: SourceConfig, tz: tzinfo) -> Decoder:
+    return build_decoder(cfg.protocol, tz=tz, options=decoder_options(cfg), source=cfg.protocol)
 
+
+def build_transport(cfg: SourceConfig, clock: Clock = SYSTEM_CLOCK) -> ByteSource:
     if cfg.port:
-        return transport.SerialSource(cfg.port, baudrate=cfg.baudrate, bytesize=cfg.bytesize, parity=cfg.parity,
-                                      stopbits=cfg.stopbits)
+        return SerialSource(cfg.port, baudrate=cfg.baudrate, bytesize=cfg.bytesize, parity=cfg.parity,
+                            stopbits=cfg.stopbits)
     if cfg.file:
-        return transport.FileSource(cfg.file)
+        return FileSource(cfg.file)
     if cfg.spool:
-        return transport.SpoolDirSource(cfg.spool)
+        return SpoolDirSource(cfg.spool, clock=clock)
     if cfg.listen and cfg.forward:
         lhost, lport = cfg.listen.rsplit(":", 1)
         fhost, fport = cfg.forward.rsplit(":", 1)
-        return transport.TcpPassThrough(lhost, int(lport), fhost, int(fport),
-                                        on_problem=lambda m: log.warning("source %s: %s", cfg.name, m))
+        return TcpPassThrough(lhost, int(lport), fhost, int(fport), clock=clock,
+                              on_problem=lambda m: log.warning("source %s: %s", cfg.name, m))
     raise ValueError(f"source {cfg.name}: nothing to read")
 
 
 @dataclass
 class SourceRunner:
-    """A configured source, its decoder and its supervisor thread."""
+    """A configured source, its decoder and its supervisor thread.
+
+    ``transport`` replaces the one the configuration names (tests pass a
+    :class:`~drivers.transports.VirtualSource`); ``clock`` stamps what arrives and measures idleness.
+    """
 
     cfg: SourceConfig
     tz: tzinfo
     inbox: queue.Queue[EventBatch | Command]
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    decoder: Any = None
-    supervisor: Any = None
+    clock: Clock = SYSTEM_CLOCK
+    transport: ByteSource | None = None
+    decoder: Decoder | None = None
+    supervisor: Supervisor | None = None
     state: str = "new"
     state_detail: str = ""
     last_bytes_at: float | None = None     # monotonic
@@ -111,11 +87,10 @@ class SourceRunner:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
-        from drivers import transport
-
-        self.decoder = build_decoder(self.cfg, self.tz)
-        source = build_transport(self.cfg)
-        self.supervisor = transport.Supervisor(source, self._on_bytes, self._on_state)
+        self.decoder = source_decoder(self.cfg, self.tz)
+        if self.transport is None:
+            self.transport = build_transport(self.cfg, self.clock)
+        self.supervisor = Supervisor(self.transport, self._on_bytes, self._on_state, clock=self.clock)
         self.supervisor.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -131,9 +106,10 @@ class SourceRunner:
 
     def _on_bytes(self, chunk: bytes, received: datetime, boundary: bool) -> None:
         with self._lock:
+            assert self.decoder is not None
             events: list[Event] = []
             if chunk:
-                self.last_bytes_at = _time.monotonic()
+                self.last_bytes_at = self.clock.monotonic()
                 events.extend(self.decoder.feed(chunk, received))
                 self._flushed = False
             if boundary:
@@ -146,10 +122,10 @@ class SourceRunner:
         with self._lock:
             if self._flushed or self.decoder is None:
                 return
-            idle = _time.monotonic() - (self.last_bytes_at or 0)
+            idle = self.clock.monotonic() - (self.last_bytes_at or 0)
             if not force and idle < self.cfg.idle_flush.total_seconds():
                 return
-            received = self.clock()
+            received = self.clock.now()
             events = self.decoder.flush(received)
             self._flushed = True
         self._emit(events, received)
@@ -157,7 +133,7 @@ class SourceRunner:
     def _emit(self, events: list[Event], received: datetime) -> None:
         if events:
             self.events += len(events)
-            self.last_event_at = _time.monotonic()
+            self.last_event_at = self.clock.monotonic()
             self.inbox.put(EventBatch(self.cfg.name, tuple(events), received))
 
     @property
@@ -167,4 +143,4 @@ class SourceRunner:
     @property
     def last_progress(self) -> float:
         sup = self.supervisor
-        return float(getattr(sup, "last_progress", _time.monotonic())) if sup is not None else _time.monotonic()
+        return sup.last_progress if sup is not None else self.clock.monotonic()

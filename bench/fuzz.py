@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 from bench.common import OUT, TESTDATA, write_result
 from drivers.events import Event, ReceiptText, Transaction
 from drivers.pan import contains_full_pan, mask_pan, scrub_text
-from drivers.protocols import make_decoder
+from drivers.protocols import build_decoder
 
 PROTOCOLS = ("zvt", "cn_ecr", "escpos", "jsonl")
 HANG_SECONDS = 1.0
@@ -176,11 +176,11 @@ def fuzz_decoder(protocol: str, inputs: int, seed: int) -> dict[str, Any]:
         if failures[kind] <= 3:
             examples.append(f"{kind}: {_save(protocol, kind, data, detail)}: {detail[:300]}")
 
-    decoder = make_decoder(protocol, tz=TZ, source=protocol)
+    decoder = build_decoder(protocol, tz=TZ)
     start = time.perf_counter()
     for n in range(inputs):
         if n % 4096 == 0 and n:
-            decoder = make_decoder(protocol, tz=TZ, source=protocol)
+            decoder = build_decoder(protocol, tz=TZ)
         data = mutate()
         t0 = time.perf_counter()
         try:
@@ -189,7 +189,7 @@ def fuzz_decoder(protocol: str, inputs: int, seed: int) -> dict[str, Any]:
                 out += decoder.flush(RECEIVED)
         except Exception as exc:  # the point: record anything a decoder lets escape
             fail(type(exc).__name__, data, repr(exc))
-            decoder = make_decoder(protocol, tz=TZ, source=protocol)
+            decoder = build_decoder(protocol, tz=TZ)
             continue
         took = time.perf_counter() - t0
         slowest = max(slowest, took)

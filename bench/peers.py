@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.common import LINE_RATE_115200, ROOT, TESTDATA, repeat, write_result
 from bench.inputs import SHANGHAI, escpos_stream, zvt_apdu_stream, zvt_status_apdu
-from drivers.protocols import make_decoder
+from drivers.protocols import build_decoder
 
 PEERS = ROOT / "bench" / ".peers"
 ISSUE_ECRTERM_APDUS_PER_S = 15_000
@@ -103,7 +103,7 @@ def zvt_ours(runs: int) -> dict[str, Any]:
     received = datetime(2026, 12, 31, tzinfo=UTC)
 
     def once() -> float:
-        decoder = make_decoder("zvt", tz=SHANGHAI, source="zvt", transport="tcp")
+        decoder = build_decoder("zvt", tz=SHANGHAI, options={"transport": "tcp"})
         t = time.perf_counter()
         for i in range(0, len(data), 4096):
             decoder.feed(data[i:i + 4096], received)
@@ -121,7 +121,7 @@ def escpos_ours(runs: int) -> dict[str, Any]:
     received = datetime(2026, 12, 31, tzinfo=UTC)
 
     def once() -> float:
-        decoder = make_decoder("escpos", tz=SHANGHAI, source="escpos")
+        decoder = build_decoder("escpos", tz=SHANGHAI)
         t = time.perf_counter()
         for i in range(0, len(data), 4096):
             decoder.feed(data[i:i + 4096], received)
@@ -146,7 +146,7 @@ def escpos_correctness() -> dict[str, Any]:
     streams.update({p.name: bytes.fromhex(p.read_text()) for p in sorted(folder.glob("*.hex"))})
     rows = []
     for name, data in streams.items():
-        decoder = make_decoder("escpos", tz=SHANGHAI, source="escpos")
+        decoder = build_decoder("escpos", tz=SHANGHAI)
         try:
             events = decoder.feed(data, received) + decoder.flush(received)
             error = None
@@ -164,7 +164,7 @@ def escpos_correctness() -> dict[str, Any]:
     # A UnionPay slip as a Chinese till prints it: ESC @, FS & (Chinese mode), GBK text, cut.
     sale = next(e.event for e in build_day("demo", seed=2) if isinstance(e.event, Transaction))
     slip = encode_slip(sale)
-    decoder = make_decoder("escpos", tz=SHANGHAI, source="escpos")
+    decoder = build_decoder("escpos", tz=SHANGHAI)
     events = decoder.feed(slip, received) + decoder.flush(received)
     txns = [e for e in events if isinstance(e, Transaction)]
     gbk = {"stream": "simulated UnionPay slip (GBK, FS &)", "bytes": len(slip), "has_fs_and": b"\x1c&" in slip,

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.common import LINE_RATE_115200, repeat, write_result
 from bench.inputs import RECEIVED, SHANGHAI, escpos_stream, sim_stream, zvt_apdu_stream, zvt_serial_stream
-from drivers.protocols import make_decoder
+from drivers.protocols import build_decoder
 
 # 4 KiB is what the serial reader hands over at most; 64 bytes is closer to what a 115,200-baud line
 # delivers per read(), so both are measured.
@@ -18,7 +18,7 @@ CHUNKS = (4096, 64)
 
 def _case(protocol: str, data: bytes, options: dict[str, Any], chunk: int) -> Callable[[], tuple[float, int, int]]:
     def once() -> tuple[float, int, int]:
-        decoder = make_decoder(protocol, tz=SHANGHAI, source=protocol, **options)
+        decoder = build_decoder(protocol, tz=SHANGHAI, options=options)
         start = time.perf_counter()
         events = 0
         for i in range(0, len(data), chunk):

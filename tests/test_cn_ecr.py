@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from drivers.events import Settlement, Transaction, event_to_json
 from drivers.pan import contains_full_pan, luhn_valid
-from drivers.protocols import make_decoder, sniff
+from drivers.protocols import build_decoder, sniff
 from drivers.protocols.cn_ecr import (
     DEFAULT_TYPE_MAP,
     Amount,
@@ -202,7 +202,7 @@ def test_ack_before_the_frame_is_protocol_not_garbage() -> None:
 
 
 def test_registry_builds_this_decoder_and_sniff_recognises_the_frames() -> None:
-    d = make_decoder("cn_ecr", tz=SHANGHAI, verify_lrc=False)
+    d = build_decoder("cn_ecr", tz=SHANGHAI, options={"verify_lrc": False})
     assert isinstance(d, CnEcrDecoder)
     assert d.feed(SALE_AS_CAPTURED, RECEIVED) == [EXPECTED_SALE]
     assert sniff(VOID) == "cn_ecr"

@@ -15,7 +15,7 @@ from PIL import Image
 
 from drivers.events import ReceiptText
 from drivers.pan import contains_full_pan
-from drivers.protocols import make_decoder
+from drivers.protocols import build_decoder
 from drivers.protocols.escpos import (
     MAX_LINE_CHARS,
     MAX_PENDING,
@@ -311,7 +311,7 @@ def test_a_clear_pan_in_receipt_text_or_qr_is_masked() -> None:
 
 
 def test_registered_as_the_escpos_protocol() -> None:
-    decoder = make_decoder("escpos", tz=SHANGHAI, source="printer")
+    decoder = build_decoder("escpos", tz=SHANGHAI, source="printer")
     assert isinstance(decoder, EscposEventDecoder)
     [receipt] = decoder.feed(b"hello\n\x1dV\x00", RECEIVED)
     assert receipt.source == "printer"

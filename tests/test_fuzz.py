@@ -30,7 +30,7 @@ from agent.sim.day import build_day
 from agent.sim.terminal import encode_event
 from bench.fuzz import Mutator, buffer_report, over_cap, pan_rule_broken
 from drivers.events import Event
-from drivers.protocols import Decoder, make_decoder
+from drivers.protocols import Decoder, build_decoder
 from drivers.protocols.zvt import frame_serial
 
 DATA = Path(__file__).parent / "data" / "fuzz"
@@ -64,7 +64,7 @@ SEEDS = _seeds()
 
 
 def _decoder(protocol: str) -> Decoder:
-    return make_decoder(protocol, tz=TZ, source=protocol)
+    return build_decoder(protocol, tz=TZ)
 
 
 def _feed_all(decoder: Decoder, chunks: list[bytes]) -> list[Event]:

@@ -20,8 +20,8 @@ from agent.config import SourceConfig, parse_config
 from agent.messages import Command
 from agent.service.daemon import Daemon, journal_path
 from agent.sim.terminal import PtyTerminal
-from agent.sources import SourceRunner, build_decoder
-from drivers.transport import ByteSource, Supervisor
+from agent.sources import SourceRunner
+from drivers.transports import ByteSource
 
 CONFIG = """
 [shop]
@@ -115,16 +115,8 @@ class HangingSource(ByteSource):
 
 def runner_factory(hanging: HangingSource) -> Any:
     def make(cfg: SourceConfig, tz: tzinfo, inbox: Any, clock: Any) -> SourceRunner:
-        if cfg.name != "printer":
-            return SourceRunner(cfg, tz, inbox, clock=clock)
-
-        class HangingRunner(SourceRunner):
-            def start(self) -> None:
-                self.decoder = build_decoder(self.cfg, self.tz)
-                self.supervisor = Supervisor(hanging, self._on_bytes, self._on_state)
-                self.supervisor.start()
-
-        return HangingRunner(cfg, tz, inbox, clock=clock)
+        # This daemon runs on the machine's clock, the SourceRunner's default.
+        return SourceRunner(cfg, tz, inbox, transport=hanging if cfg.name == "printer" else None)
 
     return make
 

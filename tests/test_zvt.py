@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from drivers.events import Event, ReceiptText, Settlement, Transaction
 from drivers.pan import contains_full_pan
-from drivers.protocols import make_decoder, sniff
+from drivers.protocols import build_decoder, sniff
 from drivers.protocols.zvt import (
     MAX_LAYOUT_BMPS,
     MAX_LAYOUTS,
@@ -592,7 +592,7 @@ def test_serial_transport_skips_bare_apdus() -> None:
 
 
 def test_registry_and_sniffer_know_zvt() -> None:
-    decoder = make_decoder("zvt", tz=BERLIN, source="terminal")
+    decoder = build_decoder("zvt", tz=BERLIN, source="terminal")
     assert isinstance(decoder, ZvtDecoder)
     assert sniff(vector("ecrterm_frame_040f_status_info")) == "zvt"
     assert sniff(vector("ecrterm_040f_status_girocard_40eur")) == "zvt"

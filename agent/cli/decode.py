@@ -26,9 +26,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from agent.sources import SniffingDecoder
+    from drivers.clock import SYSTEM_CLOCK
     from drivers.events import event_to_json
-    from drivers.protocols import UnknownProtocol, make_decoder
+    from drivers.protocols import UnknownProtocol, build_decoder
 
     tz = zone_arg(args.tz) or system_zone()
     path = Path(args.file)
@@ -45,8 +45,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
             err(f"{args.file}: not a hex dump ({exc}); drop --hex to read raw bytes")
             return EX_DATAERR
     # A capture's year is placed relative to when it was taken; the file's mtime is the best witness.
-    received = (datetime.fromtimestamp(path.stat().st_mtime, UTC) if args.file != "-" else datetime.now(UTC))
-    options = {}
+    received = (datetime.fromtimestamp(path.stat().st_mtime, UTC) if args.file != "-" else SYSTEM_CLOCK.now())
+    options: dict[str, Any] = {}
     for item in args.option or []:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -56,8 +56,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         except ValueError:
             options[key] = raw
     try:
-        decoder = (SniffingDecoder(tz=tz, source="auto", **options) if args.protocol == "auto"
-                   else make_decoder(args.protocol, tz=tz, source=args.protocol, **options))
+        decoder = build_decoder(args.protocol, tz=tz, options=options, source=args.protocol)
     except UnknownProtocol as exc:
         return usage_error(str(exc))
     except TypeError as exc:

@@ -14,6 +14,10 @@ def add_parser(sub: Any) -> None:
     rp = sub.add_parser("replay", help="run the full pipeline on captures, on simulated time; sends nothing")
     rp.add_argument("--config", required=True)
     rp.add_argument("--protocol", help="zvt | cn_ecr | jsonl | escpos | auto (default: the first source's)")
+    rp.add_argument("--source", metavar="NAME",
+                    help="decode as this [[source]]: its protocol and decoder options (default: the first "
+                         "source whose protocol is the one decoded, so its options, e.g. lrc_init, apply "
+                         "as in the daemon; none matching: the decoder's defaults)")
     rp.add_argument("--tz", help="zone for terminal timestamps (default: the config's)")
     rp.add_argument("--json", action="store_true", help="alert lifecycle as JSON lines on stdout")
     rp.add_argument("--state", help="keep the replay journal here (default: a temporary directory)")
@@ -26,6 +30,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from agent.alerts.report import alert_line, notification_json, summary_table
     from agent.replay import decode_captures, replay
+    from agent.sources import decoder_options
 
     try:
         loaded = load_config(args.config)
@@ -33,16 +38,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
         err(str(exc))
         return EX_CONFIG
     tz = zone_arg(args.tz) or loaded.tz
-    protocol = args.protocol or (loaded.config.source[0].protocol if loaded.config.source else "auto")
+    sources = loaded.config.source
+    if args.source is not None:
+        chosen = next((s for s in sources if s.name == args.source), None)
+        if chosen is None:
+            return usage_error(f"--source {args.source}: no such [[source]] in {args.config} "
+                               f"(there are: {', '.join(s.name for s in sources) or 'none'})")
+        if args.protocol and args.protocol != chosen.protocol:
+            return usage_error(f"--protocol {args.protocol} contradicts source {chosen.name} "
+                               f"(protocol {chosen.protocol}); give one of them")
+        protocol = chosen.protocol
+    else:
+        protocol = args.protocol or (sources[0].protocol if sources else "auto")
+        chosen = next((s for s in sources if s.protocol == protocol), None)
+    options = decoder_options(chosen) if chosen is not None else {}
     paths = [Path(p) for p in args.captures]
     for p in paths:
         if not p.is_file():
             err(f"{p}: no such capture file")
             return EX_DATAERR
     try:
-        events, stats = decode_captures(paths, protocol, tz)
+        events, stats = decode_captures(paths, protocol, tz, options=options)
     except ValueError as exc:
         return usage_error(str(exc))
+    except TypeError as exc:
+        return usage_error(f"bad decoder option in source {chosen.name if chosen else '?'}: {exc}")
     if not events:
         err("no events decoded from " + ", ".join(map(str, paths)) + f" as {protocol}")
         return EX_DATAERR

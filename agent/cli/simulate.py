@@ -63,12 +63,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             term.close()
         return EX_OK
     if args.port:
-        from drivers.transport import open_serial_writer
+        from drivers.transports.serial import SerialWriter
 
-        writer = open_serial_writer(args.port, baudrate=args.baudrate)
-        try:
+        with SerialWriter(args.port, baudrate=args.baudrate) as writer:
             play(events, writer.write, args.protocol, speed=args.speed)
-        finally:
-            writer.close()
         return EX_OK
     return usage_error("simulate needs one of --pty, --port DEV or --out FILE")

@@ -45,9 +45,17 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / "settleguard.sqlite3"
 
 
+class _CallableClock:
+    """The daemon's wall-time callable as the readers' Clock; monotonic time is the machine's."""
+
+    def __init__(self, wall: Callable[[], datetime]) -> None:
+        self.now = wall
+        self.monotonic = _time.monotonic
+
+
 def _default_runner(cfg: SourceConfig, tz: tzinfo, inbox: queue.Queue[EventBatch | Command],
                     clock: Callable[[], datetime]) -> SourceRunner:
-    return SourceRunner(cfg, tz, inbox, clock=clock)
+    return SourceRunner(cfg, tz, inbox, clock=_CallableClock(clock))
 
 
 class Daemon:

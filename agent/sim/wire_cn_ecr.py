@@ -9,7 +9,8 @@ from drivers.protocols import cn_ecr
 _CODES = {kind: code for code, kind in cn_ecr.DEFAULT_TYPE_MAP.items() if kind != "ignore"}
 
 
-def encode(event: Transaction | Settlement) -> bytes:
+def encode(event: Transaction | Settlement, *, lrc_init: int = 0x00) -> bytes:
+    """One response frame; ``lrc_init`` as the terminal's vendor starts its checksum (0x00 or 0x7F)."""
     if isinstance(event, Settlement):
         assert event.time is not None
         local = event.time
@@ -20,7 +21,7 @@ def encode(event: Transaction | Settlement) -> bytes:
             debit_amount_minor=max(event.total_minor or 0, 0), debit_count=event.count or 0,
             credit_amount_minor=max(-(event.total_minor or 0), 0), credit_count=0,
         )
-        return cn_ecr.encode_response(result)
+        return cn_ecr.encode_response(result, lrc_init=lrc_init)
     assert event.time is not None
     local = event.time
     negative = event.kind in ("void", "refund", "reversal")
@@ -34,4 +35,4 @@ def encode(event: Transaction | Settlement) -> bytes:
         # A terminal holds the full card number; the decoder must mask it (this exercises that).
         card=event.card, card_name="银联卡", operator=event.operator, merchant_name="好味道餐饮",
     )
-    return cn_ecr.encode_response(result)
+    return cn_ecr.encode_response(result, lrc_init=lrc_init)

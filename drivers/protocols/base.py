@@ -9,7 +9,7 @@ timestamps), and problems are counted in :class:`DecoderStats`, never raised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime
 from typing import Protocol
 
 from drivers.events import Event
@@ -42,6 +42,3 @@ class Decoder(Protocol):
         """End of input or idle timeout: emit what a boundary would complete."""
         ...
 
-
-class DecoderFactory(Protocol):
-    def __call__(self, *, tz: tzinfo, source: str | None = None) -> Decoder: ...
