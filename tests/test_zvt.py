@@ -20,8 +20,6 @@ from drivers.protocols.zvt import (
     MAX_LAYOUTS,
     POSITIVE_ACK,
     ZvtDecoder,
-    _crc_kermit_etx,
-    _pan_from_bcd,
     crc_kermit,
     encode_apdu,
     encode_end_of_day,
@@ -31,6 +29,8 @@ from drivers.protocols.zvt import (
     frame_serial,
     parse_bmps,
 )
+from drivers.protocols.zvt.apdu import _pan_from_bcd
+from drivers.protocols.zvt.framing import _crc_kermit_etx
 
 DATA = Path(__file__).parent / "data" / "zvt"
 BERLIN = ZoneInfo("Europe/Berlin")
