@@ -36,9 +36,9 @@ from drivers.protocols.cn_ecr import (
     encode_tlv,
     entry_mode,
     lrc,
-    parse_amount,
+    parse_amount_field,
     parse_body,
-    parse_tlv,
+    parse_df_tlv,
 )
 from drivers.timeutil import infer_datetime
 
@@ -349,7 +349,7 @@ def test_card_type_falls_back_to_the_code_when_no_name_is_sent() -> None:
     (b"9999999999999", None),
 ])
 def test_amount_forms(raw: bytes, expected: Amount | None) -> None:
-    assert parse_amount(raw) == expected
+    assert parse_amount_field(raw) == expected
 
 
 def test_settlement_total_is_sales_minus_returns() -> None:
@@ -438,12 +438,12 @@ def test_lrc_variant_of_another_vendor_is_rejected_unless_configured() -> None:
 
 
 def test_long_tlv_length_forms() -> None:
-    assert parse_tlv(b"\xdf\x06\x81\x02ab\xdf\x07\x82\x00\x01c") == [(0xDF06, b"ab"), (0xDF07, b"c")]
+    assert parse_df_tlv(b"\xdf\x06\x81\x02ab\xdf\x07\x82\x00\x01c") == [(0xDF06, b"ab"), (0xDF07, b"c")]
     assert encode_tlv(0xDF45, b"x" * 200)[:4] == b"\xdf\x45\x81\xc8"
     assert encode_tlv(0xDF45, b"x" * 300)[:5] == b"\xdf\x45\x82\x01\x2c"
     for broken in (b"\xdf\x06\x83\x00\x00\x01", b"\x9f\x06\x01a", b"\xdf\x06\x05abc", b"\xdf\x06"):
         with pytest.raises(TlvError):
-            parse_tlv(broken)
+            parse_df_tlv(broken)
 
 
 # --------------------------------------------------------------------------
@@ -821,7 +821,7 @@ def test_lrc_of_a_long_span_needs_masks_beyond_the_table() -> None:
                           lambda t: VOID[3:t[0] + 3] + bytes((t[1],)) + VOID[t[0] + 4:-2])))
 def test_parse_body_accepts_and_refuses_exactly_what_parse_tlv_does(data: bytes) -> None:
     try:
-        pairs = parse_tlv(data)
+        pairs = parse_df_tlv(data)
     except TlvError as exc:
         with pytest.raises(TlvError, match=f"^{re.escape(str(exc))}$"):
             parse_body(data)
@@ -832,7 +832,7 @@ def test_parse_body_accepts_and_refuses_exactly_what_parse_tlv_does(data: bytes)
     for_the_host = packet_type == b"\x01" or packet_type.strip(b" ") == b"01"
     if top.get(0xDF06) is not None and not for_the_host:
         try:
-            parse_tlv(top[0xDF06])
+            parse_df_tlv(top[0xDF06])
         except TlvError as exc:
             with pytest.raises(TlvError, match=f"^{re.escape(str(exc))}$"):
                 parse_body(data)
