@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from drivers.events import Event, ReceiptText, Settlement, Transaction, event_to_json
 from drivers.pan import contains_full_pan
 from drivers.protocols.escpos import EscposEventDecoder, encode_text_receipt
-from drivers.receipts import TemplateError, load_template, load_templates, lookup, parse_amount
+from drivers.receipts import TemplateError, load_template, load_templates, lookup, parse_printed_amount
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 RECEIVED = datetime(2026, 11, 27, 14, 5, tzinfo=SHANGHAI)
@@ -353,10 +354,10 @@ def test_bundled_templates_load_in_priority_order() -> None:
 
 
 def test_amounts_are_parsed_without_floats() -> None:
-    assert parse_amount("1,280.00") == 128000
-    assert parse_amount("0.1") == 10
-    assert parse_amount("12") == 1200
-    assert parse_amount("1.234") is None
+    assert parse_printed_amount("1,280.00") == 128000
+    assert parse_printed_amount("0.1") == 10
+    assert parse_printed_amount("12") == 1200
+    assert parse_printed_amount("1.234") is None
 
 
 def test_lookup_prefers_the_first_part_of_a_bilingual_value() -> None:
@@ -401,11 +402,26 @@ def test_any_split_of_slip_stream_gives_the_same_events(cuts: list[int]) -> None
 SLIP_ALPHABET = "卡号金额交易类型消费撤销凭证批次:：/ 0123456789.,RMB"
 
 
-@settings(max_examples=80, deadline=None)
-@given(lines=st.lists(st.text(alphabet=st.sampled_from(list(SLIP_ALPHABET)), max_size=30), max_size=12))
-def test_random_slip_like_text_never_raises(lines: list[str]) -> None:
+SLIP_LABELS = ("交易类型:", "交易类型：", "金额:", "金额：RMB ", "金额 AMOUNT:", "凭证号:", "凭证号 VOUCHER NO:",
+               "批次号:", "卡号:", "")
+SLIP_LINE = st.builds(
+    str.__add__, st.sampled_from(SLIP_LABELS),
+    st.one_of(st.sampled_from(["消费", "撤销", "SALE"]),
+              st.from_regex(r"[0-9][0-9,]{0,7}(\.[0-9]{1,3})?", fullmatch=True),
+              st.text(alphabet=st.sampled_from(list(SLIP_ALPHABET)), max_size=12)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(st.one_of(SLIP_LINE, st.text(alphabet=list(SLIP_ALPHABET), max_size=30)), max_size=12))
+def test_random_slip_like_text_never_raises_and_reports_only_what_was_printed(lines: list[str]) -> None:
     decoder = EscposEventDecoder(tz=SHANGHAI)
     events = decoder.feed(encode_text_receipt(["POS签购单", *lines]), RECEIVED)
+    text = "\n".join(lines)
+    # A value may stop early inside a printed run ("0,1" is read as 0), so every prefix of a run counts.
+    printed = {parse_printed_amount(token[:end]) for token in re.findall(r"[0-9][0-9,.]*", text)
+               for end in range(1, len(token) + 1)}
     for event in events:
         if isinstance(event, Transaction):
-            assert event.amount_minor >= 0
+            # Whatever the extraction reports was printed: no amount or voucher number of its own making.
+            assert event.amount_minor in printed
+            assert event.voucher_no is None or event.voucher_no in text

@@ -1,5 +1,8 @@
 """The printer tap: an ESC/POS print stream in, receipts (and what they record) out.
 
+(Over 500 lines on purpose: the command-length tables and the one parser that walks them must be read
+together; framing and meaning are not separable here because a command's length is its meaning.)
+
 Two layers, both sans-I/O:
 
 * :class:`EscposDecoder` turns bytes into one :class:`ReceiptText` per printed
