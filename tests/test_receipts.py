@@ -1,4 +1,4 @@
-"""Receipt templates: printed slips -> Transaction / Settlement events (drivers/receipts.py)."""
+"""Receipt templates: printed slips -> Transaction / Settlement events (drivers/receipts)."""
 
 from __future__ import annotations
 
