@@ -1,4 +1,4 @@
-"""Typed events produced by every decoder (the DESIGN.md event model).
+"""Typed events produced by every decoder (ARCHITECTURE.md, "Event JSON").
 
 These live in ``drivers`` because decoders build them and ``drivers`` never
 imports ``agent``; ``agent.model`` re-exports them.  The JSON form is a public
@@ -115,7 +115,7 @@ class Transaction:
         if self.time is not None and self.time.tzinfo is None:
             raise EventError("time must be timezone-aware")
 
-    # Schema order of DESIGN.md; to_dict/from_dict/JSON follow it exactly.
+    # Schema order of ARCHITECTURE.md, "Event JSON"; to_dict/from_dict/JSON follow it exactly.
     SCHEMA: ClassVar[tuple[str, ...]] = (
         "source", "kind", "result", "terminal_id", "merchant_id", "batch_no", "voucher_no",
         "receipt_no", "trace_no", "rrn", "auth_code", "original_voucher_no", "original_rrn",

@@ -115,8 +115,7 @@ class HangingSource(ByteSource):
 
 def runner_factory(hanging: HangingSource) -> Any:
     def make(cfg: SourceConfig, tz: tzinfo, inbox: Any, clock: Any) -> SourceRunner:
-        # This daemon runs on the machine's clock, the SourceRunner's default.
-        return SourceRunner(cfg, tz, inbox, transport=hanging if cfg.name == "printer" else None)
+        return SourceRunner(cfg, tz, inbox, clock=clock, transport=hanging if cfg.name == "printer" else None)
 
     return make
 

@@ -37,25 +37,16 @@ from drivers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("settleguard.daemon")
 
-RunnerFactory = Callable[[SourceConfig, tzinfo, "queue.Queue[EventBatch | Command]", Callable[[], datetime]],
-                         SourceRunner]
+RunnerFactory = Callable[[SourceConfig, tzinfo, "queue.Queue[EventBatch | Command]", Clock], SourceRunner]
 
 
 def journal_path(state_dir: Path) -> Path:
     return state_dir / "settleguard.sqlite3"
 
 
-class _CallableClock:
-    """The daemon's wall-time callable as the readers' Clock; monotonic time is the machine's."""
-
-    def __init__(self, wall: Callable[[], datetime]) -> None:
-        self.now = wall
-        self.monotonic = _time.monotonic
-
-
 def _default_runner(cfg: SourceConfig, tz: tzinfo, inbox: queue.Queue[EventBatch | Command],
-                    clock: Callable[[], datetime]) -> SourceRunner:
-    return SourceRunner(cfg, tz, inbox, clock=_CallableClock(clock))
+                    clock: Clock) -> SourceRunner:
+    return SourceRunner(cfg, tz, inbox, clock=clock)
 
 
 class Daemon:
@@ -170,7 +161,7 @@ class Daemon:
         self.delivery.outbox.close()
 
     def _start_source(self, scfg: SourceConfig, tz: tzinfo) -> None:
-        runner = self.make_runner(scfg, tz, self.inbox, self.clock.now)
+        runner = self.make_runner(scfg, tz, self.inbox, self.clock)
         runner.start()
         self.sources.append(runner)
         self._source_started[scfg.name] = _time.monotonic()
@@ -273,9 +264,8 @@ class Daemon:
     # -- health ------------------------------------------------------------------------------
     def health_problems(self) -> list[str]:
         """Why the service is not healthy; empty when every thread is alive and making progress."""
-        now = _time.monotonic()
         out = [f"thread {t.name} died" for t in self.threads if not t.is_alive()]
-        # The pipeline and delivery measure their progress on the injected clock.
+        # The pipeline, delivery and the readers measure their progress on the injected clock.
         tick = self.clock.monotonic()
         if self.pipeline and tick - self.pipeline.last_progress > self.stuck_after:
             out.append(f"pipeline stuck for {tick - self.pipeline.last_progress:.0f}s")
@@ -287,8 +277,8 @@ class Daemon:
                 continue  # a capture file that was read to the end is finished, not stuck
             if not sup.is_alive():
                 out.append(f"reader {r.cfg.name} died")
-            elif now - r.last_progress > self.stuck_after:
-                out.append(f"reader {r.cfg.name} stuck for {now - r.last_progress:.0f}s")
+            elif tick - r.last_progress > self.stuck_after:
+                out.append(f"reader {r.cfg.name} stuck for {tick - r.last_progress:.0f}s")
         return out
 
     def healthy(self) -> bool:

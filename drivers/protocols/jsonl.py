@@ -1,4 +1,4 @@
-"""The JSON-lines protocol: one DESIGN.md event object per line.
+"""The JSON-lines protocol: one event object per line (ARCHITECTURE.md, "Event JSON").
 
 Used for integrations that already speak JSON, for the simulator, and as the
 output of ``settleguard decode``. Bad lines are counted and skipped.
