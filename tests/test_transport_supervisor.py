@@ -6,10 +6,6 @@ import random
 import time
 from pathlib import Path
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from drivers.backoff import backoff_delay
 from drivers.transports import SerialSource, Supervisor
 from tests.transport_support import (
     FAST,
@@ -55,19 +51,3 @@ def test_a_long_backoff_keeps_reporting_progress_and_does_not_delay_stop(tmp_pat
     assert not sup.is_alive()
     assert time.monotonic() - started < 1.0
     assert rec.state_names == ["opening", "waiting", "closed"]
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    top = random.Random()
-    top.uniform = lambda a, b: b  # type: ignore[method-assign]
-    ceilings = [backoff_delay(n, base=0.5, cap=30.0, rng=top) for n in range(10)]
-    assert ceilings == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
-
-
-@settings(max_examples=200, deadline=None)
-@given(failures=st.integers(0, 10_000), base=st.floats(0.001, 10.0), cap=st.floats(0.001, 300.0),
-       seed=st.integers(0, 2**32))
-def test_backoff_is_full_jitter_never_negative_never_past_the_cap(
-        failures: int, base: float, cap: float, seed: int) -> None:
-    delay = backoff_delay(failures, base=base, cap=cap, rng=random.Random(seed))
-    assert 0.0 <= delay <= min(cap, base * 2.0 ** min(failures, 62))
