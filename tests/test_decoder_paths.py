@@ -110,6 +110,8 @@ def test_daemon_replay_and_decode_give_the_same_events_with_the_sources_options(
     assert main(["replay", "--config", str(config), "--protocol", protocol, "--json", str(capture)]) == 0
     assert main(["replay", "--config", str(config), "--source", "terminal", "--json", str(capture)]) == 0
     assert "skipped in" not in capsys.readouterr().err
+    assert main(["replay", "--config", str(config), "--source", "till", str(capture)]) == 2
+    assert main(["replay", "--config", str(config), "--source", "terminal", "--protocol", "escpos", str(capture)]) == 2
 
 
 def test_without_the_sources_options_the_vendors_frames_do_not_decode(
