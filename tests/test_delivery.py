@@ -9,9 +9,9 @@ from pathlib import Path
 from agent.config import DeliveryConfig
 from agent.delivery.channels.http import HttpxSender
 from agent.delivery.channels.webhook import WebhookChannel
-from agent.delivery.loop import Delivery
+from agent.delivery.loop import Delivery, retry_delay
 from agent.sim.sink import WebhookSink
-from agent.store.outbox import Outbox, backoff_delay
+from agent.store.outbox import Outbox
 from tests.helpers import SHANGHAI, Harness, sale
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -150,8 +150,8 @@ def test_rows_interrupted_while_sending_are_sent_again_after_restart(tmp_path: P
 
 def test_backoff_is_full_jitter_capped_with_retry_after_as_floor() -> None:
     rng = random.Random(3)
-    delays = [backoff_delay(a, rng=rng) for a in range(12)]
+    delays = [retry_delay(a, rng=rng) for a in range(12)]
     assert all(0 <= x <= 300 for x in delays)
-    assert max(backoff_delay(2, rng=random.Random(i)) for i in range(50)) <= 8
-    assert backoff_delay(0, rng=rng, minimum=30) >= 30
-    assert timedelta(seconds=backoff_delay(30, rng=rng)) <= timedelta(minutes=5)
+    assert max(retry_delay(2, rng=random.Random(i)) for i in range(50)) <= 8
+    assert retry_delay(0, rng=rng, minimum=30) >= 30
+    assert timedelta(seconds=retry_delay(30, rng=rng)) <= timedelta(minutes=5)

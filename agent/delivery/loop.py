@@ -31,10 +31,21 @@ from typing import Any
 from agent.alerts.lifecycle import ALERT_NOTICES, RESOLUTION_NOTICES, SUPERSEDABLE_NOTICES, NoticeKind
 from agent.config import DeliveryConfig
 from agent.delivery.channels.base import Channel, HttpSender, Notice, Outcome, RateLimiter
-from agent.store.outbox import Outbox, OutboxRow, backoff_delay
+from agent.store.outbox import Outbox, OutboxRow
+from drivers.backoff import backoff_delay
 from drivers.clock import Clock
 
 log = logging.getLogger("settleguard.delivery")
+
+# A message is retried from seconds to five minutes apart: fast enough to catch a brief outage before
+# the void deadline, slow enough not to hammer a robot that is throttling us.
+RETRY_BASE = 2.0
+RETRY_CAP = 300.0
+
+
+def retry_delay(attempts: int, *, rng: random.Random | None = None, minimum: float | None = None) -> float:
+    """Seconds before the next try of a message that failed ``attempts + 1`` times (Retry-After is a floor)."""
+    return backoff_delay(attempts, base=RETRY_BASE, cap=RETRY_CAP, rng=rng, minimum=minimum)
 
 # Nothing pending: look again after this long (a commit wakes the thread earlier anyway).
 IDLE_WAIT = 60.0
@@ -208,7 +219,7 @@ class Delivery:
             log.error("channel %s refused %s permanently: %s", channel.name, message_id, outcome.reason)
             return False
         attempts = max(r.attempts for r in rows) + 1
-        delay = backoff_delay(attempts - 1, rng=self.rng, minimum=outcome.retry_after)
+        delay = retry_delay(attempts - 1, rng=self.rng, minimum=outcome.retry_after)
         next_at = done + timedelta(seconds=delay)
         deadline = min((r.deadline for r in rows if r.deadline is not None), default=None)
         if deadline is not None and done < deadline < next_at and self._has_fallback(channel):

@@ -13,7 +13,6 @@ outbox, and reads the alerts table only to learn an alert's current revision.
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,19 +22,6 @@ from typing import Any
 
 from agent.store.queries import JournalReader
 from agent.store.schema import connect, from_utc_text, migrate, utc_text
-
-BACKOFF_BASE = 2.0
-BACKOFF_CAP = 300.0
-
-
-def backoff_delay(attempts: int, *, rng: random.Random | None = None, base: float = BACKOFF_BASE,
-                  cap: float = BACKOFF_CAP, minimum: float | None = None) -> float:
-    """Full jitter (AWS architecture blog): uniform(0, min(cap, base * 2**attempts)); Retry-After is a floor."""
-    r = rng or random
-    delay = r.uniform(0, min(cap, base * (2 ** min(attempts, 20))))
-    if minimum is not None:
-        delay = max(delay, minimum)
-    return delay
 
 
 def insert_message(conn: sqlite3.Connection, *, message_id: str, channel: str, kind: str, alert_id: str | None,
