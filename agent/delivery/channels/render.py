@@ -7,10 +7,25 @@ size limit by dropping whole alert blocks from the end and saying how many
 ("… 另有 N 条 / N more"). Every string that leaves here went through
 :func:`drivers.pan.scrub_text`, so a PAN that slipped into a reason upstream
 is still not sent.
+
+Text from the wire (operator, voucher, reasons quoting them) and from the
+configuration (shop name) is data, never markup (issue 14, observation 5):
+:func:`clean_text` folds every line break inside a value into a space, so a
+value can never start a line (a heading, a quote, a list item, a forged
+"已处理" line) in any layout, and breaks URL schemes so no client turns a
+value into a link. :func:`md_escape` then makes the markdown robots' syntax
+inert: WeCom's markdown (headings, ``**``/``*``, ``[x](url)``, `` `code` ``,
+``>``, ``<font color>``, ``<@userid>``) and DingTalk's (the same plus
+``![img](url)``, ``-``/``1.`` lists, ``<font>``). Neither robot documents a
+backslash escape, so the characters are replaced by their full-width twins,
+which read the same to a person and mean nothing to either renderer. Feishu
+``post`` ``text`` elements are literal (no ``un_escape``, no ``md`` tag is
+used), so only the line-break and URL folding applies there.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
@@ -258,9 +273,30 @@ def compose(notice: Notice, now: datetime, tz: tzinfo | None = None) -> Document
     return _scrubbed(doc)
 
 
+# Characters that end a line or reorder what is shown: C0/C1 controls (ESC/POS commands on the printer,
+# line breaks in every robot), Unicode line/paragraph separators, and bidirectional overrides and
+# isolates (they can make "000123" display as "321000").
+_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# A scheme or "www." that a chat client would turn into a link on its own, even in plain text.
+# No word boundary: linkifiers find "http://" inside "ahttp://x" too; a full-width colon after "hotel" costs nothing.
+_LINKY = re.compile(r"(?i)(https?|ftp|file|javascript|data|mailto|tel|dingtalk|weixin|wxwork|lark|feishu)(\s*):"
+                    r"|www\.")
+
+
+def _defang(match: re.Match[str]) -> str:
+    if match.group(1) is None:
+        return match.group(0)[:-1] + "．"
+    return f"{match.group(1)}{match.group(2)}："
+
+
 def clean_text(text: str) -> str:
-    # Control characters would break robot markdown and, on the printer, inject ESC/POS commands.
-    text = "".join(ch if ch >= " " or ch == "\n" else " " for ch in text)
+    """One line of plain text, safe for every channel: no line breaks, no controls, no links, no PAN.
+
+    A value that came with a newline is folded into the line it belongs to: one value can never
+    start a new line, block or quote wherever it is shown.
+    """
+    text = _UNSAFE_CHARS.sub(" ", text)
+    text = _LINKY.sub(_defang, text)
     text = scrub_text(text)
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
 
@@ -297,12 +333,25 @@ def _utf8(text: str) -> int:
 MarkdownFlavor = Literal["wecom", "dingtalk"]
 
 
-def _md_escape(text: str) -> str:
-    # Masked cards are full of '*': two of them in one paragraph would pair up as emphasis and
-    # the asterisks would vanish. The full-width asterisk reads the same and means nothing.
-    text = text.replace("*", "＊").replace("`", "'")
-    if text[:1] in ("#", ">", "-", "+"):
-        text = "\\" + text
+# Markdown syntax anywhere in a line -> a full-width twin. '*' is also why masked cards need it: two
+# of them in one paragraph would pair up as emphasis and the asterisks would vanish. '\\' so a value
+# cannot escape the '**' we put around it; '&' so no entity turns back into '<'.
+_MD_INLINE = str.maketrans({
+    "*": "＊", "_": "＿", "~": "～", "`": "＇", "[": "［", "]": "］", "<": "＜", ">": "＞",
+    "\\": "＼", "&": "＆", "|": "｜",
+})
+# ... and what is syntax only at the start of a line: headings, lists, setext underlines, and
+# leading spaces (an indented code block).
+_MD_LEADING = re.compile(r"^(?:[#\-+=]|\d{1,9}[.)])")
+_LEADING_TWIN = str.maketrans({"#": "＃", "-": "－", "+": "＋", "=": "＝", ".": "．", ")": "）"})
+
+
+def md_escape(text: str) -> str:
+    """``text`` (already one clean line) made inert for WeCom and DingTalk markdown; it reads the same."""
+    text = text.translate(_MD_INLINE).lstrip()
+    lead = _MD_LEADING.match(text)
+    if lead:
+        text = lead.group(0).translate(_LEADING_TWIN) + text[lead.end():]
     return text
 
 
@@ -311,14 +360,14 @@ def _markdown_layout(doc: Document, flavor: MarkdownFlavor) -> str:
     sep = "\n" if flavor == "wecom" else "\n\n"
 
     def line(item: Line) -> str:
-        text = _md_escape(item.text)
+        text = md_escape(item.text)
         if item.style == "strong":
             return f"**{text}**"
         if item.style == "quote":
             return f"> {text}"
         return text
 
-    parts = [f"### {_md_escape(doc.head[0].text)}", *_below_headline(doc, line)]
+    parts = [f"### {md_escape(doc.head[0].text)}", *_below_headline(doc, line)]
     if flavor == "dingtalk":
         parts = [p for p in parts if p]
     return sep.join(parts)
