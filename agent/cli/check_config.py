@@ -23,4 +23,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = loaded.config
     print(f"{args.file}: ok — {len(cfg.source)} source(s), {len(cfg.channel)} channel(s), "
           f"{sum(1 for p in loaded.rule_params.values() if p.enabled)} rule(s) enabled, zone {loaded.tz}")
+    derived = " (derived from the names: set [shop] id and till_id to choose)" if cfg.shop.ids_derived else ""
+    print(f"webhook source {cfg.shop.event_source}{derived}")
     return EX_OK

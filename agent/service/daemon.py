@@ -142,10 +142,9 @@ class Daemon:
 
         cfg = loaded.config
         outbox = Outbox(journal_path(self.state_dir))
-        source_id = f"settleguard://{_slug(cfg.shop.name)}/{cfg.shop.till}"
         self._delivery_stop = threading.Event()
         self.delivery = Delivery(outbox, channels, self.sender, clock=self.clock, config=cfg.delivery,
-                                 shop=cfg.shop.name, source=source_id)
+                                 shop=cfg.shop.name, source=cfg.shop.event_source)
         self._thread("delivery", self.delivery.run, self._delivery_stop)
 
     def _stop_delivery(self, timeout: float) -> None:
@@ -432,7 +431,3 @@ def _source_counters(runner: SourceRunner) -> Counter[str]:
                    bad_frames=stats.bad_frames if stats else 0,
                    reconnects=int(getattr(runner.supervisor, "reconnects", 0) or 0))
 
-
-def _slug(name: str) -> str:
-    out = "".join(ch if ch.isalnum() and ch.isascii() else "-" for ch in name.lower()).strip("-")
-    return "-".join(filter(None, out.split("-"))) or "shop"

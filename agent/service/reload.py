@@ -75,7 +75,7 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
     pipeline = (a.rules != b.rules or a.shop != b.shop or a.settlement != b.settlement
                 or _enabled_channels(a) != _enabled_channels(b))
     delivery = (a.channel != b.channel or a.delivery != b.delivery or a.shop.name != b.shop.name
-                or a.shop.till != b.shop.till or zone_changed)
+                or a.shop.event_source != b.shop.event_source or zone_changed)
     return ReloadPlan(
         stop_sources=tuple(n for n in old_sources if n not in new_sources),
         restart_sources=restart,

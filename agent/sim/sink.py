@@ -3,6 +3,11 @@
 It is what a back office would run: it accepts Standard Webhooks requests on
 127.0.0.1, checks the HMAC signature, and keeps the first copy of each
 ``webhook-id`` (retries of one revision are the same id).
+
+``event_check``, when set (the test suite sets it for every test, see
+tests/conftest.py), is called on every CloudEvent a sink receives and raises
+when the event is not valid CloudEvents 1.0; the sink then answers 400 and
+keeps the event in ``invalid``, so a test whose daemon sends one fails.
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance: int 
     return False
 
 
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+EventCheck = Callable[[dict[str, Any]], None]
+# Process-wide, so the sinks a daemon under test talks to need no wiring of their own.
+event_check: EventCheck | None = None
+
+
 @dataclass
 class Received:
     webhook_id: str
@@ -61,6 +72,7 @@ class WebhookSink:
     requests: int = 0
     rejected: int = 0
     on_receive: Callable[[Received], None] | None = None
+    invalid: list[tuple[dict[str, Any], str]] = field(default_factory=list)   # (event, why) refused by event_check
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -99,6 +111,17 @@ class WebhookSink:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                check = event_check
+                if check is not None and headers.get("content-type", "").startswith(CLOUDEVENTS_JSON):
+                    try:
+                        check(parsed)
+                    except Exception as exc:  # the check's own error type is the test suite's business
+                        with sink._lock:
+                            sink.invalid.append((parsed, str(exc)))
+                        self.send_response(400)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                 rec = Received(headers.get("webhook-id", ""), parsed, time.monotonic())
                 with sink._cond:
                     if rec.webhook_id not in sink.seen_ids:
