@@ -31,6 +31,14 @@ from pydantic import (
 
 from agent.rules.engine import RuleConfigError, validate_rule_params
 from agent.rules.params import Duration
+from drivers.transports.tcp import (
+    WILDCARDS,
+    is_interface_name,
+    is_ip_literal,
+    parse_allow,
+    parse_host_port,
+    parse_listen,
+)
 
 EX_CONFIG = 78
 PROTOCOL_NAMES = ("zvt", "cn_ecr", "jsonl", "escpos", "auto")
@@ -202,8 +210,9 @@ class SourceConfig(_Strict):
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
     stopbits: Literal[1, 2] = 1
-    listen: str | None = None          # TCP pass-through "0.0.0.0:9100" ...
+    listen: str | None = None          # TCP pass-through "127.0.0.1:9100" / "eth0:9100" / "9100" ...
     forward: str | None = None         # ... to the real printer "192.168.1.50:9100"
+    allow: list[str] = []              # pass-through clients allowed ("192.168.1.23", "192.168.1.0/24"); [] = any
     spool: str | None = None           # a directory a virtual printer drops job files into
     file: str | None = None            # a capture file, read once (tests, demos)
     mode: Literal["passive", "listener"] = "passive"
@@ -218,11 +227,41 @@ class SourceConfig(_Strict):
             raise ValueError("give exactly one of port, listen (with forward), spool or file")
         if self.listen and not self.forward:
             raise ValueError("listen needs forward = \"printer-host:9100\" (printing must go on)")
-        for key in ("listen", "forward"):
-            value = getattr(self, key)
-            if value and not re.fullmatch(r"[^:\s]+:\d{1,5}", value):
-                raise ValueError(f"{key} must look like \"host:port\" (got {value!r})")
+        if self.forward:
+            try:
+                parse_host_port(self.forward)
+            except ValueError:
+                raise ValueError(f"forward must look like \"host:port\" (got {self.forward!r})") from None
+        if self.allow and not self.listen:
+            raise ValueError("allow only applies to a TCP pass-through (listen = ...)")
+        if self.listen:
+            self._check_listen(self.listen)
         return self
+
+    def _check_listen(self, value: str) -> None:
+        """Who can reach the printer port can print slips settleguard believes: keep it small."""
+        try:
+            host, _ = parse_listen(value)
+        except ValueError:
+            raise ValueError(f"listen must look like \"127.0.0.1:9100\", \"eth0:9100\" or \"9100\" "
+                             f"(got {value!r})") from None
+        if not (host == "localhost" or is_ip_literal(host) or is_interface_name(host)):
+            raise ValueError(f"listen host {host!r} is neither an IP address of this machine nor a network "
+                             "interface name like \"eth0\"")
+        if host in WILDCARDS and not self.allow:
+            raise ValueError(f"listen on all interfaces ({host}) lets anyone on the LAN print slips settleguard "
+                             "believes: listen on 127.0.0.1 or one interface (\"eth0:9100\"), or list the "
+                             "till's address in allow = [\"192.168.1.23\"]")
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        for i, entry in enumerate(v):
+            try:
+                parse_allow([entry])
+            except ValueError as exc:
+                raise ValueError(f"allow[{i}]: {exc}") from None
+        return v
 
 
 class ChannelConfig(_Strict):

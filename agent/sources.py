@@ -21,6 +21,7 @@ from drivers.clock import SYSTEM_CLOCK, Clock
 from drivers.events import Event
 from drivers.protocols import Decoder, DecoderStats, build_decoder
 from drivers.transports import ByteSource, FileSource, SerialSource, SpoolDirSource, Supervisor, TcpPassThrough
+from drivers.transports.tcp import parse_host_port, parse_listen
 
 log = logging.getLogger("settleguard.source")
 
@@ -56,9 +57,9 @@ def build_transport(cfg: SourceConfig, clock: Clock = SYSTEM_CLOCK) -> ByteSourc
     if cfg.spool:
         return SpoolDirSource(cfg.spool, clock=clock)
     if cfg.listen and cfg.forward:
-        lhost, lport = cfg.listen.rsplit(":", 1)
-        fhost, fport = cfg.forward.rsplit(":", 1)
-        return TcpPassThrough(lhost, int(lport), fhost, int(fport), clock=clock,
+        lhost, lport = parse_listen(cfg.listen)
+        fhost, fport = parse_host_port(cfg.forward)
+        return TcpPassThrough(lhost, lport, fhost, fport, clock=clock, allow=cfg.allow,
                               on_problem=lambda m: log.warning("source %s: %s", cfg.name, m))
     raise ValueError(f"source {cfg.name}: nothing to read")
 

@@ -1,14 +1,23 @@
 """TCP printer pass-through: sits between the till and a network receipt printer, forwards every byte
-unchanged both ways and hands a copy of the till's bytes to the decoder."""
+unchanged both ways and hands a copy of the till's bytes to the decoder.
+
+Whoever can connect can print slips the decoder believes, so the listening surface is kept small
+(issue 14, "Listening surfaces"): it binds to an address of this machine -- loopback by default, or
+the address of a named interface -- and may take an allow-list of client addresses; a connection from
+anyone else is closed before a byte is read or the printer is contacted, counted, and reported once
+per address."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import queue
 import selectors
 import socket
+import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from drivers.clock import SYSTEM_CLOCK, Clock
@@ -28,6 +37,76 @@ def parse_host_port(value: str) -> tuple[str, int]:
     return host, number
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+WILDCARDS = frozenset({"0.0.0.0", "::"})
+LOOPBACK = "127.0.0.1"
+IFNAMSIZ = 16               # Linux: interface names are at most 15 bytes
+_SIOCGIFADDR = 0x8915       # Linux ioctl: an interface's IPv4 address
+# A port scan must not grow the set of addresses already reported without bound.
+MAX_REPORTED_PEERS = 64
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_interface_name(host: str) -> bool:
+    """What Linux accepts as an interface name (``ip link``): 1-15 bytes, no '/', ':' or whitespace."""
+    return 0 < len(host.encode()) < IFNAMSIZ and not any(ch in host for ch in "/: \t\n") and host not in (".", "..")
+
+
+def parse_allow(entries: Sequence[str]) -> tuple[IpNetwork, ...]:
+    """Client addresses or networks (``"192.168.1.23"``, ``"192.168.1.0/24"``, ``"::1"``)."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network like \"192.168.1.0/24\"") from None
+    return tuple(networks)
+
+
+def interface_ipv4(name: str) -> str:
+    """The IPv4 address of network interface ``name`` (OSError naming the interfaces there are)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            packed = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:IFNAMSIZ - 1]))
+        except OSError as exc:
+            there = ", ".join(n for _, n in socket.if_nameindex())
+            raise OSError(exc.errno, f"no IPv4 address on network interface {name!r} "
+                                     f"({exc.strerror}; interfaces here: {there})") from None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def bind_address(host: str) -> str:
+    """The address to bind for a configured listen host: an IP literal as it is; "" and "localhost" as
+    loopback; anything else is a network interface's name, bound to that interface's IPv4 address."""
+    if host in ("", "localhost"):
+        return LOOPBACK
+    if is_ip_literal(host):
+        return host
+    return interface_ipv4(host)
+
+
+def _peer_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; the allow-list names them as a.b.c.d.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """A listen setting: ``"9100"`` (loopback), ``"127.0.0.1:9100"``, ``"[::1]:9100"``, ``"eth0:9100"``."""
+    if value.strip().isdigit():
+        return parse_host_port(f"{LOOPBACK}:{value.strip()}")
+    return parse_host_port(value.strip())
+
+
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -37,6 +116,7 @@ class PassThroughStats:
     connections: int = 0            # till connections accepted and forwarded
     active: int = 0
     refused: int = 0                # over max_connections, closed at once
+    refused_peers: int = 0          # from an address not on the allow-list, closed at once
     forward_failures: int = 0       # printer unreachable: the till's connection was closed
     bytes_to_printer: int = 0
     bytes_to_till: int = 0
@@ -79,8 +159,10 @@ class TcpPassThrough(ByteSource):
                  name: str | None = None, copy_queue_size: int = 256, recv_size: int = 16 * 1024,
                  connect_timeout: float = 5.0, linger_seconds: float = 5.0, max_connections: int = 8,
                  drain_seconds: float = 2.0, on_problem: Callable[[str], None] | None = None,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 allow: Sequence[str] = (), clock: Clock = SYSTEM_CLOCK) -> None:
         self.listen = (listen_host, listen_port)
+        self.allow = parse_allow(allow)     # empty: any client that can reach the listening address
+        self._reported_peers: set[str] = set()
         self.forward = (forward_host, forward_port)
         super().__init__(name or f"{listen_host}:{listen_port}")
         self.copy_queue_size = copy_queue_size
@@ -121,8 +203,9 @@ class TcpPassThrough(ByteSource):
         self._accept_error = None
         self._copies = queue.Queue(maxsize=self.copy_queue_size)
         self._copy_conn, self._held, self._end_lost = None, None, False
-        family = socket.AF_INET6 if ":" in self.listen[0] else socket.AF_INET
-        listener = socket.create_server(self.listen, family=family, reuse_port=False)
+        host = bind_address(self.listen[0])
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, self.listen[1]), family=family, reuse_port=False)
         listener.settimeout(0.2)  # lets the accept loop notice stop; closing does not wake accept()
         self._listener = listener
         host, port = listener.getsockname()[:2]
@@ -185,13 +268,16 @@ class TcpPassThrough(ByteSource):
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._stopping.is_set():
             try:
-                till, _ = listener.accept()
+                till, peer = listener.accept()
             except TimeoutError:
                 continue
             except OSError as exc:
                 if not self._stopping.is_set():
                     self._accept_error = f"accept failed: {exc}"
                 return
+            if not self._allowed(str(peer[0])):
+                till.close()   # before reading a byte or contacting the printer
+                continue
             with self._lock:
                 over = self.stats.active >= self.max_connections
                 if over:
@@ -209,6 +295,25 @@ class TcpPassThrough(ByteSource):
             with self._lock:
                 self._threads.add(thread)
             thread.start()
+
+    def _allowed(self, address: str) -> bool:
+        if not self.allow:
+            return True
+        try:
+            ip = _peer_ip(address)
+        except ValueError:
+            ip = None
+        if ip is not None and any(ip.version == net.version and ip in net for net in self.allow):
+            return True
+        with self._lock:
+            self.stats.refused_peers += 1
+            first = address not in self._reported_peers and len(self._reported_peers) < MAX_REPORTED_PEERS
+            if first:
+                self._reported_peers.add(address)
+        if first:
+            self._problem(f"refused a connection from {address}: not on this source's allow list "
+                          f"(further refusals from it are only counted)")
+        return False
 
     def _serve(self, till: socket.socket, conn_id: int) -> None:
         try:
