@@ -7,7 +7,6 @@ error, not a failed delivery at 22:59.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -17,7 +16,6 @@ from datetime import time as dtime
 from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -29,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.identity import check_slug, derive_id, event_source
 from agent.rules.engine import RuleConfigError, validate_rule_params
 from agent.rules.params import Duration
 from drivers.transports.tcp import (
@@ -81,38 +80,6 @@ def _hhmm(value: str) -> dtime:
     return dtime(int(m.group(1)), int(m.group(2)))
 
 
-# An id that goes into URIs, file names and metric labels as it is: lowercase ASCII words joined by '-'.
-SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-SLUG_MAX = 63
-
-
-def slugify(text: str) -> str:
-    """The ASCII words of ``text``, lowercased and joined by '-' ("" when it has none)."""
-    words = re.findall(r"[a-z0-9]+", text.lower())
-    return "-".join(words)[:SLUG_MAX].strip("-")
-
-
-def derive_id(name: str, fallback: str) -> str:
-    """A stable slug for a display name: the name itself if it already is one, else its ASCII words plus
-    8 hex digits of its SHA-256 (so "好味道餐饮 静安店" and "好味道餐饮 徐汇店" stay two shops, where
-    transliteration-free slugging would give both nothing), or ``fallback`` plus the hash when the name
-    has no ASCII words."""
-    if SLUG_RE.fullmatch(name) and len(name) <= SLUG_MAX:
-        return name
-    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-    words = slugify(name)[: SLUG_MAX - 9].strip("-") or fallback
-    return f"{words}-{digest}"
-
-
-def _check_slug(value: str | None, example: str, fallback: str) -> str | None:
-    if value is None or (SLUG_RE.fullmatch(value) and len(value) <= SLUG_MAX):
-        return value
-    suggestion = slugify(value) or derive_id(value, fallback)
-    raise ValueError(f"must be lowercase ASCII letters, digits and '-', at most {SLUG_MAX} characters, "
-                     f"like \"{example}\" (it goes into the CloudEvents source URI); "
-                     f"try \"{suggestion}\"")
-
-
 class ShopConfig(_Strict):
     name: str = "settleguard shop"         # display name, shown in every message
     till: str = Field(default_factory=lambda: socket.gethostname() or "till")   # this till's display name
@@ -145,12 +112,12 @@ class ShopConfig(_Strict):
     @field_validator("id")
     @classmethod
     def _shop_id(cls, v: str | None) -> str | None:
-        return _check_slug(v, "haowei-jingan", "shop")
+        return check_slug(v, "haowei-jingan", "shop")
 
     @field_validator("till_id")
     @classmethod
     def _till_id(cls, v: str | None) -> str | None:
-        return _check_slug(v, "till-1", "till")
+        return check_slug(v, "till-1", "till")
 
     def tzinfo(self) -> tzinfo:
         return ZoneInfo(self.timezone) if self.timezone else system_zone()
@@ -169,11 +136,8 @@ class ShopConfig(_Strict):
 
     @property
     def event_source(self) -> str:
-        """The CloudEvents ``source`` of every webhook: a URI (RFC 3986) whatever the names are.
-
-        Both parts are slugs already; quoting is the belt to those braces, so no future id rule can
-        make the source stop being a URI reference."""
-        return f"settleguard://{quote(self.shop_id, safe='')}/{quote(self.till_slug, safe='')}"
+        """The CloudEvents ``source`` of every webhook (agent/identity.py)."""
+        return event_source(self.shop_id, self.till_slug)
 
 
 class SettlementConfig(_Strict):

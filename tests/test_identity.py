@@ -18,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.cli import main as cli_main
-from agent.config import SLUG_RE, derive_id, parse_config
+from agent.config import parse_config
 from agent.delivery.channels.base import Notice
 from agent.delivery.channels.webhook import WebhookChannel
+from agent.identity import SLUG_RE, derive_id
 from agent.service.daemon import Daemon
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
