@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import os
 import queue
 import selectors
 import socket
@@ -76,10 +77,17 @@ def interface_ipv4(name: str) -> str:
         try:
             packed = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:IFNAMSIZ - 1]))
         except OSError as exc:
-            there = ", ".join(n for _, n in socket.if_nameindex())
             raise OSError(exc.errno, f"no IPv4 address on network interface {name!r} "
-                                     f"({exc.strerror}; interfaces here: {there})") from None
+                                     f"({exc.strerror}; interfaces here: {_interfaces()})") from None
     return socket.inet_ntoa(packed[20:24])
+
+
+def _interfaces() -> str:
+    # /sys, not socket.if_nameindex(): that needs AF_NETLINK, which the systemd unit does not allow.
+    try:
+        return ", ".join(sorted(os.listdir("/sys/class/net")))
+    except OSError:
+        return "unknown"
 
 
 def bind_address(host: str) -> str:
