@@ -1,25 +1,27 @@
 """When things happen on the shop's clock: pre-close review, cutoff, reminders, baseline refresh.
 
 The plan is computed once from the configuration (pure), then either run by
-APScheduler's BackgroundScheduler in the daemon (jobs only post commands onto
-the pipeline's queue) or stepped through on simulated time by ``replay``,
-using the same triggers so both agree to the second, DST included.
+:class:`Scheduler` in the daemon on its injected clock (jobs only post commands
+onto the pipeline's queue) or stepped through on simulated time by ``replay``;
+both walk the same APScheduler triggers with :func:`fire_times`, so they agree
+to the second, DST included.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.config import LoadedConfig
 from agent.messages import Command
+from drivers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("settleguard.schedule")
 
@@ -61,13 +63,19 @@ def plan(loaded: LoadedConfig) -> list[PlannedJob]:
     return jobs
 
 
-def fire_times(jobs: list[PlannedJob], start: datetime, end: datetime) -> list[tuple[datetime, str]]:
-    """Every firing in (start, end], in order — how replay runs the same schedule on simulated time."""
+def fire_times(jobs: list[PlannedJob], start: datetime, end: datetime, *,
+               anchor: datetime | None = None) -> list[tuple[datetime, str]]:
+    """Every firing in (start, end], in order — how replay runs the same schedule on simulated time.
+
+    Interval jobs fire at ``anchor`` plus whole intervals (``anchor`` defaults to ``start``), so a
+    caller stepping through consecutive windows keeps one rhythm.
+    """
     out: list[tuple[datetime, str]] = []
+    origin = start if anchor is None else anchor
     for job in jobs:
         if isinstance(job.trigger, IntervalTrigger):
             step = job.trigger.interval
-            t = start + step
+            t = origin + step * (max(0, (start - origin) // step) + 1)
             while t <= end:
                 out.append((t, job.name))
                 t += step
@@ -99,22 +107,56 @@ def missed_review(loaded: LoadedConfig, last_review: datetime | None, now: datet
     return False
 
 
+# How often the scheduler thread looks at the clock: well inside the one-minute resolution of the plan.
+PACING_SECONDS = 1.0
+
+
 class Scheduler:
-    """APScheduler in the daemon: jobs post commands, the pipeline does the work."""
+    """The plan on the daemon's clock: jobs post commands, the pipeline does the work.
 
-    def __init__(self, loaded: LoadedConfig, inbox: queue.Queue[Any]) -> None:
+    Each :meth:`run_due` posts what fell due since the last one. Several missed firings of one
+    job (the till was suspended) post once, and not at all when the last of them is older than
+    the job's grace; a wall clock set back fires nothing twice.
+    """
+
+    def __init__(self, loaded: LoadedConfig, inbox: queue.Queue[Any], clock: Clock = SYSTEM_CLOCK) -> None:
         self.inbox = inbox
-        self.scheduler = BackgroundScheduler(timezone=loaded.tz)
-        for job in plan(loaded):
-            self.scheduler.add_job(self._post, job.trigger, args=[job.name], id=job.name + str(id(job)),
-                                   misfire_grace_time=job.misfire_grace, coalesce=True, max_instances=1)
+        self.clock = clock
+        self.jobs = plan(loaded)
+        self._grace = {job.name: job.misfire_grace for job in self.jobs}
+        self._checked = self._anchor = clock.now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
 
-    def _post(self, name: str) -> None:
-        self.inbox.put(Command(name))
+    def run_due(self) -> list[str]:
+        """Post the commands due since the last call; returns their names."""
+        now = self.clock.now()
+        if now <= self._checked:
+            return []
+        latest: dict[str, datetime] = {}
+        for at, name in fire_times(self.jobs, self._checked, now, anchor=self._anchor):
+            latest[name] = at
+        self._checked = now
+        posted = []
+        for name, at in sorted(latest.items(), key=lambda item: (item[1], item[0] != "review")):
+            if (now - at).total_seconds() > self._grace[name]:
+                log.warning("skipped the %s due at %s: more than %d s late", name, at.isoformat(), self._grace[name])
+                continue
+            self.inbox.put(Command(name))
+            posted.append(name)
+        return posted
+
+    def _run(self) -> None:
+        while not self._stop.wait(PACING_SECONDS):
+            try:
+                self.run_due()
+            except Exception:  # a scheduling bug must not silence every later review
+                log.exception("scheduler step failed")
 
     def start(self) -> None:
-        self.scheduler.start()
+        self._thread.start()
 
     def stop(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)

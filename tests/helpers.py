@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import queue
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ from agent.config import LoadedConfig, parse_config
 from agent.messages import AlertChange, Command, EventBatch
 from agent.pipeline import Pipeline
 from agent.store.journal import Journal
-from drivers.clock import ManualClock
+from drivers.clock import SYSTEM_CLOCK, ManualClock
 from drivers.events import Event, Transaction
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -68,3 +71,26 @@ class Harness:
 
     def opened(self, rule: str | None = None) -> list[AlertChange]:
         return [c for c in self.changes if c.notice == "opened" and (rule is None or c.alert.rule == rule)]
+
+
+def wait_until(condition: Callable[[], object], what: str, *, timeout: float = 10.0, pace: float = 0.02,
+               wakeup: threading.Condition | None = None, detail: Callable[[], object] | None = None) -> object:
+    """Poll ``condition`` until it is true and return its value; fail the test naming ``what`` on timeout.
+
+    The one way tests wait for other threads and processes. ``timeout`` is real seconds, generous
+    on purpose: it only bounds a failure. With ``wakeup`` (a Condition its producer notifies) a
+    result is seen at once instead of at the next ``pace``. ``detail`` adds the state worth seeing
+    when the wait fails.
+    """
+    deadline = SYSTEM_CLOCK.monotonic() + timeout
+    while not (value := condition()):
+        left = deadline - SYSTEM_CLOCK.monotonic()
+        if left <= 0:
+            extra = f"; {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{extra}")
+        if wakeup is None:
+            time.sleep(min(pace, left))
+        else:
+            with wakeup:
+                wakeup.wait(min(pace, left))
+    return value

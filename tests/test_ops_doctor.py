@@ -15,6 +15,7 @@ from pathlib import Path
 from agent.service.doctor import Check, check_clock, check_device, check_endpoint, endpoints, run_checks
 from agent.sim.terminal import PtyTerminal
 from agent.store.journal import Journal
+from drivers.clock import ManualClock
 
 CONFIG = """
 [shop]
@@ -75,7 +76,7 @@ def test_a_healthy_till_has_nothing_to_fix(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
     Journal(tmp_path / "state" / "settleguard.sqlite3").close()
     try:
-        checks = by_name(run_checks(cfg, tmp_path / "state", now=NOW))
+        checks = by_name(run_checks(cfg, tmp_path / "state", clock=ManualClock(NOW)))
     finally:
         term.close()
     assert {n: c.status for n, c in checks.items()} == {
@@ -96,11 +97,11 @@ def test_dead_letters_a_clock_behind_the_journal_and_a_missing_calendar_year_are
     conn.close()
     cfg = tmp_path / "settleguard.toml"
     cfg.write_text(CONFIG.format(device="/dev/null", port=1), encoding="utf-8")
-    checks = by_name(run_checks(cfg, state, now=NOW))
+    checks = by_name(run_checks(cfg, state, clock=ManualClock(NOW)))
     assert checks["dead letters"].status == "fail" and "HTTP 401" in checks["dead letters"].detail
     assert checks["clock"].status == "fail" and "behind the journal" in checks["clock"].detail
     assert checks["journal"].status == "ok"
-    far = by_name(run_checks(cfg, state, now=datetime(2041, 3, 1, tzinfo=UTC)))
+    far = by_name(run_checks(cfg, state, clock=ManualClock(datetime(2041, 3, 1, tzinfo=UTC))))
     assert far["holiday calendar"].status == "fail" and "2041" in far["holiday calendar"].detail
     assert check_clock(datetime(2001, 1, 1, tzinfo=UTC), None).status == "fail"
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from agent.config import load_config
 from agent.messages import AlertChange
@@ -19,7 +18,8 @@ from agent.service.daemon import Daemon
 from agent.service.doctor import check_daemon
 from agent.service.reload import ConfigWatcher
 from agent.sim.terminal import PtyTerminal, encode_event
-from tests.helpers import sale
+from drivers.clock import ManualClock
+from tests.helpers import sale, wait_until
 
 CONFIG = """
 [shop]
@@ -41,15 +41,6 @@ baudrate = {printer_baud}
 [rules.DUP-001]
 window = "{window}"
 """
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 class Shop:
@@ -81,7 +72,7 @@ class Shop:
 
     def charge_twice(self, card: str, amount: int, gap: timedelta) -> None:
         """The same card and amount on two vouchers, ``gap`` apart, both minutes ago."""
-        first = datetime.now(UTC) - timedelta(minutes=20)
+        first = self.daemon.clock.now() - timedelta(minutes=20)
         for at in (first, first + gap):
             self.voucher += 1
             self.terminal.write(encode_event("jsonl", sale(f"{self.voucher:06d}", amount, at, card=card)))
@@ -108,60 +99,62 @@ def shop(tmp_path: Path) -> Any:
 
 def test_widening_the_duplicate_window_in_place_takes_effect_without_a_restart(shop: Shop) -> None:
     shop.charge_twice("622576******0001", 4200, timedelta(minutes=5))
-    assert wait_until(lambda: shop.transactions() == 2)
+    wait_until(lambda: shop.transactions() == 2, "both charges journalled")
     assert not shop.dup_alerts("622576******0001"), "5 minutes apart is outside a 2-minute window"
     terminal_runner = shop.daemon.sources[0]
 
     shop.write(window="10m")
-    assert wait_until(lambda: shop.daemon.reloads == 1)
+    wait_until(lambda: shop.daemon.reloads == 1, "the edit reloaded")
     assert shop.daemon.last_reload_error is None
     shop.charge_twice("622576******0002", 4300, timedelta(minutes=5))
-    assert wait_until(lambda: bool(shop.dup_alerts("622576******0002")))
+    wait_until(lambda: shop.dup_alerts("622576******0002"), "a DUP-001 alert on the 10-minute window")
     assert shop.daemon.sources[0] is terminal_runner, "a rule change must not drop the serial line"
 
 
 def test_an_edit_saved_by_rename_is_picked_up(shop: Shop) -> None:
     shop.write_by_rename(window="10m")
-    assert wait_until(lambda: shop.daemon.reloads == 1)
+    wait_until(lambda: shop.daemon.reloads == 1, "the renamed file reloaded")
     pipeline = shop.daemon.pipeline
     assert pipeline is not None
-    assert wait_until(lambda: pipeline.engine.params["DUP-001"].window == timedelta(minutes=10))
+    wait_until(lambda: pipeline.engine.params["DUP-001"].window == timedelta(minutes=10),
+               "the pipeline on the new window")
     shop.charge_twice("622576******0003", 5100, timedelta(minutes=6))
-    assert wait_until(lambda: bool(shop.dup_alerts("622576******0003")))
+    wait_until(lambda: shop.dup_alerts("622576******0003"), "a DUP-001 alert on the new window")
 
 
 def test_an_invalid_edit_is_refused_and_the_daemon_keeps_alerting(shop: Shop, tmp_path: Path) -> None:
     shop.path.write_text(shop.text(window="10m").replace('window = "10m"', 'window = "banana"'),
                          encoding="utf-8")
-    assert wait_until(lambda: shop.daemon.last_reload_error is not None)
+    wait_until(lambda: shop.daemon.last_reload_error is not None, "the invalid edit refused")
     error = shop.daemon.last_reload_error or ""
     assert str(shop.path) in error and "DUP-001" in error
     assert shop.daemon.pipeline is not None
     assert shop.daemon.pipeline.engine.params["DUP-001"].window == timedelta(minutes=2)
 
     shop.charge_twice("622576******0004", 8800, timedelta(minutes=1))
-    assert wait_until(lambda: bool(shop.dup_alerts("622576******0004"))), "still alerting on the old rules"
+    wait_until(lambda: shop.dup_alerts("622576******0004"), "still alerting on the old rules")
 
     # doctor asks the running daemon and shows what to fix.
     checks = {c.name: c for c in check_daemon(tmp_path / "state")}
     assert checks["last reload"].status == "fail" and "banana" in checks["last reload"].detail
 
     shop.write(window="10m")   # fixed: the error clears
-    assert wait_until(lambda: shop.daemon.last_reload_error is None and shop.daemon.reloads == 1)
+    wait_until(lambda: shop.daemon.last_reload_error is None and shop.daemon.reloads == 1,
+               "the fixed file reloaded and the error cleared")
 
 
 def test_a_new_baud_rate_restarts_only_that_source(shop: Shop) -> None:
     terminal_runner, printer_runner = shop.daemon.sources
     shop.write(window="2m", printer_baud=19200)
-    assert wait_until(lambda: shop.daemon.reloads == 1)
+    wait_until(lambda: shop.daemon.reloads == 1, "the baud-rate change reloaded")
     names = {r.cfg.name: r for r in shop.daemon.sources}
     assert names["terminal"] is terminal_runner
     assert names["printer"] is not printer_runner and names["printer"].cfg.baudrate == 19200
     assert printer_runner.supervisor is not None and not printer_runner.supervisor.is_alive()
     assert shop.daemon.last_reload_summary == "restarted source(s) printer"
     # The restarted line reads again.
-    shop.printer.write(encode_event("jsonl", sale("000900", 100, datetime.now(UTC), card="622576******0009")))
-    assert wait_until(lambda: names["printer"].events == 1)
+    shop.printer.write(encode_event("jsonl", sale("000900", 100, shop.daemon.clock.now(), card="622576******0009")))
+    wait_until(lambda: names["printer"].events == 1, "an event from the restarted printer line")
 
 
 class ExhaustedInotify:
@@ -180,19 +173,61 @@ def test_when_inotify_is_exhausted_the_watcher_falls_back_to_sighup_and_says_so(
     assert "SIGHUP" in caplog.text and "inotify" in caplog.text
 
 
-def test_a_burst_of_saves_is_one_reload(tmp_path: Path) -> None:
+class Recorder(FileSystemEventHandler):
+    """A second handler on the watcher's own observer: events reach handlers in order, so once this one
+    has seen ``marker``, the watcher has seen every event before it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.sightings = 0
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if os.path.basename(os.fsdecode(event.src_path)) == self.marker:
+            self.sightings += 1
+
+
+def test_a_burst_of_saves_is_one_reload_after_the_debounce(tmp_path: Path) -> None:
     path = tmp_path / "settleguard.toml"
     path.write_text("a", encoding="utf-8")
+    clock = ManualClock()
     fired: list[float] = []
-    watcher = ConfigWatcher(path, lambda: fired.append(time.monotonic()), debounce=0.3)
+    watcher = ConfigWatcher(path, lambda: fired.append(clock.monotonic()), debounce=0.5, clock=clock)
     assert watcher.start()
     try:
+        recorder = Recorder("unrelated.txt")
+        watcher.observer.schedule(recorder, str(tmp_path), recursive=False)
         for i in range(5):
             path.write_text(f"edit {i}", encoding="utf-8")
-            time.sleep(0.03)
         (tmp_path / "unrelated.txt").write_text("x", encoding="utf-8")
-        assert wait_until(lambda: len(fired) == 1, timeout=3)
-        time.sleep(0.5)
-        assert len(fired) == 1
+        wait_until(lambda: recorder.sightings, "the observer to deliver the burst")
+        assert watcher.pending and not fired, "nothing fires while the clock stands still"
+        clock.advance(0.4)
+        assert not watcher.fire_if_due() and not fired, "0.4 s after the last save is inside the debounce"
+        clock.advance(0.1)
+        wait_until(lambda: fired, "the reload once the debounce ran out")
+        clock.advance(60)
+        assert not watcher.fire_if_due()
+        assert fired == [1000.5], "one reload, 0.5 s after the burst"
+        seen = recorder.sightings
+        (tmp_path / "unrelated.txt").write_text("y", encoding="utf-8")
+        wait_until(lambda: recorder.sightings > seen, "the observer to deliver the unrelated change")
+        assert not watcher.pending, "another file in the directory is not a configuration change"
     finally:
         watcher.stop()
+
+
+def test_each_change_restarts_the_debounce(tmp_path: Path) -> None:
+    path = tmp_path / "settleguard.toml"
+    clock = ManualClock()
+    fired: list[float] = []
+    # Not started: no observer and no pacing thread, so every step below is the test's own.
+    watcher = ConfigWatcher(path, lambda: fired.append(clock.monotonic()), debounce=0.5, clock=clock)
+    watcher.poke()
+    clock.advance(0.3)
+    watcher.poke()
+    clock.advance(0.3)
+    assert not watcher.fire_if_due(), "0.3 s after the second change"
+    clock.advance(0.2)
+    assert watcher.fire_if_due()
+    assert not watcher.fire_if_due() and not watcher.pending
+    assert fired == [1000.8]

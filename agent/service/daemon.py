@@ -1,7 +1,8 @@
 """The running service: reader threads, one pipeline thread, one delivery thread.
 
-It takes the one clock (drivers/clock.py) and hands it to everything else;
-only this module installs signal handlers and talks to systemd: READY=1 once
+The daemon takes one :class:`~drivers.clock.Clock` and hands that same object to
+everything it builds, so a test or the demo that moves a ManualClock moves the
+whole service. Only this module installs signal handlers and talks to systemd: READY=1 once
 the journal is open and every source has been started, WATCHDOG=1 only while
 every thread is alive and moving, STATUS= with a one-line summary, and
 RELOADING=1 ... READY=1 around a configuration reload.
@@ -13,7 +14,6 @@ import logging
 import queue
 import signal
 import threading
-import time as _time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
@@ -59,7 +59,7 @@ class Daemon:
         self.state_dir = Path(state_dir)
         self.clock = clock
         self.listeners = list(listeners)
-        self.notify = notify or SdNotify()
+        self.notify = notify or SdNotify(clock=clock)
         self.inbox: queue.Queue[EventBatch | Command] = queue.Queue(maxsize=10000)
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -79,7 +79,6 @@ class Daemon:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self.watcher: ConfigWatcher | None = None
-        self.started_at = _time.monotonic()
         self._source_started: dict[str, float] = {}
         # Counters of sources restarted by a reload, so the metrics' *_total never go backwards.
         self._retired: dict[str, Counter[str]] = {}
@@ -114,7 +113,7 @@ class Daemon:
             self._start_source(scfg, self.loaded.tz)
         self._thread("housekeeping", self._housekeeping)
         if self.use_scheduler:
-            self.scheduler = Scheduler(self.loaded, self.inbox)
+            self.scheduler = Scheduler(self.loaded, self.inbox, self.clock)
             self.scheduler.start()
         last = journal.get_meta("last_review")
         if missed_review(self.loaded, datetime.fromisoformat(last) if last else None, self.clock.now()):
@@ -125,7 +124,8 @@ class Daemon:
         self._start_metrics(self.loaded)
         self._thread("reload", self._reload_loop)
         if self.watch_config:
-            self.watcher = ConfigWatcher(self.loaded.path, self.request_reload, debounce=self.reload_debounce)
+            self.watcher = ConfigWatcher(self.loaded.path, self.request_reload, debounce=self.reload_debounce,
+                                         clock=self.clock)
             self.watcher.start()
         self._thread("notify", self._notify_loop)
         self.notify.ready(self.status_line())
@@ -163,7 +163,7 @@ class Daemon:
         runner = self.make_runner(scfg, tz, self.inbox, self.clock)
         runner.start()
         self.sources.append(runner)
-        self._source_started[scfg.name] = _time.monotonic()
+        self._source_started[scfg.name] = self.clock.monotonic()
 
     def _stop_source(self, name: str) -> None:
         for runner in [r for r in self.sources if r.cfg.name == name]:
@@ -249,35 +249,38 @@ class Daemon:
         """WATCHDOG=1 only while healthy: a stuck thread stops the pings and systemd restarts us."""
         interval = watchdog_interval() or 5.0
         while not self.stop_event.wait(interval):
-            problems = tuple(self.health_problems())
-            if not problems:
-                self.notify.watchdog()
-            if problems != self._unhealthy_reported:
-                if problems:
-                    log.error("unhealthy, not feeding the watchdog: %s", "; ".join(problems))
-                else:
-                    log.info("healthy again")
-                self._unhealthy_reported = problems
-            self.notify.status(self.status_line())
+            self.notify_systemd()
+
+    def notify_systemd(self) -> None:
+        """One watchdog round (tests call it directly, as explicit steps on a ManualClock)."""
+        problems = tuple(self.health_problems())
+        if not problems:
+            self.notify.watchdog()
+        if problems != self._unhealthy_reported:
+            if problems:
+                log.error("unhealthy, not feeding the watchdog: %s", "; ".join(problems))
+            else:
+                log.info("healthy again")
+            self._unhealthy_reported = problems
+        self.notify.status(self.status_line())
 
     # -- health ------------------------------------------------------------------------------
     def health_problems(self) -> list[str]:
         """Why the service is not healthy; empty when every thread is alive and making progress."""
+        now = self.clock.monotonic()
         out = [f"thread {t.name} died" for t in self.threads if not t.is_alive()]
-        # The pipeline, delivery and the readers measure their progress on the injected clock.
-        tick = self.clock.monotonic()
-        if self.pipeline and tick - self.pipeline.last_progress > self.stuck_after:
-            out.append(f"pipeline stuck for {tick - self.pipeline.last_progress:.0f}s")
-        if self.delivery and tick - self.delivery.last_progress > self.stuck_after:
-            out.append(f"delivery stuck for {tick - self.delivery.last_progress:.0f}s")
+        if self.pipeline and now - self.pipeline.last_progress > self.stuck_after:
+            out.append(f"pipeline stuck for {now - self.pipeline.last_progress:.0f}s")
+        if self.delivery and now - self.delivery.last_progress > self.stuck_after:
+            out.append(f"delivery stuck for {now - self.delivery.last_progress:.0f}s")
         for r in self.sources:
             sup = r.supervisor
             if sup is None or r.state in ("ended", "closed"):
                 continue  # a capture file that was read to the end is finished, not stuck
             if not sup.is_alive():
                 out.append(f"reader {r.cfg.name} died")
-            elif tick - r.last_progress > self.stuck_after:
-                out.append(f"reader {r.cfg.name} stuck for {tick - r.last_progress:.0f}s")
+            elif now - r.last_progress > self.stuck_after:
+                out.append(f"reader {r.cfg.name} stuck for {now - r.last_progress:.0f}s")
         return out
 
     def healthy(self) -> bool:
@@ -369,7 +372,7 @@ class Daemon:
             self.command("reconfigure", loaded=new, channels=primary, people_channels=people)
         if plan.schedule and self.scheduler is not None:
             self.scheduler.stop()
-            self.scheduler = Scheduler(new, self.inbox)
+            self.scheduler = Scheduler(new, self.inbox, self.clock)
             self.scheduler.start()
         if plan.metrics:
             if self.metrics is not None:
@@ -379,7 +382,7 @@ class Daemon:
 
     # -- metrics -----------------------------------------------------------------------------
     def metrics_snapshot(self) -> Snapshot:
-        now = _time.monotonic()
+        now = self.clock.monotonic()
         samples = []
         for r in list(self.sources):
             counts = _source_counters(r) + self._retired.get(r.cfg.name, Counter())

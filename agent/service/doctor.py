@@ -14,12 +14,13 @@ import socket
 import stat
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config, parse_config
+from drivers.clock import SYSTEM_CLOCK, Clock
 
 Status = Literal["ok", "warn", "fail", "skip"]
 SERVICE_GROUP = "dialout"   # the unit's SupplementaryGroups=: how the service reaches serial ports
@@ -37,9 +38,9 @@ class Check:
         return asdict(self)
 
 
-def run_checks(config_path: Path, state_dir: Path, *, network: bool = False, now: datetime | None = None,
+def run_checks(config_path: Path, state_dir: Path, *, network: bool = False, clock: Clock = SYSTEM_CLOCK,
                service_group: str = SERVICE_GROUP, connect_timeout: float = 3.0) -> list[Check]:
-    now = now or datetime.now(UTC)
+    now = clock.now()
     checks: list[Check] = []
     loaded: LoadedConfig | None = None
     try:

@@ -67,9 +67,6 @@ def setup_logging(level: str = "INFO", *, journald: bool | None = None) -> Redac
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level)
-    # APScheduler narrates every job it adds and runs at INFO: months of that bury what matters.
-    if logging.getLevelName(level) == logging.INFO:
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return _filter
 
 

@@ -6,7 +6,8 @@ parts that need no threads of ours to reason about:
 * :class:`ConfigWatcher` watches the configuration *directory*, because editors
   and configuration managers save by writing a temporary file and renaming it
   over the old one; a watch on the file itself would follow the old inode into
-  the bin. Bursts of events are debounced into one reload.
+  the bin. Bursts of events are debounced into one reload, measured on the
+  injected clock (a test moves a ManualClock instead of sleeping).
 * :func:`plan_reload` compares two validated configurations and says which
   parts of the running service must be rebuilt, so a changed rule window does
   not drop the serial line, and a changed baud rate restarts only that source.
@@ -31,10 +32,14 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from agent.config import LoadedConfig
+from drivers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("settleguard.reload")
 
 DEBOUNCE_SECONDS = 0.5
+# How often a pending reload looks at the clock: small against the debounce, and quick to follow a
+# ManualClock that a test moves.
+PACING_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,20 +120,25 @@ class _DirectoryEvents(FileSystemEventHandler):
 
 
 class ConfigWatcher:
-    """Calls ``on_change`` once, ``debounce`` seconds after the last change to the file."""
+    """Calls ``on_change`` once, ``debounce`` seconds (on ``clock``) after the last change to the file."""
 
     def __init__(self, path: str | os.PathLike[str], on_change: Callable[[], None], *,
-                 debounce: float = DEBOUNCE_SECONDS, observer_factory: Callable[[], Any] = Observer) -> None:
+                 debounce: float = DEBOUNCE_SECONDS, observer_factory: Callable[[], Any] = Observer,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = Path(path)
         self.name = self.path.name
         self.on_change = on_change
         self.debounce = debounce
         self.observer_factory = observer_factory
+        self.clock = clock
         self.observer: Any = None
         self.active = False
         self.fallback_reason: str | None = None
-        self._timer: threading.Timer | None = None
+        self._due: float | None = None   # monotonic reading at which the pending reload fires
         self._lock = threading.Lock()
+        self._poked = threading.Event()
+        self._stopping = threading.Event()
+        self._pacer: threading.Thread | None = None
 
     def start(self) -> bool:
         """Start watching; False (and a log line) when only SIGHUP will reload."""
@@ -145,29 +155,51 @@ class ConfigWatcher:
             return False
         self.observer = observer
         self.active = True
+        self._stopping.clear()
+        self._pacer = threading.Thread(target=self._pace, name="config-debounce", daemon=True)
+        self._pacer.start()
         return True
 
     def poke(self) -> None:
+        """A change to the file: (re)start the debounce."""
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = threading.Timer(self.debounce, self._fire)
-            self._timer.daemon = True
-            self._timer.start()
+            self._due = self.clock.monotonic() + self.debounce
+        self._poked.set()
 
-    def _fire(self) -> None:
+    @property
+    def pending(self) -> bool:
         with self._lock:
-            self._timer = None
+            return self._due is not None
+
+    def fire_if_due(self) -> bool:
+        """Call ``on_change`` when the debounce has run out; True when it did."""
+        with self._lock:
+            if self._due is None or self.clock.monotonic() < self._due:
+                return False
+            self._due = None
         try:
             self.on_change()
         except Exception:  # the watcher must outlive a failing reload
             log.exception("configuration reload failed")
+        return True
+
+    def _pace(self) -> None:
+        while not self._stopping.is_set():
+            if not self.pending:
+                self._poked.wait()
+                self._poked.clear()
+                continue
+            self.fire_if_due()
+            self._stopping.wait(PACING_SECONDS)
 
     def stop(self) -> None:
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._due = None
+        self._stopping.set()
+        self._poked.set()
+        if self._pacer is not None:
+            self._pacer.join(2.0)
+            self._pacer = None
         if self.observer is not None:
             self.observer.stop()
             self.observer.join(2.0)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import socket
-import time
+
+from drivers.clock import SYSTEM_CLOCK, Clock
 
 
 class SdNotify:
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        # RELOADING=1 carries a CLOCK_MONOTONIC reading; SystemClock.monotonic() is that clock on Linux.
+        self.clock = clock
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
         self._sock: socket.socket | None = None
         if self.address:
@@ -45,7 +48,7 @@ class SdNotify:
         return self.send("WATCHDOG=1")
 
     def reloading(self) -> bool:
-        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        usec = int(self.clock.monotonic() * 1_000_000)
         return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
     def stopping(self) -> bool:

@@ -14,7 +14,8 @@ import base64
 import os
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,7 +34,7 @@ from agent.sim.history import seed_history
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.journal import Journal
-from drivers.clock import ManualClock
+from drivers.clock import SYSTEM_CLOCK, ManualClock
 
 DEMO_PROTOCOL = "cn_ecr"
 DEMO_CONFIG = """\
@@ -74,17 +75,24 @@ url = "{url}"
 secret = "{secret}"
 """
 
+# The shop's clock jumps minutes between two events, faster than idle threads report progress on it:
+# judging "stuck" on that clock would only print false alarms (a real hang still shows as the demo hanging).
+DEMO_STUCK_AFTER = 7 * 24 * 3600.0
+# Alerts are signed on the shop's clock and may arrive a simulated hour or two later.
+DEMO_SIGNATURE_TOLERANCE = 24 * 3600
+
 
 def run_demo(*, fast: bool = False, console: Console | None = None, protocol: str = DEMO_PROTOCOL,
              seed: int = 7, keep: str | None = None) -> int:
     console = console or Console()
     tz = ZoneInfo("Asia/Shanghai")
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-    today = datetime.now(tz).date()
+    today = SYSTEM_CLOCK.now().astimezone(tz).date()
     events = build_day("demo", seed=seed, day=today, tz=tz)
+    # The whole product runs on this clock, moved to each simulated event: a shop day in seconds.
     clock = ManualClock(events[0].at.astimezone(UTC) - timedelta(minutes=1))
-    # The sink checks webhook timestamps against the simulated clock: that is "now" for this shop.
-    sink = WebhookSink(secret=secret, tolerance=10**9).start()
+    # The sink checks webhook timestamps against the same simulated clock: that is "now" for this shop.
+    sink = WebhookSink(secret=secret, tolerance=DEMO_SIGNATURE_TOLERANCE, clock=clock).start()
     terminal = PtyTerminal()
     state_holder = tempfile.TemporaryDirectory(prefix="settleguard-demo-")
     state = Path(keep) if keep else Path(state_holder.name)
@@ -100,19 +108,20 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
             notes.append(item)
             console.print(alert_line(item, tz), highlight=False)
 
-        daemon = Daemon(loaded, state, clock=clock, listeners=[listener], use_scheduler=False)
+        daemon = Daemon(loaded, state, clock=clock, listeners=[listener], use_scheduler=False,
+                        stuck_after=DEMO_STUCK_AFTER)
         console.print(f"[bold]settleguard demo[/bold] — {loaded.config.shop.name}\n"
                       f"  simulated terminal ({protocol}) on {terminal.device}\n"
                       f"  webhook sink {sink.url} (signatures verified)\n"
                       f"  state {state}; {seeded} transactions of history from the last 14 days\n")
         daemon.start()
-        started = time.monotonic()
+        started = SYSTEM_CLOCK.monotonic()   # the summary reports real seconds
         try:
             _play(daemon, terminal, events, loaded, clock, protocol, fast=fast)
             _wait_delivered(daemon, clock, timeout=20)
         finally:
             daemon.stop()
-        elapsed = time.monotonic() - started
+        elapsed = SYSTEM_CLOCK.monotonic() - started
         _summary(console, daemon, notes, sink, elapsed, state)
     finally:
         terminal.close()
@@ -141,9 +150,7 @@ def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any,
         clock.set(ev.at.astimezone(UTC))
         before = pipeline.counts["events"]
         terminal.write(encode_event(protocol, ev.event, reprint=ev.reprint))
-        deadline = time.monotonic() + 5
-        while pipeline.counts["events"] <= before and time.monotonic() < deadline:
-            time.sleep(0.002)
+        _wait(lambda seen=before: pipeline.counts["events"] > seen, timeout=5, pace=0.002)
         if not fast:
             time.sleep(0.05)
     for at, name in schedule:
@@ -152,13 +159,23 @@ def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any,
 
 
 def _wait_delivered(daemon: Daemon, clock: ManualClock, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stats = daemon.delivery.outbox.outbox_stats(clock.now())
-        if stats["pending"] == 0:
-            return
+    def delivered() -> bool:
+        if daemon.delivery.outbox.outbox_stats(clock.now())["pending"] == 0:
+            return True
         daemon.delivery.wake.set()
-        time.sleep(0.05)
+        return False
+
+    _wait(delivered, timeout=timeout, pace=0.05)
+
+
+def _wait(condition: Callable[[], bool], *, timeout: float, pace: float) -> bool:
+    """Poll ``condition`` for up to ``timeout`` real seconds; the demo goes on either way."""
+    deadline = SYSTEM_CLOCK.monotonic() + timeout
+    while not condition():
+        if SYSTEM_CLOCK.monotonic() >= deadline:
+            return False
+        time.sleep(pace)
+    return True
 
 
 def _summary(console: Console, daemon: Daemon, notes: list[Any], sink: WebhookSink, elapsed: float,

@@ -17,11 +17,12 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from drivers.clock import SYSTEM_CLOCK, Clock
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -30,13 +31,13 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance: int = 300,
-           now: float | None = None) -> bool:
+def verify(secret: str, headers: dict[str, str], body: bytes, *, now: float, tolerance: int = 300) -> bool:
+    """A valid Standard Webhooks signature, timestamped within ``tolerance`` seconds of ``now`` (Unix time)."""
     msg_id = headers.get("webhook-id", "")
     ts = headers.get("webhook-timestamp", "")
     if not msg_id or not ts.isdigit():
         return False
-    if abs((now if now is not None else time.time()) - int(ts)) > tolerance:
+    if abs(now - int(ts)) > tolerance:
         return False
     expected = sign(secret, msg_id, int(ts), body).split(",", 1)[1]
     for part in headers.get("webhook-signature", "").split():
@@ -56,13 +57,14 @@ event_check: EventCheck | None = None
 class Received:
     webhook_id: str
     body: dict[str, Any]
-    arrived: float
+    arrived: float      # the sink's clock, monotonic
 
 
 @dataclass
 class WebhookSink:
     secret: str | None = None
     tolerance: int = 300               # seconds of clock skew accepted on webhook-timestamp
+    clock: Clock = SYSTEM_CLOCK        # the demo's sink shares the shop's simulated clock
     host: str = "127.0.0.1"
     port: int = 0
     # Scripted failures for fault tests: each call returns (status, headers) or None to accept.
@@ -97,7 +99,8 @@ class WebhookSink:
                         self.end_headers()
                         return
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                if sink.secret and not verify(sink.secret, headers, body, tolerance=sink.tolerance):
+                if sink.secret and not verify(sink.secret, headers, body, tolerance=sink.tolerance,
+                                                   now=sink.clock.now().timestamp()):
                     with sink._lock:
                         sink.rejected += 1
                     self.send_response(401)
@@ -122,7 +125,7 @@ class WebhookSink:
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
-                rec = Received(headers.get("webhook-id", ""), parsed, time.monotonic())
+                rec = Received(headers.get("webhook-id", ""), parsed, sink.clock.monotonic())
                 with sink._cond:
                     if rec.webhook_id not in sink.seen_ids:
                         sink.seen_ids.add(rec.webhook_id)
@@ -160,11 +163,6 @@ class WebhookSink:
         self.server.server_close()
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
+        """Wait up to ``timeout`` real seconds for the received requests to satisfy ``predicate``."""
         with self._cond:
-            while not predicate(self.received):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+            return self._cond.wait_for(lambda: predicate(self.received), timeout)
