@@ -27,11 +27,12 @@ from agent.alerts.lifecycle import NoticeKind
 from agent.config import parse_config
 from agent.messages import AlertChange, EventBatch
 from agent.service.daemon import Daemon
+from agent.sim.rig import new_secret
 from agent.sim.sink import Received, WebhookSink
 from agent.sim.terminal import PtyTerminal
 from bench.common import percentile, write_result
 from bench.inputs import SHANGHAI
-from bench.scenario import config_text, frame, full_pan, new_secret, sale
+from bench.scenario import config_text, frame, full_pan, sale
 from drivers.events import Transaction
 
 

@@ -71,9 +71,10 @@ def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
 
 
 def startup_and_idle(runs: int, idle_seconds: float) -> dict[str, Any]:
+    from agent.sim.rig import new_secret
     from agent.sim.sink import WebhookSink
     from agent.sim.terminal import PtyTerminal
-    from bench.scenario import new_secret, write_config
+    from bench.scenario import write_config
 
     secret = new_secret()
     sink = WebhookSink(secret=secret).start()
@@ -120,8 +121,9 @@ def _load_child(total: int, samples: int) -> dict[str, Any]:
     from agent.config import parse_config
     from agent.messages import EventBatch
     from agent.service.daemon import Daemon
+    from agent.sim.rig import new_secret
     from agent.sim.sink import WebhookSink
-    from bench.scenario import config_text, new_secret, sale
+    from bench.scenario import config_text, sale
 
     rng = random.Random(5)
     secret = new_secret()

@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import random
 from datetime import datetime
 from pathlib import Path
 
 from agent.sim.day import luhn_complete
+from agent.sim.rig import shop_config
 from agent.sim.terminal import encode_event
 from drivers.events import Transaction
 
-DAEMON_CONFIG = """\
-[shop]
-name = "基准测试店"
-till = "bench-1"
-timezone = "Asia/Shanghai"
-
-[[source]]
-name = "terminal"
-protocol = "{protocol}"
-port = "{device}"
-baudrate = 115200
-
-[rules.DUP-001]
-window = "10m"
-
-[[channel]]
-name = "back-office"
-type = "webhook"
-url = "{url}"
-secret = "{secret}"
-"""
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
-
 
 def config_text(*, device: str, url: str, secret: str, protocol: str = "cn_ecr") -> str:
-    return DAEMON_CONFIG.format(protocol=protocol, device=device, url=url, secret=secret)
+    return shop_config(name="基准测试店", till="bench-1", device=device, url=url, secret=secret, protocol=protocol)
 
 
 def write_config(path: Path, **kw: str) -> Path:

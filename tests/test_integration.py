@@ -7,8 +7,8 @@ import json
 import os
 import sqlite3
 import subprocess
+import shutil
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from agent.sim.day import build_day
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
 from drivers.pan import contains_full_pan
-from tests.helpers import SHANGHAI
+from drivers.clock import SYSTEM_CLOCK
+from tests.helpers import SHANGHAI, wait_until
 
 CONFIG = """
 [shop]
@@ -48,16 +49,17 @@ def run_day_through_daemon(tmp_path: Path, protocol: str) -> tuple[WebhookSink, 
     term = PtyTerminal()
     loaded = parse_config(CONFIG.format(protocol=protocol, device=term.device, url=sink.url, secret=secret))
     # Today's date keeps the transactions inside DUP-001's window relative to each other, whatever the clock.
-    events = build_day("demo", seed=3, day=datetime.now(SHANGHAI).date(), tz=SHANGHAI, settle=False)
+    events = build_day("demo", seed=3, day=SYSTEM_CLOCK.now().astimezone(SHANGHAI).date(), tz=SHANGHAI, settle=False)
     daemon = Daemon(loaded, tmp_path, use_scheduler=False)
     daemon.start()
     try:
         for ev in events:
             term.write(encode_event(protocol, ev.event, reprint=ev.reprint))
         assert sink.wait_for(lambda got: any(r.body["data"]["rule"] == "DUP-001" for r in got), timeout=15)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and daemon.pipeline and daemon.pipeline.counts["events"] < len(events):
-            time.sleep(0.05)
+        pipeline = daemon.pipeline
+        assert pipeline is not None
+        wait_until(lambda: pipeline.counts["events"] >= len(events), f"all {len(events)} events of the day decoded",
+                   detail=lambda: f"decoded {pipeline.counts['events']}")
     finally:
         daemon.stop()
         term.close()
@@ -129,8 +131,12 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert list((tmp_path / "evidence").glob("*/evidence.json"))
 
 
-def test_decode_reads_hex_dumps_and_takes_decoder_options() -> None:
-    vector = Path(__file__).parent / "data" / "cn-ecr" / "ingposcom_l165_sale_response_frame.hex"
+def test_decode_reads_hex_dumps_and_takes_decoder_options(tmp_path: Path) -> None:
+    vector = tmp_path / "sale.hex"
+    shutil.copy(Path(__file__).parent / "data" / "cn-ecr" / "ingposcom_l165_sale_response_frame.hex", vector)
+    # The frame has no year; decode places it relative to the capture's mtime: pin that.
+    taken = datetime(2026, 9, 20, 12, 0, tzinfo=SHANGHAI).timestamp()
+    os.utime(vector, (taken, taken))
     strict = subprocess.run([sys.executable, "-m", "agent.cli", "decode", "--protocol", "cn_ecr", "--tz",
                              "Asia/Shanghai", str(vector)], capture_output=True, text=True, timeout=30)
     assert strict.returncode == 65 and "LRC mismatch" in strict.stderr  # masked after capture: LRC is off
@@ -139,5 +145,5 @@ def test_decode_reads_hex_dumps_and_takes_decoder_options() -> None:
                              capture_output=True, text=True, timeout=30)
     assert lenient.returncode == 0, lenient.stderr
     event = json.loads(lenient.stdout)
-    assert (event["voucher_no"], event["amount_minor"], event["time"]) == ("000005", 20, event["time"])
-    assert event["time"].endswith("15:42:13+08:00")
+    assert (event["voucher_no"], event["amount_minor"], event["time"]) == (
+        "000005", 20, "2026-09-11T15:42:13+08:00")

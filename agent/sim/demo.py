@@ -10,9 +10,6 @@ guidance with an evidence bundle, and a summary table.
 
 from __future__ import annotations
 
-import base64
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
@@ -25,24 +22,20 @@ from rich.table import Table
 
 from agent.alerts.lifecycle import NoticeKind
 from agent.alerts.report import alert_line
-from agent.config import parse_config
 from agent.messages import AlertChange
 from agent.schedule import fire_times, plan
 from agent.service.daemon import Daemon, journal_path
 from agent.sim.day import build_day
 from agent.sim.history import seed_history
+from agent.sim.rig import ShopRig
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.journal import Journal
 from drivers.clock import SYSTEM_CLOCK, ManualClock
 
 DEMO_PROTOCOL = "cn_ecr"
-DEMO_CONFIG = """\
-# settleguard demo configuration (embedded default)
-[shop]
-name = "好味道餐饮 静安店"
-till = "till-1"
-timezone = "Asia/Shanghai"
+# The demo shop's opening hours and cutoff, added to the rig's configuration (one terminal, one webhook).
+DEMO_SHOP = """\
 currency = "CNY"
 
 [shop.hours]
@@ -58,21 +51,6 @@ holidays = "cn"
 [settlement]
 cutoff = "23:00"
 review_lead = "30m"
-
-[[source]]
-name = "terminal"
-protocol = "{protocol}"
-port = "{device}"
-baudrate = 115200
-
-[rules.DUP-001]
-window = "10m"
-
-[[channel]]
-name = "back-office"
-type = "webhook"
-url = "{url}"
-secret = "{secret}"
 """
 
 # The shop's clock jumps minutes between two events, faster than idle threads report progress on it:
@@ -86,21 +64,16 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
              seed: int = 7, keep: str | None = None) -> int:
     console = console or Console()
     tz = ZoneInfo("Asia/Shanghai")
-    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     today = SYSTEM_CLOCK.now().astimezone(tz).date()
     events = build_day("demo", seed=seed, day=today, tz=tz)
     # The whole product runs on this clock, moved to each simulated event: a shop day in seconds.
     clock = ManualClock(events[0].at.astimezone(UTC) - timedelta(minutes=1))
-    # The sink checks webhook timestamps against the same simulated clock: that is "now" for this shop.
-    sink = WebhookSink(secret=secret, tolerance=DEMO_SIGNATURE_TOLERANCE, clock=clock).start()
-    terminal = PtyTerminal()
-    state_holder = tempfile.TemporaryDirectory(prefix="settleguard-demo-")
-    state = Path(keep) if keep else Path(state_holder.name)
     notes: list[Any] = []
-    try:
-        config_text = DEMO_CONFIG.format(protocol=protocol, device=terminal.device, url=sink.url, secret=secret)
-        loaded = parse_config(config_text, "<demo>")
-        journal = Journal(journal_path(state))
+    # The sink checks webhook timestamps against the same simulated clock: that is "now" for this shop.
+    with ShopRig(name="好味道餐饮 静安店", protocol=protocol, shop_extra=DEMO_SHOP, clock=clock,
+                 sink_tolerance=DEMO_SIGNATURE_TOLERANCE, state=Path(keep) if keep else None) as rig:
+        loaded = rig.loaded()
+        journal = Journal(journal_path(rig.state))
         seeded = seed_history(journal, today=today, tz=tz)
         journal.close()
 
@@ -108,27 +81,22 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
             notes.append(item)
             console.print(alert_line(item, tz), highlight=False)
 
-        daemon = Daemon(loaded, state, clock=clock, listeners=[listener], use_scheduler=False,
-                        stuck_after=DEMO_STUCK_AFTER)
+        daemon = rig.daemon(listeners=[listener], stuck_after=DEMO_STUCK_AFTER)
         console.print(f"[bold]settleguard demo[/bold] — {loaded.config.shop.name}\n"
-                      f"  simulated terminal ({protocol}) on {terminal.device}\n"
-                      f"  webhook sink {sink.url} (signatures verified)\n"
-                      f"  state {state}; {seeded} transactions of history from the last 14 days\n")
+                      f"  simulated terminal ({protocol}) on {rig.terminal.device}\n"
+                      f"  webhook sink {rig.sink.url} (signatures verified)\n"
+                      f"  state {rig.state}; {seeded} transactions of history from the last 14 days\n")
         daemon.start()
         started = SYSTEM_CLOCK.monotonic()   # the summary reports real seconds
         try:
-            _play(daemon, terminal, events, loaded, clock, protocol, fast=fast)
+            _play(daemon, rig.terminal, events, loaded, clock, protocol, fast=fast)
             _wait_delivered(daemon, clock, timeout=20)
         finally:
             daemon.stop()
         elapsed = SYSTEM_CLOCK.monotonic() - started
-        _summary(console, daemon, notes, sink, elapsed, state)
-    finally:
-        terminal.close()
-        sink.stop()
-        if not keep:
-            state_holder.cleanup()
-    got_dup = any(r.body.get("data", {}).get("rule") == "DUP-001" for r in sink.received)
+        _summary(console, daemon, notes, rig.sink, elapsed, rig.state)
+        received = list(rig.received)
+    got_dup = any(r.body.get("data", {}).get("rule") == "DUP-001" for r in received)
     if not got_dup:
         console.print("[red]no DUP-001 alert reached the webhook sink[/red]")
         return 1
