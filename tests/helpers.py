@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -94,3 +95,55 @@ def wait_until(condition: Callable[[], object], what: str, *, timeout: float = 1
             with wakeup:
                 wakeup.wait(min(pace, left))
     return value
+
+
+class NotifyListener:
+    """systemd's end of $NOTIFY_SOCKET: every datagram the daemon sends, in order.
+
+    A thread reads all the time, as systemd does: the kernel queues only a few datagrams
+    (net.unix.max_dgram_qlen), and a daemon whose sd_notify blocks on a full queue would stall.
+    Positions in :attr:`messages` (see :meth:`mark`) say "after this point" exactly, where a
+    timestamp would need a margin.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[str] = []
+        self.arrived = threading.Condition()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-listener", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closing.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.arrived:
+                self.messages.append(data.decode(errors="replace"))
+                self.arrived.notify_all()
+
+    def mark(self) -> int:
+        with self.arrived:
+            return len(self.messages)
+
+    def lines(self, since: int = 0) -> list[str]:
+        with self.arrived:
+            return [line for text in self.messages[since:] for line in text.splitlines()]
+
+    def wait_for(self, line: str, *, since: int = 0, timeout: float = 10.0,
+                 detail: Callable[[], object] | None = None) -> None:
+        wait_until(lambda: line in self.lines(since), f"{line} on the notify socket", timeout=timeout,
+                   wakeup=self.arrived, detail=detail or (lambda: f"got {self.lines(since)}"))
+
+    def close(self) -> None:
+        self._closing.set()
+        self._reader.join(2.0)
+        self.sock.close()
+        self.path.unlink(missing_ok=True)

@@ -2,85 +2,63 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
-import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from agent.config import parse_config
 from agent.service.daemon import Daemon, journal_path
 from agent.sim.day import build_day
-from agent.sim.sink import WebhookSink
-from agent.sim.terminal import PtyTerminal, encode_event
-from drivers.pan import contains_full_pan
+from agent.sim.rig import ShopRig
+from agent.sim.sink import Received
+from agent.sim.terminal import encode_event
 from drivers.clock import SYSTEM_CLOCK
+from drivers.pan import contains_full_pan
 from tests.helpers import SHANGHAI, wait_until
 
-CONFIG = """
-[shop]
-name = "集成测试店"
-till = "t1"
-timezone = "Asia/Shanghai"
 
-[[source]]
-name = "terminal"
-protocol = "{protocol}"
-port = "{device}"
-baudrate = 115200
-
-[[channel]]
-name = "hook"
-type = "webhook"
-url = "{url}"
-secret = "{secret}"
-"""
-
-
-def run_day_through_daemon(tmp_path: Path, protocol: str) -> tuple[WebhookSink, Daemon, list[str]]:
-    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-    sink = WebhookSink(secret=secret).start()
-    term = PtyTerminal()
-    loaded = parse_config(CONFIG.format(protocol=protocol, device=term.device, url=sink.url, secret=secret))
+def run_day_through_daemon(tmp_path: Path, protocol: str) -> tuple[list[Received], Daemon, list[str]]:
     # Today's date keeps the transactions inside DUP-001's window relative to each other, whatever the clock.
-    events = build_day("demo", seed=3, day=SYSTEM_CLOCK.now().astimezone(SHANGHAI).date(), tz=SHANGHAI, settle=False)
-    daemon = Daemon(loaded, tmp_path, use_scheduler=False)
-    daemon.start()
-    try:
-        for ev in events:
-            term.write(encode_event(protocol, ev.event, reprint=ev.reprint))
-        assert sink.wait_for(lambda got: any(r.body["data"]["rule"] == "DUP-001" for r in got), timeout=15)
-        pipeline = daemon.pipeline
-        assert pipeline is not None
-        wait_until(lambda: pipeline.counts["events"] >= len(events), f"all {len(events)} events of the day decoded",
-                   detail=lambda: f"decoded {pipeline.counts['events']}")
-    finally:
-        daemon.stop()
-        term.close()
-        sink.stop()
-    return sink, daemon, [ev.event.card for ev in events if getattr(ev.event, "card", None)]  # type: ignore[misc]
+    events = build_day("demo", seed=3, day=SYSTEM_CLOCK.now().astimezone(SHANGHAI).date(), tz=SHANGHAI,
+                       settle=False)
+    with ShopRig(name="集成测试店", protocol=protocol, state=tmp_path) as rig:
+        daemon = rig.daemon()
+        daemon.start()
+        try:
+            for ev in events:
+                rig.terminal.write(encode_event(protocol, ev.event, reprint=ev.reprint))
+            assert rig.sink.wait_for(lambda got: any(r.body["data"]["rule"] == "DUP-001" for r in got), timeout=15)
+            pipeline = daemon.pipeline
+            assert pipeline is not None
+            wait_until(lambda: pipeline.counts["events"] >= len(events), f"all {len(events)} events decoded",
+                       detail=lambda: f"decoded {pipeline.counts['events']}")
+        finally:
+            daemon.stop()
+        rejected = rig.sink.rejected
+        assert rejected == 0, "every request must carry a valid Standard Webhooks signature"
+        received = list(rig.received)
+    return received, daemon, [ev.event.card for ev in events if getattr(ev.event, "card", None)]  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("protocol", ["jsonl", "cn_ecr"])
 def test_duplicate_charge_on_a_pty_reaches_a_local_webhook(tmp_path: Path, protocol: str) -> None:
-    sink, daemon, _ = run_day_through_daemon(tmp_path, protocol)
-    dup = [r for r in sink.received if r.body["data"]["rule"] == "DUP-001"]
+    received, daemon, _ = run_day_through_daemon(tmp_path, protocol)
+    dup = [r for r in received if r.body["data"]["rule"] == "DUP-001"]
     assert dup, "the DUP-001 alert must arrive at the receiver"
     alert = dup[0].body["data"]
     assert alert["suggestion"]["action"] == "void"
     assert alert["transactions"][-1]["amount_minor"] == 12800
     assert daemon.pipeline is not None and daemon.pipeline.counts["reprints"] >= 1
-    assert sink.rejected == 0  # every request carried a valid Standard Webhooks signature
 
 
 def test_full_card_numbers_never_reach_the_journal_or_the_wire_out(tmp_path: Path) -> None:
-    sink, _, cards = run_day_through_daemon(tmp_path, "cn_ecr")
+    received, _, cards = run_day_through_daemon(tmp_path, "cn_ecr")
     # The simulated terminal sent full, Luhn-valid PANs on the wire ...
     assert any(contains_full_pan(c) for c in cards)
     # ... none of which survives in any journal row ...
@@ -89,7 +67,7 @@ def test_full_card_numbers_never_reach_the_journal_or_the_wire_out(tmp_path: Pat
     conn.close()
     assert "INSERT" in dump and not contains_full_pan(dump)
     # ... or in any payload that left the till.
-    for rec in sink.received:
+    for rec in received:
         assert not contains_full_pan(json.dumps(rec.body, ensure_ascii=False))
 
 

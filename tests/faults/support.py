@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,70 +21,12 @@ from zoneinfo import ZoneInfo
 from agent.service.control import request
 from agent.sim.day import luhn_complete
 from agent.sim.terminal import encode_event
+from drivers.clock import SYSTEM_CLOCK
 from drivers.events import Transaction
+from tests.helpers import NotifyListener, wait_until
 
 FULL = os.environ.get("SETTLEGUARD_FAULTS_FULL") == "1"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-CONFIG = """\
-[shop]
-name = "故障测试店"
-till = "faults-1"
-timezone = "Asia/Shanghai"
-
-[[source]]
-name = "terminal"
-protocol = "cn_ecr"
-port = "{device}"
-baudrate = 115200
-
-[rules.DUP-001]
-window = "10m"
-
-[[channel]]
-name = "hook"
-type = "webhook"
-url = "{url}"
-secret = "{secret}"
-"""
-
-
-class NotifySocket:
-    """The AF_UNIX datagram socket systemd would give a Type=notify service."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[str] = []
-
-    def wait_for(self, line: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                text = self.sock.recv(65536).decode(errors="replace")
-            except TimeoutError:
-                return False
-            self.messages.append(text)
-            if line in text.splitlines():
-                return True
-        return False
-
-    def drain(self) -> None:
-        self.sock.setblocking(False)
-        try:
-            while True:
-                self.messages.append(self.sock.recv(65536).decode(errors="replace"))
-        except BlockingIOError:
-            pass
-        finally:
-            self.sock.setblocking(True)
-
-    def close(self) -> None:
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
-
 
 class DaemonProcess:
     """``settleguard run`` as systemd would run it, restartable after kill -9."""
@@ -95,19 +34,20 @@ class DaemonProcess:
     def __init__(self, config: Path, state: Path) -> None:
         self.config = config
         self.state = state
-        self.notify = NotifySocket(state.parent / f"{state.name}-notify.sock")
+        self.notify = NotifyListener(state.parent / f"{state.name}-notify.sock")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = state.parent / f"{state.name}.log"
         self.starts = 0
 
     def start(self, timeout: float = 20.0) -> None:
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path)}
+        since = self.notify.mark()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(self.config),
                                           "--state", str(self.state)], env=env, stdout=log, stderr=log)
         self.starts += 1
-        if not self.notify.wait_for("READY=1", timeout):
-            raise AssertionError(f"no READY=1 within {timeout} s; log:\n{self.log.read_text()[-3000:]}")
+        self.notify.wait_for("READY=1", since=since, timeout=timeout,
+                             detail=lambda: f"log:\n{self.log.read_text()[-3000:]}")
         # READY comes once the reader thread is started; bytes are only ours once the port is open
         # (pyserial flushes the tty's input queue when it opens it).
         self.wait_source("open", timeout)
@@ -119,13 +59,12 @@ class DaemonProcess:
             return None
 
     def wait_source(self, state: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def reached() -> bool:
             reply = self.status()
-            if reply and reply.get("sources", {}).get("terminal", {}).get("state") == state:
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"source never reached state {state!r}; last status {self.status()}")
+            return bool(reply and reply.get("sources", {}).get("terminal", {}).get("state") == state)
+
+        wait_until(reached, f"the terminal source {state!r}", timeout=timeout,
+                   detail=lambda: f"last status {self.status()}")
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -165,7 +104,7 @@ class Till:
     dup_every: int = 10
     next_voucher: int = 1
     last: tuple[str, int] | None = None
-    written: dict[str, float] = field(default_factory=dict)      # voucher -> monotonic time of last byte
+    written: dict[str, float] = field(default_factory=dict)      # voucher -> when its last byte was written
     duplicates: dict[str, str] = field(default_factory=dict)     # duplicate voucher -> first voucher
 
     def sale(self) -> tuple[str, bytes]:
@@ -180,7 +119,8 @@ class Till:
             amount = self.rng.randrange(10, 2000) * 100
         self.last = (card, amount)
         txn = Transaction(source="sim", kind="sale", result="approved", amount_minor=amount,
-                          time=datetime.now(SHANGHAI).replace(microsecond=0), terminal_id="15221155",
+                          time=SYSTEM_CLOCK.now().astimezone(SHANGHAI).replace(microsecond=0),
+                          terminal_id="15221155",
                           merchant_id="104152253311021", batch_no="000300", voucher_no=voucher,
                           trace_no=voucher, rrn=f"9{voucher:0>11}", auth_code="654321", currency="CNY", card=card,
                           card_type="UnionPay", entry_mode="chip", operator="01")
@@ -189,7 +129,7 @@ class Till:
     def send(self) -> str:
         voucher, data = self.sale()
         self.write(data)
-        self.written[voucher] = time.monotonic()
+        self.written[voucher] = SYSTEM_CLOCK.monotonic()
         return voucher
 
 
@@ -205,12 +145,3 @@ def vouchers_in_journal(state: Path) -> dict[str, int]:
         rows = conn.execute("SELECT t.voucher_no, COUNT(s.id) AS n FROM transactions t "
                             "JOIN sightings s ON s.txn_id = t.id GROUP BY t.id").fetchall()
     return {r["voucher_no"]: r["n"] for r in rows}
-
-
-def wait_until(predicate: Any, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import parse_config
-from agent.service.daemon import Daemon
-from agent.sim.sink import WebhookSink
-from agent.sim.terminal import PtyTerminal
-from tests.faults.support import CONFIG, FULL, Till, vouchers_in_journal, wait_until
+from agent.sim.rig import ShopRig
+from tests.faults.support import FULL, Till, vouchers_in_journal
+from tests.helpers import wait_until
 
 TMPFS_SIZE = "8m"
 
@@ -63,18 +61,15 @@ def fill(directory: Path) -> Path:
 def test_a_full_disk_is_reported_loudly_and_journalling_resumes_when_space_returns(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    with small_filesystem(tmp_path / "state") as state:
-        sink = WebhookSink().start()
-        term = PtyTerminal()
-        loaded = parse_config(CONFIG.format(device=term.device, url=sink.url, secret="whsec_ZnVsbGZ1bGxmdWxsZnVsbA=="))
-        daemon = Daemon(loaded, state, use_scheduler=False)
-        till = Till(term.write, dup_every=10**9)
+    with small_filesystem(tmp_path / "state") as state, ShopRig(name="故障测试店", till="faults-1", state=state) as rig:
+        daemon = rig.daemon()
+        till = Till(rig.terminal.write, dup_every=10**9)
         try:
             daemon.start()
-            assert wait_until(lambda: daemon.sources[0].state == "open", timeout=10)
+            wait_until(lambda: daemon.sources[0].state == "open", "the terminal line open")
             for _ in range(5):
                 till.send()
-            assert wait_until(lambda: len(vouchers_in_journal(state)) == 5, timeout=10)
+            wait_until(lambda: len(vouchers_in_journal(state)) == 5, "5 charges journalled")
             filler = fill(state)
             during = [till.send() for _ in range(20 if FULL else 5)]
             time.sleep(1.0)
@@ -83,11 +78,9 @@ def test_a_full_disk_is_reported_loudly_and_journalling_resumes_when_space_retur
             assert loud, "a full disk must be reported"
             filler.unlink()
             after = [till.send() for _ in range(5)]
-            assert wait_until(lambda: set(after) <= set(vouchers_in_journal(state)), timeout=30), \
-                "journalling did not resume when space came back"
+            wait_until(lambda: set(after) <= set(vouchers_in_journal(state)),
+                       "journalling to resume when space came back", timeout=30)
             # Held in memory and written once there was room: a full disk loses nothing the reader got.
             assert set(during) <= set(vouchers_in_journal(state)), "transactions read during the outage were lost"
         finally:
             daemon.stop()
-            term.close()
-            sink.stop()

@@ -24,9 +24,10 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
-from agent.sim.sink import WebhookSink
-from agent.sim.terminal import PtyTerminal
-from tests.faults.support import CONFIG, FULL, DaemonProcess, Till, journal, vouchers_in_journal, wait_until
+from agent.sim.rig import CHANNEL, ShopRig
+from drivers.clock import SYSTEM_CLOCK
+from tests.faults.support import FULL, DaemonProcess, Till, journal, vouchers_in_journal
+from tests.helpers import wait_until
 
 TRANSACTIONS = 5000 if FULL else 300
 KILLS = 20 if FULL else 3
@@ -35,11 +36,9 @@ GRACE = 0.25  # seconds: reading, decoding and committing one frame takes millis
 
 def test_kill9_at_random_points_loses_no_committed_transaction_and_no_alert(tmp_path: Path) -> None:
     rng = random.Random(20261127)
-    sink = WebhookSink(secret="whsec_" + "a2lsbDlraWxsOWtpbGw5a2lsbDk=").start()
-    term = PtyTerminal()
-    config = tmp_path / "settleguard.toml"
-    config.write_text(CONFIG.format(device=term.device, url=sink.url, secret=sink.secret), encoding="utf-8")
-    daemon = DaemonProcess(config, tmp_path / "state")
+    rig = ShopRig(name="故障测试店", till="faults-1", state=tmp_path / "state")
+    sink, term = rig.sink, rig.terminal
+    daemon = DaemonProcess(rig.write_config(tmp_path / "settleguard.toml"), rig.state)
     till = Till(term.write)
     kills: list[float] = []
     down: set[str] = set()
@@ -55,7 +54,7 @@ def test_kill9_at_random_points_loses_no_committed_transaction_and_no_alert(tmp_
                     voucher, data = till.sale()
                     term.write(data[:rng.randrange(1, len(data))])  # the rest never comes
                     torn.add(voucher)
-                kills.append(time.monotonic())
+                kills.append(SYSTEM_CLOCK.monotonic())
                 daemon.kill9()
                 for _ in range(rng.randrange(0, 3)):
                     down.add(till.send())  # nobody is listening: these are lost at the pty
@@ -65,18 +64,17 @@ def test_kill9_at_random_points_loses_no_committed_transaction_and_no_alert(tmp_
             time.sleep(0.002)
         everything = set(till.written) - down - torn
         # The last writes are well clear of any kill: wait for them, then for delivery to drain.
-        assert wait_until(lambda: set(vouchers_in_journal(daemon.state)) >= everything - _near_kills(till, kills),
-                          timeout=30), "the daemon stopped reading"
+        wait_until(lambda: set(vouchers_in_journal(daemon.state)) >= everything - _near_kills(till, kills),
+                   "every charge away from a kill journalled (did the daemon stop reading?)", timeout=30)
 
         def outbox_drained() -> bool:
             with closing(journal(daemon.state)) as conn:
                 return conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'sent'").fetchone()[0] == 0
-        assert wait_until(outbox_drained, timeout=60), "alerts still undelivered"
+        wait_until(outbox_drained, "every alert delivered", timeout=60)
         assert daemon.stop() == 0
     finally:
         daemon.close()
-        term.close()
-        sink.stop()
+        rig.close()
 
     seen = vouchers_in_journal(daemon.state)
     must_have = set(till.written) - down - torn - _near_kills(till, kills)
@@ -88,7 +86,7 @@ def test_kill9_at_random_points_loses_no_committed_transaction_and_no_alert(tmp_
 
     with closing(journal(daemon.state)) as conn:
         alerts = conn.execute("SELECT id, rule, subject_voucher FROM alerts").fetchall()
-        outbox = conn.execute("SELECT message_id, state FROM outbox WHERE channel = 'hook'").fetchall()
+        outbox = conn.execute("SELECT message_id, state FROM outbox WHERE channel = ?", (CHANNEL,)).fetchall()
     flagged = {a["subject_voucher"] for a in alerts if a["rule"] == "DUP-001"}
     for dup, first in till.duplicates.items():
         if dup in seen and first in seen:

@@ -6,11 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from agent.config import parse_config
-from agent.service.daemon import Daemon
-from agent.sim.sink import WebhookSink
+from agent.sim.rig import ShopRig
 from agent.sim.terminal import PtyTerminal
-from tests.faults.support import CONFIG, FULL, Till, vouchers_in_journal, wait_until
+from tests.faults.support import FULL, Till, vouchers_in_journal
+from tests.helpers import wait_until
 
 CYCLES = 5 if FULL else 1
 
@@ -24,40 +23,43 @@ def _point(link: Path, device: str) -> None:
 
 
 def test_a_frame_cut_by_unplugging_is_dropped_and_reading_resumes_after_replug(tmp_path: Path) -> None:
-    sink = WebhookSink().start()
-    term = PtyTerminal()
     link = tmp_path / "usb-FTDI_FT232R_A5XK3RJT-if00-port0"
-    _point(link, term.device)
-    loaded = parse_config(CONFIG.format(device=link, url=sink.url, secret="whsec_dW5wbHVndW5wbHVndW5wbHVn"))
-    daemon = Daemon(loaded, tmp_path / "state", use_scheduler=False)
-    till = Till(term.write, dup_every=10**9)
+    rig = ShopRig(name="故障测试店", till="faults-1", state=tmp_path / "state", device=link)
+    _point(link, rig.terminal.device)
+    daemon = rig.daemon()
+    till = Till(rig.terminal.write, dup_every=10**9)
     cut: list[str] = []
+
+    def all_journalled() -> bool:
+        return set(vouchers_in_journal(tmp_path / "state")) >= set(till.written)
+
     try:
         daemon.start()
         runner = daemon.sources[0]
-        assert wait_until(lambda: runner.state == "open", timeout=10)
+        wait_until(lambda: runner.state == "open", "the terminal line open")
         for _ in range(CYCLES):
             for _ in range(3):
                 till.send()
-            assert wait_until(lambda: set(vouchers_in_journal(tmp_path / "state")) >= set(till.written), 10)
+            wait_until(all_journalled, "every charge journalled")
             voucher, data = till.sale()
-            term.write(data[:len(data) // 2])
+            rig.terminal.write(data[:len(data) // 2])
             cut.append(voucher)
             time.sleep(0.05)
-            term.close()  # unplugged: the daemon's next read fails
-            assert wait_until(lambda: runner.state in ("gone", "waiting", "opening"), timeout=10), runner.state
-            term = PtyTerminal()
-            till.write = term.write
-            _point(link, term.device)
-            assert wait_until(lambda: runner.state == "open", timeout=30), f"never reopened: {runner.state}"
+            rig.terminal.close()  # unplugged: the daemon's next read fails
+            wait_until(lambda: runner.state in ("gone", "waiting", "opening"), "the reader to notice the unplug",
+                       detail=lambda: runner.state)
+            rig.terminal = PtyTerminal()
+            till.write = rig.terminal.write
+            _point(link, rig.terminal.device)
+            wait_until(lambda: runner.state == "open", "the reader to reopen", timeout=30,
+                       detail=lambda: runner.state)
         for _ in range(3):
             till.send()
-        assert wait_until(lambda: set(vouchers_in_journal(tmp_path / "state")) >= set(till.written), timeout=10)
+        wait_until(all_journalled, "every charge after the replug journalled")
         stats = runner.stats
     finally:
         daemon.stop()
-        term.close()
-        sink.stop()
+        rig.close()
     seen = vouchers_in_journal(tmp_path / "state")
     assert not set(cut) & set(seen), "half a frame must never become a transaction"
     assert set(seen) == set(till.written)
