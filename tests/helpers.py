@@ -32,6 +32,12 @@ cutoff = "23:00"
 """
 
 
+def jsonl_line_config(shop: str, device: str, extra: str = "") -> str:
+    """A shop with one JSON-lines terminal on ``device`` (a pty) and no channels."""
+    return (f'[shop]\nname = "{shop}"\ntill = "t1"\ntimezone = "Asia/Shanghai"\n\n'
+            f'[[source]]\nname = "terminal"\nprotocol = "jsonl"\nport = "{device}"\n' + extra)
+
+
 def config(extra: str = "", base: str = BASE_CONFIG) -> LoadedConfig:
     return parse_config(base + extra, "<test>")
 

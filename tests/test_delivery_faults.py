@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -28,7 +27,7 @@ from agent.messages import Command
 from agent.store.outbox import Outbox
 from drivers.clock import SYSTEM_CLOCK
 from drivers.events import event_to_json
-from tests.helpers import SHANGHAI, Harness, sale
+from tests.helpers import SHANGHAI, Harness, sale, wait_until
 from tests.test_delivery_servers import (
     Action,
     Reply,
@@ -263,7 +262,7 @@ def test_a_daemon_killed_before_marking_sent_sends_again_after_restart_with_the_
     first = start_daemon(config, state)
     second: subprocess.Popen[bytes] | None = None
     try:
-        assert server.wait_for(1, timeout=20), "the daemon never sent anything"
+        server.wait_for(1, "the daemon's first request", timeout=20)
         first.send_signal(signal.SIGKILL)                    # the receiver holds the request: not marked sent
         first.wait(10)
         release.set()
@@ -272,16 +271,15 @@ def test_a_daemon_killed_before_marking_sent_sends_again_after_restart_with_the_
             "sending", "pending"]
         conn_rows.close()
         second = start_daemon(config, state)
-        assert server.wait_for(3, timeout=20), "nothing was re-sent after the restart"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        server.wait_for(3, "the interrupted request sent again after the restart", timeout=20)
+        def outbox_states() -> list[str]:
             outbox = Outbox(state / "settleguard.sqlite3")
-            done = [r[0] for r in outbox.conn.execute("SELECT state FROM outbox ORDER BY id")]
+            states = [r[0] for r in outbox.conn.execute("SELECT state FROM outbox ORDER BY id")]
             outbox.close()
-            if done == ["sent", "sent"]:
-                break
-            time.sleep(0.05)
-        assert done == ["sent", "sent"]
+            return states
+
+        wait_until(lambda: outbox_states() == ["sent", "sent"], "both alerts marked sent",
+                   detail=lambda: outbox_states())
         second.send_signal(signal.SIGTERM)
         assert second.wait(15) == 0
     finally:

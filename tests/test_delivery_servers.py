@@ -29,7 +29,7 @@ from agent.delivery.channels.http import HttpxSender
 from agent.delivery.loop import Delivery
 from agent.store.outbox import Outbox
 from drivers.clock import Clock
-from tests.helpers import Harness
+from tests.helpers import Harness, wait_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +155,8 @@ class ScriptedServer:
                 out.append(hit)
         return out
 
-    def wait_for(self, count: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(self.hits) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+    def wait_for(self, count: int, what: str, timeout: float) -> None:
+        wait_until(lambda: len(self.hits) >= count, what, timeout=timeout, wakeup=self._cond)
 
 
 # Every sender and outbox a test opened; close_all() runs after each test (filterwarnings = error

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,33 +13,14 @@ from agent.config import ConfigError, parse_config
 from agent.service.daemon import Daemon
 from agent.service.metrics import JournalSample, Snapshot, SourceSample, render
 from agent.sim.terminal import PtyTerminal, encode_event
-from tests.helpers import sale
+from tests.helpers import jsonl_line_config, sale, wait_until
 
-CONFIG = """
-[shop]
-name = "指标测试店"
-till = "t1"
-timezone = "Asia/Shanghai"
-
-[[source]]
-name = "terminal"
-protocol = "jsonl"
-port = "{device}"
-
+METRICS = """
 [metrics]
 listen = "127.0.0.1:0"
 """
 
 SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def scrape(address: str) -> dict[str, float]:
@@ -60,15 +39,18 @@ def scrape(address: str) -> dict[str, float]:
 
 def test_a_scrape_shows_decoded_events_skipped_garbage_and_open_alerts(tmp_path: Path) -> None:
     term = PtyTerminal()
-    daemon = Daemon(parse_config(CONFIG.format(device=term.device)), tmp_path, use_scheduler=False)
+    daemon = Daemon(parse_config(jsonl_line_config("指标测试店", term.device, METRICS)), tmp_path,
+                    use_scheduler=False)
     daemon.start()
     try:
         assert daemon.metrics is not None and daemon.metrics.address.startswith("127.0.0.1:")
-        at = datetime.now(UTC) - timedelta(minutes=5)
+        at = daemon.clock.now() - timedelta(minutes=5)
         term.write(b"\x00\x17line noise\n")
         term.write(encode_event("jsonl", sale("000001", 12800, at)))
         term.write(encode_event("jsonl", sale("000002", 12800, at + timedelta(minutes=1))))
-        assert wait_until(lambda: daemon.pipeline is not None and daemon.pipeline.counts["alerts_opened"] >= 1)
+        pipeline = daemon.pipeline
+        assert pipeline is not None
+        wait_until(lambda: pipeline.counts["alerts_opened"] >= 1, "the DUP-001 alert")
         got = scrape(daemon.metrics.address)
     finally:
         daemon.stop()

@@ -19,16 +19,7 @@ from agent.sim.wire_escpos import slip_lines
 from agent.sources import SourceRunner
 from drivers.events import Transaction
 from drivers.protocols.escpos import encode_text_receipt
-from tests.helpers import SHANGHAI, Harness
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from tests.helpers import SHANGHAI, Harness, wait_until
 
 
 def drain(inbox: queue.Queue[EventBatch]) -> list[object]:
@@ -60,21 +51,21 @@ def test_replugged_adapter_behind_the_same_name_loses_no_frame_sent_after_replug
     days = [e for e in build_day("clean", seed=5, count=30, settle=False) if not e.reprint]
     before, after = days[:10], days[10:]
     try:
-        assert wait_for(lambda: runner.state == "open")
+        wait_until(lambda: runner.state == "open", "the source open")
         for ev in before:
             os.write(master, encode_event("cn_ecr", ev.event))
-        assert wait_for(lambda: runner.events >= len(before))
+        wait_until(lambda: runner.events >= len(before), "the events before the unplug")
         half = encode_event("cn_ecr", after[0].event)
         os.write(master, half[: len(half) // 2])  # unplugged mid-frame
         time.sleep(0.1)
         os.close(master)
         os.close(slave)
-        assert wait_for(lambda: runner.state in ("gone", "waiting", "opening"))
+        wait_until(lambda: runner.state in ("gone", "waiting", "opening"), "the unplug noticed")
         master, slave = new_pty(link)
-        assert wait_for(lambda: runner.state == "open")
+        wait_until(lambda: runner.state == "open", "the source open")
         for ev in after:
             os.write(master, encode_event("cn_ecr", ev.event))
-        assert wait_for(lambda: runner.events >= len(days))
+        wait_until(lambda: runner.events >= len(days), "every event after the replug")
     finally:
         runner.stop()
         for fd in (master, slave):
@@ -127,11 +118,11 @@ def test_printer_pass_through_prints_unchanged_and_yields_the_transaction(tmp_pa
     sale = next(e.event for e in build_day("demo", settle=False) if isinstance(e.event, Transaction))
     job = encode_text_receipt(slip_lines(sale))
     try:
-        assert wait_for(lambda: runner.state == "open")
+        wait_until(lambda: runner.state == "open", "the source open")
         with socket.create_connection(("127.0.0.1", port)) as till:
             till.sendall(job)
-        assert wait_for(lambda: bytes(printer.received) == job)
-        assert wait_for(lambda: runner.events >= 2)
+        wait_until(lambda: bytes(printer.received) == job, "the job passed through to the printer")
+        wait_until(lambda: runner.events >= 2, "2 events from the printer stream")
     finally:
         runner.stop()
         printer.close()
@@ -153,7 +144,7 @@ def test_three_copies_and_a_reprint_are_one_transaction_and_no_alert(tmp_path: P
     try:
         (spool / "job1.prn.part").write_bytes(stream)
         os.rename(spool / "job1.prn.part", spool / "job1.prn")
-        assert wait_for(lambda: runner.events >= 8)
+        wait_until(lambda: runner.events >= 8, "8 events from the spool")
     finally:
         runner.stop()
     h = Harness(tmp_path)

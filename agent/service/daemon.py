@@ -251,8 +251,8 @@ class Daemon:
         while not self.stop_event.wait(interval):
             self.notify_systemd()
 
-    def notify_systemd(self) -> None:
-        """One watchdog round (tests call it directly, as explicit steps on a ManualClock)."""
+    def notify_systemd(self) -> tuple[str, ...]:
+        """One watchdog round; returns the problems that held the ping back (tests call it as a step)."""
         problems = tuple(self.health_problems())
         if not problems:
             self.notify.watchdog()
@@ -263,6 +263,7 @@ class Daemon:
                 log.info("healthy again")
             self._unhealthy_reported = problems
         self.notify.status(self.status_line())
+        return problems
 
     # -- health ------------------------------------------------------------------------------
     def health_problems(self) -> list[str]:
