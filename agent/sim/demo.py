@@ -23,6 +23,7 @@ from rich.table import Table
 from agent.alerts.lifecycle import NoticeKind
 from agent.alerts.report import alert_line
 from agent.messages import AlertChange
+from agent.pipeline import Pipeline
 from agent.schedule import fire_times, plan
 from agent.service.daemon import Daemon, journal_path
 from agent.sim.day import build_day
@@ -116,14 +117,17 @@ def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any,
             clock.set(at.astimezone(UTC))
             daemon.command(name)
         clock.set(ev.at.astimezone(UTC))
-        before = pipeline.counts["events"]
         terminal.write(encode_event(protocol, ev.event, reprint=ev.reprint))
-        _wait(lambda seen=before: pipeline.counts["events"] > seen, timeout=5, pace=0.002)
+        _wait(_decoded_past(pipeline, pipeline.counts["events"]), timeout=5, pace=0.002)
         if not fast:
             time.sleep(0.05)
     for at, name in schedule:
         clock.set(at.astimezone(UTC))
         daemon.command(name)
+
+
+def _decoded_past(pipeline: Pipeline, before: int) -> Callable[[], bool]:
+    return lambda: pipeline.counts["events"] > before
 
 
 def _wait_delivered(daemon: Daemon, clock: ManualClock, timeout: float) -> None:

@@ -71,8 +71,11 @@ class ShopRig:
         self.secret = secret or new_secret()
         self.sink = WebhookSink(secret=self.secret, tolerance=sink_tolerance, clock=clock).start()
         self.terminal = PtyTerminal()
-        self._holder = tempfile.TemporaryDirectory(prefix="settleguard-") if state is None else None
-        self.state = Path(self._holder.name) if self._holder is not None else state
+        self._holder: tempfile.TemporaryDirectory[str] | None = None
+        if state is None:
+            self._holder = tempfile.TemporaryDirectory(prefix="settleguard-")
+            state = Path(self._holder.name)
+        self.state: Path = state
         self.config_text = shop_config(name=name, till=till, shop_extra=shop_extra, protocol=protocol,
                                        device=device or self.terminal.device, url=self.sink.url, secret=self.secret)
 
