@@ -117,8 +117,9 @@ def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any,
             clock.set(at.astimezone(UTC))
             daemon.command(name)
         clock.set(ev.at.astimezone(UTC))
+        decoded = _decoded_past(pipeline, pipeline.counts["events"])
         terminal.write(encode_event(protocol, ev.event, reprint=ev.reprint))
-        _wait(_decoded_past(pipeline, pipeline.counts["events"]), timeout=5, pace=0.002)
+        _wait(decoded, timeout=5, pace=0.002)
         if not fast:
             time.sleep(0.05)
     for at, name in schedule:
