@@ -1,11 +1,11 @@
 """The running service: reader threads, one pipeline thread, one delivery thread.
 
-The daemon takes one :class:`~drivers.clock.Clock` and hands that same object to
-everything it builds, so a test or the demo that moves a ManualClock moves the
-whole service. Only this module installs signal handlers and talks to systemd: READY=1 once
-the journal is open and every source has been started, WATCHDOG=1 only while
-every thread is alive and moving, STATUS= with a one-line summary, and
-RELOADING=1 ... READY=1 around a configuration reload.
+The daemon takes one :class:`~drivers.clock.Clock` and hands that same object
+to everything it builds, so a test or the demo that moves a ManualClock moves
+the whole service. Only this module installs signal handlers and talks to
+systemd: READY=1 once the journal is open and every source has been started,
+WATCHDOG=1 only while every thread is alive and moving, STATUS= with a one-line
+summary, and RELOADING=1 ... READY=1 around a configuration reload.
 """
 
 from __future__ import annotations

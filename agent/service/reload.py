@@ -1,7 +1,7 @@
 """Configuration hot reload: notice a changed file, and work out what a new configuration changes.
 
-The daemon does the swapping (it owns the threads); this module holds the two
-parts that need no threads of ours to reason about:
+The daemon does the swapping (it owns the service's threads); this module
+holds the two parts that can be reasoned about without it:
 
 * :class:`ConfigWatcher` watches the configuration *directory*, because editors
   and configuration managers save by writing a temporary file and renaming it

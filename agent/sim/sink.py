@@ -99,8 +99,8 @@ class WebhookSink:
                         self.end_headers()
                         return
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                if sink.secret and not verify(sink.secret, headers, body, tolerance=sink.tolerance,
-                                                   now=sink.clock.now().timestamp()):
+                now = sink.clock.now().timestamp()
+                if sink.secret and not verify(sink.secret, headers, body, now=now, tolerance=sink.tolerance):
                     with sink._lock:
                         sink.rejected += 1
                     self.send_response(401)
@@ -165,4 +165,4 @@ class WebhookSink:
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float) -> bool:
         """Wait up to ``timeout`` real seconds for the received requests to satisfy ``predicate``."""
         with self._cond:
-            return self._cond.wait_for(lambda: predicate(self.received), timeout)
+            return bool(self._cond.wait_for(lambda: predicate(self.received), timeout))
