@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from datetime import tzinfo
 from typing import Any
 
@@ -70,6 +72,13 @@ def notification_json(item: Any) -> str | None:
     return None
 
 
+def opened_by_rule(notifications: Iterable[Any]) -> dict[str, int]:
+    """How many alerts each rule opened, by rule name: the alert rows of a summary table."""
+    opened = Counter(n.alert.rule for n in notifications
+                     if isinstance(n, AlertChange) and n.notice == NoticeKind.OPENED)
+    return dict(sorted(opened.items()))
+
+
 def summary_table(result: Any, decoder_stats: dict[str, Any] | None = None) -> Table:
     c = result.counts
     table = Table(title="settleguard replay — 汇总 / summary")
@@ -81,11 +90,7 @@ def summary_table(result: Any, decoder_stats: dict[str, Any] | None = None) -> T
     table.add_row("交易 / transactions", str(c.get("new_transactions", 0)))
     table.add_row("重打印 / reprints", str(c.get("reprints", 0)))
     table.add_row("结算 / settlements", str(c.get("settlements", 0)))
-    by_rule: dict[str, int] = {}
-    for n in result.notifications:
-        if isinstance(n, AlertChange) and n.notice == NoticeKind.OPENED:
-            by_rule[n.alert.rule] = by_rule.get(n.alert.rule, 0) + 1
-    for rule, k in sorted(by_rule.items()):
+    for rule, k in opened_by_rule(result.notifications).items():
         table.add_row(f"告警 {rule} / alerts", str(k))
     table.add_row("撤销解除 / resolved by void", str(c.get("alerts_resolved", 0)))
     table.add_row("复核 / reviews", str(c.get("reviews", 0)))

@@ -20,9 +20,7 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
-from agent.alerts.lifecycle import NoticeKind
-from agent.alerts.report import alert_line
-from agent.messages import AlertChange
+from agent.alerts.report import alert_line, opened_by_rule
 from agent.pipeline import Pipeline
 from agent.schedule import fire_times, plan
 from agent.service.daemon import Daemon, journal_path
@@ -161,11 +159,7 @@ def _summary(console: Console, daemon: Daemon, notes: list[Any], sink: WebhookSi
     table.add_row("解码事件 / events decoded", str(counts.get("events", 0)))
     table.add_row("交易 / transactions", str(counts.get("new_transactions", 0)))
     table.add_row("重打印（非重复） / reprints, not duplicates", str(counts.get("reprints", 0)))
-    by_rule: dict[str, int] = {}
-    for c in notes:
-        if isinstance(c, AlertChange) and c.notice == NoticeKind.OPENED:
-            by_rule[c.alert.rule] = by_rule.get(c.alert.rule, 0) + 1
-    for rule, n in sorted(by_rule.items()):
+    for rule, n in opened_by_rule(notes).items():
         table.add_row(f"告警 {rule} / alerts", str(n))
     table.add_row("撤销后自动解除 / resolved by a void", str(counts.get("alerts_resolved", 0)))
     table.add_row("结算前复核 / pre-close reviews", str(counts.get("reviews", 0)))
