@@ -11,7 +11,6 @@ import errno
 import logging
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,10 +71,10 @@ def test_a_full_disk_is_reported_loudly_and_journalling_resumes_when_space_retur
             wait_until(lambda: len(vouchers_in_journal(state)) == 5, "5 charges journalled")
             filler = fill(state)
             during = [till.send() for _ in range(20 if FULL else 5)]
-            time.sleep(1.0)
+            wait_until(lambda: [r for r in caplog.records
+                                if r.levelno >= logging.ERROR or "full" in r.getMessage().lower()],
+                       "a full disk reported")
             assert daemon.sources[0].state == "open", "the reader must keep reading while the disk is full"
-            loud = [r for r in caplog.records if r.levelno >= logging.ERROR or "full" in r.getMessage().lower()]
-            assert loud, "a full disk must be reported"
             filler.unlink()
             after = [till.send() for _ in range(5)]
             wait_until(lambda: set(after) <= set(vouchers_in_journal(state)),
