@@ -1,8 +1,9 @@
 """sd_notify as systemd sees it: a real AF_UNIX datagram socket, a daemon on a pty, a reader that hangs.
 
-The watchdog tests take each watchdog round themselves (``Daemon.notify_systemd``) and wait for
-conditions, never for a stretch of time: how busy the machine is changes how long they take, not
-whether they pass.
+The watchdog tests run the daemon on a ManualClock: a thread is "stuck" when the test has moved
+the clock past ``stuck_after`` and the thread has not noted progress since. They take each
+watchdog round themselves (``Daemon.notify_systemd``) and wait for conditions, never for a
+stretch of time: how busy the machine is changes how long they take, not whether they pass.
 """
 
 from __future__ import annotations
@@ -125,22 +126,24 @@ def test_no_watchdog_ping_while_a_reader_is_stuck_so_systemd_restarts_the_servic
         tmp_path: Path, stepped_notify: NotifyListener) -> None:
     term = PtyTerminal()
     hanging = HangingSource()
-    loaded = parse_config(config_text(term.device, STUCK_SOURCE))
-    # Delivery and the pipeline move at least once a second when idle; 1.5 s separates stuck from idle.
-    daemon = Daemon(loaded, tmp_path / "state", use_scheduler=False, stuck_after=1.5,
-                    make_runner=runner_factory(hanging))
+    clock = ManualClock()
+    daemon = Daemon(parse_config(config_text(term.device, STUCK_SOURCE)), tmp_path / "state", clock=clock,
+                    use_scheduler=False, stuck_after=30.0, make_runner=runner_factory(hanging))
     daemon.start()
     try:
         assert hanging.entered.wait(10), "the reader must be inside read()"
         # The terminal line keeps working meanwhile: only the hanging reader is at fault.
         term.write(SALE)
-        wait_until(lambda: any("reader printer stuck" in p for p in daemon.health_problems()),
-                   "the hung reader judged stuck", detail=daemon.health_problems)
+        wait_until(lambda: daemon.sources[0].events == 1, "the terminal's sale decoded")
+        assert daemon.notify_systemd() == (), "nothing can be late while the clock stands still"
+        clock.advance(31)
+        # Every thread that is merely idle notes progress on the clock within a second; the hung one cannot.
+        wait_until(lambda: daemon.health_problems() == ["reader printer stuck for 31s"],
+                   "only the hung reader judged stuck", detail=daemon.health_problems)
         since = stepped_notify.mark()
-        assert any("reader printer stuck" in p for p in daemon.notify_systemd())
+        assert daemon.notify_systemd() == ("reader printer stuck for 31s",)
         wait_for_status(stepped_notify, since)
         assert "WATCHDOG=1" not in stepped_notify.lines(since), "STATUS= goes on; only the watchdog ping stops"
-        wait_until(lambda: daemon.sources[0].events == 1, "the terminal's sale decoded")
         hanging.release.set()
         since = stepped_notify.mark()
         wait_until(lambda: not daemon.notify_systemd(), "a healthy watchdog round once the reader moves",
