@@ -6,7 +6,6 @@ import itertools
 import os
 import select
 import socket
-import time
 from datetime import UTC
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.transports import DeviceGone, SerialSource, SerialWriter
+from tests.helpers import wait_until
 from tests.transport_support import (
     MINIMAL,
     RECEIPT,
@@ -145,11 +145,14 @@ def test_any_split_of_the_terminals_writes_reads_back_the_same_bytes_in_capped_c
         for a, b in itertools.pairwise(bounds):
             pty.write(data[a:b])
         got = bytearray()
-        deadline = time.monotonic() + WAIT
-        while len(got) < len(data) and time.monotonic() < deadline:
+
+        def read_all() -> bool:
             chunk = source.read(0.05)
             assert len(chunk) <= max_chunk
-            got += chunk
+            got.extend(chunk)
+            return len(got) >= len(data)
+
+        wait_until(read_all, f"all {len(data)} bytes read", timeout=WAIT, pace=0)
         assert bytes(got) == data
     finally:
         source.close()

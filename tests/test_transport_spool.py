@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from drivers.clock import ManualClock
 from drivers.transports import Chunk, SpoolDirSource
+from tests.helpers import wait_until
 from tests.transport_support import (
     FORMATTING,
     MINIMAL,
@@ -161,11 +162,14 @@ def test_a_spooled_job_comes_back_unchanged_in_capped_chunks_then_one_boundary(
         source.open()
         try:
             chunks: list[Chunk] = []
-            deadline = time.monotonic() + WAIT
-            while not (chunks and chunks[-1].boundary) and time.monotonic() < deadline:
+
+            def read_job() -> bool:
                 chunk = source.read_chunk(0.05)
                 if chunk.data or chunk.boundary:
                     chunks.append(chunk)
+                return bool(chunks and chunks[-1].boundary)
+
+            wait_until(read_job, "the whole job up to its boundary", timeout=WAIT, pace=0)
             source.commit()
             assert b"".join(c.data for c in chunks) == payload
             assert all(len(c.data) <= chunk_size for c in chunks)

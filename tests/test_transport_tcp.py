@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from drivers.transports import Supervisor, TcpPassThrough, parse_host_port
+from tests.helpers import wait_until
 from tests.transport_support import (
     FAST,
     MINIMAL,
@@ -57,8 +58,9 @@ class FakePrinter:
                 self.cond.notify_all()
 
     def wait_jobs(self, n: int) -> list[bytes]:
+        wait_until(lambda: len(self.jobs) >= n, f"{n} job(s) at the printer", timeout=WAIT, wakeup=self.cond,
+                   detail=lambda: f"printer got {len(self.jobs)} jobs")
         with self.cond:
-            assert self.cond.wait_for(lambda: len(self.jobs) >= n, WAIT), f"printer got {len(self.jobs)} jobs"
             return list(self.jobs)
 
     def close(self) -> None:
@@ -125,9 +127,7 @@ def test_unreachable_printer_closes_the_tills_connection_and_is_reported_once() 
                 # Closed with our bytes unread: a reset is just as clear to the till as an EOF.
                 with contextlib.suppress(ConnectionResetError):
                     assert till.recv(10) == b""
-        deadline = time.monotonic() + WAIT
-        while passthrough.stats.forward_failures < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: passthrough.stats.forward_failures >= 2, "two failed forwards", timeout=WAIT)
     assert passthrough.stats.forward_failures == 2
     assert len(problems) == 1 and "unreachable" in problems[0]
     assert passthrough.stats.printer_reachable is False
@@ -177,9 +177,8 @@ def test_stopping_the_agent_lets_a_receipt_in_progress_finish_printing(printer: 
     address = listening(passthrough, rec)
     with socket.create_connection(address, timeout=WAIT) as till:
         till.sendall(RECEIPT[:300])
-        deadline = time.monotonic() + WAIT
-        while passthrough.stats.bytes_to_printer < 300 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: passthrough.stats.bytes_to_printer >= 300, "the first 300 bytes at the printer",
+                   timeout=WAIT, pace=0.005)
         sup.stop()  # e.g. systemctl restart settleguard, mid-receipt
         time.sleep(0.1)
         till.sendall(RECEIPT[300:])

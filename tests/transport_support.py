@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 import tty
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.transports import ByteSource, Supervisor
+from tests.helpers import wait_until
 
 DATA = Path(__file__).parent / "data" / "transport"
 RECEIPT_WITH_LOGO = (DATA / "receipt-with-logo.bin").read_bytes()      # 9579 bytes
@@ -51,12 +51,8 @@ class Recorder:
 
     def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
         """Wakes on every report, and polls briefly for conditions on other objects (counters)."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"timed out waiting for {what}; states={self.state_names}"
-                self.cond.wait(min(remaining, 0.005))
+        wait_until(predicate, what, timeout=timeout, pace=0.005, wakeup=self.cond,
+                   detail=lambda: f"states={self.state_names}")
 
     def wait_state(self, state: str, times: int = 1) -> None:
         self.wait_for(lambda: self.state_names.count(state) >= times, f"state {state!r} x{times}")
