@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,8 @@ from agent.config import ConfigError, parse_config
 from agent.service.daemon import Daemon
 from agent.service.metrics import JournalSample, Snapshot, SourceSample, render
 from agent.sim.terminal import PtyTerminal, encode_event
-from tests.helpers import jsonl_line_config, sale, wait_until
+from drivers.clock import ManualClock
+from tests.helpers import SHANGHAI, jsonl_line_config, sale, wait_until
 
 METRICS = """
 [metrics]
@@ -39,7 +40,8 @@ def scrape(address: str) -> dict[str, float]:
 
 def test_a_scrape_shows_decoded_events_skipped_garbage_and_open_alerts(tmp_path: Path) -> None:
     term = PtyTerminal()
-    daemon = Daemon(parse_config(jsonl_line_config("指标测试店", term.device, METRICS)), tmp_path,
+    clock = ManualClock(datetime(2026, 11, 27, 12, 0, tzinfo=SHANGHAI))
+    daemon = Daemon(parse_config(jsonl_line_config("指标测试店", term.device, METRICS)), tmp_path, clock=clock,
                     use_scheduler=False)
     daemon.start()
     try:
@@ -52,6 +54,8 @@ def test_a_scrape_shows_decoded_events_skipped_garbage_and_open_alerts(tmp_path:
         assert pipeline is not None
         wait_until(lambda: pipeline.counts["alerts_opened"] >= 1, "the DUP-001 alert")
         got = scrape(daemon.metrics.address)
+        clock.advance(12.5)
+        later = scrape(daemon.metrics.address)
     finally:
         daemon.stop()
         term.close()
@@ -59,7 +63,8 @@ def test_a_scrape_shows_decoded_events_skipped_garbage_and_open_alerts(tmp_path:
     assert got['settleguard_bytes_skipped_total{source="terminal"}'] > 0
     assert got['settleguard_bad_frames_total{source="terminal"}'] == 1  # the line noise: one bad JSON line
     assert got['settleguard_reconnects_total{source="terminal"}'] == 0
-    assert 0 <= got['settleguard_seconds_since_last_event{source="terminal"}'] < 5
+    assert got['settleguard_seconds_since_last_event{source="terminal"}'] == 0, "the clock has not moved"
+    assert later['settleguard_seconds_since_last_event{source="terminal"}'] == 12.5
     assert got['settleguard_alerts{rule="DUP-001",state="open"}'] == 1
     assert got["settleguard_outbox_pending"] == 0 and got["settleguard_outbox_dead"] == 0
     assert got["settleguard_outbox_oldest_pending_seconds"] == 0
