@@ -65,7 +65,7 @@ def notification_json(item: Any) -> str | None:
     if isinstance(item, ReviewNotice):
         return json.dumps({"type": "review", "time": item.at.isoformat(),
                            "deadline": item.deadline.isoformat() if item.deadline else None,
-                           "open": [a.id for a in item.alerts]}, ensure_ascii=False)
+                           "alerts": [a.id for a in item.alerts]}, ensure_ascii=False)
     if isinstance(item, BatchClosed):
         return json.dumps({"type": "batch_closed", "time": item.at.isoformat(), "terminal_id": item.terminal_id,
                            "batch_no": item.batch_no, "reason": item.reason}, ensure_ascii=False)

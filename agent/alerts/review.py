@@ -24,7 +24,7 @@ def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: tim
     deadline = next_cutoff(now, cutoff, tz)
     journal.set_meta("last_review", now.isoformat())
     if not alerts and not all_clear:
-        return {"ok": True, "open": 0}
+        return {"ok": True, "listed": 0}
     notice = NoticeKind.REVIEW if alerts else NoticeKind.ALL_CLEAR
     payload = {"notice": notice.value, "alerts": [a.to_dict() for a in alerts]}
     announcer.to_people(notice, payload, now, message_id=f"{notice}.{now.strftime('%Y%m%dT%H%M%S')}",
@@ -32,7 +32,7 @@ def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: tim
     for a in alerts:
         journal.touch_alert(a.id, now)
     announcer.note(ReviewNotice(now, alerts, deadline))
-    return {"ok": True, "open": len(alerts)}
+    return {"ok": True, "listed": len(alerts)}
 
 
 def reminders(journal: Journal, announcer: Announcer, now: datetime, *, repeat_interval: timedelta,
