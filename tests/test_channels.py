@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import hmac
 import json
@@ -11,23 +10,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from agent.delivery.channels import make_channel
 from agent.delivery.channels import webhook as webhook_mod
 from agent.delivery.channels.base import (
     MAX_RETRY_AFTER,
     HttpFailure,
-    HttpRequest,
     HttpResponse,
-    Notice,
     Outcome,
-    RateLimit,
-    RateLimiter,
     classify_http,
     parse_retry_after,
 )
@@ -35,87 +27,25 @@ from agent.delivery.channels.dingtalk import DingtalkChannel
 from agent.delivery.channels.dingtalk import sign as dingtalk_sign
 from agent.delivery.channels.feishu import FeishuChannel
 from agent.delivery.channels.feishu import sign as feishu_sign
-from agent.delivery.channels.printer import PrinterChannel, PrinterSettings
 from agent.delivery.channels.render import (
     WECOM_MARKDOWN_LIMIT,
     compose,
     more_line,
     to_feishu_post,
-    to_markdown,
-    to_text,
 )
 from agent.delivery.channels.webhook import WebhookChannel, WebhookVerificationError, cloudevent, verify
 from agent.delivery.channels.wecom import WecomChannel
-from agent.model import Alert, ReceiptText, Suggestion, Transaction
-from drivers.pan import contains_full_pan
-
-DATA = Path(__file__).parent / "data" / "webhooks"
-SH = ZoneInfo("Asia/Shanghai")
-CREATED = datetime(2026, 11, 27, 14, 4, tzinfo=SH)
-NOW = datetime(2026, 11, 27, 14, 5, tzinfo=SH)
-CUTOFF = datetime(2026, 11, 27, 23, 0, tzinfo=SH)
-SHOP = "好味道餐饮 静安店"
-SOURCE = "settleguard://haoweidao-jingan/till-1"
-FULL_PAN = "6225761234567892"   # Luhn-valid; must never appear in anything we send
-
-
-def rows(name: str) -> list[dict[str, str]]:
-    with (DATA / name).open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-
-
-def txn(voucher: str, amount_minor: int, hh: int, mm: int, card: str = "622576******6691") -> Transaction:
-    return Transaction(source="cn_ecr", kind="sale", result="approved", amount_minor=amount_minor,
-                       time=datetime(2026, 11, 27, hh, mm, tzinfo=SH), terminal_id="15221155",
-                       merchant_id="104152253311021", batch_no="000001", voucher_no=voucher,
-                       currency="CNY", card=card)
-
-
-def alert(voucher: str = "000123", amount_minor: int = 128000, *, state: str = "open", action: str = "void",
-          reason: str | None = None, hh: int = 14, mm: int = 3, alert_id: str = "01JDUP0000000000000000000A",
-          revision: int = 1) -> dict[str, Any]:
-    t = txn(voucher, amount_minor, hh, mm)
-    if action == "refund":
-        steps_zh = "在终端选择 管理 → 退货，输入原交易参考号。"
-        steps_en = "Choose Manage → Refund, enter the RRN."
-    else:
-        steps_zh = f"管理 → 撤销 → 输入原凭证号 {voucher}"
-        steps_en = f"Manage → Void → enter original voucher {voucher}"
-    return Alert(
-        id=alert_id, revision=revision, rule="DUP-001", rule_version="1", severity="high", state=state,
-        reason=reason or f"Same card 622576******6691 charged twice (vouchers 000122, {voucher})",
-        reason_zh=reason or f"同一张卡 622576******6691 两次扣款（凭证号 000122、{voucher}）",
-        evidence={"value": 42, "threshold": 600}, transactions=(t,),
-        suggestion=Suggestion(action=action, voucher_no=voucher, amount_minor=amount_minor, steps_zh=steps_zh,
-                              steps_en=steps_en, deadline=None if action == "refund" else CUTOFF),
-        created=CREATED, updated=CREATED,
-    ).to_dict()
-
-
-def notice(kind: str = "opened", alerts: tuple[dict[str, Any], ...] | None = None) -> Notice:
-    return Notice(kind=kind, alerts=(alert(),) if alerts is None else alerts, shop=SHOP, source=SOURCE,
-                  created=CREATED, deadline=CUTOFF)
-
-
-@dataclass
-class RecordingSender:
-    """An HttpSender that answers from a script and remembers what it was asked to send."""
-
-    answers: list[HttpResponse | HttpFailure] = field(default_factory=list)
-    sent: list[HttpRequest] = field(default_factory=list)
-
-    def post(self, request: HttpRequest) -> HttpResponse:
-        self.sent.append(request)
-        answer = self.answers.pop(0) if self.answers else ok_json({"errcode": 0, "errmsg": "ok"})
-        if isinstance(answer, HttpFailure):
-            raise answer
-        return answer
-
-
-def ok_json(obj: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    return HttpResponse(status=status, headers=headers or {"Content-Type": "application/json"},
-                        body=json.dumps(obj, ensure_ascii=False).encode())
-
+from tests.channels_support import (
+    DATA,
+    NOW,
+    SH,
+    SOURCE,
+    RecordingSender,
+    alert,
+    notice,
+    ok_json,
+    rows,
+)
 
 # ---------------------------------------------------------------------------- published signing vectors
 
@@ -488,208 +418,6 @@ def test_feishu_post_stays_under_its_size_limit() -> None:
     encoded = json.dumps(post, ensure_ascii=False, separators=(",", ":")).encode()
     assert len(encoded) <= 8000
     assert post["zh_cn"]["content"][-1][0]["text"].startswith("… 另有 ")
-
-
-# ---------------------------------------------------------------------------- rate limits
-
-
-def test_rate_limiter_holds_the_nineteenth_message_of_a_minute() -> None:
-    limiter = RateLimiter((RateLimit(18, 60.0),))
-    for n in range(18):
-        assert limiter.wait(NOW + timedelta(seconds=n)) == 0
-        limiter.record(NOW + timedelta(seconds=n))
-    assert limiter.wait(NOW + timedelta(seconds=20)) == pytest.approx(40.0)
-    assert limiter.wait(NOW + timedelta(seconds=60)) == 0
-    assert len(limiter) == 18
-
-
-def test_feishu_limits_apply_per_second_and_per_minute() -> None:
-    limiter = RateLimiter(FeishuChannel("f", token="t").limits)
-    for n in range(4):
-        limiter.record(NOW + timedelta(milliseconds=n))
-    assert limiter.wait(NOW + timedelta(milliseconds=500)) == pytest.approx(0.5)
-    assert limiter.wait(NOW + timedelta(seconds=1)) == 0
-
-
-def test_a_clock_stepping_backwards_never_stalls_a_channel_longer_than_one_window() -> None:
-    limiter = RateLimiter((RateLimit(1, 60.0),))
-    limiter.record(NOW)
-    assert limiter.wait(NOW - timedelta(hours=5)) == 60.0
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(min_value=0, max_value=5, allow_nan=False), min_size=1, max_size=150))
-def test_a_sender_that_obeys_wait_never_exceeds_any_limit(gaps: list[float]) -> None:
-    limits = (RateLimit(4, 1.0), RateLimit(9, 10.0))
-    limiter = RateLimiter(limits)
-    now, sent = NOW, []
-    for gap in gaps:
-        now += timedelta(seconds=gap)
-        wait = limiter.wait(now)
-        if wait > 0:
-            now += timedelta(seconds=wait)
-            assert limiter.wait(now) == 0
-        limiter.record(now)
-        sent.append(now)
-        assert len(limiter) <= 9
-    for lim in limits:
-        for i, start in enumerate(sent):
-            in_window = [t for t in sent[i:] if t < start + timedelta(seconds=lim.per_seconds)]
-            assert len(in_window) <= lim.count
-
-
-def test_a_robot_channel_throttles_itself_below_the_published_limit_without_sending() -> None:
-    channel = WecomChannel("g", key="k")
-    sender = RecordingSender()
-    outcomes = [channel.send(notice(), message_id=f"m{n}", now=NOW + timedelta(seconds=n), sender=sender)
-                for n in range(19)]
-    assert [o.status for o in outcomes[:18]] == ["ok"] * 18
-    assert outcomes[18].status == "retry" and outcomes[18].retry_after == pytest.approx(42.0)
-    assert len(sender.sent) == 18
-
-
-# ---------------------------------------------------------------------------- rendering
-
-
-def test_an_alert_reads_chinese_first_then_english_with_deadline_and_time_left() -> None:
-    text = to_text(compose(notice(), NOW, SH), limit_bytes=4096)
-    zh = text.index("撤销凭证号 000123（RMB 1,280.00，14:03），请在 23:00 前操作（还剩 8 小时 55 分）")
-    en = text.index("Void voucher 000123 (RMB 1,280.00, 14:03) before 23:00 (8 h 55 min left)")
-    assert text.index("同一张卡") < text.index("Same card") and zh < en
-    assert "管理 → 撤销 → 输入原凭证号 000123" in text
-
-
-def test_times_follow_the_shop_zone_even_when_the_notice_was_made_in_utc() -> None:
-    utc_notice = Notice(kind="opened", alerts=(alert(),), shop=SHOP, source=SOURCE,
-                        created=CREATED.astimezone(UTC), deadline=CUTOFF.astimezone(UTC))
-    text = to_text(compose(utc_notice, NOW.astimezone(UTC), SH), limit_bytes=4096)
-    assert "11-27 14:04" in text and "before 23:00" in text
-
-
-def test_a_missed_deadline_is_said_plainly() -> None:
-    text = to_text(compose(notice(), CUTOFF + timedelta(minutes=5), SH), limit_bytes=4096)
-    assert "已过截止时间" in text and "deadline passed" in text
-
-
-def test_all_clear_says_there_is_nothing_open() -> None:
-    text = to_text(compose(notice("all_clear", ()), NOW, SH), limit_bytes=4096)
-    assert text.splitlines()[0] == "今日无待处理异常 / no open findings"
-    assert SHOP in text
-
-
-def test_resolution_is_one_short_line_per_alert() -> None:
-    alerts = (alert("000123", state="voided"), alert("000124", state="dismissed", alert_id="01JB"))
-    text = to_text(compose(notice("resolved", alerts), NOW, SH), limit_bytes=4096)
-    lines = [line for line in text.splitlines()[2:] if line]
-    assert lines == [
-        "凭证号 000123 · RMB 1,280.00 · 重复扣款 / Duplicate charge：已撤销 / voided",
-        "凭证号 000124 · RMB 1,280.00 · 重复扣款 / Duplicate charge：已确认正常 / dismissed",
-    ]
-
-
-def test_pre_close_review_lists_every_open_alert_with_steps_and_time_left() -> None:
-    alerts = (alert("000123"), alert("000124", 5000, alert_id="01JB"))
-    text = to_text(compose(notice("review", alerts), datetime(2026, 11, 27, 22, 30, tzinfo=SH), SH),
-                   limit_bytes=8192)
-    assert text.splitlines()[0] == "结算前复核：2 条待处理 / Pre-settlement review: 2 open"
-    assert "结算时间 23:00（还剩 30 分）/ settlement at 23:00 (30 min left)" in text
-    for voucher in ("000123", "000124"):
-        assert f"操作：管理 → 撤销 → 输入原凭证号 {voucher}" in text
-    assert text.count("（还剩 30 分）") == 3
-
-
-def test_escalation_carries_the_refund_guidance() -> None:
-    escalated = alert(state="escalated", action="refund")
-    text = to_text(compose(notice("escalated", (escalated,)), NOW, SH), limit_bytes=4096)
-    assert text.splitlines()[0] == "批次已结算，需要退货 / Batch settled: refund needed"
-    assert "退货：凭证号 000123（RMB 1,280.00，2026-11-27），批次已结算，无法撤销" in text
-    assert "操作：在终端选择 管理 → 退货，输入原交易参考号。" in text
-
-
-def test_a_full_card_number_never_reaches_any_message() -> None:
-    leaky = alert(reason=f"card {FULL_PAN} charged twice")
-    leaky["transactions"][0]["card"] = FULL_PAN    # an upstream bug we still must not forward to phones
-    n = notice("opened", (leaky,))
-    doc = compose(n, NOW, SH)
-    rendered = [
-        to_text(doc, limit_bytes=4096),
-        to_markdown(doc, flavor="wecom", limit_bytes=4096),
-        WecomChannel("g", key="k").build_request(n, "m", NOW).body.decode(),
-        DingtalkChannel("d", access_token="t").build_request(n, "m", NOW).body.decode(),
-        FeishuChannel("f", token="t").build_request(n, "m", NOW).body.decode(),
-    ]
-    for message in rendered:
-        assert not contains_full_pan(message), message
-        assert "622576******7892" in message.replace("＊", "*")
-
-
-def test_rendered_markdown_cannot_be_hijacked_by_alert_text() -> None:
-    hostile = alert(reason="# heading\n> quote `code` **bold**\x1b@")
-    content = to_markdown(compose(notice("opened", (hostile,)), NOW, SH), flavor="wecom", limit_bytes=4096)
-    assert "\x1b" not in content
-    assert "\n# heading" not in content
-    assert "＊＊bold＊＊" in content
-
-
-# ---------------------------------------------------------------------------- printer slip
-
-
-def test_printer_slip_is_gb18030_text_and_ends_with_a_cut(tmp_path: Path) -> None:
-    out = tmp_path / "lp0"
-    channel = PrinterChannel("till-printer", printer={"kind": "file", "path": str(out)}, tz=SH)
-    outcome = channel.send(notice(), message_id="m", now=NOW, sender=RecordingSender())
-    assert outcome == Outcome.ok("printed 1 slip(s)")
-    data = out.read_bytes()
-    assert data.startswith(b"\x1b@\x1c&")
-    for text in ("!! 可疑交易 / SUSPICIOUS", "重复扣款 Duplicate charge", "凭证号 voucher 000123",
-                 "RMB 1,280.00  14:03", "卡号 card 622576******6691", "请撤销 void before 23:00"):
-        assert text.encode("gb18030") in data, text
-    assert "可疑交易".encode("gb18030") == b"\xbf\xc9\xd2\xc9\xbd\xbb\xd2\xd7"
-    assert data.rstrip(b"\x00\x01").endswith(b"\x1dV")    # GS V: cut
-    assert not contains_full_pan(data.decode("gb18030", errors="replace"))
-
-
-def test_a_missing_printer_is_retried_and_a_resolution_is_not_printed(tmp_path: Path) -> None:
-    missing = PrinterChannel("p", printer={"kind": "file", "path": str(tmp_path / "no" / "such" / "lp0")})
-    outcome = missing.send(notice(), message_id="m", now=NOW, sender=RecordingSender())
-    assert outcome.status == "retry" and outcome.retry_after == 30.0
-    out = tmp_path / "lp0"
-    quiet = PrinterChannel("p", printer={"kind": "file", "path": str(out)})
-    assert quiet.send(notice("voided", (alert(state="voided"),)), message_id="m", now=NOW,
-                      sender=RecordingSender()).status == "ok"
-    assert not out.exists()
-
-
-def test_printer_settings_name_the_missing_field() -> None:
-    with pytest.raises(ValueError, match=r"printer\.host is required"):
-        PrinterSettings.from_mapping({"kind": "network"})
-    with pytest.raises(ValueError, match=r"printer\.kind must be one of"):
-        PrinterSettings.from_mapping({"kind": "bluetooth"})
-    with pytest.raises(ValueError, match="unknown key"):
-        PrinterSettings.from_mapping({"kind": "file", "path": "/dev/usb/lp0", "colour": "red"})
-    usb = PrinterSettings.from_mapping({"kind": "usb", "vendor": "0416", "product": 0x5011})
-    assert (usb.vendor, usb.product) == (0x0416, 0x5011)
-
-
-def test_our_own_escpos_decoder_reads_the_slip_back(tmp_path: Path) -> None:
-    from drivers.protocols.escpos import EscposDecoder  # imported here: another engineer's module
-
-    out = tmp_path / "lp0"
-    PrinterChannel("p", printer={"kind": "file", "path": str(out)}, tz=SH).send(
-        notice(), message_id="m", now=NOW, sender=RecordingSender())
-    decoder = EscposDecoder(tz=SH, source="escpos")
-    receipts = decoder.feed(out.read_bytes(), NOW) + decoder.flush(NOW)
-    assert len(receipts) == 1 and isinstance(receipts[0], ReceiptText)
-    assert [line.strip() for line in receipts[0].lines] == [
-        "!! 可疑交易 / SUSPICIOUS",
-        "重复扣款 Duplicate charge",
-        "风险 高 high (DUP-001)",
-        "凭证号 voucher 000123",
-        "RMB 1,280.00  14:03",
-        "卡号 card 622576******6691",
-        "请撤销 void before 23:00",
-        "好味道餐饮 静安店 11-27 14:05",
-    ]
 
 
 # ---------------------------------------------------------------------------- wiring
