@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -51,6 +52,16 @@ class ConfigError(Exception):
         self.file, self.field, self.message, self.line = file, field, message, line
         where = f"{file}, line {line}" if line else file
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+# A secret never formats as its value (str, repr, f-strings, model_dump(mode="json") all print
+# "**********"); the raw value only through .get_secret_value() where it is used.
+Secret = SecretStr
+
+
+def reveal(value: SecretStr | str | None) -> str | None:
+    """The raw value of a secret, for the one place that sends it."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 class _Strict(BaseModel):
@@ -231,10 +242,11 @@ class SourceConfig(_Strict):
 class ChannelConfig(_Strict):
     name: str
     type: Literal["webhook", "wecom", "dingtalk", "feishu", "printer"]
-    url: str | None = None             # webhook target, or override of a robot's endpoint
-    key: str | None = None             # WeCom robot key / DingTalk access_token / Feishu hook token
-    secret: str | None = None          # signing secret (whsec_... for webhooks, robot sign secret)
-    secrets: list[str] = []            # extra webhook secrets during rotation
+    # All four are secrets: a URL may carry a token in its query, path or userinfo.
+    url: Secret | None = None          # webhook target, or override of a robot's endpoint
+    key: Secret | None = None          # WeCom robot key / DingTalk access_token / Feishu hook token
+    secret: Secret | None = None       # signing secret (whsec_... for webhooks, robot sign secret)
+    secrets: list[Secret] = []         # extra webhook secrets during rotation
     printer: dict[str, Any] = {}       # printer channel: kind = serial|network|usb|file and its settings
     enabled: bool = True
     fallback: bool = False             # only used when an earlier channel cannot deliver before the deadline
@@ -263,7 +275,7 @@ class ChannelConfig(_Strict):
             raise ValueError(f"a {self.type} channel needs key (or url)")
         if self.type == "printer" and not self.printer:
             raise ValueError("a printer channel needs a [channel.printer] table (kind = serial|network|usb|file)")
-        if self.secret and self.type == "webhook" and not self.secret.startswith("whsec_"):
+        if self.secret and self.type == "webhook" and not self.secret.get_secret_value().startswith("whsec_"):
             raise ValueError("a webhook secret must start with whsec_ (Standard Webhooks)")
         return self
 
@@ -410,7 +422,9 @@ def parse_config(text: str, path: str = "<config>") -> LoadedConfig:
             message = "unknown key (check the spelling; see config/settleguard.example.toml)"
         else:
             message = err["msg"].removeprefix("Value error, ")
-            if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+            secret_field = loc[:1] == ("channel",) and any(p in ("url", "key", "secret", "secrets") for p in loc)
+            if ("input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict)
+                    and not secret_field):  # a refused secret is not echoed into the logs
                 message += f" (got {err['input']!r})"
         raise ConfigError(path, _pretty_field(loc, raw), message, _locate(text, loc)) from None
     try:

@@ -64,8 +64,9 @@ url = "http://127.0.0.1:9/x"
 secret = "file:{secret_file}"
 ''')
     robot, hq = loaded.config.channel
-    assert robot.key == "abc-123-key"
-    assert hq.secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert robot.key is not None and robot.key.get_secret_value() == "abc-123-key"
+    assert hq.secret is not None and hq.secret.get_secret_value() == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert "abc-123-key" not in f"{robot!r} {robot} {robot.model_dump_json()}"
 
 
 def test_a_missing_secret_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:

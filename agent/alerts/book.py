@@ -42,6 +42,14 @@ class NoSuchAlert(LookupError):
     """No alert has that id (or id prefix)."""
 
 
+class AmbiguousAlert(LookupError):
+    """A short code that names more than one alert; str() lists the candidates."""
+
+
+# How many candidates an ambiguous short code lists.
+SHOW_CANDIDATES = 10
+
+
 class AlertBook:
     def __init__(self, journal: Journal, announcer: Announcer, *, tz: tzinfo, cutoff: time | None,
                  counts: dict[str, int] | None = None, evidence_dir: Path | None = None) -> None:
@@ -141,11 +149,29 @@ class AlertBook:
         return write_bundle(self.journal, alert, now=now, tz=self.tz, root=self.evidence_dir, path=path)
 
     # -- staff answers ----------------------------------------------------------------------------
+    def find(self, code: str) -> Alert:
+        """The alert with this exact id, or the only one whose id starts with ``code``.
+
+        Raises NoSuchAlert, or AmbiguousAlert listing the candidates: an answer is never applied to
+        one alert picked among several.
+        """
+        alert = self.journal.get_alert(code)
+        if alert is not None:
+            return alert
+        ids, total = self.journal.alert_ids_matching(code, limit=SHOW_CANDIDATES)
+        if total == 0:
+            raise NoSuchAlert(f"no alert {code}")
+        if total > 1:
+            more = f" and {total - len(ids)} more" if total > len(ids) else ""
+            raise AmbiguousAlert(f"{code} matches {total} alerts ({', '.join(ids)}{more}); give more of the id")
+        found = self.journal.get_alert(ids[0])
+        if found is None:
+            raise NoSuchAlert(f"no alert {code}")
+        return found
+
     def answer(self, alert_id: str, cause: Cause, now: datetime, *, by: str, note: str | None) -> Alert:
-        """A staff answer; raises NoSuchAlert or IllegalTransition (whose str() tells staff what to do)."""
-        alert = self.journal.get_alert(alert_id)
-        if alert is None:
-            raise NoSuchAlert(f"no alert {alert_id}")
+        """A staff answer; raises NoSuchAlert, AmbiguousAlert or IllegalTransition (str() says what to do)."""
+        alert = self.find(alert_id)
         if WHO[cause] is not Actor.STAFF:
             raise IllegalTransition(AlertState(alert.state), cause, f"{cause} is not for staff to answer")
         return self.apply(alert, cause, now, actor=by, note=note)
@@ -155,10 +181,17 @@ class AlertBook:
         cause = STAFF_ANSWERS.get(str(args.get("answer")))
         if cause is None:
             return {"ok": False, "error": f"answer must be one of {', '.join(STAFF_ANSWERS)}"}
+        # The control socket validated these already; checked again because this runs on the
+        # pipeline thread, where a bad value must be a refusal, never an exception.
+        alert_id, by, note = args.get("id"), args.get("by"), args.get("note")
+        if not isinstance(alert_id, str) or not alert_id:
+            return {"ok": False, "error": "ack needs the alert id"}
+        if not isinstance(by, str | None) or not isinstance(note, str | None):
+            return {"ok": False, "error": "by and note must be text"}
+        actor = by or Actor.STAFF.value
         try:
-            alert = self.answer(str(args["id"]), cause, now, by=args.get("by") or Actor.STAFF.value,
-                                note=args.get("note"))
-        except (NoSuchAlert, IllegalTransition) as exc:
+            alert = self.answer(alert_id, cause, now, by=actor, note=note)
+        except (NoSuchAlert, AmbiguousAlert, IllegalTransition) as exc:
             return {"ok": False, "error": str(exc)}
-        return {"ok": True, "alert": alert.to_dict()}
+        return {"ok": True, "alert": alert.to_dict(), "actor": actor}
 

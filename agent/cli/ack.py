@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,13 @@ from agent.cli.common import DEFAULT_CONFIG, EX_CONFIG, EX_FAIL, EX_OK, ConfigEr
 
 def add_parser(sub: Any) -> None:
     ak = sub.add_parser("ack", help="answer an alert: legitimate, voided or refunded (recorded with who and when)")
-    ak.add_argument("id", help="alert id (a unique prefix is enough)")
+    ak.add_argument("id", help="alert id (a unique prefix of at least 4 characters is enough)")
     which = ak.add_mutually_exclusive_group(required=True)
     which.add_argument("--legit", action="store_true", help="the transaction is fine: dismiss the alert")
     which.add_argument("--voided", action="store_true", help="staff voided it on the terminal (before settlement)")
     which.add_argument("--refunded", action="store_true",
                        help="after settlement: it was refunded (on the terminal or at the acquirer)")
-    ak.add_argument("--by", help="who acknowledges (default: $USER)")
+    ak.add_argument("--by", help="who acknowledges, recorded beside your login name (default: none)")
     ak.add_argument("--note", help="why, in a few words")
     ak.add_argument("--state")
     ak.add_argument("--config", default=DEFAULT_CONFIG, help="used only when no daemon is running")
@@ -28,12 +28,17 @@ def add_parser(sub: Any) -> None:
 def cmd_ack(args: argparse.Namespace) -> int:
     """Through the running daemon's control socket; with no daemon, straight into the journal."""
     from agent.alerts.lifecycle import STAFF_ANSWERS
-    from agent.service.control import request
+    from agent.service.control import RequestError, parse_request, request
 
     sdir = state_dir(args.state)
     answer = next(name for name in STAFF_ANSWERS if getattr(args, name))
-    payload = {"cmd": "ack", "id": args.id, "answer": answer, "by": args.by or os.environ.get("USER") or "staff",
-               "note": args.note}
+    # The daemon records who we are from the socket itself; --by is only a name recorded beside it.
+    payload = {"cmd": "ack", "id": args.id, "answer": answer, "by": args.by, "note": args.note}
+    try:
+        parse_request(json.dumps(payload).encode())   # the daemon's own checks, before anything is sent
+    except RequestError as exc:
+        err(str(exc))
+        return EX_FAIL
     try:
         reply = request(sdir / "control.sock", payload)
     except OSError as exc:
@@ -48,7 +53,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
         return EX_FAIL
     alert = reply["alert"]
     print(f"alert {alert['id']} ({alert['rule']}) is now {alert['state']} (revision {alert['revision']}),"
-          f" recorded as {payload['by']}")
+          f" recorded as {reply.get('actor', '?')}")
     return EX_OK
 
 
@@ -61,6 +66,7 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
     from agent.alerts.book import AlertBook
     from agent.delivery.channels.factory import build_channels, routing
     from agent.service.daemon import journal_path
+    from agent.service.control import local_actor
     from agent.store.journal import Journal
     from drivers.clock import SYSTEM_CLOCK
 
@@ -78,7 +84,8 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
         book = AlertBook(journal, Announcer(journal, channels=primary, people_channels=people), tz=loaded.tz,
                          cutoff=loaded.config.settlement.cutoff_time)
         with journal.transaction():
-            reply = book.ack(payload, SYSTEM_CLOCK.now())
+            reply = book.ack({**payload, "id": str(payload["id"]).upper(), "by": local_actor(payload["by"])},
+                             SYSTEM_CLOCK.now())
     finally:
         journal.close()
     return reply

@@ -280,7 +280,7 @@ def endpoints(loaded: LoadedConfig) -> list[tuple[str, str, int]]:
             if ch.printer.get("kind") == "network" and ch.printer.get("host"):
                 out.append((ch.name, str(ch.printer["host"]), int(ch.printer.get("port", 9100))))
             continue
-        url = urlsplit(ch.url or defaults.get(ch.type, ""))
+        url = urlsplit(ch.url.get_secret_value() if ch.url else defaults.get(ch.type, ""))
         if url.hostname:
             out.append((ch.name, url.hostname, url.port or (443 if url.scheme == "https" else 80)))
     return out

@@ -102,7 +102,8 @@ def config_secrets(loaded: LoadedConfig) -> list[str]:
     for ch in loaded.config.channel:
         if not ch.enabled:
             continue
-        out += [s for s in (ch.key, ch.secret, *ch.secrets) if s]
+        # The URL too: add_secrets registers its userinfo, query values and path tokens.
+        out += [s.get_secret_value() for s in (ch.url, ch.key, ch.secret, *ch.secrets) if s]
     return out
 
 

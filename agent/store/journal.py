@@ -201,8 +201,8 @@ class Journal(JournalReader):
         return Alert.from_dict(json.loads(row[0]), key=row[1]) if row else None
 
     def get_alert(self, alert_id: str) -> Alert | None:
-        row = self.conn.execute("SELECT data, key FROM alerts WHERE id=? OR id LIKE ?",
-                                (alert_id, alert_id + "%")).fetchone()
+        # Exactly this id; short codes are resolved first (JournalReader.alert_ids_matching).
+        row = self.conn.execute("SELECT data, key FROM alerts WHERE id=?", (alert_id,)).fetchone()
         return Alert.from_dict(json.loads(row[0]), key=row[1]) if row else None
 
     def save_alert(self, alert: Alert, *, actor: str, note: str | None = None) -> None:

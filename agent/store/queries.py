@@ -51,6 +51,18 @@ class JournalReader:
         return from_utc_text(row[0]) if row and row[0] else None
 
     # -- alerts ------------------------------------------------------------------------------
+    def alert_ids_matching(self, code: str, *, limit: int = 20) -> tuple[list[str], int]:
+        """(up to ``limit`` ids, how many in all) of the alerts whose id is ``code`` or starts with it.
+
+        Compared literally (``substr``, not ``LIKE``): ``%`` and ``_`` in a code are characters, so a
+        code can only ever name alerts whose id really begins with it.
+        """
+        where = "WHERE substr(id, 1, ?) = ?"
+        args = (len(code), code)
+        total = int(self.conn.execute(f"SELECT COUNT(*) FROM alerts {where}", args).fetchone()[0])
+        rows = self.conn.execute(f"SELECT id FROM alerts {where} ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [str(r[0]) for r in rows], total
+
     def alert_counts(self) -> dict[tuple[str, str], int]:
         """(rule, state) -> number of alerts."""
         rows = self.conn.execute("SELECT rule, state, COUNT(*) FROM alerts GROUP BY rule, state").fetchall()

@@ -8,10 +8,13 @@ answer means.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import tzinfo
 from typing import Any, Protocol
 
+from pydantic import SecretStr
+
+from agent.config import reveal
 from agent.delivery.channels.base import (
     Channel,
     HttpFailure,
@@ -23,10 +26,15 @@ from agent.delivery.channels.base import (
     RateLimit,
     RateLimiter,
 )
+from agent.service.logs import add_secrets, register_url
 
 
 class ChannelSettings(Protocol):
-    """The fields of ``agent.config.ChannelConfig`` a channel needs (secrets already resolved)."""
+    """The fields of ``agent.config.ChannelConfig`` a channel needs (secrets already resolved).
+
+    Secrets arrive as ``SecretStr`` (plain strings from tests); :func:`reveal` is the one accessor,
+    used only here, where each channel is built with the values it sends.
+    """
 
     # Read-only properties, so a frozen pydantic model with Literal types satisfies the protocol.
     @property
@@ -34,41 +42,51 @@ class ChannelSettings(Protocol):
     @property
     def type(self) -> str: ...
     @property
-    def url(self) -> str | None: ...
+    def url(self) -> SecretStr | str | None: ...
     @property
-    def key(self) -> str | None: ...
+    def key(self) -> SecretStr | str | None: ...
     @property
-    def secret(self) -> str | None: ...
+    def secret(self) -> SecretStr | str | None: ...
     @property
-    def secrets(self) -> list[str]: ...
+    def secrets(self) -> Sequence[SecretStr | str]: ...
     @property
     def printer(self) -> dict[str, Any]: ...
 
 
 def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout: float = 10.0) -> Channel:
-    """A channel for one config entry; ValueError names what is missing."""
+    """A channel for one config entry; ValueError names what is missing.
+
+    Every URL the channel will send to is registered with the log redactor here, whichever way
+    its credential was given (``key =``, ``url =`` with a query token, userinfo or a path token).
+    """
+    channel = _make_channel(settings, tz=tz, timeout=timeout)
+    register_url(getattr(channel, "url", None))
+    add_secrets([settings.key, settings.secret, *settings.secrets])
+    return channel
+
+
+def _make_channel(settings: ChannelSettings, *, tz: tzinfo | None, timeout: float) -> Channel:
     kind = settings.type
+    url, key, secret = reveal(settings.url), reveal(settings.key), reveal(settings.secret)
     if kind == "webhook":
         from agent.delivery.channels.webhook import WebhookChannel
 
-        if not settings.url:
+        if not url:
             raise ValueError(f"channel {settings.name}: a webhook needs url")
-        secrets = [s for s in ([settings.secret] if settings.secret else []) + list(settings.secrets) if s]
-        return WebhookChannel(settings.name, url=settings.url, secrets=secrets, timeout=timeout)
+        secrets = [s for s in [secret, *(reveal(x) for x in settings.secrets)] if s]
+        return WebhookChannel(settings.name, url=url, secrets=secrets, timeout=timeout)
     if kind == "wecom":
         from agent.delivery.channels.wecom import WecomChannel
 
-        return WecomChannel(settings.name, key=settings.key, url=settings.url, tz=tz, timeout=timeout)
+        return WecomChannel(settings.name, key=key, url=url, tz=tz, timeout=timeout)
     if kind == "dingtalk":
         from agent.delivery.channels.dingtalk import DingtalkChannel
 
-        return DingtalkChannel(settings.name, access_token=settings.key, url=settings.url,
-                               secret=settings.secret, tz=tz, timeout=timeout)
+        return DingtalkChannel(settings.name, access_token=key, url=url, secret=secret, tz=tz, timeout=timeout)
     if kind == "feishu":
         from agent.delivery.channels.feishu import FeishuChannel
 
-        return FeishuChannel(settings.name, token=settings.key, url=settings.url, secret=settings.secret,
-                             tz=tz, timeout=timeout)
+        return FeishuChannel(settings.name, token=key, url=url, secret=secret, tz=tz, timeout=timeout)
     if kind == "printer":
         # Imported only here: python-escpos is the printing backend and nothing else needs it.
         from agent.delivery.channels.printer import PrinterChannel

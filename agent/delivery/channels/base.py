@@ -14,7 +14,7 @@ import json
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
@@ -51,8 +51,8 @@ class Notice:
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
-    url: str
-    headers: dict[str, str]
+    url: str = field(repr=False)                 # may carry the channel's credential
+    headers: dict[str, str] = field(repr=False)  # may carry a signature
     body: bytes
     timeout: float = 10.0
 

@@ -6,9 +6,17 @@ above this line knows which HTTP library sat below it.
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 
 from agent.delivery.channels.base import HttpFailure, HttpRequest, HttpResponse
+
+
+# httpx logs every request URL at INFO and httpcore every step at DEBUG; a robot's URL carries its
+# credential. Our delivery loop logs what matters (with the redactor); theirs stay quiet.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class HttpxSender:
