@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.alerts import review
 from agent.alerts.announce import Announcer
-from agent.alerts.book import AlertBook
+from agent.alerts.book import PRINTED_SOURCE, AlertBook, has_terminal_line
 from agent.config import LoadedConfig
 from agent.messages import BatchClosed, Command, EventBatch
 from agent.model import RETURNING_KINDS, ReceiptText, Settlement, Transaction, identity_key, new_ulid
@@ -58,7 +58,8 @@ class Pipeline:
                        "reviews": 0, "batches_closed": 0}
         self.announcer = Announcer(journal, channels=channels, people_channels=people_channels)
         self.alerts = AlertBook(journal, self.announcer, tz=self.tz, cutoff=self.config.settlement.cutoff_time,
-                                counts=self.counts, evidence_dir=evidence_dir)
+                                counts=self.counts, evidence_dir=evidence_dir,
+                                terminal_line=has_terminal_line(s.protocol for s in self.config.source))
         self.engine = self._build_engine()
         for warning in self.engine.warnings(self.clock.now()):
             log.warning("%s", warning)
@@ -245,7 +246,9 @@ class Pipeline:
             self.engine.observe(view)
         for finding in findings:
             self.alerts.open(finding, now)
-        if merged.is_new and txn.kind in RETURNING_KINDS and txn.result == "approved":
+        # A terminal's sighting of a void first seen on a printed slip is its confirmation.
+        if (merged.is_new or txn.source != PRINTED_SOURCE) and txn.kind in RETURNING_KINDS \
+                and txn.result == "approved":
             self.alerts.returned_on_the_wire(txn, now)
         return stored.id
 
@@ -298,7 +301,8 @@ class Pipeline:
         """
         self.loaded, self.config, self.tz = loaded, loaded.config, loaded.tz
         self.engine = self._build_engine()
-        self.alerts.reconfigure(tz=self.tz, cutoff=self.config.settlement.cutoff_time)
+        self.alerts.reconfigure(tz=self.tz, cutoff=self.config.settlement.cutoff_time,
+                                terminal_line=has_terminal_line(s.protocol for s in self.config.source))
         self.announcer.route(channels, people_channels)
         self._warm_state()
         warnings = self.engine.warnings(self.clock.now())

@@ -31,7 +31,7 @@ from agent.alerts.lifecycle import (
 from agent.messages import AlertChange, Command
 from tests.helpers import BASE_CONFIG, SHANGHAI, Harness, sale
 
-OPEN, VOIDED, DISMISSED, ESCALATED, EXPIRED = AlertState
+OPEN, VOIDED, DISMISSED, ESCALATED, EXPIRED, VOID_PRINTED = AlertState
 # Written out by hand, cell by cell, so a change to the table in the code has to be made here too.
 EXPECTED: dict[tuple[AlertState, Cause], AlertState | None] = {
     (OPEN, Cause.WIRE_VOID): VOIDED, (ESCALATED, Cause.WIRE_VOID): None,
@@ -42,6 +42,14 @@ EXPECTED: dict[tuple[AlertState, Cause], AlertState | None] = {
     (OPEN, Cause.SETTLEMENT): ESCALATED, (ESCALATED, Cause.SETTLEMENT): None,
     (OPEN, Cause.CUTOFF): ESCALATED, (ESCALATED, Cause.CUTOFF): None,
     (OPEN, Cause.EXPIRY): EXPIRED, (ESCALATED, Cause.EXPIRY): None,
+    (OPEN, Cause.PRINTED_VOID): VOID_PRINTED, (ESCALATED, Cause.PRINTED_VOID): None,
+    # A printed, unconfirmed void: as from open, except that another slip changes nothing.
+    (VOID_PRINTED, Cause.WIRE_VOID): VOIDED, (VOID_PRINTED, Cause.WIRE_REFUND): VOIDED,
+    (VOID_PRINTED, Cause.PRINTED_VOID): None,
+    (VOID_PRINTED, Cause.STAFF_VOIDED): VOIDED, (VOID_PRINTED, Cause.STAFF_REFUNDED): VOIDED,
+    (VOID_PRINTED, Cause.STAFF_LEGIT): DISMISSED,
+    (VOID_PRINTED, Cause.SETTLEMENT): ESCALATED, (VOID_PRINTED, Cause.CUTOFF): ESCALATED,
+    (VOID_PRINTED, Cause.EXPIRY): EXPIRED,
     **{(state, cause): None for state in (VOIDED, DISMISSED, EXPIRED) for cause in Cause},
 }
 CELLS = [(state, cause) for state in AlertState for cause in Cause]
@@ -70,6 +78,7 @@ def test_every_cell_of_the_table(state: AlertState, cause: Cause) -> None:
 
 def test_who_may_cause_what() -> None:
     assert {c for c, who in WHO.items() if who is Actor.TERMINAL} == {Cause.WIRE_VOID, Cause.WIRE_REFUND}
+    assert {c for c, who in WHO.items() if who is Actor.PRINTER} == {Cause.PRINTED_VOID}
     assert {c for c, who in WHO.items() if who is Actor.STAFF} == {
         Cause.STAFF_VOIDED, Cause.STAFF_REFUNDED, Cause.STAFF_LEGIT}
     assert {c for c, who in WHO.items() if who is Actor.SETTLEGUARD} == {
@@ -77,10 +86,11 @@ def test_who_may_cause_what() -> None:
 
 
 def test_the_state_sets_follow_from_the_table() -> None:
-    assert {OPEN, ESCALATED} == ACTIVE_STATES
+    assert {OPEN, ESCALATED, VOID_PRINTED} == ACTIVE_STATES
     assert {VOIDED, DISMISSED, EXPIRED} == TERMINAL_STATES
-    assert {VOIDED, DISMISSED} == RESOLVED_STATES and {OPEN} == AWAITING_VOID
-    assert [s.value for s in AlertState] == ["open", "voided", "dismissed", "escalated", "expired"]  # the JSON's
+    assert {VOIDED, DISMISSED} == RESOLVED_STATES and {OPEN, VOID_PRINTED} == AWAITING_VOID
+    assert [s.value for s in AlertState] == ["open", "voided", "dismissed", "escalated", "expired",
+                                              "void_printed"]  # the JSON's
 
 
 def test_refusals_say_why_and_what_to_do_instead() -> None:
@@ -93,7 +103,8 @@ def test_refusals_say_why_and_what_to_do_instead() -> None:
 
 def test_each_state_announces_its_own_notice_and_causes_come_from_the_wire_and_the_batch() -> None:
     assert [announces(s) for s in AlertState] == [
-        NoticeKind.OPENED, NoticeKind.VOIDED, NoticeKind.DISMISSED, NoticeKind.ESCALATED, NoticeKind.EXPIRED]
+        NoticeKind.OPENED, NoticeKind.VOIDED, NoticeKind.DISMISSED, NoticeKind.ESCALATED, NoticeKind.EXPIRED,
+        NoticeKind.VOID_PRINTED]
     assert wire_cause("void") is Cause.WIRE_VOID
     assert wire_cause("refund") is wire_cause("reversal") is Cause.WIRE_REFUND
     assert batch_closed_cause("void", by_cutoff=True) is Cause.CUTOFF

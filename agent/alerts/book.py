@@ -10,7 +10,7 @@ offline ``ack``; all of them run inside a journal transaction they own.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, time, tzinfo
 from pathlib import Path
@@ -29,6 +29,7 @@ from agent.alerts.lifecycle import (
     announces,
     batch_closed_cause,
     next_state,
+    printed_cause,
     states_allowing,
     wire_cause,
 )
@@ -48,12 +49,27 @@ class AmbiguousAlert(LookupError):
 
 # How many candidates an ambiguous short code lists.
 SHOW_CANDIDATES = 10
+# Decoders whose events come from the terminal itself; "escpos" is a printed slip. A source set to
+# "auto" does not count: it may well be the printer (sniffing decides at run time).
+TERMINAL_PROTOCOLS = frozenset({"zvt", "cn_ecr", "jsonl"})
+PRINTED_SOURCE = "escpos"
+
+
+def has_terminal_line(protocols: Iterable[str]) -> bool:
+    """Whether a terminal line is configured, so a printed void must wait for the terminal to confirm it.
+
+    Any terminal line, not one per terminal id: a shop that wired one terminal of two gets the
+    stricter behaviour for both (a person's answer resolves the unwired one's alerts).
+    """
+    return any(p in TERMINAL_PROTOCOLS for p in protocols)
 
 
 class AlertBook:
     def __init__(self, journal: Journal, announcer: Announcer, *, tz: tzinfo, cutoff: time | None,
-                 counts: dict[str, int] | None = None, evidence_dir: Path | None = None) -> None:
+                 counts: dict[str, int] | None = None, evidence_dir: Path | None = None,
+                 terminal_line: bool = False) -> None:
         self.journal = journal
+        self.terminal_line = terminal_line
         self.announcer = announcer
         self.tz = tz
         self.cutoff = cutoff
@@ -61,8 +77,10 @@ class AlertBook:
         self.counts: dict[str, int] = counts if counts is not None else Counter()
         self.evidence_dir = evidence_dir
 
-    def reconfigure(self, *, tz: tzinfo, cutoff: time | None) -> None:
+    def reconfigure(self, *, tz: tzinfo, cutoff: time | None, terminal_line: bool | None = None) -> None:
         self.tz, self.cutoff = tz, cutoff
+        if terminal_line is not None:
+            self.terminal_line = terminal_line
 
     # -- opening ---------------------------------------------------------------------------
     def open(self, finding: Finding, now: datetime) -> Alert | None:
@@ -107,13 +125,23 @@ class AlertBook:
         """A void, reversal or refund that points at a flagged transaction settles the finding.
 
         A void pointing at an escalated alert is not its remedy (no void after settlement): the
-        voucher number was reused by a later transaction, so that alert stays as it is.
+        voucher number was reused by a later transaction, so that alert stays as it is. A slip
+        from the printer tap only claims a void while a terminal line can confirm it (lifecycle.py).
         """
-        cause = wire_cause(txn.kind)
+        printed = txn.source == PRINTED_SOURCE
+        cause = printed_cause(txn.kind, terminal_line=self.terminal_line) if printed else wire_cause(txn.kind)
+        actor = Actor.PRINTER if printed else Actor.TERMINAL
+        ref = txn.voucher_no or txn.receipt_no or txn.trace_no or ""
+        what = f"{txn.kind} {ref}".strip()
+        if cause is Cause.PRINTED_VOID:
+            note = f"{what} slip printed, not yet confirmed by the terminal"
+        elif printed:
+            note = f"{what} slip printed (no terminal line to confirm it)"
+        else:
+            note = what
         for alert in self.journal.alerts_referencing(txn.terminal_id, txn.original_voucher_no, txn.original_rrn,
                                                      states=states_allowing(cause)):
-            ref = txn.voucher_no or txn.receipt_no or txn.trace_no or ""
-            self.apply(alert, cause, now, actor=Actor.TERMINAL.value, note=f"{txn.kind} {ref}".strip())
+            self.apply(alert, cause, now, actor=actor.value, note=note)
 
     def batch_closed(self, terminal_id: str | None, batch_no: str | None, now: datetime, *, by_cutoff: bool) -> None:
         """The batch settled: a void is no longer possible, so open findings turn into refund guidance."""
@@ -122,18 +150,21 @@ class AlertBook:
         for alert in self.journal.alerts_in_batch(terminal_id, batch_no, states=candidates):
             remedy = alert.suggestion.action if alert.suggestion is not None else None
             cause = batch_closed_cause(remedy, by_cutoff=by_cutoff)
+            unconfirmed = alert.state == AlertState.VOID_PRINTED
             if cause is Cause.EXPIRY:
-                self.apply(alert, cause, now, actor=Actor.SETTLEGUARD.value,
-                           note=f"batch closed ({reason}) before anyone checked it")
+                why = ("the printed void was never confirmed by the terminal" if unconfirmed
+                       else "before anyone checked it")
+                self.apply(alert, cause, now, actor=Actor.SETTLEGUARD.value, note=f"batch closed ({reason}) {why}")
             else:
-                self._escalate(alert, cause, now)
+                self._escalate(alert, cause, now, note=("batch settled; the printed void was never confirmed by "
+                                                        "the terminal") if unconfirmed else None)
 
-    def _escalate(self, alert: Alert, cause: Cause, now: datetime) -> None:
+    def _escalate(self, alert: Alert, cause: Cause, now: datetime, *, note: str | None = None) -> None:
         subject = alert.transactions[-1]
         bundle = self._write_evidence(alert, now)
         suggestion = refund_suggestion(subject, tz=self.tz, evidence_path=str(bundle) if bundle else None)
         escalated = self.apply(alert, cause, now, actor=Actor.SETTLEGUARD.value,
-                               note="batch settled with the finding open", suggestion=suggestion,
+                               note=note or "batch settled with the finding open", suggestion=suggestion,
                                evidence_bundle=str(bundle) if bundle else None)
         self.counts["alerts_escalated"] += 1
         if bundle is not None:

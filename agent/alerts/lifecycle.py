@@ -6,19 +6,20 @@ else raises :class:`IllegalTransition`. Every other module asks this one
 (which states are active, which are over, what a change announces) instead of
 spelling a state itself, so the table below is the whole story:
 
-==============  ==============================  =========  =========  ==================
-cause           who                             open       escalated  voided, dismissed,
-                                                                      expired
-==============  ==============================  =========  =========  ==================
-wire_void       terminal (a void on the wire)   voided     refused    refused
-wire_refund     terminal (refund or reversal)   voided     voided     refused
-staff_voided    staff (``ack --voided``)        voided     refused    refused
-staff_refunded  staff (``ack --refunded``)      voided     voided     refused
-staff_legit     staff (``ack --legit``)         dismissed  dismissed  refused
-settlement      settleguard (batch settled)     escalated  refused    refused
-cutoff          settleguard (cutoff time)       escalated  refused    refused
-expiry          settleguard (batch closed)      expired    refused    refused
-==============  ==============================  =========  =========  ==================
+==============  ==============================  ============  ============  =========  ==================
+cause           who                             open          void_printed  escalated  voided, dismissed,
+                                                                                       expired
+==============  ==============================  ============  ============  =========  ==================
+wire_void       terminal (a void on the wire)   voided        voided        refused    refused
+wire_refund     terminal (refund or reversal)   voided        voided        voided     refused
+printed_void    printer (a slip, unconfirmed)   void_printed  refused       refused    refused
+staff_voided    staff (``ack --voided``)        voided        voided        refused    refused
+staff_refunded  staff (``ack --refunded``)      voided        voided        voided     refused
+staff_legit     staff (``ack --legit``)         dismissed     dismissed     dismissed  refused
+settlement      settleguard (batch settled)     escalated     escalated     refused    refused
+cutoff          settleguard (cutoff time)       escalated     escalated     refused    refused
+expiry          settleguard (batch closed)      expired       expired       refused    refused
+==============  ==============================  ============  ============  =========  ==================
 
 Why escalated refuses a void: after settlement a void is impossible on the
 terminal, and a refund is the remedy. A void seen on the wire that points at an
@@ -27,6 +28,17 @@ number; staff answering "voided" for it are told to refund instead. A refund
 (on the wire, or answered by staff when it was done at the acquirer) ends it.
 "voided" as a state means "the charge was taken back", by void, reversal or
 refund; the state strings are the journal's and the JSON's, so they stay.
+
+Why a printed slip is not a void: anyone who can print to the till can print
+"消费撤销". When a terminal line is configured (a ``[[source]]`` with protocol
+zvt, cn_ecr or jsonl), a void or refund seen only on a printed slip moves an
+open alert to ``void_printed`` ("void printed, not yet confirmed by the
+terminal"); the terminal's own void or refund on the line confirms it
+(``voided``), a person's answer counts as from ``open``, and if the batch
+closes first it escalates saying the printed void was never confirmed. With
+no terminal line (a printer-only install) the slip is the only witness there
+is, and it resolves the alert as a void on the wire does (recorded as the
+printer's).
 
 When a batch closes, a finding whose remedy was a void becomes a refund case
 (settlement or cutoff -> escalated); one that only asked for a check expires.
@@ -43,12 +55,14 @@ class AlertState(StrEnum):
     DISMISSED = "dismissed"
     ESCALATED = "escalated"
     EXPIRED = "expired"
+    VOID_PRINTED = "void_printed"        # a slip says voided; the terminal has not confirmed it
 
 
 class Actor(StrEnum):
     """Who may cause a change; also what the alert log records when no person is named."""
 
     TERMINAL = "terminal"
+    PRINTER = "printer"                  # a printed slip (ESC/POS tap): anyone who can print can write one
     STAFF = "staff"
     SETTLEGUARD = "settleguard"
 
@@ -56,6 +70,7 @@ class Actor(StrEnum):
 class Cause(StrEnum):
     WIRE_VOID = "wire_void"
     WIRE_REFUND = "wire_refund"          # a refund or a reversal seen on the wire
+    PRINTED_VOID = "printed_void"        # a void, refund or reversal seen only on a printed slip
     STAFF_VOIDED = "staff_voided"
     STAFF_REFUNDED = "staff_refunded"
     STAFF_LEGIT = "staff_legit"
@@ -75,6 +90,7 @@ class NoticeKind(StrEnum):
     DISMISSED = "dismissed"
     EXPIRED = "expired"
     ESCALATED = "escalated"
+    VOID_PRINTED = "void_printed"
     REMINDER = "reminder"
     # For people only: summaries of several alerts, and the pre-close review.
     DIGEST = "digest"
@@ -88,6 +104,7 @@ INITIAL = AlertState.OPEN
 WHO: dict[Cause, Actor] = {
     Cause.WIRE_VOID: Actor.TERMINAL,
     Cause.WIRE_REFUND: Actor.TERMINAL,
+    Cause.PRINTED_VOID: Actor.PRINTER,
     Cause.STAFF_VOIDED: Actor.STAFF,
     Cause.STAFF_REFUNDED: Actor.STAFF,
     Cause.STAFF_LEGIT: Actor.STAFF,
@@ -98,6 +115,18 @@ WHO: dict[Cause, Actor] = {
 
 TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
     AlertState.OPEN: {
+        Cause.WIRE_VOID: AlertState.VOIDED,
+        Cause.WIRE_REFUND: AlertState.VOIDED,
+        Cause.PRINTED_VOID: AlertState.VOID_PRINTED,
+        Cause.STAFF_VOIDED: AlertState.VOIDED,
+        Cause.STAFF_REFUNDED: AlertState.VOIDED,
+        Cause.STAFF_LEGIT: AlertState.DISMISSED,
+        Cause.SETTLEMENT: AlertState.ESCALATED,
+        Cause.CUTOFF: AlertState.ESCALATED,
+        Cause.EXPIRY: AlertState.EXPIRED,
+    },
+    # As from open, except that another slip adds nothing: only the terminal or a person resolves it.
+    AlertState.VOID_PRINTED: {
         Cause.WIRE_VOID: AlertState.VOIDED,
         Cause.WIRE_REFUND: AlertState.VOIDED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
@@ -129,8 +158,9 @@ ACTIVE_STATES = frozenset(state for state, moves in TRANSITIONS.items() if moves
 TERMINAL_STATES = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
 # Over because someone dealt with it (an expired finding is over because nobody did).
 RESOLVED_STATES = frozenset({AlertState.VOIDED, AlertState.DISMISSED})
-# Open findings still have a void to do before the cutoff: what the pre-close review lists.
-AWAITING_VOID = frozenset({AlertState.OPEN})
+# Findings whose void is not done (or only printed, unconfirmed) before the cutoff: what the
+# pre-close review lists.
+AWAITING_VOID = frozenset({AlertState.OPEN, AlertState.VOID_PRINTED})
 
 # How staff read each state: (Chinese, English).
 STATE_LABELS: dict[str, tuple[str, str]] = {
@@ -139,6 +169,7 @@ STATE_LABELS: dict[str, tuple[str, str]] = {
     AlertState.DISMISSED: ("已确认正常", "dismissed"),
     AlertState.EXPIRED: ("已过期", "expired"),
     AlertState.ESCALATED: ("已结算，需退货", "escalated to refund"),
+    AlertState.VOID_PRINTED: ("已打印撤销单，终端未确认", "void printed, not yet confirmed by the terminal"),
 }
 
 # Answers staff give with ``settleguard ack --<answer>``.
@@ -154,6 +185,7 @@ _ANNOUNCES: dict[AlertState, NoticeKind] = {
     AlertState.DISMISSED: NoticeKind.DISMISSED,
     AlertState.EXPIRED: NoticeKind.EXPIRED,
     AlertState.ESCALATED: NoticeKind.ESCALATED,
+    AlertState.VOID_PRINTED: NoticeKind.VOID_PRINTED,
 }
 # Notices saying a finding is over: grouped among themselves for people, never into a findings digest.
 RESOLUTION_NOTICES = frozenset(_ANNOUNCES[s] for s in TERMINAL_STATES) | {NoticeKind.RESOLVED}
@@ -202,6 +234,15 @@ def announces(state: str) -> NoticeKind:
 def wire_cause(kind: str) -> Cause:
     """The cause a returning transaction on the wire (void, refund, reversal) is."""
     return Cause.WIRE_VOID if kind == "void" else Cause.WIRE_REFUND
+
+
+def printed_cause(kind: str, *, terminal_line: bool) -> Cause:
+    """The cause a returning transaction seen on a printed slip is.
+
+    With a terminal line configured a slip only claims the void (the terminal must confirm it);
+    on a printer-only install the slip is all there is, so it counts as the wire's.
+    """
+    return Cause.PRINTED_VOID if terminal_line else wire_cause(kind)
 
 
 def batch_closed_cause(remedy: str | None, *, by_cutoff: bool) -> Cause:

@@ -45,6 +45,7 @@ HEADLINE = {
     NoticeKind.ALL_CLEAR: ("今日无待处理异常", "no open findings"),
     NoticeKind.ESCALATED: ("批次已结算，需要退货", "Batch settled: refund needed"),
     NoticeKind.REMINDER: ("提醒：仍待处理", "Reminder: still open"),
+    NoticeKind.VOID_PRINTED: ("撤销单已打印，终端尚未确认", "Void printed, not yet confirmed by the terminal"),
     **{kind: _RESOLVED_HEADLINE for kind in RESOLUTION_NOTICES},
 }
 # Published limits of the robots (bytes of UTF-8). Feishu's 30 KB is for the whole request body,
