@@ -159,7 +159,7 @@ class ControlServer:
         self.deadline = deadline
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(max_clients)
-        self._clients: set[threading.Thread] = set()
+        self._clients: dict[threading.Thread, socket.socket] = {}
         self._clients_lock = threading.Lock()
         if path.exists() or path.is_symlink():
             path.unlink()
@@ -178,7 +178,10 @@ class ControlServer:
         self.thread.join(2.0)
         self.sock.close()
         with self._clients_lock:
-            clients = list(self._clients)
+            clients = dict(self._clients)
+        for conn in clients.values():
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)   # a client mid-request must not hold up the stop
         for t in clients:
             t.join(self.deadline)
         with contextlib.suppress(FileNotFoundError):
@@ -198,7 +201,7 @@ class ControlServer:
                 continue
             t = threading.Thread(target=self._client, args=(conn,), name="control-client", daemon=True)
             with self._clients_lock:
-                self._clients.add(t)
+                self._clients[t] = conn
             t.start()
 
     def _client(self, conn: socket.socket) -> None:
@@ -215,7 +218,7 @@ class ControlServer:
         finally:
             self._slots.release()
             with self._clients_lock:
-                self._clients.discard(threading.current_thread())
+                self._clients.pop(threading.current_thread(), None)
 
     def _one(self, conn: socket.socket) -> dict[str, Any]:
         peer = peer_of(conn)
