@@ -13,6 +13,7 @@ segments that look like tokens (ARCHITECTURE.md's "Redaction" in the report).
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -37,6 +38,8 @@ _USERINFO = re.compile(r"(?<=://)[^/\s@?#]+@")
 _CREDENTIAL_QUERY = re.compile(
     r"(?i)([?&](?:key|access_token|token|sign|signature|secret|password|passwd|pwd|auth|apikey|api_key)=)"
     r"[^&\s#\"'<>]+")
+# HTTP credentials as a header quotes them (httpx sends a URL's userinfo as Basic auth).
+_AUTH_HEADER = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=._~-]{8,}")
 # A path segment this long with letters and digits mixed is a token (Feishu hook id, Slack-style paths).
 _PATH_TOKEN = re.compile(r"(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~%]{12,}|[A-Za-z0-9_\-.~%]{24,}")
 
@@ -70,6 +73,9 @@ def url_secrets(url: str) -> set[str]:
         userinfo = netloc.rsplit("@", 1)[0]
         found.add(userinfo)
         found.update(userinfo.split(":", 1))
+        # The same pair as an Authorization: Basic header carries it.
+        pair = unquote(userinfo).encode("utf-8")
+        found.add(base64.b64encode(pair).decode("ascii"))
     for raw in parts.query.split("&"):
         if "=" in raw:
             found.add(raw.split("=", 1)[1])
@@ -113,6 +119,7 @@ class RedactingFilter(logging.Filter):
             if secret in clean:
                 clean = clean.replace(secret, MASK)
         clean = _USERINFO.sub(MASK + "@", clean)
+        clean = _AUTH_HEADER.sub(r"\1 " + MASK, clean)
         return _CREDENTIAL_QUERY.sub(r"\1" + MASK, clean)
 
 
