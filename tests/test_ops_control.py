@@ -42,7 +42,8 @@ class Shop:
         self.state = tmp
         self.term = PtyTerminal()
         self.clock = ManualClock(NOW)
-        loaded = parse_config(jsonl_line_config("控制口测试店", self.term.device, '\n[rules.DUP-001]\nwindow = "10m"\n'))
+        rules = '\n[rules.DUP-001]\nwindow = "10m"\n'
+        loaded = parse_config(jsonl_line_config("控制口测试店", self.term.device, rules))
         self.daemon = Daemon(loaded, tmp, clock=self.clock, use_scheduler=False)
         self.sock = tmp / "control.sock"
         self.voucher = 100
@@ -227,7 +228,8 @@ def test_the_whole_request_has_a_deadline_and_a_size_bound(tmp_path: Path) -> No
 
 def test_the_schema_refuses_what_the_old_socket_passed_on() -> None:
     for line in (b'{"cmd":"ack"}', b'{"cmd":"ack","id":"%","answer":"legit"}',
-                 b'{"cmd":"ack","id":"01ABCDEF","answer":"maybe"}', b'{"cmd":"ack","id":"01AB","answer":"legit","by":1}',
+                 b'{"cmd":"ack","id":"01ABCDEF","answer":"maybe"}',
+                 b'{"cmd":"ack","id":"01AB","answer":"legit","by":1}',
                  b'{"cmd":"ack","id":"01AB","answer":"legit","note":"x\\u0000y"}', b'{"cmd":"stop"}'):
         with pytest.raises(RequestError):
             parse_request(line)

@@ -67,7 +67,7 @@ class EchoingReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.paths.append(self.path)
                 auth = self.headers.get("Authorization", "")
@@ -75,7 +75,8 @@ class EchoingReceiver:
                 if self.path.startswith("/hook/"):
                     body, status = echo.encode(), 400
                 else:
-                    body, status = json.dumps({"errcode": 4242, "code": 4242, "errmsg": echo, "msg": echo}).encode(), 200
+                    answer = {"errcode": 4242, "code": 4242, "errmsg": echo, "msg": echo}
+                    body, status = json.dumps(answer).encode(), 200
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

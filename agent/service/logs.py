@@ -14,6 +14,7 @@ segments that look like tokens (ARCHITECTURE.md's "Redaction" in the report).
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import re
@@ -138,10 +139,9 @@ def install_record_redaction() -> None:
 
         def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = base(*args, **kwargs)
-            try:
+            # A record whose args do not fit its format: left as it is, for the handler to report.
+            with contextlib.suppress(Exception):
                 _filter.filter(record)
-            except Exception:  # a record whose args do not fit its format: the handler reports it
-                pass
             return record
 
         _base_factory = base

@@ -12,7 +12,6 @@ import httpx
 
 from agent.delivery.channels.base import HttpFailure, HttpRequest, HttpResponse
 
-
 # httpx logs every request URL at INFO and httpcore every step at DEBUG; a robot's URL carries its
 # credential. Our delivery loop logs what matters (with the redactor); theirs stay quiet.
 for _name in ("httpx", "httpcore"):
