@@ -9,6 +9,7 @@ its listeners (demo console, replay printer, metrics).
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,11 +20,18 @@ from agent.model import Alert, Event
 
 @dataclass(frozen=True, slots=True)
 class EventBatch:
-    """The events one decoder call produced, in order (a receipt followed by its transaction)."""
+    """The events one decoder call produced, in order (a receipt followed by its transaction).
+
+    ``ack``, when set, is called by the pipeline once the batch is committed to the journal (and
+    never when it rolled back): a spool job is moved to done/ only then. A batch may carry no
+    events and only the ack (a job that decoded to nothing, or whose events went in earlier batches:
+    the queue is FIFO, so those are committed by then).
+    """
 
     source: str
     events: tuple[Event, ...]
     received: datetime
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -158,6 +158,7 @@ class Pipeline:
         except BaseException:
             self.announcer.discard()  # rolled back: nothing it announced happened
             raise
+        _acknowledge(items)
         self._prune_if_due()
         changes, enqueued = self.announcer.take()
         if enqueued and self.on_commit:
@@ -323,6 +324,16 @@ class Pipeline:
         for stored in self.journal.recent_transactions(now - self.engine.state.horizon):
             self.engine.observe(self._view(stored))
         self._refresh_baseline(now)
+
+
+def _acknowledge(items: Sequence[EventBatch | Command]) -> None:
+    """Committed: tell each source (a spool moves its job to done/). A failure only means a re-read."""
+    for item in items:
+        if isinstance(item, EventBatch) and item.ack is not None:
+            try:
+                item.ack()
+            except Exception:
+                log.exception("source %s: could not mark a committed job done", item.source)
 
 
 class _JournalHistory:

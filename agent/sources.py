@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -91,7 +92,9 @@ class SourceRunner:
         self.decoder = source_decoder(self.cfg, self.tz)
         if self.transport is None:
             self.transport = build_transport(self.cfg, self.clock)
-        self.supervisor = Supervisor(self.transport, self._on_bytes, self._on_state, clock=self.clock)
+        # The pipeline, not the reader, says when a job is done: after its journal commit.
+        self.supervisor = Supervisor(self.transport, self._on_bytes, self._on_state, clock=self.clock,
+                                     consumer_commits=True)
         self.supervisor.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -106,6 +109,7 @@ class SourceRunner:
         log.log(level, "source %s: %s%s", self.cfg.name, state, f" ({detail})" if detail else "")
 
     def _on_bytes(self, chunk: bytes, received: datetime, boundary: bool) -> None:
+        ack = None
         with self._lock:
             assert self.decoder is not None
             events: list[Event] = []
@@ -116,7 +120,9 @@ class SourceRunner:
             if boundary:
                 events.extend(self.decoder.flush(received))
                 self._flushed = True
-        self._emit(events, received)
+                if self.transport is not None:
+                    ack = self.transport.commit_token()
+        self._emit(events, received, ack)
 
     def idle_flush(self, *, force: bool = False) -> None:
         """Printer streams end a receipt after a quiet spell; called by the daemon's housekeeping."""
@@ -131,11 +137,12 @@ class SourceRunner:
             self._flushed = True
         self._emit(events, received)
 
-    def _emit(self, events: list[Event], received: datetime) -> None:
+    def _emit(self, events: list[Event], received: datetime, ack: Callable[[], None] | None = None) -> None:
         if events:
             self.events += len(events)
             self.last_event_at = self.clock.monotonic()
-            self.inbox.put(EventBatch(self.cfg.name, tuple(events), received))
+        if events or ack is not None:
+            self.inbox.put(EventBatch(self.cfg.name, tuple(events), received, ack))
 
     @property
     def stats(self) -> DecoderStats | None:

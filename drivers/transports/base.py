@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -62,6 +62,16 @@ class ByteSource(ABC):
 
     def commit(self) -> None:
         """The consumer has handled everything up to the last boundary (a spool job is marked done)."""
+        token = self.commit_token()
+        if token is not None:
+            token()
+
+    def commit_token(self) -> Callable[[], None] | None:
+        """Right after a boundary: what to call once everything up to it is durable, or None.
+
+        The reader thread takes it; the consumer calls it from its own thread after its commit
+        (a spool job is moved to done/ only then, so a crash before the commit re-reads the job).
+        """
         return None
 
     def interrupt(self) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
 import threading
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from watchdog.events import (
     FileClosedEvent,
     FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
     FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -65,6 +69,13 @@ class _SpoolEvents(FileSystemEventHandler):
         elif event.event_type == "moved" and event.dest_path:
             # Write-then-rename into the spool is the usual way to publish a finished file.
             complete = os.fsdecode(event.dest_path)
+            self.owner._hint_gone(os.fsdecode(event.src_path))
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+            # Created or written and not closed yet: a writer holds it open, maybe pausing mid-job.
+            self.owner._hint_writing(os.fsdecode(event.src_path))
+            return
+        elif event.event_type == "deleted":
+            self.owner._hint_gone(os.fsdecode(event.src_path))
         self.owner._hint(complete)
 
 
@@ -78,10 +89,16 @@ class SpoolDirSource(ByteSource):
     A file counts as complete when the writer closed it (inotify close-after-write), when it was
     renamed into the directory, or when its size and mtime have not changed for
     ``settle_seconds``. Empty files are only taken on a close or rename, because "empty and not
-    growing" is what a file looks like between open() and the first write.
+    growing" is what a file looks like between open() and the first write. While the watcher runs,
+    a file it saw created or written and not yet closed is still open in its writer: a writer that
+    pauses mid-job is waited for, not read in half -- up to ``open_write_seconds`` unchanged, in
+    case the close event was lost (an inotify queue overflow).
     Hidden files and names ending in ``.part``/``.tmp``/``.partial`` are work in progress.
 
-    Delivery is at least once: a crash between delivery and the move re-delivers that job.
+    Delivery is at least once: a job is moved to ``done/`` only when the consumer calls the
+    :meth:`commit_token` it took at the job's boundary (after its journal commit); a crash before
+    that re-delivers the job at the next start, and the journal's identity merge makes the second
+    reading change nothing.
     """
 
     WIP_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload")
@@ -89,22 +106,27 @@ class SpoolDirSource(ByteSource):
     def __init__(self, directory: str | os.PathLike[str], *, name: str | None = None,
                  done_dir: str = "done", settle_seconds: float = 1.0, rescan_seconds: float = 2.0,
                  chunk_size: int = 64 * 1024, max_candidates: int = 10_000, watch: bool = True,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 open_write_seconds: float = 600.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         super().__init__(name or self.directory)
         self.done_path = os.path.join(self.directory, done_dir)
         self.settle_seconds = settle_seconds
+        self.open_write_seconds = open_write_seconds
         self.rescan_seconds = rescan_seconds
         self.chunk_size = chunk_size
         self.max_candidates = max_candidates
         self.watch = watch
         self.clock = clock
         self.jobs_delivered = 0
+        self.jobs_committed = 0
         self.jobs_failed = 0
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed_hints: set[str] = set()
+        self._writing: set[str] = set()    # created/written and not closed since (watcher's view)
+        # The consumer's commit arrives on its own thread: _delivered and the moves to done/ are shared.
+        self._done_lock = threading.Lock()
         self._candidates: dict[str, _Candidate] = {}
         self._delivered: dict[str, tuple[int, int]] = {}   # handed out, not yet moved to done/
         self._failed: dict[str, tuple[int, int]] = {}      # unreadable; retried only when it changes
@@ -123,6 +145,17 @@ class SpoolDirSource(ByteSource):
     def pending(self) -> int:
         """Files seen in the spool and not delivered yet (for ``doctor``)."""
         return len(self._candidates)
+
+    @property
+    def uncommitted(self) -> int:
+        """Jobs delivered whose commit has not come yet (or whose move to done/ failed)."""
+        with self._done_lock:
+            return len(self._delivered)
+
+    def being_written(self) -> list[str]:
+        """Files the watcher saw opened for writing and not closed yet."""
+        with self._lock:
+            return sorted(self._writing)
 
     def _open(self) -> None:
         self._close()
@@ -159,6 +192,7 @@ class SpoolDirSource(ByteSource):
         self._candidates.clear()
         with self._lock:
             self._closed_hints.clear()
+            self._writing.clear()   # a new watcher starts without history: settling decides again
 
     def _hint(self, complete_path: str | None) -> None:
         with self._lock:
@@ -166,23 +200,44 @@ class SpoolDirSource(ByteSource):
                 if len(self._closed_hints) >= self.max_candidates:
                     self._closed_hints.clear()  # hints only speed things up; settling still works
                 self._closed_hints.add(complete_path)
+                self._writing.discard(complete_path)
         self._wake.set()
 
-    def commit(self) -> None:
+    def _hint_writing(self, path: str) -> None:
+        with self._lock:
+            if len(self._writing) >= self.max_candidates:
+                self._writing.clear()  # settling (and open_write_seconds) still decide
+            self._writing.add(path)
+            self._closed_hints.discard(path)  # reopened for writing after a close: not complete
+
+    def _hint_gone(self, path: str) -> None:
+        with self._lock:
+            self._writing.discard(path)
+
+    def commit_token(self) -> Callable[[], None] | None:
         pending, self._awaiting_commit = self._awaiting_commit, None
         if pending is None:
-            return
-        path, sig = pending
-        self._candidates.pop(path, None)
-        try:
-            target = self._done_target(os.path.basename(path))
-            os.rename(path, target)
-        except OSError as exc:
-            # Keep it out of this run's deliveries; it comes back after a restart.
-            self.last_error = f"{self.describe()}: could not move {path} to done/: {exc}"
-            self._remember(self._delivered, path, sig)
-        else:
-            self._delivered.pop(path, None)
+            return None
+        return functools.partial(self._mark_done, *pending)
+
+    def _mark_done(self, path: str, sig: tuple[int, int]) -> None:
+        """Move a delivered job to done/ (any thread: the consumer calls it after its commit)."""
+        with self._done_lock:
+            try:
+                st = os.stat(path)
+                if (st.st_size, st.st_mtime_ns) != sig:
+                    # The printer reused the name for a new job meanwhile: that one is not read yet.
+                    self._delivered.pop(path, None)
+                    return
+                os.rename(path, self._done_target(os.path.basename(path)))
+            except FileNotFoundError:
+                self._delivered.pop(path, None)
+            except OSError as exc:
+                # Keep it out of this run's deliveries; it comes back after a restart.
+                self.last_error = f"{self.describe()}: could not move {path} to done/: {exc}"
+            else:
+                self._delivered.pop(path, None)
+                self.jobs_committed += 1
 
     def _done_target(self, base: str) -> str:
         target = os.path.join(self.done_path, base)
@@ -228,7 +283,8 @@ class SpoolDirSource(ByteSource):
         self._current = None
         path, self._current_path = self._current_path, None
         self._awaiting_commit = (path, self._current_sig)
-        self._remember(self._delivered, path, self._current_sig)
+        with self._done_lock:
+            self._remember(self._delivered, path, self._current_sig)
         self.jobs_delivered += 1
         return Chunk(b"", boundary=True)
 
@@ -254,6 +310,8 @@ class SpoolDirSource(ByteSource):
             raise DeviceGone(f"{self.describe()}: directory was replaced")
         with self._lock:
             closed, self._closed_hints = self._closed_hints, set()
+        with self._done_lock:
+            handed_out = dict(self._delivered)
         seen: dict[str, _Candidate] = {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
@@ -266,7 +324,7 @@ class SpoolDirSource(ByteSource):
                 except OSError:
                     continue  # vanished between listing and stat
                 sig = (est.st_size, est.st_mtime_ns)
-                if self._delivered.get(entry.path) == sig or self._failed.get(entry.path) == sig:
+                if handed_out.get(entry.path) == sig or self._failed.get(entry.path) == sig:
                     continue
                 cand = self._candidates.get(entry.path)
                 if cand is None or cand.signature != sig:
@@ -279,24 +337,34 @@ class SpoolDirSource(ByteSource):
             keep = sorted(seen, key=lambda p: (seen[p].mtime_ns, p))[: self.max_candidates]
             seen = {p: seen[p] for p in keep}
         self._candidates = seen
+        with self._lock:
+            self._writing &= set(seen)  # forget files that are gone (moved away, deleted)
 
     def _is_job_name(self, name: str) -> bool:
         return not name.startswith(".") and not name.endswith(self.WIP_SUFFIXES)
 
-    def _is_ready(self, cand: _Candidate) -> bool:
+    def _settle_time(self, path: str, writing: set[str]) -> float:
+        # Still open in its writer: wait for the close, or for open_write_seconds without a change.
+        return self.open_write_seconds if path in writing else self.settle_seconds
+
+    def _is_ready(self, path: str, cand: _Candidate, writing: set[str]) -> bool:
         if cand.closed:
             return True
-        # Unchanged between two scans at least settle_seconds apart, not merely "old enough".
-        return cand.size > 0 and cand.checked - cand.since >= self.settle_seconds
+        # Unchanged between two scans at least the settle time apart, not merely "old enough".
+        return cand.size > 0 and cand.checked - cand.since >= self._settle_time(path, writing)
 
     def _pick_ready(self) -> str | None:
-        ready = [(c.mtime_ns, p) for p, c in self._candidates.items() if self._is_ready(c)]
+        with self._lock:
+            writing = set(self._writing)
+        ready = [(c.mtime_ns, p) for p, c in self._candidates.items() if self._is_ready(p, c, writing)]
         return min(ready)[1] if ready else None
 
     def _scan_due(self) -> float:
         """When to list the directory again: the periodic rescan, or a candidate's settle time."""
         due = self._next_scan
-        for cand in self._candidates.values():
+        with self._lock:
+            writing = set(self._writing)
+        for path, cand in self._candidates.items():
             if cand.size > 0 and not cand.closed:
-                due = min(due, cand.since + self.settle_seconds)
+                due = min(due, cand.since + self._settle_time(path, writing))
         return due

@@ -25,6 +25,10 @@ class Supervisor(threading.Thread):
     ``waiting`` (not there at start), ``gone`` (vanished; silent retries follow), ``ended``
     (a finite source is exhausted), ``closed`` (stopped).
 
+    After a boundary the supervisor commits the source (a spool job is moved to done/) -- unless
+    ``consumer_commits``: then ``on_bytes`` takes ``source.commit_token()`` itself and calls it once
+    what it made of the bytes is durable (the daemon: after the journal transaction).
+
     ``received`` and every duration (backoff, how long a connection held, ``last_progress``) come from
     the injected ``clock``. ``last_progress`` (``clock.monotonic()``) moves on every loop turn, also
     while waiting to retry, so a watchdog can tell a stuck reader from a quiet line.
@@ -34,7 +38,7 @@ class Supervisor(threading.Thread):
                  clock: Clock = SYSTEM_CLOCK,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, read_timeout: float = 0.2,
                  stable_seconds: float = 10.0, rng: random.Random | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, consumer_commits: bool = False) -> None:
         super().__init__(name=name or f"source:{source.name}", daemon=True)
         self.source = source
         self.on_bytes = on_bytes
@@ -44,6 +48,7 @@ class Supervisor(threading.Thread):
         self.backoff_cap = backoff_cap
         self.read_timeout = read_timeout
         self.stable_seconds = stable_seconds
+        self.consumer_commits = consumer_commits
         self.rng = rng if rng is not None else random.Random()
         self.state = "new"
         self.state_detail = ""
@@ -123,10 +128,11 @@ class Supervisor(threading.Thread):
             self._touch()
             if chunk.boundary:
                 self._deliver(chunk.data, True)
-                try:
-                    self.source.commit()
-                except Exception as exc:  # a failed commit only means a re-delivery later
-                    self.last_error = _explain(exc)
+                if not self.consumer_commits:
+                    try:
+                        self.source.commit()
+                    except Exception as exc:  # a failed commit only means a re-delivery later
+                        self.last_error = _explain(exc)
             elif chunk.data:
                 self._deliver(chunk.data, False)
         self._flush_pending()
