@@ -193,7 +193,27 @@ class SourceConfig(_Strict):
     mode: Literal["passive", "listener"] = "passive"
     templates: list[str] = []          # receipt templates for escpos sources (default: every bundled one)
     idle_flush: Duration = timedelta(seconds=3)   # printer streams: a receipt ends after this idle time
+    # No bytes / no transactions for this long during opening hours is a dead wire or a blind tap
+    # (one staff notice, a doctor failure). None: derived from the journal's history (agent/wires.py).
+    silence: Duration | None = None
+    # A terminal whose clock is off by more than this is reported once; rules use the corrected time.
+    # "0s" turns the check off.
+    clock_skew: Duration = timedelta(minutes=10)
     options: dict[str, Any] = {}       # decoder options (cn_ecr lrc_init, ...)
+
+    @field_validator("silence")
+    @classmethod
+    def _silence(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and not timedelta(minutes=1) <= v <= timedelta(days=7):
+            raise ValueError("must be between 1m and 7d (leave it out to derive it from the shop's history)")
+        return v
+
+    @field_validator("clock_skew")
+    @classmethod
+    def _clock_skew(cls, v: timedelta) -> timedelta:
+        if not timedelta(0) <= v <= timedelta(days=30):
+            raise ValueError("must be between 0s (off) and 30d")
+        return v
 
     @model_validator(mode="after")
     def _one_input(self) -> SourceConfig:

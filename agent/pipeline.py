@@ -23,17 +23,22 @@ from typing import Any
 from agent.alerts import review
 from agent.alerts.announce import Announcer
 from agent.alerts.book import PRINTED_SOURCE, AlertBook, has_terminal_line
-from agent.config import LoadedConfig
+from agent.alerts.lifecycle import NoticeKind
+from agent.config import LoadedConfig, SourceConfig
 from agent.messages import BatchClosed, Command, EventBatch
 from agent.model import RETURNING_KINDS, ReceiptText, Settlement, Transaction, identity_key, new_ulid
 from agent.rules.base import Observation, TxnView
 from agent.rules.engine import RuleEngine
 from agent.store.journal import Journal, StoredTxn
+from agent.terminal_clock import META_KEY as CLOCKS_KEY
+from agent.terminal_clock import TerminalClocks
+from agent.terminal_clock import describe as describe_clock
 from drivers.clock import Clock
 
 log = logging.getLogger("settleguard.pipeline")
 
 PRUNE_EVERY = timedelta(minutes=1)
+DEFAULT_SKEW = SourceConfig.model_fields["clock_skew"].default  # sources not configured (tests, replay)
 # The disk-full retry backs off from the first delay to the longest, doubling.
 RETRY_FIRST, RETRY_LONGEST = 1.0, 30.0
 
@@ -64,6 +69,7 @@ class Pipeline:
         for warning in self.engine.warnings(self.clock.now()):
             log.warning("%s", warning)
         self._last_txn: dict[str, tuple[int, datetime]] = {}   # source -> (txn id, received) for late receipts
+        self.clocks = TerminalClocks()
         self.last_progress = self.clock.monotonic()
         self._warm_state()
 
@@ -222,7 +228,8 @@ class Pipeline:
     def _handle_transaction(self, txn: Transaction, batch: EventBatch) -> int:
         self.counts["transactions"] += 1
         now = self.clock.now()
-        instant = (txn.time or batch.received).astimezone(UTC)
+        stamped = self._check_clock(txn.terminal_id, txn.time, batch, now) if txn.time else None
+        instant = (stamped or batch.received).astimezone(UTC)
         key = identity_key(txn) or f"u:{batch.source}:{instant.isoformat()}:{txn.amount_minor}:{new_ulid(now)}"
         merged = self.journal.merge_transaction(txn, key=key, instant=instant, received=batch.received,
                                                 source=batch.source)
@@ -253,8 +260,26 @@ class Pipeline:
             self.alerts.returned_on_the_wire(txn, now)
         return stored.id
 
+    def _check_clock(self, terminal: str | None, stamped: datetime, batch: EventBatch, now: datetime) -> datetime:
+        """The time rules use for this transaction: the terminal's own, unless its clock is judged wrong."""
+        threshold = next((s.clock_skew for s in self.config.source if s.name == batch.source), DEFAULT_SKEW)
+        used, news, changed = self.clocks.observe(terminal or "?", stamped, batch.received, threshold)
+        if changed:
+            self.journal.set_meta(CLOCKS_KEY, self.clocks.to_meta())
+        if news is not None:
+            title, lines = describe_clock(news, self.tz)
+            log.warning("terminal %s: clock off by %s; rules use the corrected time", news.terminal, news.offset)
+            self.announcer.to_people(NoticeKind.DEVICE, {"notice": NoticeKind.DEVICE.value, "problem": "clock",
+                                                         "terminal": news.terminal, "title": list(title),
+                                                         "lines": lines},
+                                     now, message_id=f"device.clock.{news.terminal}.{now:%Y%m%dT%H%M%S}",
+                                     deadline=None)
+        return used
+
     def _view(self, stored: StoredTxn) -> TxnView:
-        instant = (stored.txn.time or stored.first_seen).astimezone(UTC)
+        stamped = stored.txn.time
+        instant = (self.clocks.corrected(stored.txn.terminal_id or "?", stamped) if stamped
+                   else stored.first_seen).astimezone(UTC)
         return TxnView(key=stored.key, txn=stored.txn, utc=instant, local=instant.astimezone(self.tz))
 
     def _handle_settlement(self, settlement: Settlement, batch: EventBatch) -> None:
@@ -321,6 +346,8 @@ class Pipeline:
     def _warm_state(self) -> None:
         """Reload the rules' short-term memory from the journal after a restart."""
         now = self.clock.now()
+        # Offsets of terminals with a wrong clock, as committed (also undoes what a rollback left).
+        self.clocks = TerminalClocks.from_meta(self.journal.get_meta(CLOCKS_KEY))
         for stored in self.journal.recent_transactions(now - self.engine.state.horizon):
             self.engine.observe(self._view(stored))
         self._refresh_baseline(now)

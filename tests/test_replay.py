@@ -46,7 +46,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("protocol", ["jsonl", "zvt", "cn_ecr", "escpos"])
 def test_replay_shows_the_demo_day_lifecycle_from_every_decoder(tmp_path: Path, protocol: str) -> None:
     capture = tmp_path / f"day.{protocol}"
-    sim = run("simulate", "--protocol", protocol, "--scenario", "demo", "--seed", "7", "--out", str(capture))
+    sim = run("simulate", "--protocol", protocol, "--scenario", "demo", "--seed", "7", "--date", "2026-11-27",
+              "--out", str(capture))
     assert sim.returncode == 0, sim.stderr
     config = tmp_path / "settleguard.toml"
     config.write_text(REPLAY_CONFIG.format(protocol=protocol), encoding="utf-8")

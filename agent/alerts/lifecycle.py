@@ -97,6 +97,9 @@ class NoticeKind(StrEnum):
     RESOLVED = "resolved"                # several resolutions in one message
     REVIEW = "review"
     ALL_CLEAR = "all_clear"
+    # A wire or a terminal needs a person (a source silent in opening hours, a terminal clock wrong):
+    # about no alert, so nothing here moves through the table below.
+    DEVICE = "device"
 
 
 INITIAL = AlertState.OPEN

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.cli.common import EX_OK, usage_error, zone_arg
+from drivers.clock import SYSTEM_CLOCK
 
 
 def add_parser(sub: Any) -> None:
@@ -19,6 +21,8 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--port", help="write to a serial port (pyserial URL)")
     g.add_argument("--out", help="write the bytes to a file")
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--date", type=_day, help="the shop day to play, YYYY-MM-DD (default: today in the shop's zone, "
+                   "so a daemon reading it live sees current charges)")
     s.add_argument("--speed", type=float, default=600.0, help="simulated seconds per real second (0 = flat out)")
     s.add_argument("--scenario", default="demo", help="demo | clean | mixed")
     s.add_argument("--count", type=int, help="ordinary sales in the day (clean/mixed)")
@@ -29,6 +33,13 @@ def add_parser(sub: Any) -> None:
     s.set_defaults(func=cmd_simulate)
 
 
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-27") from None
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import time
 
@@ -36,8 +47,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from agent.sim.terminal import PtyTerminal, play, write_file
 
     tz = zone_arg(args.tz) or ZoneInfo("Asia/Shanghai")
+    day = args.date or SYSTEM_CLOCK.now().astimezone(tz).date()
     try:
-        events = build_day(args.scenario, seed=args.seed, tz=tz, count=args.count)
+        events = build_day(args.scenario, seed=args.seed, tz=tz, count=args.count, day=day)
     except ValueError as exc:
         return usage_error(str(exc))
     if args.out:

@@ -50,7 +50,7 @@ def retry_delay(attempts: int, *, rng: random.Random | None = None, minimum: flo
 # Nothing pending: look again after this long (a commit wakes the thread earlier anyway).
 IDLE_WAIT = 60.0
 # Row kinds a people channel sends alone, never folded into a digest.
-SINGLE_KINDS = frozenset({NoticeKind.REVIEW, NoticeKind.ALL_CLEAR})
+SINGLE_KINDS = frozenset({NoticeKind.REVIEW, NoticeKind.ALL_CLEAR, NoticeKind.DEVICE})
 # A digest lists at most this many rows; the rest waits for the next group_interval.
 MAX_GROUP = 200
 
@@ -248,8 +248,11 @@ class Delivery:
         deadline = min((r.deadline for r in rows if r.deadline), default=None)
         # The rows' own creation time, not the send time: a retried message must carry the same body.
         created = min(r.created for r in rows)
+        # Reviews, all-clears and device notices go alone (SINGLE_KINDS) and carry their own lines.
+        title = rows[0].payload.get("title") if len(rows) == 1 else None
+        lines = tuple(str(x) for x in rows[0].payload.get("lines", ())) if len(rows) == 1 else ()
         return Notice(kind=kind, alerts=tuple(alerts), shop=self.shop, source=self.source, created=created,
-                      deadline=deadline)
+                      deadline=deadline, title=(str(title[0]), str(title[1])) if title else None, lines=lines)
 
 
 def _own_limiter(channel: Channel) -> RateLimiter | None:

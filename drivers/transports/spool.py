@@ -7,8 +7,8 @@ import logging
 import os
 import stat
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from watchdog.events import (

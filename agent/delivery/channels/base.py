@@ -39,6 +39,8 @@ class Notice:
     source: str             # CloudEvents source, e.g. "settleguard://<shop-slug>/<till>"
     created: datetime       # aware
     deadline: datetime | None = None     # batch cutoff, for "time left"
+    title: tuple[str, str] | None = None  # (zh, en) headline instead of the kind's own (device notices)
+    lines: tuple[str, ...] = ()          # facts below the headline: the day's count and total, which wire
 
     def __post_init__(self) -> None:
         if self.kind not in frozenset(NoticeKind):

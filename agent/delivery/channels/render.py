@@ -46,6 +46,7 @@ HEADLINE = {
     NoticeKind.ESCALATED: ("批次已结算，需要退货", "Batch settled: refund needed"),
     NoticeKind.REMINDER: ("提醒：仍待处理", "Reminder: still open"),
     NoticeKind.VOID_PRINTED: ("撤销单已打印，终端尚未确认", "Void printed, not yet confirmed by the terminal"),
+    NoticeKind.DEVICE: ("设备需要检查", "Check the equipment"),
     **{kind: _RESOLVED_HEADLINE for kind in RESOLUTION_NOTICES},
 }
 # Published limits of the robots (bytes of UTF-8). Feishu's 30 KB is for the whole request body,
@@ -251,7 +252,7 @@ def _block(kind: NoticeKind, f: AlertFacts) -> tuple[Line, ...]:
 
 def compose(notice: Notice, now: datetime, tz: tzinfo | None = None) -> Document:
     """Everything a notice says, before any layout or size limit."""
-    head_zh, head_en = HEADLINE[notice.kind]
+    head_zh, head_en = notice.title or HEADLINE[notice.kind]
     n = len(notice.alerts)
     if notice.kind == NoticeKind.DIGEST:
         head_zh, head_en = f"{head_zh}（{n} 条）", f"{n} {head_en.lower()}"
@@ -266,6 +267,7 @@ def compose(notice: Notice, now: datetime, tz: tzinfo | None = None) -> Document
         head.append(Line(f"结算时间 {cutoff}（{left_zh}）/ settlement at {cutoff} ({left_en})"))
     if notice.kind == NoticeKind.ALL_CLEAR or (notice.kind == NoticeKind.REVIEW and not notice.alerts):
         head.append(Line("今日无待处理异常 / no open findings"))
+    head.extend(Line(text) for text in notice.lines)
     blocks = tuple(
         _block(notice.kind, facts(alert, notice_deadline=notice.deadline, now=now, tz=tz))
         for alert in notice.alerts
