@@ -28,11 +28,14 @@ from agent.config import LoadedConfig, SourceConfig
 from agent.messages import BatchClosed, Command, EventBatch
 from agent.model import RETURNING_KINDS, ReceiptText, Settlement, Transaction, identity_key, new_ulid
 from agent.rules.base import Observation, TxnView
+from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
 from agent.store.journal import Journal, StoredTxn
 from agent.terminal_clock import META_KEY as CLOCKS_KEY
 from agent.terminal_clock import TerminalClocks
 from agent.terminal_clock import describe as describe_clock
+from agent.wires import META_KEY as WIRES_KEY
+from agent.wires import WireWatch, day_lines, episode_notice
 from drivers.clock import Clock
 
 log = logging.getLogger("settleguard.pipeline")
@@ -70,6 +73,8 @@ class Pipeline:
             log.warning("%s", warning)
         self._last_txn: dict[str, tuple[int, datetime]] = {}   # source -> (txn id, received) for late receipts
         self.clocks = TerminalClocks()
+        self.wires = WireWatch(journal, ShopCalendar(loaded.hours, self.tz))
+        self._wires_saved = journal.get_meta(WIRES_KEY)
         self.last_progress = self.clock.monotonic()
         self._warm_state()
 
@@ -303,8 +308,13 @@ class Pipeline:
             return {"ok": True}
         if cmd.name == "review":
             self.counts["reviews"] += 1
+            # "quarantined": the count the event boundary keeps (issue 13), when it is there.
+            lines, saw_nothing = day_lines(self.journal, self.wires, now, self.tz, self.counts.get("quarantined", 0))
             return review.review(self.journal, self.announcer, now, cutoff=self.config.settlement.cutoff_time,
-                                 tz=self.tz, all_clear=self.config.settlement.all_clear)
+                                 tz=self.tz, all_clear=self.config.settlement.all_clear, lines=lines,
+                                 saw_nothing=saw_nothing)
+        if cmd.name == "wires":
+            return self._check_wires(cmd.args.get("reports") or [], now)
         if cmd.name == "cutoff":
             self._close_batch(None, None, now, by_cutoff=True)
             return {"ok": True}
@@ -329,12 +339,31 @@ class Pipeline:
         self.engine = self._build_engine()
         self.alerts.reconfigure(tz=self.tz, cutoff=self.config.settlement.cutoff_time,
                                 terminal_line=has_terminal_line(s.protocol for s in self.config.source))
+        self.wires.calendar = ShopCalendar(loaded.hours, self.tz)
+        self.wires.thresholds = {}   # recomputed at the next check, for the new sources and hours
         self.announcer.route(channels, people_channels)
         self._warm_state()
         warnings = self.engine.warnings(self.clock.now())
         for warning in warnings:
             log.warning("%s", warning)
         return {"ok": True, "warnings": warnings}
+
+    def _check_wires(self, reports: Sequence[dict[str, Any]], now: datetime) -> dict[str, Any]:
+        """Dead wires and blind taps (agent/wires.py): one notice when a quiet starts, one when it ends."""
+        configured = {s.name: s.silence for s in self.config.source}
+        for source, change, episode in self.wires.check(reports, now, configured):
+            title, lines = episode_notice(source, change, episode, now, self.wires.calendar)
+            log.warning("source %s: %s %s since %s", source, episode.kind, change, episode.since.isoformat())
+            self.announcer.to_people(NoticeKind.DEVICE, {"notice": NoticeKind.DEVICE.value, "problem": episode.kind,
+                                                         "source": source, "change": change, "title": list(title),
+                                                         "lines": lines},
+                                     now, message_id=f"device.{episode.kind}.{source}.{change}.{now:%Y%m%dT%H%M%S}",
+                                     deadline=None)
+        saved = self.wires.to_meta()
+        if saved != self._wires_saved:  # written when something changed, not every half minute
+            self.journal.set_meta(WIRES_KEY, saved)
+            self._wires_saved = saved
+        return {"ok": True, "quiet": sorted(self.wires.episodes)}
 
     def _refresh_baseline(self, now: datetime) -> dict[str, Any]:
         window = self.engine.baseline_window

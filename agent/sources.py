@@ -19,7 +19,7 @@ from typing import Any
 from agent.config import SourceConfig
 from agent.messages import Command, EventBatch
 from drivers.clock import SYSTEM_CLOCK, Clock
-from drivers.events import Event
+from drivers.events import Event, Settlement, Transaction
 from drivers.protocols import Decoder, DecoderStats, build_decoder
 from drivers.transports import ByteSource, FileSource, SerialSource, SpoolDirSource, Supervisor, TcpPassThrough
 from drivers.transports.tcp import parse_host_port, parse_listen
@@ -85,10 +85,16 @@ class SourceRunner:
     last_bytes_at: float | None = None     # monotonic
     last_event_at: float | None = None     # monotonic
     events: int = 0
+    # Wall-clock times for dead-wire detection (agent/wires.py): when reading began, bytes and
+    # transactions last came.
+    started_time: datetime | None = None
+    last_bytes_time: datetime | None = None
+    last_txn_time: datetime | None = None
     _flushed: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
+        self.started_time = self.clock.now()
         self.decoder = source_decoder(self.cfg, self.tz)
         if self.transport is None:
             self.transport = build_transport(self.cfg, self.clock)
@@ -115,6 +121,7 @@ class SourceRunner:
             events: list[Event] = []
             if chunk:
                 self.last_bytes_at = self.clock.monotonic()
+                self.last_bytes_time = received
                 events.extend(self.decoder.feed(chunk, received))
                 self._flushed = False
             if boundary:
@@ -141,8 +148,26 @@ class SourceRunner:
         if events:
             self.events += len(events)
             self.last_event_at = self.clock.monotonic()
+            if any(isinstance(e, Transaction | Settlement) for e in events):
+                self.last_txn_time = received
         if events or ack is not None:
             self.inbox.put(EventBatch(self.cfg.name, tuple(events), received, ack))
+
+    def wire_report(self) -> dict[str, Any]:
+        """What agent/wires.py judges this source by; also what doctor and metrics show of it."""
+        stats = self.stats
+        sup = self.supervisor
+        transport_error = getattr(self.transport, "last_error", None)
+        return {
+            "name": self.cfg.name,
+            "started": self.started_time, "bytes_at": self.last_bytes_time, "txn_at": self.last_txn_time,
+            "unmatched": stats.counters.get("unmatched_receipts", 0) if stats else 0,
+            # A decoder that raised (the supervisor kept reading) and a spool job it could not read.
+            "decoder_errors": (sup.callback_errors if sup else 0) + int(getattr(self.transport, "jobs_failed", 0)),
+            "bad_frames": stats.bad_frames if stats else 0,
+            "quarantined": int(stats.counters.get("quarantined", 0)) if stats else 0,
+            "last_error": (sup.last_callback_error if sup else None) or transport_error,
+        }
 
     @property
     def stats(self) -> DecoderStats | None:
@@ -152,3 +177,12 @@ class SourceRunner:
     def last_progress(self) -> float:
         sup = self.supervisor
         return sup.last_progress if sup is not None else self.clock.monotonic()
+
+
+# How often the daemon hands the readers' reports to the pipeline for the dead-wire check (seconds).
+WIRE_CHECK_EVERY = 30.0
+
+
+def wire_command(runners: list[SourceRunner]) -> Command:
+    """The pipeline's "wires" command: every reader's report (agent/wires.py decides what is quiet)."""
+    return Command("wires", {"reports": [r.wire_report() for r in runners]})

@@ -7,6 +7,7 @@ it was last brought up, so reminders keep their interval.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, time, timedelta, tzinfo
 from typing import Any
 
@@ -18,15 +19,22 @@ from agent.store.journal import Journal
 
 
 def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: time | None, tz: tzinfo,
-           all_clear: bool) -> dict[str, Any]:
-    """One message listing every finding still awaiting its void, with the steps and the time left."""
+           all_clear: bool, lines: Sequence[str] = (), saw_nothing: bool = False) -> dict[str, Any]:
+    """One message listing every finding still awaiting its void, with the steps and the time left.
+
+    ``lines`` are the day's facts (agent/wires.py ``day_lines``: today's count and total, quiet
+    sources, unreadable input), so "all clear" can be told from "saw nothing"; with ``saw_nothing``
+    the all-clear's headline says that instead.
+    """
     alerts = tuple(journal.alerts(states=AWAITING_VOID))
     deadline = next_cutoff(now, cutoff, tz)
     journal.set_meta("last_review", now.isoformat())
     if not alerts and not all_clear:
         return {"ok": True, "listed": 0}
     notice = NoticeKind.REVIEW if alerts else NoticeKind.ALL_CLEAR
-    payload = {"notice": notice.value, "alerts": [a.to_dict() for a in alerts]}
+    payload: dict[str, Any] = {"notice": notice.value, "alerts": [a.to_dict() for a in alerts], "lines": list(lines)}
+    if saw_nothing and not alerts:
+        payload["title"] = ["今日未收到任何交易", "No transactions seen today"]
     announcer.to_people(notice, payload, now, message_id=f"{notice}.{now.strftime('%Y%m%dT%H%M%S')}",
                         deadline=deadline)
     for a in alerts:

@@ -30,7 +30,7 @@ from agent.service.logs import add_secrets
 from agent.service.metrics import MetricsServer, Snapshot, SourceSample, read_journal
 from agent.service.reload import ConfigWatcher, ReloadPlan, config_secrets, plan_reload
 from agent.service.sdnotify import SdNotify, watchdog_interval
-from agent.sources import SourceRunner
+from agent.sources import WIRE_CHECK_EVERY, SourceRunner, wire_command
 from agent.store.journal import Journal
 from agent.store.outbox import Outbox
 from drivers.clock import SYSTEM_CLOCK, Clock
@@ -303,7 +303,11 @@ class Daemon:
         return line
 
     def _housekeeping(self) -> None:
+        next_wires = self.clock.monotonic()
         while not self.stop_event.wait(0.25):
+            if self.clock.monotonic() >= next_wires:  # dead wires and blind taps (agent/wires.py)
+                self.inbox.put(wire_command(list(self.sources)))
+                next_wires = self.clock.monotonic() + WIRE_CHECK_EVERY
             for runner in list(self.sources):
                 try:
                     runner.idle_flush()

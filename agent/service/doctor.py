@@ -59,6 +59,7 @@ def run_checks(config_path: Path, state_dir: Path, *, network: bool = False, clo
     if journal.exists():
         journal_checks, newest = check_journal(journal)
         checks += journal_checks
+        checks += check_wires(journal)
     else:
         checks.append(Check("journal", "skip", f"no journal yet at {journal} (created on first start)"))
     if loaded is not None:
@@ -189,6 +190,62 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
     else:
         checks.append(Check("dead letters", "ok", "none"))
     return checks, newest
+
+
+# -- dead wires, blind taps, unreadable input (agent/wires.py keeps them in the journal) ---------------
+def check_wires(path: Path) -> list[Check]:
+    import json
+
+    from agent.store.queries import open_read_only
+    from agent.store.schema import StoreError
+    from agent.terminal_clock import META_KEY as CLOCKS_KEY
+    from agent.wires import META_KEY
+
+    try:
+        with open_read_only(path) as reader:
+            raw, clocks = reader.meta_value(META_KEY), reader.meta_value(CLOCKS_KEY)
+    except StoreError:
+        return []  # the journal check above already says what is wrong with the file
+    try:
+        state = json.loads(raw) if raw else None
+        wrong = json.loads(clocks) if clocks else {}
+    except ValueError:
+        state, wrong = None, {}
+    if not isinstance(state, dict):
+        return [Check("wires", "skip", "no dead-wire check has run yet (the daemon runs one every 30 s)")]
+    checks: list[Check] = []
+    if not state.get("hours"):
+        checks.append(Check("wires", "warn", "no [shop.hours]: a source silent all day is not reported",
+                            "add the opening hours to [shop.hours] in the configuration"))
+    episodes = state.get("episodes") or {}
+    for name, ep in sorted(episodes.items()):
+        since = datetime.fromisoformat(ep["since"])
+        what = "no bytes at all" if ep["kind"] == "silent" else "bytes, but no transaction"
+        minutes = round(float(ep["threshold"]) / 60)
+        checks.append(Check(f"source {name}", "fail",
+                            f"{what} since {since:%Y-%m-%d %H:%M %Z} (more than {minutes} min of opening hours)",
+                            "check the cable and power of this source's device (a silent wire), or its receipt "
+                            "templates (data but no transactions); this clears itself when transactions come back"))
+    for name, counts in sorted((state.get("today") or {}).items()):
+        seen = {k: int(v) for k, v in counts.items() if v}
+        if seen:
+            checks.append(Check(f"source {name}", "warn", "today: " + ", ".join(
+                f"{v} {WIRE_COUNTER_NAMES.get(k, k)}" for k, v in sorted(seen.items())),
+                "look at `journalctl -u settleguard` for the decoder's reason; a receipt that matches no "
+                "template needs a template (settleguard decode shows what was read)"))
+    for terminal, offset in sorted(wrong.items()):
+        checks.append(Check(f"terminal {terminal}", "warn", f"clock off by {abs(float(offset)) / 3600:.1f} h "
+                            f"({'behind' if float(offset) > 0 else 'ahead'}); rules use the corrected time",
+                            "set the terminal's date and time"))
+    if not episodes and state.get("hours"):
+        thresholds = sorted((state.get("thresholds") or {}).items())
+        limits = ", ".join(f"{n} {round(float(t) / 60)} min" for n, t in thresholds)
+        checks.append(Check("wires", "ok", f"every source delivered within its quiet limit ({limits or 'none'})"))
+    return checks
+
+
+WIRE_COUNTER_NAMES = {"unmatched": "receipts matched no template", "decoder_errors": "decoder errors",
+                      "bad_frames": "corrupt frames", "quarantined": "events quarantined"}
 
 
 # -- calendar and clock ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ serving a scrape never touches the pipeline's state.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -16,6 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+from agent.wires import META_KEY as WIRES_KEY
 
 log = logging.getLogger("settleguard.metrics")
 
@@ -38,6 +42,7 @@ class JournalSample:
     outbox_pending: int = 0
     outbox_oldest_pending_seconds: float = 0.0
     outbox_dead: int = 0
+    wires: dict[str, Any] = field(default_factory=dict)   # agent/wires.py's state (episodes, today's counters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +61,39 @@ def read_journal(path: Path, now: datetime) -> JournalSample:
     with open_read_only(path) as reader:
         alerts = reader.alert_counts()
         outbox = reader.outbox_stats(now)
+        wires = _wire_state(reader.meta_value(WIRES_KEY))
     return JournalSample(alerts=alerts, outbox_pending=outbox["pending"],
-                         outbox_oldest_pending_seconds=outbox["oldest_pending_seconds"], outbox_dead=outbox["dead"])
+                         outbox_oldest_pending_seconds=outbox["oldest_pending_seconds"], outbox_dead=outbox["dead"],
+                         wires=wires)
+
+
+def _wire_state(text: str | None) -> dict[str, Any]:
+    try:
+        state = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _wire_families(wires: dict[str, Any]) -> list[str]:
+    """Dead wires, blind taps and unreadable input, per source (agent/wires.py)."""
+    episodes = wires.get("episodes") or {}
+    names = sorted(set(wires.get("thresholds") or {}) | set(episodes) | set(wires.get("today") or {}))
+    lines = _family("settleguard_source_quiet", "gauge",
+                    "1 while a source has sent no bytes (kind=silent) or no transaction (kind=blind) for longer "
+                    "than its limit in opening hours.",
+                    ((_labels(source=n, kind=kind), int(episodes.get(n, {}).get("kind") == kind))
+                     for n in names for kind in ("silent", "blind")))
+    lines += _family("settleguard_source_quiet_limit_seconds", "gauge",
+                     "Opening-hours quiet after which a source is reported.",
+                     ((_labels(source=n), float(t)) for n, t in sorted((wires.get("thresholds") or {}).items())))
+    today = wires.get("today") or {}
+    for key, help_text in (("unmatched", "Receipts seen today that matched no template."),
+                           ("decoder_errors", "Decoder exceptions and unreadable spool jobs today."),
+                           ("quarantined", "Events quarantined today.")):
+        lines += _family(f"settleguard_source_{key}_today", "gauge", help_text,
+                         ((_labels(source=n), int((today.get(n) or {}).get(key, 0))) for n in sorted(today)))
+    return lines
 
 
 def _escape(value: str) -> str:
@@ -104,6 +140,7 @@ def render(snap: Snapshot) -> str:
                      [("", j.outbox_dead)])
     lines += _family("settleguard_delivery_failures_total", "counter", "Failed delivery attempts per channel.",
                      ((_labels(channel=c), n) for c, n in sorted(snap.delivery_failures.items())))
+    lines += _wire_families(j.wires)
     return "\n".join(lines) + "\n"
 
 

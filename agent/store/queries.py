@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agent.store.schema import StoreError, connect_read_only, from_utc_text
+from agent.store.schema import StoreError, connect_read_only, from_utc_text, utc_text
 
 
 class JournalReader:
@@ -49,6 +49,29 @@ class JournalReader:
     def latest_transaction(self) -> datetime | None:
         row = self.conn.execute("SELECT MAX(time_utc) FROM transactions").fetchone()
         return from_utc_text(row[0]) if row and row[0] else None
+
+    # -- what each source saw (dead-wire detection, the all-clear) ------------------------------
+    def last_sightings(self) -> dict[str, datetime]:
+        """Source name -> when it last delivered a transaction."""
+        rows = self.conn.execute("SELECT source, MAX(received) FROM sightings GROUP BY source").fetchall()
+        return {str(r[0]): from_utc_text(r[1]) for r in rows if r[1]}
+
+    def sighting_times(self, source: str, since: datetime) -> list[datetime]:
+        rows = self.conn.execute("SELECT received FROM sightings WHERE source=? AND received>=? ORDER BY received",
+                                 (source, utc_text(since))).fetchall()
+        return [from_utc_text(r[0]) for r in rows]
+
+    def approved_sales(self, since: datetime, until: datetime) -> dict[str, tuple[int, int]]:
+        """Currency -> (count, total minor units) of approved sales in [since, until)."""
+        rows = self.conn.execute(
+            "SELECT COALESCE(currency, ''), COUNT(*), COALESCE(SUM(amount_minor), 0) FROM transactions"
+            " WHERE time_utc>=? AND time_utc<? AND kind='sale' AND result='approved' GROUP BY currency",
+            (utc_text(since), utc_text(until))).fetchall()
+        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
+    def meta_value(self, k: str) -> str | None:
+        row = self.conn.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
+        return str(row[0]) if row else None
 
     # -- alerts ------------------------------------------------------------------------------
     def alert_ids_matching(self, code: str, *, limit: int = 20) -> tuple[list[str], int]:
