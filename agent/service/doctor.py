@@ -14,7 +14,7 @@ import socket
 import stat
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -59,7 +59,7 @@ def run_checks(config_path: Path, state_dir: Path, *, network: bool = False, clo
     if journal.exists():
         journal_checks, newest = check_journal(journal)
         checks += journal_checks
-        checks += check_wires(journal)
+        checks += check_wires(journal, loaded.tz if loaded is not None else None)
     else:
         checks.append(Check("journal", "skip", f"no journal yet at {journal} (created on first start)"))
     if loaded is not None:
@@ -193,7 +193,7 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
 
 
 # -- dead wires, blind taps, unreadable input (agent/wires.py keeps them in the journal) ---------------
-def check_wires(path: Path) -> list[Check]:
+def check_wires(path: Path, tz: tzinfo | None = None) -> list[Check]:
     import json
 
     from agent.store.queries import open_read_only
@@ -220,10 +220,11 @@ def check_wires(path: Path) -> list[Check]:
     episodes = state.get("episodes") or {}
     for name, ep in sorted(episodes.items()):
         since = datetime.fromisoformat(ep["since"])
+        since = since.astimezone(tz) if tz is not None else since
         what = "no bytes at all" if ep["kind"] == "silent" else "bytes, but no transaction"
         minutes = round(float(ep["threshold"]) / 60)
         checks.append(Check(f"source {name}", "fail",
-                            f"{what} since {since:%Y-%m-%d %H:%M %Z} (more than {minutes} min of opening hours)",
+                            f"{what} since {since:%Y-%m-%d %H:%M} (UTC{since:%z}) (more than {minutes} min of opening hours)",
                             "check the cable and power of this source's device (a silent wire), or its receipt "
                             "templates (data but no transactions); this clears itself when transactions come back"))
     for name, counts in sorted((state.get("today") or {}).items()):
