@@ -93,6 +93,7 @@ class WireWatch:
         self.episodes: dict[str, Episode] = {}
         self.thresholds: dict[str, timedelta] = {}
         self.today: dict[str, dict[str, int]] = {}       # source -> today's counters
+        self.errors: dict[str, str] = {}                 # source -> its reader's last decoder/spool error
         self._base: dict[str, dict[str, int]] = {}       # source -> counters when the local day began
         self._day: date | None = None
         self._journal_last: dict[str, datetime] = {}
@@ -126,6 +127,8 @@ class WireWatch:
         for report in reports:
             name = str(report["name"])
             self._count(name, report)
+            if report.get("last_error"):
+                self.errors[name] = str(report["last_error"])[:300]
             if name not in self.thresholds or not self.calendar.configured:
                 continue
             threshold = self.thresholds[name]
@@ -176,7 +179,7 @@ class WireWatch:
             "episodes": {n: {"kind": e.kind, "since": e.since.isoformat(), "threshold": e.threshold.total_seconds()}
                          for n, e in sorted(self.episodes.items())},
             "thresholds": {n: t.total_seconds() for n, t in sorted(self.thresholds.items())},
-            "today": self.today, "hours": self.calendar.configured,
+            "today": self.today, "hours": self.calendar.configured, "errors": self.errors,
         }, ensure_ascii=False, sort_keys=True)
 
 

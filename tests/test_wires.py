@@ -22,8 +22,8 @@ from agent.messages import Command
 from agent.rules.calendar import HoursConfig, ShopCalendar
 from agent.service.daemon import Daemon
 from agent.service.doctor import failed, run_checks
-from agent.service.metrics import read_journal, render
 from agent.service.metrics import Snapshot as MetricsSnapshot
+from agent.service.metrics import read_journal, render
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.wires import derive_silence, open_time
 from drivers.clock import ManualClock

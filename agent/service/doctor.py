@@ -224,14 +224,17 @@ def check_wires(path: Path, tz: tzinfo | None = None) -> list[Check]:
         what = "no bytes at all" if ep["kind"] == "silent" else "bytes, but no transaction"
         minutes = round(float(ep["threshold"]) / 60)
         checks.append(Check(f"source {name}", "fail",
-                            f"{what} since {since:%Y-%m-%d %H:%M} (UTC{since:%z}) (more than {minutes} min of opening hours)",
+                            f"{what} since {since:%Y-%m-%d %H:%M} (UTC{since:%z}) "
+                            f"(more than {minutes} min of opening hours)",
                             "check the cable and power of this source's device (a silent wire), or its receipt "
                             "templates (data but no transactions); this clears itself when transactions come back"))
-    for name, counts in sorted((state.get("today") or {}).items()):
-        seen = {k: int(v) for k, v in counts.items() if v}
-        if seen:
-            checks.append(Check(f"source {name}", "warn", "today: " + ", ".join(
-                f"{v} {WIRE_COUNTER_NAMES.get(k, k)}" for k, v in sorted(seen.items())),
+    errors = state.get("errors") or {}
+    for name in sorted(set(state.get("today") or {}) | set(errors)):
+        seen = {k: int(v) for k, v in ((state.get("today") or {}).get(name) or {}).items() if v}
+        last = f"; last error: {errors[name]}" if name in errors else ""
+        if seen or last:
+            checks.append(Check(f"source {name}", "warn", "today: " + (", ".join(
+                f"{v} {WIRE_COUNTER_NAMES.get(k, k)}" for k, v in sorted(seen.items())) or "no errors") + last,
                 "look at `journalctl -u settleguard` for the decoder's reason; a receipt that matches no "
                 "template needs a template (settleguard decode shows what was read)"))
     for terminal, offset in sorted(wrong.items()):
