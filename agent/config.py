@@ -194,7 +194,7 @@ class SourceConfig(_Strict):
     templates: list[str] = []          # receipt templates for escpos sources (default: every bundled one)
     idle_flush: Duration = timedelta(seconds=3)   # printer streams: a receipt ends after this idle time
     # No bytes / no transactions for this long during opening hours is a dead wire or a blind tap
-    # (one staff notice, a doctor failure). None: derived from the journal's history (agent/wires.py).
+    # (one staff notice, a doctor failure). None: derived from the journal's history (agent/watch/wires.py).
     silence: Duration | None = None
     # A terminal whose clock is off by more than this is reported once; rules use the corrected time.
     # "0s" turns the check off.

@@ -31,11 +31,11 @@ from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
 from agent.store.journal import Journal, StoredTxn
-from agent.terminal_clock import META_KEY as CLOCKS_KEY
-from agent.terminal_clock import TerminalClocks
-from agent.terminal_clock import describe as describe_clock
-from agent.wires import META_KEY as WIRES_KEY
-from agent.wires import WireWatch, day_lines, episode_notice
+from agent.watch.terminal_clock import META_KEY as CLOCKS_KEY
+from agent.watch.terminal_clock import TerminalClocks
+from agent.watch.terminal_clock import describe as describe_clock
+from agent.watch.wires import META_KEY as WIRES_KEY
+from agent.watch.wires import WireWatch, day_lines, episode_notice
 from drivers.clock import Clock
 
 log = logging.getLogger("settleguard.pipeline")
@@ -349,7 +349,7 @@ class Pipeline:
         return {"ok": True, "warnings": warnings}
 
     def _check_wires(self, reports: Sequence[dict[str, Any]], now: datetime) -> dict[str, Any]:
-        """Dead wires and blind taps (agent/wires.py): one notice when a quiet starts, one when it ends."""
+        """Dead wires and blind taps (agent/watch/wires.py): one notice when a quiet starts, one when it ends."""
         configured = {s.name: s.silence for s in self.config.source}
         for source, change, episode in self.wires.check(reports, now, configured):
             title, lines = episode_notice(source, change, episode, now, self.wires.calendar)

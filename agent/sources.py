@@ -85,7 +85,7 @@ class SourceRunner:
     last_bytes_at: float | None = None     # monotonic
     last_event_at: float | None = None     # monotonic
     events: int = 0
-    # Wall-clock times for dead-wire detection (agent/wires.py): when reading began, bytes and
+    # Wall-clock times for dead-wire detection (agent/watch/wires.py): when reading began, bytes and
     # transactions last came.
     started_time: datetime | None = None
     last_bytes_time: datetime | None = None
@@ -154,7 +154,7 @@ class SourceRunner:
             self.inbox.put(EventBatch(self.cfg.name, tuple(events), received, ack))
 
     def wire_report(self) -> dict[str, Any]:
-        """What agent/wires.py judges this source by; also what doctor and metrics show of it."""
+        """What agent/watch/wires.py judges this source by; also what doctor and metrics show of it."""
         stats = self.stats
         sup = self.supervisor
         transport_error = getattr(self.transport, "last_error", None)
@@ -184,5 +184,5 @@ WIRE_CHECK_EVERY = 30.0
 
 
 def wire_command(runners: list[SourceRunner]) -> Command:
-    """The pipeline's "wires" command: every reader's report (agent/wires.py decides what is quiet)."""
+    """The pipeline's "wires" command: every reader's report (agent/watch/wires.py decides what is quiet)."""
     return Command("wires", {"reports": [r.wire_report() for r in runners]})

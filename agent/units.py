@@ -13,7 +13,6 @@ _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 CURRENCY_EXPONENT = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "KWD": 3, "BHD": 3, "JOD": 3, "OMR": 3}
 CURRENCY_LABEL = {"CNY": "RMB", "EUR": "EUR", "USD": "USD", "HKD": "HKD", "GBP": "GBP"}
 # ISO 4217 numeric codes as ZVT and some ECRs send them.
-NUMERIC_CURRENCY = {"156": "CNY", "978": "EUR", "840": "USD", "344": "HKD", "826": "GBP", "392": "JPY"}
 
 
 class UnitError(ValueError):

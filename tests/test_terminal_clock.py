@@ -19,7 +19,7 @@ from agent.service.daemon import Daemon, journal_path
 from agent.sim.day import build_day
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.schema import from_utc_text
-from agent.terminal_clock import RESYNC, TerminalClocks
+from agent.watch.terminal_clock import RESYNC, TerminalClocks
 from drivers.clock import SYSTEM_CLOCK, ManualClock
 from drivers.events import Transaction
 from tests.faults.support import DaemonProcess, journal

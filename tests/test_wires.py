@@ -25,7 +25,7 @@ from agent.service.doctor import failed, run_checks
 from agent.service.metrics import Snapshot as MetricsSnapshot
 from agent.service.metrics import read_journal, render
 from agent.sim.terminal import PtyTerminal, encode_event
-from agent.wires import derive_silence, open_time
+from agent.watch.wires import derive_silence, open_time
 from drivers.clock import ManualClock
 from drivers.protocols.escpos import encode_text_receipt
 from tests.faults.support import journal

@@ -22,7 +22,7 @@ def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: tim
            all_clear: bool, lines: Sequence[str] = (), saw_nothing: bool = False) -> dict[str, Any]:
     """One message listing every finding still awaiting its void, with the steps and the time left.
 
-    ``lines`` are the day's facts (agent/wires.py ``day_lines``: today's count and total, quiet
+    ``lines`` are the day's facts (agent/watch/wires.py ``day_lines``: today's count and total, quiet
     sources, unreadable input), so "all clear" can be told from "saw nothing"; with ``saw_nothing``
     the all-clear's headline says that instead.
     """

@@ -87,7 +87,6 @@ class RuleState:
         self._recent: deque[TxnView] = deque()
         self._by_tail: dict[str, deque[TxnView]] = {}
         self._by_amount: dict[int, deque[TxnView]] = {}
-        self._by_operator: dict[str, deque[TxnView]] = {}
         self._by_ref: dict[Hashable, TxnView] = {}
         self._voided_by: dict[Hashable, TxnView] = {}
 
@@ -97,8 +96,6 @@ class RuleState:
         if view.card:
             _insert(self._by_tail.setdefault(card_tail(view.card), deque()), view)
         _insert(self._by_amount.setdefault(view.amount_minor, deque()), view)
-        if view.txn.operator:
-            _insert(self._by_operator.setdefault(view.txn.operator, deque()), view)
         for ref in _refs(view):
             self._by_ref.setdefault(ref, view)
         if view.approved and view.txn.kind in RETURNING_KINDS:
@@ -115,8 +112,6 @@ class RuleState:
             if old.card:
                 _trim(self._by_tail, card_tail(old.card), cutoff)
             _trim(self._by_amount, old.amount_minor, cutoff)
-            if old.txn.operator:
-                _trim(self._by_operator, old.txn.operator, cutoff)
             for ref in _refs(old):
                 if self._by_ref.get(ref) is old:
                     del self._by_ref[ref]
@@ -137,11 +132,6 @@ class RuleState:
             if since <= v.utc <= until:
                 yield v
 
-    def operator_history(self, operator: str, since: datetime, until: datetime) -> Iterator[TxnView]:
-        for v in self._by_operator.get(operator, ()):
-            if since <= v.utc <= until:
-                yield v
-
     def by_reference(self, *, terminal_id: str | None, voucher_no: str | None = None,
                      rrn: str | None = None) -> TxnView | None:
         """The first transaction seen with this voucher (on this terminal) or this RRN."""
@@ -158,13 +148,6 @@ class RuleState:
             return []
         return [v for v in self.card_history(view.card, since, until)
                 if v.key != view.key and is_charge(v) and self.voided_by(v) is None]
-
-    def recent(self, since: datetime) -> Iterator[TxnView]:
-        """Every transaction at or after ``since``, newest first."""
-        for v in reversed(self._recent):
-            if v.utc < since:
-                break
-            yield v
 
     def note_insufficient(self, rule_id: str) -> None:
         self.insufficient[rule_id] += 1

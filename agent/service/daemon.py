@@ -305,7 +305,7 @@ class Daemon:
     def _housekeeping(self) -> None:
         next_wires = self.clock.monotonic()
         while not self.stop_event.wait(0.25):
-            if self.clock.monotonic() >= next_wires:  # dead wires and blind taps (agent/wires.py)
+            if self.clock.monotonic() >= next_wires:  # dead wires and blind taps (agent/watch/wires.py)
                 self.inbox.put(wire_command(list(self.sources)))
                 next_wires = self.clock.monotonic() + WIRE_CHECK_EVERY
             for runner in list(self.sources):

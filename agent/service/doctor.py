@@ -192,14 +192,14 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
     return checks, newest
 
 
-# -- dead wires, blind taps, unreadable input (agent/wires.py keeps them in the journal) ---------------
+# -- dead wires, blind taps, unreadable input (agent/watch/wires.py keeps them in the journal) ---------------
 def check_wires(path: Path, tz: tzinfo | None = None) -> list[Check]:
     import json
 
     from agent.store.queries import open_read_only
     from agent.store.schema import StoreError
-    from agent.terminal_clock import META_KEY as CLOCKS_KEY
-    from agent.wires import META_KEY
+    from agent.watch.terminal_clock import META_KEY as CLOCKS_KEY
+    from agent.watch.wires import META_KEY
 
     try:
         with open_read_only(path) as reader:

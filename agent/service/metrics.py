@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from agent.wires import META_KEY as WIRES_KEY
+from agent.watch.wires import META_KEY as WIRES_KEY
 
 log = logging.getLogger("settleguard.metrics")
 
@@ -42,7 +42,7 @@ class JournalSample:
     outbox_pending: int = 0
     outbox_oldest_pending_seconds: float = 0.0
     outbox_dead: int = 0
-    wires: dict[str, Any] = field(default_factory=dict)   # agent/wires.py's state (episodes, today's counters)
+    wires: dict[str, Any] = field(default_factory=dict)   # agent/watch/wires.py's state (episodes, today's counters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ def _wire_state(text: str | None) -> dict[str, Any]:
 
 
 def _wire_families(wires: dict[str, Any]) -> list[str]:
-    """Dead wires, blind taps and unreadable input, per source (agent/wires.py)."""
+    """Dead wires, blind taps and unreadable input, per source (agent/watch/wires.py)."""
     episodes = wires.get("episodes") or {}
     names = sorted(set(wires.get("thresholds") or {}) | set(episodes) | set(wires.get("today") or {}))
     lines = _family("settleguard_source_quiet", "gauge",

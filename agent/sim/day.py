@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from itertools import pairwise
@@ -32,8 +32,6 @@ SCENARIOS = ("demo", "clean", "mixed")
 # Labels of injected anomalies: an alert is expected on the labelled transaction.
 ANOMALY_LABELS = ("dup_exact", "dup_near", "slip_x10", "slip_x100", "off_hours", "holiday", "refund_unmatched",
                   "velocity", "manual_entry")
-# Labels of traffic that must NOT alert.
-NEGATIVE_LABELS = ("reprint", "makeup_workday")
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +376,3 @@ def _off_hours_times(b: DayBuilder, rng: random.Random) -> list[datetime]:
     if len(gaps) > 2:
         picks[rng.randrange(2)] = rng.choice(gaps[1:-1])
     return [b.at_seconds(rng.randrange(lo, hi)) for lo, hi in picks]
-
-
-def strip_labels(events: list[SimEvent]) -> list[Transaction | Settlement]:
-    return [replace(e.event) for e in events]

@@ -44,7 +44,6 @@ from drivers.pan import mask_pan
 
 TZ = ZoneInfo("Asia/Shanghai")
 PROFILE_ORDER = ("restaurant", "convenience", "boutique")
-TUNING_SEEDS = range(1, 31)
 REPORT_SEEDS = range(101, 131)
 
 # What each rule is for: recall is measured on these labels.

@@ -63,7 +63,7 @@ _CARD_TYPE_NAMES: Final[dict[int, str]] = {
     0x0C: "Diners", 0x0D: "V PAY", 0x2E: "Maestro",
 }
 
-# ISO 4217 numeric -> alpha. drivers may not import agent.units, hence a copy.
+# ISO 4217 numeric -> alpha, for BMP 49 (the currency code a ZVT terminal sends).
 NUMERIC_CURRENCY: Final[dict[int, str]] = {
     978: "EUR", 156: "CNY", 840: "USD", 344: "HKD", 826: "GBP", 392: "JPY", 756: "CHF",
     985: "PLN", 203: "CZK", 348: "HUF", 208: "DKK", 752: "SEK", 578: "NOK", 946: "RON",
@@ -85,12 +85,6 @@ class Bmps:
     fields: dict[int, bytes]
     tlv: tuple[tuple[int, bytes], ...]
     complete: bool  # False when an unknown or cut-off BMP ended parsing early
-
-    def tlv_first(self, tag: int) -> bytes | None:
-        for t, value in self.tlv:
-            if t == tag:
-                return value
-        return None
 
 
 def _ber_len(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
