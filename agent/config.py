@@ -7,6 +7,8 @@ error, not a failed delivery at 22:59.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -165,6 +167,12 @@ class SettlementConfig(_Strict):
             _hhmm(v)
         return v
 
+    @field_validator("review_lead")
+    @classmethod
+    def _lead(cls, v: timedelta) -> timedelta:
+        # The review is a time of day before the cutoff: a lead of a day or more names no time.
+        return _within(v, timedelta(minutes=1), timedelta(hours=23, minutes=59))
+
     @field_validator("review_times")
     @classmethod
     def _times(cls, v: list[str]) -> list[str]:
@@ -215,6 +223,11 @@ class SourceConfig(_Strict):
             raise ValueError("must be between 0s (off) and 30d")
         return v
 
+    @field_validator("idle_flush")
+    @classmethod
+    def _idle(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(milliseconds=10), timedelta(minutes=10))
+
     @model_validator(mode="after")
     def _one_input(self) -> SourceConfig:
         given = [k for k in ("port", "listen", "spool", "file") if getattr(self, k)]
@@ -231,7 +244,19 @@ class SourceConfig(_Strict):
             raise ValueError("allow only applies to a TCP pass-through (listen = ...)")
         if self.listen:
             self._check_listen(self.listen)
+        if self.protocol == "escpos":
+            self._check_templates()
         return self
+
+    def _check_templates(self) -> None:
+        """Load the receipt templates now (names and template_dirs): a missing one fails the decoder at start."""
+        from drivers.receipts import load_templates
+
+        dirs = self.options.get("template_dirs", ())
+        try:
+            load_templates(self.templates or None, [dirs] if isinstance(dirs, str) else dirs)
+        except (ValueError, OSError, TypeError) as exc:
+            raise ValueError(f"receipt templates: {exc}") from None
 
     def _check_listen(self, value: str) -> None:
         """Who can reach the printer port can print slips settleguard believes: keep it small."""
@@ -295,9 +320,42 @@ class ChannelConfig(_Strict):
             raise ValueError(f"a {self.type} channel needs key (or url)")
         if self.type == "printer" and not self.printer:
             raise ValueError("a printer channel needs a [channel.printer] table (kind = serial|network|usb|file)")
-        if self.secret and self.type == "webhook" and not self.secret.get_secret_value().startswith("whsec_"):
-            raise ValueError("a webhook secret must start with whsec_ (Standard Webhooks)")
+        if self.type == "webhook":
+            for secret in (self.secret, *self.secrets):
+                if secret:
+                    _check_webhook_secret(secret.get_secret_value())
         return self
+
+
+def _check_webhook_secret(secret: str) -> None:
+    """whsec_ + base64 (padding optional), as the signer decodes it at every delivery."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("a webhook secret must start with whsec_ (Standard Webhooks)")
+    text = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a webhook secret is whsec_ followed by base64 (the part after whsec_ "
+                         "does not decode)") from None
+    if not key:
+        raise ValueError("a webhook secret is whsec_ followed by base64 (nothing after whsec_)")
+
+
+def _within(v: timedelta, low: timedelta, high: timedelta) -> timedelta:
+    if not low <= v <= high:
+        raise ValueError(f"must be between {_say(low)} and {_say(high)}")
+    return v
+
+
+def _say(v: timedelta) -> str:
+    seconds = v.total_seconds()
+    if seconds and seconds % 60 == 0 and seconds < 86400:
+        h, m = divmod(int(seconds // 60), 60)
+        return f"{h}h{m:02d}m" if h and m else (f"{h}h" if h else f"{m}m")
+    for unit, size in (("d", 86400), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 class DeliveryConfig(_Strict):
@@ -305,6 +363,38 @@ class DeliveryConfig(_Strict):
     group_interval: Duration = timedelta(seconds=60)
     repeat_interval: Duration = timedelta(minutes=30)
     timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("group_wait")
+    @classmethod
+    def _wait(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(0), timedelta(hours=1))
+
+    @field_validator("group_interval")
+    @classmethod
+    def _interval(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(0), timedelta(days=1))
+
+    @field_validator("repeat_interval")
+    @classmethod
+    def _repeat(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(minutes=1), timedelta(days=7))
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(seconds=1), timedelta(minutes=5))
+
+
+class HealthConfig(_Strict):
+    # How long the journal may stay unwritable (disk full, a write that keeps failing) before the
+    # daemon says it is unhealthy, stops feeding the watchdog and lets systemd restart it. Long enough
+    # to ride out a short stall, short enough that "healthy" still means "still seeing".
+    journal_stall: Duration = timedelta(minutes=5)
+
+    @field_validator("journal_stall")
+    @classmethod
+    def _stall(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(seconds=10), timedelta(hours=1))
 
 
 class MetricsConfig(_Strict):
@@ -338,6 +428,7 @@ class Config(_Strict):
     channel: list[ChannelConfig] = []
     delivery: DeliveryConfig = DeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()
+    health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

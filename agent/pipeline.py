@@ -30,6 +30,7 @@ from agent.model import RETURNING_KINDS, ReceiptText, Settlement, Transaction, i
 from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
+from agent.schedule import SCHEDULED_JOBS, mark_schedule
 from agent.store.journal import Journal, StoredTxn
 from agent.watch.terminal_clock import META_KEY as CLOCKS_KEY
 from agent.watch.terminal_clock import TerminalClocks
@@ -301,6 +302,9 @@ class Pipeline:
     # -- commands ----------------------------------------------------------------------------
     def _handle_command(self, cmd: Command) -> Any:
         now = self.clock.now()
+        if cmd.name in SCHEDULED_JOBS and "due" in cmd.args:
+            # Same transaction as the job's work: start-up catch-up continues from here (agent/schedule.py).
+            mark_schedule(self.journal, cmd.args["due"])
         if cmd.name == "ack":
             return self.alerts.ack(cmd.args, now)
         if cmd.name == "tick":

@@ -91,7 +91,10 @@ def fire_times(jobs: list[PlannedJob], start: datetime, end: datetime, *,
 
 
 def missed_review(loaded: LoadedConfig, last_review: datetime | None, now: datetime) -> bool:
-    """Down at review time, but the batch is still open: review at start-up."""
+    """Down at review time, but the batch is still open: review at start-up.
+
+    The fallback for a journal that has no schedule mark yet (written before catch-up existed).
+    """
     tz: tzinfo = loaded.tz
     cutoff = loaded.config.settlement.cutoff_time
     if cutoff is None:
@@ -107,6 +110,66 @@ def missed_review(loaded: LoadedConfig, last_review: datetime | None, now: datet
     return False
 
 
+# The journal's meta key holding the instant up to which the schedule was handled: every scheduled
+# command carries its due time, the pipeline stores it in the same transaction as the work.
+SCHEDULE_MARK = "schedule_seen"
+# What start-up catch-up looks back over at most: a till switched off for a holiday still closes the
+# batch it left open, without walking months of minute-by-minute reminders.
+CATCH_UP_LIMIT = timedelta(days=14)
+
+
+def catch_up(loaded: LoadedConfig, since: datetime | None, now: datetime) -> list[Command]:
+    """What fell due while settleguard was down, in order, each job once (its latest firing).
+
+    A missed cutoff always runs: the acquirer settled whether or not we were up, so open findings
+    become refund cases now. A missed review runs only when no missed cutoff came after it (the
+    batch it would review is still open). Reminders and the baseline run once. ``since`` None
+    means no mark yet (a first start): there is nothing to catch up.
+    """
+    if since is None or now <= since:
+        return []
+    start = max(since, now - CATCH_UP_LIMIT)
+    latest: dict[str, datetime] = {}
+    for at, name in fire_times(plan(loaded), start, now, anchor=since):
+        latest[name] = at
+    cutoff_at = latest.get("cutoff")
+    if "review" in latest and cutoff_at is not None and latest["review"] <= cutoff_at:
+        del latest["review"]
+    return [scheduled(name, at) for name, at in sorted(latest.items(), key=lambda i: (i[1], i[0] != "review"))]
+
+
+SCHEDULED_JOBS = frozenset({"review", "cutoff", "reminders", "baseline"})
+
+
+def mark_schedule(journal: Any, due: object) -> None:
+    """Record a scheduled job's due time (called by the pipeline inside the job's transaction)."""
+    if not isinstance(due, str):
+        return
+    try:
+        at = datetime.fromisoformat(due)
+    except ValueError:
+        return
+    if at.tzinfo is None:
+        return
+    previous = read_schedule_mark(journal)
+    if previous is None or at > previous:  # only forward: a clock set back must not re-run a cutoff
+        journal.set_meta(SCHEDULE_MARK, at.isoformat())
+
+
+def read_schedule_mark(journal: Any) -> datetime | None:
+    text = journal.get_meta(SCHEDULE_MARK)
+    try:
+        mark = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return mark if mark is not None and mark.tzinfo is not None else None
+
+
+def scheduled(name: str, due: datetime) -> Command:
+    """A scheduled job as a pipeline command; ``due`` becomes the journal's schedule mark."""
+    return Command(name, {"due": due.isoformat()})
+
+
 # How often the scheduler thread looks at the clock: well inside the one-minute resolution of the plan.
 PACING_SECONDS = 1.0
 
@@ -116,17 +179,35 @@ class Scheduler:
 
     Each :meth:`run_due` posts what fell due since the last one. Several missed firings of one
     job (the till was suspended) post once, and not at all when the last of them is older than
-    the job's grace; a wall clock set back fires nothing twice.
+    the job's grace — except a cutoff, which is never skipped: the batch settled anyway. A wall
+    clock set back fires nothing twice. ``since`` continues from another scheduler (a restart
+    after a crash or a reload) so nothing between the two is missed or doubled.
     """
 
-    def __init__(self, loaded: LoadedConfig, inbox: queue.Queue[Any], clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, loaded: LoadedConfig, inbox: queue.Queue[Any], clock: Clock = SYSTEM_CLOCK, *,
+                 since: datetime | None = None) -> None:
         self.inbox = inbox
         self.clock = clock
         self.jobs = plan(loaded)
         self._grace = {job.name: job.misfire_grace for job in self.jobs}
-        self._checked = self._anchor = clock.now()
+        self._checked = self._anchor = since or clock.now()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        # Health: a step that keeps failing means no cutoff or review runs; the daemon reports it.
+        self.last_ok = clock.monotonic()
+        self.last_error: str | None = None
+
+    @property
+    def checked(self) -> datetime:
+        return self._checked
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     def run_due(self) -> list[str]:
         """Post the commands due since the last call; returns their names."""
@@ -139,10 +220,10 @@ class Scheduler:
         self._checked = now
         posted = []
         for name, at in sorted(latest.items(), key=lambda item: (item[1], item[0] != "review")):
-            if (now - at).total_seconds() > self._grace[name]:
+            if name != "cutoff" and (now - at).total_seconds() > self._grace[name]:
                 log.warning("skipped the %s due at %s: more than %d s late", name, at.isoformat(), self._grace[name])
                 continue
-            self.inbox.put(Command(name))
+            self.inbox.put(scheduled(name, at))
             posted.append(name)
         return posted
 
@@ -150,8 +231,13 @@ class Scheduler:
         while not self._stop.wait(PACING_SECONDS):
             try:
                 self.run_due()
-            except Exception:  # a scheduling bug must not silence every later review
-                log.exception("scheduler step failed")
+            except Exception as exc:  # a scheduling bug must not silence every later review
+                if self.last_error is None:
+                    log.exception("scheduler step failed")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                continue
+            self.last_ok = self.clock.monotonic()
+            self.last_error = None
 
     def start(self) -> None:
         self._thread.start()

@@ -239,15 +239,27 @@ def config_inputs(rng: random.Random) -> Iterator[str]:
             yield data.decode("utf-8", "replace")
 
 
+# The dry run's "now": fixed, so a failure found once is found again from its seed.
+PREFLIGHT_NOW = datetime(2026, 11, 27, 22, 45, tzinfo=ZoneInfo("Asia/Shanghai"))
+
+
 def fuzz_config(inputs: int, seed: int) -> dict[str, Any]:
+    """parse_config on damaged configs; each one it accepts is then built whole (agent.service.preflight:
+    channels, decoders and templates, the schedule, the rules' dry run through a real pipeline).
+
+    Two failures: anything but ConfigError escaping either step (a traceback a shop owner would see),
+    and ``late:<field>`` — a config the parser accepted that only failed when built: check-config
+    refuses it too, but without the parser's line number, so each kind is a validator to add.
+    """
     from agent.config import ConfigError, parse_config
+    from agent.service.preflight import preflight
 
     rng = random.Random(seed)
     # The example's WeCom channel reads its key from the environment (this runs in a worker process).
     os.environ.setdefault("SETTLEGUARD_WECOM_KEY", "fuzz-key-0000")
     failures: dict[str, int] = {}
     examples: list[str] = []
-    accepted = rejected = 0
+    accepted = rejected = built = 0
     slowest = 0.0
     start = time.perf_counter()
     env_before = dict(os.environ)
@@ -256,8 +268,16 @@ def fuzz_config(inputs: int, seed: int) -> dict[str, Any]:
         text = next(gen)
         t0 = time.perf_counter()
         try:
-            parse_config(text, "<fuzz>")
+            loaded = parse_config(text, "<fuzz>")
             accepted += 1
+            try:
+                preflight(loaded, PREFLIGHT_NOW)
+                built += 1
+            except ConfigError as exc:
+                kind = f"late:{exc.field}"
+                failures[kind] = failures.get(kind, 0) + 1
+                if failures[kind] <= 3:
+                    examples.append(f"{kind}: {_save('config', 'late', text.encode(), str(exc))}: {exc}"[:400])
         except ConfigError:
             rejected += 1
         except Exception as exc:  # anything but ConfigError is a traceback a shop owner would see
@@ -267,7 +287,8 @@ def fuzz_config(inputs: int, seed: int) -> dict[str, Any]:
                 examples.append(f"{kind}: {_save('config', kind, text.encode(), repr(exc))}: {exc!r}"[:400])
         slowest = max(slowest, time.perf_counter() - t0)
     assert dict(os.environ) == env_before
-    return {"target": "agent.config.parse_config", "inputs": inputs, "accepted": accepted, "rejected": rejected,
+    return {"target": "agent.config.parse_config + preflight", "inputs": inputs, "accepted": accepted,
+            "rejected": rejected, "built": built,
             "failures": failures, "examples": examples, "slowest_s": slowest,
             "seconds": time.perf_counter() - start}
 
@@ -301,7 +322,7 @@ def run(quick: bool = False, per_decoder: int | None = None, config_inputs_n: in
             for k, v in res["failures"].items():
                 into["failures"][k] = into["failures"].get(k, 0) + v
             into["examples"] += res["examples"]
-            for k in ("events", "accepted", "rejected"):
+            for k in ("events", "accepted", "rejected", "built"):
                 if k in res:
                     into[k] = into.get(k, 0) + res[k]
     return {"targets": merged, "wall_s": time.perf_counter() - start, "workers": workers,

@@ -15,8 +15,13 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.service.preflight import preflight
+    from drivers.clock import SYSTEM_CLOCK
+
     try:
         loaded = load_config(args.file)
+        # Everything `run` would build, built once: a value that parses but fails when used is refused here.
+        preflight(loaded, SYSTEM_CLOCK.now())
     except ConfigError as exc:
         err(str(exc))
         return EX_CONFIG

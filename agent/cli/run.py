@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.service.daemon import Daemon
+    from agent.service.daemon import Daemon, StateError
     from agent.service.logs import setup_logging
 
     setup_logging(args.log_level)
@@ -27,4 +27,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         err(str(exc))
         return EX_CONFIG
     daemon = Daemon(loaded, state_dir(args.state))
-    return daemon.run_forever()
+    try:
+        return daemon.run_forever()
+    except (ConfigError, StateError) as exc:
+        # One plain line, exit 78: the unit's RestartPreventExitStatus= stops a restart loop that
+        # cannot fix a configuration or a state directory.
+        err(str(exc))
+        return EX_CONFIG

@@ -33,8 +33,15 @@ class RuleParams(BaseModel):
         return v
 
 
+# No setting means more than a few years; longer ones overflow a date when subtracted from "now".
+LONGEST = timedelta(days=3660)
+
+
 def _duration(v: Any) -> timedelta:
-    return v if isinstance(v, timedelta) else parse_duration(v)
+    value = v if isinstance(v, timedelta) else parse_duration(v)
+    if value > LONGEST:
+        raise ValueError(f"{v!r} is longer than any setting needs (at most {LONGEST.days}d)")
+    return value
 
 
 def _money(v: Any) -> int:

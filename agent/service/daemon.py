@@ -10,9 +10,12 @@ summary, and RELOADING=1 ... READY=1 around a configuration reload.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import queue
 import signal
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,15 +27,18 @@ from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config
 from agent.delivery.channels.factory import routing
 from agent.messages import STOP, AlertChange, Command, EventBatch
 from agent.pipeline import Pipeline
-from agent.schedule import Scheduler, missed_review
+from agent.schedule import Scheduler, catch_up, missed_review, read_schedule_mark, scheduled
 from agent.service.control import ControlServer
 from agent.service.logs import add_secrets
 from agent.service.metrics import MetricsServer, Snapshot, SourceSample, read_journal
+from agent.service.preflight import preflight
 from agent.service.reload import ConfigWatcher, ReloadPlan, config_secrets, plan_reload
 from agent.service.sdnotify import SdNotify, watchdog_interval
+from agent.service.threads import Guarded, RestartBudget, describe
 from agent.sources import WIRE_CHECK_EVERY, SourceRunner, wire_command
 from agent.store.journal import Journal
 from agent.store.outbox import Outbox
+from agent.store.schema import StoreError, private_dir, private_file
 from drivers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("settleguard.daemon")
@@ -42,6 +48,24 @@ RunnerFactory = Callable[[SourceConfig, tzinfo, "queue.Queue[EventBatch | Comman
 
 def journal_path(state_dir: Path) -> Path:
     return state_dir / "settleguard.sqlite3"
+
+
+class StateError(Exception):
+    """The state directory or the journal cannot be used: a person must fix it (exit 78, no restart loop)."""
+
+
+# Threads the daemon restarts after an unexpected death, and why that is safe:
+#   pipeline     its failed transaction rolled back whole and the rules' memory is rebuilt from the
+#                journal (as after a disk-full rollback); the queue waiting behind it is kept, which
+#                a process restart would lose. The batch that raised is lost either way (logged).
+#   delivery     all its state is the outbox's rows.
+#   housekeeping, reload, notify, scheduler, control, metrics, config-watch: no state of their own
+#                (the scheduler continues from the instant the dead one had handled).
+#   reader:NAME  a fresh transport and decoder; only a partly received frame is lost.
+# Each at most threads.MAX_RESTARTS times in threads.RESTART_WINDOW: one that keeps dying is left
+# dead, health reports it, WATCHDOG=1 stops and systemd restarts the whole service.
+RESTARTABLE = frozenset({"pipeline", "delivery", "housekeeping", "reload", "notify", "scheduler", "control",
+                         "metrics", "config-watch"})
 
 
 def _default_runner(cfg: SourceConfig, tz: tzinfo, inbox: queue.Queue[EventBatch | Command],
@@ -62,7 +86,10 @@ class Daemon:
         self.notify = notify or SdNotify(clock=clock)
         self.inbox: queue.Queue[EventBatch | Command] = queue.Queue(maxsize=10000)
         self.stop_event = threading.Event()
-        self.threads: list[threading.Thread] = []
+        self.guards: dict[str, Guarded] = {}
+        self.budget = RestartBudget(clock)
+        self._stopping = False
+        self._journal_error_since: float | None = None
         self.sources: list[SourceRunner] = []
         self.sender = sender
         self.use_scheduler = use_scheduler  # the demo and tests drive the schedule on simulated time
@@ -89,15 +116,20 @@ class Daemon:
         self.last_reload_at: datetime | None = None
         self.last_reload_summary: str | None = None
         self.reloads = 0
+        self.running_digest = _digest(loaded.text)
         self._unhealthy_reported: tuple[str, ...] = ()
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [g.thread for g in self.guards.values()]
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        """Raises ConfigError or StateError before any thread starts: nothing to clean up."""
         cfg = self.loaded.config
         add_secrets(config_secrets(self.loaded))
-        channels = self._build_channels(self.loaded)
-        journal = Journal(journal_path(self.state_dir))
+        channels = preflight(self.loaded, self.clock.now())
+        journal = self._open_state()
         primary, people = routing(cfg, channels)
         self.pipeline = Pipeline(self.loaded, journal, clock=self.clock, channels=primary,
                                  people_channels=people,
@@ -108,6 +140,8 @@ class Daemon:
 
             self.sender = HttpxSender(timeout=cfg.delivery.timeout.total_seconds())
         self._start_delivery(self.loaded, channels)
+        # Before the readers start: what fell due while we were down is handled before anything new.
+        self._catch_up(journal)
         self._thread("pipeline", self.pipeline.run, self.inbox, self.stop_event)
         for scfg in cfg.source:
             self._start_source(scfg, self.loaded.tz)
@@ -115,12 +149,7 @@ class Daemon:
         if self.use_scheduler:
             self.scheduler = Scheduler(self.loaded, self.inbox, self.clock)
             self.scheduler.start()
-        last = journal.get_meta("last_review")
-        if missed_review(self.loaded, datetime.fromisoformat(last) if last else None, self.clock.now()):
-            log.warning("the pre-close review was missed while settleguard was down; reviewing now")
-            self.inbox.put(Command("review"))
-        self.control = ControlServer(self.state_dir / "control.sock", self._control)
-        self.control.start()
+        self._start_control()
         self._start_metrics(self.loaded)
         self._thread("reload", self._reload_loop)
         if self.watch_config:
@@ -132,10 +161,47 @@ class Daemon:
         log.info("settleguard running: %d source(s), %d channel(s), state in %s", len(self.sources),
                  len(channels), self.state_dir)
 
-    def _build_channels(self, loaded: LoadedConfig) -> list[Any]:
-        from agent.delivery.channels.factory import build_channels
+    def _open_state(self) -> Journal:
+        """The state directory (0700 when we create it, never world-readable) and the journal (0600)."""
+        path = journal_path(self.state_dir)
+        try:
+            private_dir(self.state_dir)
+            private_file(path)
+            journal = Journal(path)
+            for suffix in ("-wal", "-shm"):
+                private_file(path.with_name(path.name + suffix), create=False)
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            hint = ("move the damaged file aside (a new journal is started) or restore a backup"
+                    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc)
+                    else "check the directory's owner and mode, and that its filesystem is mounted writable")
+            raise StateError(f"cannot use the journal {path}: {reason}; {hint}") from None
+        return journal
 
-        return build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
+    def _catch_up(self, journal: Journal) -> None:
+        """Post what fell due while settleguard was down (agent/schedule.py catch_up), in order, once."""
+        now = self.clock.now()
+        mark = read_schedule_mark(journal)
+        if mark is not None and self.use_scheduler:
+            missed = catch_up(self.loaded, mark, now)
+            for cmd in missed:
+                if cmd.name != "reminders":
+                    log.warning("the %s due at %s was missed while settleguard was down; running it now",
+                                cmd.name, cmd.args["due"])
+                self.inbox.put(cmd)
+        else:
+            # No mark yet (a journal from before catch-up existed): the review check it had.
+            last = journal.get_meta("last_review")
+            if missed_review(self.loaded, datetime.fromisoformat(last) if last else None, now):
+                log.warning("the pre-close review was missed while settleguard was down; reviewing now")
+                self.inbox.put(Command("review"))
+        if self.use_scheduler:
+            # Marks the journal "schedule handled up to now", so a cutoff missed from here on is caught up.
+            self.inbox.put(scheduled("reminders", now))
+
+    def _start_control(self) -> None:
+        self.control = ControlServer(self.state_dir / "control.sock", self._control)
+        self.control.start()
 
     def _start_delivery(self, loaded: LoadedConfig, channels: list[Any]) -> None:
         from agent.delivery.loop import Delivery
@@ -145,16 +211,21 @@ class Daemon:
         self._delivery_stop = threading.Event()
         self.delivery = Delivery(outbox, channels, self.sender, clock=self.clock, config=cfg.delivery,
                                  shop=cfg.shop.name, source=cfg.shop.event_source)
-        self._thread("delivery", self.delivery.run, self._delivery_stop)
+        self._run_delivery()
+
+    def _run_delivery(self) -> None:
+        assert self.delivery is not None
+        stop = self._delivery_stop
+        self._thread("delivery", self.delivery.run, stop, stopping=stop.is_set)
 
     def _stop_delivery(self, timeout: float) -> None:
         self._delivery_stop.set()
         if self.delivery is None:
             return
         self.delivery.wake.set()
-        for t in [t for t in self.threads if t.name == "delivery"]:
-            t.join(timeout)
-            self.threads.remove(t)
+        guard = self.guards.pop("delivery", None)
+        if guard is not None:
+            guard.join(timeout)
         for name, n in self.delivery.failures.items():
             self._retired_failures[name] += n
         self.delivery.outbox.close()
@@ -186,16 +257,19 @@ class Daemon:
             return
         self.metrics.start()
 
-    def _thread(self, name: str, target: Callable[..., Any], *args: Any) -> None:
-        t = threading.Thread(target=target, args=args, name=name, daemon=True)
-        t.start()
-        self.threads.append(t)
+    def _thread(self, name: str, target: Callable[..., Any], *args: Any,
+                stopping: Callable[[], bool] | None = None) -> None:
+        def expected_end() -> bool:
+            return self._stopping or self.stop_event.is_set() or (stopping is not None and stopping())
+
+        self.guards[name] = Guarded(name, target, args, stopping=expected_end).start()
 
     def _wake_delivery(self) -> None:
         if self.delivery is not None:
             self.delivery.wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
         self.notify.stopping()
         if self.watcher is not None:
             self.watcher.stop()
@@ -208,9 +282,9 @@ class Daemon:
         for runner in self.sources:
             runner.stop(timeout=2.0)
         self.inbox.put(STOP)
-        for t in self.threads:
-            if t.name == "pipeline":
-                t.join(timeout)
+        pipeline = self.guards.get("pipeline")
+        if pipeline is not None:
+            pipeline.join(timeout)
         self.stop_event.set()
         self._delivery_stop.set()
         if self.delivery is not None:
@@ -238,6 +312,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGHUP, _hup)
+        # Files 0600 and directories 0700 however we were started (the unit's UMask= covers systemd
+        # only): the journal, its WAL and SHM, evidence bundles. The control socket sets its own mode.
+        os.umask(0o077)
         self.start()
         while not done.wait(1.0):
             pass
@@ -252,7 +329,12 @@ class Daemon:
             self.notify_systemd()
 
     def notify_systemd(self) -> tuple[str, ...]:
-        """One watchdog round; returns the problems that held the ping back (tests call it as a step)."""
+        """One watchdog round; returns the problems that held the ping back (tests call it as a step).
+
+        Dead threads that are safe to restart are restarted first (see RESTARTABLE); those that are
+        not, or keep dying, stay among the problems.
+        """
+        self.revive()
         problems = tuple(self.health_problems())
         if not problems:
             self.notify.watchdog()
@@ -269,7 +351,17 @@ class Daemon:
     def health_problems(self) -> list[str]:
         """Why the service is not healthy; empty when every thread is alive and making progress."""
         now = self.clock.monotonic()
-        out = [f"thread {t.name} died" for t in self.threads if not t.is_alive()]
+        out = [f"thread {name} died: {g.error or 'ended'}" for name, g in list(self.guards.items())
+               if g.dead and name not in self.budget.given_up]
+        out += self.budget.problems()
+        for name, dead, error in self._components():
+            if dead and name not in self.budget.given_up:
+                out.append(f"thread {name} died: {error}")
+        if self.pipeline is not None:
+            out += self._journal_stall(now)
+        sched = self.scheduler
+        if sched is not None and sched.last_error is not None and now - sched.last_ok > self.stuck_after:
+            out.append(f"scheduler failing for {now - sched.last_ok:.0f}s: {sched.last_error}")
         if self.pipeline and now - self.pipeline.last_progress > self.stuck_after:
             out.append(f"pipeline stuck for {now - self.pipeline.last_progress:.0f}s")
         if self.delivery and now - self.delivery.last_progress > self.stuck_after:
@@ -283,6 +375,94 @@ class Daemon:
             elif now - r.last_progress > self.stuck_after:
                 out.append(f"reader {r.cfg.name} stuck for {now - r.last_progress:.0f}s")
         return out
+
+    def _journal_stall(self, now: float) -> list[str]:
+        """A pipeline retrying a write that keeps failing is alive but blind: unhealthy after journal_stall."""
+        assert self.pipeline is not None
+        error = self.pipeline.journal_error
+        if error is None:
+            self._journal_error_since = None
+            return []
+        if self._journal_error_since is None:
+            self._journal_error_since = now
+        stalled = now - self._journal_error_since
+        if stalled <= self.loaded.config.health.journal_stall.total_seconds():
+            return []
+        return [f"journal not written for {stalled:.0f}s: {error}"]
+
+    def _components(self) -> list[tuple[str, bool, str]]:
+        """Threads owned by other objects: (name, dead, why) — checked and restarted like our own."""
+        out: list[tuple[str, bool, str]] = []
+        if self._stopping:
+            return out
+        sched = self.scheduler
+        if sched is not None and not sched.stopped:
+            out.append(("scheduler", not sched.alive, sched.last_error or "its loop ended"))
+        if self.control is not None:
+            out.append(("control", not self.control.thread.is_alive(), "the control socket stopped accepting"))
+        if self.metrics is not None:
+            out.append(("metrics", not self.metrics.thread.is_alive(), "the metrics server stopped"))
+        w = self.watcher
+        if w is not None and w.active:
+            out.append(("config-watch", not w.alive, "the configuration watcher stopped"))
+        return out
+
+    def revive(self) -> list[str]:
+        """Restart dead threads within their budget; returns the names restarted."""
+        if self._stopping or self.stop_event.is_set():
+            return []
+        restarted = []
+        dead = [(name, g.error or "ended") for name, g in list(self.guards.items()) if g.dead]
+        dead += [(name, error) for name, is_dead, error in self._components() if is_dead]
+        for name, error in dead:
+            if name not in self.budget.given_up and self.budget.record(name, error,
+                                                                       restartable=name in RESTARTABLE):
+                self._restart(name)
+                restarted.append(name)
+        for runner in list(self.sources):
+            sup = runner.supervisor
+            if sup is None or sup.is_alive() or runner.state in ("ended", "closed"):
+                continue
+            name = f"reader:{runner.cfg.name}"
+            if name not in self.budget.given_up and self.budget.record(
+                    name, getattr(sup, "last_error", None) or "the reader thread ended", restartable=True):
+                self._stop_source(runner.cfg.name)
+                self._start_source(runner.cfg, self.loaded.tz)
+                restarted.append(name)
+        return restarted
+
+    def _restart(self, name: str) -> None:
+        try:
+            if name == "pipeline":
+                assert self.pipeline is not None
+                self.pipeline._rebuild_rules()
+                self._thread("pipeline", self.pipeline.run, self.inbox, self.stop_event)
+            elif name == "delivery":
+                self._run_delivery()
+            elif name == "housekeeping":
+                self._thread("housekeeping", self._housekeeping)
+            elif name == "reload":
+                self._thread("reload", self._reload_loop)
+            elif name == "notify":
+                self._thread("notify", self._notify_loop)
+            elif name == "scheduler" and self.scheduler is not None:
+                old = self.scheduler
+                self.scheduler = Scheduler(self.loaded, self.inbox, self.clock, since=old.checked)
+                self.scheduler.start()
+            elif name == "control":
+                if self.control is not None:
+                    self.control.stop()
+                self._start_control()
+            elif name == "metrics":
+                if self.metrics is not None:
+                    self.metrics.stop()
+                self._start_metrics(self.loaded)
+            elif name == "config-watch" and self.watcher is not None:
+                self.watcher.stop()
+                self.watcher.start()
+        except Exception as exc:  # a restart that fails leaves the thread dead: health keeps saying so
+            log.exception("restarting thread %s failed", name)
+            self.budget.record(name, f"restart failed: {describe(exc)}", restartable=False)
 
     def healthy(self) -> bool:
         """Every thread alive and making progress (a stuck reader must get us restarted)."""
@@ -345,16 +525,22 @@ class Daemon:
         self.last_reload_at = self.clock.now()
         try:
             new = load_config(self.loaded.path)
-            channels = self._build_channels(new)
+            add_secrets(config_secrets(new))
+            channels = preflight(new, self.clock.now())
         except ConfigError as exc:
             self.last_reload_error = str(exc)
             log.error("configuration reload refused, still running the previous configuration: %s", exc)
             return False
-        add_secrets(config_secrets(new))
         plan = plan_reload(self.loaded, new)
         if not plan.empty:
-            self._apply(plan, new, channels)
+            try:
+                self._apply(plan, new, channels)
+            except ReloadRolledBack as exc:
+                self.last_reload_error = f"reload failed while applying, previous configuration kept: {exc}"
+                log.error("%s", self.last_reload_error)
+                return False
         self.loaded = new
+        self.running_digest = _digest(new.text)
         # Published last: whoever watches these sees a reload that is complete.
         self.last_reload_error = None
         self.last_reload_summary = plan.describe()
@@ -363,11 +549,13 @@ class Daemon:
         return True
 
     def _apply(self, plan: ReloadPlan, new: LoadedConfig, channels: list[Any]) -> None:
-        by_name = {s.name: s for s in new.config.source}
-        for name in (*plan.stop_sources, *plan.restart_sources):
-            self._stop_source(name)
-        for name in (*plan.restart_sources, *plan.start_sources):
-            self._start_source(by_name[name], new.tz)
+        """Swap what ``plan`` names. Whatever can be built is built before anything running stops;
+        sources (which may need the old one's port) are swapped first and put back if a new one
+        cannot start, raising ReloadRolledBack with nothing else touched."""
+        scheduler = None
+        if plan.schedule and self.scheduler is not None:
+            scheduler = Scheduler(new, self.inbox, self.clock, since=self.scheduler.checked)
+        self._swap_sources(plan, new)
         if plan.delivery:
             self._stop_delivery(timeout=15.0)
             self._start_delivery(new, channels)
@@ -375,15 +563,37 @@ class Daemon:
             # The pipeline thread is the only one touching its state: hand it the new configuration.
             primary, people = routing(new.config, channels)
             self.command("reconfigure", loaded=new, channels=primary, people_channels=people)
-        if plan.schedule and self.scheduler is not None:
+        if scheduler is not None and self.scheduler is not None:
             self.scheduler.stop()
-            self.scheduler = Scheduler(new, self.inbox, self.clock)
+            scheduler._checked = max(scheduler.checked, self.scheduler.checked)
+            self.scheduler = scheduler
             self.scheduler.start()
         if plan.metrics:
             if self.metrics is not None:
                 self.metrics.stop()
                 self.metrics = None
             self._start_metrics(new)
+
+    def _swap_sources(self, plan: ReloadPlan, new: LoadedConfig) -> None:
+        old_cfgs = {r.cfg.name: r.cfg for r in self.sources}
+        old_tz = self.loaded.tz
+        by_name = {s.name: s for s in new.config.source}
+        for name in (*plan.stop_sources, *plan.restart_sources):
+            self._stop_source(name)
+        started: list[str] = []
+        try:
+            for name in (*plan.restart_sources, *plan.start_sources):
+                self._start_source(by_name[name], new.tz)
+                started.append(name)
+        except Exception as exc:
+            for name in started:
+                self._stop_source(name)
+            for name in (*plan.stop_sources, *plan.restart_sources):
+                try:
+                    self._start_source(old_cfgs[name], old_tz)
+                except Exception:
+                    log.exception("could not put source %s back after a failed reload", name)
+            raise ReloadRolledBack(f"source {name} cannot start: {describe(exc)}") from exc
 
     # -- metrics -----------------------------------------------------------------------------
     def metrics_snapshot(self) -> Snapshot:
@@ -404,6 +614,7 @@ class Daemon:
         cmd = request.pop("cmd")
         if cmd == "status":
             return self.status()
+        request.pop("due", None)  # the schedule's catch-up mark is the scheduler's to set, never a client's
         result: dict[str, Any] = self.command(cmd, **request)
         return result
 
@@ -424,13 +635,25 @@ class Daemon:
                 "reload": {"error": self.last_reload_error, "summary": self.last_reload_summary,
                            "at": self.last_reload_at.isoformat() if self.last_reload_at else None,
                            "count": self.reloads,
-                           "watching": bool(self.watcher and self.watcher.active)},
+                           "watching": bool(self.watcher and self.watcher.active),
+                           "running_digest": self.running_digest},
+                "threads": {"deaths": [d.to_dict() for d in self.budget.deaths],
+                            "given_up": sorted(self.budget.given_up)},
                 "metrics": self.metrics.address if self.metrics else None}
 
     def command(self, name: str, timeout: float = 10.0, **args: Any) -> Any:
         reply: queue.Queue[Any] = queue.Queue()
         self.inbox.put(Command(name, args, reply))
         return reply.get(timeout=timeout)
+
+
+class ReloadRolledBack(Exception):
+    """A reload that could not be applied and was undone: the previous configuration still runs."""
+
+
+def _digest(text: str) -> str:
+    """Names a configuration's text, so doctor can tell whether the file on disk is the one running."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _source_counters(runner: SourceRunner) -> Counter[str]:

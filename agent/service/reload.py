@@ -163,6 +163,12 @@ class ConfigWatcher:
         self._pacer.start()
         return True
 
+    @property
+    def alive(self) -> bool:
+        """Both threads running: the observer that hears changes and the pacer that debounces them."""
+        observer_ok = self.observer is not None and self.observer.is_alive()
+        return observer_ok and self._pacer is not None and self._pacer.is_alive()
+
     def poke(self) -> None:
         """A change to the file: (re)start the debounce."""
         with self._lock:

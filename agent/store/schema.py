@@ -9,7 +9,10 @@ existing till has already written.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,6 +111,32 @@ def utc_text(value: datetime) -> str:
 
 def from_utc_text(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def private_dir(path: Path) -> None:
+    """The state directory: created 0700; an existing one loses its world bits.
+
+    Group bits of an existing directory stay: systemd creates it 0750 (StateDirectoryMode=) so the
+    service's group reaches the control socket (0660) inside it.
+    """
+    if not path.is_dir():
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o007:
+        os.chmod(path, mode & ~0o007)
+
+
+def private_file(path: Path, *, create: bool = True) -> None:
+    """The journal and its WAL/SHM: 0600. SQLite gives the WAL and SHM the database file's mode,
+    so creating the database 0600 before SQLite opens it covers all three."""
+    if create:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            os.chmod(path, 0o600)
 
 
 def connect(path: Path | str, *, synchronous: str = "FULL") -> sqlite3.Connection:
