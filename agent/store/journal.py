@@ -69,7 +69,10 @@ class Journal(JournalReader):
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # SQLITE_FULL and some I/O errors roll back by themselves; a second ROLLBACK would raise
+            # "no transaction is active" and hide the real cause from the log and the status.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             self._known_batches.clear()  # rows written in this transaction are gone
             raise
         else:

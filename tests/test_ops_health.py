@@ -1,0 +1,244 @@
+"""No thread dies quietly, and "healthy" means "still seeing" (issue 13: thread deaths, observation 3).
+
+The daemon runs on a ManualClock with a pty terminal; each test injects a real failure into a
+real part (a pipeline command that raises, a scheduler job that cannot be planned, a journal that
+refuses writes, a control request the journal cannot store) and takes the watchdog rounds itself
+with ``Daemon.notify_systemd()``, which returns the problems that held WATCHDOG=1 back.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.config import parse_config
+from agent.messages import Command
+from agent.schedule import PlannedJob
+from agent.service.control import request
+from agent.service.daemon import Daemon
+from agent.service.sdnotify import SdNotify
+from agent.service.threads import MAX_RESTARTS
+from agent.sim.terminal import PtyTerminal
+from drivers.clock import ManualClock
+from tests.helpers import NotifyListener, jsonl_line_config, wait_until
+
+
+def sale_line(voucher: str, amount: int = 12800, card: str = "622576******6691") -> bytes:
+    return json.dumps({"type": "transaction", "source": "jsonl", "kind": "sale", "result": "approved",
+                       "terminal_id": "T1", "batch_no": "000001", "voucher_no": voucher, "amount_minor": amount,
+                       "currency": "CNY", "card": card, "time": "2026-11-27T14:00:00+08:00"}).encode() + b"\n"
+
+
+@pytest.fixture
+def stepped_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """systemd's socket; the daemon's own loop idles (a ping an hour), the test takes each round."""
+    listener = NotifyListener(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(listener.path))
+    monkeypatch.setenv("WATCHDOG_USEC", str(2 * 3600 * 1_000_000))
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    yield listener
+    listener.close()
+
+
+def daemon_on_pty(tmp_path: Path, term: PtyTerminal, extra: str = "", **kwargs: object) -> Daemon:
+    from datetime import datetime
+
+    from tests.helpers import SHANGHAI
+
+    clock = ManualClock(datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
+    kwargs.setdefault("use_scheduler", False)
+    daemon = Daemon(parse_config(jsonl_line_config("健康测试店", term.device, extra)), tmp_path / "state",
+                    clock=clock, stuck_after=30.0, **kwargs)  # type: ignore[arg-type]
+    daemon.start()
+    return daemon
+
+
+def kill_pipeline(daemon: Daemon) -> None:
+    """A command the pipeline cannot handle raises inside its thread (KeyError: 'loaded')."""
+    before = daemon.guards["pipeline"]
+    daemon.inbox.put(Command("reconfigure", {}))
+    wait_until(lambda: before.dead, "the pipeline thread killed by the injected command")
+
+
+def test_a_pipeline_killed_by_an_exception_is_restarted_and_journals_again(
+        tmp_path: Path, stepped_notify: NotifyListener) -> None:
+    term = PtyTerminal()
+    daemon = daemon_on_pty(tmp_path, term)
+    try:
+        kill_pipeline(daemon)
+        since = stepped_notify.mark()
+        # The health step restarts it (safe: its transaction rolled back, the rules reload from the journal).
+        assert daemon.notify_systemd() == ()
+        stepped_notify.wait_for("WATCHDOG=1", since=since)
+        term.write(sale_line("000001"))
+        assert daemon.pipeline is not None
+        pipeline = daemon.pipeline
+        wait_until(lambda: pipeline.counts["new_transactions"] == 1, "the sale journalled by the restarted pipeline")
+        deaths = daemon.status()["threads"]["deaths"]
+        assert [(d["thread"], d["restarted"]) for d in deaths] == [("pipeline", True)]
+        assert deaths[0]["error"] == "KeyError: 'loaded'", "the cause is kept for doctor"
+    finally:
+        daemon.stop()
+        term.close()
+
+
+def test_a_thread_that_keeps_dying_is_reported_with_its_cause_and_the_watchdog_stops(
+        tmp_path: Path, stepped_notify: NotifyListener) -> None:
+    term = PtyTerminal()
+    daemon = daemon_on_pty(tmp_path, term)
+    try:
+        for _ in range(MAX_RESTARTS):
+            kill_pipeline(daemon)
+            assert daemon.notify_systemd() == ()
+        kill_pipeline(daemon)
+        since = stepped_notify.mark()
+        problems = daemon.notify_systemd()
+        assert problems == ("thread pipeline died: KeyError: 'loaded'",)
+        wait_until(lambda: any(line.startswith("STATUS=") for line in stepped_notify.lines(since)), "STATUS=")
+        assert "WATCHDOG=1" not in stepped_notify.lines(since), "systemd must restart the service"
+        assert daemon.status()["healthy"] is False
+        assert daemon.status()["threads"]["given_up"] == ["pipeline"]
+    finally:
+        daemon.stop()
+        term.close()
+
+
+def test_a_scheduler_whose_every_step_fails_is_reported(tmp_path: Path, stepped_notify: NotifyListener) -> None:
+    term = PtyTerminal()
+    daemon = daemon_on_pty(tmp_path, term, use_scheduler=True)
+    try:
+        assert daemon.scheduler is not None
+        scheduler = daemon.scheduler
+        # A job whose trigger cannot be asked for its next firing: every step raises from here on.
+        scheduler.jobs.append(PlannedJob("cutoff", None, 0))
+        assert isinstance(daemon.clock, ManualClock)
+        daemon.clock.advance(31)
+        wait_until(lambda: scheduler.last_error is not None, "the scheduler step failing")
+        problems = daemon.notify_systemd()
+        assert len(problems) == 1 and problems[0].startswith("scheduler failing for 31s: AttributeError"), problems
+    finally:
+        daemon.stop()
+        term.close()
+
+
+def test_a_journal_that_refuses_every_write_turns_unhealthy_after_journal_stall(
+        tmp_path: Path, stepped_notify: NotifyListener) -> None:
+    term = PtyTerminal()
+    daemon = daemon_on_pty(tmp_path, term, '\n[health]\njournal_stall = "60s"\n')
+    try:
+        assert daemon.pipeline is not None
+        pipeline = daemon.pipeline
+        conn = pipeline.journal.conn
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        # The file may not grow by one page: SQLITE_FULL on the next write, as on a full disk.
+        conn.execute(f"PRAGMA max_page_count={pages}")
+        for i in range(40):
+            term.write(sale_line(f"{i:06d}", amount=10000 + i))
+        wait_until(lambda: pipeline.journal_error is not None, "the pipeline retrying a write that fails")
+        assert daemon.notify_systemd() == (), "a short stall is ridden out"
+        assert isinstance(daemon.clock, ManualClock)
+        daemon.clock.advance(61)
+        # Idle threads note progress on the moved clock within a second; the journal cannot.
+        wait_until(lambda: len(daemon.health_problems()) == 1, "only the journal judged unhealthy",
+                   detail=daemon.health_problems)
+        since = stepped_notify.mark()
+        problems = daemon.notify_systemd()
+        assert len(problems) == 1 and problems[0].startswith("journal not written for 61s: "), problems
+        assert "full" in problems[0], "the real cause (SQLITE_FULL), not a failed ROLLBACK"
+        wait_until(lambda: any(line.startswith("STATUS=") for line in stepped_notify.lines(since)), "STATUS=")
+        assert "WATCHDOG=1" not in stepped_notify.lines(since)
+        conn.execute("PRAGMA max_page_count=1073741823")
+        wait_until(lambda: pipeline.journal_error is None, "the held sales written once the journal grows again",
+                   timeout=60)
+        assert daemon.notify_systemd() == ()
+    finally:
+        daemon.stop()
+        term.close()
+
+
+def test_observation_3_an_ack_the_journal_cannot_store_never_leaves_a_blind_daemon_healthy(
+        tmp_path: Path, stepped_notify: NotifyListener) -> None:
+    """``"by": {"x": 1}`` made the journal write fail and the pipeline retry forever while the status
+    said healthy. Either the request is refused and the pipeline goes on, or the daemon says it is
+    unhealthy once journal_stall has passed: never both blind and healthy."""
+    term = PtyTerminal()
+    changes: list[object] = []
+    daemon = daemon_on_pty(tmp_path, term, '\n[health]\njournal_stall = "60s"\n', listeners=[changes.append])
+    try:
+        assert daemon.pipeline is not None
+        pipeline = daemon.pipeline
+        term.write(sale_line("000001") + sale_line("000002"))
+        wait_until(lambda: pipeline.counts["alerts_opened"] >= 1, "the double charge flagged")
+        alert_id = pipeline.journal.alerts()[0].id
+        sock = tmp_path / "state" / "control.sock"
+        ack = threading.Thread(target=lambda: _quiet_request(sock, {"cmd": "ack", "id": alert_id, "answer": "legit",
+                                                                    "by": {"x": 1}}), daemon=True)
+        ack.start()
+        term.write(sale_line("000003", amount=777))
+        wait_until(lambda: pipeline.counts["new_transactions"] == 3 or pipeline.journal_error is not None,
+                   "the next sale journalled, or the pipeline retrying a write that fails")
+        if pipeline.counts["new_transactions"] == 3:
+            return  # the request was refused cleanly: the pipeline still sees
+        assert daemon.notify_systemd() == (), "the stall starts counting"
+        assert isinstance(daemon.clock, ManualClock)
+        daemon.clock.advance(61)
+        wait_until(lambda: any(p.startswith("journal not written for 61s") for p in daemon.notify_systemd()),
+                   "the blind pipeline reported unhealthy", detail=daemon.health_problems)
+    finally:
+        daemon.stop()
+        term.close()
+
+
+def _quiet_request(sock: Path, payload: dict[str, object]) -> None:
+    try:
+        request(sock, payload, timeout=15.0)
+    except (OSError, ValueError):
+        pass
+
+
+def test_sd_notify_never_blocks_on_a_socket_nobody_reads(tmp_path: Path) -> None:
+    """Today's stop() hung on STOPPING=1 once the unread socket's queue was full."""
+    path = tmp_path / "unread.sock"
+    unread = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    unread.bind(str(path))
+    notify = SdNotify(str(path))
+    done = threading.Event()
+
+    def flood() -> None:
+        for _ in range(5000):
+            notify.status("x" * 200)
+        notify.stopping()
+        done.set()
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    try:
+        wait_until(done.is_set, "5000 datagrams sent or dropped without blocking")
+        assert notify.dropped > 0, "the socket's queue filled up: the test reached the blocking case"
+    finally:
+        unread.close()
+        notify.close()
+
+
+def test_stop_returns_when_nothing_reads_notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "unread.sock"
+    unread = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    unread.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", str(2 * 3600 * 1_000_000))
+    term = PtyTerminal()
+    daemon = daemon_on_pty(tmp_path, term)
+    stopped = threading.Event()
+    try:
+        for _ in range(3000):   # what months of STATUS= rounds do to a socket systemd stopped reading
+            daemon.notify.status("x" * 200)
+        stopper = threading.Thread(target=lambda: (daemon.stop(), stopped.set()), daemon=True)
+        stopper.start()
+        wait_until(stopped.is_set, "stop() returning", timeout=30)
+    finally:
+        unread.close()
+        term.close()
