@@ -157,6 +157,31 @@ def test_a_damaged_example_config_is_either_valid_or_a_config_error(edits: list[
     _must_be_config_error("\n".join(lines))
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), VALUES), min_size=1, max_size=2))
+def test_a_damaged_example_the_parser_accepts_also_builds(edits: list[tuple[int, str]]) -> None:
+    """Validated to the end: what parse_config accepts, preflight (channels, decoders, schedule, a dry
+    run of the rules) builds; a value that only fails when used would have no line number."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from agent.service.preflight import preflight
+
+    lines = EXAMPLE.splitlines()
+    settable = [i for i, line in enumerate(lines) if "=" in line and not line.lstrip().startswith("#")]
+    for pick, value in edits:
+        i = settable[pick % len(settable)]
+        lines[i] = lines[i].split("=", 1)[0] + "= " + value
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in _ENV.items():
+            mp.setenv(k, v)
+        try:
+            loaded = parse_config("\n".join(lines), "<fuzz>")
+        except ConfigError:
+            return
+        preflight(loaded, datetime(2026, 11, 27, 22, 45, tzinfo=ZoneInfo("Asia/Shanghai")))
+
+
 def test_the_undamaged_example_config_is_accepted() -> None:
     """Guards the test above: damage must be what makes a config fail, not a missing secret."""
     with pytest.MonkeyPatch.context() as mp:

@@ -297,3 +297,47 @@ def test_obs9_a_state_directory_made_by_run_is_0700(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+# -- observation 9: `alerts` never cuts silently ------------------------------------------------------------
+def _journal_with_alerts(tmp_path: Path, n: int) -> Path:
+    from tests.helpers import Harness
+
+    state = tmp_path / "state"
+    state.mkdir()
+    h = Harness(state)
+    start = datetime(2026, 11, 27, 9, 0, tzinfo=SHANGHAI)
+    for i in range(n):
+        at = start + timedelta(minutes=2 * i)
+        card = f"622576******{i:04d}"
+        h.feed(sale(f"{2 * i:06d}", 12800, at, card=card), sale(f"{2 * i + 1:06d}", 12800, at + timedelta(seconds=30),
+                                                                   card=card))
+    assert len(h.opened()) == n
+    h.journal.close()
+    return state
+
+
+def _alerts(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "alerts", "--json", "--state", str(state), "--config", "/nonexistent", *extra],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_obs9_alerts_pages_and_says_how_many_it_left_out(tmp_path: Path) -> None:
+    state = _journal_with_alerts(tmp_path, 3)
+    shown = _alerts(state, "--limit", "2")
+    assert shown.returncode == 0, shown.stderr
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert len(rows) == 2 and "1 older alert(s) not shown" in shown.stderr
+    everything = _alerts(state, "--all")
+    all_rows = [json.loads(line) for line in everything.stdout.splitlines()]
+    assert len(all_rows) == 3 and "not shown" not in everything.stderr
+    assert [r["id"] for r in all_rows[1:]] == [r["id"] for r in rows], "the newest are the ones shown"
+
+
+def test_obs9_alerts_by_default_says_what_it_left_out(tmp_path: Path) -> None:
+    from agent.cli.alerts import DEFAULT_LIMIT
+
+    state = _journal_with_alerts(tmp_path, DEFAULT_LIMIT + 1)
+    shown = _alerts(state)
+    assert len(shown.stdout.splitlines()) == DEFAULT_LIMIT
+    assert "1 older alert(s) not shown" in shown.stderr

@@ -242,3 +242,37 @@ def test_stop_returns_when_nothing_reads_notify_socket(tmp_path: Path, monkeypat
     finally:
         unread.close()
         term.close()
+
+
+def test_doctor_names_the_dead_thread_and_whether_the_file_on_disk_is_what_runs(
+        tmp_path: Path, stepped_notify: NotifyListener) -> None:
+    from datetime import datetime
+
+    from agent.config import load_config
+    from agent.service.doctor import run_checks
+    from tests.helpers import SHANGHAI
+
+    term = PtyTerminal()
+    path = tmp_path / "settleguard.toml"
+    path.write_text(jsonl_line_config("医生店", term.device), encoding="utf-8")
+    clock = ManualClock(datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
+    daemon = Daemon(load_config(path), tmp_path / "state", clock=clock, use_scheduler=False, watch_config=False)
+    daemon.start()
+    try:
+        by_name = {c.name: c for c in run_checks(path, tmp_path / "state", clock=clock)}
+        assert by_name["threads"].status == "ok" and by_name["running config"].status == "ok"
+        for _ in range(MAX_RESTARTS + 1):
+            kill_pipeline(daemon)
+            daemon.notify_systemd()
+        path.write_text(jsonl_line_config("医生店", term.device, '\n[settlement]\nreview_lead = "999999d"\n'),
+                        encoding="utf-8")
+        assert daemon.reload() is False
+        by_name = {c.name: c for c in run_checks(path, tmp_path / "state", clock=clock)}
+        assert by_name["threads"].status == "fail"
+        assert "pipeline: KeyError: 'loaded'" in by_name["threads"].detail
+        assert by_name["daemon"].status == "fail" and "thread pipeline died" in by_name["daemon"].detail
+        assert by_name["running config"].status == "warn"
+        assert by_name["last reload"].status == "fail" and "review_lead" in by_name["last reload"].detail
+    finally:
+        daemon.stop()
+        term.close()

@@ -1,5 +1,7 @@
 """The running service: reader threads, one pipeline thread, one delivery thread.
 
+(Over 500 lines: the one owner of the service's threads — start, health, restarts, reload, status.)
+
 The daemon takes one :class:`~drivers.clock.Clock` and hands that same object
 to everything it builds, so a test or the demo that moves a ManualClock moves
 the whole service. Only this module installs signal handlers and talks to

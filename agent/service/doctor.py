@@ -324,7 +324,43 @@ def check_daemon(state_dir: Path) -> list[Check]:
         checks.append(Check("config watch", "warn", "the daemon cannot watch the config directory (inotify "
                                                     "limits?)", "after editing, run `systemctl reload "
                                                                 "settleguard`, or raise fs.inotify.max_user_watches"))
-    return checks
+    return checks + thread_checks(reply) + running_config_checks(reply)
+
+
+def thread_checks(reply: dict[str, Any]) -> list[Check]:
+    """Threads that died: those restarted (warn, with the cause) and those left dead (fail)."""
+    threads = reply.get("threads") or {}
+    deaths = threads.get("deaths") or []
+    given_up = threads.get("given_up") or []
+    if given_up:
+        last = {d["thread"]: d for d in deaths}
+        why = "; ".join(f"{name}: {last.get(name, {}).get('error', '?')}" for name in given_up)
+        return [Check("threads", "fail", f"dead and not restarted: {why}",
+                      "systemctl restart settleguard; journalctl -u settleguard shows the traceback")]
+    if deaths:
+        d = deaths[-1]
+        return [Check("threads", "warn", f"{len(deaths)} thread death(s) recovered by a restart; last: {d['thread']} "
+                                         f"at {d['at']}: {d['error']}",
+                      "journalctl -u settleguard shows the traceback; report it if it comes back")]
+    return [Check("threads", "ok", "no thread has died")]
+
+
+def running_config_checks(reply: dict[str, Any]) -> list[Check]:
+    """Is the file on disk the configuration that runs? (A refused or failed reload leaves them apart.)"""
+    import hashlib
+
+    path, running = reply.get("config"), (reply.get("reload") or {}).get("running_digest")
+    if not path or not running or not Path(path).is_file():
+        return []  # a configuration built from text (tests, the demo) has no file to compare
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Check("running config", "warn", f"cannot read {path} to compare: {exc}")]
+    if hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16] == running:
+        return [Check("running config", "ok", f"the daemon runs {path} as it is on disk")]
+    return [Check("running config", "warn", f"the daemon does not run {path} as it is now (the last change was "
+                                            "refused or not yet picked up); it runs the configuration before it",
+                  f"settleguard check-config {path}; then systemctl reload settleguard")]
 
 
 # -- channels ---------------------------------------------------------------------------------------

@@ -250,13 +250,20 @@ class Journal(JournalReader):
             [*states, *args]).fetchall()
         return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
 
-    def alerts(self, *, states: Collection[str] | None = None, limit: int = 1000) -> list[Alert]:
-        if states:
-            rows = self.conn.execute(f"SELECT data, key FROM alerts WHERE state IN ({_marks(states)}) ORDER BY created"
-                                     f" LIMIT ?", (*states, limit)).fetchall()
-        else:
-            rows = self.conn.execute("SELECT data, key FROM alerts ORDER BY created LIMIT ?", (limit,)).fetchall()
+    def alerts(self, *, states: Collection[str] | None = None, limit: int | None = 1000,
+               newest: bool = False) -> list[Alert]:
+        """Oldest first; ``limit`` None for all; ``newest`` keeps the newest ``limit`` (still oldest first)."""
+        where = f"WHERE state IN ({_marks(states)})" if states else ""
+        order = "DESC" if newest else "ASC"
+        rows = self.conn.execute(f"SELECT data, key FROM alerts {where} ORDER BY created {order}, rowid {order}"
+                                 " LIMIT ?", (*(states or ()), -1 if limit is None else limit)).fetchall()
+        if newest:
+            rows.reverse()
         return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
+
+    def count_alerts(self, *, states: Collection[str] | None = None) -> int:
+        where = f"WHERE state IN ({_marks(states)})" if states else ""
+        return int(self.conn.execute(f"SELECT count(*) FROM alerts {where}", tuple(states or ())).fetchone()[0])
 
     def alert_log(self, alert_id: str) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT revision, state, at, actor, note FROM alert_log WHERE alert_id=?"
