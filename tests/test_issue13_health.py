@@ -6,6 +6,7 @@ so on main it fails for the reason the issue describes, not for a missing name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,10 +76,9 @@ def test_obs3_an_ack_the_journal_cannot_store_never_leaves_a_blind_daemon_health
 
 
 def _quiet_request(sock: Path, payload: dict[str, object]) -> None:
-    try:
+    # The reply does not matter: the test looks at what the pipeline and the health step do.
+    with contextlib.suppress(OSError, ValueError):
         request(sock, payload, timeout=15.0)
-    except (OSError, ValueError):
-        pass
 
 
 # -- observation 4: values that validate but fail at run time; state errors --------------------------------
@@ -254,7 +254,7 @@ def test_obs5_obs9_run_by_hand_catches_up_and_keeps_its_files_private(tmp_path: 
 
     proc = subprocess.Popen([*CLI, "run", "--config", str(cfg), "--state", str(state)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.umask(0o022))  # noqa: PLW1509 - the shell's usual umask
+                            preexec_fn=lambda: os.umask(0o022))  # the shell's usual umask
     try:
         wait_until(lambda: _escalations(state) or proc.poll() is not None, "the missed cutoff caught up by run",
                    timeout=60)
@@ -277,7 +277,7 @@ def test_obs5_obs9_run_by_hand_catches_up_and_keeps_its_files_private(tmp_path: 
         assert mode(sock) == 0o660, "the control socket keeps its group mode"
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
 
 
@@ -287,7 +287,7 @@ def test_obs9_a_state_directory_made_by_run_is_0700(tmp_path: Path) -> None:
     state = tmp_path / "fresh" / "state"
     proc = subprocess.Popen([*CLI, "run", "--config", str(cfg), "--state", str(state)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.umask(0o022))  # noqa: PLW1509 - the shell's usual umask
+                            preexec_fn=lambda: os.umask(0o022))  # the shell's usual umask
     try:
         wait_until(lambda: (state / "control.sock").exists() or proc.poll() is not None, "the daemon up",
                    timeout=60)

@@ -8,6 +8,7 @@ with ``Daemon.notify_systemd()``, which returns the problems that held WATCHDOG=
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -194,10 +195,9 @@ def test_observation_3_an_ack_the_journal_cannot_store_never_leaves_a_blind_daem
 
 
 def _quiet_request(sock: Path, payload: dict[str, object]) -> None:
-    try:
+    # The reply does not matter: the test looks at what the pipeline and the health step do.
+    with contextlib.suppress(OSError, ValueError):
         request(sock, payload, timeout=15.0)
-    except (OSError, ValueError):
-        pass
 
 
 def test_sd_notify_never_blocks_on_a_socket_nobody_reads(tmp_path: Path) -> None:

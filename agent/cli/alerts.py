@@ -8,7 +8,6 @@ from typing import Any
 
 from agent.cli.common import DEFAULT_CONFIG, EX_FAIL, EX_OK, err, loaded_zone, state_dir
 
-
 DEFAULT_LIMIT = 200
 
 

@@ -11,8 +11,12 @@ a :class:`ConfigError`, so the caller refuses the file with one plain line.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import queue
 import tempfile
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,7 +77,7 @@ def _dry_run(loaded: LoadedConfig, channels: list[Any], now: datetime) -> None:
     from drivers.events import Transaction
 
     primary, people = routing(loaded.config, channels)
-    with tempfile.TemporaryDirectory(prefix="settleguard-preflight-") as tmp:
+    with _quiet_this_thread(), tempfile.TemporaryDirectory(prefix="settleguard-preflight-") as tmp:
         journal = Journal(Path(tmp) / "dry.sqlite3", synchronous="OFF")
         try:
             clock = ManualClock(now)
@@ -86,3 +90,27 @@ def _dry_run(loaded: LoadedConfig, channels: list[Any], now: datetime) -> None:
             pipeline.process([Command(name) for name in ("review", "reminders", "baseline", "cutoff")])
         finally:
             journal.close()
+
+
+class _NotFromThread(logging.Filter):
+    def __init__(self, ident: int) -> None:
+        super().__init__()
+        self.ident = ident
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.ident
+
+
+@contextlib.contextmanager
+def _quiet_this_thread() -> Iterator[None]:
+    """The dry run's own log lines (rule warnings, a batch closed) would read as the real service's:
+    drop what this thread logs meanwhile, and nothing the running threads log (a reload runs beside them)."""
+    quiet = _NotFromThread(threading.get_ident())
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
