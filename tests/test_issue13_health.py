@@ -75,6 +75,42 @@ def test_obs3_an_ack_the_journal_cannot_store_never_leaves_a_blind_daemon_health
         term.close()
 
 
+def test_obs3_a_journal_that_refuses_every_write_turns_unhealthy_after_journal_stall(tmp_path: Path) -> None:
+    """The health side of observation 3 with a real SQLite failure: SQLITE_FULL on every write (the
+    journal may not grow by a page). Main retried forever and fed the watchdog; now a stall longer than
+    [health] journal_stall (default 5 minutes) is a problem, and writing resumes when the journal can."""
+    term = PtyTerminal()
+    clock = ManualClock(datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
+    daemon = Daemon(parse_config(jsonl_line_config("观察三", term.device)), tmp_path / "state", clock=clock,
+                    use_scheduler=False, stuck_after=30.0)
+    daemon.start()
+    try:
+        assert daemon.pipeline is not None
+        pipeline = daemon.pipeline
+        conn = pipeline.journal.conn
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count={pages}")
+        for i in range(40):
+            term.write(_line(f"{i:06d}", amount=10000 + i))
+        wait_until(lambda: pipeline.journal_error is not None, "the pipeline retrying a write that fails")
+        assert daemon.notify_systemd() == (), "a short stall is ridden out"
+        clock.advance(301)
+        # Idle threads note progress on the moved clock within a second; the journal cannot.
+        wait_until(lambda: any(p.startswith("journal not written for 301s: ") for p in daemon.health_problems())
+                   and len(daemon.health_problems()) == 1, "only the journal judged unhealthy",
+                   detail=daemon.health_problems)
+        problems = daemon.notify_systemd()
+        assert "full" in problems[0], "the real cause (SQLITE_FULL), not a failed ROLLBACK"
+        conn.execute("PRAGMA max_page_count=1073741823")
+        wait_until(lambda: pipeline.counts["new_transactions"] == 40,
+                   "every held sale written once the journal grows again", timeout=60,
+                   detail=lambda: (pipeline.counts["new_transactions"], pipeline.journal_error))
+        assert daemon.notify_systemd() == ()
+    finally:
+        daemon.stop()
+        term.close()
+
+
 def _quiet_request(sock: Path, payload: dict[str, object]) -> None:
     # The reply does not matter: the test looks at what the pipeline and the health step do.
     with contextlib.suppress(OSError, ValueError):
