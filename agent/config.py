@@ -1,5 +1,7 @@
 """The TOML configuration: parsed, validated completely, refused with file, line and field.
 
+(Over 500 lines: every table's validation in one place, so each error names file, line and field.)
+
 Secrets may be inline, ``env:NAME`` or ``file:PATH`` (systemd LoadCredential=);
 they are resolved at load time so a missing credential is a configuration
 error, not a failed delivery at 22:59.
