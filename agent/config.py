@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from agent.identity import check_slug, derive_id, event_source
+from agent.rules.calendar import HoursConfig
 from agent.rules.engine import RuleConfigError, validate_rule_params
 from agent.rules.params import Duration
 from drivers.transports.tcp import (
@@ -45,8 +46,6 @@ from drivers.transports.tcp import (
 )
 
 EX_CONFIG = 78
-PROTOCOL_NAMES = ("zvt", "cn_ecr", "jsonl", "escpos", "auto")
-CHANNEL_TYPES = ("webhook", "wecom", "dingtalk", "feishu", "printer")
 
 
 class ConfigError(Exception):
@@ -454,9 +453,7 @@ class LoadedConfig:
         self.tz = config.shop.tzinfo()
         self.hours = None
         if config.shop.hours is not None:
-            from agent.rules import calendar as _calendar  # optional until the calendar lands
-
-            self.hours = _calendar.HoursConfig.model_validate(config.shop.hours)
+            self.hours = HoursConfig.model_validate(config.shop.hours)
 
 
 def system_zone() -> tzinfo:

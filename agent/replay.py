@@ -21,6 +21,7 @@ from agent.messages import Command, EventBatch
 from agent.pipeline import Pipeline
 from agent.schedule import fire_times, plan
 from agent.store.journal import Journal
+from agent.store.schema import journal_path
 from drivers.clock import ManualClock
 from drivers.events import Event, ReceiptText
 from drivers.protocols import build_decoder
@@ -87,7 +88,7 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
     from agent.delivery.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
-    journal = Journal(state / "settleguard.sqlite3")
+    journal = Journal(journal_path(state))
     # Replay runs on the events' own time: the clock is where the capture is, moved before each batch
     # and each scheduled job. With nothing to replay, any instant will do: nothing reads it.
     clock = ManualClock(items[0][1] - timedelta(seconds=1) if items else None)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.service.daemon import Daemon, journal_path
+from agent.service.daemon import Daemon
 from agent.sim.day import build_day
 from agent.sim.rig import ShopRig
 from agent.sim.sink import Received
 from agent.sim.terminal import encode_event
+from agent.store.schema import journal_path
 from drivers.clock import SYSTEM_CLOCK
 from drivers.pan import contains_full_pan
 from tests.helpers import SHANGHAI, wait_until

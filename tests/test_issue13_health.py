@@ -23,8 +23,9 @@ import pytest
 from agent.config import load_config, parse_config
 from agent.messages import AlertChange, EventBatch
 from agent.service.control import request
-from agent.service.daemon import Daemon, journal_path
+from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
+from agent.store.schema import journal_path
 from drivers.clock import SYSTEM_CLOCK, ManualClock
 from tests.helpers import BASE_CONFIG, SHANGHAI, jsonl_line_config, sale, wait_until
 

@@ -12,8 +12,8 @@ import pytest
 from agent.alerts.lifecycle import (
     ACTIVE_STATES,
     AWAITING_VOID,
+    FINAL_STATES,
     RESOLVED_STATES,
-    TERMINAL_STATES,
     TRANSITIONS,
     WHO,
     Actor,
@@ -87,7 +87,7 @@ def test_who_may_cause_what() -> None:
 
 def test_the_state_sets_follow_from_the_table() -> None:
     assert {OPEN, ESCALATED, VOID_PRINTED} == ACTIVE_STATES
-    assert {VOIDED, DISMISSED, EXPIRED} == TERMINAL_STATES
+    assert {VOIDED, DISMISSED, EXPIRED} == FINAL_STATES
     assert {VOIDED, DISMISSED} == RESOLVED_STATES and {OPEN, VOID_PRINTED} == AWAITING_VOID
     assert [s.value for s in AlertState] == ["open", "voided", "dismissed", "escalated", "expired",
                                               "void_printed"]  # the JSON's

@@ -23,6 +23,7 @@ from agent.service.control import request
 from agent.service.daemon import Daemon
 from agent.service.sdnotify import SdNotify
 from agent.service.threads import MAX_RESTARTS
+from agent.sim.rig import new_secret
 from agent.sim.terminal import PtyTerminal
 from drivers.clock import ManualClock
 from tests.helpers import NotifyListener, jsonl_line_config, wait_until
@@ -121,6 +122,32 @@ def test_a_scheduler_whose_every_step_fails_is_reported(tmp_path: Path, stepped_
         wait_until(lambda: scheduler.last_error is not None, "the scheduler step failing")
         problems = daemon.notify_systemd()
         assert len(problems) == 1 and problems[0].startswith("scheduler failing for 31s: AttributeError"), problems
+    finally:
+        daemon.stop()
+        term.close()
+
+
+def test_a_delivery_thread_whose_every_step_fails_is_reported(tmp_path: Path, stepped_notify: NotifyListener) -> None:
+    """The delivery loop survives a failing step (it retries), but "retrying for ever" is not healthy."""
+    term = PtyTerminal()
+    # A channel, so that each step reads the outbox; nothing listens on that port and nothing is sent.
+    channel = ('[[channel]]\nname = "hook"\ntype = "webhook"\nurl = "http://127.0.0.1:9/hook"\n'
+               f'secret = "{new_secret()}"\n')
+    daemon = daemon_on_pty(tmp_path, term, channel)
+    try:
+        delivery = daemon.delivery
+        assert delivery is not None and isinstance(daemon.clock, ManualClock)
+        delivery.outbox.conn.close()   # the outbox as an unreadable file: every step raises from here on
+        delivery.wake.set()
+        wait_until(lambda: delivery.last_error is not None, "the delivery step failing")
+        assert daemon.notify_systemd() == (), "one failed step is a retry, not a problem yet"
+        daemon.clock.advance(31)
+        moved_on = daemon.clock.monotonic()
+        # The other threads show progress on their next idle round; the failing delivery never does.
+        threads = [daemon.pipeline, delivery, *(r.supervisor for r in daemon.sources)]
+        wait_until(lambda: all(t.last_progress >= moved_on for t in threads), "every thread's next round")
+        problems = daemon.notify_systemd()
+        assert len(problems) == 1 and problems[0].startswith("delivery failing for 31s: ProgrammingError"), problems
     finally:
         daemon.stop()
         term.close()

@@ -22,9 +22,10 @@ import pytest
 
 from agent.config import SourceConfig, load_config, parse_config
 from agent.messages import Command
-from agent.service.daemon import Daemon, journal_path
+from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
 from agent.sources import SourceRunner
+from agent.store.schema import journal_path
 from drivers.clock import Clock, ManualClock
 from drivers.transports import ByteSource
 from tests.helpers import NotifyListener, jsonl_line_config, wait_until

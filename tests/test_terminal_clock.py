@@ -15,10 +15,10 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 
 from agent.config import parse_config
-from agent.service.daemon import Daemon, journal_path
+from agent.service.daemon import Daemon
 from agent.sim.day import build_day
 from agent.sim.terminal import PtyTerminal, encode_event
-from agent.store.schema import from_utc_text
+from agent.store.schema import from_utc_text, journal_path
 from agent.watch.terminal_clock import RESYNC, TerminalClocks
 from drivers.clock import SYSTEM_CLOCK, ManualClock
 from drivers.events import Transaction

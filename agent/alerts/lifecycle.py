@@ -158,7 +158,7 @@ _REFUSED: dict[tuple[AlertState, Cause], str] = {
 }
 
 ACTIVE_STATES = frozenset(state for state, moves in TRANSITIONS.items() if moves)
-TERMINAL_STATES = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
+FINAL_STATES = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
 # Over because someone dealt with it (an expired finding is over because nobody did).
 RESOLVED_STATES = frozenset({AlertState.VOIDED, AlertState.DISMISSED})
 # Findings whose void is not done (or only printed, unconfirmed) before the cutoff: what the
@@ -191,7 +191,7 @@ _ANNOUNCES: dict[AlertState, NoticeKind] = {
     AlertState.VOID_PRINTED: NoticeKind.VOID_PRINTED,
 }
 # Notices saying a finding is over: grouped among themselves for people, never into a findings digest.
-RESOLUTION_NOTICES = frozenset(_ANNOUNCES[s] for s in TERMINAL_STATES) | {NoticeKind.RESOLVED}
+RESOLUTION_NOTICES = frozenset(_ANNOUNCES[s] for s in FINAL_STATES) | {NoticeKind.RESOLVED}
 # Notices about exactly one alert revision: what a machine endpoint can carry.
 ALERT_NOTICES = frozenset(_ANNOUNCES.values()) | {NoticeKind.REMINDER}
 # Notices that only repeat what the alert said: stale once the alert has a newer revision.
@@ -218,7 +218,7 @@ def next_state(state: str, cause: Cause, *, alert_id: str = "") -> AlertState:
     if target is not None:
         return target
     name = f"alert {alert_id}" if alert_id else "the alert"
-    if current in TERMINAL_STATES:
+    if current in FINAL_STATES:
         raise IllegalTransition(current, cause, f"{name} is already {current}")
     why = _REFUSED.get((current, cause), f"{cause} does not apply")
     raise IllegalTransition(current, cause, f"{name} is {current}: {why}")

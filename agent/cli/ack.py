@@ -66,8 +66,8 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
     from agent.alerts.book import AlertBook
     from agent.delivery.channels.factory import build_channels, routing
     from agent.service.control import local_actor
-    from agent.service.daemon import journal_path
     from agent.store.journal import Journal
+    from agent.store.schema import journal_path
     from drivers.clock import SYSTEM_CLOCK
 
     path = journal_path(sdir)

@@ -35,8 +35,8 @@ def add_parser(sub: Any) -> None:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from agent.alerts.lifecycle import ACTIVE_STATES
-    from agent.service.daemon import journal_path
     from agent.store.journal import Journal
+    from agent.store.schema import journal_path
 
     path = journal_path(state_dir(args.state))
     if not path.exists():

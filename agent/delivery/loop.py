@@ -73,6 +73,10 @@ class Delivery:
         self.last_group_sent: dict[str, datetime] = {}
         self.wake = threading.Event()
         self.last_progress = clock.monotonic()
+        # A step that raises (the outbox unreadable, a bug) is retried, but must not look healthy for
+        # ever: the daemon's health check compares last_ok with the clock, as it does for the scheduler.
+        self.last_ok = clock.monotonic()
+        self.last_error: str | None = None
         self.failures: dict[str, int] = {c.name: 0 for c in channels}
         self.sent_count = 0
         self.superseded_count = 0
@@ -86,9 +90,12 @@ class Delivery:
             self.last_progress = self.clock.monotonic()
             try:
                 wait = self.step()
-            except Exception:  # never let one bad row kill delivery; it is retried later
+            except Exception as exc:  # never let one bad row kill delivery; it is retried later
                 log.exception("delivery step failed")
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 wait = 5.0
+            else:
+                self.last_ok, self.last_error = self.clock.monotonic(), None
             self.wake.wait(timeout=max(0.01, min(wait, 1.0)))
             self.wake.clear()
 

@@ -40,16 +40,13 @@ from agent.service.threads import Guarded, RestartBudget, describe
 from agent.sources import WIRE_CHECK_EVERY, SourceRunner, wire_command
 from agent.store.journal import Journal
 from agent.store.outbox import Outbox
-from agent.store.schema import StoreError, private_dir, private_file
+from agent.store.schema import StoreError, journal_path, private_dir, private_file
 from drivers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("settleguard.daemon")
 
 RunnerFactory = Callable[[SourceConfig, tzinfo, "queue.Queue[EventBatch | Command]", Clock], SourceRunner]
 
-
-def journal_path(state_dir: Path) -> Path:
-    return state_dir / "settleguard.sqlite3"
 
 
 class StateError(Exception):
@@ -368,6 +365,9 @@ class Daemon:
             out.append(f"pipeline stuck for {now - self.pipeline.last_progress:.0f}s")
         if self.delivery and now - self.delivery.last_progress > self.stuck_after:
             out.append(f"delivery stuck for {now - self.delivery.last_progress:.0f}s")
+        delivery = self.delivery
+        if delivery is not None and delivery.last_error is not None and now - delivery.last_ok > self.stuck_after:
+            out.append(f"delivery failing for {now - delivery.last_ok:.0f}s: {delivery.last_error}")
         for r in self.sources:
             sup = r.supervisor
             if sup is None or r.state in ("ended", "closed"):

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config, parse_config
+from agent.store.schema import journal_path
 from drivers.clock import SYSTEM_CLOCK, Clock
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -55,7 +56,7 @@ def run_checks(config_path: Path, state_dir: Path, *, network: bool = False, clo
             checks.append(check_source(source, service_group))
     checks.append(check_state_dir(state_dir))
     newest = None
-    journal = state_dir / "settleguard.sqlite3"
+    journal = journal_path(state_dir)
     if journal.exists():
         journal_checks, newest = check_journal(journal)
         checks += journal_checks

@@ -23,13 +23,14 @@ from rich.table import Table
 from agent.alerts.report import alert_line, opened_by_rule
 from agent.pipeline import Pipeline
 from agent.schedule import fire_times, plan
-from agent.service.daemon import Daemon, journal_path
+from agent.service.daemon import Daemon
 from agent.sim.day import build_day
 from agent.sim.history import seed_history
 from agent.sim.rig import ShopRig
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.journal import Journal
+from agent.store.schema import journal_path
 from drivers.clock import SYSTEM_CLOCK, ManualClock
 
 DEMO_PROTOCOL = "cn_ecr"

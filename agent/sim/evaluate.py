@@ -39,6 +39,7 @@ from agent.rules.calendar import ShopCalendar
 from agent.sim.day import ANOMALY_LABELS, SimEvent, build_day
 from agent.sim.shops import PROFILES, ShopProfile
 from agent.store.journal import Journal
+from agent.store.schema import journal_path
 from drivers.events import Event
 from drivers.pan import mask_pan
 
@@ -202,7 +203,7 @@ def run_seed(seed: int, *, count: int = CLEAN_DAY, history_days: int = 35, histo
     try:
         base = root / f"seed{seed}-history"
         base.mkdir(parents=True, exist_ok=True)
-        journal = Journal(base / "settleguard.sqlite3")
+        journal = Journal(journal_path(base))
         write_history(journal, plan, history_days, history_per_day)
         journal.close()
         runs: dict[str, tuple[list[SimEvent], list[Opened]]] = {}

@@ -16,6 +16,14 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+JOURNAL_FILE = "settleguard.sqlite3"
+
+
+def journal_path(state_dir: Path) -> Path:
+    """Where a state directory keeps its journal (the WAL and SHM files sit beside it)."""
+    return state_dir / JOURNAL_FILE
+
+
 SCHEMA_VERSION = 1
 
 MIGRATIONS: dict[int, str] = {
