@@ -20,6 +20,7 @@ from datetime import time as dtime
 from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -321,11 +322,30 @@ class ChannelConfig(_Strict):
             raise ValueError(f"a {self.type} channel needs key (or url)")
         if self.type == "printer" and not self.printer:
             raise ValueError("a printer channel needs a [channel.printer] table (kind = serial|network|usb|file)")
+        if self.url:
+            _check_http_url(self.url.get_secret_value())
         if self.type == "webhook":
             for secret in (self.secret, *self.secrets):
                 if secret:
                     _check_webhook_secret(secret.get_secret_value())
         return self
+
+
+def _check_http_url(url: str) -> None:
+    """An address the delivery thread can send to. The URL itself is never repeated: it may carry a token."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port          # raises on a port out of range or not a number
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"url is not a valid address ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        got = f"{parts.scheme}:" if parts.scheme else "no scheme"
+        raise ValueError(f"url must start with http:// or https:// (got {got})")
+    if not host:
+        raise ValueError("url has no host name")
+    if port == 0:
+        raise ValueError("url: port 0 cannot be sent to")
 
 
 def _check_webhook_secret(secret: str) -> None:

@@ -77,8 +77,11 @@ class PrinterSettings:
                 raise ValueError(f"printer.{name} must be a USB id like 0x0416 or \"0416\" "
                                  f"(got {value!r})") from None
 
+        port = table.get("port", 9100)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ValueError(f"printer.port must be a TCP port, 1 to 65535 (got {port!r})")
         return cls(kind=kind, device=table.get("device"), baudrate=int(table.get("baudrate", 9600)),
-                   host=table.get("host"), port=int(table.get("port", 9100)), vendor=usb_id("vendor"),
+                   host=table.get("host"), port=port, vendor=usb_id("vendor"),
                    product=usb_id("product"), path=table.get("path"),
                    timeout=float(table.get("timeout", 10.0)))
 
