@@ -25,7 +25,7 @@ import pytest
 from agent.alerts.lifecycle import AlertState
 from agent.config import parse_config
 from agent.model import Alert
-from agent.service.control import ControlServer, RequestError, parse_request, request
+from agent.service.control import MAX_CLIENTS, ControlServer, RequestError, parse_request, request
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.journal import Journal
@@ -204,6 +204,49 @@ def test_a_client_dribbling_bytes_does_not_block_ack_and_is_cut_off(shop: Shop) 
     finally:
         stop.set()
         for t in slow:
+            t.join(10)
+
+
+def test_every_slot_held_by_silent_clients_does_not_lock_out_ack(shop: Shop) -> None:
+    """Found by attacking it: 16 connections that send nothing (reconnecting as they are cut off) took
+    every slot, and ``settleguard ack`` exited 1 with "Broken pipe" for as long as they kept at it."""
+    (alert,) = with_alerts(shop, 1)
+    stop = threading.Event()
+    holding: list[socket.socket] = []
+    lock = threading.Lock()
+
+    def hog() -> None:
+        while not stop.is_set():
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                c.connect(str(shop.sock))
+            except OSError:
+                c.close()
+                continue
+            with lock:
+                holding.append(c)
+            c.settimeout(0.2)
+            while not stop.is_set():      # silent until the server cuts it off, then straight back
+                try:
+                    if not c.recv(4096):
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            c.close()
+    hogs = [threading.Thread(target=hog, daemon=True) for _ in range(MAX_CLIENTS)]
+    for t in hogs:
+        t.start()
+    try:
+        wait_until(lambda: len(holding) >= MAX_CLIENTS, "every slot taken by a silent client")
+        proc = subprocess.run([sys.executable, "-m", "agent.cli", "ack", alert.id, "--legit", "--state",
+                               str(shop.state)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert shop.alerts()[0].state == AlertState.DISMISSED
+    finally:
+        stop.set()
+        for t in hogs:
             t.join(10)
 
 

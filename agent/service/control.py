@@ -24,6 +24,7 @@ import pwd
 import socket
 import struct
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ log = logging.getLogger("settleguard.control")
 MAX_REQUEST = 16 * 1024          # one line; an ack with a long note is well under 2 KiB
 REQUEST_DEADLINE = 5.0           # seconds for a client to send its whole request line
 MAX_CLIENTS = 16                 # connections served at once; more are told to retry
+# A real client (``settleguard ack``, doctor) sends its whole line at once: one whose line is still
+# incomplete after this long is stalling, and gives up its slot when every slot is taken.
+STALLED_AFTER = 0.25
 MIN_SHORT_CODE = 4               # shortest alert id prefix accepted (``alerts`` shows 12 characters)
 
 
@@ -160,6 +164,7 @@ class ControlServer:
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(max_clients)
         self._clients: dict[threading.Thread, socket.socket] = {}
+        self._incomplete: dict[socket.socket, float] = {}   # connection -> when it connected (monotonic)
         self._clients_lock = threading.Lock()
         if path.exists() or path.is_symlink():
             path.unlink()
@@ -195,14 +200,33 @@ class ControlServer:
                 continue
             except OSError:
                 return
-            if not self._slots.acquire(blocking=False):
+            if not self._slots.acquire(blocking=False) and not self._evict_stalled():
                 with conn:
-                    _send(conn, {"ok": False, "error": "the daemon is busy with other clients; try again"})
+                    _send(conn, {"ok": False, "error": BUSY})
                 continue
             t = threading.Thread(target=self._client, args=(conn,), name="control-client", daemon=True)
             with self._clients_lock:
                 self._clients[t] = conn
+                self._incomplete[conn] = SYSTEM_CLOCK.monotonic()
             t.start()
+
+    def _evict_stalled(self) -> bool:
+        """Every slot is taken: cut off the longest-stalled incomplete request and take its slot.
+
+        Without this, 16 connections that never finish a line (reconnecting every 5 s) would keep
+        ``settleguard ack`` out for as long as they liked. A request already read is never cut off.
+        """
+        now = SYSTEM_CLOCK.monotonic()
+        with self._clients_lock:
+            stalled = [(since, c) for c, since in self._incomplete.items() if now - since >= STALLED_AFTER]
+        if not stalled:
+            return False
+        _, victim = min(stalled, key=lambda pair: pair[0])
+        with self._clients_lock:
+            self._incomplete.pop(victim, None)
+        with contextlib.suppress(OSError):
+            victim.shutdown(socket.SHUT_RDWR)
+        return self._slots.acquire(timeout=self.deadline)
 
     def _client(self, conn: socket.socket) -> None:
         try:
@@ -219,10 +243,13 @@ class ControlServer:
             self._slots.release()
             with self._clients_lock:
                 self._clients.pop(threading.current_thread(), None)
+                self._incomplete.pop(conn, None)
 
     def _one(self, conn: socket.socket) -> dict[str, Any]:
         peer = peer_of(conn)
         line = _read_line(conn, self.deadline)
+        with self._clients_lock:
+            self._incomplete.pop(conn, None)
         request = parse_request(line)
         args: dict[str, Any] = request.model_dump()
         if isinstance(request, AckRequest):
@@ -263,8 +290,24 @@ def _send(conn: socket.socket, reply: dict[str, Any]) -> None:
         conn.sendall(json.dumps(reply, ensure_ascii=False, default=str).encode() + b"\n")
 
 
+BUSY = "the daemon is busy with other clients; try again"
+
+
 def request(path: Path, payload: dict[str, Any], timeout: float = 15.0) -> dict[str, Any] | None:
-    """Ask a running daemon; None when no daemon listens there."""
+    """Ask a running daemon; None when no daemon listens there. A busy daemon is asked again until
+    ``timeout``: its slots free up as stalled clients are cut off."""
+    end = SYSTEM_CLOCK.monotonic() + timeout
+    while True:
+        try:
+            reply = _request_once(path, payload, max(0.5, end - SYSTEM_CLOCK.monotonic()))
+        except (BrokenPipeError, ConnectionResetError):
+            reply = {"ok": False, "error": BUSY}   # closed on us while every slot was taken
+        if reply is None or reply.get("error") != BUSY or SYSTEM_CLOCK.monotonic() >= end:
+            return reply
+        time.sleep(0.1)
+
+
+def _request_once(path: Path, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     if not path.exists():
         return None
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
