@@ -291,6 +291,13 @@ class Pipeline:
     def _handle_settlement(self, settlement: Settlement, batch: EventBatch) -> None:
         self.counts["settlements"] += 1
         self.journal.add_settlement(settlement, received=batch.received, source=batch.source)
+        if settlement.source == PRINTED_SOURCE and self.alerts.terminal_line:
+            # Anyone who can print to the till can print a 结算总计单; closing the batch on it would turn
+            # every open finding into "refund only". With the terminal's own line there, only the
+            # terminal's settlement (or the cutoff) closes the batch; the slip stays in the journal.
+            log.warning("a settlement slip for batch %s was printed; waiting for the terminal's own settlement",
+                        settlement.batch_no)
+            return
         self._close_batch(settlement.terminal_id, settlement.batch_no, self.clock.now(), by_cutoff=False)
 
     def _close_batch(self, terminal_id: str | None, batch_no: str | None, now: datetime, *, by_cutoff: bool) -> None:

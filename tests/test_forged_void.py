@@ -19,9 +19,10 @@ import pytest
 from agent.alerts.book import has_terminal_line
 from agent.alerts.lifecycle import STATE_LABELS, AlertState, Cause, printed_cause
 from agent.config import parse_config
-from agent.model import Alert
+from agent.model import Alert, Settlement
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal, encode_event
+from agent.sim.wire_escpos import encode as encode_slip
 from agent.sim.wire_escpos import slip_lines
 from agent.store.journal import Journal
 from drivers.clock import ManualClock
@@ -173,3 +174,53 @@ def test_which_sources_count_as_a_terminal_line() -> None:
     assert printed_cause("void", terminal_line=True) is Cause.PRINTED_VOID
     assert printed_cause("refund", terminal_line=False) is Cause.WIRE_REFUND
     assert STATE_LABELS[AlertState.VOID_PRINTED][0].startswith("已打印撤销单")
+
+
+def forged_settlement_slip() -> bytes:
+    """A 结算总计单 for the open batch: what the attacker prints to make every finding "refund only"."""
+    return encode_slip(Settlement(source="escpos", terminal_id="15221155", merchant_id="104152253311021",
+                             batch_no="000128", time=NOW, count=2, total_minor=25600, currency="CNY",
+                             balanced=True))
+
+
+def test_a_forged_settlement_slip_does_not_close_the_batch_while_the_terminal_line_is_there(
+        tmp_path: Path, printer: FakePrinter) -> None:
+    """Found by attacking it: a printed 结算总计单 escalated every open alert to "refund only" (and a
+    check-only finding expired unseen). The terminal's own settlement on its line still closes it."""
+    term = PtyTerminal()
+    clock = ManualClock(NOW)
+    text = SHOP + TERMINAL_LINE.format(device=term.device) + PRINTER_TAP.format(port=printer.port)
+    daemon = Daemon(parse_config(text, "<test>"), tmp_path, clock=clock, use_scheduler=False)
+    daemon.start()
+    try:
+        pipeline = daemon.pipeline
+        assert pipeline is not None
+        term.write(encode_event("jsonl", sale("000122", 12800, NOW - timedelta(minutes=6))))
+        term.write(encode_event("jsonl", sale("000123", 12800, NOW - timedelta(minutes=5))))
+        wait_until(lambda: pipeline.counts["alerts_opened"] == 1, "the duplicate-charge alert")
+        tap = next(r for r in daemon.sources if r.cfg.name == "printer")
+        address = wait_until(lambda: getattr(tap.transport, "address", None), "the printer port to listen")
+        assert isinstance(address, tuple)
+
+        print_to(address, forged_settlement_slip())
+        wait_until(lambda: pipeline.counts["settlements"] == 1, "the printed settlement to be read")
+        assert the_alert(tmp_path)[0].state == AlertState.OPEN, "a printed settlement must not close the batch"
+        assert pipeline.counts["batches_closed"] == 0
+
+        # The terminal's own settlement message on its line does close it.
+        term.write(encode_event("jsonl", Settlement(source="jsonl", terminal_id="15221155", batch_no="000128",
+                                                    time=NOW, count=2, total_minor=25600, currency="CNY",
+                                                    balanced=True)))
+        wait_until(lambda: the_alert(tmp_path)[0].state == AlertState.ESCALATED, "the terminal's settlement")
+    finally:
+        daemon.stop()
+        term.close()
+
+
+def test_a_printer_only_install_still_settles_on_the_printed_slip(tmp_path: Path) -> None:
+    h = Harness(tmp_path)   # no [[source]] with a terminal protocol: the slip is the only witness
+    h.feed(sale("000122", 12800, NOW - timedelta(minutes=6), source="escpos"),
+           sale("000123", 12800, NOW - timedelta(minutes=5), source="escpos"), source="printer")
+    h.feed(Settlement(source="escpos", terminal_id="15221155", batch_no="000128", time=NOW, count=2,
+                      total_minor=25600, currency="CNY", balanced=True), source="printer")
+    assert h.journal.alerts()[0].state == AlertState.ESCALATED
