@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.alerts.lifecycle import NoticeKind
 from agent.model import Alert, Event
+from drivers.events import Rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,9 @@ class EventBatch:
     events: tuple[Event, ...]
     received: datetime
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    # What the decoder's boundary refused in the same read (drivers/boundary.py): the pipeline keeps
+    # these in the journal's quarantine, in the same transaction as the events around them.
+    rejected: tuple[Rejected, ...] = ()
 
 
 @dataclass(slots=True)

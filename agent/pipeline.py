@@ -11,6 +11,7 @@ lifecycle's (agent/alerts/lifecycle.py) business.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
@@ -26,7 +27,7 @@ from agent.alerts.book import PRINTED_SOURCE, AlertBook, has_terminal_line
 from agent.alerts.lifecycle import NoticeKind
 from agent.config import LoadedConfig, SourceConfig
 from agent.messages import BatchClosed, Command, EventBatch
-from agent.model import RETURNING_KINDS, ReceiptText, Settlement, Transaction, identity_key, new_ulid
+from agent.model import RETURNING_KINDS, Event, ReceiptText, Settlement, Transaction, identity_key, new_ulid
 from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
@@ -37,7 +38,10 @@ from agent.watch.terminal_clock import TerminalClocks
 from agent.watch.terminal_clock import describe as describe_clock
 from agent.watch.wires import META_KEY as WIRES_KEY
 from agent.watch.wires import WireWatch, day_lines, episode_notice
+from drivers.boundary import admit, rejected
 from drivers.clock import Clock
+from drivers.events import Rejected
+from drivers.pan import scrub_text
 
 log = logging.getLogger("settleguard.pipeline")
 
@@ -64,7 +68,7 @@ class Pipeline:
         self.on_commit = on_commit
         self.counts = {"events": 0, "transactions": 0, "new_transactions": 0, "reprints": 0, "settlements": 0,
                        "receipts": 0, "alerts_opened": 0, "alerts_resolved": 0, "alerts_escalated": 0,
-                       "reviews": 0, "batches_closed": 0}
+                       "reviews": 0, "batches_closed": 0, "quarantined": 0, "command_errors": 0}
         self.announcer = Announcer(journal, channels=channels, people_channels=people_channels)
         self.alerts = AlertBook(journal, self.announcer, tz=self.tz, cutoff=self.config.settlement.cutoff_time,
                                 counts=self.counts, evidence_dir=evidence_dir,
@@ -162,9 +166,9 @@ class Pipeline:
                     if before_each is not None:
                         before_each(item)
                     if isinstance(item, EventBatch):
-                        self._handle_batch(item)
+                        self._item(item)
                     elif item.name != "stop":
-                        result = self._handle_command(item)
+                        result = self._item(item)
                         if item.reply is not None:
                             replies.append((item.reply, result))
         except BaseException:
@@ -183,6 +187,78 @@ class Pipeline:
                     log.exception("alert listener failed")
         for reply, result in replies:
             reply.put(result)
+
+    # -- one item at a time ------------------------------------------------------------------
+    def _item(self, item: EventBatch | Command) -> Any:
+        """Handle one item in a savepoint: whatever it raises undoes its own writes and nothing else.
+
+        An error of the environment (disk full, I/O, locked) is the whole transaction's: it propagates to
+        :meth:`_process_durably`, which retries everything. Any other exception is this item's: a batch is
+        handled again event by event and what still fails goes to the quarantine; a command answers with
+        the error. Nothing an item carries can kill the pipeline thread or lose the items around it.
+        """
+        counts, mark = dict(self.counts), self.announcer.mark()
+        try:
+            with self.journal.savepoint():
+                if isinstance(item, EventBatch):
+                    self._handle_batch(item)
+                    return None
+                return self._handle_command(item)
+        except Exception as exc:
+            if _environmental(exc):
+                raise
+            self.counts.clear()
+            self.counts.update(counts)
+            self.announcer.rewind(mark)
+            # Rule memory may hold what was just undone: rebuild it from what is durable.
+            self._rebuild_rules()
+            why = scrub_text(f"{type(exc).__name__}: {exc}")
+            if isinstance(item, EventBatch):
+                log.error("source %s: a batch of %d event(s) failed (%s); handling them one by one",
+                          item.source, len(item.events), why)
+                self._salvage(item, why)
+                return None
+            self.counts["command_errors"] += 1
+            log.error("command %s failed: %s", item.name, why)
+            return {"ok": False, "error": f"{item.name}: {why}"}
+
+    def _salvage(self, batch: EventBatch, why: str) -> None:
+        """A batch failed as a whole: its quarantined inputs, then each transaction (with the receipts
+        printed before it) on its own; a unit that fails again goes to the quarantine whole."""
+        for rej in batch.rejected:
+            self._quarantine(rej, batch)
+        units: list[list[Event]] = [[]]
+        for event in batch.events:
+            units[-1].append(event)
+            if not isinstance(event, ReceiptText):
+                units.append([])
+        for unit in units:
+            if not unit:
+                continue
+            counts, mark = dict(self.counts), self.announcer.mark()
+            try:
+                with self.journal.savepoint():
+                    self._handle_batch(EventBatch(batch.source, tuple(unit), batch.received))
+            except Exception as exc:
+                if _environmental(exc):
+                    raise
+                self.counts.clear()
+                self.counts.update(counts)
+                self.announcer.rewind(mark)
+                self._rebuild_rules()
+                reason = scrub_text(f"pipeline: {type(exc).__name__}: {exc}")
+                for event in unit:
+                    self._quarantine(rejected(batch.source, "pipeline", reason, _event_form(event)), batch)
+
+    def _quarantine(self, rej: Rejected, batch: EventBatch) -> None:
+        """Keep ``rej`` under the configured source's name (the batch's), which says which wire it came on."""
+        self.counts["quarantined"] += 1
+        self.journal.quarantine(received=batch.received, source=batch.source, stage=rej.stage, reason=rej.reason,
+                                raw=rej.raw)
+        if self.counts["quarantined"] <= 10 or self.counts["quarantined"] % 1000 == 0:
+            # Logged, but not one line per rejected input: a noisy wire would flood the journal.
+            log.warning("quarantined input from %s (%s): %s [%d so far]", batch.source, rej.stage, rej.reason,
+                        self.counts["quarantined"])
 
     def tick(self) -> None:
         self._last_prune = None
@@ -207,7 +283,18 @@ class Pipeline:
     # -- events ----------------------------------------------------------------------------
     def _handle_batch(self, batch: EventBatch) -> None:
         pending_receipt: ReceiptText | None = None
-        for event in batch.events:
+        for rej in batch.rejected:
+            self._quarantine(rej, batch)
+        refused = bool(batch.rejected)
+        for raw_event in batch.events:
+            # The boundary again, for events that did not come through a decoder (tools, tests): cheap,
+            # and the journal's limits hold whoever fills the queue.
+            event, rej = admit(raw_event, batch.source)
+            if event is None:
+                assert rej is not None
+                self._quarantine(rej, batch)
+                refused = True
+                continue
             self.counts["events"] += 1
             if isinstance(event, ReceiptText):
                 if pending_receipt is not None:
@@ -221,9 +308,10 @@ class Pipeline:
             elif isinstance(event, Settlement):
                 self._handle_settlement(event, batch)
         if pending_receipt is not None:
-            # Terminals print after the status message: attach to the source's last transaction.
+            # Terminals print after the status message: attach to the source's last transaction. Not when
+            # something of this read was quarantined: the slip may be that refused transaction's.
             last = self._last_txn.get(batch.source)
-            near = last if last and batch.received - last[1] <= timedelta(minutes=2) else None
+            near = last if last and not refused and batch.received - last[1] <= timedelta(minutes=2) else None
             self._store_receipt(pending_receipt, batch, near[0] if near else None)
 
     def _store_receipt(self, receipt: ReceiptText, batch: EventBatch, txn_id: int | None) -> None:
@@ -401,6 +489,19 @@ def _acknowledge(items: Sequence[EventBatch | Command]) -> None:
                 item.ack()
             except Exception:
                 log.exception("source %s: could not mark a committed job done", item.source)
+
+
+def _environmental(exc: BaseException) -> bool:
+    """An SQLite error of the file or the disk (retry everything later), not of one item's values."""
+    return isinstance(exc, sqlite3.Error) and not isinstance(
+        exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError | sqlite3.DataError)
+
+
+def _event_form(event: Any) -> str:
+    try:
+        return json.dumps(event.to_dict(), ensure_ascii=False, default=repr)
+    except Exception:  # noqa: BLE001 - whatever it holds, the quarantine keeps its repr
+        return repr(event)
 
 
 class _JournalHistory:

@@ -19,7 +19,8 @@ from typing import Any
 from agent.config import SourceConfig
 from agent.messages import Command, EventBatch
 from drivers.clock import SYSTEM_CLOCK, Clock
-from drivers.events import Event, Settlement, Transaction
+from drivers.boundary import take_rejected
+from drivers.events import Event, Rejected, Settlement, Transaction
 from drivers.protocols import Decoder, DecoderStats, build_decoder
 from drivers.transports import ByteSource, FileSource, SerialSource, SpoolDirSource, Supervisor, TcpPassThrough
 from drivers.transports.tcp import parse_host_port, parse_listen
@@ -129,7 +130,8 @@ class SourceRunner:
                 self._flushed = True
                 if self.transport is not None:
                     ack = self.transport.commit_token()
-        self._emit(events, received, ack)
+            refused = take_rejected(self.decoder)
+        self._emit(events, received, ack, refused)
 
     def idle_flush(self, *, force: bool = False) -> None:
         """Printer streams end a receipt after a quiet spell; called by the daemon's housekeeping."""
@@ -142,16 +144,19 @@ class SourceRunner:
             received = self.clock.now()
             events = self.decoder.flush(received)
             self._flushed = True
-        self._emit(events, received)
+            refused = take_rejected(self.decoder)
+        self._emit(events, received, refused=refused)
 
-    def _emit(self, events: list[Event], received: datetime, ack: Callable[[], None] | None = None) -> None:
+    def _emit(self, events: list[Event], received: datetime, ack: Callable[[], None] | None = None,
+              refused: list[Rejected] | None = None) -> None:
         if events:
             self.events += len(events)
             self.last_event_at = self.clock.monotonic()
             if any(isinstance(e, Transaction | Settlement) for e in events):
                 self.last_txn_time = received
-        if events or ack is not None:
-            self.inbox.put(EventBatch(self.cfg.name, tuple(events), received, ack))
+        if events or ack is not None or refused:
+            # What the boundary refused travels with the events of the same read, to the quarantine.
+            self.inbox.put(EventBatch(self.cfg.name, tuple(events), received, ack, rejected=tuple(refused or ())))
 
     def wire_report(self) -> dict[str, Any]:
         """What agent/watch/wires.py judges this source by; also what doctor and metrics show of it."""

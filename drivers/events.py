@@ -250,6 +250,18 @@ class ReceiptText:
 
 
 Event = Transaction | Settlement | ReceiptText
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Input that did not become an event: a line or frame that failed to decode, or an event outside the
+    model's limits (drivers/boundary.py). Never raised; the pipeline keeps it in the journal's quarantine.
+    Every text is already card-scrubbed, valid Unicode and bounded (``drivers.boundary.rejected``)."""
+
+    source: str
+    stage: str    # "decode" (a line or frame), "limits" (an event outside the limits), "pipeline"
+    reason: str   # one plain sentence, no card number
+    raw: str      # the input's JSON or text form (hex for bytes that are not UTF-8), cut to a few KiB
 EVENT_TYPES: dict[str, type[Transaction] | type[Settlement] | type[ReceiptText]] = {
     "transaction": Transaction,
     "settlement": Settlement,
@@ -289,5 +301,5 @@ def event_from_json(line: str) -> Event:
 
 __all__ = [
     "ENTRY_MODES", "EVENT_TYPES", "KINDS", "RESULTS", "RETURNING_KINDS", "Event", "EventError",
-    "ReceiptText", "Settlement", "Transaction", "event_from_dict", "event_from_json", "event_to_json",
+    "ReceiptText", "Rejected", "Settlement", "Transaction", "event_from_dict", "event_from_json", "event_to_json",
 ]

@@ -10,21 +10,29 @@ without a long digit run) take a few C-level string calls and no Python loop.
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Sequence
 from typing import Final
 
 MASK_CHAR: Final = "*"
-# 13-19 digits, optionally grouped by single spaces or dashes as printed on slips.
-# Same language and the same matches as (?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9]),
-# but opening with a character class lets the regex engine skip non-digits in C
-# instead of trying the lookbehind at every position.
-_PAN_CANDIDATE: Final = re.compile(r"[0-9](?<![0-9][0-9])(?:[ -]?[0-9]){12,18}(?![0-9])")
+# What may stand between the digits of one printed card number: space (single or double), dash, dot,
+# underscore, slash, and the full-width forms of those (an ideographic space, ＿－．／). At most three
+# in a row ("6225 - 8801"); a wider gap is two numbers. Digits are any Unicode decimal digit (\d in a
+# str pattern): full-width ６２２５ is as much a card number as 6225.
+SEPARATORS: Final = " -._/\u3000\uff0d\uff0e\uff3f\uff0f"
+_SEP: Final = "[" + re.escape(SEPARATORS) + "]"
+# A run of at least 13 digits with separators allowed between them. Opening with a character class lets
+# the regex engine skip non-digits in C; the run is maximal (greedy, and a shorter run cannot start inside
+# a longer one), and the callback looks for card-number-sized windows inside it.
+_PAN_CANDIDATE: Final = re.compile(rf"\d(?:{_SEP}{{0,3}}\d){{12,}}")
+_GROUP: Final = re.compile(r"\d+")
 _SHORTEST_PAN: Final = 13
+_LONGEST_PAN: Final = 19
 # ASCII only: str.translate keeps a fast path while every character maps to ASCII.
 _ASCII_NON_DIGIT_TO_MASK: Final = {i: MASK_CHAR for i in range(128) if not chr(i).isdigit()}
 
-
 def luhn_valid(digits: str) -> bool:
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):
         return False
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -71,21 +79,122 @@ def _digits_or_mask(kept: str) -> str:
     return "".join(ch if ch.isdigit() else MASK_CHAR for ch in kept)
 
 
+def normalise_digits(text: str) -> str:
+    """Unicode decimal digits (full-width ６, Arabic-Indic ٣, ...) as ASCII; everything else unchanged."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch for ch in text)
+
+
+def _pan_windows(groups: list[str], *, crossing: int | None = None) -> list[tuple[int, int]]:
+    """(first, last) group indexes of each card-number-sized window: 13-19 digits, Luhn-valid.
+
+    From each group the longest valid window wins, so a 19-digit card whose first 16 digits happen to
+    pass Luhn is masked whole. A single group of more than 19 digits is a longer number (a barcode, an
+    order number), not a card number; windows never include it. ``crossing`` (cross-line scrub):
+    only windows holding group ``crossing`` and the one after it count.
+    """
+    found: list[tuple[int, int]] = []
+    i = 0
+    while i < len(groups):
+        if crossing is not None and i > crossing:
+            break
+        best, total = None, 0
+        for j in range(i, len(groups)):
+            total += len(groups[j])
+            if total > _LONGEST_PAN:
+                break
+            if total >= _SHORTEST_PAN and (crossing is None or j > crossing) and luhn_valid("".join(groups[i:j + 1])):
+                best = j
+        if best is None:
+            i += 1
+        else:
+            found.append((i, best))
+            i = best + 1
+    return found
+
+
 def _mask_candidate(match: re.Match[str]) -> str:
     raw = match.group(0)
-    digits = raw.replace(" ", "").replace("-", "")
-    if not (_SHORTEST_PAN <= len(digits) <= 19) or not luhn_valid(digits):
+    spans = [(m.start(), m.end()) for m in _GROUP.finditer(raw)]
+    groups = [normalise_digits(raw[a:b]) for a, b in spans]
+    windows = _pan_windows(groups)
+    if not windows:
         return raw
-    masked = mask_pan(digits)
-    assert masked is not None
-    return masked
+    out, pos = [], 0
+    for first, last in windows:
+        out.append(raw[pos:spans[first][0]])
+        masked = mask_pan("".join(groups[first:last + 1]))
+        assert masked is not None
+        out.append(masked)
+        pos = spans[last][1]
+    out.append(raw[pos:])
+    return "".join(out)
 
 
 def scrub_text(text: str) -> str:
-    """Mask every Luhn-valid 13-19 digit number inside free text (receipt lines, logs)."""
+    """Mask every card number inside free text (any string field, receipt lines, QR payloads, logs).
+
+    A card number is 13-19 digits that pass Luhn, written with ASCII or full-width (any Unicode) digits,
+    grouped or not by up to three of :data:`SEPARATORS`; it becomes first 6 + ``*`` + last 4 in ASCII.
+    Any such number is masked, whatever it is: an order or reference number that happens to pass Luhn
+    (one in ten of that length) is masked too. That is the stance on purpose: text cannot tell a card
+    number from another number, and a masked order number costs far less than a leaked card number.
+    A number glued to other digits with no separator is one longer number and is left alone.
+    """
     if len(text) < _SHORTEST_PAN:
         return text
-    return _PAN_CANDIDATE.sub(_mask_candidate, text)
+    # Until nothing changes: masking a window can leave its last four beside a later group, and those
+    # may make a new card-number-sized window. Each pass masks digits, so this ends (in practice after
+    # one pass that changes something and one that confirms).
+    while True:
+        clean = _PAN_CANDIDATE.sub(_mask_candidate, text)
+        if clean == text:
+            return clean
+        text = clean
+
+
+_TAIL: Final = re.compile(rf"\d(?:{_SEP}{{0,3}}\d)*\s*$")
+_HEAD: Final = re.compile(rf"\s*(\d(?:{_SEP}{{0,3}}\d)*)")
+
+
+def scrub_lines(lines: Sequence[str]) -> tuple[str, ...]:
+    """:func:`scrub_text` on every line, then card numbers split over two lines.
+
+    Printers wrap: ``卡号 6225 8801`` then ``3722 1231``. When a line ends with digits and the next one
+    starts with digits (after blanks), a 13-19-digit Luhn-valid window that takes digits from both is
+    masked in place (its digits past the first six and before the last four become ``*``, layout kept).
+    Like :func:`scrub_text`, it cannot tell a wrapped card number from two numbers that happen to touch.
+    """
+    out = [scrub_text(line) for line in lines]
+    for k in range(len(out) - 1):
+        a, b = out[k], out[k + 1]
+        if not a.rstrip()[-1:].isdecimal() or not b.lstrip()[:1].isdecimal():
+            continue
+        tail, head = _TAIL.search(a), _HEAD.match(b)
+        if tail is None or head is None:
+            continue
+        a_spans = [(tail.start() + m.start(), tail.start() + m.end()) for m in _GROUP.finditer(tail.group(0))]
+        b_spans = [(head.start(1) + m.start(), head.start(1) + m.end()) for m in _GROUP.finditer(head.group(1))]
+        groups = [normalise_digits(a[x:y]) for x, y in a_spans] + [normalise_digits(b[x:y]) for x, y in b_spans]
+        windows = _pan_windows(groups, crossing=len(a_spans) - 1)
+        if not windows:
+            continue
+        first, last = windows[0]
+        n = sum(len(g) for g in groups[first:last + 1])
+        hidden = set(range(6, n - 4))
+        chars_a, chars_b = list(a), list(b)
+        index = 0
+        for g, (x, y) in enumerate([*a_spans, *b_spans]):
+            if not first <= g <= last:
+                continue
+            target = chars_a if g < len(a_spans) else chars_b
+            for pos in range(x, y):
+                if index in hidden:
+                    target[pos] = MASK_CHAR
+                index += 1
+        out[k], out[k + 1] = "".join(chars_a), "".join(chars_b)
+    return tuple(out)
 
 
 def contains_full_pan(text: str) -> bool:

@@ -140,7 +140,7 @@ def test_ack_before_the_frame_is_protocol_not_garbage() -> None:
 
 def test_registry_builds_this_decoder_and_sniff_recognises_the_frames() -> None:
     d = build_decoder("cn_ecr", tz=SHANGHAI, options={"verify_lrc": False})
-    assert isinstance(d, CnEcrDecoder)
+    assert isinstance(d.inner, CnEcrDecoder)
     assert d.feed(SALE_AS_CAPTURED, RECEIVED) == [EXPECTED_SALE]
     assert sniff(VOID) == "cn_ecr"
     assert sniff(b"\x06" + SALE) == "cn_ecr"

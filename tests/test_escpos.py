@@ -312,7 +312,7 @@ def test_a_clear_pan_in_receipt_text_or_qr_is_masked() -> None:
 
 def test_registered_as_the_escpos_protocol() -> None:
     decoder = build_decoder("escpos", tz=SHANGHAI, source="printer")
-    assert isinstance(decoder, EscposEventDecoder)
+    assert isinstance(decoder.inner, EscposEventDecoder)
     [receipt] = decoder.feed(b"hello\n\x1dV\x00", RECEIVED)
     assert receipt.source == "printer"
     assert decoder.stats.counters["unmatched_receipts"] == 1

@@ -87,12 +87,14 @@ def test_a_failed_batch_leaves_nothing_half_written(tmp_path: Path) -> None:
     h.pipeline.alerts.open = failing_open  # type: ignore[method-assign,assignment]
     h.pipeline.listeners = [boom]
     h.feed(sale("000122", 12800, at(14, 3)))
-    with pytest.raises(RuntimeError):
-        h.feed(sale("000123", 12800, at(14, 4)))
+    # The failing item is this item's problem, not the pipeline's: undone and quarantined, never raised.
+    h.feed(sale("000123", 12800, at(14, 4)))
     j = h.journal
     assert j.count_transactions() == 1  # the second sale rolled back with its alert
     assert j.conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 0
     assert j.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    [kept] = j.quarantined()
+    assert kept["stage"] == "pipeline" and "disk on fire" in kept["reason"] and '"000123"' in kept["raw"]
 
 
 def test_rules_memory_survives_a_restart(tmp_path: Path) -> None:

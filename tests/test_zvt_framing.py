@@ -186,7 +186,7 @@ def test_serial_transport_skips_bare_apdus() -> None:
 
 def test_registry_and_sniffer_know_zvt() -> None:
     decoder = build_decoder("zvt", tz=BERLIN, source="terminal")
-    assert isinstance(decoder, ZvtDecoder)
+    assert isinstance(decoder.inner, ZvtDecoder)
     assert sniff(vector("ecrterm_frame_040f_status_info")) == "zvt"
     assert sniff(vector("ecrterm_040f_status_girocard_40eur")) == "zvt"
     (txn,) = decoder.feed(vector("ecrterm_frame_040f_status_info"), RECEIVED)

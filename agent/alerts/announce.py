@@ -65,6 +65,15 @@ class Announcer:
         self.changes, self.enqueued = [], 0
         return taken
 
+    def mark(self) -> tuple[int, int]:
+        """Where the announcements stand, for :meth:`rewind` when one item's writes are undone."""
+        return len(self.changes), self.enqueued
+
+    def rewind(self, mark: tuple[int, int]) -> None:
+        """One item rolled back (a savepoint): forget what it announced, keep the rest."""
+        del self.changes[mark[0]:]
+        self.enqueued = mark[1]
+
     def discard(self) -> None:
         """The transaction rolled back: nothing it announced happened."""
         self.changes, self.enqueued = [], 0

@@ -77,6 +77,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if stats.bytes_skipped or stats.bad_frames:
         err(f"{args.file}: skipped {stats.bytes_skipped} byte(s), {stats.bad_frames} bad frame(s)"
              + (f" — {stats.last_error}" if stats.last_error else ""))
+    for refused in decoder.take_rejected():
+        # The daemon would keep these in the journal's quarantine; here they are only reported.
+        err(f"{args.file}: refused ({refused.stage}): {refused.reason}")
     if not events and data:
         err(f"{args.file}: no events decoded as {args.protocol}")
         return EX_DATAERR

@@ -43,6 +43,9 @@ class MergeResult:
     reprint: bool
 
 
+# Quarantine rows kept (the newest); a few KiB each at most, so a few hundred MiB in the worst case.
+QUARANTINE_CAP = 100_000
+
 # Fields whose disagreement between two sightings of one identity is a finding (DUP-002), not a merge.
 CONFLICT_FIELDS = ("kind", "amount_minor", "card", "result")
 
@@ -50,8 +53,10 @@ CONFLICT_FIELDS = ("kind", "amount_minor", "card", "result")
 class Journal(JournalReader):
     """Opened by the pipeline thread; every method runs on that thread."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL", quarantine_cap: int = QUARANTINE_CAP) -> None:
         self.path = Path(path)
+        self.quarantine_cap = quarantine_cap
+        self._quarantined = 0
         super().__init__(connect(self.path, synchronous=synchronous))
         migrate(self.conn)
         self._in_tx = False
@@ -79,6 +84,37 @@ class Journal(JournalReader):
             self.conn.execute("COMMIT")
         finally:
             self._in_tx = False
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """One item inside the transaction: on an exception only its writes are undone, then it re-raises."""
+        self.conn.execute("SAVEPOINT item")
+        try:
+            yield
+        except BaseException:
+            try:
+                self.conn.execute("ROLLBACK TO item")
+                self.conn.execute("RELEASE item")
+            except sqlite3.Error:
+                pass  # the whole transaction is failing (disk, I/O): its own rollback follows
+            self._known_batches.clear()
+            raise
+        else:
+            self.conn.execute("RELEASE item")
+
+    # -- quarantine ----------------------------------------------------------------------
+    def quarantine(self, *, received: datetime, source: str, stage: str, reason: str, raw: str) -> None:
+        """Keep an input that did not become an event (texts already scrubbed and bounded by the boundary)."""
+        c = self.conn
+        c.execute("INSERT INTO quarantine(received, source, stage, reason, raw) VALUES(?,?,?,?,?)",
+                  (utc_text(received), source, stage, reason, raw))
+        c.execute("INSERT INTO meta(k, v) VALUES('quarantine_total', '1') ON CONFLICT(k) DO UPDATE"
+                  " SET v=CAST(CAST(v AS INTEGER) + 1 AS TEXT)")
+        self._quarantined += 1
+        if self._quarantined % 1000 == 0:
+            # A noisy wire must not fill the disk: keep the newest rows, the total stays in meta.
+            c.execute("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?",
+                      (self.quarantine_cap,))
 
     # -- transactions ----------------------------------------------------------------
     def merge_transaction(self, txn: Transaction, *, key: str, instant: datetime, received: datetime,

@@ -91,6 +91,24 @@ class JournalReader:
         rows = self.conn.execute("SELECT rule, state, COUNT(*) FROM alerts GROUP BY rule, state").fetchall()
         return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
+    # -- quarantine --------------------------------------------------------------------------
+    def quarantine_total(self) -> int:
+        """Inputs ever quarantined (the table keeps only the newest rows)."""
+        row = self.conn.execute("SELECT v FROM meta WHERE k='quarantine_total'").fetchone()
+        return int(row[0]) if row else 0
+
+    def quarantined(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest quarantined inputs, newest first: received (UTC), source, stage, reason, raw."""
+        if not self._has_table("quarantine"):
+            return []  # a journal the daemon has not migrated yet (doctor reads it read-only)
+        rows = self.conn.execute("SELECT id, received, source, stage, reason, raw FROM quarantine"
+                                 " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{**dict(r), "received": from_utc_text(r["received"])} for r in rows]
+
+    def _has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                 (name,)).fetchone() is not None
+
     # -- outbox ------------------------------------------------------------------------------
     def outbox_stats(self, now: datetime) -> dict[str, Any]:
         """Messages by delivery state; ``pending`` includes those being sent right now."""

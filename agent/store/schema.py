@@ -24,7 +24,7 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_FILE
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -101,6 +101,21 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY(terminal_id, batch_no)
     );
     CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
+    """,
+    # Inputs that did not become events (drivers/boundary.py): a line or frame that failed to decode, an
+    # event outside the model's limits, an item the pipeline could not handle. Kept for a person to look
+    # at; raw and reason are card-scrubbed before they get here. The row count is capped (the oldest go),
+    # meta 'quarantine_total' counts every row ever written.
+    2: """
+    CREATE TABLE quarantine(
+        id INTEGER PRIMARY KEY,
+        received TEXT NOT NULL,
+        source TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        raw TEXT NOT NULL
+    );
+    CREATE INDEX quarantine_received ON quarantine(received);
     """,
 }
 

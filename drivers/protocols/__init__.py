@@ -12,6 +12,7 @@ from datetime import tzinfo
 from importlib import import_module
 from typing import Any
 
+from drivers.boundary import BoundaryDecoder
 from drivers.protocols.base import Decoder, DecoderStats
 from drivers.protocols.sniff import SniffingDecoder, sniff
 
@@ -28,17 +29,23 @@ class UnknownProtocol(ValueError):
 
 
 def build_decoder(protocol: str, *, tz: tzinfo, options: Mapping[str, Any] | None = None,
-                  source: str | None = None) -> Decoder:
+                  source: str | None = None) -> BoundaryDecoder:
     """The decoder for ``protocol`` ("auto" sniffs), configured with ``options`` (the source's
     ``[[source]].options``; unknown keys raise TypeError). Events carry ``source`` (default: the
-    protocol name as given)."""
+    protocol name as given).
+
+    Always behind the event boundary (drivers/boundary.py): every event it returns is card-scrubbed and
+    within the model's limits, what is not waits in ``take_rejected()``, and no exception escapes it."""
     if protocol != "auto" and protocol not in PROTOCOLS:
         raise UnknownProtocol(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)}, auto)")
     kwargs = dict(options or {})
     label = source if source is not None else protocol
-    if protocol == "auto":
-        return SniffingDecoder(lambda found: _construct(found, tz, label, kwargs))
-    return _construct(protocol, tz, label, kwargs)
+    def make() -> Decoder:
+        if protocol == "auto":
+            return SniffingDecoder(lambda found: _construct(found, tz, label, kwargs))
+        return _construct(protocol, tz, label, kwargs)
+
+    return BoundaryDecoder(make(), label, rebuild=make)
 
 
 def _construct(protocol: str, tz: tzinfo, source: str, options: dict[str, Any]) -> Decoder:
@@ -48,4 +55,4 @@ def _construct(protocol: str, tz: tzinfo, source: str, options: dict[str, Any]) 
     return decoder
 
 
-__all__ = ["PROTOCOLS", "Decoder", "DecoderStats", "SniffingDecoder", "UnknownProtocol", "build_decoder", "sniff"]
+__all__ = ["PROTOCOLS", "BoundaryDecoder", "Decoder", "DecoderStats", "SniffingDecoder", "UnknownProtocol", "build_decoder", "sniff"]

@@ -644,7 +644,12 @@ class EscposEventDecoder:
             if not isinstance(receipt, ReceiptText):
                 out.append(receipt)
                 continue
-            found = extract(receipt, self.templates, tz=self.tz, source=self.source)
+            try:
+                found = extract(receipt, self.templates, tz=self.tz, source=self.source)
+            except Exception as exc:  # noqa: BLE001 - a slip no template can read safely is kept as text
+                self.stats.bump("template_errors")
+                self.stats.last_error = f"receipt template failed: {type(exc).__name__}: {exc}"
+                found = []
             if not found:
                 self.stats.bump("unmatched_receipts")
                 out.append(receipt)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, tzinfo
 
-from drivers.events import Event, EventError, ReceiptText, Transaction, event_from_json
+from drivers.boundary import rejected
+from drivers.events import Event, EventError, ReceiptText, Rejected, Transaction, event_from_json
 from drivers.pan import mask_pan, scrub_text
 from drivers.protocols.base import DecoderStats
 
@@ -27,6 +28,7 @@ class JsonlDecoder:
         self.stats = DecoderStats()
         self._buf = bytearray()
         self._discarding = False  # inside an over-long line: drop until the next newline
+        self.rejected: list[Rejected] = []  # lines that were not events, for the boundary's quarantine
 
     def feed(self, data: bytes, received: datetime | None = None) -> list[Event]:
         self.stats.bytes_in += len(data)
@@ -74,14 +76,28 @@ class JsonlDecoder:
             return
         try:
             event = event_from_json(text.decode("utf-8"))
-        except (UnicodeDecodeError, EventError, RecursionError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure of one line is that line's, never the stream's
+            # EventError, UnicodeDecodeError, RecursionError (deep nesting), and the plain ValueError
+            # Python's json raises for an integer of more than 4300 digits: all the same to the stream.
             self.stats.bad_frames += 1
             self.stats.bytes_skipped += len(raw) + 1
-            self.stats.last_error = f"bad JSON line skipped: {exc}"
+            reason = _reason(exc)
+            self.stats.last_error = f"bad JSON line skipped: {reason}"
+            self.rejected.append(rejected(self.source or self.protocol, "decode", reason, text))
             return
         self.stats.frames += 1
         out.append(_sanitise(event))
         self.stats.events += 1
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, EventError):
+        return str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 at byte {exc.start}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _sanitise(event: Event) -> Event:

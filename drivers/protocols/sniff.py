@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from drivers.events import Event
+from drivers.events import Event, Rejected
 from drivers.protocols.base import Decoder, DecoderStats
 
 
@@ -66,3 +66,8 @@ class SniffingDecoder:
 
     def flush(self, received: datetime | None = None) -> list[Event]:
         return self.inner.flush(received) if self.inner is not None else []
+
+    @property
+    def rejected(self) -> list[Rejected] | None:
+        """The sniffed decoder's rejected inputs, for the boundary to drain."""
+        return getattr(self.inner, "rejected", None)

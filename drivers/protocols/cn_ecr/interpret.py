@@ -13,7 +13,8 @@ from datetime import datetime, tzinfo
 from types import MappingProxyType
 from typing import Final, TypeVar
 
-from drivers.events import Event, Settlement, Transaction
+from drivers.boundary import rejected
+from drivers.events import Event, Rejected, Settlement, Transaction
 from drivers.pan import mask_pan
 from drivers.protocols.base import DecoderStats
 from drivers.protocols.cn_ecr.fields import (
@@ -91,6 +92,7 @@ class CnEcrDecoder:
         self.currency = currency
         self.reference = reference
         self.stats = DecoderStats()
+        self.rejected: list[Rejected] = []  # frames whose contents broke the interpreter (quarantine)
         self._framer = CnEcrFramer(self.stats, lrc_init=lrc_init, lrc_covers=lrc_covers, verify_lrc=verify_lrc,
                                    max_body=max_body)
         # At most one candidate frame, held between feeds: noise before an STX
@@ -146,7 +148,10 @@ class CnEcrDecoder:
             pos, body = next_frame(buf, pos, final)
             if body is None:
                 return pos
-            self._frame(buf, body[0], body[1], out, received)
+            try:
+                self._frame(buf, body[0], body[1], out, received)
+            except Exception as exc:  # noqa: BLE001 - one frame's failure is that frame's; the stream goes on
+                self._frame_failed(exc, buf[body[0]:body[1]])
 
     def flush(self, received: datetime | None = None) -> list[Event]:
         """End of input: a partial frame will never complete, so hunt through it and drop the rest."""
@@ -186,6 +191,14 @@ class CnEcrDecoder:
         else:
             out.append(event)
             self.stats.events += 1
+
+    def _frame_failed(self, exc: Exception, body: bytes) -> None:
+        """A well-framed body whose contents broke the interpreter: skipped, counted, quarantined."""
+        self.stats.bad_frames += 1
+        self.stats.bytes_skipped += len(body) + FRAME_OVERHEAD
+        reason = f"frame contents not understood: {type(exc).__name__}: {exc}"
+        self.stats.last_error = reason
+        self.rejected.append(rejected(self.source, "decode", reason, body))
 
     def _ignore(self, counter: str, why: str | None = None) -> None:
         self.stats.bump(counter)

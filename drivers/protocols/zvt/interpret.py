@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Final
 
-from drivers.events import Event, ReceiptText, Settlement, Transaction
+from drivers.boundary import rejected
+from drivers.events import Event, ReceiptText, Rejected, Settlement, Transaction
 from drivers.protocols.base import DecoderStats
 from drivers.protocols.zvt.apdu import (
     _BCD_BYTE,
@@ -100,6 +101,7 @@ class ZvtDecoder:
         self.max_apdu = max_apdu
         self.reference = reference
         self.stats = DecoderStats()
+        self.rejected: list[Rejected] = []  # APDUs whose contents broke the interpreter (quarantine)
         self._framer = ZvtFramer(self.stats, transport=transport, max_apdu=max_apdu)
         self.max_frame = self._framer.max_frame
         self.max_buffer = self.max_frame
@@ -143,7 +145,14 @@ class ZvtDecoder:
             pos, apdu = framer.next_frame(buf, pos, final)
             if apdu is None:
                 break
-            self._apdu(apdu.cls, apdu.ins, apdu.data, received, out)
+            try:
+                self._apdu(apdu.cls, apdu.ins, apdu.data, received, out)
+            except Exception as exc:  # noqa: BLE001 - one APDU's failure is that APDU's; the stream goes on
+                self.stats.bad_frames += 1
+                self.stats.bytes_skipped += len(apdu.data) + 3
+                reason = f"APDU {apdu.cls:02X} {apdu.ins:02X} not understood: {type(exc).__name__}: {exc}"
+                self.stats.last_error = reason
+                self.rejected.append(rejected(self.source, "decode", reason, bytes(apdu.data)))
         if pos:
             del buf[:pos]
             framer.consumed(pos)
