@@ -49,7 +49,7 @@ def mask_pan(value: str | None) -> str | None:
     """Mask a card-number field to first 6 / last 4.
 
     Already-masked input (``622576******6691``, ``************84``, ZVT ``E``
-    nibbles rendered as ``*``) is normalised; any run of clear digits longer
+    nibbles rendered as ``*``) is normalised, full-width digits become ASCII; any run of clear digits longer
     than the PCI allowance is masked whether or not it passes Luhn, because a
     card field only ever holds a card number. Spaces and dashes are dropped,
     every other non-digit becomes ``*``.
@@ -59,6 +59,8 @@ def mask_pan(value: str | None) -> str | None:
     cleaned = value.strip()
     if " " in cleaned or "-" in cleaned:
         cleaned = cleaned.replace(" ", "").replace("-", "")
+    # Full-width (any Unicode decimal) digits as ASCII: one card compares equal however it was written.
+    cleaned = normalise_digits(cleaned)
     if not cleaned:
         return None
     n = len(cleaned)

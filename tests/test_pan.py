@@ -56,6 +56,7 @@ def _mask_by_definition(value: str | None) -> str | None:
     cleaned = "".join(ch for ch in value.strip() if ch not in " -")
     if not cleaned:
         return None
+    cleaned = "".join(str(int(ch)) if ch.isdecimal() else ch for ch in cleaned)
     cleaned = "".join(ch if ch.isdigit() else "*" for ch in cleaned)
     n = len(cleaned)
     if n <= 10:
@@ -148,7 +149,8 @@ def test_a_card_number_wrapped_over_two_lines_is_masked_in_place() -> None:
 def test_odd_characters_in_a_card_field_are_masked_not_kept() -> None:
     assert mask_pan("  6225\t7600-1234-6691 ") == "6225*7*******6691"   # a tab is not a separator
     assert mask_pan("622576\u00a00012346691") == "622576*******6691"     # nor a no-break space
-    assert mask_pan("6225760012346\u0663\u0663\u0663") == "622576******6\u0663\u0663\u0663"  # str.isdigit digits stay
+    assert mask_pan("6225760012346\u0663\u0663\u0663") == "622576******6333"  # Unicode digits as ASCII
+    assert mask_pan("6225760012346\u00b2\u00b2\u00b2") == "622576******6\u00b2\u00b2\u00b2"  # not decimal: kept
     assert mask_pan(" - - ") is None
 
 

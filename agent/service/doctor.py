@@ -174,6 +174,7 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
             result = reader.integrity_check()
             newest = reader.latest_transaction()
             dead = reader.dead_letters(None)
+            quarantine = check_quarantine(reader)
     except StoreError as exc:
         return [Check("journal", "fail", f"{path}: {exc}",
                       "stop the service, move the journal aside and restore a backup")], None
@@ -190,6 +191,7 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
                             "fix the channel (key, URL, secret), then look at `settleguard alerts`"))
     else:
         checks.append(Check("dead letters", "ok", "none"))
+    checks.append(quarantine)
     return checks, newest
 
 
@@ -251,6 +253,21 @@ def check_wires(path: Path, tz: tzinfo | None = None) -> list[Check]:
 
 WIRE_COUNTER_NAMES = {"unmatched": "receipts matched no template", "decoder_errors": "decoder errors",
                       "bad_frames": "corrupt frames", "quarantined": "events quarantined"}
+
+
+def check_quarantine(reader: Any) -> Check:
+    """Inputs the event boundary refused (drivers/boundary.py): each is a sale nobody checked."""
+    total = reader.quarantine_total()
+    if not total:
+        return Check("quarantine", "ok", "no input refused")
+    newest = reader.quarantined(limit=1)
+    last = ""
+    if newest:
+        q = newest[0]
+        last = f"; last {q['received']:%Y-%m-%d %H:%M} UTC from {q['source']} ({q['stage']}): {q['reason']}"
+    return Check("quarantine", "warn", f"{total} input(s) refused and kept in the journal's quarantine{last}",
+                 "look at what the source sends (settleguard decode on a capture shows each refusal); a"
+                 " transaction refused here was not checked by any rule")
 
 
 # -- calendar and clock ----------------------------------------------------------------------------

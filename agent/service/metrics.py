@@ -43,6 +43,7 @@ class JournalSample:
     outbox_oldest_pending_seconds: float = 0.0
     outbox_dead: int = 0
     wires: dict[str, Any] = field(default_factory=dict)   # agent/watch/wires.py's state (episodes, today's counters)
+    quarantined: int = 0      # inputs the event boundary refused, ever (meta 'quarantine_total')
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +63,10 @@ def read_journal(path: Path, now: datetime) -> JournalSample:
         alerts = reader.alert_counts()
         outbox = reader.outbox_stats(now)
         wires = _wire_state(reader.meta_value(WIRES_KEY))
+        quarantined = reader.quarantine_total()
     return JournalSample(alerts=alerts, outbox_pending=outbox["pending"],
                          outbox_oldest_pending_seconds=outbox["oldest_pending_seconds"], outbox_dead=outbox["dead"],
-                         wires=wires)
+                         wires=wires, quarantined=quarantined)
 
 
 def _wire_state(text: str | None) -> dict[str, Any]:
@@ -138,10 +140,16 @@ def render(snap: Snapshot) -> str:
                      "Age of the oldest undelivered message.", [("", round(j.outbox_oldest_pending_seconds, 3))])
     lines += _family("settleguard_outbox_dead", "gauge", "Messages that could not be delivered (dead letters).",
                      [("", j.outbox_dead)])
+    lines += quarantine_lines(j)
     lines += _family("settleguard_delivery_failures_total", "counter", "Failed delivery attempts per channel.",
                      ((_labels(channel=c), n) for c, n in sorted(snap.delivery_failures.items())))
     lines += _wire_families(j.wires)
     return "\n".join(lines) + "\n"
+
+
+def quarantine_lines(j: JournalSample) -> list[str]:
+    return _family("settleguard_quarantined_total", "counter",
+                   "Inputs the event boundary refused and kept in the journal's quarantine.", [("", j.quarantined)])
 
 
 def parse_listen(value: str) -> tuple[str, int]:
