@@ -283,8 +283,8 @@ class Pipeline:
     # -- events ----------------------------------------------------------------------------
     def _handle_batch(self, batch: EventBatch) -> None:
         pending_receipt: ReceiptText | None = None
-        for rej in batch.rejected:
-            self._quarantine(rej, batch)
+        for early in batch.rejected:
+            self._quarantine(early, batch)
         refused = bool(batch.rejected)
         for raw_event in batch.events:
             # The boundary again, for events that did not come through a decoder (tools, tests): cheap,
@@ -500,7 +500,7 @@ def _environmental(exc: BaseException) -> bool:
 def _event_form(event: Any) -> str:
     try:
         return json.dumps(event.to_dict(), ensure_ascii=False, default=repr)
-    except Exception:  # noqa: BLE001 - whatever it holds, the quarantine keeps its repr
+    except Exception:  # whatever it holds, the quarantine keeps its repr
         return repr(event)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from agent.config import SourceConfig
 from agent.messages import Command, EventBatch
-from drivers.clock import SYSTEM_CLOCK, Clock
 from drivers.boundary import take_rejected
+from drivers.clock import SYSTEM_CLOCK, Clock
 from drivers.events import Event, Rejected, Settlement, Transaction
 from drivers.protocols import Decoder, DecoderStats, build_decoder
 from drivers.transports import ByteSource, FileSource, SerialSource, SpoolDirSource, Supervisor, TcpPassThrough

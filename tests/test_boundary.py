@@ -18,7 +18,7 @@ from agent.store.journal import Journal
 from agent.store.queries import open_read_only
 from agent.store.schema import MIGRATIONS, SCHEMA_VERSION
 from drivers.boundary import MAX_AMOUNT_MINOR, admit, check_event
-from drivers.events import ReceiptText, Settlement, Transaction
+from drivers.events import ReceiptText, Settlement
 from drivers.protocols import build_decoder
 from tests.helpers import SHANGHAI, Harness, sale
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from agent.store.journal import Journal
 from tests.helpers import SHANGHAI, Harness, sale
 

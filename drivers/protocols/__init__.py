@@ -55,4 +55,5 @@ def _construct(protocol: str, tz: tzinfo, source: str, options: dict[str, Any]) 
     return decoder
 
 
-__all__ = ["PROTOCOLS", "BoundaryDecoder", "Decoder", "DecoderStats", "SniffingDecoder", "UnknownProtocol", "build_decoder", "sniff"]
+__all__ = ["PROTOCOLS", "BoundaryDecoder", "Decoder", "DecoderStats", "SniffingDecoder", "UnknownProtocol",
+           "build_decoder", "sniff"]

@@ -31,8 +31,12 @@ class DecoderStats:
 
 
 class Decoder(Protocol):
-    protocol: str
-    stats: DecoderStats
+    # Read-only here, so that a wrapper (drivers/boundary.py) may answer them from the decoder it wraps.
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def stats(self) -> DecoderStats: ...
 
     def feed(self, data: bytes, received: datetime | None = None) -> list[Event]:
         """Consume ``data``; return the events completed by it (possibly none)."""

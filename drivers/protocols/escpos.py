@@ -646,7 +646,7 @@ class EscposEventDecoder:
                 continue
             try:
                 found = extract(receipt, self.templates, tz=self.tz, source=self.source)
-            except Exception as exc:  # noqa: BLE001 - a slip no template can read safely is kept as text
+            except Exception as exc:  # a slip no template can read safely is kept as text
                 self.stats.bump("template_errors")
                 self.stats.last_error = f"receipt template failed: {type(exc).__name__}: {exc}"
                 found = []

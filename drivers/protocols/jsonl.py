@@ -65,6 +65,8 @@ class JsonlDecoder:
             self.stats.bytes_skipped += len(self._buf) + len(chunk)
             self.stats.bad_frames += 1
             self.stats.last_error = f"line longer than {self.max_line} bytes skipped"
+            self.rejected.append(rejected(self.source or self.protocol, "decode", self.stats.last_error,
+                                          bytes((self._buf + chunk)[:1024]).decode("utf-8", "replace")))
             self._buf.clear()
             self._discarding = True
             return
@@ -76,7 +78,7 @@ class JsonlDecoder:
             return
         try:
             event = event_from_json(text.decode("utf-8"))
-        except Exception as exc:  # noqa: BLE001 - every failure of one line is that line's, never the stream's
+        except Exception as exc:  # every failure of one line is that line's, never the stream's
             # EventError, UnicodeDecodeError, RecursionError (deep nesting), and the plain ValueError
             # Python's json raises for an integer of more than 4300 digits: all the same to the stream.
             self.stats.bad_frames += 1

@@ -150,7 +150,7 @@ class CnEcrDecoder:
                 return pos
             try:
                 self._frame(buf, body[0], body[1], out, received)
-            except Exception as exc:  # noqa: BLE001 - one frame's failure is that frame's; the stream goes on
+            except Exception as exc:  # one frame's failure is that frame's; the stream goes on
                 self._frame_failed(exc, buf[body[0]:body[1]])
 
     def flush(self, received: datetime | None = None) -> list[Event]:
