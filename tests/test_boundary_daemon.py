@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from agent.service.daemon import Daemon, journal_path
 from agent.sim.terminal import PtyTerminal
 from agent.sim.wire_escpos import slip_lines
 from drivers.protocols.escpos import encode_text_receipt
-from tests.helpers import SHANGHAI, sale
+from tests.helpers import SHANGHAI, sale, wait_until
 from tests.test_sources import FakePrinter, free_port
 
 BASE = """
@@ -44,14 +42,6 @@ forward = "127.0.0.1:{printer}"
 """
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    """Poll for an outcome of other threads; the deadline only bounds a failing test."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def journal_figures(state: Path) -> tuple[list[str], list[sqlite3.Row]]:
@@ -96,14 +86,16 @@ def test_poison_json_lines_on_a_pty_are_quarantined_and_every_other_line_is_jour
     stopped = False
     try:
         term.write(("\n".join(first_read) + "\n").encode())
-        assert wait_until(lambda: len(journal_figures(tmp_path)[1]) == 5 and len(journal_figures(tmp_path)[0]) == 2)
+        wait_until(lambda: len(journal_figures(tmp_path)[1]) == 5 and len(journal_figures(tmp_path)[0]) == 2,
+                   "five lines quarantined and the two around them journalled", timeout=15)
         # Later lines still reach the journal: neither the pipeline nor the reader died.
         term.write((line("000008", now + timedelta(seconds=5)) + "\n").encode())
-        assert wait_until(lambda: len(journal_figures(tmp_path)[0]) == 3)
+        wait_until(lambda: len(journal_figures(tmp_path)[0]) == 3, "a later line journalled", timeout=15)
         # A half line is pending when the daemon stops: the idle flush at SIGTERM must not crash on it.
         term.write(b'{"type": "transaction", "amount_minor": ' + b"1" * 5000)
-        assert wait_until(lambda: daemon.sources[0].stats is not None
-                          and daemon.sources[0].stats.bytes_in > sum(len(x) + 1 for x in first_read) + 5000)
+        wait_until(lambda: daemon.sources[0].stats is not None
+                   and daemon.sources[0].stats.bytes_in > sum(len(x) + 1 for x in first_read) + 5000,
+                   "the half line read", timeout=15)
         daemon.stop()
         stopped = True
     finally:
@@ -135,13 +127,14 @@ def test_a_slip_with_a_22_digit_amount_through_the_printer_pass_through_is_quara
     jobs = [encode_text_receipt(bad), encode_text_receipt(slip_lines(sale("000042", 4500, now)))]
     daemon.start()
     try:
-        assert wait_until(lambda: daemon.sources[0].state == "open")
+        wait_until(lambda: daemon.sources[0].state == "open", "the pass-through listening")
         for job in jobs:
             with socket.create_connection(("127.0.0.1", port)) as till:
                 till.sendall(job)
             # One job per connection, as a till prints: the printer must get each unchanged.
-            assert wait_until(lambda job=job: bytes(printer.received).endswith(job))  # type: ignore[misc]
-        assert wait_until(lambda: journal_figures(tmp_path)[0] == ["000042"] and len(journal_figures(tmp_path)[1]) == 1)
+            wait_until(lambda job=job: bytes(printer.received).endswith(job), "the job printed")  # type: ignore[misc]
+        wait_until(lambda: journal_figures(tmp_path)[0] == ["000042"] and len(journal_figures(tmp_path)[1]) == 1,
+                   "the good slip journalled, the bad one quarantined", timeout=15)
     finally:
         daemon.stop()
         printer.close()

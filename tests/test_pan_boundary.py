@@ -20,8 +20,6 @@ import socket
 import sqlite3
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,7 +38,7 @@ from agent.sim.wire_escpos import slip_lines
 from drivers.events import ReceiptText
 from drivers.pan import luhn_valid
 from drivers.protocols.escpos import encode_text_receipt
-from tests.helpers import SHANGHAI, sale
+from tests.helpers import SHANGHAI, sale, wait_until
 from tests.test_sources import FakePrinter, free_port
 
 SEPARATORS = ["", " ", "  ", "-", ".", "_", "/"]
@@ -167,13 +165,6 @@ class Receiver:
         self.server.server_close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def undelivered(state: Path) -> int:
@@ -250,14 +241,17 @@ def test_no_card_number_in_any_written_form_gets_past_the_boundary(
         try:
             term.write(jsonl_bytes)
             ecr_term.write(wire_cn_ecr.encode(ecr_first) + wire_cn_ecr.encode(ecr_second))
-            assert wait_until(lambda: daemon.sources[2].state == "open")
+            wait_until(lambda: daemon.sources[2].state == "open", "the pass-through listening")
             for lines in (slip_a, slip_b):
                 with socket.create_connection(("127.0.0.1", listen)) as till:
                     till.sendall(encode_text_receipt(lines))
-            assert wait_until(lambda: daemon.pipeline is not None and daemon.pipeline.counts["transactions"] >= 7)
-            assert wait_until(lambda: len(receiver.requests) >= 3 and undelivered(state) == 0)
+            wait_until(lambda: daemon.pipeline is not None and daemon.pipeline.counts["transactions"] >= 7,
+                       "seven transactions journalled", timeout=20)
+            wait_until(lambda: len(receiver.requests) >= 3 and undelivered(state) == 0, "three alerts delivered",
+                       timeout=20)
             daemon.command("cutoff")  # escalation: refund guidance and an evidence bundle per alert
-            assert wait_until(lambda: len(list(state.glob("evidence/*/*"))) >= 3 and undelivered(state) == 0)
+            wait_until(lambda: len(list(state.glob("evidence/*/*"))) >= 3 and undelivered(state) == 0,
+                       "evidence bundles written and escalations delivered", timeout=20)
             running = raw_files(state)  # the WAL as it is while the daemon runs
             assert journal_path(state).with_name("settleguard.sqlite3-wal").exists()
             rows = dump(state)
