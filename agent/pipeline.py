@@ -210,10 +210,11 @@ class Pipeline:
             self.counts.clear()
             self.counts.update(counts)
             self.announcer.rewind(mark)
-            # Rule memory may hold what was just undone: rebuild it from what is durable.
-            self._rebuild_rules()
             why = scrub_text(f"{type(exc).__name__}: {exc}")
             if isinstance(item, EventBatch):
+                # Rule memory may hold what was just undone: rebuild it from what is durable. (Commands do
+                # not feed the rules' memory; reconfigure builds a new engine whole before using it.)
+                self._rebuild_rules()
                 log.error("source %s: a batch of %d event(s) failed (%s); handling them one by one",
                           item.source, len(item.events), why)
                 self._salvage(item, why)
