@@ -172,6 +172,8 @@ def test_a_journal_from_before_the_quarantine_is_migrated_with_its_rows(tmp_path
     journal = Journal(path)
     assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
     assert journal.count_transactions() == 1
+    indexes = {r[0] for r in journal.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"quarantine_received", "transactions_card_tail"} <= indexes
     with journal.transaction():
         journal.quarantine(received=datetime(2026, 11, 27, 6, 1, tzinfo=UTC), source="terminal", stage="limits",
                            reason="amount_minor: outside 0..1000000000000 (19 digits)", raw="{}")
