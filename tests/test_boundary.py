@@ -18,7 +18,7 @@ from agent.store.journal import Journal
 from agent.store.queries import open_read_only
 from agent.store.schema import MIGRATIONS, SCHEMA_VERSION
 from drivers.boundary import MAX_AMOUNT_MINOR, admit, check_event
-from drivers.events import ReceiptText, Settlement
+from drivers.events import ReceiptText, Settlement, Transaction
 from drivers.protocols import build_decoder
 from tests.helpers import SHANGHAI, Harness, sale
 
@@ -196,3 +196,55 @@ def test_the_quarantine_keeps_the_newest_rows_and_counts_them_all(tmp_path: Path
     rows = journal.conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
     assert 500 <= rows < 1500 and journal.quarantined(limit=1)[0]["reason"] == "line 2499"
     journal.close()
+
+
+# -- the binary protocols: a frame's failure is that frame's ------------------------------------------------
+def test_cn_ecr_an_over_long_amount_and_a_frame_that_breaks_the_interpreter_cost_only_themselves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.sim import wire_cn_ecr
+    from drivers.protocols.cn_ecr.interpret import CnEcrDecoder
+
+    when = datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI)
+    frames = [wire_cn_ecr.encode(sale(f"00000{i}", amount, when).with_(trace_no=f"00000{i}"))
+              for i, amount in ((1, 100), (2, 10**20), (3, 300), (4, 400))]
+    original = CnEcrDecoder._event
+
+    def event(self: CnEcrDecoder, packet_type: Any, top: Any, inner: Any, received: Any) -> Any:
+        if inner.get(0xDF10) == bytes.fromhex("000003"):
+            raise IndexError("a field layout nobody foresaw")
+        return original(self, packet_type, top, inner, received)
+
+    monkeypatch.setattr(CnEcrDecoder, "_event", event)
+    decoder = build_decoder("cn_ecr", tz=SHANGHAI, source="ecr")
+    events = decoder.feed(b"".join(frames), when)
+    assert [e.voucher_no for e in events] == ["000001", "000004"]  # type: ignore[union-attr]
+    [refused] = decoder.take_rejected()
+    assert refused.stage == "decode" and refused.reason.startswith("frame contents not understood")
+    assert "IndexError" in refused.reason and refused.raw  # the frame body as hex
+    # The 22-digit amount never becomes an event: the decoder's own digit cap refuses it, counted.
+    assert decoder.stats.counters["no_amount"] == 1
+
+
+def test_zvt_an_apdu_that_breaks_the_interpreter_costs_only_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.sim import wire_zvt
+    from drivers.protocols.zvt.interpret import ZvtDecoder
+
+    when = datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI)
+    txns = [sale(f"00000{i}", 100 * i, when).with_(receipt_no=f"000{i}") for i in (1, 2, 3)]
+    original = ZvtDecoder._status
+    calls = {"n": 0}
+
+    def status(self: ZvtDecoder, data: bytes, received: Any, out: list[Any]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise UnicodeDecodeError("cp437", b"\xff", 0, 1, "a text field in an unexpected code page")
+        original(self, data, received, out)
+
+    monkeypatch.setattr(ZvtDecoder, "_status", status)
+    decoder = build_decoder("zvt", tz=SHANGHAI, source="zvt", options={"transport": "serial"})
+    events = decoder.feed(b"".join(wire_zvt.encode(t) for t in txns), when) + decoder.flush(when)
+    amounts = [e.amount_minor for e in events if isinstance(e, Transaction)]
+    assert amounts == [100, 300]
+    [refused] = decoder.take_rejected()
+    assert refused.stage == "decode" and "UnicodeDecodeError" in refused.reason
+    assert decoder.stats.bad_frames >= 1
