@@ -292,7 +292,9 @@ def run(events: int, *, seed: int = 1, state: Path | None = None, invalid_share:
             reply: queue.Queue[Any] = queue.Queue()
             name, args, bad = r.choice([("cutoff", {}, False), ("review", {}, False), ("tick", {}, False),
                                         ("ack", {"answer": "legit"}, True),
-                                        ("ack", {"id": "x", "answer": "legit", "by": {"x": 1}}, True)])
+                                        ("ack", {"id": "x", "answer": "legit", "by": {"x": 1}}, True),
+                                        ("reconfigure", {}, True),
+                                        ("ack", {"id": "0", "answer": "legit", "note": "\ud800"}, True)])
             inbox.put(Command(name, args, reply))
             replies.append(reply)
             gen.expected.commands += 1
