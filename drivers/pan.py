@@ -26,6 +26,7 @@ _SEP: Final = "[" + re.escape(SEPARATORS) + "]"
 # a longer one), and the callback looks for card-number-sized windows inside it.
 _PAN_CANDIDATE: Final = re.compile(rf"\d(?:{_SEP}{{0,3}}\d){{12,}}")
 _GROUP: Final = re.compile(r"\d+")
+_DROP_SEPARATORS: Final = {ord(c): None for c in SEPARATORS}
 _SHORTEST_PAN: Final = 13
 _LONGEST_PAN: Final = 19
 # ASCII only: str.translate keeps a fast path while every character maps to ASCII.
@@ -51,14 +52,12 @@ def mask_pan(value: str | None) -> str | None:
     Already-masked input (``622576******6691``, ``************84``, ZVT ``E``
     nibbles rendered as ``*``) is normalised, full-width digits become ASCII; any run of clear digits longer
     than the PCI allowance is masked whether or not it passes Luhn, because a
-    card field only ever holds a card number. Spaces and dashes are dropped,
-    every other non-digit becomes ``*``.
+    card field only ever holds a card number. :data:`SEPARATORS` (spaces, dashes,
+    dots, underscores, slashes) are dropped, every other non-digit becomes ``*``.
     """
     if value is None:
         return None
-    cleaned = value.strip()
-    if " " in cleaned or "-" in cleaned:
-        cleaned = cleaned.replace(" ", "").replace("-", "")
+    cleaned = value.strip().translate(_DROP_SEPARATORS)
     # Full-width (any Unicode decimal) digits as ASCII: one card compares equal however it was written.
     cleaned = normalise_digits(cleaned)
     if not cleaned:

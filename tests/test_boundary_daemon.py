@@ -85,9 +85,12 @@ def test_poison_json_lines_on_a_pty_are_quarantined_and_every_other_line_is_jour
     daemon.start()
     stopped = False
     try:
+        # Bytes written before the reader opens the port would be flushed with its input buffer.
+        wait_until(lambda: daemon.sources[0].state == "open", "the reader has the pty open")
         term.write(("\n".join(first_read) + "\n").encode())
         wait_until(lambda: len(journal_figures(tmp_path)[1]) == 5 and len(journal_figures(tmp_path)[0]) == 2,
-                   "five lines quarantined and the two around them journalled", timeout=15)
+                   "five lines quarantined and the two around them journalled", timeout=15,
+                   detail=lambda: journal_figures(tmp_path))
         # Later lines still reach the journal: neither the pipeline nor the reader died.
         term.write((line("000008", now + timedelta(seconds=5)) + "\n").encode())
         wait_until(lambda: len(journal_figures(tmp_path)[0]) == 3, "a later line journalled", timeout=15)

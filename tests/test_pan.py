@@ -51,7 +51,7 @@ def test_scrub_leaves_ordinary_numbers_alone() -> None:
 def _mask_by_definition(value: str | None) -> str | None:
     if value is None:
         return None
-    cleaned = "".join(ch for ch in value.strip() if ch not in " -")
+    cleaned = "".join(ch for ch in value.strip() if ch not in SEPARATORS)
     if not cleaned:
         return None
     cleaned = "".join(str(int(ch)) if ch.isdecimal() else ch for ch in cleaned)
