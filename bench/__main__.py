@@ -24,8 +24,8 @@ BENCHMARKS: dict[str, int] = {
     "replay_throughput": 420,
     "resources": 420,
     "fuzz": 480,
-    # 1,000,000 lines through decoder -> boundary -> queue -> pipeline thread -> journal (bench/pipeline_fuzz.py).
-    "pipeline_fuzz": 1800,
+    # 1,000,000 lines through decoder -> boundary -> queue -> pipeline thread -> journal (bench/pipeline_fuzz.py):
+    "pipeline_fuzz": 2400,  # 26.5 min measured on the shared 2-core machine
 }
 FAULTS_TIMEOUT = 420
 
