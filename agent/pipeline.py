@@ -38,7 +38,7 @@ from agent.watch.terminal_clock import TerminalClocks
 from agent.watch.terminal_clock import describe as describe_clock
 from agent.watch.wires import META_KEY as WIRES_KEY
 from agent.watch.wires import WireWatch, day_lines, episode_notice
-from drivers.boundary import admit, rejected
+from drivers.boundary import check_event, rejected
 from drivers.clock import Clock
 from drivers.events import Rejected
 from drivers.pan import scrub_text
@@ -287,13 +287,13 @@ class Pipeline:
         for early in batch.rejected:
             self._quarantine(early, batch)
         refused = bool(batch.rejected)
-        for raw_event in batch.events:
-            # The boundary again, for events that did not come through a decoder (tools, tests): cheap,
-            # and the journal's limits hold whoever fills the queue.
-            event, rej = admit(raw_event, batch.source)
-            if event is None:
-                assert rej is not None
-                self._quarantine(rej, batch)
+        for event in batch.events:
+            # The limits again, for events that did not come through a decoder's boundary (tools, tests):
+            # the journal's limits hold whoever fills the queue. Not the card scrub: that is the decoders'
+            # (a card number that reached agent/ has already left drivers/), and it costs more than this.
+            why = check_event(event)
+            if why is not None:
+                self._quarantine(rejected(batch.source, "limits", why, _event_form(event)), batch)
                 refused = True
                 continue
             self.counts["events"] += 1
