@@ -286,7 +286,7 @@ def run(events: int, *, seed: int = 1, state: Path | None = None, invalid_share:
         got = decoder.feed(chunk, received)
         refused = take_rejected(decoder)
         if got or refused:
-            inbox.put(EventBatch("terminal", tuple(got), received, tuple(refused)))
+            inbox.put(EventBatch("terminal", tuple(got), received, rejected=tuple(refused)))
         if r.random() < 0.002:
             # The scheduler's and the control socket's side of the queue, bad arguments included.
             reply: queue.Queue[Any] = queue.Queue()
@@ -304,7 +304,7 @@ def run(events: int, *, seed: int = 1, state: Path | None = None, invalid_share:
     tail = decoder.flush(clock.now())
     refused = take_rejected(decoder)
     if tail or refused:
-        inbox.put(EventBatch("terminal", tuple(tail), clock.now(), tuple(refused)))
+        inbox.put(EventBatch("terminal", tuple(tail), clock.now(), rejected=tuple(refused)))
     inbox.put(STOP)
     thread.join(600)
     wall = time.perf_counter() - started

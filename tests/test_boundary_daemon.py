@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agent.config import parse_config
-from agent.service.daemon import Daemon, journal_path
+from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
 from agent.sim.wire_escpos import slip_lines
+from agent.store.schema import journal_path
 from drivers.protocols.escpos import encode_text_receipt
 from tests.helpers import SHANGHAI, sale, wait_until
 from tests.test_sources import FakePrinter, free_port

@@ -81,7 +81,8 @@ def test_a_healthy_till_has_nothing_to_fix(tmp_path: Path) -> None:
         term.close()
     assert {n: c.status for n, c in checks.items()} == {
         "config": "ok", "source terminal": "ok", "state directory": "ok", "journal": "ok",
-        "dead letters": "ok", "quarantine": "ok", "holiday calendar": "ok", "clock": "ok", "daemon": "skip", "wires": "skip"}
+        "dead letters": "ok", "quarantine": "ok", "holiday calendar": "ok", "clock": "ok", "daemon": "skip",
+        "wires": "skip"}
 
 
 def test_dead_letters_a_clock_behind_the_journal_and_a_missing_calendar_year_are_reported(tmp_path: Path) -> None:

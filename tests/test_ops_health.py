@@ -60,10 +60,23 @@ def daemon_on_pty(tmp_path: Path, term: PtyTerminal, extra: str = "", **kwargs: 
 
 
 def kill_pipeline(daemon: Daemon) -> None:
-    """A command the pipeline cannot handle raises inside its thread (KeyError: 'loaded')."""
+    """A bug in the pipeline thread itself raises there (KeyError: 'loaded').
+
+    Injected in its after-commit housekeeping, once: an exception while handling one item (a bad command,
+    a poison event) is that item's and can no longer kill the thread (agent/pipeline.py, ``_item``).
+    """
     before = daemon.guards["pipeline"]
-    daemon.inbox.put(Command("reconfigure", {}))
-    wait_until(lambda: before.dead, "the pipeline thread killed by the injected command")
+    pipeline = daemon.pipeline
+    assert pipeline is not None
+    original = pipeline._prune_if_due
+
+    def broken() -> None:
+        pipeline._prune_if_due = original  # type: ignore[method-assign]
+        raise KeyError("loaded")
+
+    pipeline._prune_if_due = broken  # type: ignore[method-assign]
+    daemon.inbox.put(Command("baseline"))
+    wait_until(lambda: before.dead, "the pipeline thread killed by the injected bug")
 
 
 def test_a_pipeline_killed_by_an_exception_is_restarted_and_journals_again(

@@ -30,11 +30,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from agent.config import parse_config
-from agent.service.daemon import Daemon, journal_path
+from agent.service.daemon import Daemon
 from agent.sim import wire_cn_ecr
 from agent.sim.day import luhn_complete
 from agent.sim.terminal import PtyTerminal
 from agent.sim.wire_escpos import slip_lines
+from agent.store.schema import journal_path
 from drivers.events import ReceiptText
 from drivers.pan import luhn_valid
 from drivers.protocols.escpos import encode_text_receipt
