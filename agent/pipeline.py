@@ -1,5 +1,8 @@
 """The single consumer: journal + rules, feeding the alert book, on an injected clock.
 
+(Over 500 lines: the per-item savepoints and the salvage of a failed batch belong beside the handlers they
+guard, and the wire and terminal-clock watches are fed from the same loop.)
+
 Reader threads put :class:`EventBatch` items on one queue; scheduler jobs and
 the CLI put :class:`Command` items on the same queue. One thread runs
 :meth:`Pipeline.run`, owns the SQLite connection, and commits each drained
