@@ -171,15 +171,6 @@ class Journal(JournalReader):
                            row["sightings"] + 1, row["reprints"] + (1 if reprint else 0))
         return MergeResult(result, False, conflicts, reprint)
 
-    def find_by_reference(self, terminal_id: str | None, ref: str) -> list[StoredTxn]:
-        """Originals a void/reversal may point at: voucher, receipt or trace number on that terminal."""
-        rows = self.conn.execute(
-            "SELECT * FROM transactions WHERE (terminal_id IS ? OR ? IS NULL)"
-            " AND (voucher_no=? OR receipt_no=? OR trace_no=?) ORDER BY time_utc DESC LIMIT 5",
-            (terminal_id, terminal_id, ref, ref, ref),
-        ).fetchall()
-        return [self._stored(r) for r in rows]
-
     def _stored(self, r: sqlite3.Row) -> StoredTxn:
         return StoredTxn(r["id"], r["key"], Transaction.from_dict(json.loads(r["data"])),
                          from_utc_text(r["first_seen"]), r["sightings"], r["reprints"])
