@@ -87,22 +87,31 @@ def the_alert(state: Path) -> tuple[Alert, list[dict[str, object]]]:
         j.close()
 
 
+def charged_twice_with_a_printer_tap(tmp_path: Path, printer: FakePrinter) -> tuple[Daemon, PtyTerminal,
+                                                                                     tuple[str, int]]:
+    """The daemon with a JSON-lines terminal on a pty and a TCP printer tap, after a duplicate charge
+    (one DUP-001 alert): the printer port's address is where the attacker prints."""
+    term = PtyTerminal()
+    text = SHOP + TERMINAL_LINE.format(device=term.device) + PRINTER_TAP.format(port=printer.port)
+    daemon = Daemon(parse_config(text, "<test>"), tmp_path, clock=ManualClock(NOW), use_scheduler=False)
+    daemon.start()
+    pipeline = daemon.pipeline
+    assert pipeline is not None
+    term.write(encode_event("jsonl", sale("000122", 12800, NOW - timedelta(minutes=6))))
+    term.write(encode_event("jsonl", sale("000123", 12800, NOW - timedelta(minutes=5))))
+    wait_until(lambda: pipeline.counts["alerts_opened"] == 1, "the duplicate-charge alert")
+    tap = next(r for r in daemon.sources if r.cfg.name == "printer")
+    address = wait_until(lambda: getattr(tap.transport, "address", None), "the printer port to listen")
+    assert isinstance(address, tuple)
+    return daemon, term, address
+
+
 def test_a_forged_void_slip_waits_for_the_terminal_which_then_resolves_the_alert(
         tmp_path: Path, printer: FakePrinter) -> None:
-    term = PtyTerminal()
-    clock = ManualClock(NOW)
-    text = SHOP + TERMINAL_LINE.format(device=term.device) + PRINTER_TAP.format(port=printer.port)
-    daemon = Daemon(parse_config(text, "<test>"), tmp_path, clock=clock, use_scheduler=False)
-    daemon.start()
+    daemon, term, address = charged_twice_with_a_printer_tap(tmp_path, printer)
     try:
         pipeline = daemon.pipeline
         assert pipeline is not None
-        term.write(encode_event("jsonl", sale("000122", 12800, NOW - timedelta(minutes=6))))
-        term.write(encode_event("jsonl", sale("000123", 12800, NOW - timedelta(minutes=5))))
-        wait_until(lambda: pipeline.counts["alerts_opened"] == 1, "the duplicate-charge alert")
-        tap = next(r for r in daemon.sources if r.cfg.name == "printer")
-        address = wait_until(lambda: getattr(tap.transport, "address", None), "the printer port to listen")
-        assert isinstance(address, tuple)
 
         print_to(address, forged_void_slip("000099", original="000123"))
         wait_until(lambda: the_alert(tmp_path)[0].state != AlertState.OPEN, "the slip to reach the alert")
@@ -187,20 +196,10 @@ def test_a_forged_settlement_slip_does_not_close_the_batch_while_the_terminal_li
         tmp_path: Path, printer: FakePrinter) -> None:
     """Found by attacking it: a printed 结算总计单 escalated every open alert to "refund only" (and a
     check-only finding expired unseen). The terminal's own settlement on its line still closes it."""
-    term = PtyTerminal()
-    clock = ManualClock(NOW)
-    text = SHOP + TERMINAL_LINE.format(device=term.device) + PRINTER_TAP.format(port=printer.port)
-    daemon = Daemon(parse_config(text, "<test>"), tmp_path, clock=clock, use_scheduler=False)
-    daemon.start()
+    daemon, term, address = charged_twice_with_a_printer_tap(tmp_path, printer)
     try:
         pipeline = daemon.pipeline
         assert pipeline is not None
-        term.write(encode_event("jsonl", sale("000122", 12800, NOW - timedelta(minutes=6))))
-        term.write(encode_event("jsonl", sale("000123", 12800, NOW - timedelta(minutes=5))))
-        wait_until(lambda: pipeline.counts["alerts_opened"] == 1, "the duplicate-charge alert")
-        tap = next(r for r in daemon.sources if r.cfg.name == "printer")
-        address = wait_until(lambda: getattr(tap.transport, "address", None), "the printer port to listen")
-        assert isinstance(address, tuple)
 
         print_to(address, forged_settlement_slip())
         wait_until(lambda: pipeline.counts["settlements"] == 1, "the printed settlement to be read")
