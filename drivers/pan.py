@@ -27,7 +27,7 @@ _SEP: Final = "[" + re.escape(SEPARATORS) + "]"
 _PAN_CANDIDATE: Final = re.compile(rf"\d(?:{_SEP}{{0,3}}\d){{12,}}")
 _GROUP: Final = re.compile(r"\d+")
 _DROP_SEPARATORS: Final = {ord(c): None for c in SEPARATORS}
-_SHORTEST_PAN: Final = 13
+SHORTEST_PAN: Final = 13
 _LONGEST_PAN: Final = 19
 # ASCII only: str.translate keeps a fast path while every character maps to ASCII.
 _ASCII_NON_DIGIT_TO_MASK: Final = {i: MASK_CHAR for i in range(128) if not chr(i).isdigit()}
@@ -105,7 +105,7 @@ def _pan_windows(groups: list[str], *, crossing: int | None = None) -> list[tupl
             total += len(groups[j])
             if total > _LONGEST_PAN:
                 break
-            if total >= _SHORTEST_PAN and (crossing is None or j > crossing) and luhn_valid("".join(groups[i:j + 1])):
+            if total >= SHORTEST_PAN and (crossing is None or j > crossing) and luhn_valid("".join(groups[i:j + 1])):
                 best = j
         if best is None:
             i += 1
@@ -143,7 +143,7 @@ def scrub_text(text: str) -> str:
     number from another number, and a masked order number costs far less than a leaked card number.
     A number glued to other digits with no separator is one longer number and is left alone.
     """
-    if len(text) < _SHORTEST_PAN:
+    if len(text) < SHORTEST_PAN:
         return text
     # Until nothing changes: masking a window can leave its last four beside a later group, and those
     # may make a new card-number-sized window. Each pass masks digits, so this ends (in practice after

@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
 
 from drivers.events import KINDS
 from drivers.pan import mask_pan, scrub_text
@@ -90,9 +89,6 @@ _AMOUNT_TEXT = re.compile(
 , re.ASCII,
 )
 
-
-# Digits of the shortest card number (ISO/IEC 7812).
-_SHORTEST_PAN: Final = 13
 
 
 # Minor-unit digits: 12 is the ISO 8583 amount width; more is not an amount.

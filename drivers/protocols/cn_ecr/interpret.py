@@ -15,10 +15,9 @@ from typing import Final, TypeVar
 
 from drivers.boundary import rejected
 from drivers.events import Event, Rejected, Settlement, Transaction
-from drivers.pan import mask_pan
+from drivers.pan import SHORTEST_PAN, mask_pan
 from drivers.protocols.base import DecoderStats
 from drivers.protocols.cn_ecr.fields import (
-    _SHORTEST_PAN,
     APPROVED_CODES,
     DEFAULT_TYPE_MAP,
     TYPE_TARGETS,
@@ -307,7 +306,7 @@ def _remember(memo: dict[bytes | None, _Decoded], raw: bytes | None, decoded: _D
     Only values shorter than the shortest card number are kept, so a memo
     never holds a PAN that reached a field it should not be in.
     """
-    if raw is None or len(raw) < _SHORTEST_PAN:
+    if raw is None or len(raw) < SHORTEST_PAN:
         if len(memo) >= _MEMO_ENTRIES:
             memo.clear()
         memo[raw] = decoded
