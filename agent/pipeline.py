@@ -19,7 +19,8 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -200,9 +201,8 @@ class Pipeline:
         handled again event by event and what still fails goes to the quarantine; a command answers with
         the error. Nothing an item carries can kill the pipeline thread or lose the items around it.
         """
-        counts, mark = dict(self.counts), self.announcer.mark()
         try:
-            with self.journal.savepoint():
+            with self._undone_on_error():
                 if isinstance(item, EventBatch):
                     self._handle_batch(item)
                     return None
@@ -210,9 +210,6 @@ class Pipeline:
         except Exception as exc:
             if _environmental(exc):
                 raise
-            self.counts.clear()
-            self.counts.update(counts)
-            self.announcer.rewind(mark)
             why = scrub_text(f"{type(exc).__name__}: {exc}")
             if isinstance(item, EventBatch):
                 # Rule memory may hold what was just undone: rebuild it from what is durable. (Commands do
@@ -225,6 +222,21 @@ class Pipeline:
             self.counts["command_errors"] += 1
             log.error("command %s failed: %s", item.name, why)
             return {"ok": False, "error": f"{item.name}: {why}"}
+
+    @contextmanager
+    def _undone_on_error(self) -> Iterator[None]:
+        """A savepoint around one item: if it raises, its journal writes, its counts and the notices it
+        queued are all undone before the exception goes on (an environmental error then rolls back the
+        whole transaction anyway; any other is the caller's to quarantine or answer)."""
+        counts, mark = dict(self.counts), self.announcer.mark()
+        try:
+            with self.journal.savepoint():
+                yield
+        except Exception:
+            self.counts.clear()
+            self.counts.update(counts)
+            self.announcer.rewind(mark)
+            raise
 
     def _salvage(self, batch: EventBatch, why: str) -> None:
         """A batch failed as a whole: its quarantined inputs, then each transaction (with the receipts
@@ -239,16 +251,12 @@ class Pipeline:
         for unit in units:
             if not unit:
                 continue
-            counts, mark = dict(self.counts), self.announcer.mark()
             try:
-                with self.journal.savepoint():
+                with self._undone_on_error():
                     self._handle_batch(EventBatch(batch.source, tuple(unit), batch.received))
             except Exception as exc:
                 if _environmental(exc):
                     raise
-                self.counts.clear()
-                self.counts.update(counts)
-                self.announcer.rewind(mark)
                 self._rebuild_rules()
                 reason = scrub_text(f"pipeline: {type(exc).__name__}: {exc}")
                 for event in unit:
