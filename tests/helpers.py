@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import queue
 import socket
 import threading
@@ -15,6 +17,9 @@ from zoneinfo import ZoneInfo
 from agent.config import LoadedConfig, parse_config
 from agent.messages import AlertChange, Command, EventBatch
 from agent.pipeline import Pipeline
+from agent.service.control import request
+from agent.service.daemon import Daemon
+from agent.sim.terminal import PtyTerminal
 from agent.store.journal import Journal
 from drivers.clock import SYSTEM_CLOCK, ManualClock
 from drivers.events import Event, Transaction
@@ -153,3 +158,28 @@ class NotifyListener:
         self._reader.join(2.0)
         self.sock.close()
         self.path.unlink(missing_ok=True)
+
+
+# -- a live daemon on a pty, for the health tests --------------------------------------------------------
+def sale_line(voucher: str, amount: int = 12800, card: str = "622576******6691") -> bytes:
+    """One approved sale as a JSON-lines terminal sends it (terminal T1, batch 000001)."""
+    return json.dumps({"type": "transaction", "source": "jsonl", "kind": "sale", "result": "approved",
+                       "terminal_id": "T1", "batch_no": "000001", "voucher_no": voucher, "amount_minor": amount,
+                       "currency": "CNY", "card": card, "time": "2026-11-27T14:00:00+08:00"}).encode() + b"\n"
+
+
+def daemon_on_pty(tmp_path: Path, term: PtyTerminal, extra: str = "", **kwargs: Any) -> Daemon:
+    """The real daemon, started, reading a JSON-lines terminal on ``term``, on a ManualClock at 14:00
+    Shanghai, with a 30 s "stuck" limit and no scheduler unless asked for."""
+    clock = ManualClock(datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
+    kwargs.setdefault("use_scheduler", False)
+    daemon = Daemon(parse_config(jsonl_line_config("健康测试店", term.device, extra)), tmp_path / "state",
+                    clock=clock, stuck_after=30.0, **kwargs)
+    daemon.start()
+    return daemon
+
+
+def quiet_request(sock: Path, payload: dict[str, object]) -> None:
+    """Send a control request whose reply does not matter (the test looks at the pipeline and health)."""
+    with contextlib.suppress(OSError, ValueError):
+        request(sock, payload, timeout=15.0)

@@ -6,7 +6,6 @@ so on main it fails for the reason the issue describes, not for a missing name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -22,12 +21,19 @@ import pytest
 
 from agent.config import load_config, parse_config
 from agent.messages import AlertChange, EventBatch
-from agent.service.control import request
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
 from agent.store.schema import journal_path
 from drivers.clock import SYSTEM_CLOCK, ManualClock
-from tests.helpers import BASE_CONFIG, SHANGHAI, jsonl_line_config, sale, wait_until
+from tests.helpers import (
+    BASE_CONFIG,
+    SHANGHAI,
+    daemon_on_pty,
+    quiet_request,
+    sale,
+    sale_line,
+    wait_until,
+)
 
 CLI = [sys.executable, "-m", "agent.cli"]
 
@@ -37,39 +43,32 @@ def mode(path: Path) -> int:
 
 
 # -- observation 3: a pipeline that cannot write must not stay healthy ----------------------------------
-def _line(voucher: str, amount: int = 12800) -> bytes:
-    return json.dumps({"type": "transaction", "source": "jsonl", "kind": "sale", "result": "approved",
-                       "terminal_id": "T1", "batch_no": "000001", "voucher_no": voucher, "amount_minor": amount,
-                       "currency": "CNY", "card": "622576******6691", "time": "2026-11-27T14:00:00+08:00"}
-                      ).encode() + b"\n"
-
-
-def test_obs3_an_ack_the_journal_cannot_store_never_leaves_a_blind_daemon_healthy(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("setting", "stall"), [("", 300), ('\n[health]\njournal_stall = "60s"\n', 60)],
+                         ids=["default-stall", "configured-stall"])
+def test_obs3_an_ack_the_journal_cannot_store_never_leaves_a_blind_daemon_healthy(
+        tmp_path: Path, setting: str, stall: int) -> None:
     """``"by": {"x": 1}`` made the journal write fail and the pipeline retry forever while the health
     step kept feeding the watchdog. Either the request is refused and the next sale is journalled, or
-    the daemon reports itself unhealthy once the stall (default 5 minutes) has passed."""
+    the daemon reports itself unhealthy once the stall ([health] journal_stall) has passed."""
     term = PtyTerminal()
-    clock = ManualClock(datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
-    daemon = Daemon(parse_config(jsonl_line_config("观察三", term.device)), tmp_path / "state", clock=clock,
-                    use_scheduler=False, stuck_after=30.0)
-    daemon.start()
+    daemon = daemon_on_pty(tmp_path, term, setting)
     try:
-        assert daemon.pipeline is not None
+        assert daemon.pipeline is not None and isinstance(daemon.clock, ManualClock)
         pipeline = daemon.pipeline
-        term.write(_line("000001") + _line("000002"))
+        term.write(sale_line("000001") + sale_line("000002"))
         wait_until(lambda: pipeline.counts["alerts_opened"] >= 1, "the double charge flagged")
         alert_id = pipeline.journal.alerts()[0].id
         sock = tmp_path / "state" / "control.sock"
         payload = {"cmd": "ack", "id": alert_id, "answer": "legit", "by": {"x": 1}}
-        threading.Thread(target=_quiet_request, args=(sock, payload), daemon=True).start()
-        term.write(_line("000003", amount=777))
+        threading.Thread(target=quiet_request, args=(sock, payload), daemon=True).start()
+        term.write(sale_line("000003", amount=777))
         wait_until(lambda: pipeline.counts["new_transactions"] == 3 or pipeline.journal_error is not None,
                    "the next sale journalled, or the pipeline retrying a write that fails")
         if pipeline.counts["new_transactions"] == 3:
             return  # refused cleanly (the control-socket boundary): the pipeline still sees
-        daemon.notify_systemd()
-        clock.advance(301)
-        wait_until(lambda: any(p.startswith("journal not written") for p in daemon.notify_systemd()),
+        assert daemon.notify_systemd() == (), "the stall starts counting"
+        daemon.clock.advance(stall + 1)
+        wait_until(lambda: any(p.startswith(f"journal not written for {stall + 1}s") for p in daemon.notify_systemd()),
                    "the blind pipeline reported unhealthy", detail=daemon.health_problems)
     finally:
         daemon.stop()
@@ -81,18 +80,16 @@ def test_obs3_a_journal_that_refuses_every_write_turns_unhealthy_after_journal_s
     journal may not grow by a page). Main retried forever and fed the watchdog; now a stall longer than
     [health] journal_stall (default 5 minutes) is a problem, and writing resumes when the journal can."""
     term = PtyTerminal()
-    clock = ManualClock(datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
-    daemon = Daemon(parse_config(jsonl_line_config("观察三", term.device)), tmp_path / "state", clock=clock,
-                    use_scheduler=False, stuck_after=30.0)
-    daemon.start()
+    daemon = daemon_on_pty(tmp_path, term)
+    clock = daemon.clock
     try:
-        assert daemon.pipeline is not None
+        assert daemon.pipeline is not None and isinstance(clock, ManualClock)
         pipeline = daemon.pipeline
         conn = pipeline.journal.conn
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count={pages}")
         for i in range(40):
-            term.write(_line(f"{i:06d}", amount=10000 + i))
+            term.write(sale_line(f"{i:06d}", amount=10000 + i))
         wait_until(lambda: pipeline.journal_error is not None, "the pipeline retrying a write that fails")
         assert daemon.notify_systemd() == (), "a short stall is ridden out"
         clock.advance(301)
@@ -111,12 +108,6 @@ def test_obs3_a_journal_that_refuses_every_write_turns_unhealthy_after_journal_s
     finally:
         daemon.stop()
         term.close()
-
-
-def _quiet_request(sock: Path, payload: dict[str, object]) -> None:
-    # The reply does not matter: the test looks at what the pipeline and the health step do.
-    with contextlib.suppress(OSError, ValueError):
-        request(sock, payload, timeout=15.0)
 
 
 # -- observation 4: values that validate but fail at run time; state errors --------------------------------

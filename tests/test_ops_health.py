@@ -8,31 +8,21 @@ with ``Daemon.notify_systemd()``, which returns the problems that held WATCHDOG=
 
 from __future__ import annotations
 
-import contextlib
-import json
 import socket
 import threading
 from pathlib import Path
 
 import pytest
 
-from agent.config import parse_config
 from agent.messages import Command
 from agent.schedule import PlannedJob
-from agent.service.control import request
 from agent.service.daemon import Daemon
 from agent.service.sdnotify import SdNotify
 from agent.service.threads import MAX_RESTARTS
 from agent.sim.rig import new_secret
 from agent.sim.terminal import PtyTerminal
 from drivers.clock import ManualClock
-from tests.helpers import NotifyListener, jsonl_line_config, wait_until
-
-
-def sale_line(voucher: str, amount: int = 12800, card: str = "622576******6691") -> bytes:
-    return json.dumps({"type": "transaction", "source": "jsonl", "kind": "sale", "result": "approved",
-                       "terminal_id": "T1", "batch_no": "000001", "voucher_no": voucher, "amount_minor": amount,
-                       "currency": "CNY", "card": card, "time": "2026-11-27T14:00:00+08:00"}).encode() + b"\n"
+from tests.helpers import NotifyListener, daemon_on_pty, jsonl_line_config, sale_line, wait_until
 
 
 @pytest.fixture
@@ -44,19 +34,6 @@ def stepped_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ig
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     yield listener
     listener.close()
-
-
-def daemon_on_pty(tmp_path: Path, term: PtyTerminal, extra: str = "", **kwargs: object) -> Daemon:
-    from datetime import datetime
-
-    from tests.helpers import SHANGHAI
-
-    clock = ManualClock(datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
-    kwargs.setdefault("use_scheduler", False)
-    daemon = Daemon(parse_config(jsonl_line_config("健康测试店", term.device, extra)), tmp_path / "state",
-                    clock=clock, stuck_after=30.0, **kwargs)  # type: ignore[arg-type]
-    daemon.start()
-    return daemon
 
 
 def kill_pipeline(daemon: Daemon) -> None:
@@ -164,45 +141,6 @@ def test_a_delivery_thread_whose_every_step_fails_is_reported(tmp_path: Path, st
     finally:
         daemon.stop()
         term.close()
-
-
-def test_observation_3_an_ack_the_journal_cannot_store_never_leaves_a_blind_daemon_healthy(
-        tmp_path: Path, stepped_notify: NotifyListener) -> None:
-    """``"by": {"x": 1}`` made the journal write fail and the pipeline retry forever while the status
-    said healthy. Either the request is refused and the pipeline goes on, or the daemon says it is
-    unhealthy once journal_stall has passed: never both blind and healthy."""
-    term = PtyTerminal()
-    changes: list[object] = []
-    daemon = daemon_on_pty(tmp_path, term, '\n[health]\njournal_stall = "60s"\n', listeners=[changes.append])
-    try:
-        assert daemon.pipeline is not None
-        pipeline = daemon.pipeline
-        term.write(sale_line("000001") + sale_line("000002"))
-        wait_until(lambda: pipeline.counts["alerts_opened"] >= 1, "the double charge flagged")
-        alert_id = pipeline.journal.alerts()[0].id
-        sock = tmp_path / "state" / "control.sock"
-        ack = threading.Thread(target=lambda: _quiet_request(sock, {"cmd": "ack", "id": alert_id, "answer": "legit",
-                                                                    "by": {"x": 1}}), daemon=True)
-        ack.start()
-        term.write(sale_line("000003", amount=777))
-        wait_until(lambda: pipeline.counts["new_transactions"] == 3 or pipeline.journal_error is not None,
-                   "the next sale journalled, or the pipeline retrying a write that fails")
-        if pipeline.counts["new_transactions"] == 3:
-            return  # the request was refused cleanly: the pipeline still sees
-        assert daemon.notify_systemd() == (), "the stall starts counting"
-        assert isinstance(daemon.clock, ManualClock)
-        daemon.clock.advance(61)
-        wait_until(lambda: any(p.startswith("journal not written for 61s") for p in daemon.notify_systemd()),
-                   "the blind pipeline reported unhealthy", detail=daemon.health_problems)
-    finally:
-        daemon.stop()
-        term.close()
-
-
-def _quiet_request(sock: Path, payload: dict[str, object]) -> None:
-    # The reply does not matter: the test looks at what the pipeline and the health step do.
-    with contextlib.suppress(OSError, ValueError):
-        request(sock, payload, timeout=15.0)
 
 
 def test_sd_notify_never_blocks_on_a_socket_nobody_reads(tmp_path: Path) -> None:
