@@ -155,19 +155,12 @@ def _check_transaction(t: Transaction) -> str | None:
         why = _currency(t.currency) or _time(t.time)
     if why is None:
         why = _text(t.card, "card", MAX_FIELD_CHARS)
-    if why is not None:
-        return why
     for name in _TXN_TEXT:
-        value = getattr(t, name)
-        # Inlined common case (see _text): a short ASCII string without NUL, or an absent optional field.
-        if (value.__class__ is str and len(value) <= MAX_FIELD_CHARS and value.isascii() and "\x00" not in value
-                and (name != "source" or len(value) <= MAX_SOURCE_CHARS)) or (value is None and name != "source"):
-            continue
-        why = _text(value, name, MAX_SOURCE_CHARS if name == "source" else MAX_FIELD_CHARS,
-                    required=name == "source")
         if why is not None:
-            return why
-    return None
+            break
+        why = _text(getattr(t, name), name, MAX_SOURCE_CHARS if name == "source" else MAX_FIELD_CHARS,
+                    required=name == "source")
+    return why
 
 
 def _check_settlement(s: Settlement) -> str | None:
