@@ -77,14 +77,8 @@ def scrub_event(event: Event) -> Event:
     """
     changes: dict[str, Any] = {}
     if isinstance(event, Transaction):
-        # The hot path (every transaction of every decoder): the loop is inlined and most fields, shorter
-        # than any card number, cost one length test.
         for name in _TXN_TEXT_AND_CURRENCY:
-            value = getattr(event, name)
-            if value.__class__ is str and len(value) >= SHORTEST_PAN:
-                clean = scrub_text(value)
-                if clean != value:
-                    changes[name] = clean
+            _scrub_field(event, name, changes)
         card = event.card
         if isinstance(card, str) and not _MASKED_CARD.fullmatch(card):
             masked = mask_pan(card)
