@@ -26,6 +26,12 @@ from drivers.events import (
 
 SEVERITIES = ("high", "medium", "low")
 ACTIONS = ("void", "refund", "check")
+# How sure a finding is: "error" (a likely mistake to take back) or "verify" (something a person checks;
+# it may well be genuine). Drives the wording and whether a closed batch turns it into refund guidance.
+CERTAINTIES = ("error", "verify")
+# Short codes people type and read aloud: no 0/O, 1/I/L, 2/Z, 5/S, 8/B, U/V look-alikes.
+CODE_ALPHABET = "ACDEFGHJKMNPQRTWXY34679"
+CODE_LENGTH = 4
 
 
 def identity_key(txn: Transaction) -> str | None:
@@ -119,16 +125,22 @@ class Alert:
     created: datetime
     updated: datetime
     key: str = ""
+    code: str = ""                          # short code people type (unique among the till's active alerts)
+    certainty: str = "error"                # one of CERTAINTIES
+    # The person's answer that produced this revision: {"answer", "by", "role", "note", "at"}; else None.
+    answer: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """ARCHITECTURE.md, "Alert JSON" (``reason_zh`` rides along after ``reason`` for Chinese readers)."""
         return {
             "type": "alert",
             "id": self.id,
+            "code": self.code,
             "revision": self.revision,
             "rule": self.rule,
             "rule_version": self.rule_version,
             "severity": self.severity,
+            "certainty": self.certainty,
             "state": self.state,
             "reason": self.reason,
             "reason_zh": self.reason_zh,
@@ -137,6 +149,7 @@ class Alert:
             "suggestion": self.suggestion.to_dict() if self.suggestion else None,
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
+            "answer": self.answer,
         }
 
     @classmethod
@@ -156,11 +169,14 @@ class Alert:
             created=datetime.fromisoformat(obj["created"]),
             updated=datetime.fromisoformat(obj["updated"]),
             key=key,
+            code=str(obj.get("code") or ""),
+            certainty=str(obj.get("certainty") or "error"),
+            answer=obj.get("answer") if isinstance(obj.get("answer"), dict) else None,
         )
 
 
 __all__ = [
-    "ACTIONS", "RETURNING_KINDS", "SEVERITIES", "Alert", "Event",
+    "ACTIONS", "CERTAINTIES", "CODE_ALPHABET", "CODE_LENGTH", "RETURNING_KINDS", "SEVERITIES", "Alert", "Event",
     "EventError", "ReceiptText", "Settlement", "Suggestion", "Transaction", "all_identity_keys",
     "event_from_dict", "event_from_json", "event_to_json", "identity_key", "new_ulid",
 ]

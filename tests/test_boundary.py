@@ -118,7 +118,7 @@ def test_bad_commands_and_bad_events_cost_only_themselves_in_one_drain(tmp_path:
         # Fails half-way: the alert row is updated, then the log row's note cannot be encoded as UTF-8.
         Command("ack", {"id": alert.id, "answer": "legit", "note": "\ud800"}, replies[1]),
         EventBatch("terminal", (sale("000126", 700, at(7)),), at(7)),
-        Command("ack", {"id": alert.id, "answer": "legit", "by": "店长"}, replies[2]),
+        Command("ack", {"id": alert.id, "answer": "legit", "by": "店长", "note": "genuine"}, replies[2]),
     ])
     first, second, third = (r.get_nowait() for r in replies)
     assert first["ok"] is False and "KeyError" in first["error"]

@@ -202,7 +202,7 @@ def test_an_acknowledgement_after_the_opening_goes_out_as_the_next_revision(tmp_
         d = make_delivery(tmp_path, h, [hook(server)])
         h.feed(sale("000122", 12800, at(14, 3)), sale("000123", 12800, at(14, 4)))
         alert = h.opened()[0].alert
-        h.pipeline.process([Command("ack", {"id": alert.id, "answer": "legit", "by": "店长"})])
+        h.pipeline.process([Command("ack", {"id": alert.id, "answer": "legit", "by": "店长", "note": "genuine"})])
         drain(h, d)
         bodies = [hit.json() for hit in server.hits]
         assert [b["type"] for b in bodies] == ["settleguard.alert.opened", "settleguard.alert.dismissed"]

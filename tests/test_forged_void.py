@@ -19,6 +19,7 @@ import pytest
 from agent.alerts.book import has_terminal_line
 from agent.alerts.lifecycle import STATE_LABELS, AlertState, Cause, printed_cause
 from agent.config import parse_config
+from agent.messages import Command
 from agent.model import Alert, Settlement
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal, encode_event
@@ -159,12 +160,28 @@ def test_a_printed_void_never_confirmed_escalates_at_the_cutoff_and_says_so(tmp_
     assert log[-1]["actor"] == "settleguard" and "printed void was never confirmed" in log[-1]["note"]
 
 
-def test_a_person_answers_a_printed_void_as_an_open_alert(tmp_path: Path) -> None:
+def test_a_person_answers_a_printed_void_as_an_open_alert_and_the_terminal_confirms_it(tmp_path: Path) -> None:
     h = Harness(tmp_path, config("\n[[source]]\nname = \"terminal\"\nprotocol = \"jsonl\"\nport = \"/dev/null\"\n"))
     h.feed(sale("000122", 12800, NOW - timedelta(minutes=6)), sale("000123", 12800, NOW - timedelta(minutes=5)))
     h.feed(sale("000099", 12800, NOW, kind="void", original="000123", source="escpos"), source="printer")
     alert = h.journal.alerts()[0]
-    assert h.command("ack", id=alert.id, answer="voided", by="店长")["alert"]["state"] == "voided"
+    # With a terminal line, a person's "voided" is a claim the terminal's own void confirms.
+    reply = h.command("ack", id=alert.code, answer="voided", by="店长")
+    assert reply["alert"]["state"] == "void_claimed" and reply["alert"]["answer"]["by"] == "店长"
+    h.feed(sale("000099", 12800, NOW, kind="void", original="000123"))
+    assert h.journal.alerts()[0].state == AlertState.VOIDED
+    assert h.journal.alert_log(alert.id)[-1]["actor"] == "terminal"
+
+
+def test_a_claimed_void_the_terminal_never_shows_escalates_at_cutoff_saying_so(tmp_path: Path) -> None:
+    h = Harness(tmp_path, config("\n[[source]]\nname = \"terminal\"\nprotocol = \"jsonl\"\nport = \"/dev/null\"\n"))
+    h.feed(sale("000122", 12800, NOW - timedelta(minutes=6)), sale("000123", 12800, NOW - timedelta(minutes=5)))
+    alert = h.journal.alerts()[0]
+    assert h.command("ack", id=alert.code.lower(), answer="voided", by="小王")["alert"]["state"] == "void_claimed"
+    h.clock.set(NOW.replace(hour=23, minute=0))
+    h.pipeline.process([Command("cutoff")])
+    assert h.journal.alerts()[0].state == AlertState.ESCALATED
+    assert "never seen on the terminal" in (h.journal.alert_log(alert.id)[-1]["note"] or "")
 
 
 def test_a_printer_only_install_still_resolves_on_the_slip_recorded_as_the_printer(tmp_path: Path) -> None:

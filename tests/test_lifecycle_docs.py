@@ -11,7 +11,7 @@ from agent.alerts.lifecycle import TRANSITIONS as CODE
 from agent.alerts.lifecycle import WHO, AlertState, Cause, next_state
 
 ROOT = Path(__file__).resolve().parents[1]
-FINAL = ("voided", "dismissed", "expired")
+FINAL = ("voided", "refunded", "dismissed", "expired")
 
 
 def expected(state: str, cause: Cause) -> str:
@@ -52,13 +52,14 @@ def test_the_docstring_table_matches_the_code() -> None:
     rows = [ln for ln in doc.splitlines() if ln and ln.split()[0] in {c.value for c in Cause}]
     assert {ln.split()[0] for ln in rows} == {c.value for c in Cause}
     header = next(ln for ln in doc.splitlines() if ln.startswith("cause "))
-    columns = header.split()[2:]                       # open void_printed escalated voided, (dismissed, expired)
+    columns = header.split()[2:]                # open void_printed void_claimed escalated voided, refunded,
     states = [c.rstrip(",") for c in columns if c.rstrip(",") in {s.value for s in AlertState}]
-    assert states[:3] == ["open", "void_printed", "escalated"]
+    assert states[:4] == ["open", "void_printed", "void_claimed", "escalated"]
     for row in rows:
         cause = Cause(row.split()[0])
-        outcomes = row.split()[-4:]                    # the four state columns end every row
-        for state, outcome in zip(["open", "void_printed", "escalated", "voided"], outcomes, strict=True):
+        outcomes = row.split()[-5:]                    # the five state columns end every row
+        for state, outcome in zip(["open", "void_printed", "void_claimed", "escalated", "voided"], outcomes,
+                                  strict=True):
             assert outcome == expected(state, cause), f"{cause} from {state}"
 
 

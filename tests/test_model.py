@@ -76,7 +76,8 @@ def test_alert_json_follows_design_shape() -> None:
                   reason="r", reason_zh="中", evidence={"value": 95, "threshold": 600}, transactions=(t,),
                   suggestion=Suggestion("void", "000006", 20, "撤销", "void", now), created=now, updated=now)
     d = alert.to_dict()
-    assert list(d)[:8] == ["type", "id", "revision", "rule", "rule_version", "severity", "state", "reason"]
+    assert list(d)[:9] == ["type", "id", "code", "revision", "rule", "rule_version", "severity", "certainty",
+                           "state"]
     assert d["transactions"][0] == json.loads(EVENT_JSON_EXAMPLE)
     assert Alert.from_dict(d).to_dict() == d
 

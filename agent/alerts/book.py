@@ -9,6 +9,7 @@ offline ``ack``; all of them run inside a journal transaction they own.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -18,6 +19,7 @@ from typing import Any
 
 from agent.alerts.announce import Announcer
 from agent.alerts.lifecycle import (
+    ACTIVE_STATES,
     INITIAL,
     RESOLVED_STATES,
     STAFF_ANSWERS,
@@ -30,11 +32,12 @@ from agent.alerts.lifecycle import (
     batch_closed_cause,
     next_state,
     printed_cause,
+    staff_cause,
     states_allowing,
     wire_cause,
 )
 from agent.alerts.remedy import check_suggestion, next_cutoff, refund_suggestion, void_suggestion
-from agent.model import Alert, Suggestion, Transaction, new_ulid
+from agent.model import CODE_ALPHABET, CODE_LENGTH, Alert, Suggestion, Transaction, new_ulid
 from agent.rules.base import Finding
 from agent.store.journal import Journal
 
@@ -49,6 +52,11 @@ class AmbiguousAlert(LookupError):
 
 # How many candidates an ambiguous short code lists.
 SHOW_CANDIDATES = 10
+# Who may answer "legit" (the till page's [web] legit_needs); a shell on the till counts as a manager.
+LEGIT_NEEDS = ("anyone", "manager")
+ROLES = ("cashier", "manager")
+# How many short codes are tried (derived from the id, so replay and the daemon agree) before a longer one.
+CODE_TRIES = 64
 # Decoders whose events come from the terminal itself; "escpos" is a printed slip. A source set to
 # "auto" does not count: it may well be the printer (sniffing decides at run time).
 TERMINAL_PROTOCOLS = frozenset({"zvt", "cn_ecr", "jsonl"})
@@ -67,9 +75,10 @@ def has_terminal_line(protocols: Iterable[str]) -> bool:
 class AlertBook:
     def __init__(self, journal: Journal, announcer: Announcer, *, tz: tzinfo, cutoff: time | None,
                  counts: dict[str, int] | None = None, evidence_dir: Path | None = None,
-                 terminal_line: bool = False) -> None:
+                 terminal_line: bool = False, legit_needs: str = "anyone") -> None:
         self.journal = journal
         self.terminal_line = terminal_line
+        self.legit_needs = legit_needs
         self.announcer = announcer
         self.tz = tz
         self.cutoff = cutoff
@@ -77,10 +86,13 @@ class AlertBook:
         self.counts: dict[str, int] = counts if counts is not None else Counter()
         self.evidence_dir = evidence_dir
 
-    def reconfigure(self, *, tz: tzinfo, cutoff: time | None, terminal_line: bool | None = None) -> None:
+    def reconfigure(self, *, tz: tzinfo, cutoff: time | None, terminal_line: bool | None = None,
+                    legit_needs: str | None = None) -> None:
         self.tz, self.cutoff = tz, cutoff
         if terminal_line is not None:
             self.terminal_line = terminal_line
+        if legit_needs is not None:
+            self.legit_needs = legit_needs
 
     # -- opening ---------------------------------------------------------------------------
     def open(self, finding: Finding, now: datetime) -> Alert | None:
@@ -93,8 +105,10 @@ class AlertBook:
             suggestion = void_suggestion(subject.txn, deadline=deadline, tz=self.tz)
         else:
             suggestion = check_suggestion(subject.txn, deadline=deadline, tz=self.tz)
+        alert_id = new_ulid(now)
         alert = Alert(
-            id=new_ulid(now), revision=1, rule=finding.rule, rule_version=finding.version,
+            id=alert_id, code=self._new_code(alert_id), certainty=finding_certainty(finding), revision=1,
+            rule=finding.rule, rule_version=finding.version,
             severity=finding.severity, state=INITIAL.value, reason=finding.reason_en, reason_zh=finding.reason_zh,
             evidence=finding.evidence, transactions=tuple(v.txn for v in (*finding.related, subject)),
             suggestion=suggestion, created=now, updated=now, key=subject.key,
@@ -104,12 +118,37 @@ class AlertBook:
         self.counts["alerts_opened"] += 1
         return alert
 
+    def _new_code(self, alert_id: str) -> str:
+        """A short code no active alert carries, derived from the id (so it is the same in every replay).
+
+        With 23**4 codes and tens of active alerts a collision is rare; after CODE_TRIES a fifth
+        character is added rather than ever handing out a code in use.
+        """
+        seed = hashlib.blake2b(alert_id.encode(), digest_size=32).digest()
+        for length in (CODE_LENGTH, CODE_LENGTH + 1):
+            for attempt in range(CODE_TRIES):
+                digest = hashlib.blake2b(seed + bytes([attempt, length]), digest_size=8).digest()
+                n = int.from_bytes(digest, "big")
+                code = ""
+                for _ in range(length):
+                    n, i = divmod(n, len(CODE_ALPHABET))
+                    code += CODE_ALPHABET[i]
+                if not self.journal.alerts_with_code(code, states=ACTIVE_STATES):
+                    return code
+        raise RuntimeError("no free short code")   # 23**5 codes all in use by active alerts: unreachable
+
     # -- the changes ----------------------------------------------------------------------------
     def apply(self, alert: Alert, cause: Cause, now: datetime, *, actor: str, note: str | None,
-              suggestion: Suggestion | None = None, evidence_bundle: str | None = None) -> Alert:
-        """The next revision of ``alert`` after ``cause``, saved and announced; IllegalTransition if it may not."""
-        state = next_state(alert.state, cause, alert_id=alert.id)
-        changes: dict[str, Any] = {"state": state.value, "revision": alert.revision + 1, "updated": now}
+              suggestion: Suggestion | None = None, evidence_bundle: str | None = None,
+              answer: dict[str, Any] | None = None) -> Alert:
+        """The next revision of ``alert`` after ``cause``, saved and announced; IllegalTransition if it may not.
+
+        ``answer`` is the person's answer that caused it (who, role, note, when); every other revision
+        carries none, so a message about this revision can name who answered and why.
+        """
+        state = next_state(alert.state, cause, alert_id=alert.code or alert.id)
+        changes: dict[str, Any] = {"state": state.value, "revision": alert.revision + 1, "updated": now,
+                                   "answer": answer}
         if suggestion is not None:
             changes["suggestion"] = suggestion
         if evidence_bundle is not None:
@@ -150,14 +189,12 @@ class AlertBook:
         for alert in self.journal.alerts_in_batch(terminal_id, batch_no, states=candidates):
             remedy = alert.suggestion.action if alert.suggestion is not None else None
             cause = batch_closed_cause(remedy, by_cutoff=by_cutoff)
-            unconfirmed = alert.state == AlertState.VOID_PRINTED
+            unconfirmed = _UNCONFIRMED.get(AlertState(alert.state))
             if cause is Cause.EXPIRY:
-                why = ("the printed void was never confirmed by the terminal" if unconfirmed
-                       else "before anyone checked it")
+                why = unconfirmed or "before anyone checked it"
                 self.apply(alert, cause, now, actor=Actor.SETTLEGUARD.value, note=f"batch closed ({reason}) {why}")
             else:
-                self._escalate(alert, cause, now, note=("batch settled; the printed void was never confirmed by "
-                                                        "the terminal") if unconfirmed else None)
+                self._escalate(alert, cause, now, note=f"batch settled; {unconfirmed}" if unconfirmed else None)
 
     def _escalate(self, alert: Alert, cause: Cause, now: datetime, *, note: str | None = None) -> None:
         subject = alert.transactions[-1]
@@ -180,49 +217,96 @@ class AlertBook:
         return write_bundle(self.journal, alert, now=now, tz=self.tz, root=self.evidence_dir, path=path)
 
     # -- staff answers ----------------------------------------------------------------------------
-    def find(self, code: str) -> Alert:
-        """The alert with this exact id, or the only one whose id starts with ``code``.
+    def find(self, text: str) -> Alert:
+        """The alert a person means by ``text``: a short code (any case), a full id, or a unique prefix.
 
-        Raises NoSuchAlert, or AmbiguousAlert listing the candidates: an answer is never applied to
-        one alert picked among several.
+        An active alert's code is unique, so it wins; a code whose alert is over may have been reused,
+        and an ambiguous prefix names several: both raise AmbiguousAlert listing the candidates (code,
+        id, state) — an answer is never applied to one alert picked among several. NoSuchAlert if none.
         """
-        alert = self.journal.get_alert(code)
+        alert = self.journal.get_alert(text)
         if alert is not None:
             return alert
-        ids, total = self.journal.alert_ids_matching(code, limit=SHOW_CANDIDATES)
+        wanted = text.strip().upper()
+        if not wanted:
+            raise NoSuchAlert("no alert given")
+        active = self.journal.alerts_with_code(wanted, states=ACTIVE_STATES)
+        if len(active) == 1:
+            return self._get(active[0][0], text)
+        candidates, total = self.journal.alerts_starting(wanted, limit=SHOW_CANDIDATES)
         if total == 0:
-            raise NoSuchAlert(f"no alert {code}")
-        if total > 1:
-            more = f" and {total - len(ids)} more" if total > len(ids) else ""
-            raise AmbiguousAlert(f"{code} matches {total} alerts ({', '.join(ids)}{more}); give more of the id")
-        found = self.journal.get_alert(ids[0])
+            raise NoSuchAlert(f"no alert {text}")
+        if total == 1:
+            return self._get(candidates[0][0], text)
+        listed = "; ".join(f"{code or '-'} {alert_id} ({state})" for alert_id, code, state in candidates)
+        more = f"; and {total - len(candidates)} more" if total > len(candidates) else ""
+        raise AmbiguousAlert(f"{text} matches {total} alerts: {listed}{more}; give the full code or more of the id")
+
+    def _get(self, alert_id: str, text: str) -> Alert:
+        found = self.journal.get_alert(alert_id)
         if found is None:
-            raise NoSuchAlert(f"no alert {code}")
+            raise NoSuchAlert(f"no alert {text}")
         return found
 
-    def answer(self, alert_id: str, cause: Cause, now: datetime, *, by: str, note: str | None) -> Alert:
-        """A staff answer; raises NoSuchAlert, AmbiguousAlert or IllegalTransition (str() says what to do)."""
-        alert = self.find(alert_id)
-        if WHO[cause] is not Actor.STAFF:
-            raise IllegalTransition(AlertState(alert.state), cause, f"{cause} is not for staff to answer")
-        return self.apply(alert, cause, now, actor=by, note=note)
+    def answer(self, text: str, answer: str, now: datetime, *, by: str, note: str | None,
+               role: str = "manager") -> Alert:
+        """A person's answer (the till page, ``ack``, the control socket): one set, one set of checks.
+
+        Raises NoSuchAlert, AmbiguousAlert, IllegalTransition or AnswerRefused; str() says what to do.
+        """
+        cause = staff_cause(answer, terminal_line=self.terminal_line)
+        if cause is None or WHO[cause] is not Actor.STAFF:
+            raise AnswerRefused(f"answer must be one of {', '.join(STAFF_ANSWERS)}")
+        if role not in ROLES:
+            raise AnswerRefused(f"role must be one of {', '.join(ROLES)}")
+        note = (note or "").strip() or None
+        if cause is Cause.STAFF_LEGIT:
+            if note is None:
+                raise AnswerRefused("legit needs the reason (why the charge is genuine) / 请填写确认正常的原因")
+            if self.legit_needs == "manager" and role != "manager":
+                raise AnswerRefused("only a manager may mark a charge genuine on this till / 仅店长可确认正常交易")
+        alert = self.find(text)
+        record = {"answer": answer, "by": by, "role": role, "note": note, "at": now.isoformat()}
+        return self.apply(alert, cause, now, actor=by, note=note, answer=record)
 
     def ack(self, args: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-        """The ``ack`` command (daemon or offline) as the reply the CLI prints."""
-        cause = STAFF_ANSWERS.get(str(args.get("answer")))
-        if cause is None:
-            return {"ok": False, "error": f"answer must be one of {', '.join(STAFF_ANSWERS)}"}
-        # The control socket validated these already; checked again because this runs on the
-        # pipeline thread, where a bad value must be a refusal, never an exception.
-        alert_id, by, note = args.get("id"), args.get("by"), args.get("note")
-        if not isinstance(alert_id, str) or not alert_id:
-            return {"ok": False, "error": "ack needs the alert id"}
-        if not isinstance(by, str | None) or not isinstance(note, str | None):
-            return {"ok": False, "error": "by and note must be text"}
+        """The ``ack`` command (daemon or offline, the till page) as the reply the caller shows."""
+        # The control socket and the page validated these already; checked again because this runs on
+        # the pipeline thread, where a bad value must be a refusal, never an exception.
+        text, by, note = args.get("id"), args.get("by"), args.get("note")
+        answer, role = str(args.get("answer")), args.get("role") or "manager"
+        if not isinstance(text, str) or not text:
+            return {"ok": False, "error": "ack needs the alert's code or id"}
+        if not isinstance(by, str | None) or not isinstance(note, str | None) or not isinstance(role, str):
+            return {"ok": False, "error": "by, note and role must be text"}
         actor = by or Actor.STAFF.value
         try:
-            alert = self.answer(alert_id, cause, now, by=actor, note=note)
-        except (NoSuchAlert, AmbiguousAlert, IllegalTransition) as exc:
-            return {"ok": False, "error": str(exc)}
+            alert = self.answer(text, answer, now, by=actor, note=note, role=role)
+        except NoSuchAlert as exc:
+            return {"ok": False, "error": str(exc), "reason": "not_found"}
+        except AmbiguousAlert as exc:
+            return {"ok": False, "error": str(exc), "reason": "ambiguous"}
+        except AnswerRefused as exc:
+            return {"ok": False, "error": str(exc), "reason": "refused"}
+        except IllegalTransition as exc:
+            return {"ok": False, "error": str(exc), "reason": "conflict", "state": exc.state.value}
         return {"ok": True, "alert": alert.to_dict(), "actor": actor}
 
+
+class AnswerRefused(ValueError):
+    """An answer refused before it reaches the table: unknown, no reason for legit, or a role not allowed."""
+
+
+# Why an alert claimed as voided (by a slip or a person) but never confirmed ends as it does.
+_UNCONFIRMED: dict[AlertState, str] = {
+    AlertState.VOID_PRINTED: "the printed void was never confirmed by the terminal",
+    AlertState.VOID_CLAIMED: "the void staff reported was never seen on the terminal",
+}
+
+
+def finding_certainty(finding: Finding) -> str:
+    """The finding's certainty: the rule's own declaration, else its action (a void asked = a likely error)."""
+    declared = getattr(finding, "certainty", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    return "error" if finding.action == "void" else "verify"

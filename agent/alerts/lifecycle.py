@@ -6,28 +6,38 @@ else raises :class:`IllegalTransition`. Every other module asks this one
 (which states are active, which are over, what a change announces) instead of
 spelling a state itself, so the table below is the whole story:
 
-==============  ==============================  ============  ============  =========  ==================
-cause           who                             open          void_printed  escalated  voided, dismissed,
-                                                                                       expired
-==============  ==============================  ============  ============  =========  ==================
-wire_void       terminal (a void on the wire)   voided        voided        refused    refused
-wire_refund     terminal (refund or reversal)   voided        voided        voided     refused
-printed_void    printer (a slip, unconfirmed)   void_printed  refused       refused    refused
-staff_voided    staff (``ack --voided``)        voided        voided        refused    refused
-staff_refunded  staff (``ack --refunded``)      voided        voided        voided     refused
-staff_legit     staff (``ack --legit``)         dismissed     dismissed     dismissed  refused
-settlement      settleguard (batch settled)     escalated     escalated     refused    refused
-cutoff          settleguard (cutoff time)       escalated     escalated     refused    refused
-expiry          settleguard (batch closed)      expired       expired       refused    refused
-==============  ==============================  ============  ============  =========  ==================
+==================  =======================  ============  ============  ============  =========  ========
+cause               who                      open          void_printed  void_claimed  escalated  final
+==================  =======================  ============  ============  ============  =========  ========
+wire_void           terminal: a void         voided        voided        voided        refused    refused
+wire_reversal       terminal: a reversal     voided        voided        voided        voided     refused
+wire_refund         terminal: a refund       refunded      refunded      refunded      refunded   refused
+printed_void        printer: a slip          void_printed  refused       refused       refused    refused
+staff_voided        staff, no terminal line  voided        voided        voided        refused    refused
+staff_void_claimed  staff, terminal line     void_claimed  void_claimed  refused       refused    refused
+staff_refunded      staff: refunded          refunded      refunded      refunded      refunded   refused
+staff_legit         staff: legit             dismissed     dismissed     dismissed     dismissed  refused
+settlement          settleguard: settled     escalated     escalated     escalated     refused    refused
+cutoff              settleguard: cutoff      escalated     escalated     escalated     refused    refused
+expiry              settleguard: closed      expired       expired       expired       refused    refused
+==================  =======================  ============  ============  ============  =========  ========
+
+(final: voided, refunded, dismissed and expired refuse every cause.)
 
 Why escalated refuses a void: after settlement a void is impossible on the
 terminal, and a refund is the remedy. A void seen on the wire that points at an
 escalated alert's voucher refers to some later transaction that reused the
-number; staff answering "voided" for it are told to refund instead. A refund
-(on the wire, or answered by staff when it was done at the acquirer) ends it.
-"voided" as a state means "the charge was taken back", by void, reversal or
-refund; the state strings are the journal's and the JSON's, so they stay.
+number; staff answering "voided" for it are told to answer "refunded" instead.
+A refund (on the wire, or answered by staff when it was done at the acquirer)
+ends it as ``refunded``; ``voided`` means taken back inside the batch (a void
+or a reversal). The state strings are the journal's and the JSON's.
+
+Why a person's "voided" is only a claim where a terminal line exists: the
+terminal will show its own void within seconds if it happened, so the answer
+moves the alert to ``void_claimed`` (it stops nagging, the review still lists
+it) and the terminal's void confirms it; if the batch closes first, it escalates
+saying the claimed void was never seen. On a till without a terminal line the
+person's word is all there is (``staff_voided``).
 
 Why a printed slip is not a void: anyone who can print to the till can print
 "消费撤销". When a terminal line is configured (a ``[[source]]`` with protocol
@@ -56,6 +66,8 @@ class AlertState(StrEnum):
     ESCALATED = "escalated"
     EXPIRED = "expired"
     VOID_PRINTED = "void_printed"        # a slip says voided; the terminal has not confirmed it
+    VOID_CLAIMED = "void_claimed"        # a person says voided; the terminal has not shown it yet
+    REFUNDED = "refunded"                # a refund (after settlement, or a partial one before)
 
 
 class Actor(StrEnum):
@@ -69,9 +81,11 @@ class Actor(StrEnum):
 
 class Cause(StrEnum):
     WIRE_VOID = "wire_void"
-    WIRE_REFUND = "wire_refund"          # a refund or a reversal seen on the wire
+    WIRE_REVERSAL = "wire_reversal"      # the terminal took a charge back itself (冲正)
+    WIRE_REFUND = "wire_refund"          # a refund seen on the wire
     PRINTED_VOID = "printed_void"        # a void, refund or reversal seen only on a printed slip
-    STAFF_VOIDED = "staff_voided"
+    STAFF_VOIDED = "staff_voided"        # taken as done: no terminal line could show it
+    STAFF_VOID_CLAIMED = "staff_void_claimed"   # waits for the terminal line to show the void
     STAFF_REFUNDED = "staff_refunded"
     STAFF_LEGIT = "staff_legit"
     SETTLEMENT = "settlement"            # the terminal's settlement message closed the batch
@@ -87,10 +101,12 @@ class NoticeKind(StrEnum):
 
     OPENED = "opened"
     VOIDED = "voided"
+    REFUNDED = "refunded"
     DISMISSED = "dismissed"
     EXPIRED = "expired"
     ESCALATED = "escalated"
     VOID_PRINTED = "void_printed"
+    VOID_CLAIMED = "void_claimed"
     REMINDER = "reminder"
     # For people only: summaries of several alerts, and the pre-close review.
     DIGEST = "digest"
@@ -106,9 +122,11 @@ INITIAL = AlertState.OPEN
 
 WHO: dict[Cause, Actor] = {
     Cause.WIRE_VOID: Actor.TERMINAL,
+    Cause.WIRE_REVERSAL: Actor.TERMINAL,
     Cause.WIRE_REFUND: Actor.TERMINAL,
     Cause.PRINTED_VOID: Actor.PRINTER,
     Cause.STAFF_VOIDED: Actor.STAFF,
+    Cause.STAFF_VOID_CLAIMED: Actor.STAFF,
     Cause.STAFF_REFUNDED: Actor.STAFF,
     Cause.STAFF_LEGIT: Actor.STAFF,
     Cause.SETTLEMENT: Actor.SETTLEGUARD,
@@ -119,10 +137,12 @@ WHO: dict[Cause, Actor] = {
 TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
     AlertState.OPEN: {
         Cause.WIRE_VOID: AlertState.VOIDED,
-        Cause.WIRE_REFUND: AlertState.VOIDED,
+        Cause.WIRE_REVERSAL: AlertState.VOIDED,
+        Cause.WIRE_REFUND: AlertState.REFUNDED,
         Cause.PRINTED_VOID: AlertState.VOID_PRINTED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
-        Cause.STAFF_REFUNDED: AlertState.VOIDED,
+        Cause.STAFF_VOID_CLAIMED: AlertState.VOID_CLAIMED,
+        Cause.STAFF_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
         Cause.SETTLEMENT: AlertState.ESCALATED,
         Cause.CUTOFF: AlertState.ESCALATED,
@@ -131,51 +151,76 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
     # As from open, except that another slip adds nothing: only the terminal or a person resolves it.
     AlertState.VOID_PRINTED: {
         Cause.WIRE_VOID: AlertState.VOIDED,
-        Cause.WIRE_REFUND: AlertState.VOIDED,
+        Cause.WIRE_REVERSAL: AlertState.VOIDED,
+        Cause.WIRE_REFUND: AlertState.REFUNDED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
-        Cause.STAFF_REFUNDED: AlertState.VOIDED,
+        Cause.STAFF_VOID_CLAIMED: AlertState.VOID_CLAIMED,
+        Cause.STAFF_REFUNDED: AlertState.REFUNDED,
+        Cause.STAFF_LEGIT: AlertState.DISMISSED,
+        Cause.SETTLEMENT: AlertState.ESCALATED,
+        Cause.CUTOFF: AlertState.ESCALATED,
+        Cause.EXPIRY: AlertState.EXPIRED,
+    },
+    # A person said "voided"; the terminal's own void confirms it. A slip adds nothing, a second claim
+    # neither. staff_voided (no terminal line any more, after a reload) takes the word as done.
+    AlertState.VOID_CLAIMED: {
+        Cause.WIRE_VOID: AlertState.VOIDED,
+        Cause.WIRE_REVERSAL: AlertState.VOIDED,
+        Cause.WIRE_REFUND: AlertState.REFUNDED,
+        Cause.STAFF_VOIDED: AlertState.VOIDED,
+        Cause.STAFF_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
         Cause.SETTLEMENT: AlertState.ESCALATED,
         Cause.CUTOFF: AlertState.ESCALATED,
         Cause.EXPIRY: AlertState.EXPIRED,
     },
     AlertState.ESCALATED: {
-        Cause.WIRE_REFUND: AlertState.VOIDED,
-        Cause.STAFF_REFUNDED: AlertState.VOIDED,
+        Cause.WIRE_REVERSAL: AlertState.VOIDED,
+        Cause.WIRE_REFUND: AlertState.REFUNDED,
+        Cause.STAFF_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
     },
     AlertState.VOIDED: {},
+    AlertState.REFUNDED: {},
     AlertState.DISMISSED: {},
     AlertState.EXPIRED: {},
 }
 
 # Refusals people will meet, worded so they know what to do instead.
+_SETTLED = ("the batch has settled, so the charge can no longer be voided; refund it on the terminal "
+            "(管理 → 退货) — the refund on the wire resolves the alert — or, if it was refunded elsewhere, "
+            "answer refunded")
 _REFUSED: dict[tuple[AlertState, Cause], str] = {
-    (AlertState.ESCALATED, Cause.STAFF_VOIDED): (
-        "the batch has settled, so the charge can no longer be voided; refund it on the terminal "
-        "(管理 → 退货) — the refund on the wire resolves the alert — or, if it was refunded elsewhere, "
-        "answer --refunded"),
+    (AlertState.ESCALATED, Cause.STAFF_VOIDED): _SETTLED,
+    (AlertState.ESCALATED, Cause.STAFF_VOID_CLAIMED): _SETTLED,
+    (AlertState.VOID_CLAIMED, Cause.STAFF_VOID_CLAIMED): (
+        "someone already answered voided; it is confirmed when the terminal shows the void"),
 }
 
 ACTIVE_STATES = frozenset(state for state, moves in TRANSITIONS.items() if moves)
 FINAL_STATES = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
 # Over because someone dealt with it (an expired finding is over because nobody did).
-RESOLVED_STATES = frozenset({AlertState.VOIDED, AlertState.DISMISSED})
-# Findings whose void is not done (or only printed, unconfirmed) before the cutoff: what the
+RESOLVED_STATES = frozenset({AlertState.VOIDED, AlertState.REFUNDED, AlertState.DISMISSED})
+# Findings whose void is not done (or only printed or claimed, unconfirmed) before the cutoff: what the
 # pre-close review lists.
-AWAITING_VOID = frozenset({AlertState.OPEN, AlertState.VOID_PRINTED})
+AWAITING_VOID = frozenset({AlertState.OPEN, AlertState.VOID_PRINTED, AlertState.VOID_CLAIMED})
+# Findings a person has answered or a slip has claimed: no more reminders (the review still lists them).
+CLAIMED_STATES = frozenset({AlertState.VOID_PRINTED, AlertState.VOID_CLAIMED})
 
 # How staff read each state: (Chinese, English).
 STATE_LABELS: dict[str, tuple[str, str]] = {
     AlertState.OPEN: ("仍待处理", "still open"),
     AlertState.VOIDED: ("已撤销", "voided"),
+    AlertState.REFUNDED: ("已退货", "refunded"),
     AlertState.DISMISSED: ("已确认正常", "dismissed"),
     AlertState.EXPIRED: ("已过期", "expired"),
     AlertState.ESCALATED: ("已结算，需退货", "escalated to refund"),
     AlertState.VOID_PRINTED: ("已打印撤销单，终端未确认", "void printed, not yet confirmed by the terminal"),
+    AlertState.VOID_CLAIMED: ("已报撤销，等待终端确认", "void reported, waiting for the terminal to show it"),
 }
 
-# Answers staff give with ``settleguard ack --<answer>``.
+# Answers staff give (the till page, ``settleguard ack --<answer>``, the control socket): one set everywhere.
+# "voided" is a claim where a terminal line can confirm it (:func:`staff_cause`).
 STAFF_ANSWERS: dict[str, Cause] = {
     "legit": Cause.STAFF_LEGIT,
     "voided": Cause.STAFF_VOIDED,
@@ -185,10 +230,12 @@ STAFF_ANSWERS: dict[str, Cause] = {
 _ANNOUNCES: dict[AlertState, NoticeKind] = {
     AlertState.OPEN: NoticeKind.OPENED,
     AlertState.VOIDED: NoticeKind.VOIDED,
+    AlertState.REFUNDED: NoticeKind.REFUNDED,
     AlertState.DISMISSED: NoticeKind.DISMISSED,
     AlertState.EXPIRED: NoticeKind.EXPIRED,
     AlertState.ESCALATED: NoticeKind.ESCALATED,
     AlertState.VOID_PRINTED: NoticeKind.VOID_PRINTED,
+    AlertState.VOID_CLAIMED: NoticeKind.VOID_CLAIMED,
 }
 # Notices saying a finding is over: grouped among themselves for people, never into a findings digest.
 RESOLUTION_NOTICES = frozenset(_ANNOUNCES[s] for s in FINAL_STATES) | {NoticeKind.RESOLVED}
@@ -236,7 +283,18 @@ def announces(state: str) -> NoticeKind:
 
 def wire_cause(kind: str) -> Cause:
     """The cause a returning transaction on the wire (void, refund, reversal) is."""
-    return Cause.WIRE_VOID if kind == "void" else Cause.WIRE_REFUND
+    return {"void": Cause.WIRE_VOID, "reversal": Cause.WIRE_REVERSAL}.get(kind, Cause.WIRE_REFUND)
+
+
+def staff_cause(answer: str, *, terminal_line: bool) -> Cause | None:
+    """The cause a person's answer is; None for an unknown answer.
+
+    "voided" where a terminal line can show the void is only a claim (``void_claimed``) until it does.
+    """
+    cause = STAFF_ANSWERS.get(answer)
+    if cause is Cause.STAFF_VOIDED and terminal_line:
+        return Cause.STAFF_VOID_CLAIMED
+    return cause
 
 
 def printed_cause(kind: str, *, terminal_line: bool) -> Cause:

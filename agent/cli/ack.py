@@ -1,4 +1,4 @@
-"""``settleguard ack``: mark an alert legitimate or voided, through the daemon or offline."""
+"""``settleguard ack``: answer an alert (voided, refunded, legit) by its short code, through the daemon or offline."""
 
 from __future__ import annotations
 
@@ -12,14 +12,18 @@ from agent.cli.common import DEFAULT_CONFIG, EX_CONFIG, EX_FAIL, EX_OK, ConfigEr
 
 def add_parser(sub: Any) -> None:
     ak = sub.add_parser("ack", help="answer an alert: legitimate, voided or refunded (recorded with who and when)")
-    ak.add_argument("id", help="alert id (a unique prefix of at least 4 characters is enough)")
+    ak.add_argument("id", metavar="CODE", help="the alert's short code from the message (e.g. K7QD), or its id; "
+                    "an ambiguous one is refused with the candidates")
     which = ak.add_mutually_exclusive_group(required=True)
-    which.add_argument("--legit", action="store_true", help="the transaction is fine: dismiss the alert")
-    which.add_argument("--voided", action="store_true", help="staff voided it on the terminal (before settlement)")
+    which.add_argument("--legit", action="store_true",
+                       help="the charge is genuine: dismiss the alert (needs --note with the reason)")
+    which.add_argument("--voided", action="store_true",
+                       help="voided on the terminal (before settlement); with a terminal line it is confirmed "
+                            "when the terminal shows the void")
     which.add_argument("--refunded", action="store_true",
                        help="after settlement: it was refunded (on the terminal or at the acquirer)")
     ak.add_argument("--by", help="who acknowledges, recorded beside your login name (default: none)")
-    ak.add_argument("--note", help="why, in a few words")
+    ak.add_argument("--note", help="why, in a few words (required with --legit)")
     ak.add_argument("--state")
     ak.add_argument("--config", default=DEFAULT_CONFIG, help="used only when no daemon is running")
     ak.set_defaults(func=cmd_ack)
@@ -52,7 +56,8 @@ def cmd_ack(args: argparse.Namespace) -> int:
         err(str(reply.get("error", "failed")))
         return EX_FAIL
     alert = reply["alert"]
-    print(f"alert {alert['id']} ({alert['rule']}) is now {alert['state']} (revision {alert['revision']}),"
+    code = alert.get("code") or alert["id"]
+    print(f"alert {code} ({alert['rule']}, {alert['id']}) is now {alert['state']} (revision {alert['revision']}),"
           f" recorded as {reply.get('actor', '?')}")
     return EX_OK
 
@@ -63,7 +68,7 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
     The outbox rows written here go out when the daemon starts.
     """
     from agent.alerts.announce import Announcer
-    from agent.alerts.book import AlertBook
+    from agent.alerts.book import AlertBook, has_terminal_line
     from agent.delivery.channels.factory import build_channels, routing
     from agent.service.control import local_actor
     from agent.store.journal import Journal
@@ -82,10 +87,10 @@ def _ack_offline(args: argparse.Namespace, sdir: Path, payload: dict[str, Any]) 
     journal = Journal(path)
     try:
         book = AlertBook(journal, Announcer(journal, channels=primary, people_channels=people), tz=loaded.tz,
-                         cutoff=loaded.config.settlement.cutoff_time)
+                         cutoff=loaded.config.settlement.cutoff_time,
+                         terminal_line=has_terminal_line(s.protocol for s in loaded.config.source))
         with journal.transaction():
-            reply = book.ack({**payload, "id": str(payload["id"]).upper(), "by": local_actor(payload["by"])},
-                             SYSTEM_CLOCK.now())
+            reply = book.ack({**payload, "by": local_actor(payload["by"])}, SYSTEM_CLOCK.now())
     finally:
         journal.close()
     return reply

@@ -67,7 +67,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from agent.units import format_money
 
     table = Table(title="settleguard alerts", show_lines=True)
-    table.add_column("id", no_wrap=True)
+    table.add_column("code", no_wrap=True)
     table.add_column("rule / state", no_wrap=True)
     table.add_column("voucher", no_wrap=True)
     table.add_column("why / 原因", ratio=1)
@@ -76,7 +76,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         when = t.time.astimezone(zone).strftime("%m-%d %H:%M") if t and t.time else ""
         what = (f"{t.voucher_no or t.receipt_no or '-'}\n{format_money(t.amount_minor, t.currency)}\n{when}"
                 if t else "")
-        table.add_row(a.id[:12], f"{a.rule} {a.severity}\n{a.state} (rev {a.revision})", what,
+        table.add_row(a.code or a.id[:12], f"{a.rule} {a.severity}\n{a.state} (rev {a.revision})", what,
                       f"{a.reason_zh}\n{a.reason}")
     console = Console()
     if note:

@@ -75,6 +75,7 @@ class Finding:
     reason_zh: str
     evidence: dict[str, Any]
     action: str = "void"              # void | refund | check
+    certainty: str | None = None      # "error" | "verify" (agent.model.CERTAINTIES); None: from the action
 
 
 def evidence(value: Any, threshold: Any, baseline: dict[str, Any] | None = None,

@@ -231,7 +231,7 @@ class Journal(JournalReader):
         return Alert.from_dict(json.loads(row[0]), key=row[1]) if row else None
 
     def get_alert(self, alert_id: str) -> Alert | None:
-        # Exactly this id; short codes are resolved first (JournalReader.alert_ids_matching).
+        # Exactly this id; short codes and prefixes are resolved by AlertBook.find.
         row = self.conn.execute("SELECT data, key FROM alerts WHERE id=?", (alert_id,)).fetchone()
         return Alert.from_dict(json.loads(row[0]), key=row[1]) if row else None
 
@@ -245,11 +245,12 @@ class Journal(JournalReader):
             subject.rrn if subject else None, subject.batch_no if subject else None,
             utc_text(deadline) if deadline else None,
             json.dumps(alert.to_dict(), ensure_ascii=False), utc_text(alert.created), utc_text(alert.updated),
+            alert.code or None,
         )
         self.conn.execute(
             "INSERT INTO alerts(rule, key, revision, state, severity, subject_terminal, subject_voucher,"
-            " subject_receipt, subject_trace, subject_rrn, subject_batch, deadline, data, created, updated, id)"
-            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " subject_receipt, subject_trace, subject_rrn, subject_batch, deadline, data, created, updated, code, id)"
+            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET revision=excluded.revision, state=excluded.state,"
             " severity=excluded.severity, deadline=excluded.deadline, data=excluded.data,"
             " updated=excluded.updated",

@@ -12,6 +12,7 @@ outside the store need not know it is SQLite.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -74,17 +75,28 @@ class JournalReader:
         return str(row[0]) if row else None
 
     # -- alerts ------------------------------------------------------------------------------
-    def alert_ids_matching(self, code: str, *, limit: int = 20) -> tuple[list[str], int]:
-        """(up to ``limit`` ids, how many in all) of the alerts whose id is ``code`` or starts with it.
+    def alerts_with_code(self, code: str, *, states: Collection[str] | None = None) -> list[tuple[str, str, str]]:
+        """(id, code, state) of the alerts carrying this short code, newest first (``states``: only those)."""
+        where, args = "WHERE code = ?", [code]
+        if states is not None:
+            where += f" AND state IN ({','.join('?' for _ in states)})"
+            args += list(states)
+        rows = self.conn.execute(f"SELECT id, code, state FROM alerts {where} ORDER BY created DESC, rowid DESC",
+                                 args).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
-        Compared literally (``substr``, not ``LIKE``): ``%`` and ``_`` in a code are characters, so a
-        code can only ever name alerts whose id really begins with it.
+    def alerts_starting(self, text: str, *, limit: int = 20) -> tuple[list[tuple[str, str, str]], int]:
+        """(up to ``limit`` (id, code, state), how many in all) whose id or short code starts with ``text``.
+
+        Compared literally (``substr``, not ``LIKE``): ``%`` and ``_`` are characters, so a prefix can only
+        ever name alerts that really begin with it. Newest first.
         """
-        where = "WHERE substr(id, 1, ?) = ?"
-        args = (len(code), code)
+        where = "WHERE substr(id, 1, ?) = ? OR substr(code, 1, ?) = ?"
+        args = (len(text), text, len(text), text)
         total = int(self.conn.execute(f"SELECT COUNT(*) FROM alerts {where}", args).fetchone()[0])
-        rows = self.conn.execute(f"SELECT id FROM alerts {where} ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-        return [str(r[0]) for r in rows], total
+        rows = self.conn.execute(f"SELECT id, code, state FROM alerts {where} ORDER BY created DESC, rowid DESC"
+                                 " LIMIT ?", (*args, limit)).fetchall()
+        return [(str(r[0]), str(r[1] or ""), str(r[2])) for r in rows], total
 
     def alert_counts(self) -> dict[tuple[str, str], int]:
         """(rule, state) -> number of alerts."""

@@ -24,7 +24,7 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_FILE
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -119,6 +119,13 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX quarantine_received ON quarantine(received);
     CREATE INDEX transactions_card_tail ON transactions(substr(card, -4), time_utc);
+    """,
+    # Short codes (agent/model.py CODE_ALPHABET): what people type on the till page and in ``ack``. Unique
+    # among active alerts only (a code is reused once its alert is over), so no UNIQUE constraint; alerts
+    # from before this migration have none and are found by id.
+    3: """
+    ALTER TABLE alerts ADD COLUMN code TEXT;
+    CREATE INDEX alerts_code ON alerts(code);
     """,
 }
 
