@@ -145,15 +145,15 @@ def test_an_ambiguous_short_code_lists_the_candidates_exits_non_zero_and_changes
     # The simulated clock stood still, so the ids share their time part; 8 characters match all three.
     code = ids[0][:8]
     assert all(i.startswith(code) for i in ids)
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "ack", code.lower(), "--legit", "--note", "genuine", "--state",
-                           str(shop.state)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "ack", code.lower(), "--legit", "--note", "genuine",
+                           "--state", str(shop.state)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0, proc.stdout
     assert "matches 3 alerts" in proc.stderr and all(i in proc.stderr for i in ids)
     assert {a.state for a in shop.alerts()} == {AlertState.OPEN}
     # The full id, or any prefix only one alert has, still works.
     unique = next(i for i in ids if sum(j.startswith(i[:20]) for j in ids) == 1)[:20]
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "ack", unique, "--legit", "--note", "genuine", "--state",
-                           str(shop.state)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "ack", unique, "--legit", "--note", "genuine",
+                           "--state", str(shop.state)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert sorted(a.state for a in shop.alerts()) == sorted([AlertState.DISMISSED, AlertState.OPEN, AlertState.OPEN])
 
@@ -240,8 +240,8 @@ def test_every_slot_held_by_silent_clients_does_not_lock_out_ack(shop: Shop) -> 
         t.start()
     try:
         wait_until(lambda: len(holding) >= MAX_CLIENTS, "every slot taken by a silent client")
-        proc = subprocess.run([sys.executable, "-m", "agent.cli", "ack", alert.id, "--legit", "--note", "genuine", "--state",
-                               str(shop.state)], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([sys.executable, "-m", "agent.cli", "ack", alert.id, "--legit", "--note", "genuine",
+                               "--state", str(shop.state)], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert shop.alerts()[0].state == AlertState.DISMISSED
     finally:
