@@ -441,6 +441,88 @@ class MetricsConfig(_Strict):
         return v.strip()
 
 
+class StaffConfig(_Strict):
+    """One person who may sign in to the till page: a name the group sees, a PIN, a role."""
+
+    name: str = Field(min_length=1, max_length=32)
+    pin: Secret                          # inline, env:NAME or file:PATH, as channel secrets
+    role: Literal["cashier", "manager"] = "cashier"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_pin(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("pin"), str):
+            return {**raw, "pin": _resolve_secret(raw["pin"])}
+        return raw
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        v = v.strip()
+        if not v or any(not ch.isprintable() for ch in v):
+            raise ValueError("must be a printable name like \"小王\"")
+        return v
+
+    @field_validator("pin")
+    @classmethod
+    def _pin(cls, v: SecretStr) -> SecretStr:
+        # Digits only, so a phone shows its number pad; 4 at least, and the page locks a client out
+        # after a few wrong tries (agent/web/auth.py), which is what makes a short PIN bearable.
+        if not re.fullmatch(r"\d{4,12}", v.get_secret_value()):
+            raise ValueError("a PIN is 4 to 12 digits")
+        return v
+
+
+class WebConfig(_Strict):
+    """The till page (agent/web/): absent section, no page."""
+
+    listen: str                          # "0.0.0.0:8087", "192.168.1.20:8087", "127.0.0.1:8087"; port 0: any free
+    public_url: str | None = None        # what links in messages point to: "http://192.168.1.20:8087"
+    legit_needs: Literal["manager", "anyone"] = "manager"
+    # A signed-in phone stays signed in this long without being used, and never longer than a day's shift.
+    session_idle: Duration = timedelta(hours=4)
+    session_max: Duration = timedelta(hours=14)
+    staff: list[StaffConfig] = []
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        try:
+            host, _ = parse_host_port(v.strip())
+        except ValueError:
+            raise ValueError(f"must look like \"0.0.0.0:8087\" or \"192.168.1.20:8087\" (got {v!r})") from None
+        if not (host == "localhost" or is_ip_literal(host)):
+            raise ValueError(f"listen host {host!r} must be an IP address of this machine (or 0.0.0.0)")
+        return v.strip()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_http_url(v)
+            v = v.rstrip("/")
+        return v
+
+    @field_validator("session_idle", "session_max")
+    @classmethod
+    def _session(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(minutes=5), timedelta(days=2))
+
+    @model_validator(mode="after")
+    def _people(self) -> WebConfig:
+        names: set[str] = set()
+        pins: set[str] = set()
+        for person in self.staff:
+            if person.name in names:
+                raise ValueError(f"two [[web.staff]] entries are named {person.name!r}")
+            # A PIN names who answered: two people sharing one could not be told apart.
+            if person.pin.get_secret_value() in pins:
+                raise ValueError(f"{person.name} has the same PIN as someone else; give each person their own")
+            names.add(person.name)
+            pins.add(person.pin.get_secret_value())
+        return self
+
+
 class Config(_Strict):
     shop: ShopConfig = ShopConfig()
     settlement: SettlementConfig = SettlementConfig()
@@ -450,6 +532,7 @@ class Config(_Strict):
     delivery: DeliveryConfig = DeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
+    web: WebConfig | None = None        # the till page; absent = no page
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -552,7 +635,8 @@ def parse_config(text: str, path: str = "<config>") -> LoadedConfig:
             message = "unknown key (check the spelling; see config/settleguard.example.toml)"
         else:
             message = err["msg"].removeprefix("Value error, ")
-            secret_field = loc[:1] == ("channel",) and any(p in ("url", "key", "secret", "secrets") for p in loc)
+            secret_field = ((loc[:1] == ("channel",) and any(p in ("url", "key", "secret", "secrets") for p in loc))
+                            or (loc[:1] == ("web",) and "pin" in loc))
             if ("input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict)
                     and not secret_field):  # a refused secret is not echoed into the logs
                 message += f" (got {err['input']!r})"

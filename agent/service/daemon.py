@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config
 from agent.delivery.channels.factory import routing
@@ -43,6 +43,10 @@ from agent.store.outbox import Outbox
 from agent.store.schema import StoreError, journal_path, private_dir, private_file
 from drivers.clock import SYSTEM_CLOCK, Clock
 
+if TYPE_CHECKING:   # Flask is imported only by a daemon that serves the till page
+    from agent.web.auth import Gate
+    from agent.web.server import WebServer
+
 log = logging.getLogger("settleguard.daemon")
 
 RunnerFactory = Callable[[SourceConfig, tzinfo, "queue.Queue[EventBatch | Command]", Clock], SourceRunner]
@@ -58,13 +62,14 @@ class StateError(Exception):
 #                journal (as after a disk-full rollback); the queue waiting behind it is kept, which
 #                a process restart would lose. The batch that raised is lost either way (logged).
 #   delivery     all its state is the outbox's rows.
-#   housekeeping, reload, notify, scheduler, control, metrics, config-watch: no state of their own
-#                (the scheduler continues from the instant the dead one had handled).
+#   housekeeping, reload, notify, scheduler, control, metrics, config-watch, web: no state of their own
+#                (the scheduler continues from the instant the dead one had handled; the till page's
+#                sessions live in the daemon's Gate, so phones stay signed in across a web restart).
 #   reader:NAME  a fresh transport and decoder; only a partly received frame is lost.
 # Each at most threads.MAX_RESTARTS times in threads.RESTART_WINDOW: one that keeps dying is left
 # dead, health reports it, WATCHDOG=1 stops and systemd restarts the whole service.
 RESTARTABLE = frozenset({"pipeline", "delivery", "housekeeping", "reload", "notify", "scheduler", "control",
-                         "metrics", "config-watch"})
+                         "metrics", "config-watch", "web"})
 
 
 def _default_runner(cfg: SourceConfig, tz: tzinfo, inbox: queue.Queue[EventBatch | Command],
@@ -104,6 +109,9 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
+        self.web: WebServer | None = None
+        self.web_error: str | None = None
+        self._web_gate: Gate | None = None
         self.watcher: ConfigWatcher | None = None
         self._source_started: dict[str, float] = {}
         # Counters of sources restarted by a reload, so the metrics' *_total never go backwards.
@@ -150,6 +158,7 @@ class Daemon:
             self.scheduler.start()
         self._start_control()
         self._start_metrics(self.loaded)
+        self._start_web(self.loaded)
         self._thread("reload", self._reload_loop)
         if self.watch_config:
             self.watcher = ConfigWatcher(self.loaded.path, self.request_reload, debounce=self.reload_debounce,
@@ -256,6 +265,49 @@ class Daemon:
             return
         self.metrics.start()
 
+    def _start_web(self, loaded: LoadedConfig) -> None:
+        """The till page (agent/web/), when [web] is configured; a port it cannot bind is logged, not fatal."""
+        web = loaded.config.web
+        if web is None:
+            return
+        from agent.web.app import Till
+        from agent.web.auth import Gate
+        from agent.web.server import WebServer
+
+        till = Till(loaded=lambda: self.loaded, journal=journal_path(self.state_dir),
+                    evidence_dir=self.state_dir / "evidence", ask=self.command, status=self.status,
+                    clock=self.clock)
+        if self._web_gate is None:
+            self._web_gate = Gate(self.clock, idle=web.session_idle.total_seconds(),
+                                  longest=web.session_max.total_seconds())
+        try:
+            self.web = WebServer(web, till, self._web_gate).start()
+            self.web_error = None
+        except OSError as exc:
+            # Like metrics: a busy port must not keep the alerts from going out; status and the log say why.
+            self.web_error = f"cannot serve the till page on {web.listen}: {exc.strerror or exc}"
+            log.error("%s", self.web_error)
+            self.web = None
+
+    def _stop_web(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
+
+    def _reconcile_web(self, old: LoadedConfig) -> None:
+        """After a reload: the page follows [web] (on, off, another address); sessions follow the staff list."""
+        before, after = old.config.web, self.loaded.config.web
+        gate = self._web_gate
+        if gate is not None and after is not None:
+            from agent.web.auth import Person
+
+            gate.idle, gate.longest = after.session_idle.total_seconds(), after.session_max.total_seconds()
+            gate.drop_people_gone([Person(p.name, p.role, "") for p in after.staff])
+        if before is not None and after is not None and before.listen == after.listen and self.web is not None:
+            return   # staff, roles and legit_needs are read from self.loaded at each request
+        self._stop_web()
+        self._start_web(self.loaded)
+
     def _thread(self, name: str, target: Callable[..., Any], *args: Any,
                 stopping: Callable[[], bool] | None = None) -> None:
         def expected_end() -> bool:
@@ -274,6 +326,7 @@ class Daemon:
             self.watcher.stop()
         if self.metrics is not None:
             self.metrics.stop()
+        self._stop_web()
         if self.control is not None:
             self.control.stop()
         if self.scheduler is not None:
@@ -404,6 +457,8 @@ class Daemon:
             out.append(("control", not self.control.thread.is_alive(), "the control socket stopped accepting"))
         if self.metrics is not None:
             out.append(("metrics", not self.metrics.thread.is_alive(), "the metrics server stopped"))
+        if self.web is not None:
+            out.append(("web", not self.web.thread.is_alive(), "the till page server stopped"))
         w = self.watcher
         if w is not None and w.active:
             out.append(("config-watch", not w.alive, "the configuration watcher stopped"))
@@ -459,6 +514,9 @@ class Daemon:
                 if self.metrics is not None:
                     self.metrics.stop()
                 self._start_metrics(self.loaded)
+            elif name == "web":
+                self._stop_web()
+                self._start_web(self.loaded)
             elif name == "config-watch" and self.watcher is not None:
                 self.watcher.stop()
                 self.watcher.start()
@@ -541,7 +599,8 @@ class Daemon:
                 self.last_reload_error = f"reload failed while applying, previous configuration kept: {exc}"
                 log.error("%s", self.last_reload_error)
                 return False
-        self.loaded = new
+        old, self.loaded = self.loaded, new
+        self._reconcile_web(old)
         self.running_digest = _digest(new.text)
         # Published last: whoever watches these sees a reload that is complete.
         self.last_reload_error = None
@@ -641,7 +700,8 @@ class Daemon:
                            "running_digest": self.running_digest},
                 "threads": {"deaths": [d.to_dict() for d in self.budget.deaths],
                             "given_up": sorted(self.budget.given_up)},
-                "metrics": self.metrics.address if self.metrics else None}
+                "metrics": self.metrics.address if self.metrics else None,
+                "web": {"url": self.web.url() if self.web else None, "error": self.web_error}}
 
     def command(self, name: str, timeout: float = 10.0, **args: Any) -> Any:
         reply: queue.Queue[Any] = queue.Queue()

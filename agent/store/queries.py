@@ -11,6 +11,7 @@ outside the store need not know it is SQLite.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Collection
 from datetime import datetime
@@ -97,6 +98,36 @@ class JournalReader:
         rows = self.conn.execute(f"SELECT id, code, state FROM alerts {where} ORDER BY created DESC, rowid DESC"
                                  " LIMIT ?", (*args, limit)).fetchall()
         return [(str(r[0]), str(r[1] or ""), str(r[2])) for r in rows], total
+
+    def alert_data(self, alert_id: str) -> dict[str, Any] | None:
+        """One alert's JSON (ARCHITECTURE.md "Alert JSON") by its exact id."""
+        row = self.conn.execute("SELECT data FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    def alerts_data(self, states: Collection[str], *, updated_since: datetime | None = None,
+                    limit: int = 200) -> list[dict[str, Any]]:
+        """The JSON of alerts in ``states`` (changed since ``updated_since``), the most recently changed first."""
+        if not states:
+            return []
+        where = f"state IN ({','.join('?' * len(states))})"
+        args: list[Any] = list(states)
+        if updated_since is not None:
+            where += " AND updated>=?"
+            args.append(utc_text(updated_since))
+        rows = self.conn.execute(f"SELECT data FROM alerts WHERE {where} ORDER BY updated DESC, rowid DESC LIMIT ?",
+                                 (*args, limit)).fetchall()
+        return [dict(json.loads(r[0])) for r in rows]
+
+    def alert_history(self, alert_id: str) -> list[dict[str, Any]]:
+        """Every revision's row in the alert log (state, when, who, note), oldest first."""
+        rows = self.conn.execute("SELECT revision, state, at, actor, note FROM alert_log WHERE alert_id=?"
+                                 " ORDER BY id", (alert_id,)).fetchall()
+        return [{**dict(r), "at": from_utc_text(r["at"])} for r in rows]
+
+    def last_batch_close(self) -> datetime | None:
+        """When a batch was last closed (settled, or the cutoff passed)."""
+        row = self.conn.execute("SELECT MAX(closed) FROM batches").fetchone()
+        return from_utc_text(row[0]) if row and row[0] else None
 
     def alert_counts(self) -> dict[tuple[str, str], int]:
         """(rule, state) -> number of alerts."""
