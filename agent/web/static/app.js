@@ -151,9 +151,11 @@
       const text = fmtLeft(left);
       el.classList.toggle("late", text === null);
       el.classList.toggle("soon", text !== null && left < 30 * 60 * 1000);
-      el.textContent = text === null
-        ? "已过结算时间 " + fmtTime(el.dataset.deadline) + " · past the cutoff"
-        : "距结算还剩 " + text + "（" + fmtTime(el.dataset.deadline).slice(6) + " 前）· left before the cutoff";
+      const en = document.createElement("small");
+      en.textContent = text === null ? " past the cutoff" : " left before the cutoff";
+      el.replaceChildren(text === null
+        ? "已过结算时间 " + fmtTime(el.dataset.deadline)
+        : "距结算还剩 " + text + "（" + fmtTime(el.dataset.deadline).slice(6) + " 前）", en);
     });
   }
 
