@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo test lint typecheck bench install clean browser-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,24 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/settleguard demo --fast
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q
+
+# The till page's browser test (tests/test_web_browser.py) drives Debian's chromium through chromedriver
+# and needs a CJK font to draw the page. Installed here when missing and we are root with apt-get;
+# otherwise that one test fails saying what to install. BROWSER_REQUIRED=1 (.ci/run) makes it an error.
+BROWSER_PKGS := chromium chromium-driver fonts-wqy-zenhei
+browser-deps:
+	@if ! dpkg -s $(BROWSER_PKGS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(BROWSER_PKGS) for the till page's browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PKGS) >/dev/null; \
+	  elif [ -n "$(BROWSER_REQUIRED)" ]; then \
+	    echo "the browser test needs: sudo apt-get install -y $(BROWSER_PKGS)" >&2; exit 1; \
+	  else \
+	    echo "note: tests/test_web_browser.py will fail until: sudo apt-get install -y $(BROWSER_PKGS)"; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent drivers tests bench

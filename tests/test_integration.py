@@ -22,6 +22,7 @@ from agent.store.schema import journal_path
 from drivers.clock import SYSTEM_CLOCK
 from drivers.pan import contains_full_pan
 from tests.helpers import SHANGHAI, wait_until
+from tests.web_support import kept_demo
 
 
 def run_day_through_daemon(tmp_path: Path, protocol: str) -> tuple[list[Received], Daemon, list[str]]:
@@ -103,10 +104,10 @@ def test_decode_round_trips_the_design_example(tmp_path: Path) -> None:
 
 
 def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "demo", "--fast", "--keep", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "DUP-001" in proc.stdout and "pre-close review" in proc.stdout and "escalated" in proc.stdout
+    # --keep serves the till page after the day until Ctrl-C (tests/web_support.py presses it).
+    status, stdout = kept_demo(tmp_path)
+    assert status == 0, stdout
+    assert "DUP-001" in stdout and "pre-close review" in stdout and "escalated" in stdout
     assert list((tmp_path / "evidence").glob("*/evidence.json"))
 
 

@@ -17,12 +17,13 @@ A machine without Chromium or chromedriver fails this test with the apt-get comm
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from agent.sim.sink import WebhookSink
 from agent.sim.rig import new_secret
+from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal
 from tests.helpers import sale_line, wait_until
 from tests.web_support import address, web_daemon
@@ -35,6 +36,10 @@ PHONE = {"width": 390, "height": 844, "pixelRatio": 2.0}
 
 def browser():  # type: ignore[no-untyped-def]
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    # Without a CJK font the page's Chinese draws as empty boxes: the screenshots would show nothing.
+    fonts = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True) if shutil.which("fc-list") else None
+    if fonts is None or not fonts.stdout.strip():
+        missing.append("a Chinese font (fonts-wqy-zenhei)")
     if missing:
         pytest.fail(f"the till page's browser test needs {', '.join(missing)}: run `sudo {INSTALL}`")
     from selenium import webdriver
@@ -42,8 +47,8 @@ def browser():  # type: ignore[no-untyped-def]
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-extensions", "--lang=zh-CN", f"--window-size={PHONE['width']},{PHONE['height']}"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-extensions", "--lang=zh-CN", f"--window-size={PHONE['width']},{PHONE['height']}"):
         opts.add_argument(arg)
     # A phone's viewport, pixel ratio and touch, not a desktop window made narrow.
     opts.add_experimental_option("mobileEmulation", {"deviceMetrics": PHONE})
@@ -89,7 +94,7 @@ def test_a_manager_signs_in_sees_the_countdown_and_answers_legit_the_webhook_nam
         assert card.find_element(By.CSS_SELECTOR, ".voucher").text == "000002"
         # 14:00 on the till's clock, cutoff 23:00: nine hours left, counting down on the page.
         countdown = card.find_element(By.CSS_SELECTOR, ".countdown")
-        wait.until(lambda d: countdown.text.startswith("距结算还剩 8:59") or countdown.text.startswith("距结算还剩 9:00"))
+        wait.until(lambda d: countdown.text.startswith(("距结算还剩 8:59", "距结算还剩 9:00")))
         first = countdown.text
         wait.until(lambda d: countdown.text != first)   # it is live: ticks on the phone's own timer
         assert "23:00" in countdown.text

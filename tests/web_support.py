@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -15,6 +21,7 @@ from typing import Any
 
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
+from drivers.clock import SYSTEM_CLOCK
 from tests.helpers import daemon_on_pty
 
 PIN_WANG = "4711"        # 小王, cashier
@@ -107,3 +114,40 @@ class WebClient:
 def client(daemon: Daemon, client_ip: str = "127.0.0.1") -> WebClient:
     host, port = address(daemon)
     return WebClient(host, port, client_ip)
+
+
+# -- `settleguard demo --keep DIR`: serves the page after the day until Ctrl-C --------------------------------
+PAGE_LINE = re.compile(r"till page: (http://127\.0\.0\.1:(\d+)/)")
+SERVING_LINE = "Ctrl-C to stop"
+
+
+def kept_demo(state: Path, *extra: str, timeout: float = 120.0,
+              while_serving: Callable[[str, int], None] | None = None) -> tuple[int, str]:
+    """Run ``settleguard demo --fast --keep STATE`` as a process; once it says it keeps serving, call
+    ``while_serving(host, port)``, then press Ctrl-C (SIGINT). Returns (exit status, all it printed)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "demo", "--fast", "--keep", str(state), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    port = 0
+    deadline = SYSTEM_CLOCK.monotonic() + timeout
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            found = PAGE_LINE.search(line)
+            if found:
+                port = int(found.group(2))
+            if SERVING_LINE in line or SYSTEM_CLOCK.monotonic() > deadline:
+                break
+        if SERVING_LINE in "".join(lines) and while_serving is not None:
+            assert port, "the demo printed no till page address"
+            while_serving("127.0.0.1", port)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        lines.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(lines)

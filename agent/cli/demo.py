@@ -11,7 +11,8 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--fast", action="store_true", help="finish in seconds")
     d.add_argument("--protocol", default="cn_ecr", choices=["jsonl", "zvt", "cn_ecr", "escpos"],
                    help="what the simulated terminal speaks")
-    d.add_argument("--keep", metavar="DIR", help="keep the state directory (journal, evidence) in DIR")
+    d.add_argument("--keep", metavar="DIR", help="keep the state directory (journal, evidence) in DIR and the "
+                   "till page serving after the day, until Ctrl-C")
     d.set_defaults(func=cmd_demo)
 
 

@@ -6,10 +6,14 @@ directory and two weeks of seeded history, and a shop day played on
 simulated time: alerts as they arrive, the pre-close review, a void that
 resolves its alert, the 23:00 cutoff escalating what is still open to refund
 guidance with an evidence bundle, and a summary table.
+
+The till page (agent/web/) is served on 127.0.0.1 while the day plays, its address and the demo
+staff's PINs printed first; with ``keep`` the daemon goes on serving it after the day, until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
@@ -51,7 +55,25 @@ holidays = "cn"
 [settlement]
 cutoff = "23:00"
 review_lead = "30m"
+
+[web]
+listen = "{listen}"
+legit_needs = "manager"
+
+[[web.staff]]
+name = "小王"
+pin = "{pin_cashier}"
+role = "cashier"
+
+[[web.staff]]
+name = "李店长"
+pin = "{pin_manager}"
+role = "manager"
 """
+# The demo's staff: printed with the page's address, so whoever runs the demo can sign in.
+DEMO_PINS = {"小王": ("cashier", "1234"), "李店长": ("manager", "8888")}
+# Loopback and any free port: the demo never opens the page to the LAN, nor fails on a busy port.
+DEMO_LISTEN = "127.0.0.1:0"
 
 # The shop's clock jumps minutes between two events, faster than idle threads report progress on it:
 # judging "stuck" on that clock would only print false alarms (a real hang still shows as the demo hanging).
@@ -61,7 +83,10 @@ DEMO_SIGNATURE_TOLERANCE = 24 * 3600
 
 
 def run_demo(*, fast: bool = False, console: Console | None = None, protocol: str = DEMO_PROTOCOL,
-             seed: int = 7, keep: str | None = None) -> int:
+             seed: int = 7, keep: str | None = None, listen: str = DEMO_LISTEN,
+             serving: threading.Event | None = None) -> int:
+    """``keep``: keep the state in that directory and the page served after the day until Ctrl-C
+    (or until ``serving`` is set, for a caller in this process)."""
     console = console or Console()
     tz = ZoneInfo("Asia/Shanghai")
     today = SYSTEM_CLOCK.now().astimezone(tz).date()
@@ -70,7 +95,10 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
     clock = ManualClock(events[0].at.astimezone(UTC) - timedelta(minutes=1))
     notes: list[Any] = []
     # The sink checks webhook timestamps against the same simulated clock: that is "now" for this shop.
-    with ShopRig(name="好味道餐饮 静安店", protocol=protocol, shop_extra=DEMO_SHOP, clock=clock,
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    shop = DEMO_SHOP.format(listen=listen, pin_cashier=DEMO_PINS["小王"][1], pin_manager=DEMO_PINS["李店长"][1])
+    with ShopRig(name="好味道餐饮 静安店", protocol=protocol, shop_extra=shop, clock=clock,
                  sink_tolerance=DEMO_SIGNATURE_TOLERANCE, state=Path(keep) if keep else None) as rig:
         loaded = rig.loaded()
         journal = Journal(journal_path(rig.state))
@@ -87,20 +115,43 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
                       f"  webhook sink {rig.sink.url} (signatures verified)\n"
                       f"  state {rig.state}; {seeded} transactions of history from the last 14 days\n")
         daemon.start()
+        _print_page(console, daemon)
         started = SYSTEM_CLOCK.monotonic()   # the summary reports real seconds
         try:
             _play(daemon, rig.terminal, events, loaded, clock, protocol, fast=fast)
             _wait_delivered(daemon, clock, timeout=20)
+            elapsed = SYSTEM_CLOCK.monotonic() - started
+            _summary(console, daemon, notes, rig.sink, elapsed, rig.state)
+            if keep:
+                _serve_until_interrupted(console, daemon, serving or threading.Event())
         finally:
             daemon.stop()
-        elapsed = SYSTEM_CLOCK.monotonic() - started
-        _summary(console, daemon, notes, rig.sink, elapsed, rig.state)
         received = list(rig.received)
     got_dup = any(r.body.get("data", {}).get("rule") == "DUP-001" for r in received)
     if not got_dup:
         console.print("[red]no DUP-001 alert reached the webhook sink[/red]")
         return 1
     return 0
+
+
+def _print_page(console: Console, daemon: Daemon) -> None:
+    if daemon.web is None:
+        console.print(f"[red]the till page is not served: {daemon.web_error}[/red]")
+        return
+    people = "，".join(f"{name}（{role}）PIN {pin}" for name, (role, pin) in DEMO_PINS.items())
+    console.print(f"  收银告警页面 / till page: {daemon.web.url()}\n  登录 / sign in: {people}\n", highlight=False)
+
+
+def _serve_until_interrupted(console: Console, daemon: Daemon, serving: threading.Event) -> None:
+    """The day is over; the page stays up (the day's alerts, answers still taken) until Ctrl-C."""
+    url = daemon.web.url() if daemon.web is not None else "(not served)"
+    try:   # before the line is printed: whoever reads it may press Ctrl-C at once
+        console.print(f"\n收银告警页面仍在运行 / the till page keeps serving at {url} — 按 Ctrl-C 结束 / "
+                      "Ctrl-C to stop", highlight=False)
+        while not serving.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        console.print("stopped / 已停止")
 
 
 def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any, clock: ManualClock,
