@@ -534,6 +534,11 @@ class Config(_Strict):
     health: HealthConfig = HealthConfig()
     web: WebConfig | None = None        # the till page; absent = no page
 
+    @property
+    def legit_needs(self) -> str:
+        """Who may answer "legit" ([web] legit_needs); without the page only a shell on the till answers."""
+        return self.web.legit_needs if self.web is not None else "anyone"
+
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         for kind, items in (("source", self.source), ("channel", self.channel)):

@@ -76,7 +76,8 @@ class Pipeline:
         self.announcer = Announcer(journal, channels=channels, people_channels=people_channels)
         self.alerts = AlertBook(journal, self.announcer, tz=self.tz, cutoff=self.config.settlement.cutoff_time,
                                 counts=self.counts, evidence_dir=evidence_dir,
-                                terminal_line=has_terminal_line(s.protocol for s in self.config.source))
+                                terminal_line=has_terminal_line(s.protocol for s in self.config.source),
+                                legit_needs=self.config.legit_needs)
         self.engine = self._build_engine()
         for warning in self.engine.warnings(self.clock.now()):
             log.warning("%s", warning)
@@ -449,7 +450,8 @@ class Pipeline:
         self.loaded, self.config, self.tz = loaded, loaded.config, loaded.tz
         self.engine = self._build_engine()
         self.alerts.reconfigure(tz=self.tz, cutoff=self.config.settlement.cutoff_time,
-                                terminal_line=has_terminal_line(s.protocol for s in self.config.source))
+                                terminal_line=has_terminal_line(s.protocol for s in self.config.source),
+                                legit_needs=self.config.legit_needs)
         self.wires.calendar = ShopCalendar(loaded.hours, self.tz)
         self.wires.thresholds = {}   # recomputed at the next check, for the new sources and hours
         self.announcer.route(channels, people_channels)

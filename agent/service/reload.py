@@ -80,7 +80,9 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
     pipeline = (a.rules != b.rules or a.shop != b.shop or a.settlement != b.settlement
                 or _enabled_channels(a) != _enabled_channels(b)
                 # Whether a terminal line exists decides whether a printed void needs confirming.
-                or sorted(s.protocol for s in a.source) != sorted(s.protocol for s in b.source))
+                or sorted(s.protocol for s in a.source) != sorted(s.protocol for s in b.source)
+                # The alert book enforces [web] legit_needs.
+                or a.legit_needs != b.legit_needs)
     delivery = (a.channel != b.channel or a.delivery != b.delivery or a.shop.name != b.shop.name
                 or a.shop.event_source != b.shop.event_source or zone_changed)
     return ReloadPlan(

@@ -35,6 +35,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, render_template, request, send_file
 from pydantic import ValidationError
 
+from agent.alerts.book import SHOW_CANDIDATES
 from agent.alerts.lifecycle import ACTIVE_STATES, FINAL_STATES, STAFF_ANSWERS
 from agent.config import LoadedConfig, WebConfig
 from agent.service.control import AckRequest
@@ -52,6 +53,8 @@ MAX_BODY = 8 * 1024                 # a sign-in or an answer with a note is well
 CLOSED_DAYS = 3                     # "answered alerts of the last days" on the page
 MAX_DAYS = 31
 ASK_TIMEOUT = 10.0                  # seconds the pipeline may take to answer a command
+# The alert book's refusals (AlertBook.ack "reason") as HTTP: the lifecycle's are conflicts with the alert's state.
+REFUSAL_STATUS = {"not_found": 404, "ambiguous": 409, "refused": 403, "conflict": 409}
 # What the page accepts as an alert reference in a URL: a short code or an alert id (Crockford base32).
 CODE = re.compile(r"^[0-9A-Za-z]{4,26}$")
 
@@ -218,7 +221,7 @@ def create_app(till: Till, gate: Gate) -> Flask:
             else:
                 raise ApiError(400, "state 须为 open 或 closed / state must be open or closed")
         return jsonify({"ok": True, "now": now.astimezone(loaded.tz).isoformat(),
-                        "alerts": [alert_view(a, loaded.tz) for a in items]})
+                        "alerts": [alert_view(a, loaded) for a in items]})
 
     @app.get("/api/alerts/<code>")
     def one_alert(code: str) -> Response:
@@ -228,7 +231,7 @@ def create_app(till: Till, gate: Gate) -> Flask:
             data = _resolve(r, code)
             history = [{**h, "at": h["at"].astimezone(loaded.tz).isoformat()} for h in r.alert_history(data["id"])]
         return jsonify({"ok": True, "now": till.clock.now().astimezone(loaded.tz).isoformat(),
-                        "alert": alert_view(data, loaded.tz), "history": history})
+                        "alert": alert_view(data, loaded), "history": history})
 
     @app.get("/api/alerts/<code>/evidence")
     def evidence(code: str) -> Response:
@@ -261,12 +264,10 @@ def create_app(till: Till, gate: Gate) -> Flask:
         if answer not in STAFF_ANSWERS:
             raise ApiError(400, f"answer 须为 {' / '.join(STAFF_ANSWERS)} 之一 / answer must be one of "
                                 f"{', '.join(STAFF_ANSWERS)}")
-        web = till.web()
-        if answer == "legit":
-            if not note:
-                raise ApiError(400, "请写明为什么是正常交易 / say why it is genuine (a reason is required)")
-            if web.legit_needs == "manager" and s.role != "manager":
-                raise ApiError(403, "只有店长可以确认正常交易 / only a manager may mark a charge genuine")
+        # Who may answer what ([web] legit_needs) is the alert book's to decide, for the page and ack alike;
+        # a missing reason is caught here only to say so as a bad request rather than a refusal.
+        if answer == "legit" and not note:
+            raise ApiError(400, "请写明为什么是正常交易 / say why it is genuine (a reason is required)")
         with reader() as r:
             alert_id = _resolve(r, code)["id"]
         # The control socket's own checks (text, lengths, no control characters), then who and what role.
@@ -284,10 +285,11 @@ def create_app(till: Till, gate: Gate) -> Flask:
         if not isinstance(reply, dict) or not reply.get("ok"):
             why = reply.get("error") if isinstance(reply, dict) else None
             log.info("web answer %s on %s by %s refused: %s", answer, alert_id, s.name, why)
-            raise ApiError(409, str(why or "未能处理 / not done"))
+            status = REFUSAL_STATUS.get(str(reply.get("reason")) if isinstance(reply, dict) else "", 409)
+            raise ApiError(status, str(why or "未能处理 / not done"))
         log.info("web answer %s on %s by %s (%s)", answer, alert_id, s.name, s.role)
         loaded = till.loaded()
-        return jsonify({"ok": True, "alert": alert_view(reply["alert"], loaded.tz)}), 200
+        return jsonify({"ok": True, "alert": alert_view(reply["alert"], loaded)}), 200
 
     # -- the batch -------------------------------------------------------------------------------
     @app.get("/api/batch")
@@ -311,16 +313,20 @@ def _days(text: str | None) -> int:
 
 
 def _resolve(r: JournalReader, code: str) -> dict[str, Any]:
-    """The alert a URL names: its short code, its id, or an unambiguous id prefix."""
+    """The alert a URL names, as AlertBook.find resolves it: a full id, an active alert's short code (any
+    case), or an unambiguous prefix of an id or code; several candidates are a 409 listing them."""
     if not CODE.fullmatch(code):
         raise ApiError(404, f"没有告警 {code[:32]} / no such alert")
-    found = r.alert_data(code.upper())
+    wanted = code.upper()
+    found = r.alert_data(wanted)
     if found is not None:
         return found
-    ids, total = r.alert_ids_matching(code.upper(), limit=5)
+    active = r.alerts_with_code(wanted, states=ACTIVE_STATES)
+    candidates, total = (active, 1) if len(active) == 1 else r.alerts_starting(wanted, limit=SHOW_CANDIDATES)
     if total > 1:
-        raise ApiError(409, f"{code} 对应多条告警 / matches {total} alerts ({', '.join(ids)})")
-    found = r.alert_data(ids[0]) if ids else None
+        listed = "; ".join(f"{c or '-'} {alert_id} ({state})" for alert_id, c, state in candidates)
+        raise ApiError(409, f"{code} 对应 {total} 条告警 / matches {total} alerts: {listed}")
+    found = r.alert_data(candidates[0][0]) if candidates else None
     if found is None:
         raise ApiError(404, f"没有告警 {code} / no such alert")
     return found

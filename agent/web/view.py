@@ -11,7 +11,8 @@ import json
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from agent.alerts.lifecycle import STAFF_ANSWERS, STATE_LABELS, allows
+from agent.alerts.book import has_terminal_line
+from agent.alerts.lifecycle import STATE_LABELS, allows, staff_cause
 from agent.config import LoadedConfig
 from agent.schedule import fire_times, plan
 from agent.store.queries import JournalReader
@@ -28,15 +29,18 @@ ANSWER_LABELS: dict[str, tuple[str, str]] = {
 }
 
 
-def alert_view(data: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
+def alert_view(data: dict[str, Any], loaded: LoadedConfig) -> dict[str, Any]:
     """The alert JSON as stored, plus ``view``: what a person reads, and the answers it still takes."""
+    tz = loaded.tz
+    terminal_line = has_terminal_line(s.protocol for s in loaded.config.source)
     txns = data.get("transactions") or []
     subject = txns[-1] if txns else {}
     suggestion = data.get("suggestion") or {}
     amount = suggestion.get("amount_minor", subject.get("amount_minor"))
     when = subject.get("time")
     label = STATE_LABELS.get(data.get("state", ""), (data.get("state", ""), data.get("state", "")))
-    answers = [name for name in ANSWER_LABELS if name in STAFF_ANSWERS and allows(data["state"], STAFF_ANSWERS[name])]
+    causes = {name: staff_cause(name, terminal_line=terminal_line) for name in ANSWER_LABELS}
+    answers = [name for name, cause in causes.items() if cause is not None and allows(data["state"], cause)]
     return {**data, "view": {
         "code": data.get("code") or data["id"],
         "amount": format_money(int(amount), subject.get("currency")) if amount is not None else "",
