@@ -1,0 +1,100 @@
+"""The [web] section: PINs in the channels' secret forms and never echoed, the page on and off with reloads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_config, parse_config
+from agent.service.daemon import Daemon
+from agent.sim.terminal import PtyTerminal
+from drivers.clock import ManualClock
+from tests.helpers import SHANGHAI, daemon_on_pty, jsonl_line_config, sale_line, wait_until
+from tests.web_support import PIN_LI, PIN_WANG, client, web_section
+
+
+def web(staff: str, head: str = 'listen = "127.0.0.1:0"\n') -> str:
+    return f"[web]\n{head}{staff}"
+
+
+def person(name: str, pin: str, role: str = "cashier") -> str:
+    return f'[[web.staff]]\nname = "{name}"\npin = "{pin}"\nrole = "{role}"\n'
+
+
+def test_pins_take_the_channels_secret_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SG_TEST_PIN", "246810")
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("135790\n", encoding="utf-8")
+    loaded = parse_config(web(person("小王", "env:SG_TEST_PIN") + person("小李", f"file:{pin_file}")
+                              + person("李店长", "1122", "manager")))
+    assert loaded.config.web is not None
+    pins = [s.pin.get_secret_value() for s in loaded.config.web.staff]
+    assert pins == ["246810", "135790", "1122"]
+    assert "246810" not in repr(loaded.config) and "135790" not in str(loaded.config.web)
+    assert loaded.config.legit_needs == "manager"      # the default: a manager says a charge is genuine
+
+
+@pytest.mark.parametrize(("staff", "error"), [
+    (person("小王", "12a4"), "a PIN is 4 to 12 digits"),
+    (person("小王", "123"), "a PIN is 4 to 12 digits"),
+    (person("小王", "env:SG_TEST_NOT_SET"), "environment variable SG_TEST_NOT_SET is not set"),
+    (person("小王", "4711") + person("小李", "4711"), "same PIN as someone else"),
+    (person("小王", "4711") + person("小王", "4712"), "two [[web.staff]] entries are named"),
+    (person("小王", "4711", "boss"), "role"),
+])
+def test_bad_staff_entries_are_refused_without_echoing_a_pin(staff: str, error: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(web(staff))
+    assert error in str(refused.value)
+    for pin in ("12a4", "4711", "4712"):
+        assert f"'{pin}'" not in str(refused.value)
+
+
+@pytest.mark.parametrize("listen", ["8087", "eth0:8087", "example.com:8087", "127.0.0.1:99999"])
+def test_listen_is_an_address_of_this_machine_and_a_port(listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"web\.listen"):
+        parse_config(web("", f'listen = "{listen}"\n'))
+
+
+def test_no_web_section_no_page(tmp_path: Path) -> None:
+    term = PtyTerminal()
+    daemon = daemon_on_pty(tmp_path, term)
+    try:
+        assert daemon.web is None and daemon.status()["web"] == {"url": None, "error": None}
+    finally:
+        daemon.stop()
+        term.close()
+
+
+def test_a_reload_follows_web_staff_and_legit_needs(tmp_path: Path) -> None:
+    """Staff taken off the file are signed out at once; legit_needs changes what the alert book accepts."""
+    term = PtyTerminal()
+    conf = tmp_path / "settleguard.toml"
+    base = jsonl_line_config("健康测试店", term.device, '\n[rules.DUP-001]\nwindow = "10m"\n')
+    conf.write_text(base + web_section(legit_needs="manager"), encoding="utf-8")
+    clock = ManualClock(datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
+    daemon = Daemon(load_config(conf), tmp_path / "state", clock=clock, use_scheduler=False, watch_config=False)
+    daemon.start()
+    try:
+        term.write(sale_line("000001") + sale_line("000002"))
+        wait_until(lambda: daemon.pipeline is not None and daemon.pipeline.counts["alerts_opened"] >= 1,
+                   "the double charge flagged")
+        wang, li = client(daemon), client(daemon)
+        assert wang.login(PIN_WANG).status == 200 and li.login(PIN_LI).status == 200
+        (alert,) = wang.get("/api/alerts?state=open").body["alerts"]
+        code = alert["code"]
+        refused = wang.post(f"/api/alerts/{code}/answer", {"answer": "legit", "note": "两份"})
+        # The manager leaves; the shop lets anyone say a charge is genuine.
+        only_wang = f'\n[web]\nlisten = "127.0.0.1:0"\nlegit_needs = "anyone"\n{person("小王", PIN_WANG)}'
+        conf.write_text(base + only_wang, encoding="utf-8")
+        assert daemon.reload(), daemon.last_reload_error
+        gone = li.get("/api/batch")
+        accepted = wang.post(f"/api/alerts/{code}/answer", {"answer": "legit", "note": "客人确实买了两份"})
+    finally:
+        daemon.stop()
+        term.close()
+    assert refused.status == 403
+    assert gone.status == 401, "a person taken off the staff list is signed out at the reload"
+    assert accepted.status == 200 and accepted.body["alert"]["answer"]["by"] == "小王"
