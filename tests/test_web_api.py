@@ -225,3 +225,17 @@ def test_a_dead_web_thread_shows_in_health_and_is_restarted(tmp_path: Path, term
         daemon.stop()
     assert batch.status == 200 and batch.body["sources"][0]["name"] == "terminal"
     assert status["web"]["url"].startswith("http://127.0.0.1:")
+
+
+def test_a_message_link_opens_the_page_with_that_alert_brought_forward(tmp_path: Path, term: PtyTerminal) -> None:
+    daemon = started(tmp_path, term)
+    try:
+        code = double_charge(daemon, term)
+        c = client(daemon)
+        linked = c.get(f"/a/{code.lower()}")
+        junk = c.get("/a/%3Cscript%3E")
+    finally:
+        daemon.stop()
+    assert linked.status == 200 and f'data-focus="{code}"'.encode() in linked.raw
+    # Anything but a code or an id opens the plain page: nothing from the URL reaches the markup.
+    assert junk.status == 200 and b'data-focus=""' in junk.raw and b"%3Cscript" not in junk.raw

@@ -80,6 +80,10 @@ class Till:
         return [Person(s.name, s.role, s.pin.get_secret_value()) for s in self.web().staff]
 
 
+# What a link may name: a short code or an id (anything else opens the page without a focus).
+_FOCUS = re.compile(r"[0-9A-Za-z]{4,26}")
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -161,10 +165,18 @@ def create_app(till: Till, gate: Gate) -> Flask:
     # -- the page --------------------------------------------------------------------------------
     @app.get("/")
     def page() -> str:
+        return _page(focus="")
+
+    @app.get("/a/<code>")
+    def alert_page(code: str) -> str:
+        """The link every message carries ({public_url}/a/{code}): the page, that alert brought forward."""
+        return _page(focus=code.upper() if _FOCUS.fullmatch(code) else "")
+
+    def _page(*, focus: str) -> str:
         loaded = till.loaded()
         s = current()
         return render_template("page.html", shop=loaded.config.shop.name, till=loaded.config.shop.till,
-                               session=s, answers=ANSWER_LABELS, legit_needs=till.web().legit_needs)
+                               session=s, answers=ANSWER_LABELS, legit_needs=till.web().legit_needs, focus=focus)
 
     # -- sign-in ---------------------------------------------------------------------------------
     @app.post("/api/login")

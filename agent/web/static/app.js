@@ -227,8 +227,22 @@
       $("closed-empty").hidden = closed.data.alerts.length > 0;
     }
     if (batch.status === 200) showBatch(batch.data);
+    bringForward();
     body.dataset.loaded = "yes";
     tick();
+  }
+
+  // A message's link (/a/CODE) names one alert: show it first and open its history, once.
+  function bringForward() {
+    const focus = body.dataset.focus;
+    if (!focus) return;
+    const li = document.querySelector(`li[data-code="${CSS.escape(focus)}"]`);
+    if (!li) return;
+    body.dataset.focus = "";
+    li.classList.add("focus");
+    const hist = li.querySelector(".history");
+    if (hist) hist.open = true;
+    li.scrollIntoView({ block: "start" });
   }
 
   function showBatch(b) {
