@@ -104,14 +104,17 @@ class Gate:
     def sign_in(self, pin: str, people: Sequence[Person], client: str) -> Session | None:
         """A new session for the person with this PIN; None for a wrong PIN; LockedOut when refused unheard."""
         now = self.clock.monotonic()
+        # One lock around check, compare and count: parallel guesses from one address (waitress serves
+        # on several threads) cannot all pass the lockout check before any failure is counted. The
+        # compare is a few hashes, so holding the lock costs nothing a phone would notice.
         with self._lock:
             self._check_locked(client, now)
-        person = match_pin(pin, people)
-        with self._lock:
+            person = match_pin(pin, people)
             if person is None:
                 self._failed(client, now)
                 return None
-            self._failures.pop(client, None)
+            # A right PIN does not wipe the address's recent failures: a cashier signing in with their own
+            # PIN between guesses at the manager's must still run into the lockout.
             session = Session(secrets.token_urlsafe(32), person.name, person.role, secrets.token_urlsafe(32),
                               now, now)
             self._sessions[session.token] = session
