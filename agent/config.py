@@ -297,6 +297,16 @@ class ChannelConfig(_Strict):
     printer: dict[str, Any] = {}       # printer channel: kind = serial|network|usb|file and its settings
     enabled: bool = True
     fallback: bool = False             # only used when an earlier channel cannot deliver before the deadline
+    # What people read on this channel: ["zh"] (the default: English only when asked) or ["zh", "en"].
+    # Chat robots and the printer only; a webhook's body is the full alert JSON whatever this says.
+    languages: list[Literal["zh", "en"]] = ["zh"]
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError('languages is ["zh"] or ["zh", "en"] (each once, at least one)')
+        return v
 
     @model_validator(mode="before")
     @classmethod

@@ -42,7 +42,8 @@ def txn(voucher: str, amount_minor: int, hh: int, mm: int, card: str = "622576**
 
 def alert(voucher: str = "000123", amount_minor: int = 128000, *, state: str = "open", action: str = "void",
           reason: str | None = None, hh: int = 14, mm: int = 3, alert_id: str = "01JDUP0000000000000000000A",
-          revision: int = 1) -> dict[str, Any]:
+          revision: int = 1, code: str = "K7QD", certainty: str = "error", severity: str = "high",
+          answer: dict[str, Any] | None = None) -> dict[str, Any]:
     t = txn(voucher, amount_minor, hh, mm)
     if action == "refund":
         steps_zh = "在终端选择 管理 → 退货，输入原交易参考号。"
@@ -51,13 +52,13 @@ def alert(voucher: str = "000123", amount_minor: int = 128000, *, state: str = "
         steps_zh = f"管理 → 撤销 → 输入原凭证号 {voucher}"
         steps_en = f"Manage → Void → enter original voucher {voucher}"
     return Alert(
-        id=alert_id, revision=revision, rule="DUP-001", rule_version="1", severity="high", state=state,
+        id=alert_id, revision=revision, rule="DUP-001", rule_version="1", severity=severity, state=state,
         reason=reason or f"Same card 622576******6691 charged twice (vouchers 000122, {voucher})",
         reason_zh=reason or f"同一张卡 622576******6691 两次扣款（凭证号 000122、{voucher}）",
         evidence={"value": 42, "threshold": 600}, transactions=(t,),
         suggestion=Suggestion(action=action, voucher_no=voucher, amount_minor=amount_minor, steps_zh=steps_zh,
                               steps_en=steps_en, deadline=None if action == "refund" else CUTOFF),
-        created=CREATED, updated=CREATED,
+        created=CREATED, updated=CREATED, code=code, certainty=certainty, answer=answer,
     ).to_dict()
 
 

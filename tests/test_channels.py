@@ -28,10 +28,10 @@ from agent.delivery.channels.dingtalk import sign as dingtalk_sign
 from agent.delivery.channels.feishu import FeishuChannel
 from agent.delivery.channels.feishu import sign as feishu_sign
 from agent.delivery.channels.render import (
+    FEISHU_BODY_LIMIT,
     WECOM_MARKDOWN_LIMIT,
     compose,
-    more_line,
-    to_feishu_post,
+    to_feishu_posts,
 )
 from agent.delivery.channels.webhook import WebhookChannel, WebhookVerificationError, cloudevent, verify
 from agent.delivery.channels.wecom import WecomChannel
@@ -249,17 +249,11 @@ def test_webhook_send_turns_answers_into_outcomes() -> None:
 
 # ---------------------------------------------------------------------------- WeCom
 
-WECOM_EXPECTED_CONTENT = """### 可疑交易 / Suspicious transaction
-好味道餐饮 静安店 · 11-27 14:04
-
-**【高 high】重复扣款 / Duplicate charge（DUP-001）**
-> 同一张卡 622576＊＊＊＊＊＊6691 两次扣款（凭证号 000122、000123）
-> Same card 622576＊＊＊＊＊＊6691 charged twice (vouchers 000122, 000123)
-凭证号 voucher 000123 · RMB 1,280.00 · 14:03 · 卡号 card 622576＊＊＊＊＊＊6691
-**撤销凭证号 000123（RMB 1,280.00，14:03），请在 23:00 前操作（还剩 8 小时 55 分）**
-Void voucher 000123 (RMB 1,280.00, 14:03) before 23:00 (8 h 55 min left)
-> 操作：管理 → 撤销 → 输入原凭证号 000123
-> Steps: Manage → Void → enter original voucher 000123"""
+WECOM_EXPECTED_CONTENT = """### 23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123）
+> 重复扣款：同一张卡 622576＊＊＊＊＊＊6691 两次扣款（凭证号 000122、000123）
+编号 K7QD · 风险高 · 卡号 622576＊＊＊＊＊＊6691 · 还剩 8 小时 55 分 · 好味道餐饮 静安店 · 11-27 14:04
+操作：管理 → 撤销 → 输入原凭证号 000123
+撤销后回复：settleguard ack K7QD --voided；如属正常交易：settleguard ack K7QD --legit --note 原因"""
 
 
 def test_wecom_request_is_the_documented_markdown_body_with_the_key_in_the_url() -> None:
@@ -323,15 +317,20 @@ def test_wecom_answers_inside_a_200_are_read_by_errcode(body: bytes, status: int
     assert outcome.status == expected
 
 
-def test_a_long_digest_fits_wecoms_4096_bytes_and_says_how_many_were_left_out() -> None:
-    alerts = tuple(alert(f"{n:06d}", 1000 + n, alert_id=f"01J{n:023d}") for n in range(40))
-    request = WecomChannel("g", key="k", tz=SH).build_request(notice("digest", alerts), "m", NOW)
-    content = json.loads(request.body)["markdown"]["content"]
-    assert len(content.encode("utf-8")) <= WECOM_MARKDOWN_LIMIT
-    shown = content.count("**【高 high】")
-    assert 0 < shown < 40
-    assert content.endswith(more_line(40 - shown))
-    assert content.splitlines()[0] == "### 可疑交易汇总（40 条） / 40 suspicious transactions"
+def test_a_long_digest_is_split_into_wecom_messages_of_at_most_4096_bytes_none_left_out() -> None:
+    alerts = tuple(alert(f"{n:06d}", 1000 + n, alert_id=f"01J{n:023d}", code=f"K{n // 10}{n % 10}Q".translate(
+        str.maketrans("0125", "3479"))) for n in range(40))
+    requests = WecomChannel("g", key="k", tz=SH).build_requests(notice("digest", alerts), "m", NOW)
+    contents = [json.loads(r.body)["markdown"]["content"] for r in requests]
+    assert len(contents) > 1
+    assert all(len(c.encode("utf-8")) <= WECOM_MARKDOWN_LIMIT for c in contents)
+    assert not any("另有" in c for c in contents)
+    joined = "\n".join(contents)
+    for n in range(40):
+        assert joined.count(f"凭证号 {n:06d}") >= 1, n
+    # Largest amount first: the digest is sorted, not in the order the findings came.
+    assert joined.index("凭证号 000039") < joined.index("凭证号 000000")
+    assert contents[0].splitlines()[0] == f"### 可疑交易 40 条：请在 23:00 前处理（1/{len(contents)}）"
 
 
 # ---------------------------------------------------------------------------- DingTalk
@@ -346,10 +345,10 @@ def test_dingtalk_request_is_signed_on_the_url_with_a_markdown_body() -> None:
                            f"&timestamp={row['timestamp']}&sign={row['expected']}")
     body = json.loads(request.body)
     assert body["msgtype"] == "markdown"
-    assert body["markdown"]["title"] == "可疑交易 / Suspicious transaction"
-    text = body["markdown"]["text"]
     # The vector's clock is in 2020, so the cutoff is on another day and shows its date.
-    assert "\n\n**撤销凭证号 000123（RMB 1,280.00，14:03），请在 11-27 23:00 前操作" in text
+    assert body["markdown"]["title"] == "11-27 23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123）"
+    text = body["markdown"]["text"]
+    assert text.startswith("### 11-27 23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123）\n\n> 重复扣款：")
     assert DingtalkChannel("ding", access_token="abc123").build_request(notice(), "m1", NOW).url == (
         "https://oapi.dingtalk.com/robot/send?access_token=abc123")
 
@@ -378,7 +377,7 @@ def test_dingtalk_throttle_holds_the_robot_for_ten_minutes() -> None:
 # ---------------------------------------------------------------------------- Feishu
 
 
-def test_feishu_body_carries_timestamp_sign_and_a_bilingual_post() -> None:
+def test_feishu_body_carries_timestamp_sign_and_a_chinese_post() -> None:
     (row,) = (r for r in rows("vectors.tsv") if r["id"] == "feishu-1")
     at = datetime.fromtimestamp(int(row["timestamp"]), UTC)
     channel = FeishuChannel("lark", token="hook-token", secret=row["secret"], tz=SH)
@@ -389,10 +388,10 @@ def test_feishu_body_carries_timestamp_sign_and_a_bilingual_post() -> None:
     assert body["timestamp"] == row["timestamp"] and body["sign"] == row["expected"]
     assert body["msg_type"] == "post"
     post = body["content"]["post"]["zh_cn"]
-    assert post["title"] == "可疑交易 / Suspicious transaction"
+    assert post["title"] == "11-27 23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123）"
     texts = [element["text"] for paragraph in post["content"] for element in paragraph]
     assert all(len(p) == 1 and p[0]["tag"] == "text" for p in post["content"])
-    assert "凭证号 voucher 000123 · RMB 1,280.00 · 14:03 · 卡号 card 622576******6691" in texts
+    assert texts[0] == "重复扣款：同一张卡 622576******6691 两次扣款（凭证号 000122、000123）"
     unsigned = json.loads(FeishuChannel("lark", token="t").build_request(notice(), "m1", NOW).body)
     assert list(unsigned) == ["msg_type", "content"]
 
@@ -412,12 +411,17 @@ def test_feishu_codes(answer: dict[str, Any], status: int, expected: tuple[str, 
     assert (outcome.status, outcome.retry_after) == expected
 
 
-def test_feishu_post_stays_under_its_size_limit() -> None:
+def test_feishu_posts_split_below_the_limit_and_keep_every_alert() -> None:
     alerts = tuple(alert(f"{n:06d}", 1000 + n, alert_id=f"01J{n:023d}") for n in range(400))
-    post = to_feishu_post(compose(notice("review", alerts), NOW, SH), limit_bytes=8000)
-    encoded = json.dumps(post, ensure_ascii=False, separators=(",", ":")).encode()
-    assert len(encoded) <= 8000
-    assert post["zh_cn"]["content"][-1][0]["text"].startswith("… 另有 ")
+    posts = to_feishu_posts(compose(notice("review", alerts), NOW, SH), limit_bytes=8000)
+    assert len(posts) > 1
+    for post in posts:
+        assert len(json.dumps(post, ensure_ascii=False, separators=(",", ":")).encode()) <= 8000
+    texts = [el["text"] for post in posts for p in post["zh_cn"]["content"] for el in p]
+    assert not any("另有" in t for t in texts)
+    assert sum(1 for t in texts if "撤销 RMB" in t) == 400
+    requests = FeishuChannel("f", token="t", secret="s", tz=SH).build_requests(notice("review", alerts), "m", NOW)
+    assert all(len(r.body) <= FEISHU_BODY_LIMIT for r in requests)
 
 
 # ---------------------------------------------------------------------------- wiring
@@ -432,6 +436,7 @@ class Settings:
     secret: str | None = None
     secrets: list[str] = field(default_factory=list)
     printer: dict[str, Any] = field(default_factory=dict)
+    languages: list[str] = field(default_factory=lambda: ["zh"])
 
 
 def test_make_channel_builds_every_configured_type(tmp_path: Path) -> None:

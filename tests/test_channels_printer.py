@@ -30,10 +30,10 @@ def test_printer_slip_is_gb18030_text_and_ends_with_a_cut(tmp_path: Path) -> Non
     assert outcome == Outcome.ok("printed 1 slip(s)")
     data = out.read_bytes()
     assert data.startswith(b"\x1b@\x1c&")
-    for text in ("!! 可疑交易 / SUSPICIOUS", "重复扣款 Duplicate charge", "凭证号 voucher 000123",
-                 "RMB 1,280.00  14:03", "卡号 card 622576******6691", "请撤销 void before 23:00"):
+    for text in ("!! 请撤销", "23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123）", "卡号 622576******6691"):
         assert text.encode("gb18030") in data, text
-    assert "可疑交易".encode("gb18030") == b"\xbf\xc9\xd2\xc9\xbd\xbb\xd2\xd7"
+    assert "请撤销".encode("gb18030") == b"\xc7\xeb\xb3\xb7\xcf\xfa"
+    assert b"void" not in data.lower()      # no English on a printer nobody asked to print it
     assert data.rstrip(b"\x00\x01").endswith(b"\x1dV")    # GS V: cut
     assert not contains_full_pan(data.decode("gb18030", errors="replace"))
 
@@ -70,12 +70,21 @@ def test_our_own_escpos_decoder_reads_the_slip_back(tmp_path: Path) -> None:
     receipts = decoder.feed(out.read_bytes(), NOW) + decoder.flush(NOW)
     assert len(receipts) == 1 and isinstance(receipts[0], ReceiptText)
     assert [line.strip() for line in receipts[0].lines] == [
-        "!! 可疑交易 / SUSPICIOUS",
-        "重复扣款 Duplicate charge",
-        "风险 高 high (DUP-001)",
-        "凭证号 voucher 000123",
-        "RMB 1,280.00  14:03",
-        "卡号 card 622576******6691",
-        "请撤销 void before 23:00",
+        "!! 请撤销",
+        "23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123）",
+        "重复扣款：同一张卡 622576******6691 两次扣款（凭证号 000122、000123）",
+        "编号 K7QD 风险高",
+        "卡号 622576******6691",
+        "处理后回复 settleguard ack K7QD",
         "好味道餐饮 静安店 11-27 14:05",
     ]
+
+
+def test_a_verify_slip_says_what_to_check_and_no_void_and_english_only_when_asked(tmp_path: Path) -> None:
+    out = tmp_path / "lp0"
+    channel = PrinterChannel("p", printer={"kind": "file", "path": str(out)}, tz=SH, languages=("zh", "en"))
+    channel.send(notice("opened", (alert(certainty="verify", action="check"),)), message_id="m", now=NOW,
+                 sender=RecordingSender())
+    text = out.read_bytes().decode("gb18030", errors="replace")
+    assert "!! 请核对 / PLEASE CHECK" in text and "如属正常交易，无需处理" in text
+    assert "撤销" not in text and "void" not in text.lower()

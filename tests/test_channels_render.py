@@ -96,59 +96,63 @@ def test_a_robot_channel_throttles_itself_below_the_published_limit_without_send
 # ---------------------------------------------------------------------------- rendering
 
 
-def test_an_alert_reads_chinese_first_then_english_with_deadline_and_time_left() -> None:
-    text = to_text(compose(notice(), NOW, SH), limit_bytes=4096)
-    zh = text.index("撤销凭证号 000123（RMB 1,280.00，14:03），请在 23:00 前操作（还剩 8 小时 55 分）")
-    en = text.index("Void voucher 000123 (RMB 1,280.00, 14:03) before 23:00 (8 h 55 min left)")
-    assert text.index("同一张卡") < text.index("Same card") and zh < en
-    assert "管理 → 撤销 → 输入原凭证号 000123" in text
+def test_an_alert_reads_chinese_first_then_english_when_asked_with_deadline_and_time_left() -> None:
+    text = to_text(compose(notice(), NOW, SH, languages=("zh", "en")), limit_bytes=4096)
+    lines = text.splitlines()
+    assert lines[0] == "23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123） / Void RMB 1,280.00 (14:03, voucher 000123) before 23:00"
+    assert lines.index("重复扣款：同一张卡 622576******6691 两次扣款（凭证号 000122、000123）") < lines.index(
+        "Duplicate charge: Same card 622576******6691 charged twice (vouchers 000122, 000123)")
+    assert "还剩 8 小时 55 分" in text and "8 h 55 min left" in text
+    assert "操作：管理 → 撤销 → 输入原凭证号 000123" in text
 
 
 def test_times_follow_the_shop_zone_even_when_the_notice_was_made_in_utc() -> None:
     utc_notice = Notice(kind="opened", alerts=(alert(),), shop=SHOP, source=SOURCE,
                         created=CREATED.astimezone(UTC), deadline=CUTOFF.astimezone(UTC))
     text = to_text(compose(utc_notice, NOW.astimezone(UTC), SH), limit_bytes=4096)
-    assert "11-27 14:04" in text and "before 23:00" in text
+    assert "11-27 14:04" in text and text.startswith("23:00 前撤销")
 
 
 def test_a_missed_deadline_is_said_plainly() -> None:
-    text = to_text(compose(notice(), CUTOFF + timedelta(minutes=5), SH), limit_bytes=4096)
+    text = to_text(compose(notice(), CUTOFF + timedelta(minutes=5), SH, languages=("zh", "en")), limit_bytes=4096)
     assert "已过截止时间" in text and "deadline passed" in text
 
 
 def test_all_clear_says_there_is_nothing_open() -> None:
     text = to_text(compose(notice("all_clear", ()), NOW, SH), limit_bytes=4096)
-    assert text.splitlines()[0] == "今日无待处理异常 / no open findings"
+    assert text.splitlines()[0] == "今日无待处理异常"
     assert SHOP in text
 
 
-def test_resolution_is_one_short_line_per_alert() -> None:
-    alerts = (alert("000123", state="voided"), alert("000124", state="dismissed", alert_id="01JB"))
+def test_resolution_is_one_short_line_per_alert_naming_its_code() -> None:
+    alerts = (alert("000123", state="voided"), alert("000124", state="dismissed", alert_id="01JB", code="PQRT"))
     text = to_text(compose(notice("resolved", alerts), NOW, SH), limit_bytes=4096)
+    assert text.splitlines()[0] == "已处理 2 条"
     lines = [line for line in text.splitlines()[2:] if line]
     assert lines == [
-        "凭证号 000123 · RMB 1,280.00 · 重复扣款 / Duplicate charge：已撤销 / voided",
-        "凭证号 000124 · RMB 1,280.00 · 重复扣款 / Duplicate charge：已确认正常 / dismissed",
+        "K7QD · 重复扣款 RMB 1,280.00（14:03，凭证号 000123）：已撤销",
+        "PQRT · 重复扣款 RMB 1,280.00（14:03，凭证号 000124）：已确认正常",
     ]
 
 
-def test_pre_close_review_lists_every_open_alert_with_steps_and_time_left() -> None:
-    alerts = (alert("000123"), alert("000124", 5000, alert_id="01JB"))
+def test_pre_close_review_lists_every_open_alert_with_steps_once_and_time_left() -> None:
+    alerts = (alert("000124", 5000, alert_id="01JB", code="PQRT"), alert("000123"))
     text = to_text(compose(notice("review", alerts), datetime(2026, 11, 27, 22, 30, tzinfo=SH), SH),
                    limit_bytes=8192)
-    assert text.splitlines()[0] == "结算前复核：2 条待处理 / Pre-settlement review: 2 open"
-    assert "结算时间 23:00（还剩 30 分）/ settlement at 23:00 (30 min left)" in text
+    assert text.splitlines()[0] == "结算前复核：2 条待处理，23:00 结算（还剩 30 分）"
     for voucher in ("000123", "000124"):
-        assert f"操作：管理 → 撤销 → 输入原凭证号 {voucher}" in text
-    assert text.count("（还剩 30 分）") == 3
+        assert text.count(f"操作：管理 → 撤销 → 输入原凭证号 {voucher}") == 1
+    assert text.count("（还剩 30 分）") == 1 and text.count("还剩 30 分") == 3
+    # Sorted by amount, largest first, whatever order they came in.
+    assert text.index("凭证号 000123") < text.index("凭证号 000124")
 
 
-def test_escalation_carries_the_refund_guidance() -> None:
+def test_escalation_carries_the_refund_guidance_once() -> None:
     escalated = alert(state="escalated", action="refund")
     text = to_text(compose(notice("escalated", (escalated,)), NOW, SH), limit_bytes=4096)
-    assert text.splitlines()[0] == "批次已结算，需要退货 / Batch settled: refund needed"
-    assert "退货：凭证号 000123（RMB 1,280.00，2026-11-27），批次已结算，无法撤销" in text
+    assert text.splitlines()[0] == "需退货 RMB 1,280.00（2026-11-27 14:03，凭证号 000123）：批次已结算，无法撤销"
     assert "操作：在终端选择 管理 → 退货，输入原交易参考号。" in text
+    assert "settleguard ack K7QD --refunded" in text
 
 
 def test_a_full_card_number_never_reaches_any_message() -> None:

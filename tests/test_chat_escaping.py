@@ -27,10 +27,11 @@ from agent.delivery.channels.feishu import FeishuChannel
 from agent.delivery.channels.http import HttpxSender
 from agent.delivery.channels.render import (
     DINGTALK_MARKDOWN_LIMIT,
+    FEISHU_CONTENT_LIMIT,
     clean_text,
     compose,
     md_escape,
-    to_feishu_post,
+    to_feishu_posts,
     to_markdown,
 )
 from agent.delivery.channels.wecom import WecomChannel
@@ -135,7 +136,7 @@ def _alert(operator_text: str) -> dict[str, Any]:
         "transactions": [{"voucher_no": operator_text or "000123", "amount_minor": 12800, "currency": "CNY",
                           "time": "2026-11-27T14:03:00+08:00", "card": "622576******6691"}],
         "suggestion": {"action": "check", "voucher_no": operator_text or "000123", "amount_minor": 12800,
-                       "steps_zh": operator_text, "steps_en": operator_text},
+                       "steps_zh": f"步骤 {operator_text}", "steps_en": f"steps {operator_text}"},
     }
 
 
@@ -169,8 +170,8 @@ def test_any_value_keeps_the_markdown_shape_and_carries_no_syntax(value: str) ->
         for line in lines[1:]:
             inner = line.removeprefix("> ").removeprefix("**")
             assert not re.match(r"\s|[#>+=-]|\d+[.)]", inner), line
-    post = to_feishu_post(compose(_notice(value), NOW, SHANGHAI))
-    assert all("\n" not in el["text"] for paragraph in post["zh_cn"]["content"] for el in paragraph)
+    for post in to_feishu_posts(compose(_notice(value), NOW, SHANGHAI), limit_bytes=FEISHU_CONTENT_LIMIT):
+        assert all("\n" not in el["text"] for paragraph in post["zh_cn"]["content"] for el in paragraph)
 
 
 @pytest.mark.parametrize(("raw", "escaped"), [

@@ -51,48 +51,62 @@ class ChannelSettings(Protocol):
     def secrets(self) -> Sequence[SecretStr | str]: ...
     @property
     def printer(self) -> dict[str, Any]: ...
+    @property
+    def languages(self) -> Sequence[str]: ...
 
 
-def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout: float = 10.0) -> Channel:
+def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout: float = 10.0,
+                 public_url: str | None = None) -> Channel:
     """A channel for one config entry; ValueError names what is missing.
 
-    Every URL the channel will send to is registered with the log redactor here, whichever way
-    its credential was given (``key =``, ``url =`` with a query token, userinfo or a path token).
+    ``public_url`` is the till page's address (``[web] public_url``): messages then link each alert
+    to ``{public_url}/a/{code}``. Every URL the channel will send to is registered with the log
+    redactor here, whichever way its credential was given (``key =``, ``url =`` with a query token,
+    userinfo or a path token).
     """
-    channel = _make_channel(settings, tz=tz, timeout=timeout)
+    if public_url is not None:
+        from agent.delivery.channels.render import check_public_url
+
+        public_url = check_public_url(public_url)
+    channel = _make_channel(settings, tz=tz, timeout=timeout, public_url=public_url)
     register_url(getattr(channel, "url", None))
     add_secrets([settings.key, settings.secret, *settings.secrets])
     return channel
 
 
-def _make_channel(settings: ChannelSettings, *, tz: tzinfo | None, timeout: float) -> Channel:
+def _make_channel(settings: ChannelSettings, *, tz: tzinfo | None, timeout: float,
+                  public_url: str | None) -> Channel:
     kind = settings.type
     url, key, secret = reveal(settings.url), reveal(settings.key), reveal(settings.secret)
+    languages = tuple(settings.languages)
     if kind == "webhook":
         from agent.delivery.channels.webhook import WebhookChannel
 
         if not url:
             raise ValueError(f"channel {settings.name}: a webhook needs url")
         secrets = [s for s in [secret, *(reveal(x) for x in settings.secrets)] if s]
-        return WebhookChannel(settings.name, url=url, secrets=secrets, timeout=timeout)
+        return WebhookChannel(settings.name, url=url, secrets=secrets, timeout=timeout, public_url=public_url)
     if kind == "wecom":
         from agent.delivery.channels.wecom import WecomChannel
 
-        return WecomChannel(settings.name, key=key, url=url, tz=tz, timeout=timeout)
+        return WecomChannel(settings.name, key=key, url=url, tz=tz, timeout=timeout, languages=languages,
+                            public_url=public_url)
     if kind == "dingtalk":
         from agent.delivery.channels.dingtalk import DingtalkChannel
 
-        return DingtalkChannel(settings.name, access_token=key, url=url, secret=secret, tz=tz, timeout=timeout)
+        return DingtalkChannel(settings.name, access_token=key, url=url, secret=secret, tz=tz, timeout=timeout,
+                               languages=languages, public_url=public_url)
     if kind == "feishu":
         from agent.delivery.channels.feishu import FeishuChannel
 
-        return FeishuChannel(settings.name, token=key, url=url, secret=secret, tz=tz, timeout=timeout)
+        return FeishuChannel(settings.name, token=key, url=url, secret=secret, tz=tz, timeout=timeout,
+                             languages=languages, public_url=public_url)
     if kind == "printer":
         # Imported only here: python-escpos is the printing backend and nothing else needs it.
         from agent.delivery.channels.printer import PrinterChannel
 
         printer: Mapping[str, Any] = settings.printer
-        return PrinterChannel(settings.name, printer=printer, tz=tz)
+        return PrinterChannel(settings.name, printer=printer, tz=tz, languages=languages)
     raise ValueError(f"channel {settings.name}: unknown type {kind!r}")
 
 

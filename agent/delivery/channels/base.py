@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Mapping
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
@@ -301,32 +301,100 @@ class HttpChannel(Channel):
 
 
 class RobotChannel(HttpChannel):
-    """A chat robot people read: a JSON message in the shop's time zone, answered with an error code
-    inside the JSON (see :func:`classify_errcode`)."""
+    """A chat robot people read: JSON messages in the shop's time zone and the channel's languages,
+    answered with an error code inside the JSON (see :func:`classify_errcode`).
+
+    A notice too big for one message goes out as several (``payloads``), in order. The outbox holds
+    one row (or one digest of rows) for all of them, so the channel remembers, per message id, the
+    parts it built and how many the robot accepted: a retry sends only the rest, the same bytes as
+    first built (the "time left" in a part does not move between tries). Kept in memory, bounded: after
+    a restart a half-sent message is sent whole again (at least once, as every channel is).
+    """
 
     groups = True
     robot: str                                       # the robot's name in delivery errors
     errcodes: Mapping[int, tuple[float | None, str]]
     code_fields: tuple[str, ...] = ("errcode",)      # where the answer carries its code, in order
 
-    def __init__(self, name: str, url: str, *, tz: tzinfo | None, timeout: float) -> None:
+    def __init__(self, name: str, url: str, *, tz: tzinfo | None, timeout: float,
+                 languages: Sequence[str] = ("zh",), public_url: str | None = None) -> None:
         super().__init__(name, url, timeout=timeout)
         self.tz = tz
+        self.languages = tuple(languages)
+        self.public_url = public_url
+        self._progress: OrderedDict[str, _Progress] = OrderedDict()
 
     @abstractmethod
-    def payload(self, notice: Notice, now: datetime) -> dict[str, Any]: ...
+    def payloads(self, notice: Notice, now: datetime) -> list[dict[str, Any]]:
+        """The notice as one or more message bodies, each within the robot's size limit (unsigned)."""
+
+    def signed(self, payload: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """The body as sent at ``now`` (a robot that signs in the body adds timestamp and sign here)."""
+        return payload
 
     def request_url(self, now: datetime) -> str:
         """Where this message goes (a robot that signs on the URL adds the signature here)."""
         return self.url
 
-    def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest:
+    def request_for(self, payload: dict[str, Any], now: datetime) -> HttpRequest:
         return HttpRequest(url=self.request_url(now), headers={"content-type": "application/json; charset=utf-8"},
-                           body=dumps(self.payload(notice, now)), timeout=self.timeout)
+                           body=dumps(self.signed(payload, now)), timeout=self.timeout)
+
+    def build_requests(self, notice: Notice, message_id: str, now: datetime) -> list[HttpRequest]:
+        return [self.request_for(p, now) for p in self.payloads(notice, now)]
+
+    def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest:
+        """The first (usually the only) message of the notice."""
+        return self.build_requests(notice, message_id, now)[0]
 
     def classify(self, response: HttpResponse | None, error: HttpFailure | None, now: datetime) -> Outcome:
         return classify_errcode(response, error, now, table=self.errcodes, fields=self.code_fields,
                                 robot=self.robot)
+
+    def send(self, notice: Notice, *, message_id: str, now: datetime, sender: HttpSender) -> Outcome:
+        why_not = self.refuse(notice)
+        if why_not is not None:
+            return Outcome.permanent(why_not)
+        progress = self._progress.pop(message_id, None)
+        if progress is None:
+            progress = _Progress(self.payloads(notice, now))
+        total = len(progress.parts)
+        while progress.accepted < total:
+            part = f"part {progress.accepted + 1} of {total}: " if total > 1 else ""
+            wait = self.limiter.wait(now)
+            if wait > 0:
+                self._remember(message_id, progress)
+                return Outcome.retry(wait, f"{part}throttled locally below the documented {self.type} rate limit")
+            request = self.request_for(progress.parts[progress.accepted], now)
+            self.limiter.record(now)
+            try:
+                outcome = self.classify(sender.post(request), None, now)
+            except HttpFailure as exc:
+                outcome = self.classify(None, exc, now)
+            if outcome.status != "ok":
+                if outcome.status == "retry":
+                    if outcome.retry_after is not None:
+                        self.limiter.hold(now + timedelta(seconds=outcome.retry_after))
+                    self._remember(message_id, progress)
+                return Outcome(outcome.status, outcome.retry_after, part + outcome.reason)
+            progress.accepted += 1
+        return Outcome.ok(f"{total} messages" if total > 1 else "")
+
+    def _remember(self, message_id: str, progress: _Progress) -> None:
+        self._progress[message_id] = progress
+        while len(self._progress) > MAX_REMEMBERED:
+            self._progress.popitem(last=False)
+
+
+# Half-sent messages remembered per robot; more than this many at once means the robot is down and
+# every message will be retried whole anyway.
+MAX_REMEMBERED = 64
+
+
+@dataclass(slots=True)
+class _Progress:
+    parts: list[dict[str, Any]]
+    accepted: int = 0
 
 
 def with_query(url: str, name: str, value: str) -> str:

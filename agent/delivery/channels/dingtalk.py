@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 from urllib.parse import quote_plus
 
 from agent.delivery.channels.base import Notice, RateLimit, RobotChannel, with_query
-from agent.delivery.channels.render import DINGTALK_MARKDOWN_LIMIT, compose, to_markdown
+from agent.delivery.channels.render import DINGTALK_MARKDOWN_LIMIT, compose, to_markdown_parts
 
 ENDPOINT = "https://oapi.dingtalk.com/robot/send"
 THROTTLED_FOR = 600.0
@@ -43,12 +44,13 @@ class DingtalkChannel(RobotChannel):
     limits = (RateLimit(18, 60.0),)
 
     def __init__(self, name: str, *, access_token: str | None = None, url: str | None = None,
-                 secret: str | None = None, tz: tzinfo | None = None, timeout: float = 10.0) -> None:
+                 secret: str | None = None, tz: tzinfo | None = None, timeout: float = 10.0,
+                 languages: Sequence[str] = ("zh",), public_url: str | None = None) -> None:
         if not access_token and not url:
             raise ValueError(f"dingtalk channel {name}: needs key (access_token) or a full url")
         base = url or ENDPOINT
         super().__init__(name, with_query(base, "access_token", access_token) if access_token else base,
-                         tz=tz, timeout=timeout)
+                         tz=tz, timeout=timeout, languages=languages, public_url=public_url)
         self.secret = secret
 
     def request_url(self, now: datetime) -> str:
@@ -57,7 +59,11 @@ class DingtalkChannel(RobotChannel):
         timestamp_ms = int(now.timestamp() * 1000)
         return f"{self.url}&timestamp={timestamp_ms}&sign={sign(self.secret, timestamp_ms)}"
 
-    def payload(self, notice: Notice, now: datetime) -> dict[str, Any]:
-        doc = compose(notice, now, self.tz)
-        text = to_markdown(doc, flavor="dingtalk", limit_bytes=DINGTALK_MARKDOWN_LIMIT)
-        return {"msgtype": "markdown", "markdown": {"title": doc.title, "text": text}}
+    def payloads(self, notice: Notice, now: datetime) -> list[dict[str, Any]]:
+        doc = compose(notice, now, self.tz, languages=self.languages, public_url=self.public_url)
+        texts = to_markdown_parts(doc, flavor="dingtalk", limit_bytes=DINGTALK_MARKDOWN_LIMIT)
+        # The title is what the chat list shows; a split message says which part it is there too.
+        titles = [doc.title if len(texts) == 1 else f"{doc.title}（{k}/{len(texts)}）"
+                  for k in range(1, len(texts) + 1)]
+        return [{"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+                for title, text in zip(titles, texts, strict=True)]

@@ -11,12 +11,14 @@ from agent.delivery.channels.base import Channel
 
 def build_channels(config: Config, *, tz: tzinfo | None = None, path: str = "<config>") -> list[Channel]:
     timeout = config.delivery.timeout.total_seconds()
+    # The till page's address, when the shop has one ([web] public_url): links in every message.
+    public_url = getattr(getattr(config, "web", None), "public_url", None)
     channels: list[Channel] = []
     for i, c in enumerate(config.channel):
         if not c.enabled:
             continue
         try:
-            channels.append(make_channel(c, tz=tz, timeout=timeout))
+            channels.append(make_channel(c, tz=tz, timeout=timeout, public_url=public_url))
         except ValueError as exc:
             raise ConfigError(path, f"channel[{i}] ({c.name})", str(exc)) from None
     return channels

@@ -14,7 +14,7 @@ so the delivery loop does not retry them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -26,7 +26,7 @@ from escpos.printer import File, Network, Serial, Usb
 
 from agent.alerts.lifecycle import NoticeKind
 from agent.delivery.channels.base import Channel, HttpSender, Notice, Outcome, RateLimit
-from agent.delivery.channels.render import SEVERITY_LABEL, clean_text, facts
+from agent.delivery.channels.render import VERIFY_FOOTER, clean_text, facts, instruction
 
 INIT = b"\x1b@"                 # ESC @: forget whatever mode the till's last receipt left behind
 CHINESE_ON = b"\x1c&"           # FS &: two-byte (GB2312/GB18030) characters from here on
@@ -97,33 +97,39 @@ class PrinterSettings:
 
 
 def slip_lines(alert: Mapping[str, Any], *, kind: str, shop: str, now: datetime,
-               deadline: datetime | None, tz: tzinfo | None) -> list[str]:
-    """The slip's lines (headline first); PAN-scrubbed like every rendered text."""
+               deadline: datetime | None, tz: tzinfo | None, languages: Sequence[str] = ("zh",)) -> list[str]:
+    """The slip's lines (headline first): what to do and by when, why, the details; PAN-scrubbed.
+
+    The same sentences as the chat messages (render.instruction): a finding to verify says what to
+    check and "如属正常交易，无需处理", never "void". English only for a printer configured with it.
+    """
     f = facts(alert, notice_deadline=deadline, now=now, tz=tz)
-    sev_zh, sev_en = SEVERITY_LABEL.get(str(alert.get("severity")), ("", ""))
-    by = f.deadline or "结算前 settlement"
-    if kind == NoticeKind.ESCALATED or f.action == "refund":
-        headline = "!! 需退货 / REFUND NEEDED"
-        todo = f"请退货 refund {f.voucher}（{f.date}）"
-    elif f.action == "check":
-        headline = "!! 请核对 / PLEASE CHECK"
-        todo = f"请核对 check, 有误请撤销 void before {by}"
+    en = "en" in languages
+
+    def say(zh: str, english: str) -> list[str]:
+        return [zh, english] if en and english else [zh]
+
+    if f.verify:
+        head = say("!! 请核对", "PLEASE CHECK")
+    elif kind == NoticeKind.ESCALATED or f.action == "refund":
+        head = say("!! 需退货", "REFUND NEEDED")
+    elif kind == NoticeKind.REMINDER:
+        head = say("!! 提醒：仍待处理", "REMINDER")
     else:
-        headline = "!! 提醒 可疑交易 / REMINDER" if kind == NoticeKind.REMINDER else "!! 可疑交易 / SUSPICIOUS"
-        todo = f"请撤销 void before {by}"
-    lines = [
-        headline,
-        f"{f.title_zh} {f.title_en}",
-        f"风险 {sev_zh} {sev_en} ({f.rule})".strip(),
-        f"凭证号 voucher {f.voucher}",
-        f"{f.amount}  {f.hhmm}",
-    ]
+        head = say("!! 请撤销", "PLEASE VOID")
+    todo_zh, todo_en = instruction(f)
+    lines = [" / ".join(head), *say(todo_zh, todo_en), *say(f"{f.title_zh}：{f.why_zh}", f"{f.title_en}: {f.why_en}")]
+    details = [f"编号 {f.code}" if f.code else "", f"风险{f.severity_zh}" if f.severity_zh else ""]
+    lines.append(" ".join(x for x in details if x))
     if f.card:
-        lines.append(f"卡号 card {f.card}")
-    lines.append(todo)
+        lines.append(f"卡号 {f.card}")
+    if f.verify:
+        lines += say(*VERIFY_FOOTER)
+    elif f.code:
+        lines.append(f"处理后回复 settleguard ack {f.code}")
     stamp = now.astimezone(tz).strftime("%m-%d %H:%M") if tz else now.strftime("%m-%d %H:%M")
     lines.append(f"{shop} {stamp}")
-    return [clean_text(line) for line in lines]
+    return [clean_text(line) for line in lines if line]
 
 
 def print_slip(printer: Escpos, lines: list[str]) -> None:
@@ -143,8 +149,9 @@ class PrinterChannel(Channel):
     limits: tuple[RateLimit, ...] = ()
 
     def __init__(self, name: str, *, printer: PrinterSettings | Mapping[str, Any], tz: tzinfo | None = None,
-                 factory: PrinterFactory | None = None) -> None:
+                 factory: PrinterFactory | None = None, languages: Sequence[str] = ("zh",)) -> None:
         self.name = name
+        self.languages = tuple(languages)
         self.settings = (printer if isinstance(printer, PrinterSettings)
                          else PrinterSettings.from_mapping(printer))
         self.tz = tz
@@ -154,7 +161,7 @@ class PrinterChannel(Channel):
         if notice.kind not in PRINTED_KINDS:
             return []
         return [slip_lines(alert, kind=notice.kind, shop=notice.shop, now=now, deadline=notice.deadline,
-                           tz=self.tz) for alert in notice.alerts]
+                           tz=self.tz, languages=self.languages) for alert in notice.alerts]
 
     def send(self, notice: Notice, *, message_id: str, now: datetime, sender: HttpSender) -> Outcome:
         slips = self.slips(notice, now)

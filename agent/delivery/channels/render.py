@@ -1,80 +1,108 @@
-"""Notices as people read them on a phone: Chinese first, English after, short.
+"""Notices as people read them on a phone: what to do and by when, then why, then the details.
 
-:func:`compose` turns a :class:`Notice` into a :class:`Document` (a headline,
-head lines and one block per alert); ``to_markdown``, ``to_text`` and
-``to_feishu_post`` lay it out for a robot and keep it inside that robot's
-size limit by dropping whole alert blocks from the end and saying how many
-("… 另有 N 条 / N more"). Every string that leaves here went through
-:func:`drivers.pan.scrub_text`, so a PAN that slipped into a reason upstream
-is still not sent.
+:func:`compose` turns a :class:`Notice` into a :class:`Document` (``layout.py`` lays it out for a
+robot and splits it to the robot's size limit). The shape of every message about an alert:
 
-Text from the wire (operator, voucher, reasons quoting them) and from the
-configuration (shop name) is data, never markup (issue 14, observation 5):
-:func:`clean_text` folds every line break inside a value into a space, so a
-value can never start a line (a heading, a quote, a list item, a forged
-"已处理" line) in any layout, and breaks URL schemes so no client turns a
-value into a link. :func:`md_escape` then makes the markdown robots' syntax
-inert: WeCom's markdown (headings, ``**``/``*``, ``[x](url)``, `` `code` ``,
-``>``, ``<font color>``, ``<@userid>``) and DingTalk's (the same plus
-``![img](url)``, ``-``/``1.`` lists, ``<font>``). Neither robot documents a
-backslash escape, so the characters are replaced by their full-width twins,
-which read the same to a person and mean nothing to either renderer. Feishu
-``post`` ``text`` elements are literal (no ``un_escape``, no ``md`` tag is
-used), so only the line-break and URL folding applies there.
+1. the one instruction, once, with its deadline: "23:00 前撤销 RMB 128.00（14:03，凭证号 000123）";
+   a finding to *verify* says what to check instead and never reads as an order to void;
+2. why, in plain words: the rule's title and its reason without scores ("(多输零评分 10.1 >= 4)");
+3. the details: short code, risk, card, time left; the terminal steps (a likely error only); how to
+   answer — the till page link when ``[web] public_url`` is set, else the ``settleguard ack`` command;
+   a verify finding ends with "如属正常交易，无需处理".
+
+A revision a person's answer produced names them ("小王 确认正常：客人确实买了两份"). Several alerts
+(digest, review, resolutions) are sorted by severity, then amount, largest first. Chinese only unless
+the channel asked for ``languages = ["zh", "en"]``. Every string goes through ``layout.clean_text``
+(no line break, no link, no PAN from any value); the one link is built here from checked parts only.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, Literal
+from typing import Any
+from urllib.parse import urlsplit
 
-from agent.alerts.lifecycle import RESOLUTION_NOTICES, STATE_LABELS, AlertState, NoticeKind
-from agent.delivery.channels.base import Notice, dumps
+from agent.alerts.lifecycle import CLAIMED_STATES, RESOLUTION_NOTICES, STATE_LABELS, AlertState, NoticeKind
+from agent.delivery.channels.base import Notice
+from agent.delivery.channels.layout import (
+    Document,
+    Line,
+    Style,
+    clean_text,
+    md_escape,
+    scrubbed,
+    to_feishu_posts,
+    to_markdown,
+    to_markdown_parts,
+    to_text,
+    to_text_parts,
+)
+from agent.model import CODE_ALPHABET
 from agent.units import format_money
-from drivers.pan import scrub_text
+
+__all__ = [
+    "DINGTALK_MARKDOWN_LIMIT", "FEISHU_BODY_LIMIT", "FEISHU_CONTENT_LIMIT", "WECOM_MARKDOWN_LIMIT",
+    "Document", "Line", "alert_link", "check_public_url", "clean_text", "compose", "facts", "md_escape",
+    "to_feishu_posts", "to_markdown", "to_markdown_parts", "to_text", "to_text_parts",
+]
+
+# Published limits of the robots, bytes of UTF-8.
+# WeCom group robot, markdown.content: "最长不超过4096个字节，必须是utf8编码"
+#   (https://developer.work.weixin.qq.com/document/path/91770).
+WECOM_MARKDOWN_LIMIT = 4096
+# DingTalk custom robot (https://open.dingtalk.com/document/orgapp/custom-robot-access, message types at
+# /document/development/robot-message-type) publishes no byte limit for markdown.text, only 20 messages
+# a minute; 20,000 bytes is the figure integrators report for its text messages, so it is kept as the
+# bound here (a smaller part costs one more message, a larger one risks a refusal).
+DINGTALK_MARKDOWN_LIMIT = 20000
+# Feishu custom bot: "请求体大小不能超过20k" (code 9499 Bad Request otherwise;
+# https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot). 20,000 rather than 20 KiB,
+# and the post content leaves room for the envelope, timestamp and sign.
+FEISHU_BODY_LIMIT = 20000
+FEISHU_CONTENT_LIMIT = FEISHU_BODY_LIMIT - 512
 
 SEVERITY_LABEL = {"high": ("高", "high"), "medium": ("中", "medium"), "low": ("低", "low")}
-_RESOLVED_HEADLINE = ("已处理", "Resolved")
-HEADLINE = {
-    NoticeKind.OPENED: ("可疑交易", "Suspicious transaction"),
-    NoticeKind.DIGEST: ("可疑交易汇总", "Suspicious transactions"),
-    NoticeKind.REVIEW: ("结算前复核", "Pre-settlement review"),
-    NoticeKind.ALL_CLEAR: ("今日无待处理异常", "no open findings"),
-    NoticeKind.ESCALATED: ("批次已结算，需要退货", "Batch settled: refund needed"),
-    NoticeKind.REMINDER: ("提醒：仍待处理", "Reminder: still open"),
-    NoticeKind.VOID_PRINTED: ("撤销单已打印，终端尚未确认", "Void printed, not yet confirmed by the terminal"),
-    NoticeKind.DEVICE: ("设备需要检查", "Check the equipment"),
-    **{kind: _RESOLVED_HEADLINE for kind in RESOLUTION_NOTICES},
-}
-# Published limits of the robots (bytes of UTF-8). Feishu's 30 KB is for the whole request body,
-# so the post content gets a margin for the envelope, timestamp and sign.
-WECOM_MARKDOWN_LIMIT = 4096
-DINGTALK_MARKDOWN_LIMIT = 20000
-FEISHU_BODY_LIMIT = 30 * 1024
-FEISHU_CONTENT_LIMIT = FEISHU_BODY_LIMIT - 1024
-# A single runaway line (a huge reason) must not push every other alert out of a message.
-MAX_LINE_CHARS = 600
-# The number staff read off a slip, in the order a suggestion's voucher_no is taken from a transaction.
-VOUCHER_FIELDS = ("voucher_no", "receipt_no", "trace_no", "rrn")
-
-Style = Literal["strong", "plain", "quote"]
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
+Languages = Sequence[str]
+ZH_ONLY: tuple[str, ...] = ("zh",)
+# The fields of a transaction that identify it to staff, and what each is called on the slip.
+IDENTIFIERS = (("voucher_no", "凭证号", "voucher"), ("receipt_no", "票据号", "receipt"),
+               ("trace_no", "流水号", "trace no."), ("rrn", "参考号", "RRN"))
+# Kept for callers that read the voucher the way a suggestion does.
+VOUCHER_FIELDS = tuple(name for name, _, _ in IDENTIFIERS)
+VERIFY_FOOTER = ("如属正常交易，无需处理", "If it is a genuine sale, nothing needs doing")
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    text: str
-    style: Style = "plain"
+# ---------------------------------------------------------------------------- the one link
 
 
-@dataclass(frozen=True, slots=True)
-class Document:
-    title: str                            # one line, both languages (DingTalk title, Feishu post title)
-    head: tuple[Line, ...]                # always kept
-    blocks: tuple[tuple[Line, ...], ...]  # one per alert, dropped from the end to fit
-    omitted: int = 0                      # blocks dropped before this document was built
+_URL_UNSAFE = re.compile(r"[\s()<>\[\]\"'`\\{}|^]")
+
+
+def check_public_url(url: str) -> str:
+    """The till page's base address as links may use it; ValueError when it could not be one.
+
+    http(s) with a host, and none of the characters that would end a markdown link or a chat client's
+    autolink early (spaces, brackets, quotes): the address goes into messages unescaped.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("public_url must be an http:// or https:// address with a host")
+    if _URL_UNSAFE.search(url) or parts.query or parts.fragment:
+        raise ValueError("public_url must be a plain address (no spaces, brackets, quotes, query or fragment)")
+    return url.rstrip("/")
+
+
+def alert_link(public_url: str | None, code: Any) -> str | None:
+    """``{public_url}/a/{code}`` (the till page's route for one alert), or None without a page or a code."""
+    if not public_url or not isinstance(code, str):
+        return None
+    if not 4 <= len(code) <= 5 or any(ch not in CODE_ALPHABET for ch in code):
+        return None
+    return f"{check_public_url(public_url)}/a/{code}"
 
 
 # ---------------------------------------------------------------------------- alert fields
@@ -82,7 +110,7 @@ class Document:
 
 def rule_titles(alert: Mapping[str, Any]) -> tuple[str, str]:
     """(zh, en) title of the alert's rule: from the alert if it carries one, else the catalogue."""
-    rule = str(alert.get("rule") or "?")
+    rule = str(alert.get("rule") or "")
     zh, en = alert.get("title_zh"), alert.get("title_en")
     if isinstance(zh, str) and isinstance(en, str):
         return zh, en
@@ -108,13 +136,21 @@ def _local(when: datetime, tz: tzinfo | None) -> datetime:
     return when.astimezone(tz) if tz else when
 
 
+def _present(value: Any) -> str | None:
+    """A value worth printing: not empty, not a placeholder another layer left ("None", "?")."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text if text and text not in ("None", "null", "?", "？") else None
+
+
 def subject_transaction(alert: Mapping[str, Any]) -> dict[str, Any]:
     """The transaction the suggestion acts on (the one to void), else the latest one involved."""
     txns = [t for t in alert.get("transactions") or [] if isinstance(t, dict)]
     if not txns:
         return {}
     suggestion = alert.get("suggestion") or {}
-    ref = suggestion.get("voucher_no") if isinstance(suggestion, dict) else None
+    ref = _present(suggestion.get("voucher_no")) if isinstance(suggestion, dict) else None
     if ref:
         for txn in txns:
             if ref in (txn.get(name) for name in VOUCHER_FIELDS):
@@ -122,12 +158,15 @@ def subject_transaction(alert: Mapping[str, Any]) -> dict[str, Any]:
     return txns[-1]
 
 
-def _voucher(txn: Mapping[str, Any]) -> str:
-    for name in VOUCHER_FIELDS:
-        value = txn.get(name)
+def identify(txn: Mapping[str, Any], suggestion: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(zh, en) of the number that finds this transaction on the terminal: voucher, receipt, trace or
+    RRN, named as such; None when it has none (time and amount then identify it)."""
+    for name, zh, en in IDENTIFIERS:
+        value = _present(txn.get(name))
         if value:
-            return str(value)
-    return "?"
+            return f"{zh} {value}", f"{en} {value}"
+    value = _present(suggestion.get("voucher_no"))
+    return (f"凭证号 {value}", f"voucher {value}") if value else None
 
 
 def time_left(deadline: datetime, now: datetime) -> tuple[str, str]:
@@ -141,275 +180,331 @@ def time_left(deadline: datetime, now: datetime) -> tuple[str, str]:
     return f"还剩 {minutes} 分", f"{minutes} min left"
 
 
+# A parenthetical holding a number and a comparison: a score ("(多输零评分 10.1 >= 4)"), not words.
+_SCORE = re.compile(r"\s*[（(][^（）()]*\d[^（）()]*(?:>=|<=|≥|≤|>|<|=|≠)[^（）()]*[）)]")
+
+
+def plain_words(text: str) -> str:
+    """A rule's reason without its score parentheticals."""
+    return _SCORE.sub("", text).strip()
+
+
+# Local paths (an evidence bundle under /var/lib/...) mean nothing on a phone.
+_EVIDENCE_PATH = re.compile(r"\s*证据包\s*/\s*evidence:\s*\S+|\s*evidence(?: bundle)?:\s*/\S+")
+_PATH = re.compile(r"(?<![\w:/.])/(?:[^\s/，。；：]+/)+[^\s，。；：]*")
+# The instruction before the colon of a remedy's steps ("请在 23:00 前撤销凭证号 000123（…）：…") is what
+# line 1 already says; only the steps after it are kept, so the instruction is said once.
+_INSTRUCTION_HEAD = re.compile(r"^(?:(?:请在|请核对|该批次已结算)[^：]{0,200}?："
+                               r"|(?:Void voucher|Check voucher|The batch has settled).{0,200}?: )")
+
+
+def bare_steps(text: str) -> str:
+    text = _EVIDENCE_PATH.sub("", text)
+    text = _PATH.sub("", text)
+    return _INSTRUCTION_HEAD.sub("", text.strip(), count=1).strip()
+
+
 @dataclass(frozen=True, slots=True)
 class AlertFacts:
-    """What every layout says about one alert, already formatted."""
+    """What every layout says about one alert, already worded (zh, en)."""
 
+    code: str | None
+    rule: str
+    state: str
+    certainty: str           # "error" | "verify"
+    severity: str
     severity_zh: str
     severity_en: str
     title_zh: str
     title_en: str
-    rule: str
-    state: str
-    reason_zh: str
-    reason_en: str
-    voucher: str
+    why_zh: str
+    why_en: str
     amount: str
-    hhmm: str
-    date: str
+    amount_minor: int
+    hhmm: str | None
+    date: str | None
+    ident: tuple[str, str] | None
     card: str | None
     action: str | None
     deadline: str | None
-    left_zh: str | None
-    left_en: str | None
+    left: tuple[str, str] | None
     steps_zh: str
     steps_en: str
+    answer: Mapping[str, Any] | None
+    link: str | None
+
+    @property
+    def verify(self) -> bool:
+        return self.certainty == "verify"
+
+    def what(self, with_date: bool = False) -> tuple[str, str]:
+        """(zh, en) "RMB 128.00（14:03，凭证号 000123）": the amount and what finds it."""
+        when = f"{self.date} {self.hhmm}" if with_date and self.date and self.hhmm else self.hhmm
+        zh = [x for x in (when, self.ident[0] if self.ident else None) if x]
+        en = [x for x in (when, self.ident[1] if self.ident else None) if x]
+        return (f"{self.amount}（{'，'.join(zh)}）" if zh else self.amount,
+                f"{self.amount} ({', '.join(en)})" if en else self.amount)
 
 
 def facts(alert: Mapping[str, Any], *, notice_deadline: datetime | None, now: datetime,
-          tz: tzinfo | None) -> AlertFacts:
+          tz: tzinfo | None, public_url: str | None = None) -> AlertFacts:
     txn = subject_transaction(alert)
     raw_suggestion = alert.get("suggestion")
     suggestion: Mapping[str, Any] = raw_suggestion if isinstance(raw_suggestion, dict) else {}
     title_zh, title_en = rule_titles(alert)
-    sev_zh, sev_en = SEVERITY_LABEL.get(str(alert.get("severity")), ("?", str(alert.get("severity"))))
+    severity = str(alert.get("severity") or "")
+    sev_zh, sev_en = SEVERITY_LABEL.get(severity, ("", severity))
     amount_minor = suggestion.get("amount_minor", txn.get("amount_minor"))
-    amount = format_money(amount_minor, txn.get("currency")) if isinstance(amount_minor, int) else "?"
+    if not isinstance(amount_minor, int):
+        amount_minor = 0
     when = _parse_time(txn.get("time"), tz)
     deadline = _parse_time(suggestion.get("deadline"), tz) or (
         _local(notice_deadline, tz) if notice_deadline else None)
-    deadline_text = left_zh = left_en = None
+    deadline_text = left = None
     if deadline is not None:
-        local_now = _local(now, deadline.tzinfo)
-        same_day = deadline.date() == local_now.date()
+        same_day = deadline.date() == _local(now, deadline.tzinfo).date()
         deadline_text = deadline.strftime("%H:%M" if same_day else "%m-%d %H:%M")
-        left_zh, left_en = time_left(deadline, now)
+        left = time_left(deadline, now)
+    evidence = alert.get("evidence") if isinstance(alert.get("evidence"), dict) else {}
+    assert isinstance(evidence, dict)
+    # A rule may say why in plain words itself (evidence.plain_zh / plain_en); else its reason, unscored.
     reason_en = str(alert.get("reason") or "")
+    why_zh = str(evidence.get("plain_zh") or plain_words(str(alert.get("reason_zh") or reason_en)))
+    why_en = str(evidence.get("plain_en") or plain_words(reason_en))
+    answer = alert.get("answer") if isinstance(alert.get("answer"), dict) else None
+    code = alert.get("code") if isinstance(alert.get("code"), str) and alert.get("code") else None
     return AlertFacts(
-        severity_zh=sev_zh, severity_en=sev_en, title_zh=title_zh, title_en=title_en,
-        rule=str(alert.get("rule") or "?"), state=str(alert.get("state") or AlertState.OPEN),
-        reason_zh=str(alert.get("reason_zh") or reason_en), reason_en=reason_en,
-        voucher=str(suggestion.get("voucher_no") or _voucher(txn)), amount=amount,
-        hhmm=when.strftime("%H:%M") if when else "?", date=when.strftime("%Y-%m-%d") if when else "?",
-        card=txn.get("card") or None, action=suggestion.get("action") if suggestion else None,
-        deadline=deadline_text, left_zh=left_zh, left_en=left_en,
-        steps_zh=str(suggestion.get("steps_zh") or ""), steps_en=str(suggestion.get("steps_en") or ""),
+        code=code, rule=str(alert.get("rule") or ""), state=str(alert.get("state") or AlertState.OPEN),
+        certainty="verify" if alert.get("certainty") == "verify" else "error",
+        severity=severity, severity_zh=sev_zh, severity_en=sev_en, title_zh=title_zh, title_en=title_en,
+        why_zh=why_zh, why_en=why_en,
+        amount=format_money(amount_minor, txn.get("currency")) if amount_minor else "",
+        amount_minor=amount_minor,
+        hhmm=when.strftime("%H:%M") if when else None, date=when.strftime("%Y-%m-%d") if when else None,
+        ident=identify(txn, suggestion), card=_present(txn.get("card")),
+        action=_present(suggestion.get("action")), deadline=deadline_text, left=left,
+        steps_zh=bare_steps(str(suggestion.get("steps_zh") or "")),
+        steps_en=bare_steps(str(suggestion.get("steps_en") or "")),
+        answer=answer, link=alert_link(public_url, code),
     )
 
 
-def action_lines(f: AlertFacts) -> tuple[str, str] | None:
-    """The sentence staff act on, (zh, en): 撤销凭证号 000123（RMB 1,280.00，14:03），请在 23:00 前操作."""
-    by_zh = f"请在 {f.deadline} 前" if f.deadline else "请在结算前"
-    by_en = f"before {f.deadline}" if f.deadline else "before settlement"
-    left_zh = f"（{f.left_zh}）" if f.left_zh else ""
-    left_en = f" ({f.left_en})" if f.left_en else ""
-    if f.action == "void":
-        return (f"撤销凭证号 {f.voucher}（{f.amount}，{f.hhmm}），{by_zh}操作{left_zh}",
-                f"Void voucher {f.voucher} ({f.amount}, {f.hhmm}) {by_en}{left_en}")
-    if f.action == "check":
-        return (f"核对凭证号 {f.voucher}（{f.amount}，{f.hhmm}）；如有误，{by_zh}撤销{left_zh}",
-                f"Check voucher {f.voucher} ({f.amount}, {f.hhmm}); if it is wrong, void it {by_en}{left_en}")
-    if f.action == "refund":
-        return (f"退货：凭证号 {f.voucher}（{f.amount}，{f.date}），批次已结算，无法撤销",
-                f"Refund voucher {f.voucher} ({f.amount}, {f.date}): the batch has settled, a void is no "
-                f"longer possible")
+# ---------------------------------------------------------------------------- sentences
+
+
+def instruction(f: AlertFacts) -> tuple[str, str]:
+    """Line 1 of an alert still to be dealt with: (zh, en) what to do and by when."""
+    if f.state in CLAIMED_STATES:
+        zh, en = STATE_LABELS[f.state]
+        what_zh, what_en = f.what()
+        return f"{zh}：{what_zh}", f"{en}: {what_en}"
+    settled = f.action == "refund"
+    what_zh, what_en = f.what(with_date=settled)
+    by_zh = f"请在 {f.deadline} 前" if f.deadline and not settled else "请"
+    by_en = f" before {f.deadline}" if f.deadline and not settled else ""
+    if f.verify or f.action not in ("void", "refund"):
+        tail_zh, tail_en = ("（批次已结算）", " (the batch has settled)") if settled else ("", "")
+        return (f"{by_zh}核对 {what_zh} 是否为真实交易{tail_zh}",
+                f"Check{by_en} whether {what_en} is a genuine sale{tail_en}")
+    if settled:
+        return (f"需退货 {what_zh}：批次已结算，无法撤销",
+                f"Refund {what_en}: the batch has settled, a void is no longer possible")
+    return (f"{f.deadline} 前撤销 {what_zh}" if f.deadline else f"结算前撤销 {what_zh}",
+            f"Void {what_en}{by_en or ' before settlement'}")
+
+
+def answered(f: AlertFacts) -> tuple[str, str] | None:
+    """(zh, en) of the person whose answer produced this revision: "小王 确认正常：客人确实买了两份"."""
+    if not f.answer:
+        return None
+    role = str(f.answer.get("role") or "")
+    by = _present(f.answer.get("by")) or {"manager": "店长", "cashier": "收银员"}.get(role, "员工")
+    by_en = _present(f.answer.get("by")) or {"manager": "the manager", "cashier": "a cashier"}.get(role, "staff")
+    note = _present(f.answer.get("note"))
+    note_zh, note_en = (f"：{note}", f": {note}") if note else ("", "")
+    if f.state == AlertState.DISMISSED:
+        return f"{by} 确认正常{note_zh}", f"{by_en} confirmed it is genuine{note_en}"
+    if f.state == AlertState.VOID_CLAIMED:
+        return f"{by} 已撤销（等待终端确认）{note_zh}", f"{by_en} voided it (waiting for the terminal){note_en}"
+    if f.state == AlertState.REFUNDED:
+        return f"{by} 已退货{note_zh}", f"{by_en} refunded it{note_en}"
+    if f.state == AlertState.VOIDED:
+        return f"{by} 已撤销{note_zh}", f"{by_en} voided it{note_en}"
     return None
+
+
+OUTCOME = {
+    AlertState.VOIDED: ("已撤销", "voided"),
+    AlertState.REFUNDED: ("已退货", "refunded"),
+    AlertState.DISMISSED: ("已确认正常", "confirmed genuine"),
+    # Nobody checked it: not "resolved".
+    AlertState.EXPIRED: ("未核对，已随批次结算过期", "not checked; expired with the batch"),
+    AlertState.VOID_CLAIMED: ("已报撤销，等待终端确认", "void reported, waiting for the terminal"),
+    AlertState.VOID_PRINTED: ("撤销单已打印，等待终端确认", "void printed, waiting for the terminal"),
+}
+
+
+def outcome(f: AlertFacts) -> tuple[str, str]:
+    """(zh, en) of what became of an alert: who answered, else its state."""
+    return answered(f) or OUTCOME.get(AlertState(f.state) if f.state in set(AlertState) else AlertState.OPEN,
+                                      STATE_LABELS.get(f.state, (f.state, f.state)))
+
+
+def _reply(f: AlertFacts) -> tuple[str, str] | None:
+    """How to answer without the till page: the code and the command."""
+    if not f.code:
+        return None
+    legit_zh = f"settleguard ack {f.code} --legit --note 原因"
+    legit_en = f"settleguard ack {f.code} --legit --note why"
+    if f.verify or f.action not in ("void", "refund"):
+        return f"核对后可回复：{legit_zh}", f"Answer after checking: {legit_en}"
+    done = "--refunded" if f.action == "refund" else "--voided"
+    word = "退货" if f.action == "refund" else "撤销"
+    return (f"{word}后回复：settleguard ack {f.code} {done}；如属正常交易：{legit_zh}",
+            f"Then answer: settleguard ack {f.code} {done}; if genuine: {legit_en}")
 
 
 # ---------------------------------------------------------------------------- composing
 
 
-def _transaction_line(f: AlertFacts) -> str:
-    card = f" · 卡号 card {f.card}" if f.card else ""
-    return f"凭证号 voucher {f.voucher} · {f.amount} · {f.hhmm}{card}"
+class _Out:
+    """Lines in the channel's languages: each sentence in Chinese, then in English when asked."""
+
+    def __init__(self, languages: Languages) -> None:
+        self.zh = "zh" in languages
+        self.en = "en" in languages
+
+    def say(self, zh: str, en: str, style: Style = "plain") -> list[Line]:
+        lines = [Line(zh, style)] if self.zh else []
+        if self.en and en and (en != zh or not self.zh):
+            lines.append(Line(en, "plain" if self.zh and style == "strong" else style))
+        return lines
+
+    def both(self, zh: str, en: str) -> str:
+        """One line holding both (a headline, a title)."""
+        if self.zh and self.en and en and en != zh:
+            return f"{zh} / {en}"
+        return zh if self.zh else en
 
 
-def _title_line(f: AlertFacts) -> str:
-    return f"【{f.severity_zh} {f.severity_en}】{f.title_zh} / {f.title_en}（{f.rule}）"
+def _details(f: AlertFacts, out: _Out, *, extra: tuple[str, str] | None = None) -> list[Line]:
+    zh = [f"编号 {f.code}" if f.code else "", f"风险{f.severity_zh}" if f.severity_zh else "",
+          f"卡号 {f.card}" if f.card else "", f.left[0] if f.left and f.action != "refund" else ""]
+    en = [f"code {f.code}" if f.code else "", f"{f.severity_en} risk" if f.severity_en else "",
+          f"card {f.card}" if f.card else "", f.left[1] if f.left and f.action != "refund" else ""]
+    if extra:
+        zh.append(extra[0])
+        en.append(extra[1])
+    return out.say(" · ".join(x for x in zh if x), " · ".join(x for x in en if x))
 
 
-def _block(kind: NoticeKind, f: AlertFacts) -> tuple[Line, ...]:
-    if kind in RESOLUTION_NOTICES:
-        zh, en = STATE_LABELS.get(f.state, (f.state, f.state))
-        return (Line(f"凭证号 {f.voucher} · {f.amount} · {f.title_zh} / {f.title_en}：{zh} / {en}"),)
-    lines: list[Line] = [Line(_title_line(f), "strong")]
-    if kind != NoticeKind.REVIEW:
-        lines.append(Line(f.reason_zh, "quote"))
-        if kind != NoticeKind.DIGEST and f.reason_en and f.reason_en != f.reason_zh:
-            lines.append(Line(f.reason_en, "quote"))
-    lines.append(Line(_transaction_line(f)))
-    action = action_lines(f)
-    if action is not None:
-        lines.append(Line(action[0], "strong"))
-        lines.append(Line(action[1]))
-    if kind != NoticeKind.DIGEST:
-        if f.steps_zh:
-            lines.append(Line(f"操作：{f.steps_zh}", "quote"))
-        if f.steps_en:
-            lines.append(Line(f"Steps: {f.steps_en}", "quote"))
-    return tuple(lines)
+def _answer_lines(f: AlertFacts, out: _Out) -> list[Line]:
+    if f.link:
+        label = out.both(f"在收银台页面处理 {f.code}", f"answer {f.code} on the till page")
+        return [Line(label, url=f.link)]
+    reply = _reply(f)
+    return out.say(*reply) if reply else []
 
 
-def compose(notice: Notice, now: datetime, tz: tzinfo | None = None) -> Document:
-    """Everything a notice says, before any layout or size limit."""
-    head_zh, head_en = notice.title or HEADLINE[notice.kind]
-    n = len(notice.alerts)
-    if notice.kind == NoticeKind.DIGEST:
-        head_zh, head_en = f"{head_zh}（{n} 条）", f"{n} {head_en.lower()}"
-    elif notice.kind == NoticeKind.REVIEW:
-        head_zh, head_en = f"{head_zh}：{n} 条待处理", f"{head_en}: {n} open"
-    title = f"{head_zh} / {head_en}"
+def _todo_block(f: AlertFacts, out: _Out, *, headline: bool, extra: tuple[str, str] | None = None) -> list[Line]:
+    """An alert still to be dealt with: [instruction,] why, details, steps, how to answer."""
+    lines: list[Line] = []
+    if not headline:
+        zh, en = instruction(f)
+        lines += out.say(zh, en, "strong")
+    lines += out.say(f"{f.title_zh}：{f.why_zh}" if f.why_zh else f.title_zh,
+                     f"{f.title_en}: {f.why_en}" if f.why_en else f.title_en, "quote")
+    lines += _details(f, out, extra=extra)
+    if not f.verify and f.state not in CLAIMED_STATES and (f.steps_zh or f.steps_en):
+        lines += out.say(f"操作：{f.steps_zh}" if f.steps_zh else "", f"Steps: {f.steps_en}" if f.steps_en else "")
+    if f.state not in CLAIMED_STATES:
+        lines += _answer_lines(f, out)
+    if f.verify:
+        lines += out.say(*VERIFY_FOOTER)
+    return [line for line in lines if line.text]
+
+
+def _outcome_line(f: AlertFacts, out: _Out) -> list[Line]:
+    what_zh, what_en = f.what()
+    said_zh, said_en = outcome(f)
+    code_zh, code_en = (f"{f.code} · ", f"{f.code} · ") if f.code else ("", "")
+    line = out.say(f"{code_zh}{f.title_zh} {what_zh}：{said_zh}", f"{code_en}{f.title_en} {what_en}: {said_en}")
+    return line + (_answer_lines(f, out) if f.link else [])
+
+
+def sort_key(alert: Mapping[str, Any]) -> tuple[int, int]:
+    """Severity first, then the amount, largest first."""
+    suggestion = alert.get("suggestion") if isinstance(alert.get("suggestion"), dict) else {}
+    amount = (suggestion or {}).get("amount_minor", subject_transaction(alert).get("amount_minor"))
+    return SEVERITY_RANK.get(str(alert.get("severity")), 3), -(amount if isinstance(amount, int) else 0)
+
+
+_HEADLINES = {
+    NoticeKind.DIGEST: ("可疑交易 {n} 条", "{n} suspicious transactions"),
+    NoticeKind.REVIEW: ("结算前复核：{n} 条待处理", "Pre-settlement review: {n} open"),
+    NoticeKind.ALL_CLEAR: ("今日无待处理异常", "No open findings today"),
+    NoticeKind.DEVICE: ("设备需要检查", "Check the equipment"),
+}
+
+
+def compose(notice: Notice, now: datetime, tz: tzinfo | None = None, *, languages: Languages = ZH_ONLY,
+            public_url: str | None = None) -> Document:
+    """Everything a notice says, in the channel's languages, before any layout or size limit."""
+    out = _Out(languages)
+    alerts = sorted(notice.alerts, key=sort_key) if len(notice.alerts) > 1 else list(notice.alerts)
+    all_facts = [facts(a, notice_deadline=notice.deadline, now=now, tz=tz, public_url=public_url) for a in alerts]
     stamp = _local(notice.created, tz).strftime("%m-%d %H:%M")
-    head = [Line(title, "strong"), Line(f"{notice.shop} · {stamp}")]
-    if notice.kind == NoticeKind.REVIEW and notice.deadline is not None:
-        left_zh, left_en = time_left(notice.deadline, now)
-        cutoff = _local(notice.deadline, tz).strftime("%H:%M")
-        head.append(Line(f"结算时间 {cutoff}（{left_zh}）/ settlement at {cutoff} ({left_en})"))
-    if notice.kind == NoticeKind.ALL_CLEAR or (notice.kind == NoticeKind.REVIEW and not notice.alerts):
-        head.append(Line("今日无待处理异常 / no open findings"))
-    head.extend(Line(text) for text in notice.lines)
-    blocks = tuple(
-        _block(notice.kind, facts(alert, notice_deadline=notice.deadline, now=now, tz=tz))
-        for alert in notice.alerts
-    )
-    doc = Document(title=title, head=tuple(head), blocks=blocks)
-    return _scrubbed(doc)
-
-
-# Characters that end a line or reorder what is shown: C0/C1 controls (ESC/POS commands on the printer,
-# line breaks in every robot), Unicode line/paragraph separators, and bidirectional overrides and
-# isolates (they can make "000123" display as "321000").
-_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-# A scheme or "www." that a chat client would turn into a link on its own, even in plain text.
-# No word boundary: linkifiers find "http://" inside "ahttp://x" too; a full-width colon after "hotel" costs nothing.
-_LINKY = re.compile(r"(?i)(https?|ftp|file|javascript|data|mailto|tel|dingtalk|weixin|wxwork|lark|feishu)(\s*):"
-                    r"|www\.")
-
-
-def _defang(match: re.Match[str]) -> str:
-    if match.group(1) is None:
-        return match.group(0)[:-1] + "．"
-    return f"{match.group(1)}{match.group(2)}："
-
-
-def clean_text(text: str) -> str:
-    """One line of plain text, safe for every channel: no line breaks, no controls, no links, no PAN.
-
-    A value that came with a newline is folded into the line it belongs to: one value can never
-    start a new line, block or quote wherever it is shown.
-    """
-    text = _UNSAFE_CHARS.sub(" ", text)
-    text = _LINKY.sub(_defang, text)
-    text = scrub_text(text)
-    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
-
-
-def _scrubbed(doc: Document) -> Document:
-    def fix(lines: tuple[Line, ...]) -> tuple[Line, ...]:
-        return tuple(replace(line, text=clean_text(line.text)) for line in lines)
-
-    return Document(title=clean_text(doc.title), head=fix(doc.head), blocks=tuple(fix(b) for b in doc.blocks),
-                    omitted=doc.omitted)
-
-
-def more_line(omitted: int) -> str:
-    return f"… 另有 {omitted} 条 / {omitted} more"
-
-
-def fit(doc: Document, layout: Callable[[Document], Any], size: Callable[[Any], int], limit: int) -> Any:
-    """The largest prefix of the alert blocks whose layout fits ``limit``; the rest is counted."""
-    total = len(doc.blocks)
-    for keep in range(total, -1, -1):
-        candidate = Document(doc.title, doc.head, doc.blocks[:keep], doc.omitted + total - keep)
-        laid_out = layout(candidate)
-        if size(laid_out) <= limit:
-            return laid_out
-    raise ValueError(f"even the headline of this notice does not fit in {limit} bytes")
-
-
-def _utf8(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
-# ---------------------------------------------------------------------------- layouts
-
-MarkdownFlavor = Literal["wecom", "dingtalk"]
-
-
-# Markdown syntax anywhere in a line -> a full-width twin. '*' is also why masked cards need it: two
-# of them in one paragraph would pair up as emphasis and the asterisks would vanish. '\\' so a value
-# cannot escape the '**' we put around it; '&' so no entity turns back into '<'.
-_MD_INLINE = str.maketrans({
-    "*": "＊", "_": "＿", "~": "～", "`": "＇", "[": "［", "]": "］", "<": "＜", ">": "＞",
-    "\\": "＼", "&": "＆", "|": "｜",
-})
-# ... and what is syntax only at the start of a line: headings, lists, setext underlines, and
-# leading spaces (an indented code block).
-_MD_LEADING = re.compile(r"^(?:[#\-+=]|\d{1,9}[.)])")
-_LEADING_TWIN = str.maketrans({"#": "＃", "-": "－", "+": "＋", "=": "＝", ".": "．", ")": "）"})
-
-
-def md_escape(text: str) -> str:
-    """``text`` (already one clean line) made inert for WeCom and DingTalk markdown; it reads the same."""
-    text = text.translate(_MD_INLINE).lstrip()
-    lead = _MD_LEADING.match(text)
-    if lead:
-        text = lead.group(0).translate(_LEADING_TWIN) + text[lead.end():]
-    return text
-
-
-def _markdown_layout(doc: Document, flavor: MarkdownFlavor) -> str:
-    # WeCom breaks lines on "\n"; DingTalk's renderer needs a blank line between paragraphs.
-    sep = "\n" if flavor == "wecom" else "\n\n"
-
-    def line(item: Line) -> str:
-        text = md_escape(item.text)
-        if item.style == "strong":
-            return f"**{text}**"
-        if item.style == "quote":
-            return f"> {text}"
-        return text
-
-    parts = [f"### {md_escape(doc.head[0].text)}", *_below_headline(doc, line)]
-    if flavor == "dingtalk":
-        parts = [p for p in parts if p]
-    return sep.join(parts)
-
-
-def _below_headline(doc: Document, line: Callable[[Line], str]) -> list[str]:
-    """The rest of the head, then each alert block after an empty line, then how many were left out."""
-    parts = [line(item) for item in doc.head[1:]]
-    for block in doc.blocks:
-        parts.append("")
-        parts.extend(line(item) for item in block)
-    if doc.omitted:
-        parts.extend(["", more_line(doc.omitted)])
-    return parts
-
-
-def to_markdown(doc: Document, *, flavor: MarkdownFlavor, limit_bytes: int) -> str:
-    return str(fit(doc, lambda d: _markdown_layout(d, flavor), _utf8, limit_bytes))
-
-
-def _text_layout(doc: Document) -> str:
-    return "\n".join([doc.head[0].text, *_below_headline(doc, lambda item: item.text)])
-
-
-def to_text(doc: Document, *, limit_bytes: int) -> str:
-    return str(fit(doc, _text_layout, _utf8, limit_bytes))
-
-
-def _feishu_layout(doc: Document) -> dict[str, Any]:
-    paragraphs: list[list[dict[str, Any]]] = [[{"tag": "text", "text": item.text}] for item in doc.head[1:]]
-    for block in doc.blocks:
-        paragraphs.append([{"tag": "text", "text": ""}])
-        paragraphs.extend([{"tag": "text", "text": item.text}] for item in block)
-    if doc.omitted:
-        paragraphs.append([{"tag": "text", "text": more_line(doc.omitted)}])
-    # One bilingual zh_cn post: every reader sees both languages, Chinese first.
-    return {"zh_cn": {"title": doc.head[0].text, "content": paragraphs}}
-
-
-def to_feishu_post(doc: Document, *, limit_bytes: int = FEISHU_CONTENT_LIMIT) -> dict[str, Any]:
-    result: dict[str, Any] = fit(doc, _feishu_layout, lambda post: len(dumps(post)), limit_bytes)
-    return result
+    shop_line = f"{notice.shop} · {stamp}"
+    kind = notice.kind
+    n = len(all_facts)
+    head_zh: str
+    head_en: str
+    head: list[Line] = []
+    blocks: list[list[Line]] = []
+    if notice.title is not None:
+        head_zh, head_en = notice.title
+    elif kind in _HEADLINES:
+        head_zh, head_en = (s.format(n=n) for s in _HEADLINES[kind])
+    else:
+        head_zh, head_en = "", ""
+    if kind in RESOLUTION_NOTICES:
+        if n == 1 and not head_zh:
+            head_zh, head_en = outcome(all_facts[0])
+        elif not head_zh:
+            unchecked = sum(1 for f in all_facts if f.state == AlertState.EXPIRED and not f.answer)
+            done = n - unchecked
+            head_zh = "，".join(x for x in (f"已处理 {done} 条" if done else "",
+                                            f"未核对 {unchecked} 条" if unchecked else "") if x)
+            head_en = ", ".join(x for x in (f"{done} dealt with" if done else "",
+                                            f"{unchecked} not checked" if unchecked else "") if x)
+        head += [Line(shop_line)]
+        blocks = [_outcome_line(f, out) for f in all_facts]
+    elif kind in (NoticeKind.DIGEST, NoticeKind.REVIEW) or n > 1:
+        if kind == NoticeKind.REVIEW and notice.deadline is not None:
+            left_zh, left_en = time_left(notice.deadline, now)
+            cutoff = _local(notice.deadline, tz).strftime("%H:%M")
+            head_zh += f"，{cutoff} 结算（{left_zh}）"
+            head_en += f", settlement at {cutoff} ({left_en})"
+        elif kind != NoticeKind.REVIEW and not notice.title:
+            soonest = min((f.deadline for f in all_facts if f.deadline and f.action != "refund"), default=None)
+            head_zh += f"：请在 {soonest} 前处理" if soonest else "：请处理"
+            head_en += f": deal with them before {soonest}" if soonest else ""
+        head += [Line(shop_line)]
+        if not all_facts:
+            head += out.say("今日无待处理异常", "no open findings")
+        blocks = [_todo_block(f, out, headline=False) for f in all_facts]
+    elif n == 1:
+        f = all_facts[0]
+        if not head_zh:
+            head_zh, head_en = instruction(f)
+            if kind == NoticeKind.REMINDER:
+                head_zh, head_en = f"提醒：{head_zh}", f"Reminder: {head_en}"
+            elif kind in (NoticeKind.VOID_PRINTED, NoticeKind.VOID_CLAIMED):
+                head_zh, head_en = answered(f) or outcome(f)
+        blocks = [_todo_block(f, out, headline=True, extra=(shop_line, shop_line))]
+    else:
+        head += [Line(shop_line)]
+    head += [line for text in notice.lines for line in [Line(text)]]
+    headline = out.both(head_zh, head_en)
+    return scrubbed(Document(title=headline, head=(Line(headline, "strong"), *head),
+                             blocks=tuple(tuple(b) for b in blocks)))

@@ -37,6 +37,7 @@ from agent.delivery.channels.base import (
     dumps,
     header,
 )
+from agent.delivery.channels.render import alert_link
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 SECRET_PREFIX = "whsec_"
@@ -105,12 +106,19 @@ def event_type(kind: NoticeKind) -> str | None:
     return TYPE_PREFIX + kind if kind in ALERT_NOTICES else None
 
 
-def cloudevent(notice: Notice, message_id: str) -> dict[str, Any]:
-    """The structured-mode CloudEvent for a one-alert notice (key order as the spec examples)."""
+def cloudevent(notice: Notice, message_id: str, *, public_url: str | None = None) -> dict[str, Any]:
+    """The structured-mode CloudEvent for a one-alert notice (key order as the spec examples).
+
+    ``data`` is the full alert JSON; with the till page configured it also carries ``link``, the
+    alert's page (``{public_url}/a/{code}``), so an integrator can send people there.
+    """
     alert = notice.alerts[0]
     kind = event_type(notice.kind)
     if kind is None:
         raise ValueError(f"a {notice.kind} notice is for people, not for a webhook")
+    link = alert_link(public_url, alert.get("code"))
+    if link is not None:
+        alert = {**alert, "link": link}
     return {
         "specversion": "1.0",
         "type": kind,
@@ -128,13 +136,14 @@ class WebhookChannel(HttpChannel):
     groups = False
 
     def __init__(self, name: str, *, url: str, secrets: Sequence[str] = (), timeout: float = 10.0,
-                 limits: tuple[RateLimit, ...] = ()) -> None:
+                 limits: tuple[RateLimit, ...] = (), public_url: str | None = None) -> None:
         for secret in secrets:
             secret_key(secret)  # fail at configuration time, not at the first alert
         # No published limit for a receiver we do not know; the operator may set one.
         self.limits = limits
         super().__init__(name, url, timeout=timeout)
         self.secrets = tuple(secrets)
+        self.public_url = public_url
 
     def refuse(self, notice: Notice) -> str | None:
         if len(notice.alerts) != 1:
@@ -148,7 +157,7 @@ class WebhookChannel(HttpChannel):
         why_not = self.refuse(notice)
         if why_not is not None:
             raise ValueError(why_not)
-        body = dumps(cloudevent(notice, message_id))
+        body = dumps(cloudevent(notice, message_id, public_url=self.public_url))
         timestamp = int(now.timestamp())
         headers = {
             "content-type": CONTENT_TYPE,

@@ -7,11 +7,12 @@ only ``errcode`` is meaningful (its docs say never to branch on errmsg).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
 from agent.delivery.channels.base import Notice, RateLimit, RobotChannel, with_query
-from agent.delivery.channels.render import WECOM_MARKDOWN_LIMIT, compose, to_markdown
+from agent.delivery.channels.render import WECOM_MARKDOWN_LIMIT, compose, to_markdown_parts
 
 ENDPOINT = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
 
@@ -37,13 +38,16 @@ class WecomChannel(RobotChannel):
     limits = (RateLimit(18, 60.0),)
 
     def __init__(self, name: str, *, key: str | None = None, url: str | None = None,
-                 tz: tzinfo | None = None, timeout: float = 10.0) -> None:
+                 tz: tzinfo | None = None, timeout: float = 10.0, languages: Sequence[str] = ("zh",),
+                 public_url: str | None = None) -> None:
         if not key and not url:
             raise ValueError(f"wecom channel {name}: needs key (or a full url)")
         base = url or ENDPOINT
-        super().__init__(name, with_query(base, "key", key) if key else base, tz=tz, timeout=timeout)
+        super().__init__(name, with_query(base, "key", key) if key else base, tz=tz, timeout=timeout,
+                         languages=languages, public_url=public_url)
 
-    def payload(self, notice: Notice, now: datetime) -> dict[str, Any]:
-        content = to_markdown(compose(notice, now, self.tz), flavor="wecom", limit_bytes=WECOM_MARKDOWN_LIMIT)
-        return {"msgtype": "markdown", "markdown": {"content": content}}
+    def payloads(self, notice: Notice, now: datetime) -> list[dict[str, Any]]:
+        doc = compose(notice, now, self.tz, languages=self.languages, public_url=self.public_url)
+        return [{"msgtype": "markdown", "markdown": {"content": content}}
+                for content in to_markdown_parts(doc, flavor="wecom", limit_bytes=WECOM_MARKDOWN_LIMIT)]
 
