@@ -99,7 +99,8 @@ def test_a_robot_channel_throttles_itself_below_the_published_limit_without_send
 def test_an_alert_reads_chinese_first_then_english_when_asked_with_deadline_and_time_left() -> None:
     text = to_text(compose(notice(), NOW, SH, languages=("zh", "en")), limit_bytes=4096)
     lines = text.splitlines()
-    assert lines[0] == "23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123） / Void RMB 1,280.00 (14:03, voucher 000123) before 23:00"
+    assert lines[0] == ("23:00 前撤销 RMB 1,280.00（14:03，凭证号 000123） / "
+                        "Void RMB 1,280.00 (14:03, voucher 000123) before 23:00")
     assert lines.index("重复扣款：同一张卡 622576******6691 两次扣款（凭证号 000122、000123）") < lines.index(
         "Duplicate charge: Same card 622576******6691 charged twice (vouchers 000122, 000123)")
     assert "还剩 8 小时 55 分" in text and "8 h 55 min left" in text

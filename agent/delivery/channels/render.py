@@ -1,4 +1,6 @@
-"""Notices as people read them on a phone: what to do and by when, then why, then the details.
+"""(Over 500 lines: the wording of every notice kind in one place, so each sentence reads the same everywhere.)
+
+Notices as people read them on a phone: what to do and by when, then why, then the details.
 
 :func:`compose` turns a :class:`Notice` into a :class:`Document` (``layout.py`` lays it out for a
 robot and splits it to the robot's size limit). The shape of every message about an alert:
@@ -304,7 +306,8 @@ def instruction(f: AlertFacts) -> tuple[str, str]:
     by_en = f" before {f.deadline}" if f.deadline and not settled else ""
     if f.verify or f.action not in ("void", "refund"):
         tail_zh, tail_en = ("（批次已结算）", " (the batch has settled)") if settled else ("", "")
-        return (f"{by_zh}核对 {what_zh} 是否为真实交易{tail_zh}",
+        gap = "" if what_zh.endswith("）") else " "
+        return (f"{by_zh}核对 {what_zh}{gap}是否为真实交易{tail_zh}",
                 f"Check{by_en} whether {what_en} is a genuine sale{tail_en}")
     if settled:
         return (f"需退货 {what_zh}：批次已结算，无法撤销",
@@ -333,7 +336,7 @@ def answered(f: AlertFacts) -> tuple[str, str] | None:
     return None
 
 
-OUTCOME = {
+OUTCOME: dict[str, tuple[str, str]] = {
     AlertState.VOIDED: ("已撤销", "voided"),
     AlertState.REFUNDED: ("已退货", "refunded"),
     AlertState.DISMISSED: ("已确认正常", "confirmed genuine"),
@@ -346,8 +349,7 @@ OUTCOME = {
 
 def outcome(f: AlertFacts) -> tuple[str, str]:
     """(zh, en) of what became of an alert: who answered, else its state."""
-    return answered(f) or OUTCOME.get(AlertState(f.state) if f.state in set(AlertState) else AlertState.OPEN,
-                                      STATE_LABELS.get(f.state, (f.state, f.state)))
+    return answered(f) or OUTCOME.get(f.state, STATE_LABELS.get(f.state, (f.state, f.state)))
 
 
 def _reply(f: AlertFacts) -> tuple[str, str] | None:
