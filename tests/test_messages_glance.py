@@ -348,3 +348,21 @@ def test_a_link_is_built_only_from_a_checked_address_and_a_code_from_the_alphabe
     hostile = alert(code="[x](http://evil.example)")
     content = _wecom_contents(WecomChannel("w", key="k", tz=SH, public_url=PAGE), notice("opened", (hostile,)))[0]
     assert "](" not in content and "http://evil" not in content
+
+
+def test_the_configured_till_page_reaches_every_channel_built_from_the_config() -> None:
+    from agent.config import ConfigError
+    from agent.delivery.channels.factory import build_channels
+
+    channels = ('\n[[channel]]\nname = "g"\ntype = "wecom"\nkey = "k"\n'
+                '\n[[channel]]\nname = "hq"\ntype = "webhook"\nurl = "https://hq.example.com/h"\n')
+    loaded = config(f'\n[web]\nlisten = "127.0.0.1:8087"\npublic_url = "{PAGE}/"\n' + channels)
+    wecom, hook = build_channels(loaded.config, tz=SH)
+    assert isinstance(wecom, WecomChannel) and isinstance(hook, WebhookChannel)
+    assert f"({PAGE}/a/K7QD)" in _wecom_contents(wecom, notice())[0]
+    assert json.loads(hook.build_request(notice(), "m", NOW).body)["data"]["link"] == f"{PAGE}/a/K7QD"
+    (plain, _) = build_channels(config(channels).config, tz=SH)
+    assert isinstance(plain, WecomChannel) and "settleguard ack K7QD" in _wecom_contents(plain, notice())[0]
+    odd = config(f'\n[web]\nlisten = "127.0.0.1:8087"\npublic_url = "{PAGE}/(x)"\n' + channels)
+    with pytest.raises(ConfigError, match="public_url"):
+        build_channels(odd.config, tz=SH)

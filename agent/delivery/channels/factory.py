@@ -13,6 +13,13 @@ def build_channels(config: Config, *, tz: tzinfo | None = None, path: str = "<co
     timeout = config.delivery.timeout.total_seconds()
     # The till page's address, when the shop has one ([web] public_url): links in every message.
     public_url = getattr(getattr(config, "web", None), "public_url", None)
+    if public_url is not None:
+        from agent.delivery.channels.render import check_public_url
+
+        try:
+            public_url = check_public_url(public_url)
+        except ValueError as exc:
+            raise ConfigError(path, "web.public_url", str(exc)) from None
     channels: list[Channel] = []
     for i, c in enumerate(config.channel):
         if not c.enabled:
