@@ -33,11 +33,15 @@ from typing import TYPE_CHECKING, Any, Final
 from drivers.events import (
     ENTRY_MODES,
     KINDS,
+    MAX_TENDERS,
     RESULTS,
+    TENDER_METHODS,
     Event,
+    Order,
     ReceiptText,
     Rejected,
     Settlement,
+    Tender,
     Transaction,
 )
 from drivers.pan import SHORTEST_PAN, mask_pan, scrub_lines, scrub_text
@@ -67,6 +71,9 @@ _TXN_TEXT_AND_CURRENCY: Final = (*_TXN_TEXT, "currency")
 # A card field already in the form decoders write (first 6, stars, last 4) holds no card number: mask_pan
 # would return it unchanged, so it is not asked.
 _MASKED_CARD: Final = re.compile(r"[0-9]{6}\*{3,9}[0-9]{4}")
+# A tender's hint is where a till prints the card ("银行卡 6225 7600 1234 6691"): like a card field, any
+# long run of clear digits in it is a card number whether or not it passes Luhn.
+_HINT_DIGITS: Final = re.compile(r"[0-9][0-9 -]{10,}[0-9]")
 
 
 # -- scrubbing -------------------------------------------------------------------------------------------
@@ -87,6 +94,13 @@ def scrub_event(event: Event) -> Event:
     elif isinstance(event, Settlement):
         for name in (*_SETTLEMENT_TEXT, "currency"):
             _scrub_field(event, name, changes)
+    elif isinstance(event, Order):
+        for name in ("source", "order_no", "currency"):
+            _scrub_field(event, name, changes)
+        if isinstance(event.tenders, tuple) and all(isinstance(t, Tender) for t in event.tenders):
+            tenders = tuple(_scrub_tender(t) for t in event.tenders)
+            if tenders != event.tenders:
+                changes["tenders"] = tenders
     elif isinstance(event, ReceiptText):
         for name in ("source", "terminal_id"):
             _scrub_field(event, name, changes)
@@ -105,6 +119,20 @@ def scrub_event(event: Event) -> Event:
     copy = _shallow_copy(event)
     for name, value in changes.items():
         object.__setattr__(copy, name, value)
+    return copy
+
+
+def _scrub_tender(tender: Tender) -> Tender:
+    hint = tender.hint
+    if not isinstance(hint, str):
+        return tender
+    clean = _HINT_DIGITS.sub(lambda m: mask_pan(m.group(0)) or "", scrub_text(hint))
+    if clean == hint:
+        return tender
+    copy = object.__new__(Tender)
+    for f in dataclasses.fields(tender):
+        object.__setattr__(copy, f.name, getattr(tender, f.name))
+    object.__setattr__(copy, "hint", clean)
     return copy
 
 
@@ -134,6 +162,8 @@ def check_event(event: Any) -> str | None:
         return _check_settlement(event)
     if isinstance(event, ReceiptText):
         return _check_receipt(event)
+    if isinstance(event, Order):
+        return _check_order(event)
     return f"not an event: {type(event).__name__}"
 
 
@@ -186,6 +216,26 @@ def _check_receipt(r: ReceiptText) -> str | None:
             return why
     for i, payload in enumerate(r.qr):
         why = _text(payload, f"qr[{i}]", MAX_QR_CHARS, required=True)
+        if why is not None:
+            return why
+    return None
+
+
+def _check_order(o: Order) -> str | None:
+    why = (_money(o.total_minor, "total_minor", 0, MAX_AMOUNT_MINOR, required=True) or _currency(o.currency)
+           or _time(o.time) or _text(o.source, "source", MAX_SOURCE_CHARS, required=True)
+           or _text(o.order_no, "order_no", MAX_FIELD_CHARS))
+    if why is not None:
+        return why
+    if not isinstance(o.tenders, tuple) or len(o.tenders) > MAX_TENDERS:
+        return f"tenders: more than {MAX_TENDERS}, or not a list"
+    for i, t in enumerate(o.tenders):
+        if not isinstance(t, Tender):
+            return f"tenders[{i}]: not a tender"
+        if t.method not in TENDER_METHODS:
+            return f"tenders[{i}].method: not one of " + ", ".join(TENDER_METHODS)
+        why = (_money(t.amount_minor, f"tenders[{i}].amount_minor", 0, MAX_AMOUNT_MINOR, required=True)
+               or _text(t.hint, f"tenders[{i}].hint", MAX_FIELD_CHARS))
         if why is not None:
             return why
     return None
@@ -261,7 +311,7 @@ def admit(event: Any, source: str) -> tuple[Event | None, Rejected | None]:
     Never raises, whatever ``event`` holds.
     """
     try:
-        clean = scrub_event(event) if isinstance(event, Transaction | Settlement | ReceiptText) else event
+        clean = scrub_event(event) if isinstance(event, Transaction | Settlement | ReceiptText | Order) else event
         why = check_event(clean)
     except Exception as exc:  # the boundary's promise is that nothing passes it as an exception
         return None, rejected(source, "limits", f"cannot check: {type(exc).__name__}: {exc}", _form(event))

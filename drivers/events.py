@@ -249,7 +249,93 @@ class ReceiptText:
         )
 
 
-Event = Transaction | Settlement | ReceiptText
+# The till's side (issue 17): what the shop's own POS sold, and how it was paid.
+TENDER_METHODS: tuple[str, ...] = ("card", "qr", "cash", "other")
+# Tenders settled on a payment terminal, so each should have a charge on the terminal line.
+ELECTRONIC_METHODS: frozenset[str] = frozenset({"card", "qr"})
+MAX_TENDERS = 16   # one sale paid in more parts than this is not a till's sale
+
+
+@dataclass(frozen=True, slots=True)
+class Tender:
+    """One part of how a sale was paid: method, amount (minor units, > 0) and the printed wallet/card hint."""
+
+    method: str
+    amount_minor: int
+    hint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "amount_minor": self.amount_minor, "hint": self.hint}
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str) -> Tender:
+        if not isinstance(obj, dict):
+            raise EventError(f"{where} must be an object")
+        unknown = set(obj) - {"method", "amount_minor", "hint"}
+        if unknown:
+            raise EventError(f"{where}: unknown field(s): {', '.join(sorted(unknown))}")
+        method = obj.get("method")
+        if method not in TENDER_METHODS:
+            raise EventError(f"{where}.method must be one of {', '.join(TENDER_METHODS)} (got {method!r})")
+        amount = _opt_int(obj.get("amount_minor"), f"{where}.amount_minor")
+        if amount is None:
+            raise EventError(f"{where}.amount_minor is required")
+        return cls(method=method, amount_minor=amount, hint=_opt_str(obj.get("hint"), f"{where}.hint"))
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A sale as the till recorded it (a printed 小票, or a till's own JSON line): the intended amounts."""
+
+    type: ClassVar[str] = "order"
+
+    source: str
+    time: datetime | None
+    total_minor: int
+    order_no: str | None = None
+    currency: str | None = None
+    tenders: tuple[Tender, ...] = field(default_factory=tuple)
+
+    SCHEMA: ClassVar[tuple[str, ...]] = ("source", "order_no", "time", "total_minor", "currency", "tenders")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.total_minor, bool) or not isinstance(self.total_minor, int):
+            raise EventError(f"total_minor must be an integer (got {self.total_minor!r})")
+        if self.time is not None and self.time.tzinfo is None:
+            raise EventError("time must be timezone-aware")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _schema_dict(self)
+        out["tenders"] = [t.to_dict() for t in self.tenders]
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Order:
+        _check_keys(obj, cls.type, cls.SCHEMA)
+        source = obj.get("source")
+        if not isinstance(source, str):
+            raise EventError("source is required and must be a string")
+        total = _opt_int(obj.get("total_minor"), "total_minor")
+        if total is None:
+            raise EventError("total_minor is required")
+        tenders = obj.get("tenders")
+        if tenders is None:
+            tenders = []
+        if not isinstance(tenders, list):
+            raise EventError("tenders must be a list of objects")
+        if len(tenders) > MAX_TENDERS:
+            raise EventError(f"tenders: more than {MAX_TENDERS}")
+        return cls(
+            source=source, time=_parse_time(obj.get("time"), "time"), total_minor=total,
+            order_no=_opt_str(obj.get("order_no"), "order_no"), currency=_opt_str(obj.get("currency"), "currency"),
+            tenders=tuple(Tender.from_dict(t, f"tenders[{i}]") for i, t in enumerate(tenders)),
+        )
+
+    def with_(self, **changes: Any) -> Order:
+        return replace(self, **changes)
+
+
+Event = Transaction | Settlement | ReceiptText | Order
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,10 +348,11 @@ class Rejected:
     stage: str    # "decode" (a line or frame), "limits" (an event outside the limits), "pipeline"
     reason: str   # one plain sentence, no card number
     raw: str      # the input's JSON or text form (hex for bytes that are not UTF-8), cut to a few KiB
-EVENT_TYPES: dict[str, type[Transaction] | type[Settlement] | type[ReceiptText]] = {
+EVENT_TYPES: dict[str, type[Transaction] | type[Settlement] | type[ReceiptText] | type[Order]] = {
     "transaction": Transaction,
     "settlement": Settlement,
     "receipt": ReceiptText,
+    "order": Order,
 }
 
 
@@ -300,6 +387,7 @@ def event_from_json(line: str) -> Event:
 
 
 __all__ = [
-    "ENTRY_MODES", "EVENT_TYPES", "KINDS", "RESULTS", "RETURNING_KINDS", "Event", "EventError",
-    "ReceiptText", "Rejected", "Settlement", "Transaction", "event_from_dict", "event_from_json", "event_to_json",
+    "ELECTRONIC_METHODS", "ENTRY_MODES", "EVENT_TYPES", "KINDS", "MAX_TENDERS", "RESULTS", "RETURNING_KINDS",
+    "TENDER_METHODS", "Event", "EventError", "Order", "ReceiptText", "Rejected", "Settlement", "Tender",
+    "Transaction", "event_from_dict", "event_from_json", "event_to_json",
 ]

@@ -654,7 +654,8 @@ class EscposEventDecoder:
                 self.stats.bump("unmatched_receipts")
                 out.append(receipt)
                 continue
-            terminal_id = next((e.terminal_id for e in found if e.terminal_id), None)
+            # An order (a till's 小票) names no terminal.
+            terminal_id = next((t for e in found if (t := getattr(e, "terminal_id", None))), None)
             out.append(replace(receipt, terminal_id=terminal_id) if terminal_id else receipt)
             out.extend(found)
             self.stats.events += len(found)

@@ -25,22 +25,37 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from drivers.events import ENTRY_MODES, KINDS, RESULTS, ReceiptText, Settlement, Transaction
+from drivers.events import (
+    ENTRY_MODES,
+    KINDS,
+    MAX_TENDERS,
+    RESULTS,
+    TENDER_METHODS,
+    Order,
+    ReceiptText,
+    Settlement,
+    Tender,
+    Transaction,
+)
 from drivers.pan import mask_pan
 from drivers.timeutil import infer_datetime
 
-TEMPLATE_KINDS = ("sales_slip", "settlement_slip", "qr_payment")
+TEMPLATE_KINDS = ("sales_slip", "settlement_slip", "qr_payment", "sales_receipt")
 
 # Fields a template may extract; each has one conversion below.
 FIELD_NAMES = frozenset({
     "terminal_id", "merchant_id", "operator", "card", "entry_mode", "card_type", "kind", "result",
     "batch_no", "voucher_no", "trace_no", "receipt_no", "auth_code", "rrn", "original_voucher_no",
     "original_rrn", "datetime", "date", "time", "amount", "currency",
+    # sales_receipt (the till's 小票): order number, amount due, amount handed over, change given.
+    "order_no", "total", "paid", "change", "method",
 })
+# Money fields: the printed amount in the named group "amount" (else the whole value), in minor units.
+MONEY_FIELDS = frozenset({"amount", "total", "paid", "change"})
 DEFAULTABLE = frozenset({"kind", "result", "entry_mode", "card_type", "currency"})
 # A map named like one of these must produce one of the allowed values.
 MAP_VALUES: dict[str, tuple[str, ...]] = {
-    "kind": KINDS, "result": RESULTS, "entry_mode": ENTRY_MODES, "row": ("+", "-"),
+    "kind": KINDS, "result": RESULTS, "entry_mode": ENTRY_MODES, "row": ("+", "-"), "tender": TENDER_METHODS,
 }
 
 _SPLIT_PARTS = re.compile(r"[/()（）]")
@@ -70,6 +85,20 @@ class SettlementRule:
 
 
 @dataclass(frozen=True, slots=True)
+class TenderRule:
+    """A till receipt's tender lines ("银行卡: 50.00", "微信支付 18.00"), any number of them.
+
+    ``rows`` need the named groups ``label`` (mapped to a method by ``[maps.<method_map>]``) and ``amount``;
+    an optional ``hint`` group is kept as printed (a wallet name, a card tail). Without tender lines, the
+    field ``method`` (a label with the method and no amount, "支付方式: 现金") makes one tender of the
+    amount paid, else the total. Change (找零) is taken off the cash tender whatever its printed sign.
+    """
+
+    rows: tuple[re.Pattern[str], ...]
+    method_map: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptTemplate:
     name: str
     kind: str
@@ -83,12 +112,17 @@ class ReceiptTemplate:
     fields: tuple[FieldRule, ...]
     maps: Mapping[str, tuple[tuple[str, str], ...]]
     settlement: SettlementRule | None
+    tenders: TenderRule | None = None
 
     def slips(self, lines: Sequence[str]) -> list[list[str]]:
         """The slips of this template's layout in one receipt (empty if none)."""
         starts = [i for i, line in enumerate(lines) if any(p.search(line) for p in self.start)]
         if not starts:
             return []
+        if self.kind == "sales_receipt":
+            # A till prints one sale per receipt, and its 合计/应收/实收 lines all look like markers:
+            # ``start`` only says the layout applies, the whole receipt is the one sale.
+            return [list(lines)]
         bounds = [0, *starts[1:], len(lines)]
         out = []
         for lo, hi in itertools.pairwise(bounds):
@@ -102,7 +136,7 @@ class ReceiptTemplate:
         return out
 
     def read(self, lines: Sequence[str], *, tz: tzinfo, source: str,
-             received: datetime | None) -> Transaction | Settlement | None:
+             received: datetime | None) -> Transaction | Settlement | Order | None:
         """The event one slip records, or None when a required field is missing."""
         values: dict[str, dict[str, str]] = {}
         for rule in self.fields:
@@ -116,6 +150,8 @@ class ReceiptTemplate:
         when = _when(values, tz, received)
         if self.kind == "settlement_slip":
             return self._settlement(lines, fields, when, source)
+        if self.kind == "sales_receipt":
+            return self._order(lines, fields, when, source)
         kind = fields.get("kind")
         amount = fields.get("amount_minor")
         if not isinstance(kind, str) or not isinstance(amount, int):
@@ -162,6 +198,52 @@ class ReceiptTemplate:
             merchant_id=_s(fields.get("merchant_id")), batch_no=_s(fields.get("batch_no")),
             count=count, total_minor=total, currency=_s(fields.get("currency")), balanced=balanced,
         )
+
+
+    def _order(self, lines: Sequence[str], fields: Mapping[str, object], when: datetime | None,
+               source: str) -> Order | None:
+        """The till's sale: the amount due (total), and how it was paid (tender lines, else 支付方式)."""
+        total, paid, change = (_i(fields.get(n)) for n in ("total", "paid", "change"))
+        tenders: list[Tender] = []
+        rule = self.tenders
+        if rule is not None:
+            table = self.maps.get(rule.method_map, ())
+            for line in lines:
+                for pattern in rule.rows:
+                    match = pattern.search(line)
+                    if match is None:
+                        continue
+                    method = lookup(table, match.group("label"))
+                    minor = parse_printed_amount(match.group("amount"))
+                    if method is None or minor is None:
+                        continue
+                    # As printed, from the method's word to the end of its hint ("银行卡(尾号6691)").
+                    end = match.end("hint") if match.groupdict().get("hint") else match.end("label")
+                    hint = line[match.start("label"):end].strip()
+                    tenders.append(Tender(method=method, amount_minor=minor, hint=hint or None))
+                    break
+        if not tenders and isinstance(fields.get("method"), str):
+            # "支付方式: 现金" with no amount of its own: one tender of what was handed over, else the total.
+            amount = paid if paid is not None else total
+            if amount is not None:
+                tenders.append(Tender(method=str(fields["method"]), amount_minor=amount,
+                                      hint=_s(fields.get("method_hint"))))
+        if total is None:
+            total = sum(t.amount_minor for t in tenders) - (change or 0) if tenders else None
+        if total is None or total < 0 or len(tenders) > MAX_TENDERS:
+            return None
+        if change:
+            # Only cash is given change; the cash tender's printed amount is what was handed over.
+            for i, t in enumerate(tenders):
+                if t.method == "cash" and t.amount_minor >= change:
+                    tenders[i] = Tender(method="cash", amount_minor=t.amount_minor - change, hint=t.hint)
+                    break
+        return Order(source=source, time=when, total_minor=total, order_no=_s(fields.get("order_no")),
+                     currency=_s(fields.get("currency")), tenders=tuple(tenders))
+
+
+def _i(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _s(value: object) -> str | None:
@@ -249,8 +331,12 @@ def _convert(values: Mapping[str, Mapping[str, str]], template: ReceiptTemplate)
     maps = template.maps
     for name, groups in values.items():
         text = groups["v"].strip()
-        if name == "amount":
-            out["amount_minor"] = parse_printed_amount(groups.get("amount", text))
+        if name in MONEY_FIELDS:
+            # A printed sign ("找零: -32.00") says which way the money went, which the field name
+            # already says; the amount is kept positive.
+            printed = groups.get("amount", text)
+            out["amount_minor" if name == "amount" else name] = parse_printed_amount(
+                printed if name == "amount" else printed.lstrip("-+ "))
             if groups.get("cur"):
                 out["currency"] = lookup(maps.get("currency", ()), groups["cur"]) or groups["cur"].upper()
         elif name == "card":
@@ -266,6 +352,8 @@ def _convert(values: Mapping[str, Mapping[str, str]], template: ReceiptTemplate)
                 mapped = lookup(maps.get(rule.map, ()), text)
                 if mapped is not None or name not in out:
                     out[name] = mapped
+                if name == "method":
+                    out["method_hint"] = text
             else:
                 out[name] = text
     for name, value in template.defaults.items():
@@ -303,7 +391,7 @@ def _when(values: Mapping[str, Mapping[str, str]], tz: tzinfo, received: datetim
 
 
 def extract(receipt: ReceiptText, templates: Sequence[ReceiptTemplate], *, tz: tzinfo,
-            source: str | None = None) -> list[Transaction | Settlement]:
+            source: str | None = None) -> list[Transaction | Settlement | Order]:
     """The events the first template that reads anything finds on ``receipt``.
 
     ``receipt.time`` (when the receipt was received) places year-less slip
@@ -311,7 +399,7 @@ def extract(receipt: ReceiptText, templates: Sequence[ReceiptTemplate], *, tz: t
     """
     src = source or receipt.source
     for template in templates:
-        found: list[Transaction | Settlement] = []
+        found: list[Transaction | Settlement | Order] = []
         for slip in template.slips(receipt.lines):
             event = template.read(slip, tz=tz, source=src, received=receipt.time)
             if event is not None:

@@ -20,15 +20,17 @@ from drivers.receipts.extract import (
     ReceiptTemplate,
     SettlementRule,
     TemplateError,
+    TenderRule,
 )
 
 # A label, then an optional bilingual part "(VOUCHER NO)" or " VOUCHER NO", then an optional colon.
 _LABEL_TAIL = r"(?:\s*[(（][^)）]{0,40}[)）]|\s+[A-Za-z][A-Za-z./ ]{0,30}(?=\s*[:：]))?\s*[:：]?\s*"
 
 _TOP_KEYS = frozenset({"name", "kind", "description", "priority", "start", "end", "currency", "required",
-                       "defaults", "fields", "maps", "settlement"})
+                       "defaults", "fields", "maps", "settlement", "tenders"})
 _FIELD_KEYS = frozenset({"labels", "value", "next_line", "map", "anywhere"})
 _SETTLEMENT_KEYS = frozenset({"rows", "row_map", "balanced", "unbalanced"})
+_TENDER_KEYS = frozenset({"rows", "method_map"})
 
 
 # ---------------------------------------------------------------------- loading
@@ -149,7 +151,8 @@ def parse_template(data: Mapping[str, Any], where: str) -> ReceiptTemplate:
         if not isinstance(value, str) or (allowed is not None and value not in allowed):
             raise _fail(where, f"defaults.{key}", f"bad value {value!r}")
 
-    required = data.get("required", ["amount", "kind"] if kind != "settlement_slip" else [])
+    # A till receipt needs a total or tender lines, which _order checks itself.
+    required = data.get("required", ["amount", "kind"] if kind not in ("settlement_slip", "sales_receipt") else [])
     if not isinstance(required, list) or not all(isinstance(x, str) for x in required):
         raise _fail(where, "required", "must be a list of field names")
     defined = {r.name for r in fields} | set(defaults)
@@ -182,9 +185,31 @@ def parse_template(data: Mapping[str, Any], where: str) -> ReceiptTemplate:
     elif raw_settlement is not None:
         raise _fail(where, "settlement", "only a settlement_slip template has a [settlement] table")
 
+    tenders = None
+    raw_tenders = data.get("tenders")
+    if kind == "sales_receipt" and raw_tenders is not None:
+        if not isinstance(raw_tenders, dict):
+            raise _fail(where, "tenders", "must be a table")
+        _unknown_keys(raw_tenders, _TENDER_KEYS, where, "tenders.")
+        rows = _regex_list(raw_tenders.get("rows"), where, "tenders.rows")
+        for i, row in enumerate(rows):
+            missing = {"label", "amount"} - set(row.groupindex)
+            if missing:
+                raise _fail(where, f"tenders.rows[{i}]", f"needs the named groups {', '.join(sorted(missing))}")
+        method_map = raw_tenders.get("method_map", "tender")
+        if method_map not in maps:
+            raise _fail(where, "tenders.method_map", f"names no [maps.{method_map}] table")
+        tenders = TenderRule(rows=rows, method_map=method_map)
+    elif raw_tenders is not None:
+        raise _fail(where, "tenders", "only a sales_receipt template has a [tenders] table")
+    if kind == "sales_receipt":
+        method_rule = next((r for r in fields if r.name == "method"), None)
+        if method_rule is not None and method_rule.map not in maps:
+            raise _fail(where, "fields.method.map", "needs a map from printed words to card|qr|cash|other")
+
     return ReceiptTemplate(name=name, kind=kind, path=where, priority=priority, start=start, end=end,
                            currency=currency, required=tuple(required), defaults=dict(defaults),
-                           fields=tuple(fields), maps=maps, settlement=settlement)
+                           fields=tuple(fields), maps=maps, settlement=settlement, tenders=tenders)
 
 
 def load_template(path: Traversable | str | Path) -> ReceiptTemplate:
