@@ -533,6 +533,38 @@ class WebConfig(_Strict):
         return self
 
 
+class MatchConfig(_Strict):
+    """[match]: the till's sales matched against the terminal's charges (agent/match.py; README, "Till orders
+    and the MATCH rules"). Off unless ``sources`` names the [[source]]s that carry the till's orders."""
+
+    sources: list[str] = []            # [[source]] names whose orders are this till's sales; [] = off
+    window: Duration = timedelta(minutes=5)            # a sale's tender and its charge at most this far apart
+    grace: Duration = timedelta(minutes=2)             # an unmatched charge waits this long for its sale
+    duplicate_window: Duration = timedelta(minutes=30)  # a second charge for a sale this long after it
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(seconds=10), timedelta(hours=2))
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(0), timedelta(hours=1))
+
+    @field_validator("duplicate_window")
+    @classmethod
+    def _duplicate(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(minutes=1), timedelta(days=1))
+
+    @model_validator(mode="after")
+    def _duplicates_reach_past_matches(self) -> MatchConfig:
+        if self.duplicate_window < self.window:
+            raise ValueError("duplicate_window must be at least window (a second charge is looked for further "
+                             "back than a first)")
+        return self
+
+
 class Config(_Strict):
     shop: ShopConfig = ShopConfig()
     settlement: SettlementConfig = SettlementConfig()
@@ -543,11 +575,20 @@ class Config(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
     web: WebConfig | None = None        # the till page; absent = no page
+    match: MatchConfig = MatchConfig()
 
     @property
     def legit_needs(self) -> str:
         """Who may answer "legit" ([web] legit_needs); without the page only a shell on the till answers."""
         return self.web.legit_needs if self.web is not None else "anyone"
+
+    @model_validator(mode="after")
+    def _match_sources(self) -> Config:
+        names = {s.name for s in self.source}
+        unknown = [n for n in self.match.sources if n not in names]
+        if unknown:
+            raise ValueError(f"match.sources: no [[source]] is named {unknown[0]!r}")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

@@ -30,13 +30,16 @@ from agent.alerts.announce import Announcer
 from agent.alerts.book import PRINTED_SOURCE, AlertBook, has_terminal_line
 from agent.alerts.lifecycle import NoticeKind
 from agent.config import LoadedConfig, SourceConfig
+from agent.match import TillMatching
 from agent.messages import BatchClosed, Command, EventBatch
 from agent.model import RETURNING_KINDS, Event, ReceiptText, Settlement, Transaction, identity_key, new_ulid
+from drivers.events import Order
 from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
 from agent.schedule import SCHEDULED_JOBS, mark_schedule
 from agent.store.journal import Journal, StoredTxn
+from agent.store.orders import OrderStore
 from agent.watch.terminal_clock import META_KEY as CLOCKS_KEY
 from agent.watch.terminal_clock import TerminalClocks
 from agent.watch.terminal_clock import describe as describe_clock
@@ -71,7 +74,7 @@ class Pipeline:
         self.listeners = list(listeners)
         self.on_commit = on_commit
         self.counts = {"events": 0, "transactions": 0, "new_transactions": 0, "reprints": 0, "settlements": 0,
-                       "receipts": 0, "alerts_opened": 0, "alerts_resolved": 0, "alerts_escalated": 0,
+                       "receipts": 0, "orders": 0, "alerts_opened": 0, "alerts_resolved": 0, "alerts_escalated": 0,
                        "reviews": 0, "batches_closed": 0, "quarantined": 0, "command_errors": 0}
         self.announcer = Announcer(journal, channels=channels, people_channels=people_channels)
         self.alerts = AlertBook(journal, self.announcer, tz=self.tz, cutoff=self.config.settlement.cutoff_time,
@@ -86,7 +89,10 @@ class Pipeline:
         self.wires = WireWatch(journal, ShopCalendar(loaded.hours, self.tz))
         self._wires_saved = journal.get_meta(WIRES_KEY)
         self.last_progress = self.clock.monotonic()
-        self._warm_state()
+        self._warm_state()   # also builds self.till (matching the till's sales, agent/match.py)
+
+    def _build_till(self) -> TillMatching:
+        return TillMatching(self.config.match, self.loaded.rule_params, OrderStore(self.journal.conn), self.alerts)
 
     def _build_engine(self) -> RuleEngine:
         return RuleEngine(self.tz, self.loaded.rule_params, history=_JournalHistory(self.journal, self.tz),
@@ -100,6 +106,11 @@ class Pipeline:
                 first = inbox.get(timeout=idle)
             except queue.Empty:
                 self.last_progress = self.clock.monotonic()
+                if self.till.is_due(self.clock.now()):
+                    # A charge's grace ran out while the wires were quiet: judge it in a transaction.
+                    if not self._process_durably([Command("tick")], stop):
+                        return
+                    continue
                 self.tick()
                 continue
             items = [first]
@@ -176,6 +187,7 @@ class Pipeline:
                         result = self._item(item)
                         if item.reply is not None:
                             replies.append((item.reply, result))
+                self._match_due()
         except BaseException:
             self.announcer.discard()  # rolled back: nothing it announced happened
             raise
@@ -273,6 +285,22 @@ class Pipeline:
             log.warning("quarantined input from %s (%s): %s [%d so far]", batch.source, rej.stage, rej.reason,
                         self.counts["quarantined"])
 
+    def _match_due(self) -> None:
+        """Charges whose grace ended (agent/match.py), on the pipeline's clock after every item it handled.
+
+        In a savepoint like an item: an error of its own is logged and undone, never the transaction's."""
+        now = self.clock.now()
+        if not self.till.is_due(now):
+            return
+        try:
+            with self._undone_on_error():
+                self.till.due(now)
+        except Exception as exc:
+            if _environmental(exc):
+                raise
+            self._rebuild_rules()
+            log.error("matching the till's sales failed: %s", scrub_text(f"{type(exc).__name__}: {exc}"))
+
     def tick(self) -> None:
         self._last_prune = None
         self._prune_if_due()
@@ -320,6 +348,12 @@ class Pipeline:
                     pending_receipt = None
             elif isinstance(event, Settlement):
                 self._handle_settlement(event, batch)
+            elif isinstance(event, Order):
+                if pending_receipt is not None:   # the till's 小票 itself: no terminal transaction's slip
+                    self._store_receipt(pending_receipt, batch, None)
+                    pending_receipt = None
+                self.counts["orders"] += 1
+                self.till.order(event, source=batch.source, received=batch.received, now=self.clock.now())
         if pending_receipt is not None:
             # Terminals print after the status message: attach to the source's last transaction. Not when
             # something of this read was quarantined: the slip may be that refused transaction's.
@@ -359,12 +393,14 @@ class Pipeline:
         findings = self.engine.evaluate(obs, now)
         if merged.is_new:
             self.engine.observe(view)
+            findings = self.till.charge(view, findings, now)
         for finding in findings:
             self.alerts.open(finding, now)
         # A terminal's sighting of a void first seen on a printed slip is its confirmation.
         if (merged.is_new or txn.source != PRINTED_SOURCE) and txn.kind in RETURNING_KINDS \
                 and txn.result == "approved":
             self.alerts.returned_on_the_wire(txn, now)
+            self.till.returned(txn, now)
         return stored.id
 
     def _check_clock(self, terminal: str | None, stamped: datetime, batch: EventBatch, now: datetime) -> datetime:
@@ -490,8 +526,13 @@ class Pipeline:
         now = self.clock.now()
         # Offsets of terminals with a wrong clock, as committed (also undoes what a rollback left).
         self.clocks = TerminalClocks.from_meta(self.journal.get_meta(CLOCKS_KEY))
-        for stored in self.journal.recent_transactions(now - self.engine.state.horizon):
-            self.engine.observe(self._view(stored))
+        since = now - self.engine.state.horizon
+        recent = [(self._view(s), s.first_seen) for s in self.journal.recent_transactions(since)]
+        for view, _ in recent:
+            self.engine.observe(view)
+        # Matching rebuilt from what is durable too (its memory may hold what a rollback undid).
+        self.till = self._build_till()
+        self.till.warm(now, recent)
         self._refresh_baseline(now)
 
 

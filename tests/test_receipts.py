@@ -350,7 +350,7 @@ def test_a_bad_template_is_refused_naming_file_and_key(tmp_path: Path, body: str
 
 
 def test_bundled_templates_load_in_priority_order() -> None:
-    assert [t.name for t in load_templates()] == ["unionpay", "unionpay_settlement", "qr_payment"]
+    assert [t.name for t in load_templates()] == ["unionpay", "unionpay_settlement", "qr_payment", "cn_sales_receipt"]
 
 
 def test_amounts_are_parsed_without_floats() -> None:

@@ -24,7 +24,7 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_FILE
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -126,6 +126,30 @@ MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE alerts ADD COLUMN code TEXT;
     CREATE INDEX alerts_code ON alerts(code);
+    """,
+    # The till's side (issue 17): its orders (a printed 小票 or a till's JSON line), one row per order
+    # number per source (a reprint is a second sighting), and what matching concluded about each charge
+    # (agent/match.py): matched to a sale's tender, the wrong amount for one, a second charge for one, no
+    # sale at all, or voided after matching (its tender free again). One verdict per charge.
+    4: """
+    CREATE TABLE orders(
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL, order_no TEXT, time_utc TEXT NOT NULL,
+        total_minor INTEGER NOT NULL, currency TEXT,
+        data TEXT NOT NULL,
+        received TEXT NOT NULL,
+        sightings INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX orders_time ON orders(time_utc);
+    CREATE TABLE order_matches(
+        txn_key TEXT PRIMARY KEY,
+        order_id INTEGER REFERENCES orders(id),
+        tender INTEGER,
+        outcome TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX order_matches_order ON order_matches(order_id);
     """,
 }
 
