@@ -242,11 +242,11 @@ class Matcher:
         for view, arrived in charges:
             if is_charge(view):
                 self.charges[view.key] = _Charge(view, arrived)
-        for key, order_id, index, outcome in verdicts:
+        for key, found_in, index, outcome in verdicts:
             charge = self.charges.get(key)
             if charge is None:
                 continue
-            o = by_id.get(order_id) if order_id is not None else None
+            o = by_id.get(found_in) if found_in is not None else None
             tender = o.tenders[index] if o is not None and index is not None and index < len(o.tenders) else None
             charge.verdict, charge.tender = outcome, tender
             if tender is not None and outcome == MATCHED:

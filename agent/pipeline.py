@@ -33,7 +33,6 @@ from agent.config import LoadedConfig, SourceConfig
 from agent.match import TillMatching
 from agent.messages import BatchClosed, Command, EventBatch
 from agent.model import RETURNING_KINDS, Event, ReceiptText, Settlement, Transaction, identity_key, new_ulid
-from drivers.events import Order
 from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
@@ -47,7 +46,7 @@ from agent.watch.wires import META_KEY as WIRES_KEY
 from agent.watch.wires import WireWatch, day_lines, episode_notice
 from drivers.boundary import check_event, rejected
 from drivers.clock import Clock
-from drivers.events import Rejected
+from drivers.events import Order, Rejected
 from drivers.pan import scrub_text
 
 log = logging.getLogger("settleguard.pipeline")

@@ -231,10 +231,10 @@ def test_two_sales_of_one_amount_on_one_card_are_no_duplicate(tmp_path: Path) ->
     after_grace(h)
     assert h.opened() == []
     # The same charges without the till: DUP-001, as today.
-    standalone = Harness(tmp_path / "standalone", start=NOW - timedelta(minutes=30)) if (
-        tmp_path / "standalone").mkdir() is None else None
-    assert standalone is not None
-    standalone.feed(sale("000001", 12800, NOW + timedelta(seconds=30)), sale("000002", 12800, NOW + timedelta(minutes=1)))
+    (tmp_path / "standalone").mkdir()
+    standalone = Harness(tmp_path / "standalone", start=NOW - timedelta(minutes=30))
+    standalone.feed(sale("000001", 12800, NOW + timedelta(seconds=30)),
+                    sale("000002", 12800, NOW + timedelta(minutes=1)))
     assert [c.alert.rule for c in standalone.opened()] == ["DUP-001"]
 
 
