@@ -143,6 +143,18 @@ def test_split_tenders_in_gb18030_each_become_a_tender_and_the_due_amount_wins_o
     assert o.tenders == (Tender("card", 5000, "银行卡(尾号6691)"), Tender("qr", 3600, "微信支付"))
 
 
+def test_decode_shows_the_order_a_printed_receipt_records(tmp_path: Path) -> None:
+    capture = tmp_path / "till.bin"
+    capture.write_bytes(encode_text_receipt(receipt("A1024", "2026-11-27 14:25:33", "合计: 68.00",
+                                                    "银行卡: 68.00"), encoding="gbk"))
+    shown = subprocess.run([sys.executable, "-m", "agent.cli", "decode", "--protocol", "escpos", "--tz",
+                            "Asia/Shanghai", str(capture)], capture_output=True, text=True, check=True).stdout
+    (line,) = shown.splitlines()
+    assert json.loads(line) == {"type": "order", "source": "escpos", "order_no": "A1024",
+                                "time": "2026-11-27T14:25:33+08:00", "total_minor": 6800, "currency": "CNY",
+                                "tenders": [{"method": "card", "amount_minor": 6800, "hint": "银行卡"}]}
+
+
 def test_a_terminal_slip_is_still_a_transaction_not_an_order() -> None:
     from agent.sim.wire_escpos import slip_lines
 
