@@ -9,6 +9,7 @@ with ``Daemon.notify_systemd()``, which returns the problems that held WATCHDOG=
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -127,7 +128,13 @@ def test_a_delivery_thread_whose_every_step_fails_is_reported(tmp_path: Path, st
     try:
         delivery = daemon.delivery
         assert delivery is not None and isinstance(daemon.clock, ManualClock)
-        delivery.outbox.conn.close()   # the outbox as an unreadable file: every step raises from here on
+        # The outbox as an unreadable file: every step raises from here on. Raised by the outbox's first
+        # read rather than by closing its connection under the delivery thread, which can crash the
+        # interpreter (sqlite3 is not safe against a close racing a running statement).
+        def unreadable(*args: object, **kwargs: object) -> None:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+
+        delivery.outbox.pending = unreadable  # type: ignore[method-assign]
         delivery.wake.set()
         wait_until(lambda: delivery.last_error is not None, "the delivery step failing")
         assert daemon.notify_systemd() == (), "one failed step is a retry, not a problem yet"
