@@ -565,6 +565,23 @@ class MatchConfig(_Strict):
         return self
 
 
+class TerminalConfig(_Strict):
+    """[terminal]: the card terminal a shop has, for remedies (agent/alerts/remedy.py) and evidence.
+
+    ``model`` picks that model's menu paths from the remedy data (config/remedies/*.toml); a model
+    the data does not know gets the generic steps. ``models`` names the model per terminal id when a
+    shop has several. The merchant fields fill the evidence bundle and the draft statement when the
+    terminal's own messages do not carry them.
+    """
+
+    model: str | None = None                    # e.g. "PAX A920"; None: the generic steps
+    models: dict[str, str] = {}                 # terminal id -> model, where a shop has several
+    merchant_id: str | None = None              # 商户编号, when transactions do not carry it
+    merchant_name: str | None = None            # 商户名称 as the acquirer knows it (default: [shop] name)
+    acquirer: str | None = None                 # 收单机构, addressed by the draft statement
+    remedies: str | None = None                 # a directory of the installer's own remedy files
+
+
 class Config(_Strict):
     shop: ShopConfig = ShopConfig()
     settlement: SettlementConfig = SettlementConfig()
@@ -576,6 +593,7 @@ class Config(_Strict):
     health: HealthConfig = HealthConfig()
     web: WebConfig | None = None        # the till page; absent = no page
     match: MatchConfig = MatchConfig()
+    terminal: TerminalConfig = TerminalConfig()
 
     @property
     def legit_needs(self) -> str:

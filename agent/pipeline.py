@@ -29,6 +29,7 @@ from agent.alerts import review
 from agent.alerts.announce import Announcer
 from agent.alerts.book import PRINTED_SOURCE, AlertBook, has_terminal_line
 from agent.alerts.lifecycle import NoticeKind
+from agent.alerts.remedy import RemedyBook
 from agent.config import LoadedConfig, SourceConfig
 from agent.match import TillMatching
 from agent.messages import BatchClosed, Command, EventBatch
@@ -79,7 +80,8 @@ class Pipeline:
         self.alerts = AlertBook(journal, self.announcer, tz=self.tz, cutoff=self.config.settlement.cutoff_time,
                                 counts=self.counts, evidence_dir=evidence_dir,
                                 terminal_line=has_terminal_line(s.protocol for s in self.config.source),
-                                legit_needs=self.config.legit_needs)
+                                legit_needs=self.config.legit_needs,
+                                remedies=RemedyBook.from_config(self.config))
         self.engine = self._build_engine()
         for warning in self.engine.warnings(self.clock.now()):
             log.warning("%s", warning)
@@ -486,7 +488,8 @@ class Pipeline:
         self.engine = self._build_engine()
         self.alerts.reconfigure(tz=self.tz, cutoff=self.config.settlement.cutoff_time,
                                 terminal_line=has_terminal_line(s.protocol for s in self.config.source),
-                                legit_needs=self.config.legit_needs)
+                                legit_needs=self.config.legit_needs,
+                                remedies=RemedyBook.from_config(self.config))
         self.wires.calendar = ShopCalendar(loaded.hours, self.tz)
         self.wires.thresholds = {}   # recomputed at the next check, for the new sources and hours
         self.announcer.route(channels, people_channels)

@@ -61,7 +61,9 @@ def test_replay_shows_the_demo_day_lifecycle_from_every_decoder(tmp_path: Path, 
         assert all(t["type"] == "transaction" for t in a["transactions"])
     story = [(a["rule"], a["state"]) for a in alerts]
     assert ("DUP-001", "open") in story and ("DUP-001", "voided") in story      # flagged, then voided
-    assert ("TIME-001", "open") in story and ("TIME-001", "escalated") in story  # 22:41 sale, still open at 23:00
+    # 22:41 sale, still open at 23:00: something to verify expires at the close, never refund guidance (issue 16)
+    assert ("TIME-001", "open") in story and ("TIME-001", "expired") in story
+    assert ("TIME-001", "escalated") not in story
     assert any(x["type"] == "review" for x in lines)                              # 22:30 pre-close review
     assert any(x["type"] == "batch_closed" for x in lines)
     # Revisions of one alert share its id and count up.

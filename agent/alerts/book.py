@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.alerts.announce import Announcer
+from agent.alerts.evidence import batch_totals, statement_zh, summarize, write_bundle
 from agent.alerts.lifecycle import (
     ACTIVE_STATES,
     INITIAL,
@@ -36,7 +37,7 @@ from agent.alerts.lifecycle import (
     states_allowing,
     wire_cause,
 )
-from agent.alerts.remedy import check_suggestion, next_cutoff, refund_suggestion, void_suggestion
+from agent.alerts.remedy import RemedyBook, next_cutoff
 from agent.model import CODE_ALPHABET, CODE_LENGTH, Alert, Suggestion, Transaction, new_ulid
 from agent.rules.base import Finding
 from agent.store.journal import Journal
@@ -75,8 +76,11 @@ def has_terminal_line(protocols: Iterable[str]) -> bool:
 class AlertBook:
     def __init__(self, journal: Journal, announcer: Announcer, *, tz: tzinfo, cutoff: time | None,
                  counts: dict[str, int] | None = None, evidence_dir: Path | None = None,
-                 terminal_line: bool = False, legit_needs: str = "anyone") -> None:
+                 terminal_line: bool = False, legit_needs: str = "anyone",
+                 remedies: RemedyBook | None = None) -> None:
         self.journal = journal
+        # How each payment is taken back (the shop's terminal model, wallets) and who the shop is.
+        self.remedies = remedies or RemedyBook()
         self.terminal_line = terminal_line
         self.legit_needs = legit_needs
         self.announcer = announcer
@@ -87,8 +91,10 @@ class AlertBook:
         self.evidence_dir = evidence_dir
 
     def reconfigure(self, *, tz: tzinfo, cutoff: time | None, terminal_line: bool | None = None,
-                    legit_needs: str | None = None) -> None:
+                    legit_needs: str | None = None, remedies: RemedyBook | None = None) -> None:
         self.tz, self.cutoff = tz, cutoff
+        if remedies is not None:
+            self.remedies = remedies
         if terminal_line is not None:
             self.terminal_line = terminal_line
         if legit_needs is not None:
@@ -101,16 +107,21 @@ class AlertBook:
         if self.journal.alert_for(finding.rule, subject.key) is not None:
             return None
         deadline = next_cutoff(subject.utc, self.cutoff, self.tz)
-        if finding.action == "void":
-            suggestion = void_suggestion(subject.txn, deadline=deadline, tz=self.tz)
+        meant = _meant(finding.evidence)
+        if finding.action == "check":
+            suggestion = self.remedies.check(subject.txn, deadline=deadline, tz=self.tz)
         else:
-            suggestion = check_suggestion(subject.txn, deadline=deadline, tz=self.tz)
+            suggestion = self.remedies.take_back(subject.txn, deadline=deadline, tz=self.tz, meant_minor=meant)
+        transactions = tuple(v.txn for v in (*finding.related, subject))
+        # What the page and the webhook show beside the rule's own evidence: every transaction, the remedy.
+        evidence = {**finding.evidence, "transactions": summarize(transactions, self.tz),
+                    "remedy": self.remedies.details(subject.txn, meant_minor=meant)}
         alert_id = new_ulid(now)
         alert = Alert(
             id=alert_id, code=self._new_code(alert_id), certainty=finding_certainty(finding), revision=1,
             rule=finding.rule, rule_version=finding.version,
             severity=finding.severity, state=INITIAL.value, reason=finding.reason_en, reason_zh=finding.reason_zh,
-            evidence=finding.evidence, transactions=tuple(v.txn for v in (*finding.related, subject)),
+            evidence=evidence, transactions=transactions,
             suggestion=suggestion, created=now, updated=now, key=subject.key,
         )
         self.journal.save_alert(alert, actor=Actor.SETTLEGUARD.value)
@@ -139,7 +150,7 @@ class AlertBook:
 
     # -- the changes ----------------------------------------------------------------------------
     def apply(self, alert: Alert, cause: Cause, now: datetime, *, actor: str, note: str | None,
-              suggestion: Suggestion | None = None, evidence_bundle: str | None = None,
+              suggestion: Suggestion | None = None, evidence_added: Mapping[str, Any] | None = None,
               answer: dict[str, Any] | None = None) -> Alert:
         """The next revision of ``alert`` after ``cause``, saved and announced; IllegalTransition if it may not.
 
@@ -151,8 +162,8 @@ class AlertBook:
                                    "answer": answer}
         if suggestion is not None:
             changes["suggestion"] = suggestion
-        if evidence_bundle is not None:
-            changes["evidence"] = {**alert.evidence, "bundle": evidence_bundle}
+        if evidence_added:
+            changes["evidence"] = {**alert.evidence, **evidence_added}
         changed = replace(alert, **changes)
         self.journal.save_alert(changed, actor=actor, note=note)
         self.announcer.alert(changed, announces(state), now)
@@ -187,8 +198,7 @@ class AlertBook:
         reason = "cutoff" if by_cutoff else "settlement"
         candidates = states_allowing(Cause.EXPIRY) | states_allowing(Cause.SETTLEMENT)
         for alert in self.journal.alerts_in_batch(terminal_id, batch_no, states=candidates):
-            remedy = alert.suggestion.action if alert.suggestion is not None else None
-            cause = batch_closed_cause(remedy, by_cutoff=by_cutoff)
+            cause = batch_closed_cause(closing_remedy(alert), by_cutoff=by_cutoff)
             unconfirmed = _UNCONFIRMED.get(AlertState(alert.state))
             if cause is Cause.EXPIRY:
                 why = unconfirmed or "before anyone checked it"
@@ -197,24 +207,33 @@ class AlertBook:
                 self._escalate(alert, cause, now, note=f"batch settled; {unconfirmed}" if unconfirmed else None)
 
     def _escalate(self, alert: Alert, cause: Cause, now: datetime, *, note: str | None = None) -> None:
+        """The batch closed with a likely error open: refund guidance, and the evidence to get the money back."""
         subject = alert.transactions[-1]
-        bundle = self._write_evidence(alert, now)
-        suggestion = refund_suggestion(subject, tz=self.tz, evidence_path=str(bundle) if bundle else None)
+        suggestion = self.remedies.take_back(subject, deadline=None, tz=self.tz, meant_minor=_meant(alert.evidence),
+                                             settled=True)
+        guided = replace(alert, suggestion=suggestion)
+        totals = batch_totals(self.journal, subject, self.tz, now)
+        statement = statement_zh(guided, self.remedies.shop, totals, tz=self.tz, now=now, title_zh=_title_zh(alert))
+        added: dict[str, Any] = {"batch": totals, "statement_zh": statement}
+        bundle = self._write_evidence(replace(guided, evidence={**alert.evidence, **added}), now,
+                                      totals=totals, statement=statement)
+        if bundle is not None:
+            added["bundle"] = str(bundle)
         escalated = self.apply(alert, cause, now, actor=Actor.SETTLEGUARD.value,
                                note=note or "batch settled with the finding open", suggestion=suggestion,
-                               evidence_bundle=str(bundle) if bundle else None)
+                               evidence_added=added)
         self.counts["alerts_escalated"] += 1
         if bundle is not None:
             # The bundle records the escalation message too; rewrite it now that the revision exists.
-            self._write_evidence(escalated, now, path=bundle)
+            self._write_evidence(escalated, now, totals=totals, statement=statement, path=bundle)
 
-    def _write_evidence(self, alert: Alert, now: datetime, path: Path | None = None) -> Path | None:
-        """Everything a refund dispute needs, as files a person can open (evidence/<date>-<id>/)."""
+    def _write_evidence(self, alert: Alert, now: datetime, *, totals: dict[str, Any], statement: str,
+                        path: Path | None = None) -> Path | None:
+        """Everything a refund claim needs, as files a person can hand over (evidence/<date>-<id>/)."""
         if self.evidence_dir is None:
             return None
-        from agent.alerts.evidence import write_bundle
-
-        return write_bundle(self.journal, alert, now=now, tz=self.tz, root=self.evidence_dir, path=path)
+        return write_bundle(self.journal, alert, now=now, tz=self.tz, root=self.evidence_dir,
+                            shop=self.remedies.shop, totals=totals, statement=statement, path=path)
 
     # -- staff answers ----------------------------------------------------------------------------
     def find(self, text: str) -> Alert:
@@ -302,6 +321,29 @@ _UNCONFIRMED: dict[AlertState, str] = {
     AlertState.VOID_PRINTED: "the printed void was never confirmed by the terminal",
     AlertState.VOID_CLAIMED: "the void staff reported was never seen on the terminal",
 }
+
+
+def closing_remedy(alert: Alert) -> str | None:
+    """What a closing batch makes of an alert (lifecycle.batch_closed_cause): a likely error that asked to
+    take the money back (a void, or a wallet's refund, which no batch ends) becomes a refund case; anything
+    to verify, or that asked only for a check, expires."""
+    action = alert.suggestion.action if alert.suggestion is not None else None
+    if alert.certainty == "error" and action in ("void", "refund"):
+        return "void"
+    return "check"
+
+
+def _meant(evidence: Mapping[str, Any]) -> int | None:
+    """The amount a decimal slip meant (AMT-001's evidence), so the remedy charges it again."""
+    meant = evidence.get("meant_minor")
+    return meant if isinstance(meant, int) and not isinstance(meant, bool) and meant > 0 else None
+
+
+def _title_zh(alert: Alert) -> str:
+    from agent.rules import RULES  # the catalogue pulls in pydantic and every rule: only for an escalation
+
+    cls = RULES.get(alert.rule)
+    return str(getattr(cls, "title_zh", alert.rule)) if cls else alert.rule
 
 
 def finding_certainty(finding: Finding) -> str:

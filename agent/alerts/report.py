@@ -11,6 +11,7 @@ from typing import Any
 from rich.table import Table
 
 from agent.alerts.lifecycle import NoticeKind
+from agent.alerts.remedy import reference
 from agent.messages import AlertChange, BatchClosed, ReviewNotice
 from agent.units import format_money
 
@@ -44,7 +45,8 @@ def alert_line(item: Any, tz: tzinfo) -> str:
     what = ""
     if subject is not None:
         t = subject.time.astimezone(tz).strftime("%H:%M") if subject.time else "?"
-        what = (f" 凭证 {subject.voucher_no or subject.receipt_no} "
+        ref = reference(subject)   # None for a wallet payment with no number: say nothing, never "None"
+        what = (f"{f' 凭证 {ref}' if ref else ''} "
                 f"{format_money(subject.amount_minor, subject.currency)} {t}")
     when = (item.at or a.updated).astimezone(tz).strftime("%m-%d %H:%M")
     style = SEVERITY_STYLE.get(a.severity, "")

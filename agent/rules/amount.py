@@ -84,6 +84,7 @@ class DecimalSlip(BaseRule[SlipParams]):
     family: ClassVar[str] = "AMT"
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 30
+    certainty: ClassVar[str] = "error"
     title_en: ClassVar[str] = "Decimal slip"
     title_zh: ClassVar[str] = "金额疑似多输了零"
     Params = SlipParams
@@ -187,9 +188,10 @@ class AmountOutlier(BaseRule[OutlierParams]):
     Spread: MAD, else 1.253314 x mean absolute deviation (see agent.rules.baseline).
     When every sale in the baseline had one amount (no spread at all), only an
     amount more than ``flat_factor`` (5x) away from it is flagged. Only high
-    amounts by default: an overcharge hurts the card holder and must be voided
-    before settlement; small tickets (a bottle of water) are routine
-    (``flag_low = true`` flags both sides).
+    amounts by default: an overcharge hurts the card holder; small tickets (a
+    bottle of water) are routine (``flag_low = true`` flags both sides). An
+    outlier is something to verify, not a likely error: banquets and group
+    orders are genuine far outliers, so staff are asked to check it.
     """
 
     id: ClassVar[str] = "AMT-002"
@@ -197,6 +199,8 @@ class AmountOutlier(BaseRule[OutlierParams]):
     family: ClassVar[str] = "AMT"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 20
+    certainty: ClassVar[str] = "verify"
+    action: ClassVar[str] = "check"
     title_en: ClassVar[str] = "Unusual amount"
     title_zh: ClassVar[str] = "金额异常"
     Params = OutlierParams
@@ -260,6 +264,7 @@ class AmountCeiling(BaseRule[CeilingParams]):
     family: ClassVar[str] = "AMT"
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 15
+    certainty: ClassVar[str] = "error"
     title_en: ClassVar[str] = "Amount above ceiling"
     title_zh: ClassVar[str] = "金额超过上限"
     Params = CeilingParams
@@ -300,6 +305,7 @@ class JustUnderLimit(BaseRule[UnderLimitParams]):
     family: ClassVar[str] = "AMT"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 10
+    certainty: ClassVar[str] = "verify"
     title_en: ClassVar[str] = "Repeated amounts just under the limit"
     title_zh: ClassVar[str] = "多笔金额略低于限额"
     action: ClassVar[str] = "check"

@@ -117,6 +117,15 @@ class BaseRule(Generic[P]):
     title_en: ClassVar[str]
     title_zh: ClassVar[str]
     action: ClassVar[str] = "void"
+    # How sure a finding of this rule is (agent.model.CERTAINTIES): "error" (a likely mistake: take the money
+    # back) or "verify" (something a person checks; it may well be genuine). Every rule declares its own;
+    # the default is the cautious one, so a rule that forgets never tells staff to void a genuine sale.
+    certainty: ClassVar[str] = "verify"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.certainty not in ("error", "verify"):
+            raise TypeError(f"{cls.__name__}.certainty must be 'error' or 'verify' (got {cls.certainty!r})")
 
     def __init__(self, params: RuleParams) -> None:
         if not isinstance(params, self.Params):
@@ -140,10 +149,13 @@ class BaseRule(Generic[P]):
     def finding(self, subject: TxnView, related: Sequence[TxnView], reason_en: str, reason_zh: str,
                 evidence: dict[str, Any], *, action: str | None = None,
                 severity: str | None = None) -> Finding:
+        # Something to verify only ever asks for a check: it may be genuine, so it never asks for a void and
+        # never turns into refund guidance when the batch closes (lifecycle.batch_closed_cause).
+        chosen = "check" if self.certainty == "verify" else (action or self.action)
         return Finding(rule=self.id, version=self.version, family=self.family,
                        severity=severity or self.severity, specificity=self.specificity, subject=subject,
                        related=tuple(related), reason_en=reason_en, reason_zh=reason_zh, evidence=evidence,
-                       action=action or self.action)
+                       action=chosen, certainty=self.certainty)
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         raise NotImplementedError

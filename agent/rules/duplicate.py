@@ -80,6 +80,7 @@ class ExactDuplicate(BaseRule[ExactDuplicateParams]):
     family: ClassVar[str] = "DUP"
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 40
+    certainty: ClassVar[str] = "error"
     title_en: ClassVar[str] = "Duplicate charge"
     title_zh: ClassVar[str] = "重复扣款"
     Params = ExactDuplicateParams
@@ -134,6 +135,7 @@ class IdentityConflict(BaseRule[IdentityConflictParams]):
     family: ClassVar[str] = "DUP"
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 30
+    certainty: ClassVar[str] = "verify"
     title_en: ClassVar[str] = "One voucher, two sales"
     title_zh: ClassVar[str] = "同一凭证两笔交易"
     action: ClassVar[str] = "check"
@@ -189,7 +191,9 @@ class NearDuplicate(BaseRule[NearDuplicateParams]):
     """DUP-003: the same card charged almost the same amount (within 1%, not equal) twice.
 
     Equal amounts are DUP-001's; the tolerance is relative to the larger amount
-    and compared in exact decimal arithmetic.
+    and compared in exact decimal arithmetic. Something to verify (a second,
+    slightly different basket is often a genuine second purchase), not a likely
+    error like an exact duplicate.
     """
 
     id: ClassVar[str] = "DUP-003"
@@ -197,6 +201,8 @@ class NearDuplicate(BaseRule[NearDuplicateParams]):
     family: ClassVar[str] = "DUP"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 20
+    certainty: ClassVar[str] = "verify"
+    action: ClassVar[str] = "check"
     title_en: ClassVar[str] = "Near-duplicate charge"
     title_zh: ClassVar[str] = "疑似重复扣款"
     Params = NearDuplicateParams
@@ -257,6 +263,7 @@ class RekeyedOnOtherCard(BaseRule[RekeyedParams]):
     family: ClassVar[str] = "DUP"
     default_severity: ClassVar[str] = "low"
     specificity: ClassVar[int] = 10
+    certainty: ClassVar[str] = "verify"
     title_en: ClassVar[str] = "Re-keyed on another card"
     title_zh: ClassVar[str] = "失败/撤销后换卡重刷"
     action: ClassVar[str] = "check"

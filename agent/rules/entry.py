@@ -30,6 +30,7 @@ class ManualEntry(BaseRule[ManualEntryParams]):
     family: ClassVar[str] = "ENTRY"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 10
+    certainty: ClassVar[str] = "verify"
     title_en: ClassVar[str] = "Card number keyed by hand"
     title_zh: ClassVar[str] = "手工输入卡号"
     action: ClassVar[str] = "check"

@@ -34,6 +34,7 @@ class UnmatchedRefund(BaseRule[RefundParams]):
     family: ClassVar[str] = "REF"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 10
+    certainty: ClassVar[str] = "verify"
     title_en: ClassVar[str] = "Refund without a matching sale"
     title_zh: ClassVar[str] = "退货无对应消费"
     action: ClassVar[str] = "check"

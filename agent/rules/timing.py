@@ -2,9 +2,11 @@
 
 TIME-002 (a closure day or, for a shop closed on holidays, a public holiday)
 is more specific than TIME-001 (outside the weekly hours): on a closed holiday
-both fire and staff read the holiday reason. A sale outside hours is voided
-(it should not have happened); a refund outside hours is checked (voiding a
-refund would charge the customer again).
+both fire and staff read the holiday reason. Both are things to verify, never
+likely errors: an off-hours sale is usually a late table or the owner testing
+the terminal, so staff are asked to check it (and told that a genuine one needs
+nothing), and it expires rather than turning into refund guidance when the
+batch closes.
 """
 
 from __future__ import annotations
@@ -25,10 +27,6 @@ _WEEKDAY_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周�
 
 def _money_moving(view: TxnView) -> bool:
     return is_charge(view) or (view.approved and view.txn.kind == "refund")
-
-
-def _action(view: TxnView) -> str:
-    return "check" if view.txn.kind == "refund" else "void"
 
 
 def _kind_en(view: TxnView) -> str:
@@ -58,6 +56,8 @@ class OutsideHours(BaseRule[OutsideHoursParams]):
     family: ClassVar[str] = "TIME"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 10
+    certainty: ClassVar[str] = "verify"
+    action: ClassVar[str] = "check"
     title_en: ClassVar[str] = "Outside opening hours"
     title_zh: ClassVar[str] = "非营业时间交易"
     Params = OutsideHoursParams
@@ -83,7 +83,6 @@ class OutsideHours(BaseRule[OutsideHoursParams]):
             f"（凭证号 {view.voucher_label}），不在营业时间内（{_WEEKDAY_ZH[wd]}：{hours}，宽限 {g}）",
             evidence(view.local.isoformat(), hours, {"schedule_day": cal.schedule_day(local_day)},
                      grace_seconds=int(grace.total_seconds())),
-            action=_action(view),
         )]
 
 
@@ -106,6 +105,8 @@ class ClosedDay(BaseRule[ClosedDayParams]):
     family: ClassVar[str] = "TIME"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 20
+    certainty: ClassVar[str] = "verify"
+    action: ClassVar[str] = "check"
     title_en: ClassVar[str] = "Shop closed that day"
     title_zh: ClassVar[str] = "闭店日交易"
     Params = ClosedDayParams
@@ -138,5 +139,4 @@ class ClosedDay(BaseRule[ClosedDayParams]):
             f"（凭证号 {view.voucher_label}），当天为{why_zh}",
             evidence(local_day.isoformat(), name, {"holidays": cal.hours.holidays,
                                                    "closed_on_holidays": cal.hours.closed_on_holidays}),
-            action=_action(view),
         )]

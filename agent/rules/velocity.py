@@ -30,6 +30,7 @@ class CardVelocity(BaseRule[VelocityParams]):
     family: ClassVar[str] = "VEL"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 10
+    certainty: ClassVar[str] = "verify"
     title_en: ClassVar[str] = "Card used repeatedly"
     title_zh: ClassVar[str] = "同卡短时多次消费"
     action: ClassVar[str] = "check"

@@ -55,6 +55,7 @@ class OperatorVoids(BaseRule[VoidParams]):
     family: ClassVar[str] = "VOID"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 10
+    certainty: ClassVar[str] = "verify"
     title_en: ClassVar[str] = "Many voids by one operator"
     title_zh: ClassVar[str] = "操作员撤销过多"
     action: ClassVar[str] = "check"

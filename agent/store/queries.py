@@ -71,6 +71,22 @@ class JournalReader:
             (utc_text(since), utc_text(until))).fetchall()
         return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
+    def batch_totals(self, terminal_id: str | None, batch_no: str | None, since: datetime,
+                     until: datetime) -> dict[str, tuple[int, int]]:
+        """Kind -> (count, total minor units) of approved transactions in one terminal's batch; without a
+        batch number (wallet payments, printer-only installs), in [since, until) on that terminal."""
+        if batch_no:
+            rows = self.conn.execute(
+                "SELECT kind, COUNT(*), COALESCE(SUM(amount_minor), 0) FROM transactions"
+                " WHERE result='approved' AND terminal_id IS ? AND batch_no=? GROUP BY kind",
+                (terminal_id, batch_no)).fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT kind, COUNT(*), COALESCE(SUM(amount_minor), 0) FROM transactions"
+                " WHERE result='approved' AND terminal_id IS ? AND time_utc>=? AND time_utc<? GROUP BY kind",
+                (terminal_id, utc_text(since), utc_text(until))).fetchall()
+        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
     def meta_value(self, k: str) -> str | None:
         row = self.conn.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
         return str(row[0]) if row else None
