@@ -94,6 +94,13 @@ def _txn_line(i: int, txn: Transaction, tz: tzinfo) -> str:
     return "  ".join(parts)
 
 
+def _why_refund(alert: Alert) -> str:
+    remedy = alert.evidence.get("remedy")
+    if isinstance(remedy, dict) and remedy.get("where") == "app":
+        return "该笔为扫码支付，终端无法撤销，需经支付平台退款。"
+    return "该批次已结算，终端无法撤销。"
+
+
 def statement_zh(alert: Alert, shop: ShopFacts, totals: dict[str, Any], *, tz: tzinfo, now: datetime,
                  title_zh: str) -> str:
     """A draft 情况说明 / 退款申请 for the acquirer or platform, facts filled in, blanks for what only people know."""
@@ -116,7 +123,7 @@ def statement_zh(alert: Alert, shop: ShopFacts, totals: dict[str, Any], *, tz: t
         *(_txn_line(i, t, tz) for i, t in enumerate(alert.transactions, start=1)),
         "",
         f"需退还持卡人的是第 {len(alert.transactions)} 笔（{describe(subject, tz, original=False)[0]}），"
-        f"金额 {format_money(refund_minor, subject.currency)}。该批次已结算，终端无法撤销。",
+        f"金额 {format_money(refund_minor, subject.currency)}。{_why_refund(alert)}",
         f"结算情况：{totals['text_zh']}。",
         "",
         "特此说明，请协助办理退款。小票原文与交易记录附后。",

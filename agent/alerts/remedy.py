@@ -39,7 +39,7 @@ _STEP_KEYS = frozenset({"zh", "en", "short_zh", "short_en", "menu_zh", "menu_en"
 _MODEL_KEYS = frozenset({"aliases", "void", "refund"})
 # What a step's text may name; checked when the file is read so a typo fails at start, not in an alert.
 PLACEHOLDERS = frozenset({"menu_zh", "menu_en", "which_zh", "which_en", "find_zh", "find_en", "amount", "refund_zh",
-                          "refund_en", "meant", "date", "time", "rrn", "card_zh", "card_en", "days"})
+                          "refund_en", "meant", "date", "time", "rrn", "rrn_en", "card_zh", "card_en", "days"})
 
 
 class RemedyError(ValueError):
@@ -355,7 +355,8 @@ class RemedyBook:
             "meant": format_money(meant_minor, cur) if meant_minor is not None else "",
             "date": local.strftime("%Y-%m-%d") if local else "（见签购单）",
             "time": local.strftime("%H:%M") if local else "时间不明",
-            "rrn": txn.rrn or "（见签购单）",
+            # Without an RRN on the wire the slip has it: say which slip.
+            "rrn": txn.rrn or f"（见 {find_zh} 的签购单）", "rrn_en": txn.rrn or f"(on the slip of {find_en})",
             "card_zh": "，需刷原卡" if step.card_needed else "",
             "card_en": ", the original card is needed" if step.card_needed else "",
             "days": step.window_days or "",
