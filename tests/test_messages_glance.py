@@ -205,10 +205,10 @@ def test_a_verify_finding_says_what_to_check_ends_with_no_action_needed_and_neve
     h.feed(sale("000123", 4500, datetime(2026, 11, 27, 22, 47, tzinfo=SHANGHAI)))
     (change,) = h.opened("TIME-001")
     late = change.alert.to_dict()
-    # The rule's declaration (issue 16: TIME is something to verify) is another helper's change; the
-    # suggestion still carries void steps here, which is the harder case: the wording follows certainty.
-    late["certainty"] = "verify"
-    assert late["suggestion"]["action"] == "void" and "撤销" in late["suggestion"]["steps_zh"]
+    # TIME declares itself something to verify (issue 16): a check whose steps still say where to void it
+    # if it is wrong; the message must not turn that into an order to void.
+    assert late["certainty"] == "verify"
+    assert late["suggestion"]["action"] == "check" and "撤销" in late["suggestion"]["steps_zh"]
     n = Notice(kind="opened", alerts=(late,), shop=SHOP, source=SOURCE, created=h.clock.now(), deadline=CUTOFF)
     for channel in (WecomChannel("w", key="k", tz=SH), DingtalkChannel("d", access_token="t", tz=SH)):
         body = json.loads(channel.build_request(n, "m", h.clock.now()).body)
