@@ -366,3 +366,16 @@ def test_the_configured_till_page_reaches_every_channel_built_from_the_config() 
     odd = config(f'\n[web]\nlisten = "127.0.0.1:8087"\npublic_url = "{PAGE}/(x)"\n' + channels)
     with pytest.raises(ConfigError, match="public_url"):
         build_channels(odd.config, tz=SH)
+
+
+def test_a_wallet_payment_is_told_to_refund_in_its_platform_not_that_the_batch_settled(tmp_path: Path) -> None:
+    h = Harness(tmp_path, config('\n[rules.AMT-003]\nceiling = "1000.00"\n'))
+    paid = sale("000301", 250000, datetime(2026, 11, 27, 15, 0, tzinfo=SHANGHAI))
+    h.feed(paid.with_(card=None, card_type="WeChat Pay", entry_mode="qr"))
+    (change,) = h.opened("AMT-003")
+    n = Notice(kind="opened", alerts=(change.alert.to_dict(),), shop=SHOP, source=SOURCE, created=h.clock.now(),
+               deadline=CUTOFF)
+    content = _wecom_contents(WecomChannel("w", key="k", tz=SH), n)[0]
+    first = next(line for line in content.splitlines() if line)
+    assert first.startswith("### 请在微信支付商户后台退款 RMB 2,500.00"), first
+    assert "已结算" not in content and "撤销" not in content and "管理 →" not in content

@@ -234,6 +234,8 @@ class AlertFacts:
     steps_en: str
     answer: Mapping[str, Any] | None
     link: str | None
+    # A wallet payment (evidence.remedy.where == "app"): refunded in that platform, whatever the batch.
+    app: tuple[str, str] | None = None
 
     @property
     def verify(self) -> bool:
@@ -287,8 +289,18 @@ def facts(alert: Mapping[str, Any], *, notice_deadline: datetime | None, now: da
         action=_present(suggestion.get("action")), deadline=deadline_text, left=left,
         steps_zh=bare_steps(str(suggestion.get("steps_zh") or "")),
         steps_en=bare_steps(str(suggestion.get("steps_en") or "")),
-        answer=answer, link=alert_link(public_url, code),
+        answer=answer, link=alert_link(public_url, code), app=_app(evidence),
     )
+
+
+def _app(evidence: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(zh, en) of the platform a wallet payment is refunded in; None for a terminal's payment."""
+    remedy = evidence.get("remedy")
+    if not isinstance(remedy, dict) or remedy.get("where") != "app":
+        return None
+    zh = _present(remedy.get("method_zh")) or "支付平台"
+    en = _present(remedy.get("method")) or "payment platform"
+    return zh, en.replace("_", " ")
 
 
 # ---------------------------------------------------------------------------- sentences
@@ -309,6 +321,9 @@ def instruction(f: AlertFacts) -> tuple[str, str]:
         gap = "" if what_zh.endswith("）") else " "
         return (f"{by_zh}核对 {what_zh}{gap}是否为真实交易{tail_zh}",
                 f"Check{by_en} whether {what_en} is a genuine sale{tail_en}")
+    if settled and f.app is not None:
+        # No terminal batch ends a wallet payment: it is refunded in the platform, settled or not.
+        return (f"请在{f.app[0]}商户后台退款 {what_zh}", f"Refund {what_en} in the {f.app[1]} merchant app")
     if settled:
         return (f"需退货 {what_zh}：批次已结算，无法撤销",
                 f"Refund {what_en}: the batch has settled, a void is no longer possible")
