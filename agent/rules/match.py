@@ -31,7 +31,6 @@ class MatchParams(RuleParams):
 class _MatchRule(BaseRule[MatchParams]):
     family: ClassVar[str] = "MATCH"
     version: ClassVar[str] = "1"
-    certainty: ClassVar[str] = "error"
     Params = MatchParams
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
@@ -54,6 +53,7 @@ class ChargeDiffersFromSale(_MatchRule):
     """
 
     id: ClassVar[str] = "MATCH-001"
+    certainty: ClassVar[str] = "error"      # the till says what was sold: not a guess
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 30
     title_en: ClassVar[str] = "Charge differs from the sale"
@@ -82,6 +82,7 @@ class SecondChargeForSale(_MatchRule):
     """
 
     id: ClassVar[str] = "MATCH-002"
+    certainty: ClassVar[str] = "error"      # the till says what was sold: not a guess
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 40
     title_en: ClassVar[str] = "Charged twice for one sale"
