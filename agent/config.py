@@ -416,6 +416,59 @@ class DeliveryConfig(_Strict):
         return _within(v, timedelta(seconds=1), timedelta(minutes=5))
 
 
+class NotifyConfig(_Strict):
+    """``[notify]``: the noise budget, what reaches a phone and when (agent/alerts/budget.py).
+
+    Only channels people read (chat robots, the printer) are held or capped; a webhook still gets
+    every alert revision at once.
+    """
+
+    # "auto": from the last closing of a shop day + quiet_grace until the next opening ([shop.hours];
+    # a closed day is quiet all day; a shop without [shop.hours] has none). "off", or a fixed daily
+    # range "22:00-08:00".
+    quiet_hours: str = "auto"
+    quiet_grace: Duration = timedelta(minutes=30)
+    # Reminders of an open finding: at most this many, the first delivery.repeat_interval after the
+    # last notice, each next one `reminder_growth` times longer (30m, 1h, 2h ...).
+    reminders: int = Field(default=1, ge=0, le=10)
+    reminder_growth: float = Field(default=2.0, ge=1.0, le=10.0)
+    # The same for findings to verify (certainty "verify": TIME, VEL, ENTRY, AMT outliers): the
+    # review lists them; by default they are not pushed again.
+    verify_reminders: int = Field(default=0, ge=0, le=10)
+    # Escalated findings (a refund to do): at most this many reminders, settlement.follow_up_days apart;
+    # after that, and for refund_window after the escalation, only in the daily review's lines.
+    escalated_reminders: int = Field(default=2, ge=0, le=10)
+    refund_window: Duration = timedelta(days=30)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, v: str) -> str:
+        if v in ("auto", "off"):
+            return v
+        start, sep, end = v.partition("-")
+        if not sep:
+            raise ValueError("must be \"auto\", \"off\" or a range like \"22:00-08:00\"")
+        if _hhmm(start) == _hhmm(end):
+            raise ValueError("start and end are equal; write \"off\" for no quiet hours")
+        return v
+
+    @field_validator("quiet_grace")
+    @classmethod
+    def _grace(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(0), timedelta(hours=6))
+
+    @field_validator("refund_window")
+    @classmethod
+    def _window(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(days=1), timedelta(days=365))
+
+    def fixed_quiet(self) -> tuple[dtime, dtime] | None:
+        if self.quiet_hours in ("auto", "off"):
+            return None
+        start, _, end = self.quiet_hours.partition("-")
+        return _hhmm(start), _hhmm(end)
+
+
 class HealthConfig(_Strict):
     # How long the journal may stay unwritable (disk full, a write that keeps failing) before the
     # daemon says it is unhealthy, stops feeding the watchdog and lets systemd restart it. Long enough
@@ -594,6 +647,7 @@ class Config(_Strict):
     web: WebConfig | None = None        # the till page; absent = no page
     match: MatchConfig = MatchConfig()
     terminal: TerminalConfig = TerminalConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     @property
     def legit_needs(self) -> str:

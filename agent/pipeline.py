@@ -28,6 +28,7 @@ from typing import Any
 from agent.alerts import review
 from agent.alerts.announce import Announcer
 from agent.alerts.book import PRINTED_SOURCE, AlertBook, has_terminal_line
+from agent.alerts.budget import NoiseBudget
 from agent.alerts.lifecycle import NoticeKind
 from agent.alerts.remedy import RemedyBook
 from agent.config import LoadedConfig, SourceConfig
@@ -76,7 +77,8 @@ class Pipeline:
         self.counts = {"events": 0, "transactions": 0, "new_transactions": 0, "reprints": 0, "settlements": 0,
                        "receipts": 0, "orders": 0, "alerts_opened": 0, "alerts_resolved": 0, "alerts_escalated": 0,
                        "reviews": 0, "batches_closed": 0, "quarantined": 0, "command_errors": 0}
-        self.announcer = Announcer(journal, channels=channels, people_channels=people_channels)
+        self.budget = NoiseBudget(loaded)
+        self.announcer = Announcer(journal, channels=channels, people_channels=people_channels, budget=self.budget)
         self.alerts = AlertBook(journal, self.announcer, tz=self.tz, cutoff=self.config.settlement.cutoff_time,
                                 counts=self.counts, evidence_dir=evidence_dir,
                                 terminal_line=has_terminal_line(s.protocol for s in self.config.source),
@@ -461,16 +463,14 @@ class Pipeline:
             lines, saw_nothing = day_lines(self.journal, self.wires, now, self.tz, self.counts.get("quarantined", 0))
             return review.review(self.journal, self.announcer, now, cutoff=self.config.settlement.cutoff_time,
                                  tz=self.tz, all_clear=self.config.settlement.all_clear, lines=lines,
-                                 saw_nothing=saw_nothing)
+                                 saw_nothing=saw_nothing, budget=self.budget)
         if cmd.name == "wires":
             return self._check_wires(cmd.args.get("reports") or [], now)
         if cmd.name == "cutoff":
             self._close_batch(None, None, now, by_cutoff=True)
             return {"ok": True}
         if cmd.name == "reminders":
-            return review.reminders(self.journal, self.announcer, now,
-                                    repeat_interval=self.config.delivery.repeat_interval,
-                                    follow_up=timedelta(days=self.config.settlement.follow_up_days))
+            return review.reminders(self.journal, self.announcer, now, budget=self.budget)
         if cmd.name == "baseline":
             return self._refresh_baseline(now)
         if cmd.name == "reconfigure":
@@ -493,6 +493,7 @@ class Pipeline:
         self.wires.calendar = ShopCalendar(loaded.hours, self.tz)
         self.wires.thresholds = {}   # recomputed at the next check, for the new sources and hours
         self.announcer.route(channels, people_channels)
+        self.budget = self.announcer.budget = NoiseBudget(loaded)
         self._warm_state()
         warnings = self.engine.warnings(self.clock.now())
         for warning in warnings:

@@ -1,26 +1,35 @@
-"""``settleguard replay``: the full pipeline on simulated time, for tuning rules on past data.
+"""``settleguard replay``: the full pipeline on simulated time, for tuning rules and the noise budget.
 
 Captures are decoded with the same decoders the daemon uses; events are
-ordered by their own timestamps; the day's schedule (pre-close review,
-cutoff, reminders, baseline refresh) fires at its simulated times; the
-journal lives in a temporary directory unless ``--state`` is given. Nothing
-is sent: what would be sent is counted per channel.
+ordered by their own timestamps; the daemon's own :class:`~agent.schedule.Scheduler`
+is stepped on the simulated clock (pre-close review, cutoff, reminders with
+their cadence and quiet hours, baseline refresh: one code path with the
+daemon); the journal lives in a temporary directory unless ``--state`` is
+given. Nothing is sent: the real delivery loop is run over the outbox on
+simulated time to count what each phone would have received.
 """
 
 from __future__ import annotations
 
+import queue
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
+from agent.alerts.budget import NoiseBudget
+from agent.alerts.review import next_reminder
 from agent.config import LoadedConfig
+from agent.delivery.channels.base import Channel, HttpFailure, HttpRequest, HttpResponse, Notice, Outcome
 from agent.messages import Command, EventBatch
+from agent.model import Alert
 from agent.pipeline import Pipeline
-from agent.schedule import fire_times, plan
+from agent.schedule import Scheduler, fire_times
 from agent.store.journal import Journal
+from agent.store.outbox import OutboxAsOf
 from agent.store.schema import journal_path
 from drivers.clock import ManualClock
 from drivers.events import Event, ReceiptText
@@ -37,6 +46,11 @@ class ReplayResult:
     decoder_stats: dict[str, Any] = field(default_factory=dict)
     first: datetime | None = None
     last: datetime | None = None
+    end: datetime | None = None                    # the schedule ran up to here
+    people_channels: list[str] = field(default_factory=list)
+    phones: list[PhoneMessage] = field(default_factory=list)
+    # Rule id -> transactions it could not judge for lack of history (RuleEngine.insufficient).
+    silent: dict[str, int] = field(default_factory=dict)
 
 
 def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: datetime | None = None, *,
@@ -65,7 +79,11 @@ def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: 
 
 
 def replay(loaded: LoadedConfig, events: Iterable[tuple[Event, datetime]], *, state: Path | None = None,
-           listener: Callable[[Any], None] | None = None, source: str = "replay") -> ReplayResult:
+           listener: Callable[[Any], None] | None = None, source: str = "replay",
+           until: datetime | None = None, phones: bool = True) -> ReplayResult:
+    """The captured events through the pipeline, the daemon's scheduler stepping on simulated time
+    until ``until`` (default: an hour after the last event); with ``phones``, what each people
+    channel would have received, counted by the real delivery loop (:func:`count_phones`)."""
     result = ReplayResult()
     items = list(events)
     holder = None
@@ -76,7 +94,10 @@ def replay(loaded: LoadedConfig, events: Iterable[tuple[Event, datetime]], *, st
         state = Path(holder.name)
     state.mkdir(parents=True, exist_ok=True)
     try:
-        return _run(loaded, items, state, listener, source, result, keep_evidence)
+        _run(loaded, items, state, listener, source, result, keep_evidence, until)
+        if phones and result.first is not None and result.end is not None:
+            result.phones = count_phones(loaded, journal_path(state), result.first, result.end)
+        return result
     finally:
         if holder is not None:
             holder.cleanup()
@@ -84,7 +105,7 @@ def replay(loaded: LoadedConfig, events: Iterable[tuple[Event, datetime]], *, st
 
 def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
          listener: Callable[[Any], None] | None, source: str, result: ReplayResult,
-         keep_evidence: bool) -> ReplayResult:
+         keep_evidence: bool, until: datetime | None) -> None:
     from agent.delivery.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
@@ -104,30 +125,70 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
             listener(item)
 
     primary, people = routing(loaded.config, channels)
+    result.people_channels = list(people)
     pipeline = Pipeline(loaded, journal, clock=clock, channels=primary, people_channels=people,
                         listeners=[collect], evidence_dir=state / "evidence" if keep_evidence else None)
-
-    def run_job(when: datetime, name: str) -> None:
-        clock.set(when)
-        pipeline.process([Command(name)])
+    # The daemon's own scheduler (agent/schedule.py), stepped instead of threaded: the same plan,
+    # the same coalescing and grace, posting the same commands onto a queue the pipeline drains.
+    inbox: queue.Queue[Any] = queue.Queue()
+    scheduler = Scheduler(loaded, inbox, clock, since=start)
+    budget = pipeline.budget
 
     if items:
         result.first, result.last = items[0][1], items[-1][1]
-        end = items[-1][1] + timedelta(hours=1)
-        schedule = fire_times([j for j in plan(loaded) if j.name != "reminders"], start, end)
-        # Reminders only matter while something is open; a 1-minute tick over a month would dominate.
-        schedule += [(t, "reminders") for t in _hourly(start, end)]
-        schedule.sort(key=lambda x: x[0])
+        end = until or items[-1][1] + timedelta(hours=1)
+        result.end = end
+        fixed = [at for at, name in fire_times(scheduler.jobs, start, end, anchor=start) if name != "reminders"]
+        reminder_step = next((j.trigger.interval for j in scheduler.jobs if j.name == "reminders"), None)
+        # Reminders are for people: without a people channel the job never sends anything.
+        reminding = reminder_step is not None and bool(people)
+        cursor = [0]
+
+        def step_to(t: datetime) -> None:
+            clock.set(t)
+            scheduler.run_due()
+            posted = []
+            while not inbox.empty():
+                posted.append(inbox.get_nowait())
+            if posted:
+                pipeline.process(posted)
+
+        def schedule_until(limit: datetime) -> None:
+            """Every scheduler step due up to ``limit``. Reminder minutes in which the journal says none can
+            be due are skipped: the job would find nothing, and the next step posts the latest firing."""
+            while True:
+                nxt = fixed[cursor[0]] if cursor[0] < len(fixed) else None
+                due = next_reminder(journal, budget, clock.now()) if reminding else None
+                if due is not None and reminder_step is not None:
+                    due = max(due, clock.now())
+                    due = start + reminder_step * -((start - due) // reminder_step)   # the firing at or after it
+                    if due <= clock.now():
+                        due += reminder_step
+                t = min((x for x in (nxt, due) if x is not None), default=None)
+                if t is None or t > limit:
+                    return
+                if nxt is not None and t == nxt:
+                    cursor[0] += 1
+                step_to(t)
+
         pending: list[EventBatch | Command] = []
         held: list[Event] = []  # a receipt travels with the transaction printed on it (one batch)
-        si = 0
+        # A chunk spans less than the shortest reminder interval: an alert it opens cannot fall due
+        # for a reminder before the chunk is committed and the journal is asked.
+        span = budget.first_interval
+        since: datetime | None = None     # the first event of the chunk being gathered
         for event, at in items:
-            while si < len(schedule) and schedule[si][0] <= at:
+            if pending and since is not None and at - since >= span:
+                pipeline.process(pending, before_each=follow)
+                pending = []
+            if not pending:
+                since = at
+            if (cursor[0] < len(fixed) and fixed[cursor[0]] <= at) or (reminding and _reminder_may_fall(
+                    journal, budget, clock, at)):
                 if pending:
                     pipeline.process(pending, before_each=follow)
                     pending = []
-                run_job(*schedule[si])
-                si += 1
+                schedule_until(at)
             if isinstance(event, ReceiptText):
                 held.append(event)
                 continue
@@ -140,18 +201,137 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
             pending.append(EventBatch(source, tuple(held), items[-1][1]))
         if pending:
             pipeline.process(pending, before_each=follow)
-        for when, name in schedule[si:]:
-            run_job(when, name)
+        schedule_until(end)
     result.counts = dict(pipeline.counts)
+    result.silent = dict(pipeline.engine.insufficient)
     result.outbox.update(journal.outbox_counts_by_channel())
     journal.close()
-    return result
 
 
-def _hourly(start: datetime, end: datetime) -> list[datetime]:
-    out = []
-    t = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    while t <= end:
-        out.append(t)
-        t += timedelta(hours=1)
+def _reminder_may_fall(journal: Journal, budget: Any, clock: ManualClock, at: datetime) -> bool:
+    due = next_reminder(journal, budget, clock.now())
+    return due is not None and due <= at
+
+
+# -- what each phone would have received --------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PhoneMessage:
+    """One message a people channel would have delivered (a digest of several findings is one)."""
+
+    channel: str
+    at: datetime
+    kind: str
+    rules: tuple[str, ...]
+    alert_ids: tuple[str, ...]
+    quiet: bool          # sent inside quiet hours
+    critical: bool       # every finding in it is critical (agent/alerts/budget.py)
+
+
+class _Counter(Channel):
+    """Stands in for a people channel: accepts everything, remembers what it was handed."""
+
+    def __init__(self, real: Channel) -> None:
+        self.name, self.type, self.groups, self.limits = real.name, real.type, True, real.limits
+        self.sent: list[tuple[datetime, Notice]] = []
+
+    def send(self, notice: Notice, *, message_id: str, now: datetime, sender: Any) -> Outcome:
+        self.sent.append((now, notice))
+        return Outcome.ok()
+
+
+class _NoNetwork:
+    """The sender handed to the counting run: nothing may leave the machine (the stand-ins never call it)."""
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        raise HttpFailure("replay sends nothing")
+
+
+def count_phones(loaded: LoadedConfig, path: Path, start: datetime, end: datetime) -> list[PhoneMessage]:
+    """Run the real delivery loop (agent/delivery/loop.py: grouping, group_wait and group_interval,
+    superseded announcements, rate limits) over the replay's outbox on simulated time, every channel
+    answering "sent"; what each people channel was handed is what its phones would have shown.
+
+    The outbox is seen as it stood at each instant (rows written later do not exist yet), and
+    everything the loop marks is rolled back afterwards. Not modelled: failed sends and their
+    retries, and a channel splitting one message into parts to fit its size limit.
+    """
+    from agent.delivery.channels.factory import build_channels, routing
+    from agent.delivery.loop import Delivery
+
+    cfg = loaded.config
+    channels = build_channels(cfg, tz=loaded.tz, path=loaded.path)
+    _, people = routing(cfg, channels)
+    counters = [_Counter(c) for c in channels if c.name in people]
+    if not counters:
+        return []
+    outbox = OutboxAsOf(path, start)
+    clock = ManualClock(start)
+    delivery = Delivery(outbox, counters, sender=_NoNetwork(), clock=clock, config=cfg.delivery, shop=cfg.shop.name,
+                        source=cfg.shop.event_source)
+    names = [c.name for c in counters]
+    outbox.begin()
+    try:
+        idle_steps = 0
+        while clock.now() <= end:
+            outbox.as_of = clock.now()
+            wait = delivery.step()
+            if any(outbox.pending(n) for n in names):
+                if wait <= 0:
+                    idle_steps += 1
+                    if idle_steps < 1000:   # sent something: look again at once
+                        continue
+                    wait = 1.0
+                idle_steps = 0
+                nxt = clock.now() + timedelta(seconds=wait)
+                written = outbox.next_written(names)
+                clock.set(min(nxt, written) if written is not None else nxt)
+                continue
+            written = outbox.next_written(names)
+            if written is None:
+                break
+            clock.set(written)
+    finally:
+        outbox.rollback()
+        outbox.close()
+    budget = NoiseBudget(loaded)
+    out: list[PhoneMessage] = []
+    for counter in counters:
+        for at, notice in counter.sent:
+            alerts = [Alert.from_dict(a) for a in notice.alerts]
+            critical = bool(alerts) and all(budget.is_critical(a, notice.created) for a in alerts)
+            out.append(PhoneMessage(counter.name, at, str(notice.kind), tuple(sorted({a.rule for a in alerts})),
+                                    tuple(a.id for a in alerts), budget.quiet_until(at) is not None, critical))
+    out.sort(key=lambda m: (m.at, m.channel))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneDay:
+    channel: str
+    day: date
+    count: int
+    by_rule: dict[str, int]
+    by_hour: dict[int, int]
+    quiet: int               # of them inside quiet hours
+    quiet_not_critical: int  # ... and not critical: the budget says this is 0
+
+
+def phone_days(messages: Sequence[PhoneMessage], tz: tzinfo, first: datetime, last: datetime,
+               channels: Sequence[str]) -> list[PhoneDay]:
+    """Messages per people channel per shop-local day, every day of the span (a silent day counts 0)."""
+    out: list[PhoneDay] = []
+    d0, d1 = first.astimezone(tz).date(), last.astimezone(tz).date()
+    for channel in channels:
+        mine = [m for m in messages if m.channel == channel]
+        day = d0
+        while day <= d1:
+            today = [m for m in mine if m.at.astimezone(tz).date() == day]
+            rules: Counter[str] = Counter()
+            for m in today:
+                rules.update(m.rules or (m.kind,))
+            hours = Counter(m.at.astimezone(tz).hour for m in today)
+            out.append(PhoneDay(channel, day, len(today), dict(sorted(rules.items())), dict(sorted(hours.items())),
+                                sum(1 for m in today if m.quiet),
+                                sum(1 for m in today if m.quiet and not m.critical)))
+            day += timedelta(days=1)
     return out

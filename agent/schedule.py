@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from agent.alerts.budget import LOOKAHEAD_DAYS, NoiseBudget
 from agent.config import LoadedConfig
 from agent.messages import Command
 from drivers.clock import SYSTEM_CLOCK, Clock
@@ -34,27 +36,43 @@ CUTOFF_GRACE = 3600
 @dataclass(frozen=True)
 class PlannedJob:
     name: str                  # the pipeline command it posts: review | cutoff | reminders | baseline
-    trigger: Any               # CronTrigger | IntervalTrigger
+    trigger: Any               # CronTrigger | IntervalTrigger | ShopDayTrigger
     misfire_grace: int
 
 
-def review_times(loaded: LoadedConfig) -> list[time]:
-    s = loaded.config.settlement
-    times: list[time] = []
-    if s.cutoff_time is not None:
-        anchor = datetime.combine(date(2000, 1, 3), s.cutoff_time) - s.review_lead
-        times.append(anchor.time())
-    for text in s.review_times:
-        hh, mm = text.split(":")
-        times.append(time(int(hh), int(mm)))
-    return sorted(set(times))
+class ShopDayTrigger:
+    """Fires at the times a function of the shop day gives (reviews move with the opening hours).
+
+    Speaks the one method of APScheduler's triggers that :func:`fire_times` uses, so cron jobs and
+    this one are walked the same way, by the daemon and by replay alike.
+    """
+
+    def __init__(self, times_for: Callable[[date], list[datetime]], tz: tzinfo) -> None:
+        self.times_for = times_for
+        self.tz = tz
+
+    def get_next_fire_time(self, previous: datetime | None, now: datetime) -> datetime | None:
+        day = now.astimezone(self.tz).date() - timedelta(days=1)   # a shop day may close after midnight
+        for offset in range(0, LOOKAHEAD_DAYS + 2):
+            for at in self.times_for(day + timedelta(days=offset)):
+                if at >= now:
+                    return at
+        return None
+
+
+def review_times(loaded: LoadedConfig, day: date) -> list[datetime]:
+    """The pre-close reviews of the shop day ``day`` (agent/alerts/budget.py: before the earlier of
+    closing and cutoff, plus the extra times; none on a closed day)."""
+    return NoiseBudget(loaded).review_times(day)
 
 
 def plan(loaded: LoadedConfig) -> list[PlannedJob]:
     tz = loaded.tz
-    jobs = [PlannedJob("review", CronTrigger(hour=t.hour, minute=t.minute, timezone=tz), REVIEW_GRACE)
-            for t in review_times(loaded)]
+    budget = NoiseBudget(loaded)
     cutoff = loaded.config.settlement.cutoff_time
+    jobs = []
+    if budget.has_review:
+        jobs.append(PlannedJob("review", ShopDayTrigger(budget.review_times, tz), REVIEW_GRACE))
     if cutoff is not None:
         jobs.append(PlannedJob("cutoff", CronTrigger(hour=cutoff.hour, minute=cutoff.minute, timezone=tz),
                                CUTOFF_GRACE))
@@ -103,8 +121,7 @@ def missed_review(loaded: LoadedConfig, last_review: datetime | None, now: datet
     today_cutoff = datetime.combine(local.date(), cutoff, tzinfo=tz)
     if local >= today_cutoff:
         return False
-    for t in reversed(review_times(loaded)):
-        review_at = datetime.combine(local.date(), t, tzinfo=tz)
+    for review_at in reversed(review_times(loaded, local.date())):
         if review_at <= local:
             return last_review is None or last_review < review_at
     return False

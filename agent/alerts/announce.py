@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from agent.alerts.budget import NoiseBudget
 from agent.alerts.lifecycle import NoticeKind
 from agent.messages import AlertChange
 from agent.model import Alert
@@ -23,8 +24,10 @@ class Announcer:
     """Alert revisions go to every channel; channels people read also get reviews and reminders."""
 
     def __init__(self, journal: Journal, *, channels: Sequence[str] = (),
-                 people_channels: Sequence[str] | None = None) -> None:
+                 people_channels: Sequence[str] | None = None, budget: NoiseBudget | None = None) -> None:
         self.journal = journal
+        # Quiet hours for people channels (agent/alerts/budget.py); None: everything goes at once.
+        self.budget = budget
         self.channels = list(channels)
         self.people_channels = list(people_channels) if people_channels is not None else list(channels)
         self.changes: list[Any] = []
@@ -41,18 +44,27 @@ class Announcer:
               channels: Sequence[str] | None = None) -> None:
         payload = {"notice": notice.value, "alert": alert.to_dict()}
         deadline = alert.suggestion.deadline if alert.suggestion else None
+        release = self.budget.release(notice, alert, now) if self.budget is not None else None
         for channel in self.channels if channels is None else channels:
+            held = channel in self.people_channels and release is not None
+            if held and release is False:
+                continue   # a resolution in quiet hours: nothing for a phone to do (machines still get it)
             self.journal.enqueue(message_id=message_id or f"{alert.id}.{alert.revision}", channel=channel,
                                  kind=notice.value, alert_id=alert.id, revision=alert.revision, payload=payload,
-                                 now=now, deadline=deadline)
+                                 now=now, deadline=deadline,
+                                 not_before=release if held and isinstance(release, datetime) else None)
             self.enqueued += 1
         self.changes.append(AlertChange(alert, notice, now))
 
     def to_people(self, notice: NoticeKind, payload: dict[str, Any], now: datetime, *, message_id: str,
                   deadline: datetime | None) -> None:
+        # Reviews come at their scheduled times; a device notice in quiet hours waits for opening.
+        held = (self.budget.release(notice, None, now)
+                if self.budget is not None and notice == NoticeKind.DEVICE else None)
         for channel in self.people_channels:
             self.journal.enqueue(message_id=message_id, channel=channel, kind=notice.value, alert_id=None,
-                                 revision=None, payload=payload, now=now, deadline=deadline)
+                                 revision=None, payload=payload, now=now, deadline=deadline,
+                                 not_before=held if isinstance(held, datetime) else None)
             self.enqueued += 1
 
     def note(self, change: Any) -> None:

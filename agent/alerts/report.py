@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from rich.table import Table
@@ -59,19 +60,39 @@ def alert_line(item: Any, tz: tzinfo) -> str:
     return head
 
 
-def notification_json(item: Any) -> str | None:
-    """Alert revisions as alert objects (ARCHITECTURE.md, "Alert JSON"); reviews and batch closes as their
-    own small objects."""
+_ISO_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)")
+
+
+def in_zone(value: Any, tz: tzinfo) -> Any:
+    """Every timestamp in a JSON-ready value, in the shop's offset: one offset per output, never
+    +00:00 beside +08:00."""
+    if isinstance(value, str) and _ISO_INSTANT.fullmatch(value):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(tz).isoformat()
+    if isinstance(value, dict):
+        return {k: in_zone(v, tz) for k, v in value.items()}
+    if isinstance(value, list):
+        return [in_zone(v, tz) for v in value]
+    return value
+
+
+def notification_json(item: Any, tz: tzinfo | None = None) -> str | None:
+    """Alert revisions as alert objects (ARCHITECTURE.md, "Alert JSON") with the notice's ``kind`` and
+    ``at`` (a reminder is told apart from the opening it repeats); reviews and batch closes as their
+    own small objects. With ``tz`` every time is in that zone's offset."""
+    obj: dict[str, Any]
     if isinstance(item, AlertChange):
-        return json.dumps(item.alert.to_dict(), ensure_ascii=False)
-    if isinstance(item, ReviewNotice):
-        return json.dumps({"type": "review", "time": item.at.isoformat(),
-                           "deadline": item.deadline.isoformat() if item.deadline else None,
-                           "alerts": [a.id for a in item.alerts]}, ensure_ascii=False)
-    if isinstance(item, BatchClosed):
-        return json.dumps({"type": "batch_closed", "time": item.at.isoformat(), "terminal_id": item.terminal_id,
-                           "batch_no": item.batch_no, "reason": item.reason}, ensure_ascii=False)
-    return None
+        at = item.at or item.alert.updated
+        obj = {**item.alert.to_dict(), "notice": str(item.notice), "at": at.isoformat()}
+    elif isinstance(item, ReviewNotice):
+        obj = {"type": "review", "notice": "review" if item.alerts else "all_clear", "time": item.at.isoformat(),
+               "deadline": item.deadline.isoformat() if item.deadline else None,
+               "alerts": [a.id for a in item.alerts]}
+    elif isinstance(item, BatchClosed):
+        obj = {"type": "batch_closed", "time": item.at.isoformat(), "terminal_id": item.terminal_id,
+               "batch_no": item.batch_no, "reason": item.reason}
+    else:
+        return None
+    return json.dumps(in_zone(obj, tz) if tz is not None else obj, ensure_ascii=False)
 
 
 def opened_by_rule(notifications: Iterable[Any]) -> dict[str, int]:
@@ -81,13 +102,15 @@ def opened_by_rule(notifications: Iterable[Any]) -> dict[str, int]:
     return dict(sorted(opened.items()))
 
 
-def summary_table(result: Any, decoder_stats: dict[str, Any] | None = None) -> Table:
+def summary_table(result: Any, decoder_stats: dict[str, Any] | None = None, tz: tzinfo | None = None) -> Table:
     c = result.counts
     table = Table(title="settleguard replay — 汇总 / summary")
     table.add_column("项目 / what")
     table.add_column("数量 / count", justify="right")
     if result.first and result.last:
-        table.add_row("时间范围 / span", f"{result.first:%Y-%m-%d %H:%M} → {result.last:%Y-%m-%d %H:%M} UTC")
+        zone = tz or UTC
+        first, last = result.first.astimezone(zone), result.last.astimezone(zone)
+        table.add_row("时间范围 / span", f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} (UTC{first:%z})")
     table.add_row("事件 / events", str(c.get("events", 0)))
     table.add_row("交易 / transactions", str(c.get("new_transactions", 0)))
     table.add_row("重打印 / reprints", str(c.get("reprints", 0)))
@@ -97,9 +120,25 @@ def summary_table(result: Any, decoder_stats: dict[str, Any] | None = None) -> T
     table.add_row("撤销解除 / resolved by void", str(c.get("alerts_resolved", 0)))
     table.add_row("复核 / reviews", str(c.get("reviews", 0)))
     table.add_row("升级退货 / escalated", str(c.get("alerts_escalated", 0)))
+    for rule, n in sorted(getattr(result, "silent", {}).items()):
+        table.add_row(f"{rule} 缺历史数据未判断 / silent, too little history", f"{n} txns")
     for channel, k in sorted(result.outbox.items()):
-        table.add_row(f"would send via {channel} / 待发送", str(k))
+        table.add_row(f"outbox rows for {channel} / 队列条数", str(k))
     for name, st in (decoder_stats or {}).items():
         if st.bytes_skipped or st.bad_frames:
             table.add_row(f"skipped in {name}", f"{st.bytes_skipped} B, {st.bad_frames} bad frames")
+    return table
+
+
+def phone_table(days: Iterable[Any]) -> Table:
+    """What each phone (people channel) would have received per shop-local day: the noise budget's view."""
+    table = Table(title="每部手机每天收到的消息 / messages per phone per day")
+    for col in ("日期 / day", "渠道 / channel", "条数 / count", "按规则 / by rule", "按小时 / by hour",
+                "静默时段 / in quiet hours"):
+        table.add_column(col)
+    for d in days:
+        table.add_row(f"{d.day:%Y-%m-%d %a}", d.channel, str(d.count),
+                      ", ".join(f"{k} {v}" for k, v in d.by_rule.items()) or "-",
+                      ", ".join(f"{h:02d}h×{n}" for h, n in d.by_hour.items()) or "-",
+                      f"{d.quiet} ({d.quiet_not_critical} not critical)" if d.quiet else "0")
     return table

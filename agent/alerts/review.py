@@ -2,37 +2,76 @@
 
 Both are for people (chat robots, the printer); machine endpoints already got
 every alert revision. Neither changes an alert's state: they only note when
-it was last brought up, so reminders keep their interval.
+it was last brought up, so reminders keep their interval. When each may go
+out, and how often, is the noise budget's (agent/alerts/budget.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import datetime, time, tzinfo
 from typing import Any
 
 from agent.alerts.announce import Announcer
+from agent.alerts.budget import REMINDED, NoiseBudget
 from agent.alerts.lifecycle import AWAITING_VOID, AlertState, NoticeKind
 from agent.alerts.remedy import next_cutoff
 from agent.messages import ReviewNotice
+from agent.model import Alert
 from agent.store.journal import Journal
+from agent.units import format_money
+
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
+
+
+def review_order(alerts: Sequence[Alert]) -> list[Alert]:
+    """Most severe first, then the largest amount, then the oldest: the renderer sorts the same way,
+    and doing it in the payload keeps machines and people reading one order."""
+    def key(a: Alert) -> tuple[int, int, datetime]:
+        amount = a.transactions[-1].amount_minor if a.transactions else 0
+        return SEVERITY_RANK.get(a.severity, len(SEVERITY_RANK)), -amount, a.created
+    return sorted(alerts, key=key)
+
+
+def refund_lines(journal: Journal, budget: NoiseBudget | None, now: datetime, tz: tzinfo) -> list[str]:
+    """Escalated findings still waiting for their refund, one short line each: the daily digest they
+    move to once their reminders are used up (until the refund window ends)."""
+    if budget is None:
+        return []
+    waiting = [a for a in journal.alerts(states={AlertState.ESCALATED}, limit=None) if budget.in_refund_window(a, now)]
+    if not waiting:
+        return []
+    out = [f"待退货 {len(waiting)} 笔："]
+    for a in review_order(waiting):
+        t = a.transactions[-1] if a.transactions else None
+        code = getattr(a, "code", None) or a.id[-6:]
+        what = f"{format_money(t.amount_minor, t.currency)}" if t is not None else ""
+        when = t.time.astimezone(tz).strftime("%m-%d %H:%M") if t is not None and t.time else ""
+        out.append(f"· {code} {a.rule} {what} {when}".rstrip())
+    return out
 
 
 def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: time | None, tz: tzinfo,
-           all_clear: bool, lines: Sequence[str] = (), saw_nothing: bool = False) -> dict[str, Any]:
+           all_clear: bool, lines: Sequence[str] = (), saw_nothing: bool = False,
+           budget: NoiseBudget | None = None) -> dict[str, Any]:
     """One message listing every finding still awaiting its void, with the steps and the time left.
 
     ``lines`` are the day's facts (agent/watch/wires.py ``day_lines``: today's count and total, quiet
     sources, unreadable input), so "all clear" can be told from "saw nothing"; with ``saw_nothing``
-    the all-clear's headline says that instead.
+    the all-clear's headline says that instead. Escalated findings still to be refunded follow as
+    lines. On a closed day (a review started by hand, or caught up) nothing is sent.
     """
-    alerts = tuple(journal.alerts(states=AWAITING_VOID))
+    alerts = tuple(review_order(journal.alerts(states=AWAITING_VOID, limit=None)))
     deadline = next_cutoff(now, cutoff, tz)
     journal.set_meta("last_review", now.isoformat())
-    if not alerts and not all_clear:
+    if budget is not None and budget.is_closed(now.astimezone(tz).date()) and not alerts:
+        return {"ok": True, "listed": 0, "closed": True}
+    refunds = refund_lines(journal, budget, now, tz)
+    if not alerts and not all_clear and not refunds:
         return {"ok": True, "listed": 0}
     notice = NoticeKind.REVIEW if alerts else NoticeKind.ALL_CLEAR
-    payload: dict[str, Any] = {"notice": notice.value, "alerts": [a.to_dict() for a in alerts], "lines": list(lines)}
+    payload: dict[str, Any] = {"notice": notice.value, "alerts": [a.to_dict() for a in alerts],
+                               "lines": [*lines, *refunds]}
     if saw_nothing and not alerts:
         payload["title"] = ["今日未收到任何交易", "No transactions seen today"]
     announcer.to_people(notice, payload, now, message_id=f"{notice}.{now.strftime('%Y%m%dT%H%M%S')}",
@@ -43,15 +82,49 @@ def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: tim
     return {"ok": True, "listed": len(alerts)}
 
 
-def reminders(journal: Journal, announcer: Announcer, now: datetime, *, repeat_interval: timedelta,
-              follow_up: timedelta) -> dict[str, Any]:
-    """Unanswered findings repeat at a long interval; escalated ones (a refund to do) every few days."""
+def reminders(journal: Journal, announcer: Announcer, now: datetime, *, budget: NoiseBudget) -> dict[str, Any]:
+    """Unanswered findings, each at its own growing interval up to its cap, never pushed in quiet hours.
+
+    When one is due, the others due within the first interval come along (one message rather than
+    several a few minutes apart); each counts as reminded. In quiet hours only escalated findings are
+    reminded, and held for the opening (agent/alerts/budget.py).
+    """
     if not announcer.people_channels:
         return {"ok": True, "reminded": 0}  # machines got every revision already; reminders are for people
-    due = journal.alerts_due_reminder({AlertState.OPEN: now - repeat_interval,
-                                       AlertState.ESCALATED: now - follow_up})
-    for alert in due:
+    quiet = budget.quiet_until(now) is not None
+    due: list[tuple[datetime, Alert]] = []
+    for alert, last, sent in journal.alerts_to_remind(REMINDED):
+        if quiet and alert.state != AlertState.ESCALATED:
+            continue
+        at = budget.reminder_due(alert, sent, last or alert.updated, now)
+        if at is not None:
+            due.append((at, alert))
+    if not any(at <= now for at, _ in due):
+        return {"ok": True, "reminded": 0}
+    soon = now + budget.first_interval
+    reminded = 0
+    for at, alert in sorted(due, key=lambda d: d[0]):
+        if at > now and (quiet or alert.state != AlertState.OPEN or at > soon):
+            continue
         journal.touch_alert(alert.id, now)
         announcer.alert(alert, NoticeKind.REMINDER, now, channels=announcer.people_channels,
                         message_id=f"{alert.id}.{alert.revision}.reminder.{now.strftime('%Y%m%dT%H%M')}")
-    return {"ok": True, "reminded": len(due)}
+        reminded += 1
+    return {"ok": True, "reminded": reminded}
+
+
+def next_reminder(journal: Journal, budget: NoiseBudget, now: datetime) -> datetime | None:
+    """The earliest instant :func:`reminders` could send something, as things stand in the journal.
+
+    Replay asks this to skip the minutes in which the reminders job would find nothing (the job
+    itself runs unchanged when it does run).
+    """
+    best: datetime | None = None
+    for alert, last, sent in journal.alerts_to_remind(REMINDED):
+        due = budget.reminder_due(alert, sent, last or alert.updated, now)
+        if due is None:
+            continue
+        if alert.state != AlertState.ESCALATED:
+            due = budget.quiet_until(due) or due
+        best = due if best is None or due < best else best
+    return best

@@ -19,17 +19,22 @@ def add_parser(sub: Any) -> None:
                          "source whose protocol is the one decoded, so its options, e.g. lrc_init, apply "
                          "as in the daemon; none matching: the decoder's defaults)")
     rp.add_argument("--tz", help="zone for terminal timestamps (default: the config's)")
-    rp.add_argument("--json", action="store_true", help="alert lifecycle as JSON lines on stdout")
+    rp.add_argument("--json", action="store_true", help="alert lifecycle as JSON lines on stdout (each with its "
+                    "notice kind and time, in the shop's offset)")
+    rp.add_argument("--until", metavar="TIME", help="run the schedule (review, cutoff, reminders) on to this "
+                    "shop-local time, e.g. 2026-11-28T11:00 (default: an hour after the last event)")
     rp.add_argument("--state", help="keep the replay journal here (default: a temporary directory)")
     rp.add_argument("captures", nargs="+", metavar="CAPTURE")
     rp.set_defaults(func=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
     from rich.console import Console
 
-    from agent.alerts.report import alert_line, notification_json, summary_table
-    from agent.replay import decode_captures, replay
+    from agent.alerts.report import alert_line, notification_json, phone_table, summary_table
+    from agent.replay import decode_captures, phone_days, replay
     from agent.sources import decoder_options
 
     try:
@@ -52,6 +57,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         protocol = args.protocol or (sources[0].protocol if sources else "auto")
         chosen = next((s for s in sources if s.protocol == protocol), None)
     options = decoder_options(chosen) if chosen is not None else {}
+    until = None
+    if args.until:
+        try:
+            until = datetime.fromisoformat(args.until)
+        except ValueError:
+            return usage_error(f"--until {args.until!r} is not a time like 2026-11-28T11:00")
+        until = until if until.tzinfo else until.replace(tzinfo=loaded.tz)
     paths = [Path(p) for p in args.captures]
     for p in paths:
         if not p.is_file():
@@ -71,12 +83,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     def listener(item: object) -> None:
         if args.json:
-            line = notification_json(item)
+            line = notification_json(item, loaded.tz)
             if line is not None:
                 sys.stdout.write(line + "\n")
         else:
             out_console.print(alert_line(item, loaded.tz))
 
-    result = replay(loaded, events, state=Path(args.state) if args.state else None, listener=listener)
-    (err_console if args.json else out_console).print(summary_table(result, stats))
+    result = replay(loaded, events, state=Path(args.state) if args.state else None, listener=listener,
+                    until=until)
+    console = err_console if args.json else out_console
+    console.print(summary_table(result, stats, loaded.tz))
+    if result.first is not None and result.end is not None:
+        if result.people_channels:
+            console.print(phone_table(phone_days(result.phones, loaded.tz, result.first, result.end,
+                                                 result.people_channels)))
+        else:
+            console.print("no channel people read is configured: no phone would receive anything")
     return EX_OK

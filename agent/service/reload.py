@@ -77,7 +77,8 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
     # Decoders place terminal timestamps in the shop's zone: a new zone means every decoder is stale.
     restart = tuple(n for n in new_sources if n in old_sources
                     and (zone_changed or old_sources[n] != new_sources[n]))
-    pipeline = (a.rules != b.rules or a.shop != b.shop or a.settlement != b.settlement
+    pipeline = (a.rules != b.rules or a.shop != b.shop or a.settlement != b.settlement or a.notify != b.notify
+                or a.delivery.repeat_interval != b.delivery.repeat_interval
                 or _enabled_channels(a) != _enabled_channels(b)
                 # Whether a terminal line exists decides whether a printed void needs confirming.
                 or sorted(s.protocol for s in a.source) != sorted(s.protocol for s in b.source)
@@ -91,7 +92,8 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
         start_sources=tuple(n for n in new_sources if n not in old_sources),
         pipeline=pipeline,
         delivery=delivery,
-        schedule=a.settlement != b.settlement or zone_changed,
+        # Review times follow the opening hours and the noise budget (agent/alerts/budget.py).
+        schedule=a.settlement != b.settlement or a.shop.hours != b.shop.hours or a.notify != b.notify or zone_changed,
         metrics=a.metrics != b.metrics,
     )
 

@@ -151,3 +151,42 @@ class Outbox(JournalReader):
             self.conn.execute("ROLLBACK")
             raise
         return taken
+
+
+class OutboxAsOf(Outbox):
+    """The outbox as it stood at ``as_of``: what replay hands the real delivery loop to count what each
+    phone would have received. Rows written later do not exist yet; an alert's revision is the one its
+    log had reached. The caller wraps the run in a transaction it rolls back (nothing was sent)."""
+
+    def __init__(self, path: Path | str, as_of: datetime) -> None:
+        super().__init__(path)
+        self.as_of = as_of
+
+    def pending(self, channel: str) -> list[OutboxRow]:
+        rows = self.conn.execute("SELECT * FROM outbox WHERE state='pending' AND channel=? AND created<=?"
+                                 " ORDER BY id", (channel, utc_text(self.as_of))).fetchall()
+        return [OutboxRow.from_row(r) for r in rows]
+
+    def alert_revisions(self, alert_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(alert_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" for _ in ids)
+        rows = self.conn.execute(f"SELECT alert_id, MAX(revision) FROM alert_log WHERE alert_id IN ({marks})"
+                                 " AND at<=? GROUP BY alert_id", (*ids, utc_text(self.as_of))).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def next_written(self, channels: Sequence[str]) -> datetime | None:
+        """When the next row for one of ``channels`` is written after ``as_of``."""
+        if not channels:
+            return None
+        marks = ",".join("?" for _ in channels)
+        row = self.conn.execute(f"SELECT MIN(created) FROM outbox WHERE state='pending' AND channel IN ({marks})"
+                                " AND created>?", (*channels, utc_text(self.as_of))).fetchone()
+        return from_utc_text(row[0]) if row and row[0] else None
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")

@@ -193,6 +193,14 @@ class JournalReader:
             " ORDER BY id", (alert_id,)).fetchall()
         return [dict(r) for r in rows]
 
+    def outbox_rows(self, channel: str) -> list[dict[str, Any]]:
+        """Every row ever written for ``channel``, in the order written: what a channel was asked to carry
+        and from when (``next_at`` is the not-before of a held row until it is tried)."""
+        rows = self.conn.execute(
+            "SELECT message_id, kind, alert_id, revision, payload, state, created, next_at FROM outbox"
+            " WHERE channel=? ORDER BY id", (channel,)).fetchall()
+        return [dict(r) for r in rows]
+
     def outbox_counts_by_channel(self) -> dict[str, int]:
         """Messages ever written per channel, whatever became of them."""
         rows = self.conn.execute("SELECT channel, COUNT(*) FROM outbox GROUP BY channel").fetchall()
