@@ -96,11 +96,12 @@ def test_a_bad_quiet_hours_value_is_refused_with_its_field() -> None:
 
 
 def _alert(severity: str, action: str, deadline: datetime | None, state: str = "open") -> Alert:
+    """A finding whose remedy is ``action``: a void is a likely error, a check something to verify."""
     txn = sale("000101", 12800, at(26, 21, 45))
     return Alert(id="01ABC", revision=1, rule="DUP-001", rule_version="1", severity=severity, state=state,
                  reason="", reason_zh="", evidence={}, transactions=(txn,),
                  suggestion=Suggestion(action, "000101", 12800, "", "", deadline), created=at(26, 21, 45),
-                 updated=at(26, 21, 45), key="k")
+                 updated=at(26, 21, 45), key="k", certainty="verify" if action == "check" else "error")
 
 
 def test_critical_is_a_likely_error_of_high_severity_whose_void_deadline_falls_in_the_quiet_hours() -> None:
@@ -135,5 +136,5 @@ def test_reminders_grow_stop_at_the_cap_and_leave_the_review_to_remind() -> None
     assert budget.reminder_due(a, 0, at(26, 20, 40), opened) == at(27, 9, 30)
     # A notice written in quiet hours reached the phone at opening: the interval counts from there.
     assert budget.reminder_due(a, 0, at(26, 23, 14), opened) == at(27, 9, 30)
-    for state in ("voided", "dismissed", "void_printed", "void_claimed", "expired"):
+    for state in ("voided", "refunded", "dismissed", "void_printed", "void_claimed", "expired"):
         assert budget.reminder_due(_alert("high", "void", None, state), 0, opened, opened) is None
