@@ -178,7 +178,7 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
         span = budget.first_interval
         since: datetime | None = None     # the first event of the chunk being gathered
         for event, at in items:
-            if pending and since is not None and at - since >= span:
+            if reminding and pending and since is not None and at - since >= span:
                 pipeline.process(pending, before_each=follow)
                 pending = []
             if not pending:

@@ -247,6 +247,10 @@ class NoiseBudget:
                 return s[0]
         return None
 
+    def reminder_horizon(self, now: datetime) -> dict[str, datetime]:
+        """Per state, the oldest last change that can still be reminded (escalated: the refund window)."""
+        return {AlertState.ESCALATED.value: now - self.notify.refund_window}
+
     def in_refund_window(self, alert: Any, now: datetime) -> bool:
         return alert.state == AlertState.ESCALATED and now - alert.updated <= self.notify.refund_window
 

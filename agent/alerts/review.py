@@ -93,7 +93,7 @@ def reminders(journal: Journal, announcer: Announcer, now: datetime, *, budget: 
         return {"ok": True, "reminded": 0}  # machines got every revision already; reminders are for people
     quiet = budget.quiet_until(now) is not None
     due: list[tuple[datetime, Alert]] = []
-    for alert, last, sent in journal.alerts_to_remind(REMINDED):
+    for alert, last, sent in journal.alerts_to_remind(REMINDED, changed_since=budget.reminder_horizon(now)):
         if quiet and alert.state != AlertState.ESCALATED:
             continue
         at = budget.reminder_due(alert, sent, last or alert.updated, now)
@@ -120,7 +120,7 @@ def next_reminder(journal: Journal, budget: NoiseBudget, now: datetime) -> datet
     itself runs unchanged when it does run).
     """
     best: datetime | None = None
-    for alert, last, sent in journal.alerts_to_remind(REMINDED):
+    for alert, last, sent in journal.alerts_to_remind(REMINDED, changed_since=budget.reminder_horizon(now)):
         due = budget.reminder_due(alert, sent, last or alert.updated, now)
         if due is None:
             continue

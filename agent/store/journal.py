@@ -315,17 +315,24 @@ class Journal(JournalReader):
         rows = self.conn.execute(f"SELECT data, key FROM alerts WHERE {clauses} ORDER BY created", args).fetchall()
         return [Alert.from_dict(json.loads(r[0]), key=r[1]) for r in rows]
 
-    def alerts_to_remind(self, states: Collection[str]) -> list[tuple[Alert, datetime | None, int]]:
-        """(alert, its last notice, reminders of its current revision already queued) for ``states``.
+    def alerts_to_remind(self, states: Collection[str], *, changed_since: Mapping[str, datetime] | None = None,
+                         ) -> list[tuple[Alert, datetime | None, int]]:
+        """(alert, its last notice, reminders of its current revision already queued) for ``states``;
+        ``changed_since`` leaves out alerts of a state last changed before the instant given for it
+        (escalated findings past their refund window: months of them must not be read every minute).
 
         A reminder is counted once however many people channels it went to (one message id).
         """
         if not states:
             return []
+        bounds = changed_since or {}
+        old = "".join(" AND NOT (a.state=? AND a.updated<?)" for _ in bounds)
+        args = [v for state, since in bounds.items() for v in (state, utc_text(since))]
         rows = self.conn.execute(
             "SELECT a.data, a.key, a.last_notice, (SELECT count(DISTINCT o.message_id) FROM outbox o"
             " WHERE o.alert_id=a.id AND o.revision=a.revision AND o.kind='reminder') AS reminded"
-            f" FROM alerts a WHERE a.state IN ({_marks(states)}) ORDER BY a.created", tuple(states)).fetchall()
+            f" FROM alerts a WHERE a.state IN ({_marks(states)}){old} ORDER BY a.created",
+            (*states, *args)).fetchall()
         return [(Alert.from_dict(json.loads(r[0]), key=r[1]), from_utc_text(r[2]) if r[2] else None, int(r[3]))
                 for r in rows]
 
