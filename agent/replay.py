@@ -225,17 +225,22 @@ class PhoneMessage:
     alert_ids: tuple[str, ...]
     quiet: bool          # sent inside quiet hours
     critical: bool       # every finding in it is critical (agent/alerts/budget.py)
+    parts: int = 1       # messages on the phone: a robot splits what exceeds its size limit
 
 
 class _Counter(Channel):
-    """Stands in for a people channel: accepts everything, remembers what it was handed."""
+    """Stands in for a people channel: accepts everything, remembers what it was handed and into how
+    many messages the real channel would have split it (a robot's size limit: ``payloads``)."""
 
     def __init__(self, real: Channel) -> None:
         self.name, self.type, self.groups, self.limits = real.name, real.type, True, real.limits
-        self.sent: list[tuple[datetime, Notice]] = []
+        self.real = real
+        self.sent: list[tuple[datetime, Notice, int]] = []
 
     def send(self, notice: Notice, *, message_id: str, now: datetime, sender: Any) -> Outcome:
-        self.sent.append((now, notice))
+        payloads = getattr(self.real, "payloads", None)
+        parts = len(payloads(notice, now)) if callable(payloads) else 1
+        self.sent.append((now, notice, max(1, parts)))
         return Outcome.ok()
 
 
@@ -252,8 +257,8 @@ def count_phones(loaded: LoadedConfig, path: Path, start: datetime, end: datetim
     answering "sent"; what each people channel was handed is what its phones would have shown.
 
     The outbox is seen as it stood at each instant (rows written later do not exist yet), and
-    everything the loop marks is rolled back afterwards. Not modelled: failed sends and their
-    retries, and a channel splitting one message into parts to fit its size limit.
+    everything the loop marks is rolled back afterwards; a message the real channel would split to fit
+    its size limit counts as its parts. Not modelled: failed sends and their retries.
     """
     from agent.delivery.channels.factory import build_channels, routing
     from agent.delivery.loop import Delivery
@@ -296,11 +301,12 @@ def count_phones(loaded: LoadedConfig, path: Path, start: datetime, end: datetim
     budget = NoiseBudget(loaded)
     out: list[PhoneMessage] = []
     for counter in counters:
-        for at, notice in counter.sent:
+        for at, notice, parts in counter.sent:
             alerts = [Alert.from_dict(a) for a in notice.alerts]
             critical = bool(alerts) and all(budget.is_critical(a, notice.created) for a in alerts)
             out.append(PhoneMessage(counter.name, at, str(notice.kind), tuple(sorted({a.rule for a in alerts})),
-                                    tuple(a.id for a in alerts), budget.quiet_until(at) is not None, critical))
+                                    tuple(a.id for a in alerts), budget.quiet_until(at) is not None, critical,
+                                    parts))
     out.sort(key=lambda m: (m.at, m.channel))
     return out
 
@@ -327,11 +333,12 @@ def phone_days(messages: Sequence[PhoneMessage], tz: tzinfo, first: datetime, la
         while day <= d1:
             today = [m for m in mine if m.at.astimezone(tz).date() == day]
             rules: Counter[str] = Counter()
+            hours: Counter[int] = Counter()
             for m in today:
-                rules.update(m.rules or (m.kind,))
-            hours = Counter(m.at.astimezone(tz).hour for m in today)
-            out.append(PhoneDay(channel, day, len(today), dict(sorted(rules.items())), dict(sorted(hours.items())),
-                                sum(1 for m in today if m.quiet),
-                                sum(1 for m in today if m.quiet and not m.critical)))
+                rules.update({r: m.parts for r in m.rules or (m.kind,)})
+                hours[m.at.astimezone(tz).hour] += m.parts
+            out.append(PhoneDay(channel, day, sum(m.parts for m in today), dict(sorted(rules.items())),
+                                dict(sorted(hours.items())), sum(m.parts for m in today if m.quiet),
+                                sum(m.parts for m in today if m.quiet and not m.critical)))
             day += timedelta(days=1)
     return out
