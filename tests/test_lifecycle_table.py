@@ -42,7 +42,7 @@ EXPECTED: dict[tuple[AlertState, Cause], AlertState | None] = {
     (OPEN, Cause.WIRE_REFUND): REFUNDED, (ESCALATED, Cause.WIRE_REFUND): REFUNDED,
     (OPEN, Cause.STAFF_VOIDED): VOIDED, (ESCALATED, Cause.STAFF_VOIDED): None,
     (OPEN, Cause.STAFF_VOID_CLAIMED): VOID_CLAIMED, (ESCALATED, Cause.STAFF_VOID_CLAIMED): None,
-    (OPEN, Cause.STAFF_REFUNDED): REFUNDED, (ESCALATED, Cause.STAFF_REFUNDED): REFUNDED,
+    (OPEN, Cause.STAFF_REFUNDED): None, (ESCALATED, Cause.STAFF_REFUNDED): REFUNDED,
     (OPEN, Cause.STAFF_LEGIT): DISMISSED, (ESCALATED, Cause.STAFF_LEGIT): DISMISSED,
     (OPEN, Cause.SETTLEMENT): ESCALATED, (ESCALATED, Cause.SETTLEMENT): None,
     (OPEN, Cause.CUTOFF): ESCALATED, (ESCALATED, Cause.CUTOFF): None,
@@ -52,14 +52,14 @@ EXPECTED: dict[tuple[AlertState, Cause], AlertState | None] = {
     (VOID_PRINTED, Cause.WIRE_VOID): VOIDED, (VOID_PRINTED, Cause.WIRE_REVERSAL): VOIDED,
     (VOID_PRINTED, Cause.WIRE_REFUND): REFUNDED, (VOID_PRINTED, Cause.PRINTED_VOID): None,
     (VOID_PRINTED, Cause.STAFF_VOIDED): VOIDED, (VOID_PRINTED, Cause.STAFF_VOID_CLAIMED): VOID_CLAIMED,
-    (VOID_PRINTED, Cause.STAFF_REFUNDED): REFUNDED, (VOID_PRINTED, Cause.STAFF_LEGIT): DISMISSED,
+    (VOID_PRINTED, Cause.STAFF_REFUNDED): None, (VOID_PRINTED, Cause.STAFF_LEGIT): DISMISSED,
     (VOID_PRINTED, Cause.SETTLEMENT): ESCALATED, (VOID_PRINTED, Cause.CUTOFF): ESCALATED,
     (VOID_PRINTED, Cause.EXPIRY): EXPIRED,
     # A person's claimed void: the terminal confirms it; a slip or a second claim adds nothing.
     (VOID_CLAIMED, Cause.WIRE_VOID): VOIDED, (VOID_CLAIMED, Cause.WIRE_REVERSAL): VOIDED,
     (VOID_CLAIMED, Cause.WIRE_REFUND): REFUNDED, (VOID_CLAIMED, Cause.PRINTED_VOID): None,
     (VOID_CLAIMED, Cause.STAFF_VOIDED): VOIDED, (VOID_CLAIMED, Cause.STAFF_VOID_CLAIMED): None,
-    (VOID_CLAIMED, Cause.STAFF_REFUNDED): REFUNDED, (VOID_CLAIMED, Cause.STAFF_LEGIT): DISMISSED,
+    (VOID_CLAIMED, Cause.STAFF_REFUNDED): None, (VOID_CLAIMED, Cause.STAFF_LEGIT): DISMISSED,
     (VOID_CLAIMED, Cause.SETTLEMENT): ESCALATED, (VOID_CLAIMED, Cause.CUTOFF): ESCALATED,
     (VOID_CLAIMED, Cause.EXPIRY): EXPIRED,
     **{(state, cause): None for state in (VOIDED, REFUNDED, DISMISSED, EXPIRED) for cause in Cause},
@@ -171,7 +171,8 @@ def test_staff_answering_refunded_resolves_an_escalated_alert(tmp_path: Path) ->
     reply = h.command("ack", id=alert_id, answer="refunded", by="王店长", note="refunded at the acquirer")
     assert reply["ok"] is True and reply["alert"]["state"] == "refunded"
     assert reply["alert"]["answer"] == {"answer": "refunded", "by": "王店长", "role": "manager",
-                                        "note": "refunded at the acquirer", "at": h.clock.now().isoformat()}
+                                        "note": "refunded at the acquirer",
+                                        "at": h.clock.now().astimezone(SHANGHAI).isoformat()}
     rows = h.journal.conn.execute("SELECT kind FROM outbox WHERE alert_id=? ORDER BY id", (alert_id,)).fetchall()
     assert [r[0] for r in rows] == ["opened", "escalated", "refunded"]
 

@@ -32,6 +32,7 @@ from agent.delivery.channels.render import (
 )
 from agent.delivery.channels.webhook import WebhookChannel
 from agent.delivery.channels.wecom import WecomChannel
+from agent.messages import Command
 from agent.model import CODE_ALPHABET
 from tests.channels_support import CREATED, CUTOFF, NOW, SH, SHOP, SOURCE, RecordingSender, alert, notice, ok_json
 from tests.helpers import BASE_CONFIG, SHANGHAI, Harness, config, sale
@@ -304,7 +305,15 @@ def test_a_voided_answer_on_a_till_with_a_terminal_line_is_announced_as_waiting_
 
 
 def test_a_refunded_answer_names_who_refunded(tmp_path: Path) -> None:
-    revision = _answered(tmp_path, "refunded", by="店长", note="已在收单 App 退款")
+    h = Harness(tmp_path)
+    h.feed(sale("000122", 12800, datetime(2026, 11, 27, 14, 2, tzinfo=SHANGHAI)))
+    h.feed(sale("000123", 12800, datetime(2026, 11, 27, 14, 3, tzinfo=SHANGHAI)))
+    (opened,) = h.opened("DUP-001")
+    h.clock.set(datetime(2026, 11, 27, 23, 0, tzinfo=SHANGHAI))
+    h.pipeline.process([Command("cutoff")])                   # refunded is an answer after settlement
+    reply = h.command("ack", id=opened.alert.code, answer="refunded", by="店长", note="已在收单 App 退款")
+    assert reply["ok"], reply
+    revision = h.changes[-1].alert.to_dict()
     content = _announce(revision, "refunded")
     assert content.splitlines()[0] == "### 店长 已退货：已在收单 App 退款"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.alerts.book import AmbiguousAlert, AnswerRefused, NoSuchAlert
-from agent.alerts.lifecycle import AlertState
+from agent.alerts.lifecycle import AlertState, IllegalTransition
+from agent.messages import Command
 from agent.model import CODE_ALPHABET, CODE_LENGTH
 from tests.helpers import SHANGHAI, Harness, sale
 
@@ -94,7 +95,23 @@ def test_legit_needs_a_reason_and_a_manager_when_configured(tmp_path: Path) -> N
         done = book.answer(alert_id, "legit", h.clock.now(), by="王店长", note="客人确实买了两份", role="manager")
     assert done.state == AlertState.DISMISSED
     assert done.answer == {"answer": "legit", "by": "王店长", "role": "manager", "note": "客人确实买了两份",
-                           "at": h.clock.now().isoformat()}
+                           "at": h.clock.now().astimezone(SHANGHAI).isoformat()}
     # The answer belongs to its revision only: the alert log keeps who and why, the next revision none.
     assert h.journal.alert_log(alert_id)[-1] == {"revision": 2, "state": "dismissed", "at": h.journal.alert_log(
         alert_id)[-1]["at"], "actor": "王店长", "note": "客人确实买了两份"}
+
+
+def test_refunded_is_only_after_settlement_and_needs_a_manager_when_legit_does(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    (alert_id,) = duplicates(h, 1)
+    book = h.pipeline.alerts
+    with h.journal.transaction(), pytest.raises(IllegalTransition, match="answer voided"):
+        book.answer(alert_id, "refunded", h.clock.now(), by="小王", note=None, role="manager")
+    h.clock.set(T0.replace(hour=23))
+    h.pipeline.process([Command("cutoff")])
+    book.legit_needs = "manager"
+    with h.journal.transaction(), pytest.raises(AnswerRefused, match="manager"):
+        book.answer(alert_id, "refunded", h.clock.now(), by="小王", note=None, role="cashier")
+    with h.journal.transaction():
+        assert book.answer(alert_id, "refunded", h.clock.now(), by="李店长", note=None,
+                           role="manager").state == AlertState.REFUNDED

@@ -167,7 +167,11 @@ def test_voided_after_settlement_is_refused_pointing_to_refunded(tmp_path: Path,
         c.login(PIN_WANG)
         (escalated,) = c.get("/api/alerts?state=open").body["alerts"]
         voided = c.post(f"/api/alerts/{code}/answer", {"answer": "voided"})
-        refunded = c.post(f"/api/alerts/{code}/answer", {"answer": "refunded", "note": "在终端退货"})
+        # A refund done outside the terminal closes the alert on a person's word: a manager's, here.
+        by_cashier = c.post(f"/api/alerts/{code}/answer", {"answer": "refunded", "note": "在收单 App 退款"})
+        manager = client(daemon)
+        manager.login(PIN_LI)
+        refunded = manager.post(f"/api/alerts/{code}/answer", {"answer": "refunded", "note": "在收单 App 退款"})
         zipped = c.get(f"/api/alerts/{code}/evidence")
     finally:
         daemon.stop()
@@ -175,7 +179,8 @@ def test_voided_after_settlement_is_refused_pointing_to_refunded(tmp_path: Path,
     assert "voided" not in escalated["view"]["answers"], "the page offers no 已撤销 button after settlement"
     assert voided.status == 409
     assert "refunded" in voided.body["error"]
-    assert refunded.status == 200
+    assert by_cashier.status == 403 and "店长" in by_cashier.body["error"]
+    assert refunded.status == 200 and refunded.body["alert"]["answer"]["by"] == "李店长"
     # The escalation wrote an evidence bundle: the page hands it over as one zip.
     assert zipped.status == 200 and zipped.headers["content-type"] == "application/zip"
     names = zipfile.ZipFile(io.BytesIO(zipped.raw)).namelist()
@@ -239,3 +244,20 @@ def test_a_message_link_opens_the_page_with_that_alert_brought_forward(tmp_path:
     assert linked.status == 200 and f'data-focus="{code}"'.encode() in linked.raw
     # Anything but a code or an id opens the plain page: nothing from the URL reaches the markup.
     assert junk.status == 200 and b'data-focus=""' in junk.raw and b"%3Cscript" not in junk.raw
+
+
+def test_refunded_before_settlement_is_refused_pointing_to_a_void(tmp_path: Path, term: PtyTerminal) -> None:
+    """A cashier could otherwise close any open alert for good with one tap (found by review)."""
+    daemon = started(tmp_path, term, legit_needs="anyone")
+    try:
+        code = double_charge(daemon, term)
+        c = client(daemon)
+        c.login(PIN_WANG)
+        (open_alert,) = c.get("/api/alerts?state=open").body["alerts"]
+        refunded = c.post(f"/api/alerts/{code}/answer", {"answer": "refunded", "note": "x"})
+        state = state_of(c, code)
+    finally:
+        daemon.stop()
+    assert "refunded" not in open_alert["view"]["answers"], "no 已退货 button before settlement"
+    assert refunded.status == 409 and "voided" in refunded.body["error"]
+    assert state == "open"

@@ -130,7 +130,8 @@ class AlertBook:
         return alert
 
     def _new_code(self, alert_id: str) -> str:
-        """A short code no active alert carries, derived from the id (so it is the same in every replay).
+        """A short code no active alert carries, derived from the id (a hash, so codes look random and
+        never follow the id's time order).
 
         With 23**4 codes and tens of active alerts a collision is rare; after CODE_TRIES a fifth
         character is added rather than ever handing out a code in use.
@@ -279,13 +280,14 @@ class AlertBook:
         if role not in ROLES:
             raise AnswerRefused(f"role must be one of {', '.join(ROLES)}")
         note = (note or "").strip() or None
-        if cause is Cause.STAFF_LEGIT:
-            if note is None:
-                raise AnswerRefused("legit needs the reason (why the charge is genuine) / 请填写确认正常的原因")
-            if self.legit_needs == "manager" and role != "manager":
-                raise AnswerRefused("only a manager may mark a charge genuine on this till / 仅店长可确认正常交易")
+        if cause is Cause.STAFF_LEGIT and note is None:
+            raise AnswerRefused("legit needs the reason (why the charge is genuine) / 请填写确认正常的原因")
+        # legit and refunded close an alert for good on a person's word alone (no terminal confirms either:
+        # a refund on the terminal line resolves the alert by itself), so legit_needs governs both.
+        if cause in _WORD_ONLY and self.legit_needs == "manager" and role != "manager":
+            raise AnswerRefused(_WORD_ONLY[cause])
         alert = self.find(text)
-        record = {"answer": answer, "by": by, "role": role, "note": note, "at": now.isoformat()}
+        record = {"answer": answer, "by": by, "role": role, "note": note, "at": now.astimezone(self.tz).isoformat()}
         return self.apply(alert, cause, now, actor=by, note=note, answer=record)
 
     def ack(self, args: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -310,6 +312,13 @@ class AlertBook:
         except IllegalTransition as exc:
             return {"ok": False, "error": str(exc), "reason": "conflict", "state": exc.state.value}
         return {"ok": True, "alert": alert.to_dict(), "actor": actor}
+
+
+_WORD_ONLY: dict[Cause, str] = {
+    Cause.STAFF_LEGIT: "only a manager may mark a charge genuine on this till / 仅店长可确认正常交易",
+    Cause.STAFF_REFUNDED: ("only a manager may record a refund done outside the terminal on this till / "
+                           "仅店长可登记终端以外完成的退款"),
+}
 
 
 class AnswerRefused(ValueError):

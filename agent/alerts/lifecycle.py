@@ -15,7 +15,7 @@ wire_refund         terminal: a refund       refunded      refunded      refunde
 printed_void        printer: a slip          void_printed  refused       refused       refused    refused
 staff_voided        staff, no terminal line  voided        voided        voided        refused    refused
 staff_void_claimed  staff, terminal line     void_claimed  void_claimed  refused       refused    refused
-staff_refunded      staff: refunded          refunded      refunded      refunded      refunded   refused
+staff_refunded      staff: refunded          refused       refused       refused       refunded   refused
 staff_legit         staff: legit             dismissed     dismissed     dismissed     dismissed  refused
 settlement          settleguard: settled     escalated     escalated     escalated     refused    refused
 cutoff              settleguard: cutoff      escalated     escalated     escalated     refused    refused
@@ -142,7 +142,6 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
         Cause.PRINTED_VOID: AlertState.VOID_PRINTED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
         Cause.STAFF_VOID_CLAIMED: AlertState.VOID_CLAIMED,
-        Cause.STAFF_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
         Cause.SETTLEMENT: AlertState.ESCALATED,
         Cause.CUTOFF: AlertState.ESCALATED,
@@ -155,7 +154,6 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
         Cause.WIRE_REFUND: AlertState.REFUNDED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
         Cause.STAFF_VOID_CLAIMED: AlertState.VOID_CLAIMED,
-        Cause.STAFF_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
         Cause.SETTLEMENT: AlertState.ESCALATED,
         Cause.CUTOFF: AlertState.ESCALATED,
@@ -168,7 +166,6 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
         Cause.WIRE_REVERSAL: AlertState.VOIDED,
         Cause.WIRE_REFUND: AlertState.REFUNDED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
-        Cause.STAFF_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
         Cause.SETTLEMENT: AlertState.ESCALATED,
         Cause.CUTOFF: AlertState.ESCALATED,
@@ -190,7 +187,12 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
 _SETTLED = ("the batch has settled, so the charge can no longer be voided; refund it on the terminal "
             "(管理 → 退货) — the refund on the wire resolves the alert — or, if it was refunded elsewhere, "
             "answer refunded")
+_NOT_SETTLED = ("the batch has not settled: void the charge on the terminal and answer voided (a refund "
+                "before settlement is seen on the terminal line and resolves the alert by itself)")
 _REFUSED: dict[tuple[AlertState, Cause], str] = {
+    (AlertState.OPEN, Cause.STAFF_REFUNDED): _NOT_SETTLED,
+    (AlertState.VOID_PRINTED, Cause.STAFF_REFUNDED): _NOT_SETTLED,
+    (AlertState.VOID_CLAIMED, Cause.STAFF_REFUNDED): _NOT_SETTLED,
     (AlertState.ESCALATED, Cause.STAFF_VOIDED): _SETTLED,
     (AlertState.ESCALATED, Cause.STAFF_VOID_CLAIMED): _SETTLED,
     (AlertState.VOID_CLAIMED, Cause.STAFF_VOID_CLAIMED): (
