@@ -98,3 +98,28 @@ def test_a_reload_follows_web_staff_and_legit_needs(tmp_path: Path) -> None:
     assert refused.status == 403
     assert gone.status == 401, "a person taken off the staff list is signed out at the reload"
     assert accepted.status == 200 and accepted.body["alert"]["answer"]["by"] == "小王"
+
+
+def test_a_changed_pin_ends_the_sessions_opened_with_the_old_one(tmp_path: Path) -> None:
+    """A PIN is changed because it leaked: whoever signed in with it is out at the reload (found by review)."""
+    term = PtyTerminal()
+    conf = tmp_path / "settleguard.toml"
+    base = jsonl_line_config("健康测试店", term.device)
+    conf.write_text(base + web_section(), encoding="utf-8")
+    daemon = Daemon(load_config(conf), tmp_path / "state", clock=ManualClock(datetime(2026, 11, 27, 14, 0,
+                    tzinfo=SHANGHAI)), use_scheduler=False, watch_config=False)
+    daemon.start()
+    try:
+        thief, colleague = client(daemon), client(daemon)
+        assert thief.login(PIN_LI).status == 200 and colleague.login(PIN_WANG).status == 200
+        conf.write_text(base + web_section(pin_li="246813"), encoding="utf-8")
+        assert daemon.reload(), daemon.last_reload_error
+        after = thief.get("/api/batch")
+        kept = colleague.get("/api/batch")
+        old_pin = client(daemon).login(PIN_LI)
+        new_pin = client(daemon).login("246813")
+    finally:
+        daemon.stop()
+        term.close()
+    assert after.status == 401 and old_pin.status == 401 and new_pin.status == 200
+    assert kept.status == 200, "a colleague whose PIN did not change stays signed in"

@@ -58,6 +58,7 @@ class Session:
     csrf: str
     started: float
     seen: float
+    pin_digest: bytes = b""   # of the PIN it was opened with: a changed PIN ends it (a leaked PIN's sessions)
 
 
 @dataclass(slots=True)
@@ -116,7 +117,7 @@ class Gate:
             # A right PIN does not wipe the address's recent failures: a cashier signing in with their own
             # PIN between guesses at the manager's must still run into the lockout.
             session = Session(secrets.token_urlsafe(32), person.name, person.role, secrets.token_urlsafe(32),
-                              now, now)
+                              now, now, _digest(person.pin))
             self._sessions[session.token] = session
             self._prune_sessions(now)
         log.info("web sign-in: %s (%s) from %s", person.name, person.role, client)
@@ -176,11 +177,14 @@ class Gate:
             self._sessions.pop(token or "", None)
 
     def drop_people_gone(self, people: Sequence[Person]) -> None:
-        """After a reload: sessions of people no longer listed, or whose role changed, end now."""
-        current = {(p.name, p.role) for p in people}
+        """After a reload: sessions of people no longer listed, whose role changed, or whose PIN changed end now.
+
+        A PIN is changed because it leaked: whoever signed in with the old one must be out at once.
+        """
+        current = {(p.name, p.role, _digest(p.pin)) for p in people}
         with self._lock:
             for token, s in list(self._sessions.items()):
-                if (s.name, s.role) not in current:
+                if (s.name, s.role, s.pin_digest) not in current:
                     del self._sessions[token]
 
     def _prune_sessions(self, now: float) -> None:
