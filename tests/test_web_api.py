@@ -261,3 +261,19 @@ def test_refunded_before_settlement_is_refused_pointing_to_a_void(tmp_path: Path
     assert "refunded" not in open_alert["view"]["answers"], "no 已退货 button before settlement"
     assert refunded.status == 409 and "voided" in refunded.body["error"]
     assert state == "open"
+
+
+def test_a_rebound_host_name_is_refused_and_odd_digits_are_a_json_error(tmp_path: Path, term: PtyTerminal) -> None:
+    """DNS rebinding (a site's own name pointed at the till) and "²" as a day count (found by review)."""
+    daemon = started(tmp_path, term)
+    try:
+        c = client(daemon)
+        rebound = c.request("POST", "/api/login", {"pin": PIN_WANG}, headers={"Host": "evil.example:8087"})
+        cookies_after_rebound = list(c.set_cookie)
+        by_address = c.login(PIN_WANG)
+        superscript = c.get("/api/alerts?state=closed&days=%C2%B2")
+    finally:
+        daemon.stop()
+    assert rebound.status == 421 and cookies_after_rebound == []
+    assert by_address.status == 200
+    assert superscript.status == 400 and superscript.body["ok"] is False

@@ -21,6 +21,7 @@ Routes (the README documents the API):
 from __future__ import annotations
 
 import io
+import ipaddress
 import logging
 import queue
 import re
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, jsonify, render_template, request, send_file
 from pydantic import ValidationError
@@ -125,6 +127,23 @@ def create_app(till: Till, gate: Gate) -> Flask:
         if not isinstance(data, dict):
             raise ApiError(400, "请求须为一个 JSON 对象 / the body is one JSON object")
         return data
+
+    @app.before_request
+    def _host() -> None:
+        # DNS rebinding: a web page a phone opens elsewhere could point its own domain name at the till
+        # and drive this API from the phone's browser (guessing PINs, among others). Phones reach the
+        # till by its address (public_url), so a Host that is a name other than public_url's or
+        # localhost is refused; an IP literal cannot be rebound.
+        host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
+        if host in allowed_hosts() or _is_ip(host):
+            return
+        log.warning("web: request for host %r from %s refused", host[:80], request.remote_addr)
+        raise ApiError(421, "请用收银台页面的地址访问 / use the till page's own address")
+
+    def allowed_hosts() -> set[str]:
+        url = till.web().public_url
+        named = {urlsplit(url).hostname or ""} if url else set()
+        return {"localhost", *named} - {""}
 
     @app.before_request
     def _csrf() -> None:
@@ -316,10 +335,18 @@ def create_app(till: Till, gate: Gate) -> Flask:
     return app
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _days(text: str | None) -> int:
     if text is None:
         return CLOSED_DAYS
-    if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+    if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_DAYS:   # isdigit() takes "²"
         raise ApiError(400, f"days 须为 1 到 {MAX_DAYS} / days must be 1 to {MAX_DAYS}")
     return int(text)
 
