@@ -123,3 +123,36 @@ def test_a_changed_pin_ends_the_sessions_opened_with_the_old_one(tmp_path: Path)
         term.close()
     assert after.status == 401 and old_pin.status == 401 and new_pin.status == 200
     assert kept.status == 200, "a colleague whose PIN did not change stays signed in"
+
+
+def test_a_busy_port_is_shown_and_tried_again_until_the_page_is_served(tmp_path: Path) -> None:
+    """The page is not a health problem (alerts go out without it), but it must not vanish silently."""
+    import socket
+
+    from agent.service.daemon import WEB_RETRY_EVERY
+    from agent.service.doctor import check_daemon
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    term = PtyTerminal()
+    section = web_section().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
+    daemon = daemon_on_pty(tmp_path, term, section)
+    try:
+        assert daemon.web is None and "Address already in use" in (daemon.web_error or "")
+        assert "till page NOT served" in daemon.status_line() and daemon.healthy()
+        (page,) = [c for c in check_daemon(tmp_path / "state") if c.name == "till page"]
+        assert page.status == "fail" and str(port) in page.detail
+        squatter.close()
+        daemon.notify_systemd()
+        assert daemon.web is None, "not before a minute has passed"
+        assert isinstance(daemon.clock, ManualClock)
+        daemon.clock.advance(WEB_RETRY_EVERY + 1)
+        daemon.notify_systemd()
+        assert daemon.web is not None and daemon.web.address[1] == port
+        assert "NOT served" not in daemon.status_line()
+    finally:
+        squatter.close()
+        daemon.stop()
+        term.close()

@@ -68,6 +68,8 @@ class StateError(Exception):
 #   reader:NAME  a fresh transport and decoder; only a partly received frame is lost.
 # Each at most threads.MAX_RESTARTS times in threads.RESTART_WINDOW: one that keeps dying is left
 # dead, health reports it, WATCHDOG=1 stops and systemd restarts the whole service.
+# A till page whose port was busy is tried again this often (seconds, on the daemon's clock).
+WEB_RETRY_EVERY = 60.0
 RESTARTABLE = frozenset({"pipeline", "delivery", "housekeeping", "reload", "notify", "scheduler", "control",
                          "metrics", "config-watch", "web"})
 
@@ -111,6 +113,7 @@ class Daemon:
         self.metrics: MetricsServer | None = None
         self.web: WebServer | None = None
         self.web_error: str | None = None
+        self._web_tried = float("-inf")
         self._web_gate: Gate | None = None
         self.watcher: ConfigWatcher | None = None
         self._source_started: dict[str, float] = {}
@@ -280,6 +283,7 @@ class Daemon:
         if self._web_gate is None:
             self._web_gate = Gate(self.clock, idle=web.session_idle.total_seconds(),
                                   longest=web.session_max.total_seconds())
+        self._web_tried = self.clock.monotonic()
         try:
             self.web = WebServer(web, till, self._web_gate).start()
             self.web_error = None
@@ -288,6 +292,18 @@ class Daemon:
             self.web_error = f"cannot serve the till page on {web.listen}: {exc.strerror or exc}"
             log.error("%s", self.web_error)
             self.web = None
+
+    def _retry_web(self) -> bool:
+        """A configured page whose port was busy: try again, at most once a minute (it is not a health
+        problem — the alerts go out without it — but a page that stays away is shown in doctor)."""
+        if self.loaded.config.web is None or self.web is not None:
+            return False
+        now = self.clock.monotonic()
+        if now - self._web_tried < WEB_RETRY_EVERY:
+            return False
+        self._web_tried = now
+        self._start_web(self.loaded)
+        return self.web is not None
 
     def _stop_web(self) -> None:
         if self.web is not None:
@@ -469,6 +485,8 @@ class Daemon:
         if self._stopping or self.stop_event.is_set():
             return []
         restarted = []
+        if self._retry_web():
+            restarted.append("web")
         dead = [(name, g.error or "ended") for name, g in list(self.guards.items()) if g.dead]
         dead += [(name, error) for name, is_dead, error in self._components() if is_dead]
         for name, error in dead:
@@ -538,6 +556,8 @@ class Daemon:
                 + ", ".join(f"{r.cfg.name}={r.state}" for r in self.sources))
         if self.last_reload_error:
             line += "; last reload REFUSED (see settleguard doctor)"
+        if self.web_error and self.web is None:
+            line += "; till page NOT served (see settleguard doctor)"
         if p.journal_error:
             line = f"JOURNAL NOT WRITABLE ({p.journal_error}), holding events; " + line
         return line

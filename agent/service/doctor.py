@@ -331,6 +331,12 @@ def check_daemon(state_dir: Path) -> list[Check]:
                                 "check baud rate, parity and protocol for this source"))
         else:
             checks.append(Check(label, "ok", f"{src.get('events')} event(s), nothing skipped"))
+    web = reply.get("web") or {}
+    if web.get("error"):
+        checks.append(Check("till page", "fail", str(web["error"]),
+                            "free the port or change [web] listen; the daemon tries again every minute"))
+    elif web.get("url"):
+        checks.append(Check("till page", "ok", f"serving at {web['url']}"))
     reload = reply.get("reload") or {}
     if reload.get("error"):
         checks.append(Check("last reload", "fail", f"refused, still running the previous configuration: "

@@ -9,6 +9,7 @@ restarts the server like its other threads (agent/service/daemon.py).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -26,6 +27,19 @@ log = logging.getLogger("settleguard.web")
 THREADS = 4
 
 
+def _bound(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(64)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class WebServer:
     def __init__(self, web: WebConfig, till: Till, gate: Gate | None = None) -> None:
         host, port = parse_host_port(web.listen)
@@ -34,10 +48,17 @@ class WebServer:
                                  longest=web.session_max.total_seconds())
         self.app = create_app(till, self.gate)
         self.listen = web.listen
-        # Binds here: OSError (port in use, address not on this machine) reaches the caller.
-        self.server: Any = create_server(self.app, host=host, port=port, threads=THREADS,
-                                         ident="settleguard", clear_untrusted_proxy_headers=True,
-                                         channel_timeout=30, cleanup_interval=10)
+        # Binds here: OSError (port in use, address not on this machine) reaches the caller. We bind the
+        # socket ourselves and hand it to waitress, because a create_server that fails to bind leaves its
+        # own socket and wake-up pipe open (the daemon retries a busy port every minute: a leak each time).
+        sock = _bound(host, port)
+        try:
+            self.server: Any = create_server(self.app, sockets=[sock], threads=THREADS,
+                                             ident="settleguard", clear_untrusted_proxy_headers=True,
+                                             channel_timeout=30, cleanup_interval=10)
+        except BaseException:
+            sock.close()
+            raise
         self.thread = threading.Thread(target=self._serve, name="web", daemon=True)
         self._closing = False
 
