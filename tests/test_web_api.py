@@ -277,3 +277,18 @@ def test_a_rebound_host_name_is_refused_and_odd_digits_are_a_json_error(tmp_path
     assert rebound.status == 421 and cookies_after_rebound == []
     assert by_address.status == 200
     assert superscript.status == 400 and superscript.body["ok"] is False
+
+
+def test_a_cashier_is_not_offered_the_answers_only_a_manager_may_give(tmp_path: Path, term: PtyTerminal) -> None:
+    daemon = started(tmp_path, term)          # legit_needs = "manager"
+    try:
+        double_charge(daemon, term)
+        cashier, manager = client(daemon), client(daemon)
+        cashier.login(PIN_WANG)
+        manager.login(PIN_LI)
+        (seen_by_cashier,) = cashier.get("/api/alerts?state=open").body["alerts"]
+        (seen_by_manager,) = manager.get("/api/alerts?state=open").body["alerts"]
+    finally:
+        daemon.stop()
+    assert seen_by_cashier["view"]["answers"] == ["voided"]
+    assert seen_by_manager["view"]["answers"] == ["voided", "legit"]

@@ -239,7 +239,7 @@ def create_app(till: Till, gate: Gate) -> Flask:
     # -- alerts ----------------------------------------------------------------------------------
     @app.get("/api/alerts")
     def alerts() -> Response:
-        signed_in()
+        s = signed_in()
         loaded = till.loaded()
         now = till.clock.now()
         which = request.args.get("state", "open")
@@ -252,17 +252,17 @@ def create_app(till: Till, gate: Gate) -> Flask:
             else:
                 raise ApiError(400, "state 须为 open 或 closed / state must be open or closed")
         return jsonify({"ok": True, "now": now.astimezone(loaded.tz).isoformat(),
-                        "alerts": [alert_view(a, loaded) for a in items]})
+                        "alerts": [alert_view(a, loaded, s.role) for a in items]})
 
     @app.get("/api/alerts/<code>")
     def one_alert(code: str) -> Response:
-        signed_in()
+        s = signed_in()
         loaded = till.loaded()
         with reader() as r:
             data = _resolve(r, code)
             history = [{**h, "at": h["at"].astimezone(loaded.tz).isoformat()} for h in r.alert_history(data["id"])]
         return jsonify({"ok": True, "now": till.clock.now().astimezone(loaded.tz).isoformat(),
-                        "alert": alert_view(data, loaded), "history": history})
+                        "alert": alert_view(data, loaded, s.role), "history": history})
 
     @app.get("/api/alerts/<code>/evidence")
     def evidence(code: str) -> Response:
@@ -320,7 +320,7 @@ def create_app(till: Till, gate: Gate) -> Flask:
             raise ApiError(status, str(why or "未能处理 / not done"))
         log.info("web answer %s on %s by %s (%s)", answer, alert_id, s.name, s.role)
         loaded = till.loaded()
-        return jsonify({"ok": True, "alert": alert_view(reply["alert"], loaded)}), 200
+        return jsonify({"ok": True, "alert": alert_view(reply["alert"], loaded, s.role)}), 200
 
     # -- the batch -------------------------------------------------------------------------------
     @app.get("/api/batch")

@@ -29,8 +29,13 @@ ANSWER_LABELS: dict[str, tuple[str, str]] = {
 }
 
 
-def alert_view(data: dict[str, Any], loaded: LoadedConfig) -> dict[str, Any]:
-    """The alert JSON as stored, plus ``view``: what a person reads, and the answers it still takes."""
+# Answers that close an alert on a person's word alone: a manager's when legit_needs = "manager".
+WORD_ONLY = frozenset({"legit", "refunded"})
+
+
+def alert_view(data: dict[str, Any], loaded: LoadedConfig, role: str = "cashier") -> dict[str, Any]:
+    """The alert JSON as stored, plus ``view``: what a person reads, and the answers it still takes from
+    someone in ``role`` (a button the alert book would refuse is not offered)."""
     tz = loaded.tz
     terminal_line = has_terminal_line(s.protocol for s in loaded.config.source)
     txns = data.get("transactions") or []
@@ -40,7 +45,8 @@ def alert_view(data: dict[str, Any], loaded: LoadedConfig) -> dict[str, Any]:
     when = subject.get("time")
     label = STATE_LABELS.get(data.get("state", ""), (data.get("state", ""), data.get("state", "")))
     causes = {name: staff_cause(name, terminal_line=terminal_line) for name in ANSWER_LABELS}
-    answers = [name for name, cause in causes.items() if cause is not None and allows(data["state"], cause)]
+    answers = [name for name, cause in causes.items() if cause is not None and allows(data["state"], cause)
+               and not (name in WORD_ONLY and loaded.config.legit_needs == "manager" and role != "manager")]
     return {**data, "view": {
         "code": data.get("code") or data["id"],
         "amount": format_money(int(amount), subject.get("currency")) if amount is not None else "",

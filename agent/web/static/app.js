@@ -110,10 +110,11 @@
       answered.textContent = a.by + "：" + (a.note || a.answer);
     } else { answered.remove(); }
     const hist = li.querySelector(".history");
-    hist.addEventListener("toggle", () => { if (hist.open) loadHistory(v.code, li); });
+    hist.addEventListener("toggle", () => { if (hist.open) loadHistory(alert.id, li); });
     if (v.has_evidence) {
       const link = li.querySelector(".evidence");
-      link.href = "/api/alerts/" + encodeURIComponent(v.code) + "/evidence";
+      // By id: a short code is unique among active alerts only, and a closed card's code may be reused.
+      link.href = "/api/alerts/" + encodeURIComponent(alert.id) + "/evidence";
       link.hidden = false;
     }
     return li;
@@ -165,7 +166,7 @@
       note = await askReason(alert);
       if (note === null) return;
     }
-    const { status, data } = await api("POST", "/api/alerts/" + encodeURIComponent(alert.view.code) + "/answer",
+    const { status, data } = await api("POST", "/api/alerts/" + encodeURIComponent(alert.id) + "/answer",
       { answer, note });
     if (status === 200 && data.ok) {
       $("app-error").hidden = true;
