@@ -466,6 +466,9 @@ class Pipeline:
                                  saw_nothing=saw_nothing, budget=self.budget)
         if cmd.name == "wires":
             return self._check_wires(cmd.args.get("reports") or [], now)
+        if cmd.name == "web_lockout":
+            return self._web_lockout(str(cmd.args.get("client") or "?"), bool(cmd.args.get("everyone")),
+                                     int(cmd.args.get("minutes") or 15), now)
         if cmd.name == "cutoff":
             self._close_batch(None, None, now, by_cutoff=True)
             return {"ok": True}
@@ -516,6 +519,21 @@ class Pipeline:
             self.journal.set_meta(WIRES_KEY, saved)
             self._wires_saved = saved
         return {"ok": True, "quiet": sorted(self.wires.episodes)}
+
+    def _web_lockout(self, client: str, everyone: bool, minutes: int, now: datetime) -> dict[str, Any]:
+        """Someone keeps typing wrong PINs on the till page: the group hears it (once per lockout)."""
+        if everyone:
+            title = ["收银台页面：多次输错 PIN，已暂停登录", "Till page: many wrong PINs, sign-in paused"]
+            lines = [f"{minutes} 分钟内多个设备输错 PIN，新登录暂停（已登录的手机不受影响）；最近一次来自 {client}。"
+                     "如非店员所为，请检查店内 Wi-Fi 并更换 PIN。"]
+        else:
+            title = ["收银台页面：有人连续输错 PIN", "Till page: repeated wrong PINs"]
+            lines = [f"设备 {client} 连续输错 PIN，已锁定 {minutes} 分钟。如非店员所为，请更换 PIN。"]
+        log.warning("till page: wrong PINs from %s; %s", client, "every sign-in paused" if everyone else "locked out")
+        self.announcer.to_people(NoticeKind.DEVICE, {"notice": NoticeKind.DEVICE.value, "problem": "web_lockout",
+                                                     "title": title, "lines": lines},
+                                 now, message_id=f"device.web_lockout.{client}.{now:%Y%m%dT%H%M%S}", deadline=None)
+        return {"ok": True}
 
     def _refresh_baseline(self, now: datetime) -> dict[str, Any]:
         window = self.engine.baseline_window

@@ -8,6 +8,7 @@ server thread supervised like the daemon's others.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import zipfile
@@ -292,3 +293,30 @@ def test_a_cashier_is_not_offered_the_answers_only_a_manager_may_give(tmp_path: 
         daemon.stop()
     assert seen_by_cashier["view"]["answers"] == ["voided"]
     assert seen_by_manager["view"]["answers"] == ["voided", "legit"]
+
+
+def test_a_lockout_is_told_to_the_shops_group_not_only_the_log(tmp_path: Path, term: PtyTerminal) -> None:
+    """PIN guessing must reach a person (found by review): one device notice per lockout."""
+    import json
+    import sqlite3
+
+    robot = '\n[[channel]]\nname = "robot"\ntype = "wecom"\nurl = "http://127.0.0.1:9/cgi-bin/webhook/send"\n'
+    daemon = web_daemon(tmp_path, term, robot)
+    journal = tmp_path / "state" / "settleguard.sqlite3"
+
+    def device_rows() -> list[dict[str, object]]:
+        with contextlib.closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT payload FROM outbox WHERE kind='device'").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    try:
+        guesser = client(daemon, "127.0.0.9")
+        for n in range(MAX_FAILURES + 2):          # two more after the lockout: still one notice
+            guesser.login(f"{n:04d}")
+        wait_until(lambda: len(device_rows()) >= 1, "the lockout notice queued for the group")
+        daemon.command("tick")                     # anything queued behind it has been handled too
+        rows = device_rows()
+    finally:
+        daemon.stop()
+    assert len(rows) == 1 and rows[0]["problem"] == "web_lockout"
+    assert "127.0.0.9" in " ".join(rows[0]["lines"]) and "PIN" in rows[0]["title"][0]   # type: ignore[arg-type]

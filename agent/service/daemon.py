@@ -282,7 +282,7 @@ class Daemon:
                     clock=self.clock)
         if self._web_gate is None:
             self._web_gate = Gate(self.clock, idle=web.session_idle.total_seconds(),
-                                  longest=web.session_max.total_seconds())
+                                  longest=web.session_max.total_seconds(), on_lockout=self._web_lockout)
         self._web_tried = self.clock.monotonic()
         try:
             self.web = WebServer(web, till, self._web_gate).start()
@@ -292,6 +292,12 @@ class Daemon:
             self.web_error = f"cannot serve the till page on {web.listen}: {exc.strerror or exc}"
             log.error("%s", self.web_error)
             self.web = None
+
+    def _web_lockout(self, client: str, everyone: bool) -> None:
+        """PIN guessing on the till page: the pipeline tells the shop's group (a device notice)."""
+        from agent.web.auth import LOCKOUT
+
+        self.inbox.put(Command("web_lockout", {"client": client, "everyone": everyone, "minutes": int(LOCKOUT // 60)}))
 
     def _retry_web(self) -> bool:
         """A configured page whose port was busy: try again, at most once a minute (it is not a health

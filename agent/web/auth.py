@@ -28,7 +28,7 @@ import math
 import secrets
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from drivers.clock import Clock
@@ -92,8 +92,12 @@ def match_pin(pin: str, people: Sequence[Person]) -> Person | None:
 class Gate:
     """Sign-in attempts, sessions and their CSRF tokens; thread-safe (waitress serves on several threads)."""
 
-    def __init__(self, clock: Clock, *, idle: float, longest: float) -> None:
+    def __init__(self, clock: Clock, *, idle: float, longest: float,
+                 on_lockout: Callable[[str, bool], None] | None = None) -> None:
         self.clock = clock
+        # Told (client address, whether every sign-in is now refused) when a lockout starts: the shop's
+        # group hears of PIN guessing, not only the log. Called under the lock: it must not block.
+        self.on_lockout = on_lockout
         self.idle = idle
         self.longest = longest
         self._lock = threading.Lock()
@@ -140,7 +144,11 @@ class Gate:
         while state.times and now - state.times[0] > FAILURE_WINDOW:
             state.times.popleft()
         self._all_failures.append(now)
+        if len(self._all_failures) == MAX_FAILURES_ALL and self.on_lockout is not None:
+            self.on_lockout(client, True)
         if len(state.times) >= MAX_FAILURES:
+            if self.on_lockout is not None:
+                self.on_lockout(client, False)
             state.locked_until = now + LOCKOUT
             state.times.clear()
             log.warning("web sign-in: wrong PIN from %s, %d times: locked out for %.0f s", client, MAX_FAILURES,
