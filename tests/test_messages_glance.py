@@ -388,3 +388,23 @@ def test_a_wallet_payment_is_told_to_refund_in_its_platform_not_that_the_batch_s
     first = next(line for line in content.splitlines() if line)
     assert first.startswith("### 请在微信支付商户后台退款 RMB 2,500.00"), first
     assert "已结算" not in content and "撤销" not in content and "管理 →" not in content
+
+
+def test_a_claimed_void_the_terminal_never_showed_is_said_in_the_escalation_and_claims_carry_the_link(
+        tmp_path: Path) -> None:
+    """The owner's fraud signal: "voided", said by a person, never seen on the terminal (found by review)."""
+    line = '\n[[source]]\nname = "terminal"\nprotocol = "jsonl"\nport = "/dev/null"\n'
+    h = Harness(tmp_path, config(line))
+    h.feed(sale("000122", 12800, datetime(2026, 11, 27, 14, 2, tzinfo=SHANGHAI)))
+    h.feed(sale("000123", 12800, datetime(2026, 11, 27, 14, 3, tzinfo=SHANGHAI)))
+    (opened,) = h.opened("DUP-001")
+    assert h.command("ack", id=opened.alert.code, answer="voided", by="小王")["ok"]
+    claimed = h.changes[-1].alert.to_dict()
+    h.clock.set(datetime(2026, 11, 27, 23, 0, tzinfo=SHANGHAI))
+    h.pipeline.process([Command("cutoff")])
+    escalated = next(c.alert for c in reversed(h.changes) if getattr(c, "notice", None) == "escalated").to_dict()
+    assert escalated["state"] == "escalated" and escalated["evidence"]["unconfirmed"] == "void_claimed"
+    first = _announce(escalated, "escalated").splitlines()[0]
+    assert "员工报已撤销" in first and "终端未见撤销" in first, first
+    page = "http://192.168.1.20:8087"
+    assert f"{page}/a/{claimed['code']}" in _announce(claimed, "void_claimed", public_url=page)

@@ -216,6 +216,10 @@ class AlertBook:
         totals = batch_totals(self.journal, subject, self.tz, now)
         statement = statement_zh(guided, self.remedies.shop, totals, tz=self.tz, now=now, title_zh=_title_zh(alert))
         added: dict[str, Any] = {"batch": totals, "statement_zh": statement}
+        if AlertState(alert.state) in _UNCONFIRMED:
+            # A void a slip or a person reported and the terminal never showed: the message must say so
+            # (the owner's fraud signal), not only the alert log.
+            added["unconfirmed"] = alert.state
         bundle = self._write_evidence(replace(guided, evidence={**alert.evidence, **added}), now,
                                       totals=totals, statement=statement)
         if bundle is not None:

@@ -236,6 +236,8 @@ class AlertFacts:
     link: str | None
     # A wallet payment (evidence.remedy.where == "app"): refunded in that platform, whatever the batch.
     app: tuple[str, str] | None = None
+    # Escalated although a void was reported (evidence.unconfirmed = void_claimed | void_printed).
+    unconfirmed: str | None = None
 
     @property
     def verify(self) -> bool:
@@ -290,6 +292,7 @@ def facts(alert: Mapping[str, Any], *, notice_deadline: datetime | None, now: da
         steps_zh=bare_steps(str(suggestion.get("steps_zh") or "")),
         steps_en=bare_steps(str(suggestion.get("steps_en") or "")),
         answer=answer, link=alert_link(public_url, code), app=_app(evidence),
+        unconfirmed=_present(evidence.get("unconfirmed")),
     )
 
 
@@ -324,11 +327,22 @@ def instruction(f: AlertFacts) -> tuple[str, str]:
     if settled and f.app is not None:
         # No terminal batch ends a wallet payment: it is refunded in the platform, settled or not.
         return (f"请在{f.app[0]}商户后台退款 {what_zh}", f"Refund {what_en} in the {f.app[1]} merchant app")
+    if settled and f.unconfirmed in UNCONFIRMED:
+        said_zh, said_en = UNCONFIRMED[f.unconfirmed]
+        return (f"需退货 {what_zh}：{said_zh}，终端未见撤销，批次已结算",
+                f"Refund {what_en}: {said_en}, but the terminal never showed it and the batch has settled")
     if settled:
         return (f"需退货 {what_zh}：批次已结算，无法撤销",
                 f"Refund {what_en}: the batch has settled, a void is no longer possible")
     return (f"{f.deadline} 前撤销 {what_zh}" if f.deadline else f"结算前撤销 {what_zh}",
             f"Void {what_en}{by_en or ' before settlement'}")
+
+
+# Who reported a void the terminal never showed, as the escalation's first line says it.
+UNCONFIRMED: dict[str, tuple[str, str]] = {
+    AlertState.VOID_CLAIMED: ("员工报已撤销", "a void was reported by staff"),
+    AlertState.VOID_PRINTED: ("打印了撤销单", "a void slip was printed"),
+}
 
 
 def answered(f: AlertFacts) -> tuple[str, str] | None:
@@ -434,7 +448,7 @@ def _todo_block(f: AlertFacts, out: _Out, *, headline: bool, extra: tuple[str, s
     lines += _details(f, out, extra=extra)
     if not f.verify and f.state not in CLAIMED_STATES and (f.steps_zh or f.steps_en):
         lines += out.say(f"操作：{f.steps_zh}" if f.steps_zh else "", f"Steps: {f.steps_en}" if f.steps_en else "")
-    if f.state not in CLAIMED_STATES:
+    if f.state not in CLAIMED_STATES or f.link:
         lines += _answer_lines(f, out)
     if f.verify:
         lines += out.say(*VERIFY_FOOTER)
