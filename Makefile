@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
+# At a terminal the till page stays up after the simulated day (Ctrl-C ends it); piped or in CI it exits.
 demo: $(STAMP)
-	$(BIN)/settleguard demo --fast
+	$(BIN)/settleguard demo --fast $$([ -t 0 ] && echo --serve)
 
 test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q

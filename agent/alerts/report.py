@@ -17,7 +17,9 @@ from agent.messages import AlertChange, BatchClosed, ReviewNotice
 from agent.units import format_money
 
 NOTICE_ZH = {NoticeKind.OPENED: "新告警", NoticeKind.VOIDED: "已撤销", NoticeKind.DISMISSED: "已确认正常",
-             NoticeKind.ESCALATED: "已升级·需退货", NoticeKind.EXPIRED: "已过期", NoticeKind.REMINDER: "提醒"}
+             NoticeKind.ESCALATED: "已升级·需退货", NoticeKind.EXPIRED: "已过期", NoticeKind.REMINDER: "提醒",
+             NoticeKind.REFUNDED: "已退货", NoticeKind.VOID_CLAIMED: "已报撤销，待终端确认",
+             NoticeKind.VOID_PRINTED: "已打印撤销单，待终端确认"}
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 
 

@@ -13,6 +13,8 @@ def add_parser(sub: Any) -> None:
                    help="what the simulated terminal speaks")
     d.add_argument("--keep", metavar="DIR", help="keep the state directory (journal, evidence) in DIR and the "
                    "till page serving after the day, until Ctrl-C")
+    d.add_argument("--serve", action="store_true", help="keep the till page serving after the day, until Ctrl-C "
+                   "(make demo does this at a terminal)")
     d.set_defaults(func=cmd_demo)
 
 
@@ -21,4 +23,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent.sim.demo import run_demo
 
     setup_logging("WARNING", journald=False)
-    return run_demo(fast=args.fast, protocol=args.protocol, keep=args.keep)
+    return run_demo(fast=args.fast, protocol=args.protocol, keep=args.keep, serve=args.serve)

@@ -125,7 +125,10 @@ class DecimalSlip(BaseRule[SlipParams]):
             evidence(round(best.score, 2), self._min_score, base.to_evidence(), factor=best.factor,
                      meant_minor=best.meant_minor, near_meant=best.near_meant, near_amount=best.near_amount,
                      rounded_meant=round(best.rounded_meant, 4), rounded_amount=round(best.rounded_amount, 4),
-                     charged_before=base.price_count(value), known_count=self.params.known_count),
+                     charged_before=base.price_count(value), known_count=self.params.known_count,
+                     # What a phone shows as "why" (the reason above keeps the figures for the record).
+                     plain_zh=f"{money(view)} 是本店常见金额 {meant} 的 {best.factor} 倍",
+                     plain_en=f"{money(view)} is {best.factor}x this shop's common amount {meant}"),
         )]
 
     def weigh(self, base: AmountBaseline, value: int) -> SlipEvidence | None:

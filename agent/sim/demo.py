@@ -24,14 +24,15 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
-from agent.alerts.report import alert_line, opened_by_rule
+from agent.alerts.report import NOTICE_ZH, alert_line, opened_by_rule
+from agent.messages import AlertChange, BatchClosed, ReviewNotice
 from agent.pipeline import Pipeline
 from agent.schedule import fire_times, plan
 from agent.service.daemon import Daemon
 from agent.sim.day import build_day
 from agent.sim.history import seed_history
 from agent.sim.rig import ShopRig
-from agent.sim.sink import WebhookSink
+from agent.sim.sink import RobotSink, WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.journal import Journal
 from agent.store.schema import journal_path
@@ -55,6 +56,12 @@ holidays = "cn"
 [settlement]
 cutoff = "23:00"
 review_lead = "30m"
+
+# The shop's group chat, as a phone sees it: a WeCom robot stand-in on 127.0.0.1 that prints what it gets.
+[[channel]]
+name = "phone"
+type = "wecom"
+url = "{robot_url}"
 
 [web]
 listen = "{listen}"
@@ -84,10 +91,21 @@ DEMO_SIGNATURE_TOLERANCE = 24 * 3600
 
 def run_demo(*, fast: bool = False, console: Console | None = None, protocol: str = DEMO_PROTOCOL,
              seed: int = 7, keep: str | None = None, listen: str = DEMO_LISTEN,
-             serving: threading.Event | None = None) -> int:
+             serving: threading.Event | None = None, serve: bool = False) -> int:
     """``keep``: keep the state in that directory and the page served after the day until Ctrl-C
-    (or until ``serving`` is set, for a caller in this process)."""
+    (or until ``serving`` is set, for a caller in this process); ``serve``: the page served after the
+    day without keeping the state (``make demo`` at a terminal)."""
     console = console or Console()
+    phone = RobotSink(lambda text: _show_phone(console, text)).start()
+    try:
+        return _run(console, fast=fast, protocol=protocol, seed=seed, keep=keep, listen=listen, serving=serving,
+                    serve=serve, phone=phone)
+    finally:
+        phone.stop()
+
+
+def _run(console: Console, *, fast: bool, protocol: str, seed: int, keep: str | None, listen: str,
+         serving: threading.Event | None, serve: bool, phone: RobotSink) -> int:
     tz = ZoneInfo("Asia/Shanghai")
     today = SYSTEM_CLOCK.now().astimezone(tz).date()
     events = build_day("demo", seed=seed, day=today, tz=tz)
@@ -97,7 +115,8 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
     # The sink checks webhook timestamps against the same simulated clock: that is "now" for this shop.
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
-    shop = DEMO_SHOP.format(listen=listen, pin_cashier=DEMO_PINS["小王"][1], pin_manager=DEMO_PINS["李店长"][1])
+    shop = DEMO_SHOP.format(listen=listen, pin_cashier=DEMO_PINS["小王"][1], pin_manager=DEMO_PINS["李店长"][1],
+                            robot_url=phone.url)
     with ShopRig(name="好味道餐饮 静安店", protocol=protocol, shop_extra=shop, clock=clock,
                  sink_tolerance=DEMO_SIGNATURE_TOLERANCE, state=Path(keep) if keep else None) as rig:
         loaded = rig.loaded()
@@ -107,12 +126,13 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
 
         def listener(item: Any) -> None:
             notes.append(item)
-            console.print(alert_line(item, tz), highlight=False)
+            console.print(event_line(item, tz), highlight=False)
 
         daemon = rig.daemon(listeners=[listener], stuck_after=DEMO_STUCK_AFTER)
         console.print(f"[bold]settleguard demo[/bold] — {loaded.config.shop.name}\n"
                       f"  simulated terminal ({protocol}) on {rig.terminal.device}\n"
                       f"  webhook sink {rig.sink.url} (signatures verified)\n"
+                      f"  店铺群（企业微信机器人替身）/ the shop's group (WeCom robot stand-in) {phone.url}\n"
                       f"  state {rig.state}; {seeded} transactions of history from the last 14 days\n")
         daemon.start()
         _print_page(console, daemon)
@@ -121,8 +141,8 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
             _play(daemon, rig.terminal, events, loaded, clock, protocol, fast=fast)
             _wait_delivered(daemon, clock, timeout=20)
             elapsed = SYSTEM_CLOCK.monotonic() - started
-            _summary(console, daemon, notes, rig.sink, elapsed, rig.state)
-            if keep:
+            _summary(console, daemon, notes, rig.sink, elapsed, rig.state, phone)
+            if keep or serve:
                 _serve_until_interrupted(console, daemon, serving or threading.Event())
         finally:
             daemon.stop()
@@ -132,6 +152,28 @@ def run_demo(*, fast: bool = False, console: Console | None = None, protocol: st
         console.print("[red]no DUP-001 alert reached the webhook sink[/red]")
         return 1
     return 0
+
+
+def event_line(item: Any, tz: Any) -> str:
+    """One short line per change as the daemon saw it; what people were told is the phone's part."""
+    when = getattr(item, "at", None)
+    if isinstance(item, AlertChange):
+        a = item.alert
+        stamp = (when or a.updated).astimezone(tz).strftime("%H:%M")
+        code = f" [bold]{a.code}[/]" if a.code else ""
+        return f"[dim]{stamp}[/] {a.rule}{code} {NOTICE_ZH.get(item.notice, item.notice)}"
+    stamp = when.astimezone(tz).strftime("%H:%M") if when else "--:--"
+    if isinstance(item, ReviewNotice):
+        return f"[dim]{stamp}[/] 结算前复核：{len(item.alerts)} 条待处理"
+    if isinstance(item, BatchClosed):
+        return f"[dim]{stamp}[/] 批次已结算（{'结算时间到' if item.reason == 'cutoff' else '终端结算'}）"
+    return alert_line(item, tz)
+
+
+def _show_phone(console: Console, text: str) -> None:
+    """A message the shop's group got, as its phones show it."""
+    body = "\n".join(f"  [green]│[/] {line}" for line in text.splitlines() if line.strip())
+    console.print(f"  [green]┌ 📱 店铺群收到 / the group got[/]\n{body}", highlight=False, markup=True)
 
 
 def _print_page(console: Console, daemon: Daemon) -> None:
@@ -166,15 +208,19 @@ def _play(daemon: Daemon, terminal: PtyTerminal, events: list[Any], loaded: Any,
             at, name = schedule.pop(0)
             clock.set(at.astimezone(UTC))
             daemon.command(name)
+            _wait_delivered(daemon, clock, timeout=5)
         clock.set(ev.at.astimezone(UTC))
         decoded = _decoded_past(pipeline, pipeline.counts["events"])
         terminal.write(encode_event(protocol, ev.event, reprint=ev.reprint))
         _wait(decoded, timeout=5, pace=0.002)
+        # What is due goes out before the clock moves on, as it would within seconds on a real till.
+        _wait_delivered(daemon, clock, timeout=5)
         if not fast:
             time.sleep(0.05)
     for at, name in schedule:
         clock.set(at.astimezone(UTC))
         daemon.command(name)
+        _wait_delivered(daemon, clock, timeout=5)
 
 
 def _decoded_past(pipeline: Pipeline, before: int) -> Callable[[], bool]:
@@ -183,7 +229,8 @@ def _decoded_past(pipeline: Pipeline, before: int) -> Callable[[], bool]:
 
 def _wait_delivered(daemon: Daemon, clock: ManualClock, timeout: float) -> None:
     def delivered() -> bool:
-        if daemon.delivery.outbox.outbox_stats(clock.now())["pending"] == 0:
+        # Due now: what quiet hours hold back for the morning is not waited for (the summary counts it).
+        if daemon.delivery.outbox.outbox_due(clock.now())[0] == 0:
             return True
         daemon.delivery.wake.set()
         return False
@@ -202,7 +249,7 @@ def _wait(condition: Callable[[], bool], *, timeout: float, pace: float) -> bool
 
 
 def _summary(console: Console, daemon: Daemon, notes: list[Any], sink: WebhookSink, elapsed: float,
-             state: Path) -> None:
+             state: Path, phone: RobotSink) -> None:
     p = daemon.pipeline
     counts: dict[str, Any] = p.counts if p else {}
     table = Table(title="settleguard demo — 汇总 / summary")
@@ -216,6 +263,9 @@ def _summary(console: Console, daemon: Daemon, notes: list[Any], sink: WebhookSi
     table.add_row("撤销后自动解除 / resolved by a void", str(counts.get("alerts_resolved", 0)))
     table.add_row("结算前复核 / pre-close reviews", str(counts.get("reviews", 0)))
     table.add_row("结算后升级为退货 / escalated to refund", str(counts.get("alerts_escalated", 0)))
+    table.add_row("店铺群消息 / messages to the group's phones", str(len(phone.messages)))
+    held = daemon.delivery.outbox.outbox_due(daemon.clock.now())[1] if daemon.delivery else 0
+    table.add_row("夜间静默，留待开门发送 / held for opening (quiet hours)", str(held))
     table.add_row("webhook 已送达（签名有效） / delivered, signature ok", str(len(sink.received)))
     table.add_row("webhook 请求（含重试） / requests incl. retries", str(sink.requests))
     table.add_row("用时（秒） / seconds", f"{elapsed:.1f}")

@@ -166,3 +166,56 @@ class WebhookSink:
         """Wait up to ``timeout`` real seconds for the received requests to satisfy ``predicate``."""
         with self._cond:
             return bool(self._cond.wait_for(lambda: predicate(self.received), timeout))
+
+
+class RobotSink:
+    """A WeCom group robot stand-in on 127.0.0.1 for the demo: what a shop's phones would be shown.
+
+    It answers as the real robot does when it takes a message (HTTP 200, ``errcode`` 0) and hands each
+    message's markdown on to ``on_message``; the demo prints it, so whoever runs ``make demo`` sees the
+    messages a phone gets (and, by their absence, what the noise budget held back).
+    """
+
+    def __init__(self, on_message: Callable[[str], None], host: str = "127.0.0.1") -> None:
+        self.messages: list[str] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    content = str(json.loads(body)["markdown"]["content"])
+                except (ValueError, KeyError, TypeError):
+                    content = None
+                reply = b'{"errcode":0,"errmsg":"ok"}' if content is not None else b'{"errcode":40008,"errmsg":"bad"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+                if content is not None:
+                    with sink._lock:
+                        sink.messages.append(content)
+                    on_message(content)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.host, self.port = host, self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="robot-sink", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/cgi-bin/webhook/send"
+
+    def start(self) -> RobotSink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

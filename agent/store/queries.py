@@ -178,6 +178,12 @@ class JournalReader:
                 "dead": counts.get("dead", 0), "rerouted": counts.get("rerouted", 0),
                 "superseded": counts.get("superseded", 0), "oldest_pending_seconds": max(age, 0.0)}
 
+    def outbox_due(self, now: datetime) -> tuple[int, int]:
+        """(messages due now and not yet sent, messages held for later: quiet hours, a retry's wait)."""
+        row = self.conn.execute("SELECT SUM(next_at <= ?), SUM(next_at > ?) FROM outbox WHERE state IN"
+                                " ('pending','sending')", (utc_text(now), utc_text(now))).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def dead_letters(self, limit: int | None = 50, *, oldest_first: bool = False) -> list[dict[str, Any]]:
         """Messages no channel will ever deliver, newest first unless ``oldest_first``; all when no limit."""
         order = "ASC" if oldest_first else "DESC"
