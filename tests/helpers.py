@@ -37,6 +37,19 @@ cutoff = "23:00"
 """
 
 
+# The issue-16 example shop's hours: closes 21:30 Monday-Thursday, 22:00 Friday and Saturday, shut Sunday.
+EXAMPLE_HOURS = """
+[shop.hours]
+mon = ["09:00-21:30"]
+tue = ["09:00-21:30"]
+wed = ["09:00-21:30"]
+thu = ["09:00-21:30"]
+fri = ["09:00-22:00"]
+sat = ["09:00-22:00"]
+sun = "closed"
+"""
+
+
 def jsonl_line_config(shop: str, device: str, extra: str = "") -> str:
     """A shop with one JSON-lines terminal on ``device`` (a pty) and no channels."""
     return (f'[shop]\nname = "{shop}"\ntill = "t1"\ntimezone = "Asia/Shanghai"\n\n'

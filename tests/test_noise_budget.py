@@ -14,19 +14,10 @@ from agent.messages import Command
 from agent.model import Alert, Suggestion
 from agent.schedule import Scheduler, fire_times, plan
 from drivers.clock import ManualClock
-from tests.helpers import SHANGHAI, config, sale
+from tests.helpers import EXAMPLE_HOURS, SHANGHAI, config, sale
 
 # The issue's example shop: closes 21:30 Monday-Thursday, 22:00 Friday-Sunday, cutoff 23:00.
-HOURS = """
-[shop.hours]
-mon = ["09:00-21:30"]
-tue = ["09:00-21:30"]
-wed = ["09:00-21:30"]
-thu = ["09:00-21:30"]
-fri = ["09:00-22:00"]
-sat = ["09:00-22:00"]
-sun = "closed"
-"""
+HOURS = EXAMPLE_HOURS
 
 
 def at(d: int, hour: int, minute: int = 0) -> datetime:

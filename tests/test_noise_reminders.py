@@ -9,18 +9,9 @@ from pathlib import Path
 from agent.alerts.lifecycle import NoticeKind
 from agent.messages import AlertChange
 from agent.store.queries import JournalReader
-from tests.helpers import SHANGHAI, Harness, config, sale
+from tests.helpers import EXAMPLE_HOURS, SHANGHAI, Harness, config, sale
 
-HOURS = """
-[shop.hours]
-mon = ["09:00-21:30"]
-tue = ["09:00-21:30"]
-wed = ["09:00-21:30"]
-thu = ["09:00-21:30"]
-fri = ["09:00-22:00"]
-sat = ["09:00-22:00"]
-sun = "closed"
-"""
+HOURS = EXAMPLE_HOURS
 
 
 def at(d: int, hour: int, minute: int = 0, second: int = 0) -> datetime:

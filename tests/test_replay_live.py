@@ -20,23 +20,14 @@ from agent.store.queries import open_read_only
 from agent.store.schema import journal_path
 from drivers.clock import ManualClock
 from drivers.events import Transaction
-from tests.helpers import SHANGHAI, sale
+from tests.helpers import EXAMPLE_HOURS, SHANGHAI, sale
 
 SHOP = """
 [shop]
 name = "好味道"
 till = "t1"
 timezone = "Asia/Shanghai"
-
-[shop.hours]
-mon = ["09:00-21:30"]
-tue = ["09:00-21:30"]
-wed = ["09:00-21:30"]
-thu = ["09:00-21:30"]
-fri = ["09:00-22:00"]
-sat = ["09:00-22:00"]
-sun = "closed"
-
+""" + EXAMPLE_HOURS + """
 [settlement]
 cutoff = "23:00"
 

@@ -31,23 +31,13 @@ from pathlib import Path
 from agent.config import LoadedConfig, NotifyConfig, parse_config
 from agent.replay import PhoneDay, phone_days, replay
 from agent.sim.day import build_day
-from agent.sim.evaluate import PROFILE_ORDER, TZ, as_replay_events, plan_seed, write_history
+from agent.sim.evaluate import BASE_CONFIG, PROFILE_ORDER, TZ, as_replay_events, plan_seed, write_history
 from agent.sim.shops import PROFILES
 from agent.store.journal import Journal
 from agent.store.schema import journal_path
 
-NOISE_CONFIG = """\
-[shop]
-name = "{title}"
-till = "till-1"
-timezone = "Asia/Shanghai"
-currency = "CNY"
-
-{hours}
-[settlement]
-cutoff = "23:00"
-review_lead = "30m"
-
+# The evaluation's shop (agent/sim/evaluate.py) with one people channel: what the phones would get.
+NOISE_CONFIG = BASE_CONFIG + """
 [[channel]]
 name = "phones"
 type = "wecom"

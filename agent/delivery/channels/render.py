@@ -365,20 +365,18 @@ def answered(f: AlertFacts) -> tuple[str, str] | None:
     return None
 
 
+# The lifecycle's own labels, except where a phone needs other words.
 OUTCOME: dict[str, tuple[str, str]] = {
-    AlertState.VOIDED: ("已撤销", "voided"),
-    AlertState.REFUNDED: ("已退货", "refunded"),
+    **STATE_LABELS,
     AlertState.DISMISSED: ("已确认正常", "confirmed genuine"),
     # Nobody checked it: not "resolved".
     AlertState.EXPIRED: ("未核对，已随批次结算过期", "not checked; expired with the batch"),
-    AlertState.VOID_CLAIMED: ("已报撤销，等待终端确认", "void reported, waiting for the terminal"),
-    AlertState.VOID_PRINTED: ("撤销单已打印，等待终端确认", "void printed, waiting for the terminal"),
 }
 
 
 def outcome(f: AlertFacts) -> tuple[str, str]:
     """(zh, en) of what became of an alert: who answered, else its state."""
-    return answered(f) or OUTCOME.get(f.state, STATE_LABELS.get(f.state, (f.state, f.state)))
+    return answered(f) or OUTCOME.get(f.state, (f.state, f.state))
 
 
 def _reply(f: AlertFacts) -> tuple[str, str] | None:
