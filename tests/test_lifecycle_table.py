@@ -43,6 +43,8 @@ EXPECTED: dict[tuple[AlertState, Cause], AlertState | None] = {
     (OPEN, Cause.STAFF_VOIDED): VOIDED, (ESCALATED, Cause.STAFF_VOIDED): None,
     (OPEN, Cause.STAFF_VOID_CLAIMED): VOID_CLAIMED, (ESCALATED, Cause.STAFF_VOID_CLAIMED): None,
     (OPEN, Cause.STAFF_REFUNDED): None, (ESCALATED, Cause.STAFF_REFUNDED): REFUNDED,
+    (OPEN, Cause.STAFF_APP_REFUNDED): REFUNDED, (ESCALATED, Cause.STAFF_APP_REFUNDED): REFUNDED,
+    (VOID_PRINTED, Cause.STAFF_APP_REFUNDED): REFUNDED, (VOID_CLAIMED, Cause.STAFF_APP_REFUNDED): REFUNDED,
     (OPEN, Cause.STAFF_LEGIT): DISMISSED, (ESCALATED, Cause.STAFF_LEGIT): DISMISSED,
     (OPEN, Cause.SETTLEMENT): ESCALATED, (ESCALATED, Cause.SETTLEMENT): None,
     (OPEN, Cause.CUTOFF): ESCALATED, (ESCALATED, Cause.CUTOFF): None,
@@ -93,7 +95,8 @@ def test_who_may_cause_what() -> None:
         Cause.WIRE_VOID, Cause.WIRE_REVERSAL, Cause.WIRE_REFUND}
     assert {c for c, who in WHO.items() if who is Actor.PRINTER} == {Cause.PRINTED_VOID}
     assert {c for c, who in WHO.items() if who is Actor.STAFF} == {
-        Cause.STAFF_VOIDED, Cause.STAFF_VOID_CLAIMED, Cause.STAFF_REFUNDED, Cause.STAFF_LEGIT}
+        Cause.STAFF_VOIDED, Cause.STAFF_VOID_CLAIMED, Cause.STAFF_REFUNDED, Cause.STAFF_APP_REFUNDED,
+        Cause.STAFF_LEGIT}
     assert {c for c, who in WHO.items() if who is Actor.SETTLEGUARD} == {
         Cause.SETTLEMENT, Cause.CUTOFF, Cause.EXPIRY}
 

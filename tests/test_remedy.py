@@ -248,3 +248,15 @@ def test_an_installers_remedy_adds_a_wallet_and_a_bad_one_fails_naming_file_and_
         load_remedies(folder)
     with pytest.raises(RemedyError, match="is not a directory"):
         load_remedies(tmp_path / "nowhere")
+
+
+def test_a_wallet_payment_is_answered_refunded_before_settlement_and_never_voided(tmp_path: Path) -> None:
+    """The app refund the message asks for is an answer the alert takes (found by review)."""
+    line = '\n[[source]]\nname = "terminal"\nprotocol = "jsonl"\nport = "/dev/null"\n'
+    h = Harness(tmp_path, config('\n[rules.AMT-003]\nceiling = "1000.00"\n' + line))
+    h.feed(wallet("000301", 250000, at(15, 0), card_type="WeChat Pay"))
+    alert = opened(h, "AMT-003")
+    voided = h.command("ack", id=alert.code, answer="voided", by="小王")
+    refunded = h.command("ack", id=alert.code, answer="refunded", by="李店长", note="已在微信商户平台退款")
+    assert voided["ok"] is False and "商户后台退款" in voided["error"]
+    assert refunded["ok"] is True and refunded["alert"]["state"] == "refunded"

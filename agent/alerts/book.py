@@ -278,11 +278,15 @@ class AlertBook:
 
         Raises NoSuchAlert, AmbiguousAlert, IllegalTransition or AnswerRefused; str() says what to do.
         """
-        cause = staff_cause(answer, terminal_line=self.terminal_line)
-        if cause is None or WHO[cause] is not Actor.STAFF:
+        if STAFF_ANSWERS.get(answer) is None:
             raise AnswerRefused(f"answer must be one of {', '.join(STAFF_ANSWERS)}")
         if role not in ROLES:
             raise AnswerRefused(f"role must be one of {', '.join(ROLES)}")
+        alert = self.find(text)
+        cause = staff_cause(answer, terminal_line=self.terminal_line, in_app=paid_in_app(alert))
+        if cause is None or WHO[cause] is not Actor.STAFF:
+            raise AnswerRefused("a wallet payment (WeChat Pay, Alipay, QR) cannot be voided on the terminal: refund "
+                                "it in the merchant app and answer refunded / 扫码支付请在商户后台退款后回复“已退货”")
         note = (note or "").strip() or None
         if cause is Cause.STAFF_LEGIT and note is None:
             raise AnswerRefused("legit needs the reason (why the charge is genuine) / 请填写确认正常的原因")
@@ -290,7 +294,6 @@ class AlertBook:
         # a refund on the terminal line resolves the alert by itself), so legit_needs governs both.
         if cause in _WORD_ONLY and self.legit_needs == "manager" and role != "manager":
             raise AnswerRefused(_WORD_ONLY[cause])
-        alert = self.find(text)
         record = {"answer": answer, "by": by, "role": role, "note": note, "at": now.astimezone(self.tz).isoformat()}
         return self.apply(alert, cause, now, actor=by, note=note, answer=record)
 
@@ -318,11 +321,19 @@ class AlertBook:
         return {"ok": True, "alert": alert.to_dict(), "actor": actor}
 
 
+_REFUND_BY_MANAGER = ("only a manager may record a refund done outside the terminal on this till / "
+                      "仅店长可登记终端以外完成的退款")
 _WORD_ONLY: dict[Cause, str] = {
     Cause.STAFF_LEGIT: "only a manager may mark a charge genuine on this till / 仅店长可确认正常交易",
-    Cause.STAFF_REFUNDED: ("only a manager may record a refund done outside the terminal on this till / "
-                           "仅店长可登记终端以外完成的退款"),
+    Cause.STAFF_REFUNDED: _REFUND_BY_MANAGER,
+    Cause.STAFF_APP_REFUNDED: _REFUND_BY_MANAGER,
 }
+
+
+def paid_in_app(alert: Alert) -> bool:
+    """A wallet payment, refunded in its merchant app (the remedy the alert recorded, agent/alerts/remedy.py)."""
+    remedy = alert.evidence.get("remedy") if isinstance(alert.evidence, dict) else None
+    return isinstance(remedy, dict) and remedy.get("where") == "app"
 
 
 class AnswerRefused(ValueError):

@@ -16,6 +16,7 @@ printed_void        printer: a slip          void_printed  refused       refused
 staff_voided        staff, no terminal line  voided        voided        voided        refused    refused
 staff_void_claimed  staff, terminal line     void_claimed  void_claimed  refused       refused    refused
 staff_refunded      staff: refunded          refused       refused       refused       refunded   refused
+staff_app_refunded  staff: wallet refunded   refunded      refunded      refunded      refunded   refused
 staff_legit         staff: legit             dismissed     dismissed     dismissed     dismissed  refused
 settlement          settleguard: settled     escalated     escalated     escalated     refused    refused
 cutoff              settleguard: cutoff      escalated     escalated     escalated     refused    refused
@@ -87,6 +88,9 @@ class Cause(StrEnum):
     STAFF_VOIDED = "staff_voided"        # taken as done: no terminal line could show it
     STAFF_VOID_CLAIMED = "staff_void_claimed"   # waits for the terminal line to show the void
     STAFF_REFUNDED = "staff_refunded"
+    # A wallet payment (WeChat Pay, Alipay, UnionPay QR) refunded in its merchant app: no terminal batch
+    # ends those, so the answer is right before settlement as after it.
+    STAFF_APP_REFUNDED = "staff_app_refunded"
     STAFF_LEGIT = "staff_legit"
     SETTLEMENT = "settlement"            # the terminal's settlement message closed the batch
     CUTOFF = "cutoff"                    # the configured cutoff time closed the batch
@@ -128,6 +132,7 @@ WHO: dict[Cause, Actor] = {
     Cause.STAFF_VOIDED: Actor.STAFF,
     Cause.STAFF_VOID_CLAIMED: Actor.STAFF,
     Cause.STAFF_REFUNDED: Actor.STAFF,
+    Cause.STAFF_APP_REFUNDED: Actor.STAFF,
     Cause.STAFF_LEGIT: Actor.STAFF,
     Cause.SETTLEMENT: Actor.SETTLEGUARD,
     Cause.CUTOFF: Actor.SETTLEGUARD,
@@ -142,6 +147,7 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
         Cause.PRINTED_VOID: AlertState.VOID_PRINTED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
         Cause.STAFF_VOID_CLAIMED: AlertState.VOID_CLAIMED,
+        Cause.STAFF_APP_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
         Cause.SETTLEMENT: AlertState.ESCALATED,
         Cause.CUTOFF: AlertState.ESCALATED,
@@ -154,6 +160,7 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
         Cause.WIRE_REFUND: AlertState.REFUNDED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
         Cause.STAFF_VOID_CLAIMED: AlertState.VOID_CLAIMED,
+        Cause.STAFF_APP_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
         Cause.SETTLEMENT: AlertState.ESCALATED,
         Cause.CUTOFF: AlertState.ESCALATED,
@@ -166,6 +173,7 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
         Cause.WIRE_REVERSAL: AlertState.VOIDED,
         Cause.WIRE_REFUND: AlertState.REFUNDED,
         Cause.STAFF_VOIDED: AlertState.VOIDED,
+        Cause.STAFF_APP_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
         Cause.SETTLEMENT: AlertState.ESCALATED,
         Cause.CUTOFF: AlertState.ESCALATED,
@@ -175,6 +183,7 @@ TRANSITIONS: dict[AlertState, dict[Cause, AlertState]] = {
         Cause.WIRE_REVERSAL: AlertState.VOIDED,
         Cause.WIRE_REFUND: AlertState.REFUNDED,
         Cause.STAFF_REFUNDED: AlertState.REFUNDED,
+        Cause.STAFF_APP_REFUNDED: AlertState.REFUNDED,
         Cause.STAFF_LEGIT: AlertState.DISMISSED,
     },
     AlertState.VOIDED: {},
@@ -288,12 +297,17 @@ def wire_cause(kind: str) -> Cause:
     return {"void": Cause.WIRE_VOID, "reversal": Cause.WIRE_REVERSAL}.get(kind, Cause.WIRE_REFUND)
 
 
-def staff_cause(answer: str, *, terminal_line: bool) -> Cause | None:
-    """The cause a person's answer is; None for an unknown answer.
+def staff_cause(answer: str, *, terminal_line: bool, in_app: bool = False) -> Cause | None:
+    """The cause a person's answer is; None for an unknown answer, or one that does not fit the payment.
 
     "voided" where a terminal line can show the void is only a claim (``void_claimed``) until it does.
+    A wallet payment (``in_app``: refunded in its merchant app) cannot be voided on a terminal, and its
+    refund needs no settled batch.
     """
     cause = STAFF_ANSWERS.get(answer)
+    if in_app:
+        return {Cause.STAFF_REFUNDED: Cause.STAFF_APP_REFUNDED, Cause.STAFF_LEGIT: Cause.STAFF_LEGIT}.get(
+            cause) if cause is not None else None
     if cause is Cause.STAFF_VOIDED and terminal_line:
         return Cause.STAFF_VOID_CLAIMED
     return cause

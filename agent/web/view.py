@@ -44,7 +44,9 @@ def alert_view(data: dict[str, Any], loaded: LoadedConfig, role: str = "cashier"
     amount = suggestion.get("amount_minor", subject.get("amount_minor"))
     when = subject.get("time")
     label = STATE_LABELS.get(data.get("state", ""), (data.get("state", ""), data.get("state", "")))
-    causes = {name: staff_cause(name, terminal_line=terminal_line) for name in ANSWER_LABELS}
+    remedy = (data.get("evidence") or {}).get("remedy")
+    in_app = isinstance(remedy, dict) and remedy.get("where") == "app"
+    causes = {name: staff_cause(name, terminal_line=terminal_line, in_app=in_app) for name in ANSWER_LABELS}
     answers = [name for name, cause in causes.items() if cause is not None and allows(data["state"], cause)
                and not (name in WORD_ONLY and loaded.config.legit_needs == "manager" and role != "manager")]
     return {**data, "view": {
