@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -206,7 +207,11 @@ class Delivery:
     def _send(self, channel: Channel, rows: list[OutboxRow], now: datetime) -> bool:
         ids = [r.id for r in rows]
         notice = self._notice(rows)
-        message_id = rows[0].message_id if len(rows) == 1 else "digest." + ".".join(str(i) for i in ids[:8])
+        # A digest's id names every row it carries: a robot channel remembers per id which parts of a split
+        # message were accepted, so a retry that carries another set of rows must get another id (naming
+        # only the first few once let a row that joined on a retry be marked sent without being sent).
+        message_id = rows[0].message_id if len(rows) == 1 else (
+            f"digest.{ids[0]}.{len(ids)}." + hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16])
         self.outbox.claim(ids, now)
         try:
             outcome = channel.send(notice, message_id=message_id, now=now, sender=self.sender)
