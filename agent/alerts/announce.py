@@ -57,10 +57,11 @@ class Announcer:
         self.changes.append(AlertChange(alert, notice, now))
 
     def to_people(self, notice: NoticeKind, payload: dict[str, Any], now: datetime, *, message_id: str,
-                  deadline: datetime | None) -> None:
-        # Reviews come at their scheduled times; a device notice in quiet hours waits for opening.
+                  deadline: datetime | None, not_before: datetime | None = None) -> None:
+        # Reviews come at their scheduled times (the review itself decides about quiet hours and passes
+        # ``not_before``); a device notice in quiet hours waits for opening.
         held = (self.budget.release(notice, None, now)
-                if self.budget is not None and notice == NoticeKind.DEVICE else None)
+                if self.budget is not None and notice == NoticeKind.DEVICE else not_before)
         for channel in self.people_channels:
             self.journal.enqueue(message_id=message_id, channel=channel, kind=notice.value, alert_id=None,
                                  revision=None, payload=payload, now=now, deadline=deadline,

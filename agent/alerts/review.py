@@ -21,7 +21,17 @@ from agent.model import Alert
 from agent.store.journal import Journal
 from agent.units import format_money
 
+
+def rule_title_zh(rule: str) -> str:
+    """The rule's Chinese title (a line people read says what it is, not its id)."""
+    from agent.rules import RULES  # the catalogue pulls in the rules; only needed when a line is written
+
+    cls = RULES.get(rule)
+    return str(getattr(cls, "title_zh", rule)) if cls else rule
+
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
+# Most expired findings one review lists (a shop closed for weeks could otherwise fill a message).
+UNCHECKED_LISTED = 200
 
 
 def review_order(alerts: Sequence[Alert]) -> list[Alert]:
@@ -33,6 +43,15 @@ def review_order(alerts: Sequence[Alert]) -> list[Alert]:
     return sorted(alerts, key=key)
 
 
+def _item(a: Alert, tz: tzinfo) -> str:
+    """One short line about an alert in a review's list: code, what it is, amount, when."""
+    t = a.transactions[-1] if a.transactions else None
+    code = getattr(a, "code", None) or a.id[-6:]
+    what = format_money(t.amount_minor, t.currency) if t is not None else ""
+    when = t.time.astimezone(tz).strftime("%m-%d %H:%M") if t is not None and t.time else ""
+    return f"· {code} {rule_title_zh(a.rule)} {what} {when}".rstrip()
+
+
 def refund_lines(journal: Journal, budget: NoiseBudget | None, now: datetime, tz: tzinfo) -> list[str]:
     """Escalated findings still waiting for their refund, one short line each: the daily digest they
     move to once their reminders are used up (until the refund window ends)."""
@@ -41,14 +60,21 @@ def refund_lines(journal: Journal, budget: NoiseBudget | None, now: datetime, tz
     waiting = [a for a in journal.alerts(states={AlertState.ESCALATED}, limit=None) if budget.in_refund_window(a, now)]
     if not waiting:
         return []
-    out = [f"待退货 {len(waiting)} 笔："]
-    for a in review_order(waiting):
-        t = a.transactions[-1] if a.transactions else None
-        code = getattr(a, "code", None) or a.id[-6:]
-        what = f"{format_money(t.amount_minor, t.currency)}" if t is not None else ""
-        when = t.time.astimezone(tz).strftime("%m-%d %H:%M") if t is not None and t.time else ""
-        out.append(f"· {code} {a.rule} {what} {when}".rstrip())
-    return out
+    return [f"待退货 {len(waiting)} 笔：", *(_item(a, tz) for a in review_order(waiting))]
+
+
+def unchecked_lines(journal: Journal, since: datetime | None, tz: tzinfo) -> list[str]:
+    """Findings to verify that expired unchecked since the last review: a phone never hears of an expiry
+    on its own (agent/alerts/budget.py), and one raised in quiet hours was never pushed either, so the
+    review says it (the issue's "expire with a 'not checked' note in the digest")."""
+    if since is None:
+        return []
+    expired = [a for a in journal.alerts(states={AlertState.EXPIRED}, limit=UNCHECKED_LISTED, newest=True)
+               if a.updated > since and a.answer is None]
+    if not expired:
+        return []
+    return [f"未核对、已随批次过期 {len(expired)} 笔（如属正常交易，无需处理）：",
+            *(_item(a, tz) for a in review_order(expired))]
 
 
 def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: time | None, tz: tzinfo,
@@ -63,19 +89,30 @@ def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: tim
     """
     alerts = tuple(review_order(journal.alerts(states=AWAITING_VOID, limit=None)))
     deadline = next_cutoff(now, cutoff, tz)
+    previous = journal.get_meta("last_review")
     journal.set_meta("last_review", now.isoformat())
     if budget is not None and budget.is_closed(now.astimezone(tz).date()) and not alerts:
         return {"ok": True, "listed": 0, "closed": True}
-    refunds = refund_lines(journal, budget, now, tz)
-    if not alerts and not all_clear and not refunds:
+    # In quiet hours (a review caught up after a restart, an extra review time at night): no all-clear,
+    # and findings wait for the opening unless one is critical (agent/alerts/budget.py).
+    quiet = budget.quiet_until(now) if budget is not None else None
+    if quiet is not None and not alerts:
+        return {"ok": True, "listed": 0, "quiet": True}
+    critical = budget is not None and any(budget.is_critical(a, now) for a in alerts)
+    since = datetime.fromisoformat(previous) if previous else None
+    sections = [s for s in (refund_lines(journal, budget, now, tz), unchecked_lines(journal, since, tz)) if s]
+    if not alerts and not all_clear and not sections:
         return {"ok": True, "listed": 0}
     notice = NoticeKind.REVIEW if alerts else NoticeKind.ALL_CLEAR
     payload: dict[str, Any] = {"notice": notice.value, "alerts": [a.to_dict() for a in alerts],
-                               "lines": [*lines, *refunds]}
+                               "lines": list(lines), "sections": sections}
     if saw_nothing and not alerts:
         payload["title"] = ["今日未收到任何交易", "No transactions seen today"]
+    elif sections and not alerts:
+        # "No open findings" would contradict the lists below it.
+        payload["title"] = ["今日无新的待处理异常，另见以下清单", "No new open findings; see the lists below"]
     announcer.to_people(notice, payload, now, message_id=f"{notice}.{now.strftime('%Y%m%dT%H%M%S')}",
-                        deadline=deadline)
+                        deadline=deadline, not_before=None if critical else quiet)
     for a in alerts:
         journal.touch_alert(a.id, now)
     announcer.note(ReviewNotice(now, alerts, deadline))

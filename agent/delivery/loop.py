@@ -263,8 +263,11 @@ class Delivery:
         # Reviews, all-clears and device notices go alone (SINGLE_KINDS) and carry their own lines.
         title = rows[0].payload.get("title") if len(rows) == 1 else None
         lines = tuple(str(x) for x in rows[0].payload.get("lines", ())) if len(rows) == 1 else ()
+        raw_sections = rows[0].payload.get("sections", ()) if len(rows) == 1 else ()
+        sections = tuple(tuple(str(x) for x in sec) for sec in raw_sections if isinstance(sec, list) and sec)
         return Notice(kind=kind, alerts=tuple(alerts), shop=self.shop, source=self.source, created=created,
-                      deadline=deadline, title=(str(title[0]), str(title[1])) if title else None, lines=lines)
+                      deadline=deadline, title=(str(title[0]), str(title[1])) if title else None, lines=lines,
+                      sections=sections)
 
 
 def _own_limiter(channel: Channel) -> RateLimiter | None:

@@ -41,6 +41,9 @@ class Notice:
     deadline: datetime | None = None     # batch cutoff, for "time left"
     title: tuple[str, str] | None = None  # (zh, en) headline instead of the kind's own (device notices)
     lines: tuple[str, ...] = ()          # facts below the headline: the day's count and total, which wire
+    # Lists after the alerts (a review's refunds still to do, findings that expired unchecked): the first
+    # line of each is its heading. Blocks of their own, so a split message never repeats them.
+    sections: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in frozenset(NoticeKind):

@@ -468,12 +468,26 @@ def sort_key(alert: Mapping[str, Any]) -> tuple[int, int]:
     return SEVERITY_RANK.get(str(alert.get("severity")), 3), -(amount if isinstance(amount, int) else 0)
 
 
+# Lines of a review's list kept together in one block (a block is what a split never cuts).
+SECTION_CHUNK = 15
+
 _HEADLINES = {
     NoticeKind.DIGEST: ("可疑交易 {n} 条", "{n} suspicious transactions"),
     NoticeKind.REVIEW: ("结算前复核：{n} 条待处理", "Pre-settlement review: {n} open"),
     NoticeKind.ALL_CLEAR: ("今日无待处理异常", "No open findings today"),
     NoticeKind.DEVICE: ("设备需要检查", "Check the equipment"),
 }
+
+
+def _section_blocks(sections: tuple[tuple[str, ...], ...]) -> list[list[Line]]:
+    """Each list as blocks of SECTION_CHUNK lines, its heading first (and again, marked, on a later chunk
+    that a split puts in another message)."""
+    blocks: list[list[Line]] = []
+    for heading, *items in sections:
+        for start in range(0, max(len(items), 1), SECTION_CHUNK):
+            title = heading if start == 0 else f"{heading.rstrip('：:')}（续）"
+            blocks.append([Line(title, "strong"), *(Line(item) for item in items[start:start + SECTION_CHUNK])])
+    return blocks
 
 
 def compose(notice: Notice, now: datetime, tz: tzinfo | None = None, *, languages: Languages = ZH_ONLY,
@@ -519,7 +533,7 @@ def compose(notice: Notice, now: datetime, tz: tzinfo | None = None, *, language
             head_zh += f"：请在 {soonest} 前处理" if soonest else "：请处理"
             head_en += f": deal with them before {soonest}" if soonest else ""
         head += [Line(shop_line)]
-        if not all_facts:
+        if not all_facts and not notice.sections:
             head += out.say("今日无待处理异常", "no open findings")
         blocks = [_todo_block(f, out, headline=False) for f in all_facts]
     elif n == 1:
@@ -534,6 +548,7 @@ def compose(notice: Notice, now: datetime, tz: tzinfo | None = None, *, language
     else:
         head += [Line(shop_line)]
     head += [line for text in notice.lines for line in [Line(text)]]
+    blocks += _section_blocks(notice.sections)
     headline = out.both(head_zh, head_en)
     return scrubbed(Document(title=headline, head=(Line(headline, "strong"), *head),
                              blocks=tuple(tuple(b) for b in blocks)))
