@@ -449,3 +449,15 @@ def test_a_finding_that_joins_a_split_digest_on_its_retry_is_sent_not_marked_sen
     got = set(re.findall(r"编号 (K7Q\w)", " ".join(json.loads(r.body)["markdown"]["content"] for r in sender.sent)))
     journal.close()
     assert set(codes[:11]) <= got, sorted(set(codes[:11]) - got)
+
+
+def test_an_off_hours_alert_reads_in_chinese_only_on_a_closed_day(tmp_path: Path) -> None:
+    """'（周六：closed，宽限 15m）' leaked English into a zh-only message (found by review)."""
+    from tests.helpers import EXAMPLE_HOURS
+
+    h = Harness(tmp_path, config(EXAMPLE_HOURS))
+    h.feed(sale("000401", 4500, datetime(2026, 11, 29, 14, 22, tzinfo=SHANGHAI)))   # a Sunday: closed
+    late = next(c.alert for c in h.changes if getattr(c, "notice", None) == "opened").to_dict()
+    assert "休息" in late["reason_zh"] and "closed" not in late["reason_zh"] and "15m" not in late["reason_zh"]
+    content = _announce(late, "opened")
+    assert _english(content) is None, content

@@ -75,14 +75,19 @@ class OutsideHours(BaseRule[OutsideHoursParams]):
         wd = view.local.weekday()
         weekday = WEEKDAYS[wd].capitalize()
         g = format_duration(grace) if grace else "0m"
+        # Chinese readers get Chinese words for the schedule ("closed") and the grace ("15 分钟").
+        hours_zh = "休息" if hours == "closed" else hours
+        g_zh = f"{int(grace.total_seconds() // 60)} 分钟"
         return [self.finding(
             view, [],
             f"{_kind_en(view)} {money(view)} at {hhmm(view)} on {weekday} {when(view)[:10]} (voucher "
             f"{view.voucher_label}) is outside opening hours ({weekday}: {hours}, grace {g})",
             f"{_kind_zh(view)} {money(view)} 发生在 {when(view)[:10]} {_WEEKDAY_ZH[wd]} {hhmm(view)}"
-            f"（凭证号 {view.voucher_label}），不在营业时间内（{_WEEKDAY_ZH[wd]}：{hours}，宽限 {g}）",
+            f"（凭证号 {view.voucher_label}），不在营业时间内（{_WEEKDAY_ZH[wd]}：{hours_zh}，宽限 {g_zh}）",
             evidence(view.local.isoformat(), hours, {"schedule_day": cal.schedule_day(local_day)},
-                     grace_seconds=int(grace.total_seconds())),
+                     grace_seconds=int(grace.total_seconds()),
+                     plain_zh=f"{hhmm(view)} 不在营业时间（{_WEEKDAY_ZH[wd]} {hours_zh}）",
+                     plain_en=f"{hhmm(view)} is outside opening hours ({weekday}: {hours})"),
         )]
 
 
