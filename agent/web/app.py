@@ -312,7 +312,9 @@ def create_app(till: Till, gate: Gate) -> Flask:
             reply = till.ask("ack", timeout=ASK_TIMEOUT, id=alert_id, answer=answer, by=s.name, note=note,
                              role=s.role)
         except queue.Empty:
-            raise ApiError(503, "系统忙，请稍后再试 / settleguard is busy: try again") from None
+            # The answer is queued and will still be applied: say so, or a second tap meets a 409.
+            raise ApiError(503, "系统忙，回复已排队；请稍后刷新查看，勿重复提交 / settleguard is busy: the answer is "
+                                "queued — refresh in a moment to see it, do not send it again") from None
         if not isinstance(reply, dict) or not reply.get("ok"):
             why = reply.get("error") if isinstance(reply, dict) else None
             log.info("web answer %s on %s by %s refused: %s", answer, alert_id, s.name, why)
