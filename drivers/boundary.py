@@ -102,7 +102,7 @@ def scrub_event(event: Event) -> Event:
             if tenders != event.tenders:
                 changes["tenders"] = tenders
     elif isinstance(event, ReceiptText):
-        for name in ("source", "terminal_id"):
+        for name in ("source", "terminal_id", "unread_template", "unread_field"):
             _scrub_field(event, name, changes)
         if isinstance(event.lines, tuple) and all(isinstance(x, str) for x in event.lines):
             lines = scrub_lines(event.lines)
@@ -203,9 +203,12 @@ def _check_settlement(s: Settlement) -> str | None:
 def _check_receipt(r: ReceiptText) -> str | None:
     why = (_text(r.source, "source", MAX_SOURCE_CHARS, required=True) or _text(r.terminal_id, "terminal_id",
                                                                                  MAX_FIELD_CHARS)
-           or _time(r.time))
+           or _time(r.time) or _text(r.unread_template, "unread_template", MAX_FIELD_CHARS)
+           or _text(r.unread_field, "unread_field", MAX_FIELD_CHARS))
     if why is not None:
         return why
+    if r.unread is not None and r.unread not in ReceiptText.UNREAD:
+        return f"unread: must be one of {', '.join(ReceiptText.UNREAD)}"
     if not isinstance(r.lines, tuple) or len(r.lines) > MAX_LINES:
         return f"lines: more than {MAX_LINES} lines, or not a list"
     if not isinstance(r.qr, tuple) or len(r.qr) > MAX_QR:

@@ -215,11 +215,19 @@ class ReceiptText:
     lines: tuple[str, ...] = field(default_factory=tuple)
     terminal_id: str | None = None
     qr: tuple[str, ...] = field(default_factory=tuple)
+    # Seen but not understood (issue 18): set by the decoder on a receipt that looks like a payment slip
+    # or a sales receipt but gave no event. ``unread`` is "no_template" (no template fits) or
+    # "missing_field" (``unread_template`` fits but ``unread_field``, a required field, is missing).
+    unread: str | None = None
+    unread_template: str | None = None
+    unread_field: str | None = None
 
-    SCHEMA: ClassVar[tuple[str, ...]] = ("source", "terminal_id", "time", "lines", "qr")
+    SCHEMA: ClassVar[tuple[str, ...]] = ("source", "terminal_id", "time", "lines", "qr", "unread",
+                                         "unread_template", "unread_field")
+    UNREAD: ClassVar[tuple[str, ...]] = ("no_template", "missing_field")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "type": self.type,
             "source": self.source,
             "terminal_id": self.terminal_id,
@@ -227,6 +235,9 @@ class ReceiptText:
             "lines": list(self.lines),
             "qr": list(self.qr),
         }
+        if self.unread is not None:   # only when set: the JSON of an understood receipt is unchanged
+            out.update(unread=self.unread, unread_template=self.unread_template, unread_field=self.unread_field)
+        return out
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> ReceiptText:
@@ -240,12 +251,18 @@ class ReceiptText:
         source = obj.get("source")
         if not isinstance(source, str):
             raise EventError("source is required and must be a string")
+        unread = _opt_str(obj.get("unread"), "unread")
+        if unread is not None and unread not in cls.UNREAD:
+            raise EventError(f"unread must be one of {', '.join(cls.UNREAD)} (got {unread!r})")
         return cls(
             source=source,
             time=_parse_time(obj.get("time"), "time"),
             lines=tuple(lines),
             terminal_id=_opt_str(obj.get("terminal_id"), "terminal_id"),
             qr=tuple(qr),
+            unread=unread,
+            unread_template=_opt_str(obj.get("unread_template"), "unread_template"),
+            unread_field=_opt_str(obj.get("unread_field"), "unread_field"),
         )
 
 
