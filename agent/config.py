@@ -2,9 +2,10 @@
 
 (Over 500 lines: every table's validation in one place, so each error names file, line and field.)
 
-Secrets may be inline, ``env:NAME`` or ``file:PATH`` (systemd LoadCredential=);
-they are resolved at load time so a missing credential is a configuration
-error, not a failed delivery at 22:59.
+Secrets may be inline, ``env:NAME`` or ``file:PATH`` (systemd LoadCredential=). A channel's
+``env:``/``file:`` secrets are resolved when the channel is built to send (``run`` builds every
+channel at start-up, so a missing credential is still a configuration error there, not a failed
+delivery at 22:59); ``replay`` and ``check-config`` never need them (:func:`unresolved_secrets`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,27 @@ def reveal(value: SecretStr | str | None) -> str | None:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SECRET_REF_PREFIXES = ("env:", "file:")
+# Where systemd's LoadCredential= puts credentials inside the service, and where the shipped unit reads them.
+CREDENTIALS_RUNTIME = "file:/run/credentials/settleguard.service/"
+CREDENTIALS_SOURCE = "file:/etc/settleguard/credentials/"
+
+
+def is_secret_ref(value: SecretStr | str | None) -> bool:
+    raw = reveal(value)
+    return isinstance(raw, str) and raw.startswith(SECRET_REF_PREFIXES)
+
+
+def secret_fix(reference: str) -> str:
+    """The exact step that makes ``reference`` (``env:NAME`` / ``file:PATH``) resolve."""
+    if reference.startswith("env:"):
+        name = reference[4:]
+        return (f"export {name}=<the value> before running settleguard (under systemd: a drop-in with "
+                f"Environment={name}=..., or LoadCredential= and file:/run/credentials/settleguard.service/...)")
+    path = reference[5:]
+    return f"put the secret in {path} (one line, readable by the service user), or write it inline"
 
 
 def _resolve_secret(value: str) -> str:
@@ -308,19 +330,38 @@ class ChannelConfig(_Strict):
             raise ValueError('languages is ["zh"] or ["zh", "en"] (each once, at least one)')
         return v
 
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_secrets(cls, raw: Any) -> Any:
-        """env:/file: secrets are read now, but only for enabled channels (a disabled example needs none)."""
-        if not isinstance(raw, dict) or raw.get("enabled", True) is False:
-            return raw
-        out = dict(raw)
+    def references(self) -> list[tuple[str, str]]:
+        """(field, ``env:``/``file:`` reference) of each secret read only when the channel is built to send."""
+        out = [(name, reveal(getattr(self, name))) for name in ("key", "secret") if is_secret_ref(getattr(self, name))]
+        out += [(f"secrets[{i}]", reveal(x)) for i, x in enumerate(self.secrets) if is_secret_ref(x)]
+        return [(f, r) for f, r in out if r is not None]
+
+    def resolved(self) -> ChannelConfig:
+        """This channel with its secrets read (env/file), for sending; ValueError names the field and the fix."""
+        values: dict[str, Any] = {}
         for name in ("key", "secret"):
-            if isinstance(out.get(name), str):
-                out[name] = _resolve_secret(out[name])
-        if isinstance(out.get("secrets"), list):
-            out["secrets"] = [_resolve_secret(x) if isinstance(x, str) else x for x in out["secrets"]]
+            if is_secret_ref(getattr(self, name)):
+                values[name] = SecretStr(_resolve_field(name, reveal(getattr(self, name)) or ""))
+        if any(is_secret_ref(x) for x in self.secrets):
+            values["secrets"] = [SecretStr(_resolve_field(f"secrets[{i}]", reveal(x) or "")) if is_secret_ref(x)
+                                 else x for i, x in enumerate(self.secrets)]
+        if not values:
+            return self
+        out = self.model_copy(update=values)
+        if out.type == "webhook":
+            for secret in (out.secret, *out.secrets):
+                if secret:
+                    _check_webhook_secret(secret.get_secret_value())
         return out
+
+    def inert(self) -> ChannelConfig:
+        """This channel with stand-ins for unread secrets: for replay, which lays messages out and sends nothing."""
+        stand_in = _INERT_WEBHOOK_SECRET if self.type == "webhook" else "replay-sends-nothing"
+        values: dict[str, Any] = {name: SecretStr(stand_in) for name in ("key", "secret")
+                                  if is_secret_ref(getattr(self, name))}
+        if any(is_secret_ref(x) for x in self.secrets):
+            values["secrets"] = [SecretStr(stand_in) if is_secret_ref(x) else x for x in self.secrets]
+        return self.model_copy(update=values) if values else self
 
     @model_validator(mode="after")
     def _needs(self) -> ChannelConfig:
@@ -336,9 +377,42 @@ class ChannelConfig(_Strict):
             _check_http_url(self.url.get_secret_value())
         if self.type == "webhook":
             for secret in (self.secret, *self.secrets):
-                if secret:
+                if secret and not is_secret_ref(secret):   # a reference is checked when it is read
                     _check_webhook_secret(secret.get_secret_value())
         return self
+
+
+_INERT_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"replay sends nothing, signs nothing").decode()
+
+
+def _resolve_field(field: str, reference: str) -> str:
+    try:
+        value = _resolve_secret(reference)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}; fix: {secret_fix(reference)}") from None
+    if not value:
+        raise ValueError(f"{field}: {reference} is empty; fix: {secret_fix(reference)}")
+    return value
+
+
+def unresolved_secrets(config: Config) -> list[tuple[str, str, str]]:
+    """(where, what is wrong, the fix) for each enabled channel's secret that cannot be read now."""
+    out: list[tuple[str, str, str]] = []
+    for i, ch in enumerate(config.channel):
+        if not ch.enabled:
+            continue
+        for name, reference in ch.references():
+            if reference.startswith(CREDENTIALS_RUNTIME) and not Path(CREDENTIALS_RUNTIME[5:]).is_dir():
+                # Outside the service (a shell on the till): LoadCredential= hands the service this file
+                # from /etc/settleguard/credentials/ (systemd/settleguard.service); check that one.
+                reference = CREDENTIALS_SOURCE + reference.removeprefix(CREDENTIALS_RUNTIME)
+            try:
+                problem = "" if _resolve_secret(reference) else f"{reference} is empty"
+            except ValueError as exc:
+                problem = str(exc)
+            if problem:
+                out.append((f"channel[{i}] ({ch.name}).{name}", problem, secret_fix(reference)))
+    return out
 
 
 def _check_http_url(url: str) -> None:

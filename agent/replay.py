@@ -108,7 +108,7 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
          keep_evidence: bool, until: datetime | None) -> None:
     from agent.delivery.channels.factory import build_channels, routing
 
-    channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path)
+    channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path, sending=False)
     journal = Journal(journal_path(state))
     # Replay runs on the events' own time: the clock is where the capture is, moved before each batch
     # and each scheduled job. With nothing to replay, any instant will do: nothing reads it.
@@ -264,7 +264,7 @@ def count_phones(loaded: LoadedConfig, path: Path, start: datetime, end: datetim
     from agent.delivery.loop import Delivery
 
     cfg = loaded.config
-    channels = build_channels(cfg, tz=loaded.tz, path=loaded.path)
+    channels = build_channels(cfg, tz=loaded.tz, path=loaded.path, sending=False)
     _, people = routing(cfg, channels)
     counters = [_Counter(c) for c in channels if c.name in people]
     if not counters:

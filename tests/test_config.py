@@ -63,15 +63,21 @@ type = "webhook"
 url = "http://127.0.0.1:9/x"
 secret = "file:{secret_file}"
 ''')
-    robot, hq = loaded.config.channel
+    # Read when the channel is built to send (resolved()), not at load: replay and check-config need none.
+    robot, hq = (c.resolved() for c in loaded.config.channel)
     assert robot.key is not None and robot.key.get_secret_value() == "abc-123-key"
     assert hq.secret is not None and hq.secret.get_secret_value() == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     assert "abc-123-key" not in f"{robot!r} {robot} {robot.model_dump_json()}"
 
 
-def test_a_missing_secret_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_secret_is_a_configuration_error_when_the_channel_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.delivery.channels.factory import build_channels
+
     monkeypatch.delenv("SG_MISSING", raising=False)
-    e = error(BASE + '\n[[channel]]\nname = "robot"\ntype = "wecom"\nkey = "env:SG_MISSING"\n')
+    loaded = parse_config(BASE + '\n[[channel]]\nname = "robot"\ntype = "wecom"\nkey = "env:SG_MISSING"\n')
+    with pytest.raises(ConfigError) as info:
+        build_channels(loaded.config)   # what run (preflight) does at start-up: exit 78
+    e = info.value
     assert "SG_MISSING" in e.message and e.field.startswith("channel[0]")
 
 

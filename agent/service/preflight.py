@@ -29,12 +29,15 @@ from drivers.clock import ManualClock
 _DRY_AMOUNT = 12345
 
 
-def preflight(loaded: LoadedConfig, now: datetime) -> list[Any]:
-    """Build every part of ``loaded``; returns the channels (the daemon uses them); raises ConfigError."""
+def preflight(loaded: LoadedConfig, now: datetime, *, sending: bool = True) -> list[Any]:
+    """Build every part of ``loaded``; returns the channels (the daemon uses them); raises ConfigError.
+
+    ``sending=False`` (check-config, having warned about unreadable secrets) builds the channels with
+    inert stand-ins for their env:/file: secrets: everything else is still checked."""
     from agent.delivery.channels.factory import build_channels
 
     path = loaded.path
-    channels = build_channels(loaded.config, tz=loaded.tz, path=path)   # raises ConfigError itself
+    channels = build_channels(loaded.config, tz=loaded.tz, path=path, sending=sending)   # raises ConfigError itself
     _step(path, "source", lambda: _decoders(loaded))
     _step(path, "settlement", lambda: _schedule(loaded, now))
     _step(path, "rules", lambda: _dry_run(loaded, channels, now))

@@ -31,7 +31,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from agent.config import LoadedConfig
+from agent.config import LoadedConfig, is_secret_ref
 from drivers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("settleguard.reload")
@@ -109,7 +109,11 @@ def config_secrets(loaded: LoadedConfig) -> list[str]:
         if not ch.enabled:
             continue
         # The URL too: add_secrets registers its userinfo, query values and path tokens.
-        out += [s.get_secret_value() for s in (ch.url, ch.key, ch.secret, *ch.secrets) if s]
+        try:
+            ch = ch.resolved()
+        except ValueError:
+            pass   # unreadable now: building the channel refuses it; its stand-in reference is no secret
+        out += [s.get_secret_value() for s in (ch.url, ch.key, ch.secret, *ch.secrets) if s and not is_secret_ref(s)]
     return out
 
 

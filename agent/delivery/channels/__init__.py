@@ -56,7 +56,7 @@ class ChannelSettings(Protocol):
 
 
 def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout: float = 10.0,
-                 public_url: str | None = None) -> Channel:
+                 public_url: str | None = None, sending: bool = True) -> Channel:
     """A channel for one config entry; ValueError names what is missing.
 
     ``public_url`` is the till page's address (``[web] public_url``): messages then link each alert
@@ -68,9 +68,16 @@ def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout
         from agent.delivery.channels.render import check_public_url
 
         public_url = check_public_url(public_url)
+    # env:/file: secrets are read here, when a channel is built to send, and only then (agent/config.py);
+    # a channel that never sends (replay's counters) gets inert stand-ins and reads nothing.
+    if sending and hasattr(settings, "resolved"):
+        settings = settings.resolved()
+    elif not sending and hasattr(settings, "inert"):
+        settings = settings.inert()
     channel = _make_channel(settings, tz=tz, timeout=timeout, public_url=public_url)
-    register_url(getattr(channel, "url", None))
-    add_secrets([settings.key, settings.secret, *settings.secrets])
+    if sending:
+        register_url(getattr(channel, "url", None))
+        add_secrets([settings.key, settings.secret, *settings.secrets])
     return channel
 
 

@@ -9,7 +9,9 @@ from agent.delivery.channels import make_channel
 from agent.delivery.channels.base import Channel
 
 
-def build_channels(config: Config, *, tz: tzinfo | None = None, path: str = "<config>") -> list[Channel]:
+def build_channels(config: Config, *, tz: tzinfo | None = None, path: str = "<config>",
+                   sending: bool = True) -> list[Channel]:
+    """Every enabled channel; ``sending=False`` (replay: lays messages out, sends nothing) reads no secret."""
     timeout = config.delivery.timeout.total_seconds()
     # The till page's address, when the shop has one ([web] public_url): links in every message.
     public_url = getattr(getattr(config, "web", None), "public_url", None)
@@ -25,7 +27,7 @@ def build_channels(config: Config, *, tz: tzinfo | None = None, path: str = "<co
         if not c.enabled:
             continue
         try:
-            channels.append(make_channel(c, tz=tz, timeout=timeout, public_url=public_url))
+            channels.append(make_channel(c, tz=tz, timeout=timeout, public_url=public_url, sending=sending))
         except ValueError as exc:
             raise ConfigError(path, f"channel[{i}] ({c.name})", str(exc)) from None
     return channels
