@@ -44,6 +44,7 @@ from agent.store.orders import OrderStore
 from agent.watch.terminal_clock import META_KEY as CLOCKS_KEY
 from agent.watch.terminal_clock import TerminalClocks
 from agent.watch.terminal_clock import describe as describe_clock
+from agent.watch import unread
 from agent.watch.wires import META_KEY as WIRES_KEY
 from agent.watch.wires import WireWatch, day_lines, episode_notice
 from drivers.boundary import check_event, rejected
@@ -76,7 +77,8 @@ class Pipeline:
         self.on_commit = on_commit
         self.counts = {"events": 0, "transactions": 0, "new_transactions": 0, "reprints": 0, "settlements": 0,
                        "receipts": 0, "orders": 0, "alerts_opened": 0, "alerts_resolved": 0, "alerts_escalated": 0,
-                       "reviews": 0, "batches_closed": 0, "quarantined": 0, "command_errors": 0}
+                       "reviews": 0, "batches_closed": 0, "quarantined": 0, "command_errors": 0,
+                       "unread_receipts": 0}
         self.budget = NoiseBudget(loaded)
         self.announcer = Announcer(journal, channels=channels, people_channels=people_channels, budget=self.budget)
         self.alerts = AlertBook(journal, self.announcer, tz=self.tz, cutoff=self.config.settlement.cutoff_time,
@@ -341,6 +343,8 @@ class Pipeline:
                 continue
             self.counts["events"] += 1
             if isinstance(event, ReceiptText):
+                if event.unread is not None:
+                    self._unread(event, batch)
                 if pending_receipt is not None:
                     self._store_receipt(pending_receipt, batch, None)
                 pending_receipt = event
@@ -363,6 +367,21 @@ class Pipeline:
             last = self._last_txn.get(batch.source)
             near = last if last and not refused and batch.received - last[1] <= timedelta(minutes=2) else None
             self._store_receipt(pending_receipt, batch, near[0] if near else None)
+
+    def _unread(self, receipt: ReceiptText, batch: EventBatch) -> None:
+        """A slip seen but not understood (agent/watch/unread.py): counted; the installer told once a day."""
+        self.counts["unread_receipts"] += 1
+        now = self.clock.now()
+        text, entry, tell = unread.observe(self.journal.get_meta(unread.META_KEY), receipt, batch.source, now,
+                                           self.tz)
+        self.journal.set_meta(unread.META_KEY, text)
+        if tell:
+            log.warning("source %s: a slip was not understood (%s%s%s), %d so far", batch.source, entry.reason,
+                        f", template {entry.template}" if entry.template else "",
+                        f", field {entry.field}" if entry.field else "", entry.count)
+            self.announcer.to_people(NoticeKind.DEVICE, unread.payload(entry), now, deadline=None,
+                                     message_id=f"device.unread.{entry.reason}.{entry.template or '-'}."
+                                                f"{entry.field or '-'}.{entry.notified}")
 
     def _store_receipt(self, receipt: ReceiptText, batch: EventBatch, txn_id: int | None) -> None:
         self.counts["receipts"] += 1

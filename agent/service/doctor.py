@@ -61,6 +61,7 @@ def run_checks(config_path: Path, state_dir: Path, *, network: bool = False, clo
         journal_checks, newest = check_journal(journal)
         checks += journal_checks
         checks += check_wires(journal, loaded.tz if loaded is not None else None)
+        checks += check_unread(journal, now, loaded.tz if loaded is not None else None)
     else:
         checks.append(Check("journal", "skip", f"no journal yet at {journal} (created on first start)"))
     if loaded is not None:
@@ -248,6 +249,42 @@ def check_wires(path: Path, tz: tzinfo | None = None) -> list[Check]:
         thresholds = sorted((state.get("thresholds") or {}).items())
         limits = ", ".join(f"{n} {round(float(t) / 60)} min" for n, t in thresholds)
         checks.append(Check("wires", "ok", f"every source delivered within its quiet limit ({limits or 'none'})"))
+    return checks
+
+
+# -- slips seen but not understood (agent/watch/unread.py keeps them in the journal) --------------------------
+UNREAD_RECENT = timedelta(days=1)   # still happening: a fail, in the "To fix" list; older: a warning
+
+
+def check_unread(path: Path, now: datetime, tz: tzinfo | None = None) -> list[Check]:
+    """Each layout or template that left slips unread: how many, since when, a masked excerpt, the field."""
+    from agent.store.queries import open_read_only
+    from agent.store.schema import StoreError
+    from agent.watch import unread
+
+    try:
+        with open_read_only(path) as reader:
+            items = unread.load(reader.meta_value(unread.META_KEY))
+    except StoreError:
+        return []  # the journal check above already says what is wrong with the file
+    if not items:
+        return []   # nothing unread ever (or no printer tap at all): nothing to say
+    checks = []
+    for u in sorted(items.values(), key=lambda u: u.last, reverse=True):
+        last = u.last.astimezone(tz) if tz is not None else u.last
+        when = f"{u.count} slip(s) from {u.source}, last {last:%Y-%m-%d %H:%M}: \"{u.excerpt}\""
+        if u.reason == "missing_field":
+            name = f"template {u.template}"
+            detail = f"fits but misses the required field {u.field}: {when}"
+            fix = (f"correct the pattern of {u.field} in template {u.template} for this layout "
+                   "(`settleguard template test TEMPLATE CAPTURE` shows what it extracts)")
+        else:
+            name = "receipt layout"
+            detail = f"looks like a payment slip or sales receipt but no template fits: {when}"
+            fix = ("add a template for this layout (`settleguard template suggest CAPTURE` proposes one from a "
+                   "capture of it); `settleguard decode` shows the text that was read")
+        checks.append(Check(name, "fail" if now - u.last <= UNREAD_RECENT else "warn",
+                            detail + " — no rule checked these transactions", fix))
     return checks
 
 

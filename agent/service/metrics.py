@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from agent.watch import unread
 from agent.watch.wires import META_KEY as WIRES_KEY
 
 log = logging.getLogger("settleguard.metrics")
@@ -44,6 +45,7 @@ class JournalSample:
     outbox_dead: int = 0
     wires: dict[str, Any] = field(default_factory=dict)   # agent/watch/wires.py's state (episodes, today's counters)
     quarantined: int = 0      # inputs the event boundary refused, ever (meta 'quarantine_total')
+    unread: dict[tuple[str, str, str], int] = field(default_factory=dict)   # (template, field, reason) -> slips
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +66,11 @@ def read_journal(path: Path, now: datetime) -> JournalSample:
         outbox = reader.outbox_stats(now)
         wires = _wire_state(reader.meta_value(WIRES_KEY))
         quarantined = reader.quarantine_total()
+        unread_items = unread.load(reader.meta_value(unread.META_KEY))
     return JournalSample(alerts=alerts, outbox_pending=outbox["pending"],
                          outbox_oldest_pending_seconds=outbox["oldest_pending_seconds"], outbox_dead=outbox["dead"],
-                         wires=wires, quarantined=quarantined)
+                         wires=wires, quarantined=quarantined,
+                         unread={(u.template or "", u.field or "", u.reason): u.count for u in unread_items.values()})
 
 
 def _wire_state(text: str | None) -> dict[str, Any]:
@@ -141,6 +145,10 @@ def render(snap: Snapshot) -> str:
     lines += _family("settleguard_outbox_dead", "gauge", "Messages that could not be delivered (dead letters).",
                      [("", j.outbox_dead)])
     lines += quarantine_lines(j)
+    lines += _family("settleguard_receipts_unread_total", "counter",
+                     "Slips that looked like a payment or a sale but gave no event, by template, missing field "
+                     "and reason (no_template, missing_field); empty labels where none applies.",
+                     ((_labels(template=t, field=f, reason=r), n) for (t, f, r), n in sorted(j.unread.items())))
     lines += _family("settleguard_delivery_failures_total", "counter", "Failed delivery attempts per channel.",
                      ((_labels(channel=c), n) for c, n in sorted(snap.delivery_failures.items())))
     lines += _wire_families(j.wires)
