@@ -709,6 +709,21 @@ class TerminalConfig(_Strict):
     remedies: str | None = None                 # a directory of the installer's own remedy files
 
 
+class HistoryConfig(_Strict):
+    """[history]: the rolling capture of decoded, card-masked events per source (agent/history.py), kept in
+    the state directory as one JSON-lines file per source and shop day, which ``replay --protocol jsonl``
+    reads; the oldest files go first once ``keep`` or ``max_mb`` is passed."""
+
+    enabled: bool = True
+    keep: Duration = timedelta(days=45)   # files older than this go
+    max_mb: int = Field(default=200, ge=1, le=100_000)   # all sources together; the oldest day goes first
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(days=1), timedelta(days=3660))
+
+
 class Config(_Strict):
     shop: ShopConfig = ShopConfig()
     settlement: SettlementConfig = SettlementConfig()
@@ -722,6 +737,7 @@ class Config(_Strict):
     match: MatchConfig = MatchConfig()
     terminal: TerminalConfig = TerminalConfig()
     notify: NotifyConfig = NotifyConfig()
+    history: HistoryConfig = HistoryConfig()
 
     @property
     def legit_needs(self) -> str:

@@ -32,6 +32,7 @@ from agent.alerts.budget import NoiseBudget
 from agent.alerts.lifecycle import NoticeKind
 from agent.alerts.remedy import RemedyBook
 from agent.config import LoadedConfig, SourceConfig
+from agent.history import History
 from agent.match import TillMatching
 from agent.messages import BatchClosed, Command, EventBatch
 from agent.model import RETURNING_KINDS, Event, ReceiptText, Settlement, Transaction, identity_key, new_ulid
@@ -41,10 +42,10 @@ from agent.rules.engine import RuleEngine
 from agent.schedule import SCHEDULED_JOBS, mark_schedule
 from agent.store.journal import Journal, StoredTxn
 from agent.store.orders import OrderStore
+from agent.watch import unread
 from agent.watch.terminal_clock import META_KEY as CLOCKS_KEY
 from agent.watch.terminal_clock import TerminalClocks
 from agent.watch.terminal_clock import describe as describe_clock
-from agent.watch import unread
 from agent.watch.wires import META_KEY as WIRES_KEY
 from agent.watch.wires import WireWatch, day_lines, episode_notice
 from drivers.boundary import check_event, rejected
@@ -64,7 +65,7 @@ class Pipeline:
     def __init__(self, loaded: LoadedConfig, journal: Journal, *, clock: Clock,
                  channels: Sequence[str] = (), listeners: Sequence[Callable[[Any], None]] = (),
                  on_commit: Callable[[], None] | None = None, people_channels: Sequence[str] | None = None,
-                 evidence_dir: Path | None = None) -> None:
+                 evidence_dir: Path | None = None, history: History | None = None) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.tz = loaded.tz
@@ -94,6 +95,9 @@ class Pipeline:
         self.wires = WireWatch(journal, ShopCalendar(loaded.hours, self.tz))
         self._wires_saved = journal.get_meta(WIRES_KEY)
         self.last_progress = self.clock.monotonic()
+        # The rolling capture (agent/history.py): events handled in this transaction, written once it commits.
+        self.history = history
+        self._captured: list[tuple[str, Event, datetime]] = []
         self._warm_state()   # also builds self.till (matching the till's sales, agent/match.py)
 
     def _build_till(self) -> TillMatching:
@@ -195,8 +199,10 @@ class Pipeline:
                 self._match_due()
         except BaseException:
             self.announcer.discard()  # rolled back: nothing it announced happened
+            self._captured.clear()
             raise
         _acknowledge(items)
+        self._write_history()
         self._prune_if_due()
         changes, enqueued = self.announcer.take()
         if enqueued and self.on_commit:
@@ -246,7 +252,7 @@ class Pipeline:
         """A savepoint around one item: if it raises, its journal writes, its counts and the notices it
         queued are all undone before the exception goes on (an environmental error then rolls back the
         whole transaction anyway; any other is the caller's to quarantine or answer)."""
-        counts, mark = dict(self.counts), self.announcer.mark()
+        counts, mark, captured = dict(self.counts), self.announcer.mark(), len(self._captured)
         try:
             with self.journal.savepoint():
                 yield
@@ -254,6 +260,7 @@ class Pipeline:
             self.counts.clear()
             self.counts.update(counts)
             self.announcer.rewind(mark)
+            del self._captured[captured:]
             raise
 
     def _salvage(self, batch: EventBatch, why: str) -> None:
@@ -289,6 +296,14 @@ class Pipeline:
             # Logged, but not one line per rejected input: a noisy wire would flood the journal.
             log.warning("quarantined input from %s (%s): %s [%d so far]", batch.source, rej.stage, rej.reason,
                         self.counts["quarantined"])
+
+    def _write_history(self) -> None:
+        captured, self._captured = self._captured, []
+        if self.history is not None and captured:
+            try:
+                self.history.append(captured)
+            except Exception:   # a capture is a convenience: it never stops the pipeline
+                log.exception("history: writing the capture failed")
 
     def _match_due(self) -> None:
         """Charges whose grace ended (agent/match.py), on the pipeline's clock after every item it handled.
@@ -342,6 +357,8 @@ class Pipeline:
                 refused = True
                 continue
             self.counts["events"] += 1
+            if self.history is not None:
+                self._captured.append((batch.source, event, batch.received))
             if isinstance(event, ReceiptText):
                 if event.unread is not None:
                     self._unread(event, batch)
@@ -512,6 +529,8 @@ class Pipeline:
                                 terminal_line=has_terminal_line(s.protocol for s in self.config.source),
                                 legit_needs=self.config.legit_needs,
                                 remedies=RemedyBook.from_config(self.config))
+        if self.history is not None:
+            self.history.settings, self.history.tz = loaded.config.history, self.tz
         self.wires.calendar = ShopCalendar(loaded.hours, self.tz)
         self.wires.thresholds = {}   # recomputed at the next check, for the new sources and hours
         self.announcer.route(channels, people_channels)

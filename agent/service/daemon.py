@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config
 from agent.delivery.channels.factory import routing
+from agent.history import History
 from agent.messages import STOP, AlertChange, Command, EventBatch
 from agent.pipeline import Pipeline
 from agent.schedule import Scheduler, catch_up, missed_review, read_schedule_mark, scheduled
@@ -144,7 +145,9 @@ class Daemon:
         self.pipeline = Pipeline(self.loaded, journal, clock=self.clock, channels=primary,
                                  people_channels=people,
                                  listeners=self.listeners, on_commit=self._wake_delivery,
-                                 evidence_dir=self.state_dir / "evidence")
+                                 evidence_dir=self.state_dir / "evidence",
+                                 history=(History(self.state_dir / "history", cfg.history, self.loaded.tz)
+                                          if cfg.history.enabled else None))
         if self.sender is None:
             from agent.delivery.channels.http import HttpxSender
 

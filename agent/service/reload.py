@@ -15,6 +15,7 @@ holds the two parts that can be reasoned about without it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -109,10 +110,9 @@ def config_secrets(loaded: LoadedConfig) -> list[str]:
         if not ch.enabled:
             continue
         # The URL too: add_secrets registers its userinfo, query values and path tokens.
-        try:
+        # Unreadable now: building the channel refuses it; the reference itself is no secret.
+        with contextlib.suppress(ValueError):
             ch = ch.resolved()
-        except ValueError:
-            pass   # unreadable now: building the channel refuses it; its stand-in reference is no secret
         out += [s.get_secret_value() for s in (ch.url, ch.key, ch.secret, *ch.secrets) if s and not is_secret_ref(s)]
     return out
 

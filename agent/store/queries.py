@@ -87,6 +87,18 @@ class JournalReader:
                 (terminal_id, utc_text(since), utc_text(until))).fetchall()
         return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
+    def journal_events(self, since: datetime, until: datetime, source: str | None = None
+                       ) -> list[tuple[datetime, str, str]]:
+        """(received, source, Event JSON) of every event the journal kept from ``since`` up to ``until``:
+        each transaction sighting as it was seen (not the merged row), receipts, settlements and orders, in
+        the order received (a receipt before what it printed for, then transactions, orders, settlements)."""
+        where = "received >= ? AND received < ?" + (" AND source = ?" if source is not None else "")
+        args: list[Any] = [utc_text(since), utc_text(until)] + ([source] if source is not None else [])
+        parts = [f"SELECT received, {rank} AS rank, id, source, data FROM {table} WHERE {where}"
+                 for table, rank in (("receipts", 0), ("sightings", 1), ("orders", 2), ("settlements", 3))]
+        rows = self.conn.execute(" UNION ALL ".join(parts) + " ORDER BY received, rank, id", args * 4).fetchall()
+        return [(from_utc_text(r[0]), str(r[3]), str(r[4])) for r in rows]
+
     def meta_value(self, k: str) -> str | None:
         row = self.conn.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
         return str(row[0]) if row else None

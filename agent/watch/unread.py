@@ -110,6 +110,6 @@ def notice(entry: Unread) -> tuple[tuple[str, str], list[str]]:
 
 def payload(entry: Unread) -> dict[str, Any]:
     title, lines = notice(entry)
-    return {"notice": NoticeKind.DEVICE.value, "problem": "unread_receipt", "source": entry.source, "reason": entry.reason,
-            "template": entry.template, "field": entry.field, "count": entry.count, "title": list(title),
-            "lines": lines}
+    return {"notice": NoticeKind.DEVICE.value, "problem": "unread_receipt", "source": entry.source,
+            "reason": entry.reason, "template": entry.template, "field": entry.field, "count": entry.count,
+            "title": list(title), "lines": lines}
