@@ -529,8 +529,10 @@ class Pipeline:
                                 terminal_line=has_terminal_line(s.protocol for s in self.config.source),
                                 legit_needs=self.config.legit_needs,
                                 remedies=RemedyBook.from_config(self.config))
-        if self.history is not None:
+        if self.history is not None:   # turned on only by a restart (the daemon makes the writer)
             self.history.settings, self.history.tz = loaded.config.history, self.tz
+            if not loaded.config.history.enabled:
+                self.history = None
         self.wires.calendar = ShopCalendar(loaded.hours, self.tz)
         self.wires.thresholds = {}   # recomputed at the next check, for the new sources and hours
         self.announcer.route(channels, people_channels)
