@@ -88,4 +88,23 @@ def test_secrets_are_read_when_a_channel_is_built_to_send_and_only_then(tmp_path
     secret_file.write_text("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", encoding="utf-8")
     channels = build_channels(loaded.config)
     assert unresolved_secrets(loaded.config) == []
-    assert getattr(channels[0], "key", None) == "robot-key" or "robot-key" in repr(vars(channels[0]))
+    assert "key=robot-key" in getattr(channels[0], "url", "")       # the robot sends with the key it read
+    inert = build_channels(loaded.config, sending=False)
+    assert "robot-key" not in getattr(inert[0], "url", "")           # replay's stand-in read nothing
+
+
+def test_check_config_still_checks_the_secrets_it_can_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    monkeypatch.delenv("SG_TEST_KEY", raising=False)
+    secret_file = tmp_path / "hq-secret"
+    secret_file.write_text("not-a-whsec\n", encoding="utf-8")
+    cfg = tmp_path / "settleguard.toml"
+    cfg.write_text(CONFIG.format(key="env:SG_TEST_KEY", secret=f"file:{secret_file}"), encoding="utf-8")
+    assert main(["check-config", str(cfg)]) == 78      # the unset key is a warning; the bad webhook secret is not
+    err = capsys.readouterr().err
+    assert "warning" in err and "SG_TEST_KEY" in err and "channel[1] (hq)" in err and "whsec_" in err
+    secret_file.write_text("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", encoding="utf-8")
+    assert main(["check-config", str(cfg)]) == 0
+    assert main(["check-config", "--strict", str(cfg)]) == 78

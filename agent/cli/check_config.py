@@ -36,6 +36,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # Everything `run` would build, built once: a value that parses but fails when used is refused here.
         # Secrets that cannot be read were reported above; the rest is built as the service would build it.
         preflight(loaded, SYSTEM_CLOCK.now(), sending=not missing)
+        if missing:   # the channels whose secrets do read: their values checked as sending would check them
+            unreadable = {where.rsplit(".", 1)[0] for where, _, _ in missing}
+            for i, ch in enumerate(loaded.config.channel):
+                where = f"channel[{i}] ({ch.name})"
+                if ch.enabled and where not in unreadable:
+                    try:
+                        ch.resolved()
+                    except ValueError as exc:
+                        raise ConfigError(args.file, where, str(exc)) from None
     except ConfigError as exc:
         err(str(exc))
         return EX_CONFIG
