@@ -35,6 +35,7 @@ from agent.sim.rig import ShopRig
 from agent.sim.sink import RobotSink, WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.journal import Journal
+from agent.store.queries import open_read_only
 from agent.store.schema import journal_path
 from drivers.clock import SYSTEM_CLOCK, ManualClock
 
@@ -227,12 +228,20 @@ def _decoded_past(pipeline: Pipeline, before: int) -> Callable[[], bool]:
     return lambda: pipeline.counts["events"] > before
 
 
+def _outbox_due(daemon: Daemon, now: Any) -> tuple[int, int]:
+    """(due, held) read on a connection of our own: the delivery thread's is its alone (sqlite3
+    connections are not to be shared between threads while one is in use)."""
+    with open_read_only(journal_path(daemon.state_dir)) as reader:
+        return reader.outbox_due(now)
+
+
 def _wait_delivered(daemon: Daemon, clock: ManualClock, timeout: float) -> None:
     def delivered() -> bool:
         # Due now: what quiet hours hold back for the morning is not waited for (the summary counts it).
-        if daemon.delivery.outbox.outbox_due(clock.now())[0] == 0:
+        if _outbox_due(daemon, clock.now())[0] == 0:
             return True
-        daemon.delivery.wake.set()
+        if daemon.delivery is not None:
+            daemon.delivery.wake.set()
         return False
 
     _wait(delivered, timeout=timeout, pace=0.05)
@@ -264,7 +273,7 @@ def _summary(console: Console, daemon: Daemon, notes: list[Any], sink: WebhookSi
     table.add_row("结算前复核 / pre-close reviews", str(counts.get("reviews", 0)))
     table.add_row("结算后升级为退货 / escalated to refund", str(counts.get("alerts_escalated", 0)))
     table.add_row("店铺群消息 / messages to the group's phones", str(len(phone.messages)))
-    held = daemon.delivery.outbox.outbox_due(daemon.clock.now())[1] if daemon.delivery else 0
+    held = _outbox_due(daemon, daemon.clock.now())[1]
     table.add_row("夜间静默，留待开门发送 / held for opening (quiet hours)", str(held))
     table.add_row("webhook 已送达（签名有效） / delivered, signature ok", str(len(sink.received)))
     table.add_row("webhook 请求（含重试） / requests incl. retries", str(sink.requests))
