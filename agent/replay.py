@@ -32,7 +32,7 @@ from agent.store.journal import Journal
 from agent.store.outbox import OutboxAsOf
 from agent.store.schema import journal_path
 from drivers.clock import ManualClock
-from drivers.events import Event, ReceiptText
+from drivers.events import Event, ReceiptText, Transaction
 from drivers.protocols import build_decoder
 
 CHUNK = 2000  # events per journal transaction: one commit per chunk keeps replay fast and still atomic
@@ -66,11 +66,19 @@ def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: 
         decoder = build_decoder(protocol, tz=tz, options=options, source=protocol)
         events = decoder.feed(data, ref) + decoder.flush(ref)
         stats[str(path)] = decoder.stats
+        # A receipt's text (stamped when it was read, not when it was printed) and any event without a time
+        # are replayed with the event they precede, which the receipt was printed for; at the end of a
+        # capture with the one before; in a capture without any time, at ref. So a receipt keeps its place
+        # when several captures are merged by time.
+        times: list[datetime | None] = [None if isinstance(ev, ReceiptText) else ev.time for ev in events]
+        following: datetime | None = None
+        for i in range(len(times) - 1, -1, -1):
+            if times[i] is None:
+                times[i] = following
+            following = times[i]
         last_time: datetime | None = None
-        for ev in events:
-            t = ev.time if ev.time is not None else last_time
-            if t is None:
-                t = ref
+        for ev, t in zip(events, times, strict=True):
+            t = t or last_time or ref
             last_time = t
             out.append((ev, t.astimezone(UTC)))
     # A receipt keeps its place right before the transaction it printed (same instant, stable sort).
@@ -78,12 +86,45 @@ def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: 
     return out, stats
 
 
-def replay(loaded: LoadedConfig, events: Iterable[tuple[Event, datetime]], *, state: Path | None = None,
+# An event and the instant it is replayed at, optionally with the [[source]] it came from (several wires).
+ReplayItem = tuple[Event, datetime] | tuple[Event, datetime, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """One capture of a several-wire replay: the [[source]] it is replayed as, its protocol, the file."""
+
+    name: str
+    protocol: str
+    path: Path
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def decode_wires(wires: Sequence[Wire], tz: tzinfo, received: datetime | None = None,
+                 ) -> tuple[list[tuple[Event, datetime, str]], dict[str, Any]]:
+    """Each capture decoded as its source would decode it live, then all merged by time: a day of the
+    terminal line and the till's printer replays as the daemon saw it. Within one instant a capture
+    named earlier comes first; within a capture the decoded order is kept (a receipt before the
+    transaction printed on it)."""
+    merged: list[tuple[Event, datetime, str]] = []
+    stats: dict[str, Any] = {}
+    for wire in wires:
+        events, one = decode_captures([wire.path], wire.protocol, tz, received, options=wire.options)
+        stats.update({f"{wire.name}={path}": s for path, s in one.items()})
+        merged.extend((ev, at, wire.name) for ev, at in events)
+    merged.sort(key=lambda item: item[1])
+    return merged, stats
+
+
+def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | None = None,
            listener: Callable[[Any], None] | None = None, source: str = "replay",
            until: datetime | None = None, phones: bool = True) -> ReplayResult:
     """The captured events through the pipeline, the daemon's scheduler stepping on simulated time
     until ``until`` (default: an hour after the last event); with ``phones``, what each people
-    channel would have received, counted by the real delivery loop (:func:`count_phones`)."""
+    channel would have received, counted by the real delivery loop (:func:`count_phones`).
+
+    An item that names its source (:func:`decode_wires`) is handed to the pipeline as that source's, as
+    the daemon would (``[match] sources`` names the till's wires); the others as ``source``'s."""
     result = ReplayResult()
     items = list(events)
     holder = None
@@ -103,7 +144,7 @@ def replay(loaded: LoadedConfig, events: Iterable[tuple[Event, datetime]], *, st
             holder.cleanup()
 
 
-def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
+def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
          listener: Callable[[Any], None] | None, source: str, result: ReplayResult,
          keep_evidence: bool, until: datetime | None) -> None:
     from agent.delivery.channels.factory import build_channels, routing
@@ -153,6 +194,16 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
             if posted:
                 pipeline.process(posted)
 
+        # Matching the till's sales (agent/match.py): live, the idle pipeline judges a charge the moment its
+        # grace ends. Replay does the same at that instant, so a sale printed after the grace is too late
+        # here as it is live, and an alert opens when it would.
+        matcher = pipeline.till.matcher
+        grace = matcher.grace if matcher is not None else None
+
+        def judge_at(t: datetime) -> None:
+            clock.set(max(t, clock.now()))
+            pipeline.process([Command("tick")])
+
         def schedule_until(limit: datetime) -> None:
             """Every scheduler step due up to ``limit``. Reminder minutes in which the journal says none can
             be due are skipped: the job would find nothing, and the next step posts the latest firing."""
@@ -164,25 +215,44 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
                     due = start + reminder_step * -((start - due) // reminder_step)   # the firing at or after it
                     if due <= clock.now():
                         due += reminder_step
-                t = min((x for x in (nxt, due) if x is not None), default=None)
+                judge = matcher.next_due() if matcher is not None else None
+                t = min((x for x in (nxt, due, judge) if x is not None), default=None)
                 if t is None or t > limit:
                     return
+                if judge is not None and t == judge and t != nxt and t != due:
+                    judge_at(t)
+                    continue
                 if nxt is not None and t == nxt:
                     cursor[0] += 1
                 step_to(t)
 
         pending: list[EventBatch | Command] = []
-        held: list[Event] = []  # a receipt travels with the transaction printed on it (one batch)
+        # A receipt travels with the transaction printed on it (one batch), on its own wire.
+        held: dict[str, list[Event]] = {}
         # A chunk spans less than the shortest reminder interval: an alert it opens cannot fall due
         # for a reminder before the chunk is committed and the journal is asked.
         span = budget.first_interval
         since: datetime | None = None     # the first event of the chunk being gathered
-        for event, at in items:
+        charged: datetime | None = None   # the first transaction of the chunk (matching: its grace runs)
+        for item in items:
+            event, at = item[0], item[1]
+            wire = item[2] if len(item) > 2 else source   # type: ignore[misc]
+            if matcher is not None and grace is not None:
+                # Every pending item came before any grace the matcher knows of ends (checked as each came):
+                # hand them over, then judge each charge at the end of its grace, up to this item.
+                due = matcher.next_due()
+                if pending and ((charged is not None and at >= charged + grace) or (due is not None and due <= at)):
+                    pipeline.process(pending, before_each=follow)
+                    pending, charged = [], None
+                    due = matcher.next_due()
+                while due is not None and due <= at and (cursor[0] >= len(fixed) or due < fixed[cursor[0]]):
+                    judge_at(due)
+                    due = matcher.next_due()
             if reminding and pending and since is not None and at - since >= span:
                 pipeline.process(pending, before_each=follow)
                 pending = []
             if not pending:
-                since = at
+                since, charged = at, None
             if (cursor[0] < len(fixed) and fixed[cursor[0]] <= at) or (reminding and _reminder_may_fall(
                     journal, budget, clock, at)):
                 if pending:
@@ -190,15 +260,16 @@ def _run(loaded: LoadedConfig, items: list[tuple[Event, datetime]], state: Path,
                     pending = []
                 schedule_until(at)
             if isinstance(event, ReceiptText):
-                held.append(event)
+                held.setdefault(wire, []).append(event)
                 continue
-            pending.append(EventBatch(source, (*held, event), at))
-            held = []
+            pending.append(EventBatch(wire, (*held.pop(wire, ()), event), at))
+            if charged is None and isinstance(event, Transaction):
+                charged = at
             if len(pending) >= CHUNK:
                 pipeline.process(pending, before_each=follow)
-                pending = []
-        if held:
-            pending.append(EventBatch(source, tuple(held), items[-1][1]))
+                pending, charged = [], None
+        for wire, texts in held.items():
+            pending.append(EventBatch(wire, tuple(texts), items[-1][1]))
         if pending:
             pipeline.process(pending, before_each=follow)
         schedule_until(end)

@@ -24,17 +24,16 @@ def add_parser(sub: Any) -> None:
     rp.add_argument("--until", metavar="TIME", help="run the schedule (review, cutoff, reminders) on to this "
                     "shop-local time, e.g. 2026-11-28T11:00 (default: an hour after the last event)")
     rp.add_argument("--state", help="keep the replay journal here (default: a temporary directory)")
-    rp.add_argument("captures", nargs="+", metavar="CAPTURE")
+    rp.add_argument("--capture", action="append", default=[], metavar="NAME=[PROTOCOL:]FILE",
+                    help="one wire of several, replayed as the [[source]] NAME with its decoder options (the "
+                         "protocol defaults to that source's); repeat for each wire, e.g. --capture "
+                         "terminal=cn_ecr:day.bin --capture till=escpos:printer.bin: merged by time")
+    rp.add_argument("captures", nargs="*", metavar="CAPTURE")
     rp.set_defaults(func=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
-    from rich.console import Console
-
-    from agent.alerts.report import alert_line, notification_json, phone_table, summary_table
-    from agent.replay import decode_captures, phone_days, replay
+    from agent.replay import decode_captures
     from agent.sources import decoder_options
 
     try:
@@ -44,6 +43,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EX_CONFIG
     tz = zone_arg(args.tz) or loaded.tz
     sources = loaded.config.source
+    if args.capture or not args.captures:
+        return _replay_wires(args, loaded, tz)
     if args.source is not None:
         chosen = next((s for s in sources if s.name == args.source), None)
         if chosen is None:
@@ -57,13 +58,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         protocol = args.protocol or (sources[0].protocol if sources else "auto")
         chosen = next((s for s in sources if s.protocol == protocol), None)
     options = decoder_options(chosen) if chosen is not None else {}
-    until = None
-    if args.until:
-        try:
-            until = datetime.fromisoformat(args.until)
-        except ValueError:
-            return usage_error(f"--until {args.until!r} is not a time like 2026-11-28T11:00")
-        until = until if until.tzinfo else until.replace(tzinfo=loaded.tz)
     paths = [Path(p) for p in args.captures]
     for p in paths:
         if not p.is_file():
@@ -78,6 +72,75 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not events:
         err("no events decoded from " + ", ".join(map(str, paths)) + f" as {protocol}")
         return EX_DATAERR
+    return _run_replay(args, loaded, events, stats)
+
+
+def _replay_wires(args: argparse.Namespace, loaded: Any, tz: Any) -> int:
+    """``--capture NAME=[PROTOCOL:]FILE`` repeated: each wire decoded as its [[source]], merged by time."""
+    from agent.replay import Wire, decode_wires
+    from agent.sources import decoder_options
+    from drivers.protocols import PROTOCOLS
+
+    if not args.capture:
+        return usage_error("replay needs capture files, or --capture NAME=[PROTOCOL:]FILE for each wire")
+    if args.captures or args.protocol or args.source:
+        return usage_error("--capture names each wire's source and protocol: give no --protocol, --source or "
+                           "plain capture files with it")
+    sources = {s.name: s for s in loaded.config.source}
+    wires: list[Wire] = []
+    for spec in args.capture:
+        name, eq, rest = spec.partition("=")
+        if not eq or not name or not rest:
+            return usage_error(f"--capture {spec!r}: expected NAME=[PROTOCOL:]FILE, e.g. terminal=cn_ecr:day.bin")
+        protocol, colon, path = rest.partition(":")
+        if not colon or (protocol not in PROTOCOLS and protocol != "auto"):
+            protocol, path = "", rest      # no protocol given (or a path with a colon in it)
+        cfg = sources.get(name)
+        if cfg is None and not protocol:
+            return usage_error(f"--capture {spec}: no [[source]] named {name} in {args.config} to take the protocol "
+                               f"from (there are: {', '.join(sources) or 'none'}); write {name}=PROTOCOL:{path}")
+        if cfg is not None and protocol and protocol != cfg.protocol:
+            return usage_error(f"--capture {spec}: source {name} is {cfg.protocol}, not {protocol}")
+        if name in {w.name for w in wires}:
+            return usage_error(f"--capture {spec}: source {name} given twice (one file per wire)")
+        p = Path(path)
+        if not p.is_file():
+            err(f"{p}: no such capture file")
+            return EX_DATAERR
+        if cfg is None:
+            err(f"note: no [[source]] named {name} in {args.config}: {p} is decoded with the {protocol} decoder's "
+                f"defaults")
+        if cfg is not None:
+            wires.append(Wire(name, protocol or cfg.protocol, p, decoder_options(cfg)))
+        else:
+            wires.append(Wire(name, protocol, p))
+    try:
+        events, stats = decode_wires(wires, tz)
+    except ValueError as exc:
+        return usage_error(str(exc))
+    except TypeError as exc:
+        return usage_error(f"bad decoder option in a source: {exc}")
+    if not events:
+        err("no events decoded from " + ", ".join(f"{w.name}={w.path}" for w in wires))
+        return EX_DATAERR
+    return _run_replay(args, loaded, events, stats)
+
+
+def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[str, Any]) -> int:
+    from datetime import datetime
+
+    from rich.console import Console
+
+    from agent.alerts.report import alert_line, notification_json, phone_table, summary_table
+    from agent.replay import phone_days, replay
+
+    until = None
+    if args.until:
+        try:
+            until = datetime.fromisoformat(args.until)
+        except ValueError:
+            return usage_error(f"--until {args.until!r} is not a time like 2026-11-28T11:00")
+        until = until if until.tzinfo else until.replace(tzinfo=loaded.tz)
     err_console = Console(stderr=True)
     out_console = Console(highlight=False)
 

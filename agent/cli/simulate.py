@@ -26,6 +26,12 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--speed", type=float, default=600.0, help="simulated seconds per real second (0 = flat out)")
     s.add_argument("--scenario", default="demo", help="demo | clean | mixed")
     s.add_argument("--count", type=int, help="ordinary sales in the day (clean/mixed)")
+    s.add_argument("--profile", help="the shop: restaurant | convenience | boutique | cafe (cafe: both wires, the "
+                   "terminal and the till; needs --out and --till-out). Default: the demo shop")
+    s.add_argument("--till-out", metavar="FILE", help="with a both-wires profile: write the till's wire here "
+                   "(its printed 小票, or its orders as JSON lines: --till-protocol)")
+    s.add_argument("--till-protocol", default="escpos", choices=["escpos", "jsonl"],
+                   help="the till's wire: escpos (receipts read by the bundled cn_sales_receipt template) or jsonl")
     s.add_argument("--tz", help="shop time zone (default Asia/Shanghai)")
     s.add_argument("--labels", help="with --out: write the anomaly labels as JSON lines here")
     s.add_argument("--baudrate", type=int, default=9600)
@@ -48,6 +54,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     tz = zone_arg(args.tz) or ZoneInfo("Asia/Shanghai")
     day = args.date or SYSTEM_CLOCK.now().astimezone(tz).date()
+    if args.profile is not None:
+        return _simulate_profile(args, tz, day)
+    if args.till_out:
+        return usage_error("--till-out needs a shop with both wires: --profile cafe")
     try:
         events = build_day(args.scenario, seed=args.seed, tz=tz, count=args.count, day=day)
     except ValueError as exc:
@@ -81,3 +91,52 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             play(events, writer.write, args.protocol, speed=args.speed)
         return EX_OK
     return usage_error("simulate needs one of --pty, --port DEV or --out FILE")
+
+
+def _simulate_profile(args: argparse.Namespace, tz: ZoneInfo, day: date) -> int:
+    """A day of one of the evaluation's shops; a both-wires shop writes the terminal's and the till's wire."""
+    from agent.sim.day import build_day
+    from agent.sim.shops import PROFILES, TILL_PROFILES
+    from agent.sim.terminal import encode_event
+    from agent.sim.till_day import build_till_day
+    from agent.sim.wire_till import encode as encode_order
+    from drivers.events import Order
+
+    profile = PROFILES.get(args.profile) or TILL_PROFILES.get(args.profile)
+    if profile is None:
+        return usage_error(f"--profile {args.profile}: no such shop (known: "
+                           f"{', '.join([*PROFILES, *TILL_PROFILES])})")
+    if not args.out:
+        return usage_error("--profile writes a day to files: give --out (and --till-out for a both-wires shop)")
+    scenario = "clean" if args.scenario == "demo" else args.scenario
+    try:
+        if profile.till is None:
+            if args.till_out:
+                return usage_error(f"--till-out: shop {profile.name} has no till wire (both wires: "
+                                   f"{', '.join(TILL_PROFILES)})")
+            events = build_day(scenario, seed=args.seed, tz=tz, count=args.count, day=day, profile=profile)
+        else:
+            if not args.till_out:
+                return usage_error(f"shop {profile.name} has two wires: give --till-out FILE for the till's")
+            events = build_till_day(scenario, seed=args.seed, tz=tz, count=args.count, day=day, profile=profile)
+    except ValueError as exc:
+        return usage_error(str(exc))
+    terminal = [e for e in events if not isinstance(e.event, Order)]
+    orders = [e.event for e in events if isinstance(e.event, Order)]
+    with open(args.out, "wb") as fh:
+        for e in terminal:
+            fh.write(encode_event(args.protocol, e.event, reprint=e.reprint))   # type: ignore[arg-type]
+    if args.till_out:
+        with open(args.till_out, "wb") as fh:
+            for o in orders:
+                fh.write(encode_order(o, args.till_protocol))
+    if args.labels:
+        with open(args.labels, "w", encoding="utf-8") as lf:
+            for e in terminal:
+                if e.label is not None or e.reprint:
+                    lf.write(json.dumps({"at": e.at.isoformat(), "label": e.label, "reprint": e.reprint,
+                                         "voucher_no": getattr(e.event, "voucher_no", None)}) + "\n")
+    print(f"wrote {len(terminal)} terminal events ({args.protocol}) to {args.out}"
+          + (f" and {len(orders)} till orders ({args.till_protocol}) to {args.till_out}" if args.till_out else ""),
+          file=sys.stderr)
+    return EX_OK

@@ -41,6 +41,24 @@ class BigTickets:
     extras_sigma: float = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class TillSide:
+    """A shop whose till is tapped too (issue 17): how its sales are paid and when the 小票 prints.
+
+    The till prints every sale (its order); the terminal charges the card and QR tenders. On an
+    integrated (ECR) sale the till sends the amount, so the charge cannot be mistyped and the receipt
+    prints after the approval; on a standalone sale the cashier keys the amount and prints the receipt
+    before or after charging.
+    """
+
+    card_share: float = 0.40           # paid by card alone
+    qr_share: float = 0.40             # by a wallet's QR code (微信 / 支付宝) on the terminal
+    split_share: float = 0.06          # in two parts (card + cash, card + QR, QR + cash)
+    # the rest is cash
+    integrated_share: float = 0.6      # electronic sales whose amount the till sent to the terminal
+    receipt_before_share: float = 0.5  # standalone sales whose receipt prints before the charge
+
+
 def _every_day(*ranges: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(ranges) for _ in WEEKDAYS)
 
@@ -76,6 +94,7 @@ class ShopProfile:
     per_day: int = 300                 # a typical day's sales (history)
     operators: tuple[str, ...] = ("01", "02", "03")
     bins: tuple[str, ...] = ("622576", "621700", "622848", "436742", "625807", "524047")
+    till: TillSide | None = None       # the till's printer (or JSON line) is tapped too: both wires
 
     def hours_config(self, closures: tuple[date, ...] = ()) -> HoursConfig:
         return HoursConfig.model_validate({
@@ -157,3 +176,25 @@ BOUTIQUE = ShopProfile(
 )
 
 PROFILES: dict[str, ShopProfile] = {p.name: p for p in (RESTAURANT, CONVENIENCE, BOUTIQUE)}
+
+# Both wires (issue 17): a café-restaurant whose till prints a 小票 for every sale and whose terminal is
+# on an ECR link for most card and QR sales; the cashier keys the rest on the terminal by hand. Tickets
+# like the restaurant's (RMB 68 typical, set menus for groups), open every day, cash still taken.
+CAFE = ShopProfile(
+    name="cafe", title="港式茶餐厅 徐家汇店", terminal_id="31009921", merchant_id="898310058130077",
+    batch_no=None,
+    hours=_every_day("08:00-22:00"),
+    holidays="cn", closed_on_holidays=False,
+    median_minor=6800, sigma=0.55,
+    tail=BigTickets(0.02, ((38800, 0.40), (58800, 0.35), (88800, 0.25)),
+                    extras_share=0.40, extras_median_minor=8000, extras_sigma=0.6),
+    price_steps=((100, 0.70), (10, 0.30)),
+    peaks=(Peak(9.0, 1500, 0.15), Peak(12.25, 2400, 0.35), Peak(18.75, 3000, 0.30)),
+    late_share=0.01, regulars=300, regular_share=0.3, day_reuse=0.02,
+    decline_rate=0.015, void_rate=0.004, refund_rate=0.0, per_day=300,
+    operators=("01", "02", "03"),
+    till=TillSide(),
+)
+
+# Shops whose till is tapped as well as the terminal (evaluated with and without the till side).
+TILL_PROFILES: dict[str, ShopProfile] = {CAFE.name: CAFE}
