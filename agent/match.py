@@ -74,6 +74,7 @@ class _Charge:
     held: list[Finding] = field(default_factory=list)
     verdict: str | None = None
     tender: _Tender | None = None
+    until: datetime | None = None                    # judged then, not at arrived + grace (see _judge)
 
 
 @dataclass
@@ -140,25 +141,42 @@ class Matcher:
         return out
 
     # -- the grace ------------------------------------------------------------------------------
+    def _due_at(self, charge: _Charge) -> datetime:
+        return charge.until or charge.arrived + self.grace
+
     def next_due(self) -> datetime | None:
-        waiting = [c.arrived for c in self.charges.values() if c.verdict is None]
-        return min(waiting) + self.grace if waiting else None
+        waiting = [self._due_at(c) for c in self.charges.values() if c.verdict is None]
+        return min(waiting) if waiting else None
 
     def due(self, now: datetime) -> Outcome:
         """Charges whose grace is over, judged; then what left the horizon forgotten."""
         out = Outcome()
         for charge in sorted(self.charges.values(), key=lambda c: c.arrived):
-            if charge.verdict is None and charge.arrived + self.grace <= now:
-                self._judge(charge, out)
+            if charge.verdict is None and self._due_at(charge) <= now:
+                self._judge(charge, out, now)
         self._prune(now)
         return out
 
-    def _judge(self, charge: _Charge, out: Outcome) -> None:
+    def _judge(self, charge: _Charge, out: Outcome, now: datetime) -> None:
         view = charge.view
         also = sorted({f.rule for f in charge.held})
         tender = self._exact(charge)
         if tender is not None:
             self._pay(tender, charge, out)
+            return
+        # A sale printed less than a grace ago may still get its own charge (a 小票 printed before the
+        # charge): this charge is no evidence against it yet. Judge again once that sale had its grace.
+        unpaid = [t for t in self._tenders(charge, self.window) if t.paid_by is None and not t.misses
+                  and not self._nearer_rival(t, charge, now)]
+        fresh = [t for t in unpaid if t.order.utc + self.grace > now]
+        # A sale whose grace is over and that no charge paid is what a mistyped charge leaves behind: that
+        # comes before "charged twice" (a mistyped amount often equals another sale's, paid minutes ago).
+        settled = [t for t in unpaid if t not in fresh]
+        if settled:
+            self._mismatch(charge, min(settled, key=lambda t: _rank(t, view)), out, also)
+            return
+        if fresh:
+            charge.until = max(t.order.utc for t in fresh) + self.grace
             return
         first = self._paid_twice(charge)
         if first is not None:
@@ -168,14 +186,25 @@ class Matcher:
             return
         tender = self._unpaid_nearby(charge)
         if tender is not None:
-            tender.misses.append(view.key)
-            gap = int(abs((tender.order.utc - view.utc).total_seconds()))
-            self._decide(charge, MISMATCH, tender, out, self.r001 and self.r001.found(
-                view, intended_minor=tender.amount_minor, method=tender.method, order_no=tender.order.order_no,
-                order_total_minor=tender.order.total_minor, seconds_apart=gap, also=also))
+            self._mismatch(charge, tender, out, also)
             return
         self._decide(charge, NO_SALE, None, out, self.r003 and self.r003.found(
             view, grace_seconds=int(self.grace.total_seconds()), also=also))
+
+    def _nearer_rival(self, tender: _Tender, charge: _Charge, now: datetime) -> bool:
+        """Another charge judged now is nearer in time to this unpaid sale: it has the better claim to be
+        that sale's mistyped charge (this one is judged without the sale)."""
+        gap = abs(tender.order.utc - charge.view.utc)
+        return any(c is not charge and c.verdict is None and self._due_at(c) <= now
+                   and abs(tender.order.utc - c.view.utc) < gap for c in self.charges.values())
+
+    def _mismatch(self, charge: _Charge, tender: _Tender, out: Outcome, also: list[str]) -> None:
+        view = charge.view
+        tender.misses.append(view.key)
+        gap = int(abs((tender.order.utc - view.utc).total_seconds()))
+        self._decide(charge, MISMATCH, tender, out, self.r001 and self.r001.found(
+            view, intended_minor=tender.amount_minor, method=tender.method, order_no=tender.order.order_no,
+            order_total_minor=tender.order.total_minor, seconds_apart=gap, also=also))
 
     def _decide(self, charge: _Charge, verdict: str, tender: _Tender | None, out: Outcome,
                 finding: Finding | None) -> None:
@@ -196,7 +225,11 @@ class Matcher:
         waiting = [c for c in self.charges.values() if c.verdict is None and c.view.amount_minor == tender.amount_minor
                    and abs(c.view.utc - tender.order.utc) <= self.window]
         if waiting:
-            self._pay(tender, min(waiting, key=lambda c: _rank(tender, c.view)), out)
+            best = min(waiting, key=lambda c: _rank(tender, c.view))
+            # The same card charged this amount twice while the sale waited: the first charge pays it and
+            # the later one is the duplicate (MATCH-002 names the second charge, the one to void).
+            same = [c for c in waiting if c.view.txn.card is not None and c.view.txn.card == best.view.txn.card]
+            self._pay(tender, min(same or [best], key=lambda c: c.view.utc), out)
 
     def _tenders(self, charge: _Charge, reach: timedelta) -> Iterable[_Tender]:
         utc = charge.view.utc

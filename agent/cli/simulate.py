@@ -125,7 +125,7 @@ def _simulate_profile(args: argparse.Namespace, tz: ZoneInfo, day: date) -> int:
     orders = [e.event for e in events if isinstance(e.event, Order)]
     with open(args.out, "wb") as fh:
         for e in terminal:
-            fh.write(encode_event(args.protocol, e.event, reprint=e.reprint))   # type: ignore[arg-type]
+            fh.write(encode_event(args.protocol, e.event, reprint=e.reprint))
     if args.till_out:
         with open(args.till_out, "wb") as fh:
             for o in orders:

@@ -33,11 +33,12 @@ from zoneinfo import ZoneInfo
 from agent.alerts.lifecycle import NoticeKind
 from agent.config import parse_config
 from agent.messages import AlertChange
-from agent.model import Settlement, Transaction, identity_key
+from agent.model import Transaction, identity_key
 from agent.replay import replay
 from agent.rules.calendar import ShopCalendar
 from agent.sim.day import ANOMALY_LABELS, SimEvent, build_day
-from agent.sim.shops import PROFILES, ShopProfile
+from agent.sim.shops import PROFILES, TILL_PROFILES, ShopProfile
+from agent.sim.till_day import build_till_day
 from agent.store.journal import Journal
 from agent.store.schema import journal_path
 from drivers.events import Event
@@ -118,7 +119,7 @@ def plan_seed(seed: int, profile_name: str | None = None) -> SeedPlan:
     The restaurant (closed at weekends and on public holidays, open on make-up workdays) gets a make-up
     workday or the eve of a public holiday, so those calendar paths are exercised; the others any day.
     """
-    profile = PROFILES[profile_name or PROFILE_ORDER[seed % len(PROFILE_ORDER)]]
+    profile = {**PROFILES, **TILL_PROFILES}[profile_name or PROFILE_ORDER[seed % len(PROFILE_ORDER)]]
     cal = ShopCalendar(profile.hours_config(), TZ)
     # Days the installed holiday calendar covers, with room for 35 days of history before and a shut day after.
     start, end = date(2025, 2, 15), date(2026, 12, 30)
@@ -150,8 +151,11 @@ def write_history(journal: Journal, plan: SeedPlan, days: int, per_day: int | No
     with journal.transaction():
         for back in range(days, 0, -1):
             d = plan.day - timedelta(days=back)
-            for ev in build_day("clean", seed=plan.seed * 1000 + back, day=d, tz=TZ, profile=plan.profile,
-                                pool_seed=plan.seed, settle=False, count=per_day):
+            # A shop with both wires keeps its terminal's side of the history (its orders are not needed:
+            # matching looks back minutes, not days).
+            build = build_day if plan.profile.till is None else build_till_day
+            for ev in build("clean", seed=plan.seed * 1000 + back, day=d, tz=TZ, profile=plan.profile,
+                            pool_seed=plan.seed, settle=False, count=per_day):
                 txn = ev.event
                 if not isinstance(txn, Transaction) or ev.reprint:
                     continue
@@ -219,21 +223,28 @@ def run_seed(seed: int, *, count: int = CLEAN_DAY, history_days: int = 35, histo
             holder.cleanup()
     mixed_events, mixed_alerts = runs["mixed"]
     clean_events, clean_alerts = runs["clean"]
+    labels, reprinted = day_labels(mixed_events)
+    return SeedResult(plan, labels, mixed_alerts, clean_alerts, txns(mixed_events), txns(clean_events),
+                      reprinted, _time.perf_counter() - started)
+
+
+def day_labels(events: Sequence[SimEvent]) -> tuple[dict[tuple[str | None, str | None], str],
+                                                      set[tuple[str | None, str | None]]]:
+    """The labelled transactions of a day by (batch, voucher), and the reprinted ones."""
     labels: dict[tuple[str | None, str | None], str] = {}
     reprinted: set[tuple[str | None, str | None]] = set()
-    for ev in mixed_events:
-        if isinstance(ev.event, Settlement):
+    for ev in events:
+        if not isinstance(ev.event, Transaction):     # a settlement, or the till's order (both wires)
             continue
         key = (ev.event.batch_no, ev.event.voucher_no)
         if ev.reprint:
             reprinted.add(key)
         elif ev.label is not None:
             labels[key] = ev.label
-    return SeedResult(plan, labels, mixed_alerts, clean_alerts, _txns(mixed_events), _txns(clean_events),
-                      reprinted, _time.perf_counter() - started)
+    return labels, reprinted
 
 
-def _txns(events: Sequence[SimEvent]) -> int:
+def txns(events: Sequence[SimEvent]) -> int:
     return sum(1 for e in events if isinstance(e.event, Transaction) and not e.reprint)
 
 
@@ -269,9 +280,15 @@ class Summary:
         return self.rules.setdefault(rule_id, RuleScore())
 
 
-def score(results: Sequence[SeedResult]) -> Summary:
+def score(results: Sequence[SeedResult], *, targets: dict[str, frozenset[str]] | None = None,
+          also_right: dict[str, frozenset[str]] | None = None, anomalies: Iterable[str] = ANOMALY_LABELS) -> Summary:
+    """Per-rule recall and precision; ``targets``/``also_right``/``anomalies`` default to the standalone
+    profiles' (the both-wires profile has its own: agent/sim/evaluate_wires.py)."""
+    targets = TARGETS if targets is None else targets
+    also_right = ALSO_RIGHT if also_right is None else also_right
+    anomalies = frozenset(anomalies)
     s = Summary()
-    for rule_id in TARGETS:
+    for rule_id in targets:
         s.rule(rule_id)
     for r in results:
         s.seeds.append(r.plan.seed)
@@ -293,7 +310,7 @@ def score(results: Sequence[SeedResult]) -> Summary:
             key = (a.batch_no, a.voucher_no)
             fired.setdefault(key, set()).update((a.rule, *a.also))
             label = r.labels.get(key)
-            right = label is not None and (label in TARGETS.get(a.rule, ()) or label in ALSO_RIGHT.get(a.rule, ()))
+            right = label is not None and (label in targets.get(a.rule, ()) or label in also_right.get(a.rule, ()))
             if right:
                 s.rule(a.rule).tp += 1
             else:
@@ -311,10 +328,10 @@ def score(results: Sequence[SeedResult]) -> Summary:
         prof["reprints"] += len(r.reprinted)
         prof["makeup_sales"] += sum(1 for v in r.labels.values() if v == "makeup_workday")
         for key, label in r.labels.items():
-            if label not in ANOMALY_LABELS:
+            if label not in anomalies:
                 continue
-            for rule_id, targets in TARGETS.items():
-                if label in targets:
+            for rule_id, meant in targets.items():
+                if label in meant:
                     sc = s.rule(rule_id)
                     sc.labelled += 1
                     if rule_id in fired.get(key, set()):
@@ -330,7 +347,9 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def markdown(s: Summary) -> str:
+def markdown(s: Summary, *, targets: dict[str, frozenset[str]] | None = None,
+             profiles: Sequence[str] = PROFILE_ORDER) -> str:
+    targets = TARGETS if targets is None else targets
     clean_txns = sum(p["clean_txns"] for p in s.by_profile.values())
     lines = [
         "| rule | labels | labelled | detected | recall | alerts on mixed days | right | false | precision "
@@ -339,15 +358,15 @@ def markdown(s: Summary) -> str:
     ]
     for rule_id in sorted(s.rules):
         sc = s.rules[rule_id]
-        targets = ", ".join(sorted(TARGETS.get(rule_id, ()))) or "-"
-        lines.append(f"| {rule_id} | {targets} | {sc.labelled} | {sc.detected} | {_fmt(sc.recall)} "
+        meant = ", ".join(sorted(targets.get(rule_id, ()))) or "-"
+        lines.append(f"| {rule_id} | {meant} | {sc.labelled} | {sc.detected} | {_fmt(sc.recall)} "
                      f"| {sc.tp + sc.fp} | {sc.tp} | {sc.fp} | {_fmt(sc.precision)} | {sc.clean_fp} |")
     lines += ["", "| profile | seeds | clean-day txns | false alerts (clean) | per clean day of 300 txns "
               "| false alerts (mixed days) | by rule (clean) | reprints / DUP alerts on them "
               "| make-up-workday sales / TIME alerts on them |",
               "|---|---:|---:|---:|---:|---:|---|---|---|"]
     total_fp = 0
-    for name in PROFILE_ORDER:
+    for name in profiles:
         p = s.by_profile.get(name)
         if p is None:
             continue
