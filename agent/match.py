@@ -171,14 +171,16 @@ class Matcher:
         fresh = [t for t in unpaid if t.order.utc + self.grace > now]
         # A sale whose grace is over and that no charge paid is what a mistyped charge leaves behind: that
         # comes before "charged twice" (a mistyped amount often equals another sale's, paid minutes ago).
+        # The one exception: the same card already paid a sale of exactly this amount (a second charge).
         settled = [t for t in unpaid if t not in fresh]
-        if settled:
+        first = self._paid_twice(charge)
+        twice = first is not None and _same_card(first[1].view, view)
+        if settled and not twice:
             self._mismatch(charge, min(settled, key=lambda t: _rank(t, view)), out, also)
             return
-        if fresh:
+        if fresh and not twice:
             charge.until = max(t.order.utc for t in fresh) + self.grace
             return
-        first = self._paid_twice(charge)
         if first is not None:
             tender, earlier = first
             self._decide(charge, DUPLICATE, tender, out, self.r002 and self.r002.found(
@@ -228,7 +230,7 @@ class Matcher:
             best = min(waiting, key=lambda c: _rank(tender, c.view))
             # The same card charged this amount twice while the sale waited: the first charge pays it and
             # the later one is the duplicate (MATCH-002 names the second charge, the one to void).
-            same = [c for c in waiting if c.view.txn.card is not None and c.view.txn.card == best.view.txn.card]
+            same = [c for c in waiting if _same_card(c.view, best.view)]
             self._pay(tender, min(same or [best], key=lambda c: c.view.utc), out)
 
     def _tenders(self, charge: _Charge, reach: timedelta) -> Iterable[_Tender]:
@@ -286,6 +288,10 @@ class Matcher:
                 tender.paid_by = key
             elif tender is not None and outcome == MISMATCH:
                 tender.misses.append(key)
+
+
+def _same_card(a: TxnView, b: TxnView) -> bool:
+    return a.txn.card is not None and a.txn.card == b.txn.card
 
 
 def _rank(tender: _Tender, charge: TxnView) -> tuple[int, float]:
