@@ -183,6 +183,14 @@ def report(seeds: Sequence[int], runs: Sequence[WiresSeed], seconds: float, comm
     return "\n".join(lines), met
 
 
+def targets_line(runs: Sequence[WiresSeed]) -> str:
+    s = score([r.with_till for r in runs], targets=TARGETS, also_right=ALSO_RIGHT, anomalies=ANOMALIES)
+    rules = "; ".join(f"{r} {s.rules[r].detected}/{s.rules[r].labelled} = {_pct(s.rules[r].recall)}"
+                      for r in ("MATCH-001", "MATCH-002", "MATCH-003"))
+    clean = sum(len(r.with_till.clean_alerts) for r in runs)
+    return f"{rules}; false alerts on {len(runs)} clean days {clean} ({clean / max(1, len(runs)):.2f} a day)"
+
+
 def _span(seeds: Sequence[int]) -> str:
     return f"{min(seeds)}-{max(seeds)}" if seeds else "-"
 
@@ -218,13 +226,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--misses", action="store_true", help="list every labelled finding a rule missed (with the till)")
     ap.add_argument("--false", action="store_true", dest="false_alerts", help="list every false alert (with the till)")
     ap.add_argument("--update", metavar="EVALUATION.md", help="rewrite the generated block of this file")
+    ap.add_argument("--also", metavar="SEEDS", action="append", default=[],
+                    help="other seed ranges (e.g. the tuning seeds 1-30): one line each with the targets' figures")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     started = _time.perf_counter()
     runs = [run_seed(seed, count=args.count) for seed in seeds]
+    others = {text: [run_seed(seed, count=args.count) for seed in parse_seeds(text)] for text in args.also}
     command = "python -m agent.sim.evaluate_wires --seeds " + args.seeds + (
-        f" --count {args.count}" if args.count else "")
+        f" --count {args.count}" if args.count else "") + "".join(f" --also {t}" for t in args.also)
     section, met = report(seeds, runs, _time.perf_counter() - started, command)
+    if others:
+        section += "\n\nOther seeds (same code, with the till side):\n\n" + "\n".join(
+            f"* seeds {text}: {targets_line(more)}" for text, more in others.items())
     print(section)
     s = score([r.with_till for r in runs], targets=TARGETS, also_right=ALSO_RIGHT, anomalies=ANOMALIES)
     if args.misses and s.misses:
