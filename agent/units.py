@@ -59,6 +59,8 @@ def parse_money(text: str | int, currency: str = "CNY") -> int:
         value = Decimal(str(text).replace(",", "").strip())
     except InvalidOperation as exc:
         raise UnitError(f"{text!r} is not an amount like \"1280.00\"") from exc
+    if not value.is_finite():   # Decimal reads "INF" and "NaN": amounts they are not
+        raise UnitError(f"{text!r} is not an amount like \"1280.00\"")
     scaled = value.scaleb(exponent(currency))
     if scaled != scaled.to_integral_value():
         raise UnitError(f"{text!r} has more decimals than {currency} allows")

@@ -85,3 +85,12 @@ def test_alert_json_follows_design_shape() -> None:
 def test_settlement_requires_aware_time() -> None:
     with pytest.raises(EventError):
         Settlement(source="x", time=datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize("text", ["INF", "-Infinity", "NaN", "sNaN"])
+def test_an_amount_that_is_not_a_number_is_a_clear_error_not_a_crash(text: str) -> None:
+    """Decimal reads these, and int() of them raised OverflowError/ValueError past the config's checks."""
+    from agent.units import UnitError, parse_money
+
+    with pytest.raises(UnitError, match="not an amount"):
+        parse_money(text)
