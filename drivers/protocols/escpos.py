@@ -41,7 +41,7 @@ from pathlib import Path
 from drivers.events import Event, ReceiptText
 from drivers.pan import scrub_text
 from drivers.protocols.base import DecoderStats
-from drivers.receipts import extract, load_templates
+from drivers.receipts import load_templates, read_receipt
 
 ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
 HT, LF, FF, CR, CAN = 0x09, 0x0A, 0x0C, 0x0D, 0x18
@@ -613,7 +613,9 @@ class EscposEventDecoder:
     Emits each :class:`ReceiptText` followed by the Transaction/Settlement
     events its template yields (several when one receipt holds several
     slips); a receipt no template matches is emitted alone and counted in
-    ``stats.counters["unmatched_receipts"]``.
+    ``stats.counters["unmatched_receipts"]``. A receipt that looks like a payment slip or a till receipt
+    but gives no event (or a slip on it that a template fits but cannot read) carries ``unread``
+    ("no_template" | "missing_field", with the template and field): seen, not understood, never dropped.
     """
 
     protocol = "escpos"
@@ -645,11 +647,14 @@ class EscposEventDecoder:
                 out.append(receipt)
                 continue
             try:
-                found = extract(receipt, self.templates, tz=self.tz, source=self.source)
+                found, receipt = read_receipt(receipt, self.templates, tz=self.tz, source=self.source)
             except Exception as exc:  # a slip no template can read safely is kept as text
                 self.stats.bump("template_errors")
                 self.stats.last_error = f"receipt template failed: {type(exc).__name__}: {exc}"
                 found = []
+            if receipt.unread is not None:
+                # Seen but not understood (issue 18): the receipt says so, the agent counts and reports it.
+                self.stats.bump(f"unread_{receipt.unread}")
             if not found:
                 self.stats.bump("unmatched_receipts")
                 out.append(receipt)

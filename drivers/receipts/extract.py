@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 
 from drivers.events import (
@@ -38,6 +38,7 @@ from drivers.events import (
     Transaction,
 )
 from drivers.pan import mask_pan
+from drivers.receipts.lines import CURRENCY_ONLY, looks_like_a_sale, normalise
 from drivers.timeutil import infer_datetime
 
 TEMPLATE_KINDS = ("sales_slip", "settlement_slip", "qr_payment", "sales_receipt")
@@ -60,6 +61,38 @@ MAP_VALUES: dict[str, tuple[str, ...]] = {
 
 _SPLIT_PARTS = re.compile(r"[/()（）]")
 _NEXT_LINE_REACH = 2     # a value "on the next line" may follow one blank line
+# Every label pattern is wrapped by load.py in this prefix: labels start a line or follow a space.
+LABEL_PREFIX = r"(?:^|(?<=\s))(?:"
+_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]()|")
+
+Event = Transaction | Settlement | Order
+Hit = tuple[int, int, int]      # (label rank in the field's preference order, line index, end of the label)
+
+
+def _first_char(label: re.Pattern[str]) -> str | None:
+    """The upper-cased character every match of a wrapped label starts with, or None when it is not one
+    plain literal (then the label is tried at every word start)."""
+    src = label.pattern
+    if not src.startswith(LABEL_PREFIX):
+        return None
+    src = src[len(LABEL_PREFIX):]
+    depth, top_alternation = 0, False
+    for ch in src:                 # a top-level "|" means several possible first characters
+        depth += ch == "("
+        depth -= ch == ")"
+        top_alternation |= ch == "|" and depth == 0
+    if top_alternation or not src:
+        return None
+    first, rest = src[0], src[1:]
+    if first == "\\":
+        if not rest or rest[0].isalnum():
+            return None            # \s, \d ... are classes, not literals
+        first, rest = rest[0], rest[1:]
+    elif first in _REGEX_SPECIAL:
+        return None
+    if rest[:1] in ("?", "*", "{"):
+        return None                # the first character is optional
+    return first.upper()
 
 
 class TemplateError(ValueError):
@@ -113,49 +146,124 @@ class ReceiptTemplate:
     maps: Mapping[str, tuple[tuple[str, str], ...]]
     settlement: SettlementRule | None
     tenders: TenderRule | None = None
+    # Built once from the fields: labels by the character they start with (the line index), the rest.
+    _buckets: dict[str, tuple[tuple[re.Pattern[str], str, int], ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict)
+    _wild: tuple[tuple[re.Pattern[str], str, int], ...] = field(init=False, repr=False, compare=False, default=())
+    _start_any: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    _end_any: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
-    def slips(self, lines: Sequence[str]) -> list[list[str]]:
-        """The slips of this template's layout in one receipt (empty if none)."""
-        starts = [i for i, line in enumerate(lines) if any(p.search(line) for p in self.start)]
+    def __post_init__(self) -> None:
+        buckets: dict[str, list[tuple[re.Pattern[str], str, int]]] = {}
+        wild: list[tuple[re.Pattern[str], str, int]] = []
+        for rule in self.fields:
+            for rank, label in enumerate(rule.labels):
+                first = _first_char(label)
+                entry = (label, rule.name, rank)
+                if first is None:
+                    wild.append(entry)
+                else:
+                    buckets.setdefault(first, []).append(entry)
+        # A word start is tried against its character's labels and the wild ones, in one tuple.
+        object.__setattr__(self, "_buckets", {k: (*v, *wild) for k, v in buckets.items()})
+        object.__setattr__(self, "_wild", tuple(wild))
+        # One search per line for "does any start (end) marker match": the alternation of them all.
+        if self.start:
+            object.__setattr__(self, "_start_any", re.compile(
+                "|".join(f"(?:{p.pattern})" for p in self.start), re.IGNORECASE))
+        if self.end:
+            object.__setattr__(self, "_end_any", re.compile(
+                "|".join(f"(?:{p.pattern})" for p in self.end), re.IGNORECASE))
+
+    def slip_bounds(self, norm: Sequence[str]) -> list[tuple[int, int]]:
+        """Where this template's slips are in one receipt's normalised lines (empty if none)."""
+        start_any = self._start_any
+        if start_any is None:
+            return []
+        starts = [i for i, line in enumerate(norm) if start_any.search(line)]
         if not starts:
             return []
         if self.kind == "sales_receipt":
             # A till prints one sale per receipt, and its 合计/应收/实收 lines all look like markers:
             # ``start`` only says the layout applies, the whole receipt is the one sale.
-            return [list(lines)]
-        bounds = [0, *starts[1:], len(lines)]
+            return [(0, len(norm))]
+        bounds = [0, *starts[1:], len(norm)]
         out = []
+        end_any = self._end_any
         for lo, hi in itertools.pairwise(bounds):
-            slip = list(lines[lo:hi])
-            if self.end:
-                for k, line in enumerate(slip):
-                    if k >= starts[0] - lo and any(p.search(line) for p in self.end):
-                        slip = slip[:k + 1]
+            if end_any is not None:
+                for k in range(max(lo, starts[0]), hi):
+                    if end_any.search(norm[k]):
+                        hi = k + 1
                         break
-            out.append(slip)
+            out.append((lo, hi))
         return out
 
+    def slips(self, lines: Sequence[str]) -> list[list[str]]:
+        """The slips of this template's layout in one receipt (empty if none), as printed."""
+        norm = [normalise(line) for line in lines]
+        return [list(lines[lo:hi]) for lo, hi in self.slip_bounds(norm)]
+
+    def index(self, norm: Sequence[str]) -> dict[str, list[Hit]]:
+        """Every label of every field found on a slip, in one pass over its lines.
+
+        Labels start a line or follow a space, so only word starts are looked at, and at each only the
+        labels that can start with its character (plus the few that do not start with one literal).
+        """
+        hits: dict[str, list[Hit]] = {}
+        buckets, wild = self._buckets, self._wild
+        for idx, s in enumerate(norm):
+            if not s:
+                continue
+            p = 0
+            while True:
+                for label, name, rank in buckets.get(s[p].upper(), wild):
+                    match = label.match(s, p)
+                    if match is not None:
+                        hits.setdefault(name, []).append((rank, idx, match.end()))
+                q = s.find(" ", p)
+                if q < 0 or q + 1 >= len(s):
+                    break
+                p = q + 1
+        return hits
+
     def read(self, lines: Sequence[str], *, tz: tzinfo, source: str,
-             received: datetime | None) -> Transaction | Settlement | Order | None:
+             received: datetime | None) -> Event | None:
         """The event one slip records, or None when a required field is missing."""
+        return self.read_why(lines, tz=tz, source=source, received=received)[0]
+
+    def read_why(self, lines: Sequence[str], *, tz: tzinfo, source: str, received: datetime | None,
+                 norm: Sequence[str] | None = None) -> tuple[Event | None, str | None]:
+        """The event one slip records, or (None, the first required field it lacks)."""
+        if norm is None:
+            norm = [normalise(line) for line in lines]
+        hits = self.index(norm)
         values: dict[str, dict[str, str]] = {}
         for rule in self.fields:
-            found = _find(rule, lines, self.maps)
+            found = _find(rule, norm, hits.get(rule.name, ()), self.maps)
             if found is not None:
                 values[rule.name] = found
         fields = _convert(values, self)
         for name in self.required:
             if fields.get(name) is None and not (name == "amount" and fields.get("amount_minor") is not None):
-                return None
+                return None, name
         when = _when(values, tz, received)
         if self.kind == "settlement_slip":
-            return self._settlement(lines, fields, when, source)
+            settlement = self._settlement(norm, fields, when, source)
+            return settlement, None if settlement is not None else "settlement.rows"
         if self.kind == "sales_receipt":
-            return self._order(lines, fields, when, source)
+            order = self._order(norm, fields, when, source)
+            return order, None if order is not None else "total"
         kind = fields.get("kind")
         amount = fields.get("amount_minor")
-        if not isinstance(kind, str) or not isinstance(amount, int):
-            return None
+        if not isinstance(kind, str):
+            return None, "kind"
+        if not isinstance(amount, int):
+            return None, "amount"
+        return self._transaction(fields, kind, amount, when, source), None
+
+    def _transaction(self, fields: Mapping[str, object], kind: str, amount: int, when: datetime | None,
+                     source: str) -> Transaction:
         return Transaction(
             source=source, kind=kind, result=_s(fields.get("result")) or "approved", amount_minor=amount,
             time=when, terminal_id=_s(fields.get("terminal_id")), merchant_id=_s(fields.get("merchant_id")),
@@ -297,32 +405,44 @@ def _value(rule: FieldRule, text: str) -> dict[str, str] | None:
     return groups
 
 
-def _find(rule: FieldRule, lines: Sequence[str],
+def _find(rule: FieldRule, norm: Sequence[str], hits: Sequence[Hit],
           maps: Mapping[str, tuple[tuple[str, str], ...]]) -> dict[str, str] | None:
-    for label in rule.labels:
-        for idx, line in enumerate(lines):
-            for match in label.finditer(line):
-                rest = line[match.end():]
-                if rest.strip():
-                    found = _value(rule, rest)
-                    if found is not None:
-                        return found
-                    continue
-                if not rule.next_line:
-                    continue
-                for nxt in lines[idx + 1:idx + 1 + _NEXT_LINE_REACH]:
-                    if nxt.strip():
-                        found = _value(rule, nxt)
-                        if found is not None:
-                            return found
-                        break
+    """The field's value after its most preferred label, first line first (``hits`` from the index)."""
+    for _, idx, end in sorted(hits):
+        rest = norm[idx][end:].strip()
+        if rest and not (rule.next_line and CURRENCY_ONLY.fullmatch(rest)):
+            found = _value(rule, rest)
+            if found is not None:
+                return found
+            continue
+        if not rule.next_line:
+            continue
+        nxt = _next_value_line(norm, idx)
+        if nxt is None:
+            continue
+        if rest:                        # "金额: RMB" then "12.00": the currency on the label's line
+            nxt = f"{rest} {nxt}"
+        elif CURRENCY_ONLY.fullmatch(nxt):
+            # "金额:" / "RMB:" / "12.00": the currency code alone, the amount on the line after it.
+            nxt = f"{nxt} {_next_value_line(norm, norm.index(nxt, idx + 1)) or ''}"
+        found = _value(rule, nxt)
+        if found is not None:
+            return found
     if rule.anywhere and rule.map:
         table = maps.get(rule.map, ())
-        for line in lines:
+        for line in norm:
             upper = line.upper()
             for key, _ in sorted(table, key=lambda kv: -len(kv[0])):
                 if len(key) >= 2 and key.upper() in upper:
                     return {"v": key}
+    return None
+
+
+def _next_value_line(norm: Sequence[str], idx: int) -> str | None:
+    """The first non-blank line within reach after line ``idx``."""
+    for k in range(idx + 1, min(idx + 1 + _NEXT_LINE_REACH, len(norm))):
+        if norm[k]:
+            return norm[k]
     return None
 
 
@@ -391,19 +511,42 @@ def _when(values: Mapping[str, Mapping[str, str]], tz: tzinfo, received: datetim
 
 
 def extract(receipt: ReceiptText, templates: Sequence[ReceiptTemplate], *, tz: tzinfo,
-            source: str | None = None) -> list[Transaction | Settlement | Order]:
+            source: str | None = None) -> list[Event]:
     """The events the first template that reads anything finds on ``receipt``.
 
     ``receipt.time`` (when the receipt was received) places year-less slip
     dates; ``source`` defaults to the receipt's source.
     """
+    return read_receipt(receipt, templates, tz=tz, source=source)[0]
+
+
+def read_receipt(receipt: ReceiptText, templates: Sequence[ReceiptTemplate], *, tz: tzinfo,
+                 source: str | None = None) -> tuple[list[Event], ReceiptText]:
+    """The events on ``receipt``, and the receipt marked when something on it was seen but not understood:
+
+    ``unread="missing_field"`` (with the template and the first required field it lacks) when a template's
+    layout fits a slip but cannot read it, ``unread="no_template"`` when no template fits a receipt that
+    looks like a payment slip or a till receipt. Either way the receipt is kept, never silently dropped.
+    """
     src = source or receipt.source
+    norm = [normalise(line) for line in receipt.lines]
+    miss: tuple[str, str] | None = None
     for template in templates:
-        found: list[Transaction | Settlement | Order] = []
-        for slip in template.slips(receipt.lines):
-            event = template.read(slip, tz=tz, source=src, received=receipt.time)
+        found: list[Event] = []
+        for lo, hi in template.slip_bounds(norm):
+            event, missing = template.read_why(receipt.lines[lo:hi], tz=tz, source=src, received=receipt.time,
+                                               norm=norm[lo:hi])
             if event is not None:
                 found.append(event)
+            elif miss is None and missing is not None:
+                miss = (template.name, missing)
         if found:
-            return found
-    return []
+            if miss is not None and miss[0] == template.name:
+                # Some slips of this receipt were read, one was not: say which field it lacked.
+                receipt = replace(receipt, unread="missing_field", unread_template=miss[0], unread_field=miss[1])
+            return found, receipt
+    if miss is not None:
+        return [], replace(receipt, unread="missing_field", unread_template=miss[0], unread_field=miss[1])
+    if looks_like_a_sale(norm):
+        return [], replace(receipt, unread="no_template")
+    return [], receipt

@@ -11,9 +11,11 @@ from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from drivers.receipts.lines import normalise_pattern
 from drivers.receipts.extract import (
     DEFAULTABLE,
     FIELD_NAMES,
+    LABEL_PREFIX,
     MAP_VALUES,
     TEMPLATE_KINDS,
     FieldRule,
@@ -23,8 +25,11 @@ from drivers.receipts.extract import (
     TenderRule,
 )
 
-# A label, then an optional bilingual part "(VOUCHER NO)" or " VOUCHER NO", then an optional colon.
-_LABEL_TAIL = r"(?:\s*[(（][^)）]{0,40}[)）]|\s+[A-Za-z][A-Za-z./ ]{0,30}(?=\s*[:：]))?\s*[:：]?\s*"
+# A label, then an optional bilingual part "(VOUCHER NO)", " VOUCHER NO", "/VOUCHER NO" or, after an English
+# label, " 凭证号" / "/凭证号" (the other language before a colon), then an optional colon. Lines and patterns
+# are normalised (drivers/receipts/lines.py) first, so a full-width "：" or "（" is a ":" or "(" here.
+_LABEL_TAIL = (r"(?:\s*\([^)]{0,40}\)|\s*/?\s*[A-Za-z][A-Za-z./ ]{0,30}(?=\s*:)"
+               r"|\s*/?\s*[\u3400-\u9fff]{1,8}(?=\s*:))?\s*:?\s*")
 
 _TOP_KEYS = frozenset({"name", "kind", "description", "priority", "start", "end", "currency", "required",
                        "defaults", "fields", "maps", "settlement", "tenders"})
@@ -51,7 +56,7 @@ def _regex(pattern: Any, where: str, key: str) -> re.Pattern[str]:
     if not isinstance(pattern, str) or not pattern:
         raise _fail(where, key, f"must be a non-empty regular expression string (got {pattern!r})")
     try:
-        return re.compile(pattern, re.IGNORECASE)
+        return re.compile(normalise_pattern(pattern), re.IGNORECASE)
     except re.error as exc:
         raise _fail(where, key, f"bad regular expression {pattern!r}: {exc}") from None
 
@@ -67,7 +72,7 @@ def _regex_list(value: Any, where: str, key: str, *,
 
 def _label(pattern: re.Pattern[str], where: str, key: str) -> re.Pattern[str]:
     # Labels start a line or follow a space, so 凭证号 does not match inside 原凭证号.
-    return _regex(rf"(?:^|(?<=\s))(?:{pattern.pattern}){_LABEL_TAIL}", where, key)
+    return _regex(rf"{LABEL_PREFIX}{pattern.pattern}){_LABEL_TAIL}", where, key)
 
 
 def _unknown_keys(obj: Mapping[str, Any], allowed: frozenset[str], where: str, prefix: str) -> None:
@@ -111,7 +116,7 @@ def parse_template(data: Mapping[str, Any], where: str) -> ReceiptTemplate:
             if allowed is not None and value not in allowed:
                 raise _fail(where, f"maps.{map_name}.{key}",
                             f"must be one of {', '.join(allowed)} (got {value!r})")
-            pairs.append((key, value))
+            pairs.append((normalise_pattern(key), value))
         maps[map_name] = tuple(pairs)
 
     raw_fields = data.get("fields", {})
