@@ -151,6 +151,7 @@ class ReceiptTemplate:
         init=False, repr=False, compare=False, default_factory=dict)
     _wild: tuple[tuple[re.Pattern[str], str, int], ...] = field(init=False, repr=False, compare=False, default=())
     _start_any: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    _start_text: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
     _end_any: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
@@ -169,16 +170,23 @@ class ReceiptTemplate:
         object.__setattr__(self, "_wild", tuple(wild))
         # One search per line for "does any start (end) marker match": the alternation of them all.
         if self.start:
-            object.__setattr__(self, "_start_any", re.compile(
-                "|".join(f"(?:{p.pattern})" for p in self.start), re.IGNORECASE))
+            alternation = "|".join(f"(?:{p.pattern})" for p in self.start)
+            object.__setattr__(self, "_start_any", re.compile(alternation, re.IGNORECASE))
+            # The same over a whole receipt's text: a marker on a line also matches there (^ and $ at line
+            # ends), so no match there means no slip of this layout, in one search instead of one per line.
+            object.__setattr__(self, "_start_text", re.compile(alternation, re.IGNORECASE | re.MULTILINE))
         if self.end:
             object.__setattr__(self, "_end_any", re.compile(
                 "|".join(f"(?:{p.pattern})" for p in self.end), re.IGNORECASE))
 
-    def slip_bounds(self, norm: Sequence[str]) -> list[tuple[int, int]]:
-        """Where this template's slips are in one receipt's normalised lines (empty if none)."""
+    def slip_bounds(self, norm: Sequence[str], text: str | None = None) -> list[tuple[int, int]]:
+        """Where this template's slips are in one receipt's normalised lines (empty if none).
+
+        ``text``, the lines joined by newlines, lets a receipt of another layout be passed over at once.
+        """
         start_any = self._start_any
-        if start_any is None:
+        if start_any is None or (text is not None and self._start_text is not None
+                                 and self._start_text.search(text) is None):
             return []
         starts = [i for i, line in enumerate(norm) if start_any.search(line)]
         if not starts:
@@ -530,10 +538,11 @@ def read_receipt(receipt: ReceiptText, templates: Sequence[ReceiptTemplate], *, 
     """
     src = source or receipt.source
     norm = [normalise(line) for line in receipt.lines]
+    text = "\n".join(norm)
     miss: tuple[str, str] | None = None
     for template in templates:
         found: list[Event] = []
-        for lo, hi in template.slip_bounds(norm):
+        for lo, hi in template.slip_bounds(norm, text):
             event, missing = template.read_why(receipt.lines[lo:hi], tz=tz, source=src, received=receipt.time,
                                                norm=norm[lo:hi])
             if event is not None:

@@ -33,7 +33,7 @@ _SALE_WORDS = re.compile(r"合计|总计|应收|实收|应付|找零|金额|签�
 def normalise(line: str) -> str:
     """Full-width to half-width, whitespace runs to one space, no separator after a currency code."""
     s = " ".join(line.translate(_WIDTH).split())
-    if ":" in s or "=" in s:
+    if (":" in s or "=" in s) and ("RMB" in s or "CNY" in s or "¥" in s or "$" in s or "rmb" in s or "cny" in s):
         s = _CUR_SEP.sub(r"\1 ", s).rstrip()
     return s
 
