@@ -22,7 +22,20 @@ from drivers.receipts.lines import looks_like_a_sale, normalise
 from drivers.receipts.load import bundled_template_dir, load_template, load_templates, parse_template
 
 __all__ = [
-    "FIELD_NAMES", "TEMPLATE_KINDS", "FieldRule", "ReceiptTemplate", "SettlementRule", "TemplateError",
-    "bundled_template_dir", "extract", "load_template", "load_templates", "lookup", "parse_printed_amount",
-    "parse_template", "read_receipt", "normalise", "looks_like_a_sale",
+    "FIELD_NAMES",
+    "TEMPLATE_KINDS",
+    "FieldRule",
+    "ReceiptTemplate",
+    "SettlementRule",
+    "TemplateError",
+    "bundled_template_dir",
+    "extract",
+    "load_template",
+    "load_templates",
+    "looks_like_a_sale",
+    "lookup",
+    "normalise",
+    "parse_printed_amount",
+    "parse_template",
+    "read_receipt",
 ]

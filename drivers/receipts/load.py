@@ -11,7 +11,6 @@ from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from drivers.receipts.lines import normalise_pattern
 from drivers.receipts.extract import (
     DEFAULTABLE,
     FIELD_NAMES,
@@ -24,6 +23,7 @@ from drivers.receipts.extract import (
     TemplateError,
     TenderRule,
 )
+from drivers.receipts.lines import normalise_pattern
 
 # A label, then an optional bilingual part "(VOUCHER NO)", " VOUCHER NO", "/VOUCHER NO" or, after an English
 # label, " 凭证号" / "/凭证号" (the other language before a colon), then an optional colon. Lines and patterns
