@@ -98,6 +98,9 @@ _ENTRY = re.compile(r"\s*/\s*([CSIM])$")
 _ROW = re.compile(r"^(\S+)\s+(\d+)\s+(\S+)$")
 _FULL = str.maketrans("0123456789", "０１２３４５６７８９")
 
+_BILINGUAL = re.compile(r"^([^\x00-\x7f(（]+)[(（]([A-Z][A-Z./ ]*)[)）]$")
+LABEL_FORMS = ("{zh}({en})", "{zh}（{en}）", "{zh}/{en}", "{zh} {en}", "{zh}", "{en}({zh})", "{en}/{zh}",
+               "{en} {zh}")
 SEPARATORS = (":", "：", " : ", "：  ", ":   ")
 CURRENCIES = ("RMB ", "RMB", "RMB:", "RMB：", "RMB: ", "￥", "¥ ", "RMB\n", "RMB:\n")
 ENTRIES = ("/{}", " /{}", " {}", "  {}", " / {}")
@@ -107,7 +110,8 @@ ENTRIES = ("/{}", " /{}", " {}", "  {}", " / {}")
 def variation(draw: st.DrawFn, lines: list[str]) -> list[str]:
     """The same slip as another printer prints it: the issue's list of ordinary differences.
 
-    A colon or a full-width colon (with any spacing) after a label, the value on the label's line or alone
+    Bilingual labels in either order and form, a colon or a full-width colon (with any spacing) after a
+    label, the value on the label's line or alone
     on the next, the currency code with or without a colon (or alone on its line), the entry-mode letter
     after a slash or a space, full-width digits, extra or collapsed spaces.
     """
@@ -126,6 +130,10 @@ def variation(draw: st.DrawFn, lines: list[str]) -> list[str]:
             out.append(" " * draw(st.integers(0, 4)) + line.strip() if line.strip() else line)
             continue
         label, value = match.group("label"), match.group("value")
+        bilingual = _BILINGUAL.match(label)
+        if bilingual is not None:                      # 凭证号(VOUCHER NO) in the other orders and forms
+            zh, en = bilingual.group(1), bilingual.group(2)
+            label = draw(st.sampled_from(LABEL_FORMS)).format(zh=zh, en=en)
         cur = _CURRENCY.match(value)
         if cur is not None:
             value = draw(st.sampled_from(CURRENCIES)) + value[cur.end():]

@@ -1,5 +1,7 @@
 """Receipt templates applied: what a printed slip records, read from its text lines (pure; no file I/O).
 
+(Over 500 lines: a template, its line index and its field conversions are one model, read together.)
+
 A template is TOML data (``config/templates/*.toml``), so an installer can add
 a shop's slip layout without code. It says when it applies (``start`` /
 ``end`` line markers), where each field is (label patterns, tried in order of
