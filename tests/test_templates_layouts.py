@@ -3,7 +3,9 @@ understood says so instead of vanishing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -166,3 +168,25 @@ def test_unread_receipts_are_counted_by_the_decoder() -> None:
                  RECEIVED)
     assert decoder.stats.counters["unread_missing_field"] == 1
     assert decoder.stats.counters["unread_no_template"] == 1
+
+
+def test_printed_slips_of_an_unknown_layout_reach_doctor_and_the_installer(tmp_path: Path) -> None:
+    """The decoder's verdict end to end: ESC/POS bytes of a layout no template reads, through the decoder,
+    the real pipeline and journal, to doctor's check and the installer's one notice (agent/watch/unread.py)."""
+    from agent.service.doctor import failed, run_checks
+    from tests.test_unread import device_rows, harness
+
+    h = harness(tmp_path)
+    odd = ["   SHOP PAYMENT NOTE", "CARD 6225 76** **** 6691", "REF 000123456789", "PAID 86.50"]
+    no_amount = [line for line in LAYOUTS["unionpay_sale"] if not line.startswith("金额")]
+    for lines in (odd, odd, no_amount):
+        h.clock.advance(600)
+        events = decode_lines(lines)
+        h.feed(*[replace(e, source="printer") for e in events], source="printer")
+    rows = device_rows(tmp_path)
+    assert [(r["reason"], r["template"], r["field"]) for r in rows] == [
+        ("no_template", None, None), ("missing_field", "unionpay", "amount")]
+    named = {c.name: c for c in failed(run_checks(tmp_path / "settleguard.toml", tmp_path, clock=h.clock))}
+    assert "2 slip(s) from printer" in named["receipt layout"].detail
+    assert "SHOP PAYMENT NOTE" in named["receipt layout"].detail
+    assert "amount" in named["template unionpay"].detail
