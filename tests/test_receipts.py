@@ -16,6 +16,7 @@ from drivers.events import Event, ReceiptText, Settlement, Transaction, event_to
 from drivers.pan import contains_full_pan
 from drivers.protocols.escpos import EscposEventDecoder, encode_text_receipt
 from drivers.receipts import TemplateError, load_template, load_templates, lookup, parse_printed_amount
+from tests.templates_support import QR_RECEIPT
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 RECEIVED = datetime(2026, 11, 27, 14, 5, tzinfo=SHANGHAI)
@@ -123,16 +124,7 @@ def settlement_slip(balanced: str = "对账平") -> list[str]:
 
 
 def wechat_receipt() -> list[str]:
-    return [
-        "        微信支付凭证",
-        "商户名称：好味道餐饮",
-        "终端编号：15221155",
-        "支付方式：微信支付",
-        "交易类型：消费",
-        "订单号：4200001234202611271234567890",
-        "交易时间：2026-11-27 12:31:40",
-        "实付金额：￥68.50",
-    ]
+    return list(QR_RECEIPT)   # one WeChat Pay slip for the receipt and the template-layout tests
 
 
 def run(*receipts: list[str], **options: object) -> tuple[list[Event], EscposEventDecoder]:
