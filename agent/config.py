@@ -232,6 +232,12 @@ class SourceConfig(_Strict):
     # "0s" turns the check off.
     clock_skew: Duration = timedelta(minutes=10)
     options: dict[str, Any] = {}       # decoder options (cn_ecr lrc_init, ...)
+    # An integrated (ECR) link (issue 17): which way(s) this wire carries. "terminal->till": the terminal's
+    # answers only (as before). "both": the till's requests and aborts too (one tap that sees both, or the
+    # TCP proxy). "till->terminal": only the till's side, with ``pair`` naming the [[source]] that carries
+    # the terminal's answers (a passive tap with one serial port per direction).
+    direction: Literal["terminal->till", "both", "till->terminal"] = "terminal->till"
+    pair: str | None = None
 
     @field_validator("silence")
     @classmethod
@@ -270,7 +276,22 @@ class SourceConfig(_Strict):
             self._check_listen(self.listen)
         if self.protocol == "escpos":
             self._check_templates()
+        if self.direction != "terminal->till" and self.protocol not in ("zvt", "cn_ecr", "jsonl"):
+            raise ValueError(f"direction = \"{self.direction}\" is for an ECR link (protocol zvt, cn_ecr or jsonl)")
+        if (self.direction == "till->terminal") != (self.pair is not None):
+            raise ValueError("direction = \"till->terminal\" and pair = \"<the source with the terminal's "
+                             "answers>\" go together")
         return self
+
+    @property
+    def ecr_link(self) -> str:
+        """The ECR link this wire belongs to: the name of the source carrying the terminal's answers."""
+        return self.pair if self.pair is not None else self.name
+
+    @property
+    def carries_requests(self) -> bool:
+        """Whether the till's requests are on this wire (a terminal's TCP proxy copies both directions)."""
+        return self.direction != "terminal->till" or bool(self.listen and self.protocol in ("zvt", "cn_ecr"))
 
     def _check_templates(self) -> None:
         """Load the receipt templates now (names and template_dirs): a missing one fails the decoder at start."""
@@ -668,6 +689,14 @@ class MatchConfig(_Strict):
     window: Duration = timedelta(minutes=5)            # a sale's tender and its charge at most this far apart
     grace: Duration = timedelta(minutes=2)             # an unmatched charge waits this long for its sale
     duplicate_window: Duration = timedelta(minutes=30)  # a second charge for a sale this long after it
+    # ECR links (MATCH-004): how long the till waits for the terminal's answer before it shows "failed".
+    # None: only an abort the wire shows (ZVT 06 B0) or a till's own "timed_out" line counts as giving up.
+    till_timeout: Duration | None = None
+
+    @field_validator("till_timeout")
+    @classmethod
+    def _till_timeout(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else _within(v, timedelta(seconds=5), timedelta(minutes=30))
 
     @field_validator("window")
     @classmethod
@@ -750,6 +779,15 @@ class Config(_Strict):
         unknown = [n for n in self.match.sources if n not in names]
         if unknown:
             raise ValueError(f"match.sources: no [[source]] is named {unknown[0]!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _ecr_pairs(self) -> Config:
+        names = {s.name: s for s in self.source}
+        for s in self.source:
+            other = names.get(s.pair) if s.pair is not None else None
+            if s.pair is not None and (other is None or other is s):
+                raise ValueError(f"source {s.name}: pair = {s.pair!r} names no other [[source]]")
         return self
 
     @model_validator(mode="after")

@@ -37,15 +37,21 @@ from agent.alerts.book import AlertBook
 from agent.config import MatchConfig
 from agent.model import new_ulid
 from agent.rules.base import Finding, TxnView, is_charge
-from agent.rules.match import ChargeDiffersFromSale, ChargeWithoutSale, SecondChargeForSale
+from agent.ecr_link import EcrLinks, LateAnswer
+from agent.rules.match import ApprovedAfterGivingUp, ChargeDiffersFromSale, ChargeWithoutSale, SecondChargeForSale
+from agent.store.ecr import EcrStore
 from agent.store.orders import OrderStore
-from drivers.events import ELECTRONIC_METHODS, Order, Transaction
+from drivers.events import ELECTRONIC_METHODS, EcrRequest, Order, Transaction
 
 # The statistical rules a sale matched to its charge answers for certain.
 STAND_DOWN = frozenset({"AMT-001", "AMT-002", "DUP-001", "DUP-003"})
 
 # What matching concluded about a charge (the journal's order_matches.outcome).
 MATCHED, MISMATCH, DUPLICATE, NO_SALE, VOIDED = "match", "mismatch", "duplicate", "no_sale", "voided"
+# Approved after the till gave up on its request (MATCH-004, agent/ecr_link.py).
+AFTER_GIVING_UP = "after_giving_up"
+# How long a charge MATCH-004 flagged keeps a retry's DUP finding quiet (the DUP rules' longest window).
+FORGET_LATE = timedelta(hours=2)
 
 
 @dataclass(eq=False)
@@ -75,6 +81,7 @@ class _Charge:
     verdict: str | None = None
     tender: _Tender | None = None
     until: datetime | None = None                    # judged then, not at arrived + grace (see _judge)
+    late: LateAnswer | None = None                   # approved after the till gave up (MATCH-004)
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Matcher:
         self.r001 = _rule(ChargeDiffersFromSale, rule_params)
         self.r002 = _rule(SecondChargeForSale, rule_params)
         self.r003 = _rule(ChargeWithoutSale, rule_params)
+        self.r004 = _rule(ApprovedAfterGivingUp, rule_params)
         self.orders: list[_Order] = []
         self.charges: dict[str, _Charge] = {}
 
@@ -108,15 +116,19 @@ class Matcher:
                 self._pay_from_waiting(tender, out)
         return out
 
-    def add_charge(self, view: TxnView, findings: list[Finding], now: datetime) -> Outcome:
-        """A new transaction's findings, less those held for matching; the charge matched if it can be."""
+    def add_charge(self, view: TxnView, findings: list[Finding], now: datetime,
+                   late: LateAnswer | None = None) -> Outcome:
+        """A new transaction's findings, less those held for matching; the charge matched if it can be.
+
+        A ``late`` charge (approved after the till gave up) pays no sale while it waits: the till's sale
+        belongs to the retry the cashier made, if one comes (see :meth:`_judge_late`)."""
         if not is_charge(view) or view.key in self.charges:
             return Outcome(findings=findings)
         held = [f for f in findings if f.rule in STAND_DOWN and f.subject.key == view.key]
-        charge = _Charge(view, now, held)
+        charge = _Charge(view, now, held, late=late)
         self.charges[view.key] = charge
         out = Outcome(findings=[f for f in findings if f not in held])
-        tender = self._exact(charge)
+        tender = self._exact(charge) if late is None else None
         if tender is not None:
             self._pay(tender, charge, out)
         return out
@@ -160,6 +172,9 @@ class Matcher:
     def _judge(self, charge: _Charge, out: Outcome, now: datetime) -> None:
         view = charge.view
         also = sorted({f.rule for f in charge.held})
+        if charge.late is not None:
+            self._judge_late(charge, charge.late, out, also)
+            return
         tender = self._exact(charge)
         if tender is not None:
             self._pay(tender, charge, out)
@@ -193,6 +208,28 @@ class Matcher:
         self._decide(charge, NO_SALE, None, out, self.r003 and self.r003.found(
             view, grace_seconds=int(self.grace.total_seconds()), also=also))
 
+    def _judge_late(self, charge: _Charge, late: LateAnswer, out: Outcome, also: list[str]) -> None:
+        """A charge approved after the till gave up, at the end of its grace. The till recorded it when a sale
+        of its amount is still unpaid (no retry paid it): then it is that sale's payment and nothing is wrong.
+        Otherwise it is the extra charge (MATCH-004: void it), whether the retry paid the sale or no sale
+        was recorded at all (the till shows it failed)."""
+        tender = self._exact(charge)
+        if tender is not None:
+            self._pay(tender, charge, out)
+            return
+        retry = self._retry_of(charge)
+        self._decide(charge, AFTER_GIVING_UP, retry.tender if retry else None, out, self.r004 and self.r004.found(
+            charge.view, how=late.how, asked_minor=late.request.amount_minor, gave_up_seconds=late.gave_up_seconds,
+            late_seconds=late.late_seconds, retry=retry.view if retry else None,
+            request_id=late.request.request_id, also=also))
+
+    def _retry_of(self, late: _Charge) -> _Charge | None:
+        """The cashier's retry: a later charge of the same amount that paid a sale."""
+        later = [c for c in self.charges.values() if c is not late and c.verdict == MATCHED and c.late is None
+                 and c.view.amount_minor == late.view.amount_minor and c.view.utc >= late.view.utc
+                 and c.view.utc - late.view.utc <= self.duplicates]
+        return min(later, key=lambda c: c.view.utc) if later else None
+
     def _nearer_rival(self, tender: _Tender, charge: _Charge, now: datetime) -> bool:
         """Another charge judged now is nearer in time to this unpaid sale: it has the better claim to be
         that sale's mistyped charge (this one is judged without the sale)."""
@@ -225,7 +262,7 @@ class Matcher:
 
     def _pay_from_waiting(self, tender: _Tender, out: Outcome) -> None:
         waiting = [c for c in self.charges.values() if c.verdict is None and c.view.amount_minor == tender.amount_minor
-                   and abs(c.view.utc - tender.order.utc) <= self.window]
+                   and abs(c.view.utc - tender.order.utc) <= self.window and c.late is None]
         if waiting:
             best = min(waiting, key=lambda c: _rank(tender, c.view))
             # The same card charged this amount twice while the sale waited: the first charge pays it and
@@ -316,11 +353,17 @@ class TillMatching:
     """
 
     def __init__(self, config: MatchConfig, rule_params: Mapping[str, Any], store: OrderStore,
-                 alerts: AlertBook) -> None:
+                 alerts: AlertBook, links: Mapping[str, str] | None = None) -> None:
         self.sources = frozenset(config.sources)
         self.matcher = Matcher(config, rule_params) if self.sources else None
         self.store = store
         self.alerts = alerts
+        # ECR links (MATCH-004): [[source]] name -> its link (agent/ecr_link.py); on whatever [match] sources.
+        self.links = dict(links or {})
+        self.ecr = EcrLinks(config.till_timeout)
+        self.ecr_store = EcrStore(store.conn)
+        self.r004 = _rule(ApprovedAfterGivingUp, rule_params)
+        self.flagged_late: dict[str, datetime] = {}   # charges MATCH-004 said to void, for a while
 
     def warm(self, now: datetime, charges: Iterable[tuple[TxnView, datetime]]) -> None:
         if self.matcher is None:
@@ -341,13 +384,52 @@ class TillMatching:
         if is_new and self.matcher is not None and source in self.sources:
             self._apply(self.matcher.add_order(stored.id, order, utc), now)
 
-    def charge(self, view: TxnView, findings: list[Finding], now: datetime) -> list[Finding]:
+    def charge(self, view: TxnView, findings: list[Finding], now: datetime, *, source: str | None = None,
+               received: datetime | None = None) -> list[Finding]:
         """The findings to open now for a new transaction (the statistical ones may be held)."""
+        late = self._late(view, source, received or now)
+        # The cashier's retry after a late approval looks like a duplicate of it; MATCH-004 already said which
+        # of the two to void (the late one), so a DUP finding pairing the retry with it would say the opposite.
+        findings = [f for f in findings if not (f.family == "DUP" and f.subject.key == view.key
+                                                and any(r.key in self.flagged_late for r in f.related))]
         if self.matcher is None:
+            if late is not None and self.r004 is not None:
+                self._remember_late(view)
+                # No till orders to say whether the till recorded it: the late charge is the extra one. The
+                # statistical findings on it ride along (one alert per charge, the surer one).
+                also = sorted({f.rule for f in findings if f.subject.key == view.key})
+                findings = [f for f in findings if f.subject.key != view.key]
+                findings.append(self.r004.found(
+                    view, how=late.how, asked_minor=late.request.amount_minor, gave_up_seconds=late.gave_up_seconds,
+                    late_seconds=late.late_seconds, request_id=late.request.request_id, also=also))
             return findings
-        out = self.matcher.add_charge(view, findings, now)
+        out = self.matcher.add_charge(view, findings, now, late=late)
         self._apply(Outcome(verdicts=out.verdicts), now)
         return out.findings
+
+    def ecr_request(self, event: EcrRequest, *, source: str, received: datetime) -> None:
+        """The till's side of an ECR link: journalled, and the link's state moved."""
+        link = self.links.get(source, source)
+        self.ecr_store.add(event, link=link, source=source, instant=event.time or received, received=received)
+        self.ecr.request(link, event, received)
+
+    def _remember_late(self, view: TxnView) -> None:
+        horizon = view.utc - FORGET_LATE
+        for key in [k for k, utc in self.flagged_late.items() if utc < horizon]:
+            del self.flagged_late[key]
+        self.flagged_late[view.key] = view.utc
+
+    def _late(self, view: TxnView, source: str | None, received: datetime) -> LateAnswer | None:
+        if source is None or not self.ecr.last:
+            return None
+        link = self.links.get(source, source)
+        late = self.ecr.answer(link, view, received)
+        if late is not None:
+            inferred = self.ecr.inferred_timeout(late)
+            if inferred is not None:   # the timeout settleguard inferred is journalled like the till's own
+                self.ecr_store.add(inferred, link=link, source=source, instant=inferred.time or received,
+                                   received=received)
+        return late
 
     def returned(self, txn: Transaction, now: datetime) -> None:
         if self.matcher is not None:
@@ -362,6 +444,9 @@ class TillMatching:
             self._apply(self.matcher.due(now), now)
 
     def _apply(self, out: Outcome, now: datetime) -> None:
+        for finding in out.findings:
+            if finding.rule == ApprovedAfterGivingUp.id:
+                self._remember_late(finding.subject)
         for key, order_id, tender, outcome in out.verdicts:
             self.store.set_verdict(key, order_id=order_id, tender=tender, outcome=outcome, at=now)
         for finding in out.findings:

@@ -50,7 +50,7 @@ from agent.watch.wires import META_KEY as WIRES_KEY
 from agent.watch.wires import WireWatch, day_lines, episode_notice
 from drivers.boundary import check_event, rejected
 from drivers.clock import Clock
-from drivers.events import Order, Rejected
+from drivers.events import EcrRequest, Order, Rejected
 from drivers.pan import scrub_text
 
 log = logging.getLogger("settleguard.pipeline")
@@ -79,7 +79,7 @@ class Pipeline:
         self.counts = {"events": 0, "transactions": 0, "new_transactions": 0, "reprints": 0, "settlements": 0,
                        "receipts": 0, "orders": 0, "alerts_opened": 0, "alerts_resolved": 0, "alerts_escalated": 0,
                        "reviews": 0, "batches_closed": 0, "quarantined": 0, "command_errors": 0,
-                       "unread_receipts": 0}
+                       "unread_receipts": 0, "ecr_requests": 0}
         self.budget = NoiseBudget(loaded)
         self.announcer = Announcer(journal, channels=channels, people_channels=people_channels, budget=self.budget)
         self.alerts = AlertBook(journal, self.announcer, tz=self.tz, cutoff=self.config.settlement.cutoff_time,
@@ -101,7 +101,8 @@ class Pipeline:
         self._warm_state()   # also builds self.till (matching the till's sales, agent/match.py)
 
     def _build_till(self) -> TillMatching:
-        return TillMatching(self.config.match, self.loaded.rule_params, OrderStore(self.journal.conn), self.alerts)
+        return TillMatching(self.config.match, self.loaded.rule_params, OrderStore(self.journal.conn), self.alerts,
+                            links={s.name: s.ecr_link for s in self.config.source})
 
     def _build_engine(self) -> RuleEngine:
         return RuleEngine(self.tz, self.loaded.rule_params, history=_JournalHistory(self.journal, self.tz),
@@ -378,6 +379,9 @@ class Pipeline:
                     pending_receipt = None
                 self.counts["orders"] += 1
                 self.till.order(event, source=batch.source, received=batch.received, now=self.clock.now())
+            elif isinstance(event, EcrRequest):   # the till's side of an ECR link (agent/ecr_link.py)
+                self.counts["ecr_requests"] += 1
+                self.till.ecr_request(event, source=batch.source, received=batch.received)
         if pending_receipt is not None:
             # Terminals print after the status message: attach to the source's last transaction. Not when
             # something of this read was quarantined: the slip may be that refused transaction's.
@@ -432,7 +436,7 @@ class Pipeline:
         findings = self.engine.evaluate(obs, now)
         if merged.is_new:
             self.engine.observe(view)
-            findings = self.till.charge(view, findings, now)
+            findings = self.till.charge(view, findings, now, source=batch.source, received=batch.received)
         for finding in findings:
             self.alerts.open(finding, now)
         # A terminal's sighting of a void first seen on a printed slip is its confirmation.

@@ -43,6 +43,8 @@ def decoder_options(cfg: SourceConfig) -> dict[str, Any]:
             options["transport"] = "serial"
         elif cfg.port or cfg.listen:
             options["transport"] = "tcp"
+    if cfg.carries_requests and cfg.protocol in ("zvt", "cn_ecr"):
+        options.setdefault("ecr_requests", True)
     return options
 
 
@@ -61,7 +63,9 @@ def build_transport(cfg: SourceConfig, clock: Clock = SYSTEM_CLOCK) -> ByteSourc
     if cfg.listen and cfg.forward:
         lhost, lport = parse_listen(cfg.listen)
         fhost, fport = parse_host_port(cfg.forward)
+        # A terminal's proxy (issue 17) copies both directions: the till's requests and the terminal's answers.
         return TcpPassThrough(lhost, lport, fhost, fport, clock=clock, allow=cfg.allow,
+                              copy_replies=cfg.protocol in ("zvt", "cn_ecr"),
                               on_problem=lambda m: log.warning("source %s: %s", cfg.name, m))
     raise ValueError(f"source {cfg.name}: nothing to read")
 

@@ -31,11 +31,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from drivers.events import (
+    ECR_STATES,
     ENTRY_MODES,
     KINDS,
     MAX_TENDERS,
     RESULTS,
     TENDER_METHODS,
+    EcrRequest,
     Event,
     Order,
     ReceiptText,
@@ -101,6 +103,9 @@ def scrub_event(event: Event) -> Event:
             tenders = tuple(_scrub_tender(t) for t in event.tenders)
             if tenders != event.tenders:
                 changes["tenders"] = tenders
+    elif isinstance(event, EcrRequest):
+        for name in ("source", "request_id", "currency"):
+            _scrub_field(event, name, changes)
     elif isinstance(event, ReceiptText):
         for name in ("source", "terminal_id", "unread_template", "unread_field"):
             _scrub_field(event, name, changes)
@@ -164,6 +169,8 @@ def check_event(event: Any) -> str | None:
         return _check_receipt(event)
     if isinstance(event, Order):
         return _check_order(event)
+    if isinstance(event, EcrRequest):
+        return _check_ecr_request(event)
     return f"not an event: {type(event).__name__}"
 
 
@@ -244,6 +251,16 @@ def _check_order(o: Order) -> str | None:
     return None
 
 
+def _check_ecr_request(e: EcrRequest) -> str | None:
+    if e.state not in ECR_STATES:
+        return "state: not one of " + ", ".join(ECR_STATES)
+    if e.kind is not None and e.kind not in KINDS:
+        return "kind: not one of " + ", ".join(KINDS)
+    return (_money(e.amount_minor, "amount_minor", 0, MAX_AMOUNT_MINOR) or _currency(e.currency) or _time(e.time)
+            or _text(e.source, "source", MAX_SOURCE_CHARS, required=True)
+            or _text(e.request_id, "request_id", MAX_FIELD_CHARS))
+
+
 def _money(value: Any, name: str, low: int, high: int, *, required: bool = False) -> str | None:
     if value is None:
         return f"{name}: missing" if required else None
@@ -314,7 +331,7 @@ def admit(event: Any, source: str) -> tuple[Event | None, Rejected | None]:
     Never raises, whatever ``event`` holds.
     """
     try:
-        clean = scrub_event(event) if isinstance(event, Transaction | Settlement | ReceiptText | Order) else event
+        clean = scrub_event(event) if isinstance(event, Transaction | Settlement | ReceiptText | Order | EcrRequest) else event
         why = check_event(clean)
     except Exception as exc:  # the boundary's promise is that nothing passes it as an exception
         return None, rejected(source, "limits", f"cannot check: {type(exc).__name__}: {exc}", _form(event))

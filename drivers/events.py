@@ -352,7 +352,64 @@ class Order:
         return replace(self, **changes)
 
 
-Event = Transaction | Settlement | ReceiptText | Order
+# An integrated (ECR) link seen from the till's side (issue 17): what the till asked the terminal for,
+# and when it gave up. ``state``: "requested" (the till sent the request: ZVT 06 01, a UnionPay-style
+# request frame), "aborted" (the till cancelled it: ZVT 06 B0), "timed_out" (the till stopped waiting:
+# from a till's own JSON line, or settleguard's [match] till_timeout). The terminal's answer is the
+# ordinary ``transaction``; agent/ecr_link.py pairs the two (MATCH-004: approved after the till gave up).
+ECR_STATES: tuple[str, ...] = ("requested", "aborted", "timed_out")
+GAVE_UP_STATES: frozenset[str] = frozenset({"aborted", "timed_out"})
+
+
+@dataclass(frozen=True, slots=True)
+class EcrRequest:
+    """The till's request on an ECR link (or its abort / timeout): the amount asked, not a charge."""
+
+    type: ClassVar[str] = "ecr_request"
+
+    source: str
+    time: datetime | None
+    state: str
+    kind: str | None = None              # a transaction kind (sale, refund ...) when the request says
+    amount_minor: int | None = None      # the amount asked (an abort may not repeat it)
+    currency: str | None = None
+    request_id: str | None = None        # the protocol's own id when it has one (UnionPay-style DF04)
+
+    SCHEMA: ClassVar[tuple[str, ...]] = ("source", "request_id", "time", "kind", "amount_minor", "currency",
+                                         "state")
+
+    def __post_init__(self) -> None:
+        if self.state not in ECR_STATES:
+            raise EventError(f"state must be one of {', '.join(ECR_STATES)} (got {self.state!r})")
+        if self.kind is not None and self.kind not in KINDS:
+            raise EventError(f"kind must be one of {', '.join(KINDS)} or null (got {self.kind!r})")
+        if self.amount_minor is not None and (isinstance(self.amount_minor, bool)
+                                              or not isinstance(self.amount_minor, int) or self.amount_minor < 0):
+            raise EventError(f"amount_minor must be an integer >= 0 or null (got {self.amount_minor!r})")
+        if self.time is not None and self.time.tzinfo is None:
+            raise EventError("time must be timezone-aware")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _schema_dict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> EcrRequest:
+        _check_keys(obj, cls.type, cls.SCHEMA)
+        source, state = obj.get("source"), obj.get("state")
+        if not isinstance(source, str):
+            raise EventError("source is required and must be a string")
+        if not isinstance(state, str):
+            raise EventError("state is required and must be a string")
+        return cls(source=source, time=_parse_time(obj.get("time"), "time"), state=state,
+                   kind=_opt_str(obj.get("kind"), "kind"), amount_minor=_opt_int(obj.get("amount_minor"), "amount_minor"),
+                   currency=_opt_str(obj.get("currency"), "currency"),
+                   request_id=_opt_str(obj.get("request_id"), "request_id"))
+
+    def with_(self, **changes: Any) -> EcrRequest:
+        return replace(self, **changes)
+
+
+Event = Transaction | Settlement | ReceiptText | Order | EcrRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,11 +422,12 @@ class Rejected:
     stage: str    # "decode" (a line or frame), "limits" (an event outside the limits), "pipeline"
     reason: str   # one plain sentence, no card number
     raw: str      # the input's JSON or text form (hex for bytes that are not UTF-8), cut to a few KiB
-EVENT_TYPES: dict[str, type[Transaction] | type[Settlement] | type[ReceiptText] | type[Order]] = {
+EVENT_TYPES: dict[str, type[Transaction] | type[Settlement] | type[ReceiptText] | type[Order] | type[EcrRequest]] = {
     "transaction": Transaction,
     "settlement": Settlement,
     "receipt": ReceiptText,
     "order": Order,
+    "ecr_request": EcrRequest,
 }
 
 
@@ -404,7 +462,7 @@ def event_from_json(line: str) -> Event:
 
 
 __all__ = [
-    "ELECTRONIC_METHODS", "ENTRY_MODES", "EVENT_TYPES", "KINDS", "MAX_TENDERS", "RESULTS", "RETURNING_KINDS",
+    "ECR_STATES", "GAVE_UP_STATES", "EcrRequest", "ELECTRONIC_METHODS", "ENTRY_MODES", "EVENT_TYPES", "KINDS", "MAX_TENDERS", "RESULTS", "RETURNING_KINDS",
     "TENDER_METHODS", "Event", "EventError", "Order", "ReceiptText", "Rejected", "Settlement", "Tender",
     "Transaction", "event_from_dict", "event_from_json", "event_to_json",
 ]

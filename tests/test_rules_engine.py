@@ -22,7 +22,8 @@ T0 = at("2026-03-10 09:00")
 def test_every_rule_in_the_catalogue_is_described_and_on_by_default() -> None:
     assert sorted(RULES) == sorted(["DUP-001", "DUP-002", "DUP-003", "DUP-004", "AMT-001", "AMT-002",
                                     "AMT-003", "AMT-004", "VEL-001", "TIME-001", "TIME-002", "REF-001",
-                                    "VOID-001", "ENTRY-001", "MATCH-001", "MATCH-002", "MATCH-003"])
+                                    "VOID-001", "ENTRY-001", "MATCH-001", "MATCH-002", "MATCH-003",
+                                    "MATCH-004"])
     for cls in RULES.values():
         assert cls.title_en and cls.title_zh and cls.family
         assert cls.default_severity in ("high", "medium", "low")

@@ -6,7 +6,7 @@ from agent.rules.amount import AmountCeiling, AmountOutlier, DecimalSlip, JustUn
 from agent.rules.base import BaseRule, Finding, Observation, TxnView
 from agent.rules.duplicate import ExactDuplicate, IdentityConflict, NearDuplicate, RekeyedOnOtherCard
 from agent.rules.entry import ManualEntry
-from agent.rules.match import ChargeDiffersFromSale, ChargeWithoutSale, SecondChargeForSale
+from agent.rules.match import ApprovedAfterGivingUp, ChargeDiffersFromSale, ChargeWithoutSale, SecondChargeForSale
 from agent.rules.params import RuleParams
 from agent.rules.refund import UnmatchedRefund
 from agent.rules.state import RuleState
@@ -32,6 +32,7 @@ RULES: dict[str, type[BaseRule]] = {  # type: ignore[type-arg]
     ChargeDiffersFromSale.id: ChargeDiffersFromSale,
     SecondChargeForSale.id: SecondChargeForSale,
     ChargeWithoutSale.id: ChargeWithoutSale,
+    ApprovedAfterGivingUp.id: ApprovedAfterGivingUp,
 }
 
 __all__ = ["RULES", "BaseRule", "Finding", "Observation", "RuleParams", "RuleState", "TxnView"]

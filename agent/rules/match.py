@@ -7,8 +7,9 @@ from :meth:`found`, called by the matcher when a charge's grace is over. They ar
 appear in the catalogue, take ``[rules.MATCH-00x] enabled / severity`` and open alerts through the
 alert book like any other.
 
-Specificity: MATCH-002 (a second charge for one sale, 40) > MATCH-001 (the wrong amount, 30) >
-MATCH-003 (no sale at all, 10); the matcher decides one of them per charge, so they never fold.
+Specificity: MATCH-004 (approved after the till gave up, 50) > MATCH-002 (a second charge for one sale, 40)
+> MATCH-001 (the wrong amount, 30) > MATCH-003 (no sale at all, 10); one of them is decided per charge, so
+they never fold. MATCH-004 comes from the ECR link (agent/ecr_link.py), not from the till's orders.
 """
 
 from __future__ import annotations
@@ -122,6 +123,47 @@ class ChargeWithoutSale(_MatchRule):
             f"its receipt): check what it was for",
             f"{charge_zh(charge)}无对应收银单（已等待 {format_duration_s(grace_seconds)}）：请核实这笔扣款",
             evidence(charge.amount_minor, None, grace_seconds=grace_seconds, **_also(also)))
+
+
+class ApprovedAfterGivingUp(_MatchRule):
+    """MATCH-004: the terminal approved a request the till had already aborted or timed out on.
+
+    The till shows "failed", the cashier charges again, the customer pays twice. The charge to void is
+    the late-approved one: the till's records (and the customer's receipt from the till) follow the
+    retry, the charge the till saw succeed. The exception, the till recorded the late charge itself (its
+    sale of that amount is paid by no other charge), is decided before this is called
+    (agent/match.py): then nothing is wrong and nothing is raised.
+    """
+
+    id: ClassVar[str] = "MATCH-004"
+    certainty: ClassVar[str] = "error"      # the wire shows the till giving up before the approval
+    default_severity: ClassVar[str] = "high"
+    specificity: ClassVar[int] = 50
+    title_en: ClassVar[str] = "Approved after the till gave up"
+    title_zh: ClassVar[str] = "收银机已放弃后终端才批准"
+
+    def found(self, charge: TxnView, *, how: str, asked_minor: int | None, gave_up_seconds: int,
+              late_seconds: int, retry: TxnView | None = None, request_id: str | None = None,
+              also: Sequence[str] = ()) -> Finding:
+        aborted = how == "aborted"
+        why_en = "aborted" if aborted else f"timed out after {format_duration_s(gave_up_seconds)}"
+        why_zh = "已取消" if aborted else f"等待 {format_duration_s(gave_up_seconds)} 后已超时"
+        if retry is not None:
+            keep_en = f"the till's sale is paid by the retry, voucher {retry.voucher_label}"
+            keep_zh = f"收银机记录的是重新收取的凭证号 {retry.voucher_label}"
+        else:
+            keep_en = "the till shows this payment as failed"
+            keep_zh = "收银机显示此笔支付失败"
+        return self._found(
+            charge, [retry] if retry is not None else [],
+            f"{charge_en(charge)} was approved {format_duration_s(late_seconds)} after the till {why_en} its "
+            f"request; {keep_en}: void this late charge, not the one the till recorded",
+            f"收银机请求{why_zh}，终端在 {format_duration_s(late_seconds)} 后仍批准了 {charge_zh(charge)}；"
+            f"{keep_zh}：请撤销这笔迟到的扣款，保留收银机记录的那笔",
+            evidence(late_seconds, gave_up_seconds, unit="seconds after the till gave up", gave_up=how,
+                     late_seconds=late_seconds, gave_up_after_seconds=gave_up_seconds,
+                     asked_minor=asked_minor, request_id=request_id,
+                     retry_voucher=retry.voucher_label if retry is not None else None, **_also(also)))
 
 
 def format_duration_s(seconds: int) -> str:

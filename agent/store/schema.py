@@ -24,7 +24,7 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_FILE
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -150,6 +150,22 @@ MIGRATIONS: dict[int, str] = {
         at TEXT NOT NULL
     );
     CREATE INDEX order_matches_order ON order_matches(order_id);
+    """,
+    # ECR links (issue 17): the till's requests, aborts and timeouts as the wire (or the till's own JSON
+    # line, or [match] till_timeout) showed them; ``link`` is the source carrying the terminal's answers.
+    # Evidence for MATCH-004 (approved after the till gave up), and what `export` gives back.
+    5: """
+    CREATE TABLE ecr_requests(
+        id INTEGER PRIMARY KEY,
+        link TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL,
+        time_utc TEXT NOT NULL,
+        amount_minor INTEGER,
+        data TEXT NOT NULL,
+        received TEXT NOT NULL
+    );
+    CREATE INDEX ecr_requests_link ON ecr_requests(link, time_utc);
     """,
 }
 

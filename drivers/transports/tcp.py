@@ -1,5 +1,8 @@
 """TCP printer pass-through: sits between the till and a network receipt printer, forwards every byte
-unchanged both ways and hands a copy of the till's bytes to the decoder.
+unchanged both ways and hands a copy of the till's bytes to the decoder. With ``copy_replies`` it is the
+proxy for a LAN payment terminal (issue 17): the answers coming back are copied too, so the decoder reads
+the till's requests and the terminal's answers in arrival order (ZVT and the UnionPay-style ECR are strict
+request/answer protocols: the two sides do not talk over each other, so one decoder tells them apart).
 
 Whoever can connect can print slips the decoder believes, so the listening surface is kept small
 (issue 14, "Listening surfaces"): it binds to an address of this machine -- loopback by default, or
@@ -128,6 +131,7 @@ class PassThroughStats:
     forward_failures: int = 0       # printer unreachable: the till's connection was closed
     bytes_to_printer: int = 0
     bytes_to_till: int = 0
+    bytes_copied_back: int = 0      # with copy_replies: the terminal's answers handed to the decoder
     copies_dropped: int = 0         # the decoder fell behind; printing was not held up
     bytes_dropped: int = 0
     printer_reachable: bool | None = None
@@ -167,8 +171,9 @@ class TcpPassThrough(ByteSource):
                  name: str | None = None, copy_queue_size: int = 256, recv_size: int = 16 * 1024,
                  connect_timeout: float = 5.0, linger_seconds: float = 5.0, max_connections: int = 8,
                  drain_seconds: float = 2.0, on_problem: Callable[[str], None] | None = None,
-                 allow: Sequence[str] = (), clock: Clock = SYSTEM_CLOCK) -> None:
+                 allow: Sequence[str] = (), clock: Clock = SYSTEM_CLOCK, copy_replies: bool = False) -> None:
         self.listen = (listen_host, listen_port)
+        self.copy_replies = copy_replies
         self.allow = parse_allow(allow)     # empty: any client that can reach the listening address
         self._reported_peers: set[str] = set()
         self.forward = (forward_host, forward_port)
@@ -366,10 +371,15 @@ class TcpPassThrough(ByteSource):
                     if not data:
                         link.printer.shutdown(socket.SHUT_WR)  # the printer sees the job end
                         return
+                    if self.copy_replies:
+                        # A terminal answers within milliseconds: copy the request before it can, so the
+                        # decoder reads the conversation in its real order.
+                        self._copy(link.conn_id, data)
                     link.printer.sendall(data)
                     with self._lock:
                         self.stats.bytes_to_printer += len(data)
-                    self._copy(link.conn_id, data)
+                    if not self.copy_replies:
+                        self._copy(link.conn_id, data)
         except OSError as exc:
             self._note(f"connection {link.conn_id}: till->printer: {exc}")
             link.abort()
@@ -393,9 +403,15 @@ class TcpPassThrough(ByteSource):
                         with contextlib.suppress(OSError):
                             link.till.shutdown(socket.SHUT_WR)
                         break
+                    if self.copy_replies:
+                        # Copied before it is passed on (never blocks): the till's next request cannot
+                        # be copied ahead of the answer it reacts to.
+                        self._copy(link.conn_id, data)
                     link.till.sendall(data)
                     with self._lock:
                         self.stats.bytes_to_till += len(data)
+                        if self.copy_replies:
+                            self.stats.bytes_copied_back += len(data)
         except OSError as exc:
             self._note(f"connection {link.conn_id}: printer->till: {exc}")
             link.abort()
@@ -417,7 +433,7 @@ class TcpPassThrough(ByteSource):
             self.stats.forward_failures += 1
             changed = self.stats.printer_reachable is not False
             self.stats.printer_reachable = False
-        message = (f"printer {_host_port(*self.forward)} unreachable ({exc}); "
+        message = (f"{self._peer} {_host_port(*self.forward)} unreachable ({exc}); "
                    "closed the till's connection so it retries")
         self._note(message)
         if changed:
@@ -428,7 +444,11 @@ class TcpPassThrough(ByteSource):
             changed = self.stats.printer_reachable is False
             self.stats.printer_reachable = True
         if changed:
-            self._problem(f"printer {_host_port(*self.forward)} reachable again")
+            self._problem(f"{self._peer} {_host_port(*self.forward)} reachable again")
+
+    @property
+    def _peer(self) -> str:
+        return "terminal" if self.copy_replies else "printer"
 
     def _note(self, message: str) -> None:
         with self._lock:

@@ -136,3 +136,14 @@ def encode_response(result: EcrResult, *, lrc_init: int = 0x00, lrc_covers: LrcC
     if code is not None:
         top.append(encode_tlv(0xDF07, code.encode("ascii") if len(code) == 2 else bytes.fromhex(code)))
     return encode_frame(b"".join(top), lrc_init=lrc_init, lrc_covers=lrc_covers, ack=ack)
+
+
+def encode_request(tran_code: str, *, amount_minor: int | None, random: str = "0000", lrc_init: int = 0x00,
+                   lrc_covers: LrcCoverage = "len_to_etx") -> bytes:
+    """A request frame the till (ECR side) sends: DF01 00, DF02 the type, DF03 the amount as 12 BCD digits,
+    DF04 the random number the answer echoes (the vendor's TlvCmdPack packs these as BCD)."""
+    body = encode_tlv(0xDF01, b"\x00") + encode_tlv(0xDF02, encode_bcd(tran_code, 1))
+    if amount_minor is not None:
+        body += encode_tlv(0xDF03, encode_bcd(f"{amount_minor:012d}", 6))
+    body += encode_tlv(0xDF04, encode_bcd(random))
+    return encode_frame(body, lrc_init=lrc_init, lrc_covers=lrc_covers)

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Final, TypeVar
 
 from drivers.boundary import rejected
-from drivers.events import Event, Rejected, Settlement, Transaction
+from drivers.events import KINDS, EcrRequest, Event, Rejected, Settlement, Transaction
 from drivers.pan import SHORTEST_PAN, mask_pan
 from drivers.protocols.base import DecoderStats
 from drivers.protocols.cn_ecr.fields import (
@@ -65,7 +65,7 @@ class CnEcrDecoder:
     def __init__(self, *, tz: tzinfo, source: str | None = None,
                  lrc_init: int = 0x00, lrc_covers: LrcCoverage = "len_to_etx", verify_lrc: bool = True,
                  max_body: int = MAX_BODY, type_map: Mapping[str, str] | None = None,
-                 currency: str = "CNY", reference: datetime | None = None) -> None:
+                 currency: str = "CNY", reference: datetime | None = None, ecr_requests: bool = False) -> None:
         if not 0 <= lrc_init <= 0xFF:
             raise ValueError(f"lrc_init must be a byte value 0..255 (got {lrc_init})")
         if lrc_covers not in LRC_COVERAGES:
@@ -90,6 +90,9 @@ class CnEcrDecoder:
         self.type_map: Mapping[str, str] = MappingProxyType(mapping)
         self.currency = currency
         self.reference = reference
+        # The till's request frames (DF01 00) as ``ecr_request`` events: on for a wire that carries the
+        # till's side ([[source]] direction "both" / "till->terminal"); off, they are counted and skipped.
+        self.ecr_requests = ecr_requests
         self.stats = DecoderStats()
         self.rejected: list[Rejected] = []  # frames whose contents broke the interpreter (quarantine)
         self._framer = CnEcrFramer(self.stats, lrc_init=lrc_init, lrc_covers=lrc_covers, verify_lrc=verify_lrc,
@@ -208,8 +211,7 @@ class CnEcrDecoder:
                received: datetime | None) -> Event | None:
         """The event for one frame, decoding only the fields it carries (same values as :func:`parse_body`)."""
         if packet_type == "00":
-            self._ignore("requests")
-            return None
+            return self._request(top, received)
         if packet_type == "01":
             self._ignore("host_messages")
             return None
@@ -276,6 +278,24 @@ class CnEcrDecoder:
             entry_mode=entry_mode(_number_text(entry, 4)) if entry is not None else None,
             operator=operator,
         )
+
+    def _request(self, top: Mapping[int, bytes], received: datetime | None) -> Event | None:
+        """A request the till sent (DF01 00): DF02 the transaction type, DF03 the amount as 12 BCD digits,
+        DF04 the random number the terminal's answer echoes (the request's id). A request for something that
+        is not a transaction (sign-in, settlement, reprint) is counted and skipped."""
+        self._ignore("requests")
+        if not self.ecr_requests:
+            return None
+        tran_code = _number_text(top.get(0xDF02), 2)
+        target = self.type_map.get(tran_code) if tran_code is not None else None
+        if target not in KINDS or target == "balance":
+            return None
+        amount = _amount_parts(top.get(0xDF03))
+        random = top.get(0xDF04)
+        return EcrRequest(source=self.source, time=received if received is not None else self.reference,
+                          state="requested", kind=target, amount_minor=amount[0] if amount is not None else None,
+                          currency=(amount[2] if amount is not None else None) or self.currency,
+                          request_id=random.hex() if random else None)
 
     def _time(self, date_field: bytes | None, clock_field: bytes | None,
               received: datetime | None) -> datetime | None:

@@ -29,7 +29,7 @@ from datetime import datetime, tzinfo
 from typing import Final
 
 from drivers.boundary import rejected
-from drivers.events import Event, ReceiptText, Rejected, Settlement, Transaction
+from drivers.events import EcrRequest, Event, ReceiptText, Rejected, Settlement, Transaction
 from drivers.protocols.base import DecoderStats
 from drivers.protocols.zvt.apdu import (
     _BCD_BYTE,
@@ -77,6 +77,7 @@ class _Pending:
     instr: int
     amount_minor: int | None = None
     receipt_no: str | None = None
+    currency: str | None = None
 
 
 class ZvtDecoder:
@@ -87,7 +88,7 @@ class ZvtDecoder:
 
     def __init__(self, *, tz: tzinfo, source: str | None = None, transport: Transport = "auto",
                  charset: str = "cp437", max_apdu: int = MAX_APDU_DATA,
-                 reference: datetime | None = None) -> None:
+                 reference: datetime | None = None, ecr_requests: bool = False) -> None:
         if transport not in ("serial", "tcp", "auto"):
             raise ValueError(f"transport must be serial, tcp or auto (got {transport!r})")
         if not 3 <= max_apdu <= MAX_APDU_DATA:
@@ -100,6 +101,9 @@ class ZvtDecoder:
         self.codec = _charset_codec(charset)
         self.max_apdu = max_apdu
         self.reference = reference
+        # The till's requests and aborts as ``ecr_request`` events: on for a wire that carries the till's
+        # side ([[source]] direction "both" / "till->terminal"); off, they only shape the 04 0F that follows.
+        self.ecr_requests = ecr_requests
         self.stats = DecoderStats()
         self.rejected: list[Rejected] = []  # APDUs whose contents broke the interpreter (quarantine)
         self._framer = ZvtFramer(self.stats, transport=transport, max_apdu=max_apdu)
@@ -177,15 +181,41 @@ class ZvtDecoder:
             self._pending = None
             self.stats.ignored_frames += 1
         elif cls == 0x06 and (ins in _COMMAND_KIND or ins == 0x50):
-            self._command(ins, data)
-            self.stats.ignored_frames += 1
+            self._command(ins, data, received, out)
+        elif cls == 0x06 and ins == 0xB0:
+            self._abort(received, out)
         else:
             self.stats.ignored_frames += 1
 
-    def _command(self, ins: int, data: bytes) -> None:
+    def _command(self, ins: int, data: bytes, received: datetime | None, out: list[Event]) -> None:
         fields, _, _ = _scan_bmps(data, 3 if ins in _PASSWORD_FIRST else 0)
         receipt = _bcd(fields.get(0x87))
-        self._pending = _Pending(ins, _bcd_int(fields.get(0x04)), receipt)
+        currency_bcd = fields.get(0x49)
+        currency = _CURRENCY_BY_BCD.get(currency_bcd) if currency_bcd is not None else None
+        pending = self._pending = _Pending(ins, _bcd_int(fields.get(0x04)), receipt, currency)
+        # End of day moves no customer's money: not a request MATCH-004 is about.
+        if ins == 0x50 or not self.ecr_requests:
+            self.stats.ignored_frames += 1
+            return
+        # The till's side of the link (issue 17): what it asked for; the 04 0F that answers it is the charge.
+        out.append(EcrRequest(source=self.source, time=received or self.reference, state="requested",
+                              kind=_COMMAND_KIND[ins], amount_minor=pending.amount_minor, currency=currency))
+        self.stats.bump("ecr_requests")
+        self.stats.events += 1
+
+    def _abort(self, received: datetime | None, out: list[Event]) -> None:
+        """ECR -> PT 06 B0: the till cancels the command it is waiting on. The command stays pending: a
+        terminal already past the point of no return still answers it, approved (MATCH-004's case)."""
+        pending = self._pending
+        if not self.ecr_requests:
+            self.stats.ignored_frames += 1
+            return
+        out.append(EcrRequest(source=self.source, time=received or self.reference, state="aborted",
+                              kind=_COMMAND_KIND.get(pending.instr) if pending is not None else None,
+                              amount_minor=pending.amount_minor if pending is not None else None,
+                              currency=pending.currency if pending is not None else None))
+        self.stats.bump("ecr_aborts")
+        self.stats.events += 1
 
     def _when(self, fields: dict[int, bytes], received: datetime | None) -> datetime | None:
         anchor = received or self.reference
