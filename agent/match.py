@@ -35,9 +35,9 @@ from typing import Any
 
 from agent.alerts.book import AlertBook
 from agent.config import MatchConfig
+from agent.ecr_link import EcrLinks, LateAnswer
 from agent.model import new_ulid
 from agent.rules.base import Finding, TxnView, is_charge
-from agent.ecr_link import EcrLinks, LateAnswer
 from agent.rules.match import ApprovedAfterGivingUp, ChargeDiffersFromSale, ChargeWithoutSale, SecondChargeForSale
 from agent.store.ecr import EcrStore
 from agent.store.orders import OrderStore

@@ -331,7 +331,8 @@ def admit(event: Any, source: str) -> tuple[Event | None, Rejected | None]:
     Never raises, whatever ``event`` holds.
     """
     try:
-        clean = scrub_event(event) if isinstance(event, Transaction | Settlement | ReceiptText | Order | EcrRequest) else event
+        known = isinstance(event, Transaction | Settlement | ReceiptText | Order | EcrRequest)
+        clean = scrub_event(event) if known else event
         why = check_event(clean)
     except Exception as exc:  # the boundary's promise is that nothing passes it as an exception
         return None, rejected(source, "limits", f"cannot check: {type(exc).__name__}: {exc}", _form(event))

@@ -401,7 +401,8 @@ class EcrRequest:
         if not isinstance(state, str):
             raise EventError("state is required and must be a string")
         return cls(source=source, time=_parse_time(obj.get("time"), "time"), state=state,
-                   kind=_opt_str(obj.get("kind"), "kind"), amount_minor=_opt_int(obj.get("amount_minor"), "amount_minor"),
+                   kind=_opt_str(obj.get("kind"), "kind"),
+                   amount_minor=_opt_int(obj.get("amount_minor"), "amount_minor"),
                    currency=_opt_str(obj.get("currency"), "currency"),
                    request_id=_opt_str(obj.get("request_id"), "request_id"))
 
@@ -462,7 +463,26 @@ def event_from_json(line: str) -> Event:
 
 
 __all__ = [
-    "ECR_STATES", "GAVE_UP_STATES", "EcrRequest", "ELECTRONIC_METHODS", "ENTRY_MODES", "EVENT_TYPES", "KINDS", "MAX_TENDERS", "RESULTS", "RETURNING_KINDS",
-    "TENDER_METHODS", "Event", "EventError", "Order", "ReceiptText", "Rejected", "Settlement", "Tender",
-    "Transaction", "event_from_dict", "event_from_json", "event_to_json",
+    "ECR_STATES",
+    "ELECTRONIC_METHODS",
+    "ENTRY_MODES",
+    "EVENT_TYPES",
+    "GAVE_UP_STATES",
+    "KINDS",
+    "MAX_TENDERS",
+    "RESULTS",
+    "RETURNING_KINDS",
+    "TENDER_METHODS",
+    "EcrRequest",
+    "Event",
+    "EventError",
+    "Order",
+    "ReceiptText",
+    "Rejected",
+    "Settlement",
+    "Tender",
+    "Transaction",
+    "event_from_dict",
+    "event_from_json",
+    "event_to_json",
 ]

@@ -21,7 +21,7 @@ from tests.test_rules_support import view
 # Open 09:00-21:30 every day; the harness's cutoff is 23:00.
 HOURS = "\n[shop.hours]\n" + "".join(f'{day} = ["09:00-21:30"]\n' for day in ("mon", "tue", "wed", "thu", "fri",
                                                                                  "sat", "sun"))
-LIKELY_ERRORS = {"DUP-001", "AMT-001", "AMT-003", "MATCH-001", "MATCH-002"}
+LIKELY_ERRORS = {"DUP-001", "AMT-001", "AMT-003", "MATCH-001", "MATCH-002", "MATCH-004"}
 
 
 def at(hh: int, mm: int) -> datetime:

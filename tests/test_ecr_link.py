@@ -10,7 +10,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent.config import parse_config
+import pytest
+
+from agent.config import ConfigError, parse_config
 from agent.ecr_link import EcrLinks
 from agent.rules.base import TxnView
 from agent.service.daemon import Daemon
@@ -326,3 +328,18 @@ def test_a_tills_own_timed_out_line_counts_as_giving_up_without_a_till_timeout(t
     h.feed(_ask(T0 + timedelta(seconds=70)))
     h.feed(_charge("000302", T0 + timedelta(seconds=75)))     # the retry: no DUP-001 contradicting MATCH-004
     assert [c.alert.rule for c in h.opened()] == ["MATCH-004"]
+
+
+def test_a_one_way_wire_must_name_its_pair_and_the_pair_must_exist() -> None:
+    base = '[[source]]\nname = "terminal"\nprotocol = "zvt"\nport = "/dev/ttyUSB0"\n'
+    one_way = '[[source]]\nname = "till-side"\nprotocol = "zvt"\nport = "/dev/ttyUSB1"\ndirection = "till->terminal"\n'
+    with pytest.raises(ConfigError, match="pair"):
+        config(base + one_way)
+    with pytest.raises(ConfigError, match="names no other"):
+        config(base + one_way + 'pair = "terminl"\n')
+    with pytest.raises(ConfigError, match="ECR link"):
+        config('[[source]]\nname = "p"\nprotocol = "escpos"\nport = "/dev/ttyUSB2"\ndirection = "both"\n')
+    loaded = config(base + one_way + 'pair = "terminal"\n')
+    till_side = loaded.config.source[1]
+    assert (till_side.ecr_link, till_side.carries_requests, loaded.config.source[0].carries_requests) == (
+        "terminal", True, False)

@@ -65,6 +65,6 @@ from drivers.protocols.cn_ecr.interpret import CnEcrDecoder
 __all__ = [
     "APPROVED_CODES", "DEFAULT_TYPE_MAP", "ENTRY_MODES_BY_CODE", "LRC_COVERAGES", "MAX_BODY", "Amount", "CnEcrDecoder",
     "CnEcrFramer", "EcrResult", "LrcCoverage", "SchemeTotals", "TlvError", "bcd_digits", "encode_bcd", "encode_frame",
-    "encode_length", "encode_request", "encode_response", "encode_tlv", "entry_mode", "format_amount", "lrc", "parse_amount_field",
-    "parse_body", "parse_df_tlv",
+    "encode_length", "encode_request", "encode_response", "encode_tlv", "entry_mode", "format_amount", "lrc",
+    "parse_amount_field", "parse_body", "parse_df_tlv",
 ]
