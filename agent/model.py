@@ -25,6 +25,8 @@ from drivers.events import (
 )
 
 SEVERITIES = ("high", "medium", "low")
+# Most severe first: how reviews, digests and the till page order findings.
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 ACTIONS = ("void", "refund", "check")
 # How sure a finding is: "error" (a likely mistake to take back) or "verify" (something a person checks;
 # it may well be genuine). Drives the wording and whether a closed batch turns it into refund guidance.
@@ -176,7 +178,24 @@ class Alert:
 
 
 __all__ = [
-    "ACTIONS", "CERTAINTIES", "CODE_ALPHABET", "CODE_LENGTH", "RETURNING_KINDS", "SEVERITIES", "Alert", "Event",
-    "EventError", "ReceiptText", "Settlement", "Suggestion", "Transaction", "all_identity_keys",
-    "event_from_dict", "event_from_json", "event_to_json", "identity_key", "new_ulid",
+    "ACTIONS",
+    "CERTAINTIES",
+    "CODE_ALPHABET",
+    "CODE_LENGTH",
+    "RETURNING_KINDS",
+    "SEVERITIES",
+    "SEVERITY_RANK",
+    "Alert",
+    "Event",
+    "EventError",
+    "ReceiptText",
+    "Settlement",
+    "Suggestion",
+    "Transaction",
+    "all_identity_keys",
+    "event_from_dict",
+    "event_from_json",
+    "event_to_json",
+    "identity_key",
+    "new_ulid",
 ]

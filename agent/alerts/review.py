@@ -17,7 +17,7 @@ from agent.alerts.budget import REMINDED, NoiseBudget
 from agent.alerts.lifecycle import AWAITING_VOID, AlertState, NoticeKind
 from agent.alerts.remedy import next_cutoff
 from agent.messages import ReviewNotice
-from agent.model import Alert
+from agent.model import SEVERITY_RANK, Alert
 from agent.store.journal import Journal
 from agent.units import format_money
 
@@ -29,7 +29,6 @@ def rule_title_zh(rule: str) -> str:
     cls = RULES.get(rule)
     return str(getattr(cls, "title_zh", rule)) if cls else rule
 
-SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 # Most expired findings one review lists (a shop closed for weeks could otherwise fill a message).
 UNCHECKED_LISTED = 200
 

@@ -14,11 +14,11 @@ from typing import Any
 from agent.alerts.book import has_terminal_line
 from agent.alerts.lifecycle import STATE_LABELS, allows, staff_cause
 from agent.config import LoadedConfig
+from agent.model import SEVERITY_RANK
 from agent.schedule import fire_times, plan
 from agent.store.queries import JournalReader
 from agent.units import format_money
 
-SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 # How far ahead the next review and cutoff are looked for (a shop closed over a long holiday still has one).
 LOOK_AHEAD = timedelta(days=8)
 # Button labels, in the order the page shows them: (Chinese, English).
@@ -65,7 +65,7 @@ def urgency(data: dict[str, Any]) -> tuple[Any, ...]:
     """Soonest deadline first (none last), then the more severe, then the older."""
     deadline = (data.get("suggestion") or {}).get("deadline")
     due = datetime.fromisoformat(deadline).timestamp() if deadline else float("inf")
-    return (due, SEVERITY_ORDER.get(data.get("severity", ""), 9), data.get("created", ""))
+    return (due, SEVERITY_RANK.get(data.get("severity", ""), 9), data.get("created", ""))
 
 
 def next_times(loaded: LoadedConfig, now: datetime) -> dict[str, str | None]:

@@ -42,7 +42,7 @@ from agent.delivery.channels.layout import (
     to_text,
     to_text_parts,
 )
-from agent.model import CODE_ALPHABET
+from agent.model import CODE_ALPHABET, SEVERITY_RANK
 from agent.units import format_money
 
 __all__ = [
@@ -67,7 +67,6 @@ FEISHU_BODY_LIMIT = 20000
 FEISHU_CONTENT_LIMIT = FEISHU_BODY_LIMIT - 512
 
 SEVERITY_LABEL = {"high": ("高", "high"), "medium": ("中", "medium"), "low": ("低", "low")}
-SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 Languages = Sequence[str]
 ZH_ONLY: tuple[str, ...] = ("zh",)
 # The fields of a transaction that identify it to staff, and what each is called on the slip.
