@@ -38,6 +38,7 @@ from agent.alerts.lifecycle import (
     wire_cause,
 )
 from agent.alerts.remedy import RemedyBook, next_cutoff
+from agent.alerts.review import rule_title_zh
 from agent.model import CODE_ALPHABET, CODE_LENGTH, Alert, Suggestion, Transaction, new_ulid
 from agent.rules.base import Finding
 from agent.store.journal import Journal
@@ -214,7 +215,8 @@ class AlertBook:
                                              settled=True)
         guided = replace(alert, suggestion=suggestion)
         totals = batch_totals(self.journal, subject, self.tz, now)
-        statement = statement_zh(guided, self.remedies.shop, totals, tz=self.tz, now=now, title_zh=_title_zh(alert))
+        statement = statement_zh(guided, self.remedies.shop, totals, tz=self.tz, now=now,
+                                 title_zh=rule_title_zh(alert.rule))
         added: dict[str, Any] = {"batch": totals, "statement_zh": statement}
         if AlertState(alert.state) in _UNCONFIRMED:
             # A void a slip or a person reported and the terminal never showed: the message must say so
@@ -361,13 +363,6 @@ def _meant(evidence: Mapping[str, Any]) -> int | None:
     """The amount a decimal slip meant (AMT-001's evidence), so the remedy charges it again."""
     meant = evidence.get("meant_minor")
     return meant if isinstance(meant, int) and not isinstance(meant, bool) and meant > 0 else None
-
-
-def _title_zh(alert: Alert) -> str:
-    from agent.rules import RULES  # the catalogue pulls in pydantic and every rule: only for an escalation
-
-    cls = RULES.get(alert.rule)
-    return str(getattr(cls, "title_zh", alert.rule)) if cls else alert.rule
 
 
 def finding_certainty(finding: Finding) -> str:
