@@ -285,7 +285,7 @@ class AlertBook:
         if role not in ROLES:
             raise AnswerRefused(f"role must be one of {', '.join(ROLES)}")
         alert = self.find(text)
-        cause = staff_cause(answer, terminal_line=self.terminal_line, in_app=paid_in_app(alert))
+        cause = staff_cause(answer, terminal_line=self.terminal_line, in_app=paid_in_app(alert.evidence))
         if cause is None or WHO[cause] is not Actor.STAFF:
             raise AnswerRefused("a wallet payment (WeChat Pay, Alipay, QR) cannot be voided on the terminal: refund "
                                 "it in the merchant app and answer refunded / 扫码支付请在商户后台退款后回复“已退货”")
@@ -332,9 +332,10 @@ _WORD_ONLY: dict[Cause, str] = {
 }
 
 
-def paid_in_app(alert: Alert) -> bool:
-    """A wallet payment, refunded in its merchant app (the remedy the alert recorded, agent/alerts/remedy.py)."""
-    remedy = alert.evidence.get("remedy") if isinstance(alert.evidence, dict) else None
+def paid_in_app(evidence: Mapping[str, Any]) -> bool:
+    """A wallet payment, refunded in its merchant app: the remedy the alert's evidence recorded
+    (agent/alerts/remedy.py); the alert book and the till page ask the same question."""
+    remedy = evidence.get("remedy") if isinstance(evidence, Mapping) else None
     return isinstance(remedy, dict) and remedy.get("where") == "app"
 
 

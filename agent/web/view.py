@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from agent.alerts.book import has_terminal_line
+from agent.alerts.book import has_terminal_line, paid_in_app
 from agent.alerts.lifecycle import STATE_LABELS, allows, staff_cause
 from agent.config import LoadedConfig
 from agent.model import SEVERITY_RANK
@@ -44,8 +44,7 @@ def alert_view(data: dict[str, Any], loaded: LoadedConfig, role: str = "cashier"
     amount = suggestion.get("amount_minor", subject.get("amount_minor"))
     when = subject.get("time")
     label = STATE_LABELS.get(data.get("state", ""), (data.get("state", ""), data.get("state", "")))
-    remedy = (data.get("evidence") or {}).get("remedy")
-    in_app = isinstance(remedy, dict) and remedy.get("where") == "app"
+    in_app = paid_in_app(data.get("evidence") or {})
     causes = {name: staff_cause(name, terminal_line=terminal_line, in_app=in_app) for name in ANSWER_LABELS}
     answers = [name for name, cause in causes.items() if cause is not None and allows(data["state"], cause)
                and not (name in WORD_ONLY and loaded.config.legit_needs == "manager" and role != "manager")]
