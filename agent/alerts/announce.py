@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.alerts.budget import NoiseBudget
-from agent.alerts.lifecycle import NoticeKind
+from agent.alerts.lifecycle import TILL_NOTICES, NoticeKind
 from agent.messages import AlertChange
 from agent.model import Alert
 from agent.store.journal import Journal
@@ -24,8 +24,11 @@ class Announcer:
     """Alert revisions go to every channel; channels people read also get reviews and reminders."""
 
     def __init__(self, journal: Journal, *, channels: Sequence[str] = (),
-                 people_channels: Sequence[str] | None = None, budget: NoiseBudget | None = None) -> None:
+                 people_channels: Sequence[str] | None = None, budget: NoiseBudget | None = None,
+                 event_channels: Sequence[str] = ()) -> None:
         self.journal = journal
+        # Machine channels that asked for the till's own events too (a NATS stream with events on).
+        self.event_channels = list(event_channels)
         # Quiet hours for people channels (agent/alerts/budget.py); None: everything goes at once.
         self.budget = budget
         self.channels = list(channels)
@@ -33,12 +36,21 @@ class Announcer:
         self.changes: list[Any] = []
         self.enqueued = 0
 
-    def route(self, channels: Sequence[str] | None, people_channels: Sequence[str] | None) -> None:
+    def route(self, channels: Sequence[str] | None, people_channels: Sequence[str] | None,
+              event_channels: Sequence[str] | None = None) -> None:
         """New channel names after a reload; None keeps that list as it was."""
         if channels is not None:
             self.channels = list(channels)
         if people_channels is not None:
             self.people_channels = list(people_channels)
+        if event_channels is not None:
+            self.event_channels = list(event_channels)
+
+    @property
+    def machine_channels(self) -> list[str]:
+        """The primary channels no person reads (webhooks, NATS): they get heartbeats, reviews as data."""
+        people = set(self.people_channels)
+        return [c for c in self.channels if c not in people]
 
     def alert(self, alert: Alert, notice: NoticeKind, now: datetime, *, message_id: str | None = None,
               channels: Sequence[str] | None = None) -> None:
@@ -66,6 +78,26 @@ class Announcer:
             self.journal.enqueue(message_id=message_id, channel=channel, kind=notice.value, alert_id=None,
                                  revision=None, payload=payload, now=now, deadline=deadline,
                                  not_before=held if isinstance(held, datetime) else None)
+            self.enqueued += 1
+
+    def to_machines(self, notice: NoticeKind, data: dict[str, Any], now: datetime, *, message_id: str,
+                    channels: Sequence[str] | None = None, deadline: datetime | None = None) -> None:
+        """A notice about no alert for machine channels: ``data`` becomes the CloudEvent's data.
+
+        Heartbeats, reviews and all-clears go to every machine channel (or to ``channels``, e.g. the one
+        whose heartbeat is due); the till's own events (NoticeKind.EVENT) only to channels that asked.
+        Quiet hours are for people: machines get everything at once.
+        """
+        if notice not in TILL_NOTICES:
+            raise ValueError(f"{notice} is not a till notice for machines ({', '.join(sorted(TILL_NOTICES))})")
+        targets = self.machine_channels if channels is None else list(channels)
+        if notice == NoticeKind.EVENT:
+            wanted = set(self.event_channels)
+            targets = [c for c in targets if c in wanted]
+        for channel in targets:
+            self.journal.enqueue(message_id=message_id, channel=channel, kind=notice.value, alert_id=None,
+                                 revision=None, payload={"notice": notice.value, "data": data}, now=now,
+                                 deadline=deadline, not_before=None)
             self.enqueued += 1
 
     def note(self, change: Any) -> None:

@@ -120,6 +120,11 @@ class NoticeKind(StrEnum):
     # A wire or a terminal needs a person (a source silent in opening hours, a terminal clock wrong):
     # about no alert, so nothing here moves through the table below.
     DEVICE = "device"
+    # For machines only (webhooks, the NATS stream), about no alert: the till's health at start-up and
+    # every channel ``heartbeat`` interval, and (where a channel asks for them) the till's own events:
+    # a transaction, settlement or order as journaled, ``data["type"]`` naming which.
+    HEARTBEAT = "heartbeat"
+    EVENT = "event"
 
 
 INITIAL = AlertState.OPEN
@@ -252,6 +257,10 @@ _ANNOUNCES: dict[AlertState, NoticeKind] = {
 RESOLUTION_NOTICES = frozenset(_ANNOUNCES[s] for s in FINAL_STATES) | {NoticeKind.RESOLVED}
 # Notices about exactly one alert revision: what a machine endpoint can carry.
 ALERT_NOTICES = frozenset(_ANNOUNCES.values()) | {NoticeKind.REMINDER}
+# Notices about no alert that a machine endpoint carries as CloudEvents of their own
+# (agent/delivery/cloudevents.py): the till's health, its reviews and all-clears, its events.
+TILL_NOTICES = frozenset({NoticeKind.HEARTBEAT, NoticeKind.REVIEW, NoticeKind.ALL_CLEAR, NoticeKind.EVENT})
+MACHINE_NOTICES = ALERT_NOTICES | TILL_NOTICES
 # Notices that only repeat what the alert said: stale once the alert has a newer revision.
 SUPERSEDABLE_NOTICES = frozenset({NoticeKind.OPENED, NoticeKind.REMINDER})
 

@@ -265,9 +265,10 @@ class Delivery:
         lines = tuple(str(x) for x in rows[0].payload.get("lines", ())) if len(rows) == 1 else ()
         raw_sections = rows[0].payload.get("sections", ()) if len(rows) == 1 else ()
         sections = tuple(tuple(str(x) for x in sec) for sec in raw_sections if isinstance(sec, list) and sec)
+        data = rows[0].payload.get("data") if len(rows) == 1 else None
         return Notice(kind=kind, alerts=tuple(alerts), shop=self.shop, source=self.source, created=created,
                       deadline=deadline, title=(str(title[0]), str(title[1])) if title else None, lines=lines,
-                      sections=sections)
+                      sections=sections, data=data if isinstance(data, dict) else None)
 
 
 def _own_limiter(channel: Channel) -> RateLimiter | None:

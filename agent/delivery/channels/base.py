@@ -44,6 +44,9 @@ class Notice:
     # Lists after the alerts (a review's refunds still to do, findings that expired unchecked): the first
     # line of each is its heading. Blocks of their own, so a split message never repeats them.
     sections: tuple[tuple[str, ...], ...] = ()
+    # What a machine gets for a notice about no alert (heartbeat, review, all_clear, event): the
+    # CloudEvent's ``data`` (agent/delivery/cloudevents.py). None for alert notices and people-only kinds.
+    data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in frozenset(NoticeKind):

@@ -7,11 +7,13 @@ message id, stable across retries so the receiver can deduplicate),
 ``webhook-signature`` (``v1,<base64 HMAC-SHA256>``, one per configured
 secret, space-separated, so a receiver can rotate its secret).
 
-A machine channel never groups: a notice must carry exactly one alert.
-A notice with several alerts (or a people-only kind: digest, review,
-all_clear) is refused as permanent rather than split here, because one
+A machine channel never groups: an alert notice must carry exactly one alert.
+A notice with several alerts (or a people-only kind: digest, resolved,
+device) is refused as permanent rather than split here, because one
 message id cannot cover several requests without breaking deduplication;
 the delivery loop fans out per alert for channels with ``groups = False``.
+Heartbeats, reviews and all-clears are CloudEvents of their own types
+(agent/delivery/cloudevents.py).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from agent.alerts.lifecycle import ALERT_NOTICES, NoticeKind
+from agent.delivery import cloudevents
 from agent.delivery.channels.base import (
     HttpChannel,
     HttpFailure,
@@ -37,7 +39,7 @@ from agent.delivery.channels.base import (
     dumps,
     header,
 )
-from agent.delivery.channels.render import alert_link
+from agent.delivery.cloudevents import cloudevent
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 SECRET_PREFIX = "whsec_"
@@ -98,37 +100,11 @@ def verify(headers: Mapping[str, str], body: bytes, secrets: Sequence[str], now:
 
 
 def event_type(kind: NoticeKind) -> str | None:
-    """The CloudEvent ``type`` of a notice kind, or None for people-only kinds.
+    """The CloudEvent ``type`` of an alert notice kind, or None for kinds that are not about one alert.
 
-    ``settleguard.alert.<kind>``: opened, voided, dismissed, expired, escalated, reminder. These are a
-    public contract with the receivers; the notice kinds are named after them so nothing maps in between.
+    Kept for callers that only have the kind; agent/delivery/cloudevents.py is the whole contract.
     """
     return TYPE_PREFIX + kind if kind in ALERT_NOTICES else None
-
-
-def cloudevent(notice: Notice, message_id: str, *, public_url: str | None = None) -> dict[str, Any]:
-    """The structured-mode CloudEvent for a one-alert notice (key order as the spec examples).
-
-    ``data`` is the full alert JSON; with the till page configured it also carries ``link``, the
-    alert's page (``{public_url}/a/{code}``), so an integrator can send people there.
-    """
-    alert = notice.alerts[0]
-    kind = event_type(notice.kind)
-    if kind is None:
-        raise ValueError(f"a {notice.kind} notice is for people, not for a webhook")
-    link = alert_link(public_url, alert.get("code"))
-    if link is not None:
-        alert = {**alert, "link": link}
-    return {
-        "specversion": "1.0",
-        "type": kind,
-        "source": notice.source,
-        "subject": alert.get("id"),
-        "id": message_id,
-        "time": notice.created.isoformat(),
-        "datacontenttype": "application/json",
-        "data": alert,
-    }
 
 
 class WebhookChannel(HttpChannel):
@@ -146,12 +122,8 @@ class WebhookChannel(HttpChannel):
         self.public_url = public_url
 
     def refuse(self, notice: Notice) -> str | None:
-        if len(notice.alerts) != 1:
-            return (f"webhook {self.name}: one alert per CloudEvent, got {len(notice.alerts)} "
-                    f"(the delivery loop must fan out per alert revision)")
-        if event_type(notice.kind) is None:
-            return f"webhook {self.name}: a {notice.kind} notice is for people, not for a machine endpoint"
-        return None
+        why_not = cloudevents.refuse(notice)
+        return None if why_not is None else f"webhook {self.name}: {why_not}"
 
     def build_request(self, notice: Notice, message_id: str, now: datetime) -> HttpRequest:
         why_not = self.refuse(notice)
