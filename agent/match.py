@@ -35,7 +35,7 @@ from typing import Any
 
 from agent.alerts.book import AlertBook
 from agent.config import MatchConfig
-from agent.ecr_link import EcrLinks, LateAnswer
+from agent.ecr_link import FORGET_AFTER, EcrLinks, LateAnswer
 from agent.model import new_ulid
 from agent.rules.base import Finding, TxnView, is_charge
 from agent.rules.match import ApprovedAfterGivingUp, ChargeDiffersFromSale, ChargeWithoutSale, SecondChargeForSale
@@ -366,6 +366,8 @@ class TillMatching:
         self.flagged_late: dict[str, datetime] = {}   # charges MATCH-004 said to void, for a while
 
     def warm(self, now: datetime, charges: Iterable[tuple[TxnView, datetime]]) -> None:
+        charges = list(charges)
+        self._warm_links(now, charges)
         if self.matcher is None:
             return
         since = now - self.matcher.keep
@@ -375,6 +377,20 @@ class TillMatching:
         verdicts = self.store.verdicts(v.key for v, _ in views)
         self.matcher.warm(((o.id, o.order, o.utc) for o in self.store.recent(since)), views,
                           ((v.txn_key, v.order_id, v.tender, v.outcome) for v in verdicts))
+
+    def _warm_links(self, now: datetime, charges: list[tuple[TxnView, datetime]]) -> None:
+        """After a restart: the till's requests of the last FORGET_AFTER still waiting for their answer.
+
+        Each link gets its stored requests in order; one is answered by a charge received after it of its
+        amount (any charge when it named none). The journal keeps no source per charge here, so with
+        several links a charge may close the wrong one's request: a missed MATCH-004, never a false one.
+        """
+        for link, request, received in self.ecr_store.recent(now - FORGET_AFTER):
+            self.ecr.request(link, request, received)
+        for link, current in list(self.ecr.last.items()):
+            if any(arrived > current.asked and current.amount_minor in (None, view.txn.amount_minor)
+                   for view, arrived in charges):
+                del self.ecr.last[link]
 
     def order(self, order: Order, *, source: str, received: datetime, now: datetime) -> None:
         utc = (order.time or received).astimezone(UTC)

@@ -14,9 +14,12 @@ import pytest
 
 from agent.config import ConfigError, parse_config
 from agent.ecr_link import EcrLinks
+from agent.messages import EventBatch
+from agent.pipeline import Pipeline
 from agent.rules.base import TxnView
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
+from agent.store.journal import Journal
 from drivers.clock import ManualClock
 from drivers.events import EcrRequest, Transaction, event_from_json, event_to_json
 from drivers.protocols import build_decoder
@@ -343,3 +346,35 @@ def test_a_one_way_wire_must_name_its_pair_and_the_pair_must_exist() -> None:
     till_side = loaded.config.source[1]
     assert (till_side.ecr_link, till_side.carries_requests, loaded.config.source[0].carries_requests) == (
         "terminal", True, False)
+
+
+def test_a_restart_between_the_tills_timeout_and_the_late_approval_still_raises_match_004(tmp_path: Path) -> None:
+    """The till gave up, settleguard restarted (an update, a power cut), then the terminal approved: the
+    request waiting on the link is rebuilt from the journal, so the late approval is still seen as late."""
+    extra = '[[source]]\nname = "terminal"\nprotocol = "jsonl"\nport = "/dev/null"\ndirection = "both"\n'
+    h = Harness(tmp_path, config(extra), start=T0 - timedelta(minutes=30))
+    h.feed(_ask(T0))
+    h.feed(_ask(T0 + timedelta(seconds=45), state="timed_out"))
+    h.journal.close()
+    h.clock.advance(timedelta(seconds=60))
+    again = Pipeline(config(extra), Journal(tmp_path / "settleguard.sqlite3"), clock=h.clock, channels=("hook",))
+    again.process([EventBatch("terminal", (_charge("000402", T0 + timedelta(seconds=70)),), h.clock.now())])
+    (alert,) = again.journal.alerts()
+    assert alert.rule == "MATCH-004" and alert.suggestion is not None and alert.suggestion.voucher_no == "000402"
+
+
+def test_after_a_restart_a_request_already_answered_is_not_waiting_any_more(tmp_path: Path) -> None:
+    extra = '[[source]]\nname = "terminal"\nprotocol = "jsonl"\nport = "/dev/null"\ndirection = "both"\n'
+    h = Harness(tmp_path, config(extra), start=T0 - timedelta(minutes=30))
+    h.feed(_ask(T0))
+    h.feed(_ask(T0 + timedelta(seconds=45), state="aborted"))
+    h.clock.advance(timedelta(seconds=50))
+    h.feed(_charge("000501", T0 + timedelta(seconds=50), amount=6800))    # the late approval, before the restart
+    assert [c.alert.rule for c in h.opened()] == ["MATCH-004"]
+    h.journal.close()
+    h.clock.advance(timedelta(seconds=60))
+    again = Pipeline(config(extra), Journal(tmp_path / "settleguard.sqlite3"), clock=h.clock, channels=("hook",))
+    # another sale of the same amount after the restart answers nothing: the request was answered already
+    other_card = sale("000502", 6800, T0 + timedelta(minutes=20), card="622202******7777")
+    again.process([EventBatch("terminal", (other_card,), h.clock.now())])
+    assert [a.rule for a in again.journal.alerts()] == ["MATCH-004"]

@@ -20,7 +20,7 @@ from agent.sim.demo import DEMO_SHOP, run_demo
 from agent.sim.rig import new_secret, shop_config
 from agent.store.journal import Journal
 from agent.store.schema import journal_path
-from drivers.events import Order, ReceiptText, Settlement, Tender, event_from_json
+from drivers.events import EcrRequest, Order, ReceiptText, Settlement, Tender, event_from_json
 from tests.helpers import SHANGHAI, Harness, config, sale
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,3 +144,32 @@ def test_a_capture_replays_as_it_is(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rules = {json.loads(x)["rule"] for x in proc.stdout.splitlines() if json.loads(x)["type"] == "alert"}
     assert "DUP-001" in rules and {c.alert.rule for c in h.opened()} >= {"DUP-001"}
+
+
+def test_export_carries_the_tills_ecr_requests_so_a_replay_sees_the_late_approval_again(tmp_path: Path) -> None:
+    """The till's requests (not settleguard's own inferred timeouts) are exported before their answer,
+    and replaying the export raises MATCH-004 on the late charge as the live daemon did."""
+    wire = '\n[[source]]\nname = "terminal"\nprotocol = "jsonl"\nfile = "/dev/null"\ndirection = "both"\n' \
+           '\n[match]\ntill_timeout = "60s"\n'
+    (tmp_path / "state").mkdir()
+    h = Harness(tmp_path / "state", config(wire))
+    t0 = datetime(2026, 11, 27, 12, 0, tzinfo=SHANGHAI)
+    h.clock.set(t0)
+    h.feed(EcrRequest(source="jsonl", time=t0, state="requested", kind="sale", amount_minor=6800, currency="CNY"))
+    h.clock.advance(75)                      # past the till's 60 s: settleguard infers the timeout itself
+    h.feed(sale("000001", 6800, t0 + timedelta(seconds=75)))
+    assert [c.alert.rule for c in h.opened()] == ["MATCH-004"]
+    states = [r[0] for r in h.journal.conn.execute("SELECT state FROM ecr_requests ORDER BY id")]
+    assert states == ["requested", "timed_out"]
+    out = tmp_path / "export.jsonl"
+    proc = cli("export", "--state", str(tmp_path / "state"), "--since", "2026-11-27", "--until", "2026-11-28",
+               "--config", "/nonexistent.toml", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [(x["type"], x.get("state")) for x in lines] == [("ecr_request", "requested"), ("transaction", None)]
+    cfg = tmp_path / "shop.toml"
+    cfg.write_text(f'[shop]\nname = "测试店"\ntimezone = "Asia/Shanghai"\n{wire}', encoding="utf-8")
+    replayed = cli("replay", "--config", str(cfg), "--source", "terminal", "--json", str(out))
+    assert replayed.returncode == 0, replayed.stderr
+    opened = [json.loads(x) for x in replayed.stdout.splitlines() if '"notice": "opened"' in x]
+    assert [a["rule"] for a in opened] == ["MATCH-004"]

@@ -4,8 +4,8 @@ The monthly tuning loop (README, "Tuning on last month"): export last month from
 replay it with a changed configuration on another machine, compare. What comes out is Event JSON
 (ARCHITECTURE.md): each transaction as each wire saw it (the sightings, not the merged row, so reprints
 and conflicting copies replay as they happened), receipts (with their verdict when a slip was not
-understood), settlements and till orders, in the order received. Cards were masked before they were
-journalled; nothing else is added or dropped.
+understood), the till's ECR requests, settlements and till orders, in the order received. Cards were
+masked before they were journalled; nothing else is added or dropped.
 """
 
 from __future__ import annotations

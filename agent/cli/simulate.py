@@ -100,7 +100,7 @@ def _simulate_profile(args: argparse.Namespace, tz: ZoneInfo, day: date) -> int:
     from agent.sim.terminal import encode_event
     from agent.sim.till_day import build_till_day
     from agent.sim.wire_till import encode as encode_order
-    from drivers.events import Order
+    from drivers.events import EcrRequest, Order
 
     profile = PROFILES.get(args.profile) or TILL_PROFILES.get(args.profile)
     if profile is None:
@@ -121,7 +121,11 @@ def _simulate_profile(args: argparse.Namespace, tz: ZoneInfo, day: date) -> int:
             events = build_till_day(scenario, seed=args.seed, tz=tz, count=args.count, day=day, profile=profile)
     except ValueError as exc:
         return usage_error(str(exc))
-    terminal = [e for e in events if not isinstance(e.event, Order)]
+    # The till's ECR requests (EcrRequest) travel the other direction of the link: a JSON-lines terminal
+    # wire carries them as the till software's own lines; a zvt/cn_ecr capture here is the terminal's
+    # direction only, so they stay out (their late approvals then read as two charges for one sale).
+    terminal = [e for e in events if not isinstance(e.event, Order)
+                and (args.protocol == "jsonl" or not isinstance(e.event, EcrRequest))]
     orders = [e.event for e in events if isinstance(e.event, Order)]
     with open(args.out, "wb") as fh:
         for e in terminal:

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from agent.model import Settlement, Transaction
 from agent.rules.calendar import ShopCalendar
 from agent.sim.shops import DEMO_SHOP, ShopProfile
-from drivers.events import Order
+from drivers.events import EcrRequest, Order
 
 SCENARIOS = ("demo", "clean", "mixed")
 
@@ -38,7 +38,7 @@ ANOMALY_LABELS = ("dup_exact", "dup_near", "slip_x10", "slip_x100", "off_hours",
 @dataclass(frozen=True, slots=True)
 class SimEvent:
     at: datetime                       # when the terminal emits it (aware, shop zone)
-    event: Transaction | Settlement | Order   # an Order only on a both-wires day (agent/sim/till_day.py)
+    event: Transaction | Settlement | Order | EcrRequest   # Order, EcrRequest: a both-wires day (till_day.py)
     label: str | None = None           # anomaly label (dup_exact, slip_x10, ...) or None for normal traffic
     reprint: bool = False              # a second sighting of an earlier transaction
 

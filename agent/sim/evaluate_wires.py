@@ -4,17 +4,19 @@ For each seed the both-wires shop (agent/sim/shops.py ``cafe``) gets 35 days of 
 ``mixed`` day and a ``clean`` day (agent/sim/till_day.py), as in :mod:`agent.sim.evaluate`. Each day is
 replayed twice on a copy of the same history through :func:`agent.replay.replay`:
 
-* **with the till side**: the terminal's events as source ``terminal``, the till's orders as source
-  ``till``, and ``[match] sources = ["till"]`` (every other ``[match]`` key at its default);
-* **without**: the terminal's events alone, as a shop without the till tap runs today.
+* **with the till side**: the terminal's events and the till's ECR requests as source ``terminal`` (a tap
+  of both directions, ``direction = "both"``), the till's orders as source ``till``, and
+  ``[match] sources = ["till"]`` (every other ``[match]`` key at its default);
+* **without**: the terminal's answers alone, as a shop without the till tap runs today.
 
     python -m agent.sim.evaluate_wires --seeds 101-130                       # the tables
     python -m agent.sim.evaluate_wires --seeds 101-130 --update EVALUATION.md  # rewrite its section
 
 Labels: ``wrong_amount`` (MATCH-001; without the till, AMT-001 is the rule that could see it),
-``dup_charge`` (MATCH-002; without, DUP-001), ``no_sale`` (MATCH-003; nothing without the till), and the
-statistical ones of the standalone profiles (off hours, closed day, unmatched refund, velocity, manual
-entry). A retry after an ECR timeout (MATCH-004) is not simulated.
+``dup_charge`` (MATCH-002; without, DUP-001), ``no_sale`` (MATCH-003; nothing without the till),
+``after_abort`` (MATCH-004: approved after the till gave up, then asked again; without, DUP-001 may see
+the pair), and the statistical ones of the standalone profiles (off hours, closed day, unmatched refund,
+velocity, manual entry).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from agent.sim.evaluate import (
 from agent.sim.till_day import TILL_LABELS, TILL_SOURCE, build_till_day
 from agent.store.journal import Journal
 from agent.store.schema import journal_path
-from drivers.events import Event, Order
+from drivers.events import EcrRequest, Event, Order
 
 TERMINAL_SOURCE = "terminal"
 PROFILE = "cafe"
@@ -63,6 +65,7 @@ TARGETS: dict[str, frozenset[str]] = {
     "MATCH-001": frozenset({"wrong_amount"}),
     "MATCH-002": frozenset({"dup_charge"}),
     "MATCH-003": frozenset({"no_sale"}),
+    "MATCH-004": frozenset({"after_abort"}),
     "AMT-001": frozenset({"wrong_amount"}),
     "DUP-001": frozenset({"dup_charge"}),
     "TIME-001": frozenset({"off_hours"}),
@@ -76,11 +79,14 @@ ALSO_RIGHT: dict[str, frozenset[str]] = {
     "AMT-003": frozenset({"wrong_amount"}),
     "DUP-003": frozenset({"dup_charge"}),
     "VEL-001": frozenset({"dup_charge"}),      # a second charge on the card is a burst on it too
+    # Without the till side the late charge and the retry are two charges of one amount: a duplicate.
+    "DUP-001": frozenset({"after_abort"}),
+    "MATCH-002": frozenset({"after_abort"}),
     "TIME-001": frozenset({"holiday"}),
 }
 ANOMALIES = (*TILL_LABELS, "off_hours", "holiday", "refund_unmatched", "velocity", "manual_entry")
 # The issue's targets, with the till side.
-GOALS = {"MATCH-001": 0.99, "MATCH-002": 0.99}
+GOALS = {"MATCH-001": 0.99, "MATCH-002": 0.99, "MATCH-004": 0.99}
 FALSE_PER_CLEAN_DAY = 0.1
 
 SOURCES = f"""
@@ -88,6 +94,7 @@ SOURCES = f"""
 name = "{TERMINAL_SOURCE}"
 protocol = "jsonl"
 file = "/dev/null"
+direction = "both"
 
 [[source]]
 name = "{TILL_SOURCE}"
@@ -137,7 +144,8 @@ def run_seed(seed: int, *, count: int | None = None, history_days: int = 35, his
                 state = root / f"{scenario}-{side}"
                 shutil.copytree(history, state)
                 chosen: list[ReplayItem] = list(items if side == "with" else
-                                                [i for i in items if i[2] == TERMINAL_SOURCE])
+                                                [i for i in items if i[2] == TERMINAL_SOURCE
+                                                 and not isinstance(i[0], EcrRequest)])
                 result = replay(loaded, chosen, state=state, phones=False)
                 alerts[(scenario, side)] = _opened(result.notifications)
     finally:
@@ -186,7 +194,7 @@ def report(seeds: Sequence[int], runs: Sequence[WiresSeed], seconds: float, comm
 def targets_line(runs: Sequence[WiresSeed]) -> str:
     s = score([r.with_till for r in runs], targets=TARGETS, also_right=ALSO_RIGHT, anomalies=ANOMALIES)
     rules = "; ".join(f"{r} {s.rules[r].detected}/{s.rules[r].labelled} = {_pct(s.rules[r].recall)}"
-                      for r in ("MATCH-001", "MATCH-002", "MATCH-003"))
+                      for r in ("MATCH-001", "MATCH-002", "MATCH-003", "MATCH-004"))
     clean = sum(len(r.with_till.clean_alerts) for r in runs)
     return f"{rules}; false alerts on {len(runs)} clean days {clean} ({clean / max(1, len(runs)):.2f} a day)"
 

@@ -16,12 +16,13 @@ from typing import BinaryIO
 
 from agent.model import Settlement, Transaction, event_to_json
 from agent.sim.day import SimEvent
-from drivers.events import Order
+from drivers.events import EcrRequest, Order
 
 PROTOCOLS = ("jsonl", "zvt", "cn_ecr", "escpos")
 
 
-def encode_event(protocol: str, event: Transaction | Settlement | Order, *, reprint: bool = False) -> bytes:
+def encode_event(protocol: str, event: Transaction | Settlement | Order | EcrRequest, *,
+                 reprint: bool = False) -> bytes:
     """The bytes a terminal (or a till's printer stream) would send for one event."""
     if isinstance(event, Order):
         # The till's sale (a both-wires day): its printed 小票 or its JSON line; a terminal protocol has none.
@@ -30,6 +31,8 @@ def encode_event(protocol: str, event: Transaction | Settlement | Order, *, repr
         return wire_till.encode(event, protocol)
     if protocol == "jsonl":
         return (event_to_json(replace(event, source="jsonl")) + "\n").encode("utf-8")
+    if isinstance(event, EcrRequest):
+        raise ValueError(f"the simulator writes the till's ECR requests on a jsonl wire only (not {protocol})")
     if protocol == "zvt":
         from agent.sim import wire_zvt
 

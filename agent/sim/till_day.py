@@ -21,7 +21,14 @@ another one) and ``no_sale`` (a charge the till never rang up). The statistical 
 :mod:`agent.sim.day` that are not about the till (off hours, an unmatched refund, velocity, manual
 entry, sales on a closed day) are injected too, each rung up on the till like any sale.
 
-Not simulated: a retry after an ECR timeout (MATCH-004), which needs the till's request on the wire.
+Integrated sales show the till's side of the ECR link too (``ecr_request`` events, on the terminal's
+wire as a tap of both directions sees them): the request with its amount a few seconds before the
+terminal answers. Now and then (``ECR_GIVE_UP_SHARE`` of integrated charges, on clean days as well)
+the terminal is slow, the till gives up (it aborts on the wire, or its software logs ``timed_out``),
+the terminal then declines and the cashier asks again: an ordinary retry that must not alert. The
+labelled case, ``after_abort`` (MATCH-004): the terminal approves *after* the till gave up, the till
+shows "failed", the cashier asks again and the customer pays twice; the till's receipt follows the
+retry, so the late charge is the one to void.
 """
 
 from __future__ import annotations
@@ -34,10 +41,15 @@ from zoneinfo import ZoneInfo
 from agent.model import Transaction
 from agent.sim.day import DayBuilder, SimEvent, _off_hours_times, regular_cards
 from agent.sim.shops import ShopProfile, TillSide
-from drivers.events import Order, Tender
+from drivers.events import EcrRequest, Order, Tender
 
 TILL_SOURCE = "till"
-TILL_LABELS = ("wrong_amount", "dup_charge", "no_sale")
+TILL_LABELS = ("wrong_amount", "dup_charge", "no_sale", "after_abort")
+# Integrated charges where the till gives up before the terminal answers (a slow PIN, a lost line) and the
+# terminal then declines: the cashier simply asks again. A shop sees a few a week.
+ECR_GIVE_UP_SHARE = 0.02
+# How long the till waits for the terminal before it gives up (ZVT tills typically 60-120 s).
+ECR_TILL_WAITS = (60, 120)
 _HINT = {"card": "银行卡", "cash": "现金"}
 _WALLETS = ("微信支付", "支付宝")
 
@@ -85,6 +97,18 @@ class TillDay:
                   order_no=f"{self.b.day:%m%d}{self.seq:04d}", currency=self.b.shop.currency, tenders=parts)
         self.b.events.append(SimEvent(when, o))
         return o
+
+    def request(self, when: datetime, amount: int, state: str = "requested") -> None:
+        """The till's side of the ECR link (on the terminal's wire: a tap of both directions)."""
+        self.b.events.append(SimEvent(when, EcrRequest(source="sim", time=when.replace(microsecond=0), state=state,
+                                                       kind="sale" if state == "requested" else None,
+                                                       amount_minor=amount, currency=self.b.shop.currency)))
+
+    def gives_up(self, asked: datetime, amount: int) -> datetime:
+        """The till gives up on its request (abort on the wire, or its software logs a timeout); when."""
+        when = asked + timedelta(seconds=self.rng.randrange(*ECR_TILL_WAITS))
+        self.request(when, amount, self.rng.choice(("aborted", "timed_out")))
+        return when
 
     def charge(self, when: datetime, method: str, amount: int, *, card: str | None = None,
                label: str | None = None, entry_mode: str | None = None, result: str = "approved") -> Transaction:
@@ -138,12 +162,24 @@ class TillDay:
             if i:
                 t += timedelta(seconds=rng.randrange(10, 40))
             the_card = card or (b.card() if method == "card" else None)
+            if integrated:
+                asked = t - timedelta(seconds=rng.randrange(5, 30))
+                self.request(asked, amount)
+                if ordinary and rng.random() < ECR_GIVE_UP_SHARE:
+                    # The till gave up first and the terminal declined: asked again, nothing to find.
+                    declined = self.gives_up(asked, amount) + timedelta(seconds=rng.randrange(2, 20))
+                    self.charge(declined, method, amount, card=the_card, label=label, result="declined")
+                    asked = declined + timedelta(seconds=rng.randrange(10, 40))
+                    self.request(asked, amount)
+                    t = asked + timedelta(seconds=rng.randrange(5, 30))
             if method == "card" and ordinary and shop.decline_rate and rng.random() < shop.decline_rate:
                 self.charge(t, "card", amount, card=the_card, label=label, result="declined")
                 if rng.random() >= 0.7:        # gave up on the card: paid in cash
                     paid.append(("cash", amount))
                     continue
                 t += timedelta(seconds=rng.randrange(20, 60))
+                if integrated:
+                    self.request(t - timedelta(seconds=rng.randrange(5, 15)), amount)
             elif method == "card" and not integrated and ordinary and shop.void_rate and rng.random() < shop.void_rate:
                 # Keyed wrong, seen at once, voided and charged again: a correction, not a finding.
                 bad = self.charge(t, "card", typo(amount, rng), card=the_card, label=label)
@@ -229,6 +265,28 @@ def _inject(till: TillDay, rng: random.Random, closed: date) -> None:
         till.charge(again, "card", amount, card=card, label="dup_charge")
     for _ in range(2):
         till.charge(busy_time(), rng.choice(("card", "qr")), b.amount(), card=b.card(), label="no_sale")
+    def quiet_time(before: int = 60, after: int = 360) -> datetime:
+        """A busy time when the terminal is free: an ECR link carries one request at a time, so the
+        till's give-up, the late approval and the retry cannot interleave with another card sale."""
+        for _ in range(200):
+            t = busy_time()
+            if not any(t - timedelta(seconds=before) <= e.at <= t + timedelta(seconds=after)
+                       for e in b.events if isinstance(e.event, Transaction | EcrRequest)):
+                return t
+        raise RuntimeError(f"no free six minutes on the terminal on {b.day} (seed a quieter day)")
+
+    for _ in range(2):
+        # Approved after the till gave up; the cashier asks again and the retry is what the till records.
+        asked, amount, card = quiet_time(), b.amount(), b.card()
+        method = rng.choice(("card", "card", "qr"))
+        till.request(asked, amount)
+        late = till.gives_up(asked, amount) + timedelta(seconds=rng.randrange(2, 40))
+        till.charge(late, method, amount, card=card, label="after_abort")
+        again = late + timedelta(seconds=rng.randrange(15, 60))
+        till.request(again, amount)
+        retry = again + timedelta(seconds=rng.randrange(5, 30))
+        till.charge(retry, method, amount, card=card if rng.random() < 0.8 else b.card())
+        till.order(retry + timedelta(seconds=rng.randrange(2, 15)), [(method, amount)])
     for when in _off_hours_times(b, rng):
         till.customer(when, "off_hours", tenders=[("card", b.amount())], card=b.card(fresh=True))
     b.sale(busy_time(), kind="refund", card=b.card(fresh=True), label="refund_unmatched")

@@ -27,7 +27,11 @@ class EcrStore:
         return int(cur.lastrowid or 0)
 
     def recent(self, since: datetime) -> list[tuple[str, EcrRequest, datetime]]:
-        """(link, request, instant) from ``since`` on, oldest first: what a restart rebuilds the links from."""
-        rows = self.conn.execute("SELECT link, data, time_utc FROM ecr_requests WHERE time_utc>=? ORDER BY id",
+        """(link, request, received) of the till's own requests received from ``since`` on, oldest first:
+        what a restart rebuilds the links from (the timeouts settleguard inferred are its own conclusions,
+        drawn again if need be)."""
+        rows = self.conn.execute("SELECT link, data, received FROM ecr_requests WHERE received>=? AND"
+                                 " json_extract(data, '$.source')<>'settleguard' ORDER BY id",
                                  (utc_text(since),)).fetchall()
-        return [(r["link"], EcrRequest.from_dict(json.loads(r["data"])), from_utc_text(r["time_utc"])) for r in rows]
+        return [(r["link"], EcrRequest.from_dict(json.loads(r["data"])), from_utc_text(r["received"]))
+                for r in rows]

@@ -90,13 +90,19 @@ class JournalReader:
     def journal_events(self, since: datetime, until: datetime, source: str | None = None
                        ) -> list[tuple[datetime, str, str]]:
         """(received, source, Event JSON) of every event the journal kept from ``since`` up to ``until``:
-        each transaction sighting as it was seen (not the merged row), receipts, settlements and orders, in
-        the order received (a receipt before what it printed for, then transactions, orders, settlements)."""
+        each transaction sighting as it was seen (not the merged row), receipts, the till's ECR requests,
+        settlements and orders, in the order received (a receipt before what it printed for, a request
+        before its answer, then transactions, orders, settlements). The timeouts settleguard inferred
+        itself (source ``settleguard``) are left out: a replay infers them again."""
         where = "received >= ? AND received < ?" + (" AND source = ?" if source is not None else "")
         args: list[Any] = [utc_text(since), utc_text(until)] + ([source] if source is not None else [])
-        parts = [f"SELECT received, {rank} AS rank, id, source, data FROM {table} WHERE {where}"
-                 for table, rank in (("receipts", 0), ("sightings", 1), ("orders", 2), ("settlements", 3))]
-        rows = self.conn.execute(" UNION ALL ".join(parts) + " ORDER BY received, rank, id", args * 4).fetchall()
+        mine = " AND json_extract(data, '$.source') <> 'settleguard'"
+        tables = (("receipts", 0, ""), ("ecr_requests", 1, mine), ("sightings", 2, ""), ("orders", 3, ""),
+                  ("settlements", 4, ""))
+        parts = [f"SELECT received, {rank} AS rank, id, source, data FROM {table} WHERE {where}{extra}"
+                 for table, rank, extra in tables]
+        rows = self.conn.execute(" UNION ALL ".join(parts) + " ORDER BY received, rank, id",
+                                 args * len(tables)).fetchall()
         return [(from_utc_text(r[0]), str(r[3]), str(r[4])) for r in rows]
 
     def meta_value(self, k: str) -> str | None:
