@@ -417,7 +417,8 @@ def _resolve_field(field: str, reference: str) -> str:
 
 
 def unresolved_secrets(config: Config) -> list[tuple[str, str, str]]:
-    """(where, what is wrong, the fix) for each enabled channel's secret that cannot be read now."""
+    """(where, what is wrong, the fix) for each enabled channel's secret and each till-page PIN that cannot
+    be read now."""
     out: list[tuple[str, str, str]] = []
     for i, ch in enumerate(config.channel):
         if not ch.enabled:
@@ -433,6 +434,13 @@ def unresolved_secrets(config: Config) -> list[tuple[str, str, str]]:
                 problem = str(exc)
             if problem:
                 out.append((f"channel[{i}] ({ch.name}).{name}", problem, secret_fix(reference)))
+    for i, person in enumerate(config.web.staff if config.web is not None else ()):
+        if is_secret_ref(person.pin):
+            try:
+                person.resolved()
+            except ValueError as exc:
+                out.append((f"web.staff[{i}] ({person.name}).pin", str(exc),
+                            secret_fix(person.pin.get_secret_value())))
     return out
 
 
@@ -603,15 +611,17 @@ class StaffConfig(_Strict):
     """One person who may sign in to the till page: a name the group sees, a PIN, a role."""
 
     name: str = Field(min_length=1, max_length=32)
-    pin: Secret                          # inline, env:NAME or file:PATH, as channel secrets
+    # Inline, env:NAME or file:PATH, as channel secrets, and like them read only where the page is served
+    # (the daemon: preflight and the page), so replay or check-config on another machine needs no PINs.
+    pin: Secret
     role: Literal["cashier", "manager"] = "cashier"
 
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_pin(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and isinstance(raw.get("pin"), str):
-            return {**raw, "pin": _resolve_secret(raw["pin"])}
-        return raw
+    def resolved(self) -> StaffConfig:
+        """This person with the PIN read from its env:/file: reference; ValueError when it cannot be."""
+        raw = self.pin.get_secret_value()
+        if not is_secret_ref(raw):
+            return self
+        return self.model_copy(update={"pin": SecretStr(_check_pin(_resolve_secret(raw)))})
 
     @field_validator("name")
     @classmethod
@@ -624,11 +634,17 @@ class StaffConfig(_Strict):
     @field_validator("pin")
     @classmethod
     def _pin(cls, v: SecretStr) -> SecretStr:
-        # Digits only, so a phone shows its number pad; 4 at least, and the page locks a client out
-        # after a few wrong tries (agent/web/auth.py), which is what makes a short PIN bearable.
-        if not re.fullmatch(r"\d{4,12}", v.get_secret_value()):
-            raise ValueError("a PIN is 4 to 12 digits")
+        if not is_secret_ref(v):
+            _check_pin(v.get_secret_value())
         return v
+
+
+def _check_pin(pin: str) -> str:
+    # Digits only, so a phone shows its number pad; 4 at least, and the page locks a client out
+    # after a few wrong tries (agent/web/auth.py), which is what makes a short PIN bearable.
+    if not re.fullmatch(r"\d{4,12}", pin):
+        raise ValueError("a PIN is 4 to 12 digits")
+    return pin
 
 
 class WebConfig(_Strict):
@@ -668,17 +684,35 @@ class WebConfig(_Strict):
 
     @model_validator(mode="after")
     def _people(self) -> WebConfig:
-        names: set[str] = set()
-        pins: set[str] = set()
-        for person in self.staff:
-            if person.name in names:
-                raise ValueError(f"two [[web.staff]] entries are named {person.name!r}")
-            # A PIN names who answered: two people sharing one could not be told apart.
-            if person.pin.get_secret_value() in pins:
-                raise ValueError(f"{person.name} has the same PIN as someone else; give each person their own")
-            names.add(person.name)
-            pins.add(person.pin.get_secret_value())
+        _distinct(self.staff)
         return self
+
+    def resolved(self) -> WebConfig:
+        """The page's settings with every PIN read (the daemon, where the page is served); ValueError
+        naming ``staff[i] (name).pin`` when one cannot be read or two people end up with one PIN."""
+        staff = []
+        for i, person in enumerate(self.staff):
+            try:
+                staff.append(person.resolved())
+            except ValueError as exc:
+                raise ValueError(f"staff[{i}] ({person.name}).pin: {exc}") from None
+        _distinct(staff)
+        return self.model_copy(update={"staff": staff})
+
+
+def _distinct(staff: list[StaffConfig]) -> None:
+    names: set[str] = set()
+    pins: set[str] = set()
+    for person in staff:
+        if person.name in names:
+            raise ValueError(f"two [[web.staff]] entries are named {person.name!r}")
+        # A PIN names who answered: two people sharing one could not be told apart. (References not read
+        # yet are compared once they are: WebConfig.resolved.)
+        pin = person.pin.get_secret_value()
+        if not is_secret_ref(pin) and pin in pins:
+            raise ValueError(f"{person.name} has the same PIN as someone else; give each person their own")
+        names.add(person.name)
+        pins.add(pin)
 
 
 class MatchConfig(_Strict):

@@ -30,16 +30,19 @@ def test_pins_take_the_channels_secret_forms(tmp_path: Path, monkeypatch: pytest
     loaded = parse_config(web(person("小王", "env:SG_TEST_PIN") + person("小李", f"file:{pin_file}")
                               + person("李店长", "1122", "manager")))
     assert loaded.config.web is not None
-    pins = [s.pin.get_secret_value() for s in loaded.config.web.staff]
+    # read where the page is served (WebConfig.resolved: the daemon's preflight and the page), not at load
+    assert [s.pin.get_secret_value() for s in loaded.config.web.staff] == [
+        "env:SG_TEST_PIN", f"file:{pin_file}", "1122"]
+    resolved = loaded.config.web.resolved()
+    pins = [s.pin.get_secret_value() for s in resolved.staff]
     assert pins == ["246810", "135790", "1122"]
-    assert "246810" not in repr(loaded.config) and "135790" not in str(loaded.config.web)
+    assert "246810" not in repr(resolved) and "135790" not in str(resolved)
     assert loaded.config.legit_needs == "manager"      # the default: a manager says a charge is genuine
 
 
 @pytest.mark.parametrize(("staff", "error"), [
     (person("小王", "12a4"), "a PIN is 4 to 12 digits"),
     (person("小王", "123"), "a PIN is 4 to 12 digits"),
-    (person("小王", "env:SG_TEST_NOT_SET"), "environment variable SG_TEST_NOT_SET is not set"),
     (person("小王", "4711") + person("小李", "4711"), "same PIN as someone else"),
     (person("小王", "4711") + person("小王", "4712"), "two [[web.staff]] entries are named"),
     (person("小王", "4711", "boss"), "role"),
@@ -50,6 +53,51 @@ def test_bad_staff_entries_are_refused_without_echoing_a_pin(staff: str, error: 
     assert error in str(refused.value)
     for pin in ("12a4", "4711", "4712"):
         assert f"'{pin}'" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("staff", "error"), [
+    (person("小王", "env:SG_TEST_NOT_SET"), "staff[0] (小王).pin: environment variable SG_TEST_NOT_SET is not set"),
+    (person("小王", "env:SG_TEST_BAD_PIN"), "staff[0] (小王).pin: a PIN is 4 to 12 digits"),
+    (person("小王", "env:SG_TEST_PIN") + person("小李", "4711"), "小李 has the same PIN as someone else"),
+])
+def test_a_pin_reference_that_does_not_read_is_refused_where_the_page_is_served(
+        staff: str, error: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not at load (replay and check-config on the owner's laptop need no PIN), but by the daemon's
+    preflight, with the file and the person named, before anything starts."""
+    from agent.service.preflight import preflight
+
+    monkeypatch.setenv("SG_TEST_PIN", "4711")
+    monkeypatch.setenv("SG_TEST_BAD_PIN", "12a4")
+    conf = tmp_path / "shop.toml"
+    conf.write_text(web(staff), encoding="utf-8")
+    loaded = load_config(conf)                    # parses: nothing read yet
+    with pytest.raises(ConfigError) as refused:
+        preflight(loaded, datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI))
+    assert str(conf) in str(refused.value) and error in str(refused.value)
+    assert "12a4" not in str(refused.value)
+
+
+def test_replay_and_check_config_run_without_the_tills_pin_environment(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    conf = tmp_path / "shop.toml"
+    conf.write_text('[shop]\nname = "测试店"\ntimezone = "Asia/Shanghai"\n'
+                    + web(person("小王", "env:SG_TEST_NOT_SET_ANYWHERE")), encoding="utf-8")
+    capture = tmp_path / "day.jsonl"
+    capture.write_bytes(sale_line("000001", 6800))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
+                              timeout=60)
+
+    checked = cli("check-config", str(conf))
+    assert checked.returncode == 0, checked.stderr
+    assert "web.staff[0] (小王).pin" in checked.stderr and "cannot sign in to the till page" in checked.stderr
+    strict = cli("check-config", "--strict", str(conf))
+    assert strict.returncode == 78 and "SG_TEST_NOT_SET_ANYWHERE" in strict.stderr
+    replayed = cli("replay", "--config", str(conf), "--protocol", "jsonl", str(capture))
+    assert replayed.returncode == 0, replayed.stderr
 
 
 @pytest.mark.parametrize("listen", ["8087", "eth0:8087", "example.com:8087", "127.0.0.1:99999"])

@@ -29,8 +29,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             if args.strict:
                 err(f"{args.file}: {where}: {problem}\n  fix: {fix}")
             else:
-                err(f"warning: {args.file}: {where}: {problem} (the service cannot send on this channel until "
-                    f"it is set; replay does not need it)\n  fix: {fix}")
+                effect = ("this person cannot sign in to the till page" if where.startswith("web.")
+                          else "the service cannot send on this channel")
+                err(f"warning: {args.file}: {where}: {problem} ({effect} until it is set; replay does not "
+                    f"need it)\n  fix: {fix}")
         if missing and args.strict:
             return EX_CONFIG
         # Everything `run` would build, built once: a value that parses but fails when used is refused here.
@@ -38,6 +40,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         preflight(loaded, SYSTEM_CLOCK.now(), sending=not missing)
         if missing:   # the channels whose secrets do read: their values checked as sending would check them
             unreadable = {where.rsplit(".", 1)[0] for where, _, _ in missing}
+            if loaded.config.web is not None and not any(w.startswith("web.") for w in unreadable):
+                try:
+                    loaded.config.web.resolved()
+                except ValueError as exc:
+                    raise ConfigError(args.file, "web", str(exc)) from None
             for i, ch in enumerate(loaded.config.channel):
                 where = f"channel[{i}] ({ch.name})"
                 if ch.enabled and where not in unreadable:

@@ -327,7 +327,7 @@ class Daemon:
             from agent.web.auth import Person
 
             gate.idle, gate.longest = after.session_idle.total_seconds(), after.session_max.total_seconds()
-            gate.drop_people_gone([Person(p.name, p.role, p.pin.get_secret_value()) for p in after.staff])
+            gate.drop_people_gone([Person(p.name, p.role, p.pin.get_secret_value()) for p in after.resolved().staff])
         if before is not None and after is not None and before.listen == after.listen and self.web is not None:
             return   # staff, roles and legit_needs are read from self.loaded at each request
         self._stop_web()

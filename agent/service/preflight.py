@@ -41,6 +41,12 @@ def preflight(loaded: LoadedConfig, now: datetime, *, sending: bool = True) -> l
     _step(path, "source", lambda: _decoders(loaded))
     _step(path, "settlement", lambda: _schedule(loaded, now))
     _step(path, "rules", lambda: _dry_run(loaded, channels, now))
+    if sending and loaded.config.web is not None:
+        # The page's PINs, read as the page will read them (check-config reported unreadable ones already).
+        try:
+            loaded.config.web.resolved()
+        except ValueError as exc:
+            raise ConfigError(path, "web", str(exc)) from None
     return channels
 
 

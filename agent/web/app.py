@@ -79,7 +79,12 @@ class Till:
         return web
 
     def people(self) -> list[Person]:
-        return [Person(s.name, s.role, s.pin.get_secret_value()) for s in self.web().staff]
+        # PINs given as env:/file: are read here, each sign-in (preflight checked they read at start).
+        try:
+            staff = self.web().resolved().staff
+        except ValueError as exc:
+            raise ApiError(503, "PIN 设置有误，请联系店长 / staff PINs cannot be read") from exc
+        return [Person(s.name, s.role, s.pin.get_secret_value()) for s in staff]
 
 
 # What a link may name: a short code or an id (anything else opens the page without a focus).
