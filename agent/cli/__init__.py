@@ -9,10 +9,10 @@ import argparse
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.cli import ack, alerts, check_config, decode, demo, doctor, export, replay, run, simulate, template
+from agent.cli import ack, alerts, check_config, decode, demo, doctor, export, fleet, replay, run, simulate, template
 from agent.cli.common import EX_OK
 
-COMMANDS = (run, demo, simulate, decode, check_config, replay, export, ack, alerts, doctor, template)
+COMMANDS = (run, demo, simulate, decode, check_config, replay, export, ack, alerts, doctor, template, fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:
