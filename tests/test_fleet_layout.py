@@ -116,7 +116,8 @@ def test_a_shop_leaf_node_keeps_accepting_while_head_office_is_away(tmp_path: Pa
     hq_conf = (blocks["hq"].replace("0.0.0.0:4222", f"127.0.0.1:{hq_port}")
                .replace("0.0.0.0:7422", f"127.0.0.1:{leaf_port}").replace("/var/lib/nats", str(tmp_path / "hq")))
     shop_conf = (blocks["shop"].replace("127.0.0.1:4222", f"127.0.0.1:{shop_port}")
-                 .replace("hq.example.com:7422", f"127.0.0.1:{leaf_port}").replace("/var/lib/nats", str(tmp_path / "shop")))
+                 .replace("hq.example.com:7422", f"127.0.0.1:{leaf_port}")
+                 .replace("/var/lib/nats", str(tmp_path / "shop")))
     assert hq_conf != blocks["hq"] and shop_conf != blocks["shop"]
     (tmp_path / "hq.conf").write_text(hq_conf, encoding="utf-8")
     (tmp_path / "shop.conf").write_text(shop_conf, encoding="utf-8")

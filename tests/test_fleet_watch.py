@@ -71,8 +71,9 @@ def test_the_alert_is_shaped_like_the_alert_json_with_both_transactions_and_stab
     mine = events[0][2]
     assert mine["type"] == "settleguard.alert.opened" and mine["source"] == "settleguard://hwd/t1"
     data = mine["data"]
-    assert set(data) == {"type", "id", "code", "revision", "rule", "rule_version", "severity", "certainty", "state",
-                         "reason", "reason_zh", "evidence", "transactions", "suggestion", "created", "updated", "answer"}
+    assert set(data) == {"type", "id", "code", "revision", "rule", "rule_version", "severity", "certainty",
+                         "state", "reason", "reason_zh", "evidence", "transactions", "suggestion", "created", "updated",
+                         "answer"}
     assert data["rule"] == RULE and data["state"] == "open" and data["certainty"] == "verify"
     assert [t["voucher_no"] for t in data["transactions"]] == ["000001", "000077"]
     assert data["suggestion"]["deadline"] == cutoff and events[1][2]["data"]["suggestion"]["deadline"] is None
@@ -158,7 +159,8 @@ def test_watch_runs_until_signalled_and_judges_what_arrives_meanwhile(nats_serve
                             stderr=subprocess.PIPE, text=True)
     try:
         t = now()
-        publish(nats_server.url, [sale("hwd", "t1", "000001", t), sale("lmk", "t1", "000002", t + timedelta(minutes=2))])
+        publish(nats_server.url, [sale("hwd", "t1", "000001", t),
+                                  sale("lmk", "t1", "000002", t + timedelta(minutes=2))])
         wait_until(lambda: len(stored(nats_server.url, "settleguard.*.*.alert")) == 2, "two CHAIN-001 alerts",
                    timeout=30, pace=0.2)
         proc.send_signal(signal.SIGTERM)

@@ -62,8 +62,8 @@ def render(view: FleetView) -> None:
             when = "-" if deadline is None else deadline.strftime("%m-%d %H:%M")
             if deadline is not None and deadline <= view.now:
                 when += "\n已过期 overdue"
-            alerts.add_row(f"{a.shop_id}\n{a.till_id}", str(data.get("code") or data.get("id") or "-"),
-                           f"{data.get('rule')} {data.get('severity')}\n{data.get('state')} (rev {data.get('revision')})",
+            rule = f"{data.get('rule')} {data.get('severity')}\n{data.get('state')} (rev {data.get('revision')})"
+            alerts.add_row(f"{a.shop_id}\n{a.till_id}", str(data.get("code") or data.get("id") or "-"), rule,
                            format_money(amount, currency) if amount is not None else "-", when,
                            str(data.get("reason_zh") or data.get("reason") or ""))
         console.print(alerts)

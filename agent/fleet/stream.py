@@ -181,7 +181,7 @@ async def read(js: Any, options: NatsOptions, filter_subject: str, *, last_per_s
             name = (await sub.consumer_info()).name
             await sub.unsubscribe()
             await js.delete_consumer(options.stream, name)
-        except Exception:   # noqa: S110 - the server drops an idle ephemeral consumer by itself anyway
+        except Exception:
             pass
 
 

@@ -84,7 +84,8 @@ class OpenAlert:
         return _time(suggestion.get("deadline")) if isinstance(suggestion, dict) else None
 
     def amount(self) -> tuple[int | None, str | None]:
-        suggestion = self.alert.get("suggestion") if isinstance(self.alert.get("suggestion"), dict) else {}
+        raw = self.alert.get("suggestion")
+        suggestion: dict[str, Any] = raw if isinstance(raw, dict) else {}
         txs = [t for t in self.alert.get("transactions") or [] if isinstance(t, dict)]
         last = txs[-1] if txs else {}
         amount = _int(suggestion.get("amount_minor"))
@@ -116,7 +117,7 @@ class FleetView:
         for t in self.tills:
             outbox = (t.heartbeat or {}).get("outbox")
             dead = _int(outbox.get("dead")) if isinstance(outbox, dict) else None
-            if dead:
+            if dead and isinstance(outbox, dict):
                 out.append({"shop_id": t.shop_id, "till_id": t.till_id, "dead": dead,
                             "pending": _int(outbox.get("pending")), "oldest_pending": outbox.get("oldest_pending")})
         return out
