@@ -172,3 +172,13 @@ def test_watch_runs_until_signalled_and_judges_what_arrives_meanwhile(nats_serve
     assert proc.returncode == 0, errors
     assert "CHAIN-001 622576******6691 RMB 38.00: hwd/t1" in out
     assert "1 finding(s), 2 alert(s) published" in errors
+
+
+def test_connection_options_may_come_before_or_after_watch() -> None:
+    from agent.cli import build_parser
+
+    parser = build_parser()
+    before = parser.parse_args(["fleet", "--url", "nats://hq:4222", "--stream", "S2", "watch", "--once"])
+    after = parser.parse_args(["fleet", "watch", "--url", "nats://hq:4222", "--stream", "S2", "--once"])
+    for args in (before, after):
+        assert (args.url, args.stream, args.once, args.func.__name__) == ("nats://hq:4222", "S2", True, "cmd_watch")
