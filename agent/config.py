@@ -34,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+# ConfigError, EX_CONFIG and system_zone live in a pydantic-free module so the CLI can use them cheaply.
+from agent.config_errors import EX_CONFIG, ConfigError, system_zone  # noqa: F401 (re-exported)
 from agent.identity import check_slug, derive_id, event_source
 from agent.rules.calendar import HoursConfig
 from agent.rules.engine import RuleConfigError, validate_rule_params
@@ -46,18 +48,6 @@ from drivers.transports.tcp import (
     parse_host_port,
     parse_listen,
 )
-
-EX_CONFIG = 78
-
-
-class ConfigError(Exception):
-    """A configuration a person must fix: names the file, line (when known) and field."""
-
-    def __init__(self, file: str, field: str, message: str, line: int | None = None) -> None:
-        self.file, self.field, self.message, self.line = file, field, message, line
-        where = f"{file}, line {line}" if line else file
-        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
-
 
 # A secret never formats as its value (str, repr, f-strings, model_dump(mode="json") all print
 # "**********"); the raw value only through .get_secret_value() where it is used.
@@ -847,28 +837,6 @@ class LoadedConfig:
         self.hours = None
         if config.shop.hours is not None:
             self.hours = HoursConfig.model_validate(config.shop.hours)
-
-
-def system_zone() -> tzinfo:
-    tz_env = os.environ.get("TZ")
-    if tz_env:
-        try:
-            return ZoneInfo(tz_env.lstrip(":"))
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    try:
-        link = os.readlink("/etc/localtime")
-        if "zoneinfo/" in link:
-            return ZoneInfo(link.split("zoneinfo/", 1)[1])
-    except OSError:
-        pass
-    try:
-        name = Path("/etc/timezone").read_text().strip()
-        if name:
-            return ZoneInfo(name)
-    except (OSError, ZoneInfoNotFoundError, ValueError):
-        pass
-    return ZoneInfo("UTC")
 
 
 def _locate(text: str, loc: tuple[Any, ...]) -> int | None:

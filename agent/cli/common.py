@@ -9,10 +9,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.config import EX_CONFIG, ConfigError, load_config, system_zone
+# Not agent.config itself: it pulls in pydantic and the rule catalogue, which only commands that read a
+# configuration need (load_config below imports it on first use).
+from agent.config_errors import EX_CONFIG, ConfigError, system_zone
+
+if TYPE_CHECKING:
+    from agent.config import LoadedConfig
 
 EX_OK, EX_FAIL, EX_USAGE, EX_DATAERR = 0, 1, 2, 65
 DEFAULT_CONFIG = "/etc/settleguard/settleguard.toml"
@@ -20,6 +25,13 @@ DEFAULT_STATE = "/var/lib/settleguard"
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_STATE", "EX_CONFIG", "EX_DATAERR", "EX_FAIL", "EX_OK", "EX_USAGE", "ConfigError",
            "err", "load_config", "loaded_zone", "state_dir", "system_zone", "usage_error", "zone_arg"]
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """:func:`agent.config.load_config`, imported when a command first reads a configuration."""
+    from agent.config import load_config as load
+
+    return load(path)
 
 
 def err(message: str) -> None:

@@ -37,6 +37,7 @@ from agent.service.metrics import MetricsServer, Snapshot, SourceSample, read_jo
 from agent.service.preflight import preflight
 from agent.service.reload import ConfigWatcher, ReloadPlan, config_secrets, plan_reload
 from agent.service.sdnotify import SdNotify, watchdog_interval
+from agent.service.sender import LazyHttpxSender
 from agent.service.threads import Guarded, RestartBudget, describe
 from agent.sources import WIRE_CHECK_EVERY, SourceRunner, wire_command
 from agent.store.journal import Journal
@@ -148,10 +149,10 @@ class Daemon:
                                  evidence_dir=self.state_dir / "evidence",
                                  history=(History(self.state_dir / "history", cfg.history, self.loaded.tz)
                                           if cfg.history.enabled else None))
+        lazy = None
         if self.sender is None:
-            from agent.delivery.channels.http import HttpxSender
-
-            self.sender = HttpxSender(timeout=cfg.delivery.timeout.total_seconds())
+            # httpx and its SSL context are built after READY (agent/service/sender.py), not before.
+            self.sender = lazy = LazyHttpxSender(timeout=cfg.delivery.timeout.total_seconds())
         self._start_delivery(self.loaded, channels)
         # Before the readers start: what fell due while we were down is handled before anything new.
         self._catch_up(journal)
@@ -172,6 +173,8 @@ class Daemon:
             self.watcher.start()
         self._thread("notify", self._notify_loop)
         self.notify.ready(self.status_line())
+        if lazy is not None:
+            lazy.warm_up()
         log.info("settleguard running: %d source(s), %d channel(s), state in %s", len(self.sources),
                  len(channels), self.state_dir)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -24,14 +25,6 @@ from drivers.receipts.extract import (
     TenderRule,
 )
 from drivers.receipts.lines import normalise_pattern
-
-# A label, then an optional bilingual part "(VOUCHER NO)", " VOUCHER NO", "/VOUCHER NO" or, after an English
-# label, " 凭证号" / "/凭证号" (the other language before a colon), then an optional colon. Lines and patterns
-# are normalised (drivers/receipts/lines.py) first, so a full-width "：" or "（" is a ":" or "(" here.
-# [^\x00-\x7f] rather than a CJK range: IGNORECASE compiles a range by case-folding each of its
-# characters (0.3 s of start-up for 27,000 of them in every label).
-_LABEL_TAIL = (r"(?:\s*\([^)]{0,40}\)|\s*/?\s*[A-Za-z][A-Za-z./ ]{0,30}(?=\s*:)"
-               r"|\s*/?\s*[^\x00-\x7f]{1,8}(?=\s*:))?\s*:?\s*")
 
 _TOP_KEYS = frozenset({"name", "kind", "description", "priority", "start", "end", "currency", "required",
                        "defaults", "fields", "maps", "settlement", "tenders"})
@@ -73,8 +66,9 @@ def _regex_list(value: Any, where: str, key: str, *,
 
 
 def _label(pattern: re.Pattern[str], where: str, key: str) -> re.Pattern[str]:
-    # Labels start a line or follow a space, so 凭证号 does not match inside 原凭证号.
-    return _regex(rf"{LABEL_PREFIX}{pattern.pattern}){_LABEL_TAIL}", where, key)
+    # Labels start a line or follow a space, so 凭证号 does not match inside 原凭证号. The bilingual tail
+    # after a label is one pattern compiled once (extract.LABEL_TAIL), not part of each label's regex.
+    return _regex(rf"{LABEL_PREFIX}{pattern.pattern})", where, key)
 
 
 def _unknown_keys(obj: Mapping[str, Any], allowed: frozenset[str], where: str, prefix: str) -> None:
@@ -226,6 +220,14 @@ def load_template(path: Traversable | str | Path) -> ReceiptTemplate:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"{where}: cannot read template: {exc}") from None
+    return _parse_text(where, text)
+
+
+# Every decoder built in a process (one per printer, the web page's preview, a test) loads the same files:
+# a template is immutable, so one parse per file content serves them all. Keyed by the text, so an edited
+# file is parsed again; a bad file raises every time (exceptions are not cached).
+@functools.lru_cache(maxsize=64)
+def _parse_text(where: str, text: str) -> ReceiptTemplate:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
