@@ -135,14 +135,37 @@ def test_frame_with_a_bad_crc_is_skipped_whole_and_the_next_one_survives() -> No
     assert decoder.stats.counters["crc_errors"] == 1
 
 
+def test_frame_serial_sends_a_crc_byte_of_0x10_unstuffed() -> None:
+    """The ZVT RS232 block is DLE STX <APDU, DLE doubled> DLE ETX <CRC-L> <CRC-H>: the two CRC bytes follow
+    DLE ETX as they are (ecrterm reads exactly two; see frame_serial's docstring for the sources)."""
+    apdu = _status_with_crc_byte(0x10)
+    crc = crc_kermit(apdu + b"\x03")
+    assert 0x10 in (crc & 0xFF, crc >> 8)
+    framed = frame_serial(apdu)
+    assert framed == b"\x10\x02" + apdu.replace(b"\x10", b"\x10\x10") + b"\x10\x03" + bytes((crc & 0xFF, crc >> 8))
+    # Read as ecrterm's serial reader does: unstuff up to DLE ETX, then exactly two CRC bytes. The frame is
+    # used up exactly and the CRC checks; with a stuffed CRC byte this reader would leave one byte over.
+    data, i = bytearray(), 2
+    while True:
+        if framed[i] == 0x10:
+            if framed[i + 1] == 0x03:
+                break
+            i += 1
+        data.append(framed[i])
+        i += 1
+    assert bytes(data) == apdu
+    assert framed[i + 2:i + 4] == bytes((crc & 0xFF, crc >> 8)) and len(framed) == i + 4
+
+
 @pytest.mark.parametrize("stuff_crc", [True, False])
 def test_crc_byte_equal_to_dle_is_accepted_stuffed_or_not(stuff_crc: bool) -> None:
     apdu = _status_with_crc_byte(0x10)
-    framed = frame_serial(apdu)
-    if not stuff_crc:
-        etx = framed.rindex(b"\x10\x03")
+    framed = frame_serial(apdu)                 # the specification's form: CRC bytes as they are
+    if stuff_crc:                               # a lenient sender's form: a CRC byte 0x10 doubled
+        etx = framed.rindex(b"\x10\x03", 0, len(framed) - 2)
         crc = crc_kermit(apdu + b"\x03")
-        framed = framed[:etx + 2] + bytes((crc & 0xFF, crc >> 8))
+        framed = framed[:etx + 2] + bytes((crc & 0xFF, crc >> 8)).replace(b"\x10", b"\x10\x10")
+        assert framed.count(b"\x10") > frame_serial(apdu).count(b"\x10")
     follower = vector("ecrterm_frame_040f_status_info")
     events, decoder = decode(framed + follower)
     assert [e.amount_minor for e in events if isinstance(e, Transaction)] == [990, 4000]

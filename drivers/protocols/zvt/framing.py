@@ -3,8 +3,10 @@
 Transports
     ``serial``  RS-232 frames ``DLE STX | APDU, each 0x10 doubled | DLE ETX |
                 CRC-lo CRC-hi``; CRC-16/KERMIT over the unstuffed APDU plus
-                ETX. Single ACK (0x06) / NAK (0x15) bytes between frames are
-                normal line traffic, not garbage.
+                ETX. The CRC bytes are not stuffed (see :func:`frame_serial`);
+                a stuffed CRC from a lenient sender is accepted too. Single
+                ACK (0x06) / NAK (0x15) bytes between frames are normal line
+                traffic, not garbage.
     ``tcp``     bare APDUs back to back (ZVT over TCP/IP has no framing and
                 no checksum), so resynchronisation can only rely on plausible
                 ``CLASS INSTR`` pairs.
@@ -72,14 +74,21 @@ def _stuff(data: bytes) -> bytes:
 
 
 def frame_serial(apdu: bytes) -> bytes:
-    """Wrap one APDU for RS-232: DLE STX, stuffed APDU, DLE ETX, CRC low byte first.
+    """Wrap one APDU for RS-232: DLE STX, stuffed APDU, DLE ETX, CRC low byte, CRC high byte.
 
-    The CRC bytes are stuffed too (what ecrterm and most terminals send); the
-    decoder accepts either form.
+    Only the APDU is DLE-stuffed; the two CRC bytes go out as they are, even when one is 0x10. That is the
+    ZVT transport protocol's block layout (PA00P016 "Transport-Protocol / Application-Protocol", RS232:
+    ``DLE STX <APDU> DLE ETX <CRC-L> <CRC-H>``, DLE doubling inside the APDU), and what the implementations
+    that talk to real terminals do: ecrterm writes ``... DLE ETX crc_l crc_h`` and, after DLE ETX, reads
+    exactly two CRC bytes (ecrterm/transmission/transport_serial.py, SerialMessage and read());
+    Wiffzack's zvtlib (github.com/Europa-Park/zvtlib, TransportLayer/RS232Tpdu.cs) appends the checksum
+    unescaped and its receiver takes "any" two bytes after DLE ETX. A receiver needs no stuffing there: the
+    CRC's place is fixed. A stuffed CRC byte (this function's output before issue 20) makes such receivers
+    lose sync, so the simulator must not send one. The decoder still accepts both spellings
+    (:func:`_match_crc`), since a stuffing sender costs nothing to read.
     """
     crc = crc_kermit(apdu + b"\x03")
-    return DLE_STX + _stuff(apdu) + DLE_ETX + _stuff(bytes((crc & 0xFF, crc >> 8)))
-
+    return DLE_STX + _stuff(apdu) + DLE_ETX + bytes((crc & 0xFF, crc >> 8))
 
 
 # Plausible APDU starts on a bare (TCP) stream; anything else is skipped.
