@@ -19,7 +19,9 @@ from bench.common import OUT, ROOT, machine
 # name -> seconds allowed for its full form: about 20 minutes without the pipeline fuzzer, 60 with it.
 BENCHMARKS: dict[str, int] = {
     "throughput": 180,
-    "peers": 240,
+    "peers": 300,
+    "escpos_templates": 180,
+    "startup": 300,
     "latency": 180,
     "replay_throughput": 420,
     "resources": 420,
