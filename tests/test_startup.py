@@ -109,3 +109,22 @@ def test_the_label_tail_matched_apart_ends_where_the_joined_regex_ends() -> None
                             (template.name, label.pattern, line, p)
                         checked += whole is not None
     assert checked > 30
+
+
+def test_normalise_skips_translate_only_when_nothing_would_change() -> None:
+    """normalise() translates a line only when it has a full-width character (issue 20 fast path): the result
+    must equal translating every line."""
+    import random
+
+    from drivers.receipts.lines import _WIDTH
+
+    rng = random.Random(20)
+    alphabet = ([chr(c) for c in range(0x20, 0x7F)] + [chr(c) for c in range(0xFF01, 0xFF5F)]
+                + ["\u3000", "\u00a0", "\uffe5", "金", "额", "凭", "证"])
+    for _ in range(5000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        full = " ".join(line.translate(_WIDTH).split())
+        got = normalise(line)
+        if ":" not in full and "=" not in full:          # (the currency-separator fix is the same either way)
+            assert got == full, (line, got, full)
+        assert normalise(line.translate(_WIDTH)) == got
