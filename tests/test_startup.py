@@ -77,7 +77,7 @@ def test_closing_the_http_sender_before_it_is_built_builds_nothing() -> None:
     lazy = LazyHttpxSender(timeout=3.0)
     lazy.close()
     assert not lazy.built
-    # Built afterwards (a late warm-up thread): closed at once, so nothing is left open.
+    # A send racing the shutdown builds it afterwards: closed at once, so nothing is left open.
     assert lazy.ensure().client.is_closed
 
 
@@ -128,3 +128,16 @@ def test_normalise_skips_translate_only_when_nothing_would_change() -> None:
         if ":" not in full and "=" not in full:          # (the currency-separator fix is the same either way)
             assert got == full, (line, got, full)
         assert normalise(line.translate(_WIDTH)) == got
+
+
+def test_the_daemon_is_ready_without_building_the_http_client(tmp_path: Path) -> None:
+    from agent.sim.terminal import PtyTerminal
+    from tests.helpers import daemon_on_pty
+
+    term = PtyTerminal()
+    daemon = daemon_on_pty(tmp_path, term)
+    try:
+        assert isinstance(daemon.sender, LazyHttpxSender) and not daemon.sender.built
+    finally:
+        daemon.stop()
+        term.close()

@@ -149,10 +149,9 @@ class Daemon:
                                  evidence_dir=self.state_dir / "evidence",
                                  history=(History(self.state_dir / "history", cfg.history, self.loaded.tz)
                                           if cfg.history.enabled else None))
-        lazy = None
         if self.sender is None:
-            # httpx and its SSL context are built after READY (agent/service/sender.py), not before.
-            self.sender = lazy = LazyHttpxSender(timeout=cfg.delivery.timeout.total_seconds())
+            # httpx and its SSL context are built on the first send (agent/service/sender.py), not before READY.
+            self.sender = LazyHttpxSender(timeout=cfg.delivery.timeout.total_seconds())
         self._start_delivery(self.loaded, channels)
         # Before the readers start: what fell due while we were down is handled before anything new.
         self._catch_up(journal)
@@ -173,8 +172,6 @@ class Daemon:
             self.watcher.start()
         self._thread("notify", self._notify_loop)
         self.notify.ready(self.status_line())
-        if lazy is not None:
-            lazy.warm_up()
         log.info("settleguard running: %d source(s), %d channel(s), state in %s", len(self.sources),
                  len(channels), self.state_dir)
 

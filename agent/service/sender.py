@@ -2,9 +2,10 @@
 
 Building httpx's client imports httpx and httpcore (which imports trio when it is installed) and loads the
 CA bundle into an SSL context: ~0.15-0.3 s on a till, which start-up used to spend before telling systemd
-READY=1 even with no HTTP channel configured (issue 20: READY <= 0.4 s). The daemon warms it up on a
-background thread right after READY, so the first alert does not usually pay for it either; whichever
-comes first builds it, once, under a lock.
+READY=1 even with no HTTP channel configured (issue 20: READY <= 0.4 s). The first delivery builds it,
+once, under a lock (the delivery thread is the only caller; the lock keeps that true if it ever is not),
+so the first alert after a start pays those ~0.2 s; a till with no HTTP channel never pays them. Not
+warmed up on a thread after READY: that import competes for the CPU just when the first events arrive.
 """
 
 from __future__ import annotations
@@ -33,12 +34,6 @@ class LazyHttpxSender:
                 if self._closed:             # closed while it was being built: close it at once
                     self._sender.close()
             return self._sender
-
-    def warm_up(self) -> threading.Thread:
-        """Build it on a background thread (daemon: it never holds up shutting down)."""
-        thread = threading.Thread(target=self.ensure, name="http-warm-up", daemon=True)
-        thread.start()
-        return thread
 
     @property
     def built(self) -> bool:
