@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> None:
     wa.add_argument("--window", default="10m", help="how close in time the two charges are (default 10m)")
     wa.add_argument("--late", default="1h",
                     help="how far behind a shop may forward after its uplink was down (default 1h)")
-    from agent.fleet.watch import DEFAULT_DURABLE
+    from agent.fleet.stream import DEFAULT_DURABLE
     wa.add_argument("--durable", default=DEFAULT_DURABLE, help=f"consumer name (default {DEFAULT_DURABLE})")
     wa.add_argument("--once", action="store_true", help="judge what is pending, then exit (tests, cron)")
     wa.set_defaults(func=cmd_watch)

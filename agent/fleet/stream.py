@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.config import SECRET_REF_PREFIXES, _resolve_secret
-
 SUBJECT_ROOT = "settleguard"
+# `fleet watch`'s durable consumer (here, not in watch.py: the CLI parser reads it without the rule's imports).
+DEFAULT_DURABLE = "settleguard-fleet-watch"
 DEFAULT_STREAM = "SETTLEGUARD"
 DEFAULT_URL = "nats://127.0.0.1:4222"
 # Where a secret comes from when no option names it (the same names in docs/FLEET.md).
@@ -48,6 +48,10 @@ def split_subject(name: str) -> tuple[str, str, str] | None:
 
 def secret_value(reference: str | None, what: str) -> str | None:
     """The secret behind an ``env:``/``file:`` reference; a literal is refused (it would be on argv)."""
+    # Here, not at the top: `settleguard --help` builds every sub-command's parser and must not pay for
+    # pydantic (agent/config.py); see ARCHITECTURE.md's start-up rule.
+    from agent.config import SECRET_REF_PREFIXES, _resolve_secret
+
     if reference is None:
         return None
     if not reference.startswith(SECRET_REF_PREFIXES):
