@@ -15,7 +15,6 @@ import binascii
 import ipaddress
 import os
 import re
-import socket
 import tomllib
 from datetime import time as dtime
 from datetime import timedelta, tzinfo
@@ -30,13 +29,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 # ConfigError, EX_CONFIG and system_zone live in a pydantic-free module so the CLI can use them cheaply.
 from agent.config_errors import EX_CONFIG, ConfigError, system_zone  # noqa: F401 (re-exported)
-from agent.identity import check_slug, derive_id, event_source
+from agent.identity import check_slug, derive_id, event_source, host_name
 from agent.rules.calendar import HoursConfig
 from agent.rules.engine import RuleConfigError, validate_rule_params
 from agent.rules.params import Duration
@@ -109,9 +109,10 @@ def _hhmm(value: str) -> dtime:
 
 class ShopConfig(_Strict):
     name: str = "settleguard shop"         # display name, shown in every message
-    till: str = Field(default_factory=lambda: socket.gethostname() or "till")   # this till's display name
+    till: str = Field(default_factory=host_name)   # this till's display name
     # The CloudEvents source is settleguard://<id>/<till_id>: slugs, so a receiver can tell a chain's
-    # shops and tills apart whatever their names. Absent: derived from the names (derive_id).
+    # shops and tills apart whatever their names; also in every machine notice's data and every metric.
+    # Absent: the shop's from its name, the till's from the host name (derive_id), both stable.
     id: str | None = None
     till_id: str | None = None
     timezone: str | None = None  # zoneinfo name; None -> the system zone
@@ -155,7 +156,8 @@ class ShopConfig(_Strict):
 
     @property
     def till_slug(self) -> str:
-        return self.till_id or derive_id(self.till, "till")
+        # The host name, not the display name: "收银台 1" is every shop's first till, the host is per till.
+        return self.till_id or derive_id(host_name(), "till")
 
     @property
     def ids_derived(self) -> bool:
@@ -575,26 +577,43 @@ class HealthConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
-    listen: str | None = None          # e.g. "127.0.0.1:9477"; off when absent
+    # Who may scrape ("10.0.0.0/8", "192.168.1.5"): needed for any address but loopback (a chain's central
+    # Prometheus on the LAN); others get 403. [] = anyone who can reach a loopback port. (Before listen:
+    # listen's check reads it.)
+    allow: list[str] = []
+    listen: str | None = None          # e.g. "127.0.0.1:9477", or "10.1.2.3:9477" with allow; off when absent
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        for i, entry in enumerate(v):
+            try:
+                parse_allow([entry])
+            except ValueError as exc:
+                raise ValueError(f"allow[{i}]: {exc}") from None
+        return v
 
     @field_validator("listen")
     @classmethod
-    def _loopback(cls, v: str | None) -> str | None:
-        """Metrics carry shop figures and have no authentication: loopback only."""
+    def _address(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Metrics carry shop figures and have no authentication: beyond loopback only to listed scrapers."""
         if v is None:
             return v
         m = re.fullmatch(r"(\[[0-9A-Fa-f:]+\]|[^:\s\[\]]+):(\d{1,5})", v.strip())
         if not m or not 0 <= int(m.group(2)) < 65536:  # 0: any free port (tests)
-            raise ValueError(f"must look like \"127.0.0.1:9477\" (got {v!r})")
+            raise ValueError(f"must look like \"127.0.0.1:9477\" or \"10.1.2.3:9477\" (got {v!r})")
         host = m.group(1).strip("[]")
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ValueError(f"must be a loopback address such as 127.0.0.1 or [::1] (got {host!r}); "
-                             "put a reverse proxy in front to expose metrics")
-        return v.strip()
+        if host != "localhost" and not is_ip_literal(host):
+            raise ValueError(f"listen host {host!r} must be an IP address of this machine (or 0.0.0.0)")
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback or info.data.get("allow"):
+            return v.strip()
+        raise ValueError(f"{host} is not loopback: anyone on the LAN could read the shop's figures; add "
+                         "allow = [\"10.0.0.0/8\"] with your Prometheus's address(es), or listen on 127.0.0.1")
+
+    @property
+    def allowed(self) -> tuple[Any, ...]:
+        """The allow-list as networks (empty: no list)."""
+        return parse_allow(self.allow)
 
 
 class StaffConfig(_Strict):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import quote
+import socket
+from urllib.parse import quote, unquote
 
 # An id that goes into URIs, file names and metric labels as it is: lowercase ASCII words joined by '-'.
 SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -42,6 +43,18 @@ def check_slug(value: str | None, example: str, fallback: str) -> str | None:
     raise ValueError(f"must be lowercase ASCII letters, digits and '-', at most {SLUG_MAX} characters, "
                      f"like \"{example}\" (it goes into the CloudEvents source URI); "
                      f"try \"{suggestion}\"")
+
+
+def host_name() -> str:
+    """This machine's host name: the till id's default (a display name like "收银台 1" repeats in every shop
+    of a chain; the host is what an installer names per till, and it stays put across config edits)."""
+    return socket.gethostname() or "till"
+
+
+def source_ids(source: str) -> tuple[str, str] | None:
+    """(shop id, till id) of a ``settleguard://<shop>/<till>`` source; None for anything else."""
+    m = re.fullmatch(r"settleguard://([^/]+)/([^/]+)", source)
+    return (unquote(m.group(1)), unquote(m.group(2))) if m else None
 
 
 def event_source(shop_id: str, till_id: str) -> str:

@@ -67,9 +67,11 @@ def test_heartbeat_and_event_reach_a_webhook_as_their_own_cloudevents(tmp_path: 
         d.step()
         d.step()
         got = [(r.body["type"], r.webhook_id, r.body["data"]) for r in sink.received]
-        assert got == [("settleguard.heartbeat", "heartbeat.t1.1", {"version": "1.0", "open_alerts": 0}),
+        # Every machine notice's data names its shop and till (from the source; issue 19).
+        ids = {"shop_id": "test", "till_id": "t1"}
+        assert got == [("settleguard.heartbeat", "heartbeat.t1.1", {"version": "1.0", "open_alerts": 0, **ids}),
                        ("settleguard.transaction", "event.k1",
-                        {"type": "transaction", "key": "k1", "amount_minor": 6800})]
+                        {"type": "transaction", "key": "k1", "amount_minor": 6800, **ids})]
         assert sink.received[1].body["subject"] == "k1"
         assert sink.rejected == 0
     finally:

@@ -8,6 +8,7 @@ Now the source is built from slugs: configured ``[shop] id`` / ``till_id``, or d
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -21,7 +22,7 @@ from agent.cli import main as cli_main
 from agent.config import parse_config
 from agent.delivery.channels.base import Notice
 from agent.delivery.channels.webhook import WebhookChannel
-from agent.identity import SLUG_RE, derive_id
+from agent.identity import SLUG_RE, derive_id, host_name
 from agent.service.daemon import Daemon
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
@@ -117,7 +118,30 @@ def test_check_config_shows_the_source_and_says_when_it_is_derived(
     path.write_text('[shop]\nname = "好味道餐饮 静安店"\ntill = "收银台 1#A"\n', encoding="utf-8")
     assert cli_main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "webhook source settleguard://shop-4fd74187/1-a-be263259 (derived from the names" in out
+    # The till id comes from the host name, not the display name (which repeats in every shop of a chain).
+    till = derive_id(host_name(), "till")
+    assert 'shop id shop-4fd74187 (derived from [shop] name; set [shop] id = "shop-4fd74187"' in out
+    assert f'till id {till} (derived from the host name; set [shop] till_id = "{till}"' in out
+    assert f"event source settleguard://shop-4fd74187/{till}\n" in out
+
+
+def test_check_config_prints_configured_ids_without_a_hint(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "shop.toml"
+    path.write_text('[shop]\nname = "好味道餐饮 静安店"\nid = "haowei-jingan"\ntill_id = "till-1"\n', encoding="utf-8")
+    assert cli_main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "shop id haowei-jingan\ntill id till-1\nevent source settleguard://haowei-jingan/till-1\n" in out
+
+
+def test_an_unset_till_id_is_the_host_name_whatever_the_display_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two shops' "收银台 1" on hosts jingan-1 and xuhui-1: two till ids, stable across a rename of the till."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "jingan-1")
+    first = parse_config('[shop]\nname = "A"\ntill = "收银台 1"\n').config.shop
+    renamed = parse_config('[shop]\nname = "A"\ntill = "前台"\n').config.shop
+    assert first.till_slug == renamed.till_slug == "jingan-1"
+    monkeypatch.setattr(socket, "gethostname", lambda: "Till_02.local")
+    assert parse_config('[shop]\nname = "A"\ntill = "收银台 1"\n').config.shop.till_slug == derive_id("Till_02.local", "till")
 
 
 @settings(max_examples=300, deadline=None)

@@ -59,6 +59,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: ok{' (with warnings)' if missing else ''} — {len(cfg.source)} source(s), "
           f"{len(cfg.channel)} channel(s), {sum(1 for p in loaded.rule_params.values() if p.enabled)} rule(s) "
           f"enabled, zone {loaded.tz}")
-    derived = " (derived from the names: set [shop] id and till_id to choose)" if cfg.shop.ids_derived else ""
-    print(f"webhook source {cfg.shop.event_source}{derived}")
+    shop = cfg.shop
+    # The ids name this till in every CloudEvent, NATS subject and metric of a chain: show them, and say
+    # when they are only derived (a renamed shop or a new host name would change a derived one).
+    print(f"shop id {shop.shop_id}" + ("" if shop.id else
+          f" (derived from [shop] name; set [shop] id = \"{shop.shop_id}\" to keep it)"))
+    print(f"till id {shop.till_slug}" + ("" if shop.till_id else
+          f" (derived from the host name; set [shop] till_id = \"{shop.till_slug}\" to keep it)"))
+    print(f"event source {shop.event_source}")
     return EX_OK

@@ -23,6 +23,7 @@ from typing import Any
 from agent.alerts.lifecycle import ALERT_NOTICES, NoticeKind
 from agent.delivery.channels.base import Notice
 from agent.delivery.channels.render import alert_link
+from agent.identity import source_ids
 
 TYPE_ROOT = "settleguard."
 ALERT_TYPE_PREFIX = TYPE_ROOT + "alert."
@@ -83,6 +84,11 @@ def cloudevent(notice: Notice, message_id: str, *, public_url: str | None = None
     else:
         data = dict(notice.data or {})
         subject = data.get("key") or data.get("id") or notice.kind.value
+    ids = source_ids(notice.source)
+    if ids is not None:
+        # Every machine notice names its shop and till in its data too (issue 19): a consumer that keeps
+        # only ``data`` (a stream's JSON, a spreadsheet) can still tell a chain's tills apart.
+        data = {**data, "shop_id": data.get("shop_id") or ids[0], "till_id": data.get("till_id") or ids[1]}
     return {
         "specversion": "1.0",
         "type": kind,

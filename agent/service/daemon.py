@@ -263,7 +263,7 @@ class Daemon:
         if not listen:
             return
         try:
-            self.metrics = MetricsServer(listen, self.metrics_snapshot)
+            self.metrics = MetricsServer(listen, self.metrics_snapshot, allow=loaded.config.metrics.allowed)
         except OSError as exc:
             # A busy port must not keep the alerts from running; doctor and the log say why.
             log.error("cannot serve metrics on %s: %s", listen, exc.strerror or exc)
@@ -697,7 +697,9 @@ class Daemon:
         failures = Counter(self._retired_failures)
         if self.delivery is not None:
             failures.update(self.delivery.failures)
-        return Snapshot(tuple(samples), read_journal(journal_path(self.state_dir), self.clock.now()), dict(failures))
+        shop = self.loaded.config.shop
+        return Snapshot(tuple(samples), read_journal(journal_path(self.state_dir), self.clock.now()), dict(failures),
+                        identity=(shop.shop_id, shop.till_slug))
 
     # -- commands from the CLI ------------------------------------------------------------------
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:

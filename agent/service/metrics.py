@@ -1,6 +1,8 @@
-"""Prometheus metrics on a loopback port, in the text exposition format (version 0.0.4).
+"""Prometheus metrics on a loopback port (or a LAN one with an allow-list), text exposition format 0.0.4.
 
-Off unless ``[metrics] listen = "127.0.0.1:9477"``. The format is a few lines
+Off unless ``[metrics] listen = "127.0.0.1:9477"``; ``listen = "10.1.2.3:9477"`` with ``allow = [...]``
+lets a chain's central Prometheus scrape, and anyone else gets 403. Every sample carries the till's
+``shop_id`` and ``till_id`` labels, so a central scrape or federation tells the tills apart. The format is a few lines
 of text, so it is written here rather than pulling in prometheus_client. Each
 scrape takes a fresh :class:`Snapshot` from the daemon (counters read from the
 threads that own them, journal figures from a read-only SQLite connection), so
@@ -9,6 +11,7 @@ serving a scrape never touches the pipeline's state.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -53,6 +56,7 @@ class Snapshot:
     sources: tuple[SourceSample, ...]
     journal: JournalSample
     delivery_failures: dict[str, int]
+    identity: tuple[str, str] | None = None   # (shop_id, till_id): labels on every sample
 
 
 def read_journal(path: Path, now: datetime) -> JournalSample:
@@ -152,7 +156,29 @@ def render(snap: Snapshot) -> str:
     lines += _family("settleguard_delivery_failures_total", "counter", "Failed delivery attempts per channel.",
                      ((_labels(channel=c), n) for c, n in sorted(snap.delivery_failures.items())))
     lines += _wire_families(j.wires)
+    if snap.identity is not None:
+        ids = _labels(shop_id=snap.identity[0], till_id=snap.identity[1])[1:-1]
+        lines = [line if line.startswith("#") else _with_labels(line, ids) for line in lines]
     return "\n".join(lines) + "\n"
+
+
+def _with_labels(sample: str, labels: str) -> str:
+    """``name{a="1"} 2`` -> ``name{<labels>,a="1"} 2`` (a metric name holds neither "{" nor " ")."""
+    cut = min(i for i in (sample.find("{"), sample.find(" ")) if i >= 0)
+    if sample[cut] == "{":
+        return f"{sample[:cut + 1]}{labels},{sample[cut + 1:]}"
+    return f"{sample[:cut]}{{{labels}}}{sample[cut:]}"
+
+
+def allowed(client: str, networks: tuple[Any, ...]) -> bool:
+    """Whether a scraper's address is in the allow-list (an IPv4 client on an IPv6 socket counts as IPv4)."""
+    try:
+        address = ipaddress.ip_address(client.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks if net.version == address.version)
 
 
 def quarantine_lines(j: JournalSample) -> list[str]:
@@ -168,13 +194,19 @@ def parse_listen(value: str) -> tuple[str, int]:
 class MetricsServer:
     """A tiny HTTP server answering ``GET /metrics`` from ``collect()``."""
 
-    def __init__(self, listen: str, collect: Callable[[], Snapshot]) -> None:
+    def __init__(self, listen: str, collect: Callable[[], Snapshot], *, allow: tuple[Any, ...] = ()) -> None:
         host, port = parse_listen(listen)
         self.collect = collect
+        self.allow = allow     # networks ([metrics] allow); empty: no list (loopback only, by the config)
+        self.refused = 0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if owner.allow and not allowed(str(self.client_address[0]), owner.allow):
+                    owner.refused += 1
+                    self.send_error(403, "not in [metrics] allow")
+                    return
                 if self.path.split("?", 1)[0] not in ("/metrics", "/"):
                     self.send_error(404, "only /metrics here")
                     return
