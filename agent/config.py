@@ -15,7 +15,6 @@ import binascii
 import ipaddress
 import os
 import re
-import tomllib
 from datetime import time as dtime
 from datetime import timedelta, tzinfo
 from pathlib import Path
@@ -847,11 +846,13 @@ class Config(_Strict):
 class LoadedConfig:
     """A validated configuration plus what was derived from it (rule parameters, zone)."""
 
-    def __init__(self, config: Config, rule_params: dict[str, Any], path: str, text: str) -> None:
+    def __init__(self, config: Config, rule_params: dict[str, Any], path: str, text: str, *,
+                 files: list[str] | None = None) -> None:
         self.config = config
         self.rule_params = rule_params
         self.path = path
-        self.text = text
+        self.text = text        # the file's own text (not what it includes)
+        self.files = list(files or [])   # the files it includes, directly or not: reload watches them too
         self.tz = config.shop.tzinfo()
         self.hours = None
         if config.shop.hours is not None:
@@ -898,11 +899,21 @@ def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
 
 
 def parse_config(text: str, path: str = "<config>") -> LoadedConfig:
+    """Validate ``text`` (the file at ``path``), with the files it ``include``s (agent/config_include.py)
+    merged under it; every error names the file, line and field the offending value came from."""
+    from agent import config_include as inc
+
+    path = str(path)   # callers pass a Path too
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(path, "", f"not valid TOML: {exc}", int(m.group(1)) if m else None) from None
+        stack = inc.layers(inc.parse_toml(text, path), text, path, locate=_locate)
+    except inc.IncludeError as exc:
+        raise ConfigError(exc.file, exc.field, exc.message, exc.line) from None
+    raw = inc.merge(stack)
+
+    def fail(loc: tuple[Any, ...], field: str, message: str) -> ConfigError:
+        layer = inc.origin(stack, loc)
+        return ConfigError(layer.path, field, message, _locate(layer.text, loc))
+
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -917,7 +928,7 @@ def parse_config(text: str, path: str = "<config>") -> LoadedConfig:
             if ("input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict)
                     and not secret_field):  # a refused secret is not echoed into the logs
                 message += f" (got {err['input']!r})"
-        raise ConfigError(path, _pretty_field(loc, raw), message, _locate(text, loc)) from None
+        raise fail(loc, _pretty_field(loc, raw), message) from None
     try:
         rule_params = validate_rule_params(config.rules)
     except RuleConfigError as exc:
@@ -925,14 +936,13 @@ def parse_config(text: str, path: str = "<config>") -> LoadedConfig:
         message = exc.message.replace("Value error, ", "")
         if message.startswith("Extra inputs are not permitted"):
             message = "unknown key (check the spelling; see config/settleguard.example.toml)"
-        raise ConfigError(path, exc.path, message, _locate(text, loc)) from None
+        raise fail(loc, exc.path, message) from None
     try:
-        return LoadedConfig(config, rule_params, path, text)
+        return LoadedConfig(config, rule_params, path, text, files=[layer.path for layer in stack[:-1]])
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ("shop", "hours", *err["loc"])
-        raise ConfigError(path, ".".join(str(p) for p in loc), err["msg"].removeprefix("Value error, "),
-                          _locate(text, loc)) from None
+        raise fail(loc, ".".join(str(p) for p in loc), err["msg"].removeprefix("Value error, ")) from None
 
 
 def _pretty_field(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:

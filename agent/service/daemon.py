@@ -168,7 +168,7 @@ class Daemon:
         self._thread("reload", self._reload_loop)
         if self.watch_config:
             self.watcher = ConfigWatcher(self.loaded.path, self.request_reload, debounce=self.reload_debounce,
-                                         clock=self.clock)
+                                         clock=self.clock, also=self.loaded.files)
             self.watcher.start()
         self._thread("notify", self._notify_loop)
         self.notify.ready(self.status_line())
@@ -629,6 +629,8 @@ class Daemon:
                 log.error("%s", self.last_reload_error)
                 return False
         old, self.loaded = self.loaded, new
+        if self.watcher is not None and new.files != old.files:
+            self.watcher.watch(new.files)   # a file newly included is watched from now on
         self._reconcile_web(old)
         self.running_digest = _digest(new.text)
         # Published last: whoever watches these sees a reload that is complete.

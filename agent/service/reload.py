@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,18 +126,21 @@ class _DirectoryEvents(FileSystemEventHandler):
         if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent) or event.is_directory:
             return
         paths = [event.src_path, getattr(event, "dest_path", "")]
-        if any(os.path.basename(os.fsdecode(p)) == self.watcher.name for p in paths if p):
+        if any(os.path.abspath(os.fsdecode(p)) in self.watcher.files for p in paths if p):
             self.watcher.poke()
 
 
 class ConfigWatcher:
-    """Calls ``on_change`` once, ``debounce`` seconds (on ``clock``) after the last change to the file."""
+    """Calls ``on_change`` once, ``debounce`` seconds (on ``clock``) after the last change to the file
+    or to a file it includes (``also``: LoadedConfig.files; each one's directory is watched too)."""
 
     def __init__(self, path: str | os.PathLike[str], on_change: Callable[[], None], *,
                  debounce: float = DEBOUNCE_SECONDS, observer_factory: Callable[[], Any] = Observer,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, also: Sequence[str | os.PathLike[str]] = ()) -> None:
         self.path = Path(path)
         self.name = self.path.name
+        self.files = {os.path.abspath(p) for p in (path, *also)}
+        self._dirs: set[str] = set()
         self.on_change = on_change
         self.debounce = debounce
         self.observer_factory = observer_factory
@@ -155,7 +158,9 @@ class ConfigWatcher:
         """Start watching; False (and a log line) when only SIGHUP will reload."""
         try:
             observer = self.observer_factory()
-            observer.schedule(_DirectoryEvents(self), str(self.path.parent), recursive=False)
+            self._dirs = {os.path.dirname(f) for f in self.files}
+            for directory in sorted(self._dirs):
+                observer.schedule(_DirectoryEvents(self), directory, recursive=False)
             observer.daemon = True
             observer.start()
         except OSError as exc:
@@ -176,6 +181,18 @@ class ConfigWatcher:
         """Both threads running: the observer that hears changes and the pacer that debounces them."""
         observer_ok = self.observer is not None and self.observer.is_alive()
         return observer_ok and self._pacer is not None and self._pacer.is_alive()
+
+    def watch(self, also: Sequence[str | os.PathLike[str]]) -> None:
+        """The included files after a reload: a newly included file's directory is watched from now on."""
+        self.files = {os.path.abspath(p) for p in (self.path, *also)}
+        if self.observer is None:
+            return
+        for directory in sorted({os.path.dirname(f) for f in self.files} - self._dirs):
+            try:
+                self.observer.schedule(_DirectoryEvents(self), directory, recursive=False)
+                self._dirs.add(directory)
+            except OSError as exc:
+                log.warning("cannot watch %s for changes (%s): changes there need SIGHUP", directory, exc)
 
     def poke(self) -> None:
         """A change to the file: (re)start the debounce."""
