@@ -320,6 +320,10 @@ class SourceConfig(_Strict):
         return v
 
 
+# Channel types no person reads: they may carry heartbeats (a "nats" type joins them when it exists).
+MACHINE_CHANNEL_TYPES = frozenset({"webhook", "nats"})
+
+
 class ChannelConfig(_Strict):
     name: str
     type: Literal["webhook", "wecom", "dingtalk", "feishu", "printer"]
@@ -334,6 +338,14 @@ class ChannelConfig(_Strict):
     # What people read on this channel: ["zh"] (the default: English only when asked) or ["zh", "en"].
     # Chat robots and the printer only; a webhook's body is the full alert JSON whatever this says.
     languages: list[Literal["zh", "en"]] = ["zh"]
+    # Machine channels (webhook, nats): the till's health as a settleguard.heartbeat CloudEvent at start-up
+    # and then this often ("5m"; agent/service/heartbeat.py), so head office tells a quiet till from a dead one.
+    heartbeat: Duration | None = None
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _heartbeat(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else _within(v, timedelta(seconds=10), timedelta(days=1))
 
     @field_validator("languages")
     @classmethod
@@ -383,6 +395,9 @@ class ChannelConfig(_Strict):
             raise ValueError("a webhook channel needs url")
         if self.type in ("wecom", "dingtalk", "feishu") and not (self.key or self.url):
             raise ValueError(f"a {self.type} channel needs key (or url)")
+        if self.heartbeat is not None and self.type not in MACHINE_CHANNEL_TYPES:
+            raise ValueError(f"heartbeat is for machine channels ({', '.join(sorted(MACHINE_CHANNEL_TYPES))}); "
+                             f"a {self.type} channel is read by people")
         if self.type == "printer" and not self.printer:
             raise ValueError("a printer channel needs a [channel.printer] table (kind = serial|network|usb|file)")
         if self.url:

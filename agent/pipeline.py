@@ -40,6 +40,7 @@ from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
 from agent.schedule import SCHEDULED_JOBS, mark_schedule
+from agent.service import heartbeat
 from agent.store.journal import Journal, StoredTxn
 from agent.store.orders import OrderStore
 from agent.watch import unread
@@ -98,6 +99,8 @@ class Pipeline:
         # The rolling capture (agent/history.py): events handled in this transaction, written once it commits.
         self.history = history
         self._captured: list[tuple[str, Event, datetime]] = []
+        # The daemon's half of a heartbeat (threads, readers; agent/service/heartbeat.py), when a daemon runs us.
+        self.heartbeat_status: Callable[[], dict[str, Any]] | None = None
         self._warm_state()   # also builds self.till (matching the till's sales, agent/match.py)
 
     def _build_till(self) -> TillMatching:
@@ -503,7 +506,9 @@ class Pipeline:
             lines, saw_nothing = day_lines(self.journal, self.wires, now, self.tz, self.counts.get("quarantined", 0))
             return review.review(self.journal, self.announcer, now, cutoff=self.config.settlement.cutoff_time,
                                  tz=self.tz, all_clear=self.config.settlement.all_clear, lines=lines,
-                                 saw_nothing=saw_nothing, budget=self.budget)
+                                 saw_nothing=saw_nothing, budget=self.budget, shop=self.config.shop)
+        if cmd.name == "heartbeat":
+            return heartbeat.send(self, cmd.args, now, self.heartbeat_status)
         if cmd.name == "wires":
             return self._check_wires(cmd.args.get("reports") or [], now)
         if cmd.name == "web_lockout":

@@ -81,6 +81,23 @@ def plan(loaded: LoadedConfig) -> list[PlannedJob]:
     return jobs
 
 
+# A heartbeat job per machine channel with ``heartbeat = "5m"``: "heartbeat:<channel>" (agent/service/heartbeat.py).
+# Daemon only: replay and start-up catch-up use plan(), since a heartbeat of the past tells nobody anything.
+HEARTBEAT_JOB = "heartbeat:"
+
+
+def heartbeat_intervals(loaded: LoadedConfig) -> dict[str, timedelta]:
+    """Enabled channels that send heartbeats, and how often."""
+    return {c.name: c.heartbeat for c in loaded.config.channel if c.enabled and c.heartbeat is not None}
+
+
+def heartbeat_jobs(loaded: LoadedConfig) -> list[PlannedJob]:
+    # The grace is the interval: a heartbeat later than that is replaced by the next one anyway.
+    return [PlannedJob(HEARTBEAT_JOB + name, IntervalTrigger(seconds=every.total_seconds(), timezone=loaded.tz),
+                       max(1, int(every.total_seconds())))
+            for name, every in heartbeat_intervals(loaded).items()]
+
+
 def fire_times(jobs: list[PlannedJob], start: datetime, end: datetime, *,
                anchor: datetime | None = None) -> list[tuple[datetime, str]]:
     """Every firing in (start, end], in order — how replay runs the same schedule on simulated time.
@@ -184,6 +201,8 @@ def read_schedule_mark(journal: Any) -> datetime | None:
 
 def scheduled(name: str, due: datetime) -> Command:
     """A scheduled job as a pipeline command; ``due`` becomes the journal's schedule mark."""
+    if name.startswith(HEARTBEAT_JOB):
+        return Command("heartbeat", {"due": due.isoformat(), "channel": name.removeprefix(HEARTBEAT_JOB)})
     return Command(name, {"due": due.isoformat()})
 
 
@@ -205,7 +224,7 @@ class Scheduler:
                  since: datetime | None = None) -> None:
         self.inbox = inbox
         self.clock = clock
-        self.jobs = plan(loaded)
+        self.jobs = plan(loaded) + heartbeat_jobs(loaded)
         self._grace = {job.name: job.misfire_grace for job in self.jobs}
         self._checked = self._anchor = since or clock.now()
         self._stop = threading.Event()

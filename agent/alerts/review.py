@@ -1,7 +1,9 @@
 """Telling people again: the pre-close review of open findings, and reminders of unanswered ones.
 
 Both are for people (chat robots, the printer); machine endpoints already got
-every alert revision. Neither changes an alert's state: they only note when
+every alert revision, and get the review itself as data (``settleguard.review`` /
+``settleguard.all_clear``: :func:`machine_data`) whatever the quiet hours, so head office sees
+each till's review happen. Neither changes an alert's state: they only note when
 it was last brought up, so reminders keep their interval. When each may go
 out, and how often, is the noise budget's (agent/alerts/budget.py).
 """
@@ -9,8 +11,8 @@ out, and how often, is the noise budget's (agent/alerts/budget.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, time, tzinfo
-from typing import Any
+from datetime import datetime, time, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
 
 from agent.alerts.announce import Announcer
 from agent.alerts.budget import REMINDED, NoiseBudget
@@ -20,6 +22,9 @@ from agent.messages import ReviewNotice
 from agent.model import SEVERITY_RANK, Alert
 from agent.store.journal import Journal
 from agent.units import format_money
+
+if TYPE_CHECKING:
+    from agent.config import ShopConfig
 
 
 def rule_title_zh(rule: str) -> str:
@@ -62,23 +67,50 @@ def refund_lines(journal: Journal, budget: NoiseBudget | None, now: datetime, tz
     return [f"待退货 {len(waiting)} 笔：", *(_item(a, tz) for a in review_order(waiting))]
 
 
+def _expired_unchecked(journal: Journal, since: datetime | None) -> list[Alert]:
+    if since is None:
+        return []
+    return [a for a in journal.alerts(states={AlertState.EXPIRED}, limit=UNCHECKED_LISTED, newest=True)
+            if a.updated > since and a.answer is None]
+
+
 def unchecked_lines(journal: Journal, since: datetime | None, tz: tzinfo) -> list[str]:
     """Findings to verify that expired unchecked since the last review: a phone never hears of an expiry
     on its own (agent/alerts/budget.py), and one raised in quiet hours was never pushed either, so the
     review says it (the issue's "expire with a 'not checked' note in the digest")."""
-    if since is None:
-        return []
-    expired = [a for a in journal.alerts(states={AlertState.EXPIRED}, limit=UNCHECKED_LISTED, newest=True)
-               if a.updated > since and a.answer is None]
+    expired = _expired_unchecked(journal, since)
     if not expired:
         return []
     return [f"未核对、已随批次过期 {len(expired)} 笔（如属正常交易，无需处理）：",
             *(_item(a, tz) for a in review_order(expired))]
 
 
+def machine_data(journal: Journal, alerts: Sequence[Alert], now: datetime, *, deadline: datetime | None,
+                 tz: tzinfo, since: datetime | None, shop: ShopConfig | None) -> dict[str, Any]:
+    """The review as a machine reads it (COMMON5.md, "Review / all-clear data"): today's batch so far
+    (approved sales since local midnight), the findings still awaiting their void, and how many
+    findings to verify expired unchecked since the last review."""
+    local = now.astimezone(tz)
+    midnight = datetime.combine(local.date(), time.min, tzinfo=tz)
+    sales = journal.approved_sales(midnight, midnight + timedelta(days=1))
+    currency = shop.currency if shop is not None else next((c for c in sales if c), None)   # "": not stated
+    count = sum(n for n, _ in sales.values())
+    total = sum(t for cur, (_, t) in sales.items() if cur in (currency, ""))
+    data: dict[str, Any] = {
+        "at": local.isoformat(),
+        "cutoff": deadline.isoformat() if deadline is not None else None,
+        "batch": {"count": count, "total_minor": total, "currency": currency},
+        "open": [a.id for a in alerts],
+        "unchecked": len(_expired_unchecked(journal, since)),
+    }
+    if shop is not None:
+        data = {"shop_id": shop.shop_id, "till_id": shop.till_slug, **data}
+    return data
+
+
 def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: time | None, tz: tzinfo,
            all_clear: bool, lines: Sequence[str] = (), saw_nothing: bool = False,
-           budget: NoiseBudget | None = None) -> dict[str, Any]:
+           budget: NoiseBudget | None = None, shop: ShopConfig | None = None) -> dict[str, Any]:
     """One message listing every finding still awaiting its void, with the steps and the time left.
 
     ``lines`` are the day's facts (agent/watch/wires.py ``day_lines``: today's count and total, quiet
@@ -92,13 +124,22 @@ def review(journal: Journal, announcer: Announcer, now: datetime, *, cutoff: tim
     journal.set_meta("last_review", now.isoformat())
     if budget is not None and budget.is_closed(now.astimezone(tz).date()) and not alerts:
         return {"ok": True, "listed": 0, "closed": True}
+    since = datetime.fromisoformat(previous) if previous else None
+    if announcer.machine_channels:
+        # Machines get every review, quiet hours or not ([notify] and all_clear are about phones); the id
+        # names the till, since a chain's stream deduplicates by it across every till.
+        kind = NoticeKind.REVIEW if alerts else NoticeKind.ALL_CLEAR
+        ids = f"{shop.shop_id}.{shop.till_slug}." if shop is not None else ""
+        announcer.to_machines(kind, machine_data(journal, alerts, now, deadline=deadline, tz=tz, since=since,
+                                                 shop=shop),
+                              now, message_id=f"{kind}.{ids}{now.astimezone(tz):%Y%m%dT%H%M%S}")
+        # (No deadline: past one, delivery hands a message to a later channel, and a robot cannot show data.)
     # In quiet hours (a review caught up after a restart, an extra review time at night): no all-clear,
     # and findings wait for the opening unless one is critical (agent/alerts/budget.py).
     quiet = budget.quiet_until(now) if budget is not None else None
     if quiet is not None and not alerts:
         return {"ok": True, "listed": 0, "quiet": True}
     critical = budget is not None and any(budget.is_critical(a, now) for a in alerts)
-    since = datetime.fromisoformat(previous) if previous else None
     sections = [s for s in (refund_lines(journal, budget, now, tz), unchecked_lines(journal, since, tz)) if s]
     if not alerts and not all_clear and not sections:
         return {"ok": True, "listed": 0}

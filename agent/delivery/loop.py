@@ -113,6 +113,7 @@ class Delivery:
         pending = self.outbox.pending(channel.name)
         if channel.groups and pending:
             pending = self._drop_superseded(channel, pending, now)
+        pending = self._drop_old_heartbeats(channel, pending, now)
         if not pending:
             return IDLE_WAIT
         due = [r for r in pending if r.next_at <= now]
@@ -182,6 +183,20 @@ class Delivery:
         log.info("channel %s: %d stale announcement(s)/reminder(s) superseded by a newer revision",
                  channel.name, len(stale))
         gone = {r.id for r in stale}
+        return [r for r in pending if r.id not in gone]
+
+    def _drop_old_heartbeats(self, channel: Channel, pending: list[OutboxRow], now: datetime) -> list[OutboxRow]:
+        """Only the newest unsent heartbeat says how the till is: older ones stay unsent (superseded), so
+        an endpoint down for a day gets one heartbeat when it is back, not one per interval."""
+        beats = [r for r in pending if r.kind == NoticeKind.HEARTBEAT]
+        if len(beats) < 2:
+            return pending
+        newest = max(beats, key=lambda r: r.id)
+        stale = [r.id for r in beats if r is not newest]
+        self.outbox.mark_superseded(stale, now, f"a newer heartbeat is queued ({newest.message_id})")
+        self.superseded_count += len(stale)
+        log.info("channel %s: %d unsent heartbeat(s) superseded by a newer one", channel.name, len(stale))
+        gone = set(stale)
         return [r for r in pending if r.id not in gone]
 
     def _reroute_expired(self, channel: Channel, rows: list[OutboxRow], now: datetime) -> set[int]:

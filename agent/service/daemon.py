@@ -30,8 +30,9 @@ from agent.delivery.channels.factory import routing
 from agent.history import History
 from agent.messages import STOP, AlertChange, Command, EventBatch
 from agent.pipeline import Pipeline
-from agent.schedule import Scheduler, catch_up, missed_review, read_schedule_mark, scheduled
+from agent.schedule import Scheduler, catch_up, heartbeat_intervals, missed_review, read_schedule_mark, scheduled
 from agent.service.control import ControlServer
+from agent.service.heartbeat import daemon_status
 from agent.service.logs import add_secrets
 from agent.service.metrics import MetricsServer, Snapshot, SourceSample, read_journal
 from agent.service.preflight import preflight
@@ -149,6 +150,8 @@ class Daemon:
                                  evidence_dir=self.state_dir / "evidence",
                                  history=(History(self.state_dir / "history", cfg.history, self.loaded.tz)
                                           if cfg.history.enabled else None))
+        self.started_at = self.clock.now()
+        self.pipeline.heartbeat_status = self._heartbeat_status
         if self.sender is None:
             # httpx and its SSL context are built on the first send (agent/service/sender.py), not before READY.
             self.sender = LazyHttpxSender(timeout=cfg.delivery.timeout.total_seconds())
@@ -158,6 +161,8 @@ class Daemon:
         self._thread("pipeline", self.pipeline.run, self.inbox, self.stop_event)
         for scfg in cfg.source:
             self._start_source(scfg, self.loaded.tz)
+        if heartbeat_intervals(self.loaded):
+            self.inbox.put(Command("heartbeat"))   # the start-up one; then the scheduler's, every interval
         self._thread("housekeeping", self._housekeeping)
         if self.use_scheduler:
             self.scheduler = Scheduler(self.loaded, self.inbox, self.clock)
@@ -686,6 +691,10 @@ class Daemon:
                 except Exception:
                     log.exception("could not put source %s back after a failed reload", name)
             raise ReloadRolledBack(f"source {name} cannot start: {describe(exc)}") from exc
+
+    def _heartbeat_status(self) -> dict[str, Any]:
+        """Asked by the pipeline thread when it builds a heartbeat (agent/service/heartbeat.py)."""
+        return daemon_status(self.started_at, self.health_problems(), list(self.sources))
 
     # -- metrics -----------------------------------------------------------------------------
     def metrics_snapshot(self) -> Snapshot:

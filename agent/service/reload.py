@@ -33,6 +33,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from agent.config import LoadedConfig, is_secret_ref
+from agent.schedule import heartbeat_intervals
 from drivers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("settleguard.reload")
@@ -94,7 +95,8 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
         pipeline=pipeline,
         delivery=delivery,
         # Review times follow the opening hours and the noise budget (agent/alerts/budget.py).
-        schedule=a.settlement != b.settlement or a.shop.hours != b.shop.hours or a.notify != b.notify or zone_changed,
+        schedule=(a.settlement != b.settlement or a.shop.hours != b.shop.hours or a.notify != b.notify or zone_changed
+                  or heartbeat_intervals(old) != heartbeat_intervals(new)),
         metrics=a.metrics != b.metrics,
     )
 
