@@ -122,7 +122,9 @@ def test_webhook_request_is_a_signed_cloudevent_with_a_stable_id() -> None:
     assert event == {
         "specversion": "1.0", "type": "settleguard.alert.opened", "source": SOURCE,
         "subject": "01JDUP0000000000000000000A", "id": "msg_01JDUP.r1", "time": "2026-11-27T14:04:00+08:00",
-        "datacontenttype": "application/json", "data": the_alert,
+        # The alert JSON plus the till's ids (issue 19: every machine notice's data names its shop and till).
+        "datacontenttype": "application/json",
+        "data": {**the_alert, "shop_id": "haoweidao-jingan", "till_id": "till-1"},
     }
     assert b"\xe5\x90\x8c\xe4\xb8\x80" in request.body  # "同一" as UTF-8, not \u escapes
     key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")

@@ -217,3 +217,13 @@ def test_the_review_and_the_all_clear_reach_the_webhook_as_events(tmp_path: Path
     assert data["open"] == alert_ids and len(alert_ids) == 1
     assert data["batch"] == {"count": 2, "total_minor": 25600, "currency": "CNY"}
     assert (data["shop_id"], data["till_id"], data["unchecked"]) == ("haowei-jingan", "till-1", 0)
+
+
+def test_a_changed_heartbeat_reschedules_and_reconfigures_on_reload() -> None:
+    from agent.service.reload import plan_reload
+
+    before = parse_config(CONFIG.format(device="/dev/null", url="http://127.0.0.1:9/h"))
+    after = parse_config(CONFIG.format(device="/dev/null", url="http://127.0.0.1:9/h").replace('"5m"', '"1m"'))
+    plan = plan_reload(before, after)
+    assert plan.schedule and plan.pipeline and plan.delivery
+    assert not plan_reload(before, before).schedule

@@ -85,7 +85,9 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
                 # Whether a terminal line exists decides whether a printed void needs confirming.
                 or sorted(s.protocol for s in a.source) != sorted(s.protocol for s in b.source)
                 # The alert book enforces [web] legit_needs.
-                or a.legit_needs != b.legit_needs)
+                or a.legit_needs != b.legit_needs
+                # The pipeline builds heartbeats from its configuration's channels (agent/service/heartbeat.py).
+                or heartbeat_intervals(old) != heartbeat_intervals(new))
     delivery = (a.channel != b.channel or a.delivery != b.delivery or a.shop.name != b.shop.name
                 or a.shop.event_source != b.shop.event_source or zone_changed)
     return ReloadPlan(
