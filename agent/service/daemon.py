@@ -161,8 +161,6 @@ class Daemon:
         self._thread("pipeline", self.pipeline.run, self.inbox, self.stop_event)
         for scfg in cfg.source:
             self._start_source(scfg, self.loaded.tz)
-        if heartbeat_intervals(self.loaded):
-            self.inbox.put(Command("heartbeat"))   # the start-up one; then the scheduler's, every interval
         self._thread("housekeeping", self._housekeeping)
         if self.use_scheduler:
             self.scheduler = Scheduler(self.loaded, self.inbox, self.clock)
@@ -176,6 +174,10 @@ class Daemon:
                                          clock=self.clock, also=self.loaded.files)
             self.watcher.start()
         self._thread("notify", self._notify_loop)
+        if heartbeat_intervals(self.loaded):
+            # The start-up heartbeat (then the scheduler's, every interval), once every thread has started: a
+            # thread still being started would read as dead and the till would announce itself unhealthy.
+            self.inbox.put(Command("heartbeat"))
         self.notify.ready(self.status_line())
         log.info("settleguard running: %d source(s), %d channel(s), state in %s", len(self.sources),
                  len(channels), self.state_dir)
