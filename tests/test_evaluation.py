@@ -13,6 +13,7 @@ from agent.sim.day import ANOMALY_LABELS, build_day
 from agent.sim.evaluate import (
     Summary,
     false_alerts_per_clean_day,
+    family_markdown,
     markdown,
     parse_seeds,
     plan_seed,
@@ -26,8 +27,11 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 @pytest.fixture(scope="module")
 def reduced_run() -> Summary:
-    # One seed per profile (restaurant on a make-up workday, convenience store, boutique), smaller history.
-    return score([run_seed(seed, count=300, history_days=33, history_per_day=60) for seed in (12, 4, 5)])
+    # One seed per profile (restaurant on a make-up workday, convenience store, boutique, the banquet
+    # restaurant's heavy tail, the bakery's round prices and group orders), smaller history.
+    plan = (("restaurant", 12), ("convenience", 4), ("boutique", 5), ("banquet", 3), ("bakery", 9))
+    return score([run_seed(seed, count=300, history_days=33, history_per_day=60, profile_name=name)
+                  for name, seed in plan])
 
 
 def test_duplicates_slips_and_off_hours_are_found(reduced_run: Summary) -> None:
@@ -38,11 +42,13 @@ def test_duplicates_slips_and_off_hours_are_found(reduced_run: Summary) -> None:
 
 def test_slips_are_found_except_some_tenfold_ones(reduced_run: Summary) -> None:
     # Known limit (EVALUATION.md): a tenfold slip that lands where honest amounts live (18.00 -> 180.00 in a
-    # convenience store, a restaurant ticket landing among the banquets) cannot be told apart by amount alone.
-    assert reduced_run.rules["AMT-001"].labelled == 6
-    slip_misses = [m for m in reduced_run.misses if "AMT-001" in m]
-    assert all("slip_x10 " in m for m in slip_misses), slip_misses
-    assert len(slip_misses) <= 1
+    # convenience store, a restaurant ticket landing among the banquets) cannot be told apart by amount alone;
+    # AMT-001 now leaves those to the shop's genuine large bills rather than raise a false alert.
+    assert reduced_run.rules["AMT-001"].labelled == 10
+    slip_misses = [m for m in reduced_run.misses if "missed by AMT-001" in m]
+    # A hundredfold slip is always an amount alert: AMT-001's, or AMT-002's with a thin month of history.
+    hundredfold = [m for m in slip_misses if "slip_x100 " in m]
+    assert all("raised: AMT-002" in m or "raised: AMT-003" in m for m in hundredfold), hundredfold
 
 
 def test_at_most_one_false_alert_per_clean_day_of_300_transactions_in_every_shop(reduced_run: Summary) -> None:
@@ -67,6 +73,8 @@ def test_the_report_is_a_markdown_table_with_every_profile(reduced_run: Summary)
     text = markdown(reduced_run)
     assert "| AMT-001 | slip_x10, slip_x100 |" in text
     assert all(f"| {name} |" in text for name in ("restaurant", "convenience", "boutique"))
+    sided = family_markdown(reduced_run)
+    assert all(f"| {name} |" in sided for name in PROFILES) and "ours / naive" in sided
 
 
 def test_a_clean_day_has_no_anomaly_labels_only_reprints() -> None:

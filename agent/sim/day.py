@@ -67,6 +67,14 @@ def _new_pan(rng: random.Random, profile: ShopProfile) -> str:
     return luhn_complete(rng.choice(profile.bins) + "".join(str(rng.randrange(10)) for _ in range(9)))
 
 
+@lru_cache(maxsize=64)
+def company_cards(profile: ShopProfile, pool_seed: int) -> tuple[str, ...]:
+    """The companies that order for groups (banquets, office orders): the same cards every day."""
+    rng = random.Random(f"{profile.name}:companies:{pool_seed}")
+    n = profile.groups.company_cards if profile.groups is not None else 0
+    return tuple(_new_pan(rng, profile) for _ in range(n))
+
+
 @dataclass(slots=True)
 class _Counter:
     voucher: int = 0
@@ -90,6 +98,8 @@ class DayBuilder:
     regulars: tuple[str, ...] = ()
     closures: tuple[date, ...] = ()
     batch_no: str = ""
+    companies: tuple[str, ...] = ()
+    price_from: date | None = None     # prices rise by the profile's price_rise from this day on
 
     def __post_init__(self) -> None:
         self.batch_no = self.shop.batch_no or f"{self.day:%y%m%d}"
@@ -110,14 +120,35 @@ class DayBuilder:
         self.cards.append(pan)
         return pan
 
+    def price(self, list_price: int) -> int:
+        """A list price as of this day: raised by the profile's ``price_rise`` from ``price_from`` on."""
+        if self.price_from is None or self.day < self.price_from or self.shop.price_rise == 1.0:
+            return list_price
+        return max(100, round(list_price * self.shop.price_rise / 100) * 100)
+
     def amount(self) -> int:
         tail = self.shop.tail
         if tail is not None and self.rng.random() < tail.share:
-            price = self.rng.choices([p for p, _ in tail.prices], [w for _, w in tail.prices])[0]
+            price = self.price(self.rng.choices([p for p, _ in tail.prices], [w for _, w in tail.prices])[0])
             if self.rng.random() < tail.extras_share:
                 price += self._rounded(tail.extras_median_minor, tail.extras_sigma)
             return price
-        return self._rounded(self.shop.median_minor, self.shop.sigma)
+        if self.shop.menu:
+            items = self.rng.choices(range(1, len(self.shop.basket) + 1), self.shop.basket)[0]
+            prices, weights = [p for p, _ in self.shop.menu], [w for _, w in self.shop.menu]
+            return sum(self.price(p) for p in self.rng.choices(prices, weights, k=items))
+        return self._rounded(self.price(self.shop.median_minor), self.shop.sigma)
+
+    def group_amount(self) -> int:
+        """A banquet or an office order: exactly unit x size, sometimes with extras (drinks) on top."""
+        g = self.shop.groups
+        assert g is not None
+        unit = self.price(self.rng.choices([u for u, _ in g.units], [w for _, w in g.units])[0])
+        size = self.rng.choices([n for n, _ in g.sizes], [w for _, w in g.sizes])[0]
+        total = unit * size
+        if g.extras_share and self.rng.random() < g.extras_share:
+            total += self._rounded(g.extras_median_minor, 0.6)
+        return total
 
     def _rounded(self, median: int, sigma: float) -> int:
         """A log-normal amount rung up with one of the shop's price steps (whole yuan, ten fen, ...)."""
@@ -189,9 +220,27 @@ class DayBuilder:
         spans = [(s + 300, e - 300) for s, e in self.open_spans()]
         if not spans:
             return
+        g = self.shop.groups
+        share = 0.0
+        if g is not None:
+            share = g.share * (g.weekend_boost if self.day.weekday() >= 5 else 1.0)
         for _ in range(count):
+            if share and self.rng.random() < share:
+                self._group(spans, label)
+                continue
             s = self._arrival(spans)
             self._customer(self.at_seconds(s), label)
+
+    def _group(self, spans: list[tuple[int, int]], label: str | None) -> None:
+        """A group bill at the groups' own hours, on a company's card when a company pays."""
+        g = self.shop.groups
+        assert g is not None
+        s = int(self.rng.gauss(self.rng.choice(g.peaks) * 3600, 2700))
+        best = min(spans, key=lambda sp: 0 if sp[0] <= s <= sp[1] else min(abs(s - sp[0]), abs(s - sp[1])))
+        s = min(max(s, best[0]), best[1])
+        card = (self.rng.choice(self.companies) if self.companies and self.rng.random() < g.company_share
+                else self.card())
+        self.sale(self.at_seconds(s), card=card, amount=self.group_amount(), label=label)
 
     def _arrival(self, spans: list[tuple[int, int]]) -> int:
         r = self.rng.random()
@@ -262,7 +311,7 @@ class DayBuilder:
 def build_day(scenario: str = "demo", *, seed: int = 1, day: date | None = None,
               tz: tzinfo | None = None, count: int | None = None, settle: bool = True,
               profile: ShopProfile | None = None, pool_seed: int = 0,
-              closed_day: date | None = None) -> list[SimEvent]:
+              closed_day: date | None = None, price_from: date | None = None) -> list[SimEvent]:
     """A day of terminal events, time-ordered.
 
     * ``demo``: ~60 sales, one exact duplicate charge (voided later), one decimal
@@ -276,6 +325,7 @@ def build_day(scenario: str = "demo", *, seed: int = 1, day: date | None = None,
     ``profile`` is the shop (default: the demo shop); ``pool_seed`` picks its regular customers,
     so history days and the test day share them. On a make-up workday (调休) every ordinary
     sale is labelled ``makeup_workday``: trading then is normal and must not alert.
+    ``price_from``: the day the profile's ``price_rise`` took effect (None: prices never changed).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
@@ -288,7 +338,7 @@ def build_day(scenario: str = "demo", *, seed: int = 1, day: date | None = None,
     closed = closed_day or the_day + timedelta(days=1)
     closures = (closed,) if scenario == "mixed" else ()
     b = DayBuilder(day=the_day, tz=tz, rng=rng, shop=shop, regulars=regular_cards(shop, pool_seed),
-                   closures=closures)
+                   closures=closures, companies=company_cards(shop, pool_seed), price_from=price_from)
     n = count if count is not None else shop.per_day
     makeup = b.calendar().is_makeup_workday(the_day) and bool(b.open_spans())
     b.normal_traffic(n, label="makeup_workday" if makeup else None)

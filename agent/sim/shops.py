@@ -4,7 +4,7 @@ A :class:`ShopProfile` is the shop: weekly hours and holiday policy (the same ``
 daemon is configured with, so the generator and the rules agree on when the shop is open), a
 log-normal ticket distribution with a heavier upper tail sold at a few list prices (set menus,
 cartons of cigarettes), how prices are rounded, when customers come, and how many of them are
-regulars whose cards come back day after day. :data:`PROFILES` holds the three the evaluation
+regulars whose cards come back day after day. :data:`PROFILES` holds the five the evaluation
 reports on; :data:`DEMO_SHOP` is the demo's.
 """
 
@@ -39,6 +39,27 @@ class BigTickets:
     extras_share: float = 0.0                     # bills with something added to the list price
     extras_median_minor: int = 0
     extras_sigma: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOrders:
+    """Genuine large bills for many people: a banquet (per-head price x party size), an office's order.
+
+    The amount is ``unit`` x ``size`` exactly (plus extras on some bills), so it is often an exact
+    multiple of an ordinary amount: ten cups at RMB 25.00 is RMB 250.00. They come at their own hours
+    (``peaks``, +-45 min), more on weekends (``weekend_boost``), and many are paid by a company's card
+    (``company_cards`` of them, ``company_share`` of group bills), which comes back month after month.
+    """
+
+    share: float                                  # of all sales on a workday
+    units: tuple[tuple[int, float], ...]          # (per-head or per-item price, weight)
+    sizes: tuple[tuple[int, float], ...]          # (people or items, weight)
+    peaks: tuple[float, ...]                      # local hours they cluster around
+    weekend_boost: float = 1.0
+    extras_share: float = 0.0                     # bills with drinks etc. on top
+    extras_median_minor: int = 0
+    company_cards: int = 0
+    company_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +116,14 @@ class ShopProfile:
     operators: tuple[str, ...] = ("01", "02", "03")
     bins: tuple[str, ...] = ("622576", "621700", "622848", "436742", "625807", "524047")
     till: TillSide | None = None       # the till's printer (or JSON line) is tapped too: both wires
+    groups: GroupOrders | None = None  # banquets, office orders: genuine large bills, often exact multiples
+    # A menu of item prices (price, weight): an ordinary ticket is 1..len(basket) items from it (round-number
+    # pricing) instead of a log-normal amount; basket = weights of 1, 2, 3 ... items.
+    menu: tuple[tuple[int, float], ...] = ()
+    basket: tuple[float, ...] = (1.0,)
+    # Prices rise by this factor on the day the evaluation names (mid-month in the history): list prices,
+    # menu items, group units and the ticket median, each rounded to the yuan.
+    price_rise: float = 1.0
 
     def hours_config(self, closures: tuple[date, ...] = ()) -> HoursConfig:
         return HoursConfig.model_validate({
@@ -175,7 +204,50 @@ BOUTIQUE = ShopProfile(
     operators=("A1", "A2"),
 )
 
-PROFILES: dict[str, ShopProfile] = {p.name: p for p in (RESTAURANT, CONVENIENCE, BOUTIQUE)}
+# A Cantonese restaurant (酒楼) with a heavy tail of genuine large bills: banquets and group dinners at
+# per-head set prices for 6-20 people, mostly at dinner and at weekends, many on company cards; the
+# ordinary bills are whole yuan. Prices rose 8% in the middle of the history month.
+BANQUET = ShopProfile(
+    name="banquet", title="粤海酒楼 徐汇店", terminal_id="40017721", merchant_id="104310058800317",
+    batch_no=None,
+    hours=_every_day("11:00-14:00", "17:00-22:00"),
+    holidays="cn", closed_on_holidays=False,
+    median_minor=16800, sigma=0.55,
+    price_steps=((100, 0.9), (1000, 0.1)),
+    peaks=(Peak(12.5, 2400, 0.40), Peak(19.0, 3000, 0.45)),
+    groups=GroupOrders(0.06, ((8800, 0.20), (12800, 0.30), (16800, 0.25), (19800, 0.15), (23800, 0.10)),
+                       ((6, 0.15), (8, 0.20), (10, 0.30), (12, 0.20), (15, 0.10), (20, 0.05)),
+                       peaks=(12.5, 19.0, 19.5), weekend_boost=2.0, extras_share=0.5, extras_median_minor=30000,
+                       company_cards=40, company_share=0.4),
+    price_rise=1.08,
+    late_share=0.02, regulars=300, regular_share=0.25, day_reuse=0.01,
+    decline_rate=0.015, void_rate=0.004, refund_rate=0.0, per_day=200,
+    operators=("01", "02", "03"),
+)
+
+# A bakery and tea shop (烘焙茶饮) with round-number prices (whole yuan, mostly multiples of RMB 1 and 5)
+# whose genuine large bills are offices ordering ten, twenty or fifty of one item: exact multiples of its
+# most common amounts, paid on a handful of company cards on workday mornings and afternoons. Prices rose
+# 10% mid-month.
+BAKERY = ShopProfile(
+    name="bakery", title="麦香烘焙 张江店", terminal_id="52203318", merchant_id="898310058150092",
+    batch_no=None,
+    hours=_every_day("07:30-21:00"),
+    holidays="cn", closed_on_holidays=False,
+    menu=((800, 0.10), (1200, 0.15), (1500, 0.20), (1800, 0.15), (2200, 0.12), (2500, 0.15), (2800, 0.08),
+          (3500, 0.05)),
+    basket=(0.55, 0.30, 0.10, 0.05),
+    peaks=(Peak(8.25, 2400, 0.30), Peak(12.5, 2400, 0.20), Peak(17.5, 3600, 0.25)),
+    groups=GroupOrders(0.012, ((1200, 0.2), (1500, 0.3), (1800, 0.2), (2500, 0.3)),
+                       ((10, 0.45), (12, 0.10), (15, 0.10), (20, 0.20), (30, 0.10), (50, 0.05)),
+                       peaks=(10.0, 15.0), weekend_boost=0.3, company_cards=12, company_share=0.8),
+    price_rise=1.10,
+    late_share=0.01, regulars=400, regular_share=0.5, day_reuse=0.03,
+    decline_rate=0.01, void_rate=0.003, refund_rate=0.002, per_day=300,
+    operators=("01", "02"),
+)
+
+PROFILES: dict[str, ShopProfile] = {p.name: p for p in (RESTAURANT, CONVENIENCE, BOUTIQUE, BANQUET, BAKERY)}
 
 # Both wires (issue 17): a café-restaurant whose till prints a 小票 for every sale and whose terminal is
 # on an ECR link for most card and QR sales; the cashier keys the rest on the terminal by hand. Tickets
