@@ -586,7 +586,7 @@ class Pipeline:
 
     def _refresh_baseline(self, now: datetime) -> dict[str, Any]:
         window = self.engine.baseline_window
-        amounts = self.journal.approved_sale_amounts(now - window, now)
+        amounts = self.journal.approved_sale_times(now - window, now)   # with times: when large bills happen
         baseline = self.engine.refresh_baseline(amounts, now)
         return {"ok": True, "amounts": len(amounts), "ready": baseline is not None}
 

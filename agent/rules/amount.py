@@ -17,12 +17,13 @@ Configured amounts ("50000.00") are in major units of the shop currency.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
+from itertools import chain
 from typing import Annotated, Any, ClassVar
 
-from agent.rules.base import BaseRule, Finding, Observation, evidence, is_charge
+from agent.rules.base import BaseRule, Finding, Observation, TxnView, evidence, is_charge
 from agent.rules.baseline import AmountBaseline, trailing_zeros
 from agent.rules.params import Duration, Percent, PositiveDecimal, PositiveMoney, RuleParams, must
 from agent.rules.state import RuleState
@@ -37,50 +38,74 @@ ListPriceCount = Annotated[int, must(lambda v: v >= 2, "must be at least 2 (one 
 class SlipParams(RuleParams):
     min_history: HistoryCount = 30
     max_power: Annotated[int, must(lambda v: 1 <= v <= 4, "must be 1 to 4")] = 3   # 10x, 100x, 1000x
-    min_score: PositiveDecimal = Decimal("4.0")
+    # ln(posterior odds) of a slip against a genuine bill: at min_score or above it is a likely error
+    # ("void it, charge the amount meant"), at verify_score or above something to check ("please check").
+    min_score: PositiveDecimal = Decimal("3.0")
+    # The "please check" threshold is not fixed: it is the lowest score at or above verify_floor at which this
+    # month's own genuine large bills would have raised at most ``budget`` alerts a trading day.
+    verify_floor: Decimal = Decimal("1.0")
+    budget: Annotated[Decimal, must(lambda v: 0 < v <= 10, "must be above 0 and at most 10 alerts a day")] = \
+        Decimal("0.05")
+    # Prior: the share of card charges that are keying slips (about one in 500 charges).
+    slip_rate: Annotated[Decimal, must(lambda v: 0 < v < 1, "must be between 0 and 1")] = Decimal("0.002")
     known_count: ListPriceCount = 3
+    card_days: Annotated[int, must(lambda v: v >= 0, "must be 0 or more")] = 90   # the card's own look-back
+
+
+# How a slip is keyed, with its share of slips: an extra zero (68.00 -> 680.00), a missed decimal point
+# (68.00 keyed as 6800 yuan -> 6,800.00), a third zero, a digit pressed twice (68.00 -> 688.00).
+SLIP_KINDS: dict[str, float] = {"extra_zero": 0.55, "no_decimal_point": 0.25, "three_zeros": 0.05,
+                                "repeated_digit": 0.15}
 
 
 @dataclass(frozen=True, slots=True)
 class SlipEvidence:
-    """Why ``amount`` looks like ``meant`` x ``factor``: the two likelihood ratios, in the shop's own data."""
+    """Two stories for a charge: a slip on ``meant`` (keyed as ``kind``) or a genuine bill of the amount."""
 
-    factor: int
+    kind: str
+    factor: int                   # amount / meant, rounded (10, 100, 1000; ~10 for a repeated digit)
     meant_minor: int
     near_meant: int               # sales within 10% of the amount meant (last 30 days)
     near_amount: int              # sales within 10% of the amount charged
     rounded_meant: float          # share of sales rounded like the amount meant
     rounded_amount: float         # share of sales rounded like the amount charged
-    score: float                  # ln(likelihood ratio): slip of ``meant`` versus an honest ``amount``
+    slip_log: float               # ln P(this amount, as a slip on meant): prior x how common meant is x rounding
+    genuine_log: float            # ln P(this amount, as a genuine bill): tail x rounding x hour x card
+    hour_factor: float
+    card_factor: float
+
+    @property
+    def score(self) -> float:
+        """ln(posterior odds): slip against genuine."""
+        return self.slip_log - self.genuine_log
 
 
 class DecimalSlip(BaseRule[SlipParams]):
-    """AMT-001: an extra zero (or two, or three): 1,280.00 keyed for 128.00.
+    """AMT-001: a keying slip: an extra zero (1,280.00 for 128.00), a missed decimal point, a digit twice.
 
-    Weighs two explanations of a charge ``a`` above the shop's usual range
-    (above P95) that is an exact multiple of 10^k: an honest sale of ``a``, or
-    a slip on an honest sale of ``m = a / 10^k``. The score is the log of how
-    much likelier the slip is, from the shop's last 30 days (agent.rules.baseline):
+    Weighs two stories for a charge ``a`` above the shop's usual range (above P95), from
+    the shop's last 30 days (agent.rules.baseline) and the card's own history:
 
-    * how common amounts near ``m`` are against amounts near ``a`` (within 10%;
-      the count is averaged with what the shop's log-normal fit expects there,
-      so a month of few sales does not read an empty neighbourhood as proof);
-    * how common ``m``'s rounding is against ``a``'s: a slip appends zeros to a
-      normally rounded price, so 180.00 (rounded to 10 yuan, rare in a shop that
-      prices to the yuan or ten fen) is likelier a slip than 186.00.
+    * **a slip** on an honest amount ``m`` (a / 10^k, or ``a`` with a doubled digit
+      undone): the prior rate of slips x the share of that keying pattern x how common
+      amounts near ``m`` are x how common ``m``'s rounding is;
+    * **a genuine bill** of ``a``: how common amounts near ``a`` are (the count seen,
+      shrunk towards what the shop's own fitted tail of large bills expects there, so a
+      shop with banquets and group orders keeps a real chance of a big bill the month
+      did not show) x how common ``a``'s rounding is x how much likelier large bills are
+      at this hour on this kind of day x the card's own history (a card that paid bills
+      of this size before, say a company's, makes it likelier; one seen several times
+      only ever paying small bills, less).
 
-    It fires when the score reaches ``min_score`` (4.0: the slip is e^4 ~ 55
-    times likelier). An amount the shop charged ``known_count`` (3) or more
-    times in the window is a list price (a set menu, a carton of one brand),
-    never a slip. Version 2's z-score cuts treated every banquet and carton as
-    a far outlier; here the neighbourhood counts see them. Known limit: in a
-    shop with a wide spread of baskets (a convenience store) a slipped 18.00 is
-    an ordinary-looking 180.00, and about a third of tenfold slips stay below
-    the score (EVALUATION.md).
+    The score is ln(posterior odds) slip : genuine. At ``min_score`` (3.0, the slip ~20
+    times likelier) the finding is a likely error; between ``verify_score`` (1.5) and
+    that, it is something to check ("请核对"), never escalated to refund guidance. Both
+    log-likelihoods are in the evidence. An amount the shop charged ``known_count`` (3)
+    or more times is a list price, never a slip.
     """
 
     id: ClassVar[str] = "AMT-001"
-    version: ClassVar[str] = "3"
+    version: ClassVar[str] = "4"
     family: ClassVar[str] = "AMT"
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 30
@@ -92,6 +117,9 @@ class DecimalSlip(BaseRule[SlipParams]):
     def __init__(self, params: RuleParams) -> None:
         super().__init__(params)
         self._min_score = float(self.params.min_score)
+        self._calibrated: tuple[AmountBaseline, float] | None = None
+        self._slip_log = math.log(float(self.params.slip_rate))
+        self._genuine_log = math.log(1 - float(self.params.slip_rate))
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         view = obs.view
@@ -103,52 +131,149 @@ class DecimalSlip(BaseRule[SlipParams]):
         value = view.amount_minor
         if value <= base.p95_minor or base.price_count(value) >= self.params.known_count:
             return []
-        best = self.weigh(base, value)
-        if best is None or best.score < self._min_score:
+        if not _slip_candidates(value, self.params.max_power):
             return []
+        hour = base.hour_factor(view.local, _weekend(state, view))
+        card = self._card_factor(state, view)
+        best = self.weigh(base, value, hour_factor=hour, card_factor=card)
+        verify_cut = self.verify_cut(base)
+        if best is None or best.score < verify_cut:
+            return []
+        sure = best.score >= self._min_score
+        cut = self._min_score if sure else verify_cut
         cur = view.txn.currency
         meant = amount(best.meant_minor, cur)
+        how_en, how_zh = _KIND_TEXT[best.kind]
         unit_a, unit_m = _rounding_unit(value, cur), _rounding_unit(best.meant_minor, cur)
         pct_a, pct_m = f"{best.rounded_amount:.1%}", f"{best.rounded_meant:.1%}"
-        return [self.finding(
+        ask_en = f"was {meant} meant?" if sure else f"please check whether {meant} was meant"
+        ask_zh = f"是否应为 {meant}？" if sure else f"请核对是否应为 {meant}（如属正常交易，无需处理）"
+        finding = self.finding(
             view, [],
-            f"{charge_en(view)} is exactly {best.factor}x {meant}: "
+            f"{charge_en(view)} looks like {meant} with {how_en}: "
             f"in the last 30 days this shop charged amounts near {meant} {best.near_meant} times and near "
             f"{money(view)} {best.near_amount} times, and {pct_m} of its amounts are rounded to {unit_m} like "
-            f"{meant} against {pct_a} rounded to {unit_a} (slip score {best.score:.1f} >= {self._min_score:g}); "
-            f"was {meant} meant?",
-            f"{charge_zh(view)}恰为 {meant} 的 {best.factor} 倍："
+            f"{meant} against {pct_a} rounded to {unit_a} (slip against genuine bill, ln odds "
+            f"{best.score:.1f} >= {cut:g}); {ask_en}",
+            f"{charge_zh(view)}像是 {meant} {how_zh}："
             f"最近 30 天本店金额接近 {meant} 的交易 {best.near_meant} 笔，接近 {money(view)} 的仅 "
             f"{best.near_amount} 笔；像 {meant} 这样取整到 {unit_m} 的金额占 {pct_m}，"
-            f"取整到 {unit_a} 的占 {pct_a}（多输零评分 {best.score:.1f} >= {self._min_score:g}）；"
-            f"是否应为 {meant}？",
-            evidence(round(best.score, 2), self._min_score, base.to_evidence(), factor=best.factor,
+            f"取整到 {unit_a} 的占 {pct_a}；{ask_zh}",
+            evidence(round(best.score, 2), cut, base.to_evidence(), kind=best.kind, factor=best.factor,
                      meant_minor=best.meant_minor, near_meant=best.near_meant, near_amount=best.near_amount,
                      rounded_meant=round(best.rounded_meant, 4), rounded_amount=round(best.rounded_amount, 4),
+                     # The two stories, each as ln(probability of this charge): what the decision weighed.
+                     slip_likelihood=round(best.slip_log, 3), genuine_likelihood=round(best.genuine_log, 3),
+                     hour_factor=round(best.hour_factor, 3), card_factor=round(best.card_factor, 3),
+                     confidence="high" if sure else "low", error_score=self._min_score,
                      charged_before=base.price_count(value), known_count=self.params.known_count,
                      # What a phone shows as "why" (the reason above keeps the figures for the record).
-                     plain_zh=f"{money(view)} 是本店常见金额 {meant} 的 {best.factor} 倍",
-                     plain_en=f"{money(view)} is {best.factor}x this shop's common amount {meant}"),
-        )]
+                     plain_zh=f"{money(view)} 像是本店常见金额 {meant} {how_zh}",
+                     plain_en=f"{money(view)} looks like this shop's common amount {meant} with {how_en}"),
+        )
+        if sure:
+            return [finding]
+        # Low confidence: something to verify. It asks for a check, so it never becomes refund guidance at
+        # settlement (agent.alerts.book.closing_remedy) and says "please check" (render: certainty verify).
+        return [replace(finding, certainty="verify", action="check", severity="medium")]
 
-    def weigh(self, base: AmountBaseline, value: int) -> SlipEvidence | None:
-        """The likeliest slip behind ``value`` (highest score over 10x .. 10^max_power x), if any fits."""
-        best: SlipEvidence | None = None
-        near_amount = base.near_count(value)
-        density_amount = _density(near_amount, base.near_expected(value))
+    def verify_cut(self, base: AmountBaseline) -> float:
+        """The "please check" threshold for this baseline, from the false-alert budget (once per refresh).
+
+        Scores this month's own large bills (each left out of its own neighbourhood, list prices skipped,
+        as the rule would) and takes the lowest cut at or above ``verify_floor`` that leaves at most
+        ``budget`` x trading days of them above it. Never above ``min_score``.
+        """
+        if self._calibrated is not None and self._calibrated[0] is base:
+            return self._calibrated[1]
+        scores = sorted((s for a in base.tail_amounts if base.price_count(a) < self.params.known_count
+                         for s in [self._own_score(base, a)] if s is not None), reverse=True)
+        allowed = int(float(self.params.budget) * base.trading_days)
+        cut = float(self.params.verify_floor)
+        if len(scores) > allowed:
+            cut = max(cut, scores[allowed] + 0.01)   # just above the first score beyond the budget
+        cut = min(cut, self._min_score)
+        self._calibrated = (base, cut)
+        return cut
+
+    def _own_score(self, base: AmountBaseline, value: int) -> float | None:
+        ev = self.weigh(base, value, leave_out=1)
+        return ev.score if ev is not None else None
+
+    def _card_factor(self, state: RuleState, view: TxnView) -> float:
+        """The card's own history: bills of this size before make a genuine one likelier; only small ones, less."""
+        card = view.card
+        if not card or self.params.card_days == 0:
+            return 1.0
+        since = view.utc - timedelta(days=self.params.card_days)
+        seen = [v for v in chain(state.history.sales_for_card(card, since, view.utc),
+                                 state.card_history(card, since, view.utc))
+                if v.key != view.key and is_charge(v)]
+        if not seen:
+            return 1.0
+        big = sum(1 for v in seen if v.amount_minor * 2 >= view.amount_minor)
+        if big:
+            return 1.0 + 5.0 * min(big, 4)
+        return 0.5 if len(seen) >= 3 else 1.0
+
+    def weigh(self, base: AmountBaseline, value: int, *, hour_factor: float = 1.0,
+              card_factor: float = 1.0, leave_out: int = 0) -> SlipEvidence | None:
+        """The likeliest slip behind ``value`` (highest posterior odds over the keying patterns), if any fits.
+
+        ``leave_out``: sales of this very amount already in the baseline (1 when scoring the month's own bills).
+        """
+        candidates = _slip_candidates(value, self.params.max_power)
+        if not candidates:
+            return None
+        n = base.count
+        near_amount = max(0, base.near_count(value) - leave_out)
+        expected_amount = max(base.near_expected(value), base.tail_expected(value))
         rounded_amount = base.rounding_share(value)
-        for k in range(1, self.params.max_power + 1):
-            factor = 10**k
-            if value % factor:
-                break  # not a multiple of 10^k, so not of 10^(k+1) either
-            meant = value // factor
+        genuine_log = (self._genuine_log + math.log(_density(near_amount, expected_amount) / n)
+                       + math.log(rounded_amount) + math.log(hour_factor) + math.log(card_factor))
+        best: SlipEvidence | None = None
+        for kind, meant in candidates:
             near_meant = base.near_count(meant)
             rounded_meant = base.rounding_share(meant)
-            score = (math.log(_density(near_meant, base.near_expected(meant)) / density_amount)
-                     + math.log(rounded_meant / rounded_amount))
-            if best is None or score > best.score:
-                best = SlipEvidence(factor, meant, near_meant, near_amount, rounded_meant, rounded_amount, score)
+            slip_log = (self._slip_log + math.log(SLIP_KINDS[kind])
+                        + math.log(_density(near_meant, base.near_expected(meant)) / n) + math.log(rounded_meant))
+            ev = SlipEvidence(kind, round(value / meant), meant, near_meant, near_amount, rounded_meant,
+                              rounded_amount, slip_log, genuine_log, hour_factor, card_factor)
+            if best is None or ev.score > best.score:
+                best = ev
         return best
+
+
+_KIND_TEXT: dict[str, tuple[str, str]] = {
+    "extra_zero": ("an extra zero", "多输了一个零"),
+    "no_decimal_point": ("the decimal point missed", "漏按了小数点"),
+    "three_zeros": ("three extra zeros", "多输了三个零"),
+    "repeated_digit": ("a digit keyed twice", "某位数字多按了一次"),
+}
+
+
+def _slip_candidates(value: int, max_power: int) -> list[tuple[str, int]]:
+    """(keying pattern, amount meant) pairs that could have produced ``value``."""
+    out: list[tuple[str, int]] = []
+    kinds = ("extra_zero", "no_decimal_point", "three_zeros", "three_zeros")
+    for k in range(1, max_power + 1):
+        if value % 10**k:
+            break  # not a multiple of 10^k, so not of 10^(k+1) either
+        out.append((kinds[k - 1], value // 10**k))
+    # A digit pressed twice: 688.00 for 68.00 (the doubled digit is not a trailing zero: that is an extra zero).
+    digits = str(value)
+    seen: set[int] = set()
+    for i in range(len(digits) - 1):
+        if digits[i] == digits[i + 1] and digits[i] != "0":
+            meant = int(digits[:i] + digits[i + 1:])
+            if meant > 0 and meant not in seen and value >= 5 * meant:
+                seen.add(meant)
+                out.append(("repeated_digit", meant))
+    return out
+
+
+def _weekend(state: RuleState, view: TxnView) -> bool:
+    return view.local.weekday() >= 5
 
 
 def _baseline(state: RuleState, rule_id: str, min_history: int) -> AmountBaseline | None:
@@ -161,11 +286,16 @@ def _baseline(state: RuleState, rule_id: str, min_history: int) -> AmountBaselin
 
 
 def _density(observed: int, expected: float) -> float:
-    """Sales near an amount: the count seen, shrunk halfway to the log-normal fit, never zero.
+    """Sales near an amount: the count seen, shrunk halfway to what the shop's fitted shape expects, never zero.
 
-    Half a sale is the floor: "none seen in a month" is evidence of rarity, not of impossibility.
+    The floor is a fiftieth of a sale: "none seen in a month, none expected" is strong evidence of rarity,
+    not of impossibility. The fitted shape carries the rest: a shop whose tail of large bills reaches this
+    far expects some there even in a month that showed none.
     """
-    return (observed + expected) / 2 + 0.5
+    return (observed + expected) / 2 + DENSITY_FLOOR
+
+
+DENSITY_FLOOR = 0.02
 
 
 def _rounding_unit(amount_minor: int, currency: str | None) -> str:
@@ -175,30 +305,64 @@ def _rounding_unit(amount_minor: int, currency: str | None) -> str:
 class OutlierParams(RuleParams):
     window: Duration = timedelta(days=30)
     min_history: HistoryCount = 30
-    z_cut: PositiveDecimal = Decimal("3.5")
+    # The false-alert budget: outlier alerts expected per trading day on a clean day (one in 50 days).
+    budget: Annotated[Decimal, must(lambda v: 0 < v <= 10, "must be above 0 and at most 10 alerts a day")] = \
+        Decimal("0.02")
+    z_cut: PositiveDecimal = Decimal("3.5")   # a floor: never flag closer than this to the median
     flat_factor: Annotated[Decimal, must(lambda v: v > 1,
                                          "must be > 1 (a factor away from the constant amount)")] = Decimal("5")
     flag_low: bool = False
     known_count: ListPriceCount = 3
 
 
+@dataclass(frozen=True, slots=True)
+class OutlierCut:
+    """AMT-002's threshold for one baseline: the amount above which alerts stay within the budget."""
+
+    amount_minor: int
+    z: float
+    per_day: float               # the shop's sales per trading day in the window
+    share: float                 # budget / per_day: the share of sales allowed above the threshold
+    source: str                  # "budget" (from the fitted tail) | "floor" (z_cut; no tail to fit)
+
+
+def outlier_cut(base: AmountBaseline, p: OutlierParams) -> OutlierCut:
+    """The threshold that keeps the expected outlier alerts on a clean day under ``budget``.
+
+    From the shop's own history: with ``per_day`` sales a trading day, at most ``budget / per_day``
+    of sales may lie above it, and the fitted tail of large bills (agent.rules.baseline) says where
+    that is. Recomputed with each baseline. Never below ``z_cut`` nor the top 0.1% actually seen.
+    """
+    days = base.days or max(1, round(p.window.total_seconds() / 86400))
+    per_day = base.count / days
+    share = float(p.budget) / per_day
+    floor = max(base.p999_minor, int(math.exp(base.median_log + float(p.z_cut) * base.sigma_log)))
+    at = base.tail_amount(share)
+    if at is None or at <= floor:
+        return OutlierCut(floor, base.modified_z(floor), per_day, share, "floor")
+    return OutlierCut(at, base.modified_z(at), per_day, share, "budget")
+
+
 class AmountOutlier(BaseRule[OutlierParams]):
-    """AMT-002: far outside this shop's range: modified z-score of ln(amount) above ``z_cut`` (3.5)
-    and, on the high side, above the top 0.1% of the baseline's amounts (P99.9) and with fewer than
-    ``known_count`` (3) sales within 10% of it in the window: an amount next to a list price the shop
-    charges every week (a set menu plus drinks) is not unusual.
+    """AMT-002: far above this shop's range, beyond a threshold set by a false-alert budget.
+
+    The threshold (:func:`outlier_cut`) is the amount above which the shop's own history (its fitted
+    tail of large bills, its sales per day) expects no more than ``budget`` (0.02) alerts per trading
+    day, recomputed with the baseline; never below modified z ``z_cut`` (3.5) or the top 0.1% seen.
+    An amount with ``known_count`` (3) or more sales within 10% of it in the window (a set menu plus
+    drinks) is not unusual.
 
     Spread: MAD, else 1.253314 x mean absolute deviation (see agent.rules.baseline).
     When every sale in the baseline had one amount (no spread at all), only an
     amount more than ``flat_factor`` (5x) away from it is flagged. Only high
     amounts by default: an overcharge hurts the card holder; small tickets (a
-    bottle of water) are routine (``flag_low = true`` flags both sides). An
+    bottle of water) are routine (``flag_low = true`` flags low ones beyond ``z_cut``). An
     outlier is something to verify, not a likely error: banquets and group
     orders are genuine far outliers, so staff are asked to check it.
     """
 
     id: ClassVar[str] = "AMT-002"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     family: ClassVar[str] = "AMT"
     default_severity: ClassVar[str] = "medium"
     specificity: ClassVar[int] = 20
@@ -207,6 +371,16 @@ class AmountOutlier(BaseRule[OutlierParams]):
     title_en: ClassVar[str] = "Unusual amount"
     title_zh: ClassVar[str] = "金额异常"
     Params = OutlierParams
+
+    def __init__(self, params: RuleParams) -> None:
+        super().__init__(params)
+        self._cut: tuple[AmountBaseline, OutlierCut] | None = None
+
+    def cut(self, base: AmountBaseline) -> OutlierCut:
+        """The budgeted threshold for this baseline (computed once per refresh)."""
+        if self._cut is None or self._cut[0] is not base:
+            self._cut = (base, outlier_cut(base, self.params))
+        return self._cut[1]
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         view = obs.view
@@ -217,6 +391,7 @@ class AmountOutlier(BaseRule[OutlierParams]):
             return []
         value = view.amount_minor
         p = self.params
+        extra: dict[str, Any] = {}
         if base.method == "constant":
             ratio = Decimal(value) / Decimal(base.median_minor)
             high, low = ratio > p.flat_factor, ratio * p.flat_factor < 1
@@ -226,15 +401,15 @@ class AmountOutlier(BaseRule[OutlierParams]):
             threshold: Any = f"{p.flat_factor}x"
         else:
             z = base.modified_z(value)
-            # Banquets and cartons of cigarettes sit far out on the z scale yet recur every week: above the
-            # median only an amount beyond the top 0.1% of the shop's own last 30 days, with fewer than
-            # known_count sales within 10% of it (a set menu plus drinks is near the set menu), is unusual.
-            high = (z > float(p.z_cut) and value > base.p999_minor
-                    and base.near_count(value) < p.known_count)
+            cut = self.cut(base)
+            high = value > cut.amount_minor and base.near_count(value) < p.known_count
             low = z < -float(p.z_cut)
             if not (high or (low and p.flag_low)):
                 return []
-            score, threshold = round(z, 2), float(p.z_cut)
+            score = round(z, 2)
+            threshold = round(cut.z, 2) if high else -float(p.z_cut)
+            extra = {"threshold_minor": cut.amount_minor, "threshold_source": cut.source,
+                     "budget_per_day": float(p.budget), "sales_per_day": round(cut.per_day, 1)}
         cur = view.txn.currency
         side_en, side_zh = ("above", "高于") if high else ("below", "低于")
         return [self.finding(
@@ -246,7 +421,7 @@ class AmountOutlier(BaseRule[OutlierParams]):
             f"（中位数 {amount(base.median_minor, cur)}，常见范围 {amount(base.p05_minor, cur)}"
             f"-{amount(base.p95_minor, cur)}，评分 {score} > {threshold}）",
             evidence(score, threshold, base.to_evidence(), amount_minor=value,
-                     near_amount=base.near_count(value), known_count=p.known_count),
+                     near_amount=base.near_count(value), known_count=p.known_count, **extra),
         )]
 
 

@@ -18,6 +18,14 @@ decimal-slip rule reads in O(1):
   added to a set menu) that a single log-normal misses.
 * the share of amounts by how many trailing zeros they have in minor units
   (how the shop rounds: 18.60, 18.00, 180.00 have 1, 2 and 3).
+* the shop's own tail of large bills: above P95, ln(amount) is fitted with an
+  exponential (a Pareto tail in amounts; ``tail_rate`` is its maximum-likelihood
+  rate). A shop with banquets and group orders has a slow tail, one that never
+  bills above RMB 100 a steep one: this says how likely a genuine large bill is,
+  and where the budgeted outlier threshold of AMT-002 lies.
+* when sale times are given (``(instant, amount)`` pairs), when those large bills
+  happen: counts of all sales and of tail sales by local hour, workdays and
+  weekends apart (48 bins), and how many distinct days the window had sales.
 
 When MAD is 0 (over half the sales have one amount) the spread falls back to
 the mean absolute deviation scaled to the same units (1.253314 * MeanAD, the
@@ -33,9 +41,9 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from statistics import NormalDist, median
-from typing import Any
+from typing import Any, cast
 
 MEANAD_TO_SIGMA = 1.253314   # sqrt(pi/2): MeanAD of a normal distribution is 0.7979 sigma
 MAD_TO_SIGMA = 1.4826        # 1 / 0.6745
@@ -43,6 +51,7 @@ KNOWN_PRICES_KEPT = 512      # distinct amounts whose counts are kept: far more 
 LOG_BIN = 0.01               # histogram step on ln(amount): 1%
 MAX_BINS = 2400              # ln(1) .. ln(10^10 minor units) at 1%: memory bounded whatever the amounts
 NEAR_LOG = math.log(1.1)     # "near an amount": within 10% of it
+TAIL_KEPT = 4000             # amounts above P95 kept for calibration: 5% of 80,000 sales a month
 MAX_ZEROS = 6                # trailing zeros counted up to 10^6 minor units (10,000.00)
 _STD_NORMAL = NormalDist()
 
@@ -68,11 +77,32 @@ class AmountBaseline:
     cumulative: tuple[int, ...] = field(default=(), compare=False, repr=False)
     # zero_share[t]: share of amounts with exactly t trailing zeros (t = MAX_ZEROS: at least that many).
     zero_share: tuple[float, ...] = field(default=(), compare=False, repr=False)
+    # Rate of the exponential fitted to ln(amount) - ln(P95) over the amounts above P95 (0: no tail seen).
+    tail_rate: float = 0.0
+    tail_count: int = 0
+    # Sales by (weekend, local hour) -> index weekend * 24 + hour; all sales and those above P95.
+    # Empty when the baseline was computed from amounts alone (no times).
+    hour_all: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    hour_tail: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    days: int = 0                 # distinct local days with a sale (0: not known, amounts only)
+    # The amounts above P95 themselves (at most TAIL_KEPT, the largest): the genuine large bills a rule can
+    # score to learn how often its threshold would have fired on this month's own trading.
+    tail_amounts: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
-    def compute(cls, amounts_minor: Sequence[int], now: datetime) -> AmountBaseline | None:
-        """None when there is nothing to compute from (no positive amount)."""
-        amounts = sorted(a for a in amounts_minor if a > 0)
+    def compute(cls, sales: Sequence[int] | Sequence[tuple[datetime, int]], now: datetime,
+                tz: tzinfo | None = None) -> AmountBaseline | None:
+        """None when there is nothing to compute from (no positive amount).
+
+        ``sales`` are amounts, or (instant, amount) pairs when the hour of large bills should count;
+        ``tz`` is the shop's zone for those instants (default: the instants' own).
+        """
+        timed: list[tuple[datetime, int]] = []
+        if sales and isinstance(sales[0], tuple):
+            timed = [(t, a) for t, a in cast("Sequence[tuple[datetime, int]]", sales) if a > 0]
+            amounts = sorted(a for _, a in timed)
+        else:
+            amounts = sorted(a for a in cast("Sequence[int]", sales) if a > 0)
         n = len(amounts)
         if n == 0:
             return None
@@ -98,7 +128,60 @@ class AmountBaseline:
             price_counts=dict(Counter(amounts).most_common(KNOWN_PRICES_KEPT)),
             **_histogram(logs),
             zero_share=_zero_share(amounts),
+            **_tail(logs, amounts[max(0, math.ceil(0.95 * n) - 1)]),
+            tail_amounts=tuple(a for a in amounts[-TAIL_KEPT:] if a > amounts[max(0, math.ceil(0.95 * n) - 1)]),
+            **_hours(timed, amounts[max(0, math.ceil(0.95 * n) - 1)], tz),
         )
+
+    # -- the tail of large bills ------------------------------------------------------------
+    def tail_survival(self, amount_minor: int) -> float:
+        """Share of all sales expected above this amount, from the fitted tail (not modelled at or below P95)."""
+        if amount_minor <= self.p95_minor:
+            return 1.0
+        share = self.tail_count / self.count
+        if self.tail_rate <= 0:
+            return 0.0
+        return share * math.exp(-self.tail_rate * (math.log(amount_minor) - math.log(self.p95_minor)))
+
+    def tail_expected(self, amount_minor: int) -> float:
+        """Sales within 10% of this amount that the fitted tail expects (0 below P95)."""
+        if amount_minor <= self.p95_minor or self.tail_rate <= 0:
+            return 0.0
+        lo = max(self.p95_minor + 1, int(amount_minor / math.exp(NEAR_LOG)))
+        hi = int(amount_minor * math.exp(NEAR_LOG))
+        return self.count * (self.tail_survival(lo) - self.tail_survival(hi))
+
+    def tail_amount(self, share: float) -> int | None:
+        """The amount that only ``share`` of all sales exceed, by the fitted tail (None: no tail, or within it)."""
+        tail_share = self.tail_count / self.count
+        if self.tail_rate <= 0 or share <= 0 or share >= tail_share:
+            return None
+        return int(math.exp(math.log(self.p95_minor) + math.log(tail_share / share) / self.tail_rate))
+
+    @property
+    def trading_days(self) -> int:
+        """Days with sales in the window (30 when the baseline had no times)."""
+        return self.days or 30
+
+    def hour_factor(self, local: datetime, weekend: bool) -> float:
+        """How much likelier a large bill is at this hour (+-1 h) than a sale in general, 1.0 when unknown.
+
+        Shrunk towards 1 by five pseudo tail sales spread like all sales: a month with a handful of
+        banquets does not rule out a banquet at lunch.
+        """
+        if not self.hour_all or not self.tail_count:
+            return 1.0
+        base = 24 * int(weekend)
+        band = [base + (local.hour + d) % 24 for d in (-1, 0, 1)]
+        all_band = sum(self.hour_all[i] for i in band)
+        total_all = sum(self.hour_all[base:base + 24])
+        if not all_band or not total_all:
+            return 1.0
+        share_all = all_band / total_all
+        tail_band = sum(self.hour_tail[i] for i in band)
+        total_tail = sum(self.hour_tail[base:base + 24])
+        pseudo = 5.0
+        return ((tail_band + pseudo * share_all) / (total_tail + pseudo)) / share_all
 
     def price_count(self, amount_minor: int) -> int:
         """How often exactly this amount was charged (0 when it is not among the most frequent ones)."""
@@ -155,6 +238,9 @@ class AmountBaseline:
             "sigma_log": round(self.sigma_log, 6),
             "usual_step_minor": self.usual_step,
             "known_prices": sum(1 for c in self.price_counts.values() if c >= 2),
+            "tail_rate": round(self.tail_rate, 4),
+            "tail_count": self.tail_count,
+            "days": self.days,
             "computed_at": self.computed_at.isoformat(),
         }
 
@@ -191,3 +277,37 @@ def _zero_share(amounts: Sequence[int]) -> tuple[float, ...]:
     counts = Counter(trailing_zeros(a) for a in amounts)
     total = len(amounts) + MAX_ZEROS + 1
     return tuple((counts[t] + 1) / total for t in range(MAX_ZEROS + 1))
+
+
+def _tail(sorted_logs: Sequence[float], p95_minor: int) -> dict[str, Any]:
+    """Exponential rate of ln(amount) above ln(P95): the maximum-likelihood one (1 / mean excess), or
+    steeper when the month's largest amount says so.
+
+    A month of n sales whose largest was M puts about one sale in n above M; an exponential that expects
+    far more out there (a log-normal's shoulder read as a long tail) is made to fall to 1 / n at M.
+    """
+    cut = math.log(p95_minor)
+    excess = [x - cut for x in sorted_logs if x > cut]
+    if not excess:
+        return {"tail_rate": 0.0, "tail_count": 0}
+    # Half a pseudo-observation one spread out keeps a tail of one or two bills from looking infinitely steep.
+    rate = 1.0 / ((sum(excess) + 0.5) / (len(excess) + 0.5))
+    if len(excess) >= 2 and excess[-1] > 0:
+        rate = max(rate, math.log(len(excess) + 1) / excess[-1])
+    return {"tail_rate": rate, "tail_count": len(excess)}
+
+
+def _hours(timed: Sequence[tuple[datetime, int]], p95_minor: int, tz: tzinfo | None) -> dict[str, Any]:
+    if not timed:
+        return {}
+    hour_all = [0] * 48
+    hour_tail = [0] * 48
+    days = set()
+    for t, a in timed:
+        local = t.astimezone(tz) if tz is not None else t
+        i = 24 * int(local.weekday() >= 5) + local.hour
+        hour_all[i] += 1
+        if a > p95_minor:
+            hour_tail[i] += 1
+        days.add(local.date())
+    return {"hour_all": tuple(hour_all), "hour_tail": tuple(hour_tail), "days": len(days)}

@@ -102,12 +102,13 @@ class RuleEngine:
         p = self.params.get("AMT-002")
         return p.window if p is not None else DEFAULT_BASELINE_WINDOW
 
-    def refresh_baseline(self, amounts_minor: Sequence[int], now: datetime) -> AmountBaseline | None:
+    def refresh_baseline(self, amounts_minor: Sequence[int] | Sequence[tuple[datetime, int]],
+                         now: datetime) -> AmountBaseline | None:
         """Recompute the shop's usual amounts from approved sale amounts in [now - baseline_window, now].
 
         O(n log n) once per refresh, so evaluating a transaction stays O(1).
         """
-        baseline = AmountBaseline.compute(amounts_minor, now)
+        baseline = AmountBaseline.compute(amounts_minor, now, self.state.tz)
         self.state.set_baseline(baseline)
         return baseline
 

@@ -1,0 +1,152 @@
+"""Issue 21: AMT-001 weighs a slip against a genuine large bill, AMT-002 keeps to a false-alert budget,
+and a low-confidence amount finding is something to check that never turns into refund guidance."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from test_rules_support import Till, at, only, rules_of
+
+from agent.alerts.lifecycle import AlertState
+from agent.messages import AlertChange, Command
+from agent.rules.amount import AmountOutlier, OutlierParams, outlier_cut
+from agent.rules.baseline import AmountBaseline
+from tests.helpers import SHANGHAI, Harness, config, sale
+
+NOW = at("2026-03-10 12:00")
+
+
+def _month(rng: random.Random, n: int, median: float, sigma: float, step: int) -> list[int]:
+    return [max(step, round(median * rng.lognormvariate(0, sigma) / step) * step) for _ in range(n)]
+
+
+def tea_shop_with_group_orders() -> list[int]:
+    """A month of a tea shop: RMB 25.10 is its commonest ticket, ten-fen prices, and a tail of large
+    genuine bills (offices ordering for a team, RMB 150-1,500, at odd amounts)."""
+    rng = random.Random(21)
+    small = _month(rng, 1500, 2400, 0.35, 10) + [2510] * 200
+    groups = _month(rng, 60, 45000, 0.6, 10)
+    return small + groups
+
+
+def tea_shop_never_above_100() -> list[int]:
+    """The same small tickets, and never a bill above RMB 100."""
+    rng = random.Random(21)
+    small = [a for a in _month(rng, 1500, 2400, 0.35, 10) if a <= 10000] + [2510] * 200
+    return small
+
+
+def shop(amounts: list[int]) -> Till:
+    till = Till()
+    till.engine.refresh_baseline(amounts, NOW)
+    return till
+
+
+def test_a_genuine_bill_ten_times_a_common_amount_in_a_shop_with_a_tail_of_large_bills_raises_nothing() -> None:
+    # RMB 251.00 = 10 x RMB 25.10, this shop's commonest ticket; but its own month has 60 genuine bills of
+    # RMB 150-1,500: a 251.00 bill is likelier genuine than a slip.
+    assert shop(tea_shop_with_group_orders()).sale(NOW, 25100) == []
+
+
+def test_the_same_amount_in_a_shop_that_never_bills_above_100_is_a_slip() -> None:
+    f = only(shop(tea_shop_never_above_100()).sale(NOW, 25100), "AMT-001")
+    assert f.evidence["meant_minor"] == 2510 and f.evidence["kind"] == "extra_zero"
+    # Both stories are recorded, and the decision is their difference.
+    ev = f.evidence
+    assert ev["slip_likelihood"] > ev["genuine_likelihood"]
+    assert ev["value"] == round(ev["slip_likelihood"] - ev["genuine_likelihood"], 2) or \
+        abs(ev["value"] - (ev["slip_likelihood"] - ev["genuine_likelihood"])) < 0.01
+
+
+def test_the_shops_tail_of_large_bills_is_what_tells_the_two_apart() -> None:
+    heavy = AmountBaseline.compute(tea_shop_with_group_orders(), NOW)
+    light = AmountBaseline.compute(tea_shop_never_above_100(), NOW)
+    assert heavy is not None and light is not None
+    assert heavy.tail_expected(25100) > 10 * light.tail_expected(25100)
+
+
+def test_a_card_that_paid_bills_this_large_before_makes_a_genuine_bill_likelier() -> None:
+    till = shop(tea_shop_never_above_100())
+    company = "622848******1234"
+    # The same card paid a RMB 240.00 team order last week (in the rules' memory of that card).
+    assert rules_of(till.sale(NOW - timedelta(days=6), 24000, card=company)) != []
+    f = till.sale(NOW, 25100, card=company)
+    slip = [x for x in f if x.rule == "AMT-001"]
+    assert not slip or slip[0].evidence["card_factor"] > 1
+
+
+def test_the_amt_002_threshold_moves_with_the_shops_history() -> None:
+    params = OutlierParams()
+    heavy = AmountBaseline.compute(tea_shop_with_group_orders(), NOW)
+    light = AmountBaseline.compute(tea_shop_never_above_100(), NOW)
+    assert heavy is not None and light is not None
+    cut_heavy, cut_light = outlier_cut(heavy, params), outlier_cut(light, params)
+    assert cut_heavy.amount_minor > 3 * cut_light.amount_minor
+    # A tighter budget puts the threshold further out.
+    tight = outlier_cut(heavy, OutlierParams(budget="0.001"))
+    assert tight.amount_minor > cut_heavy.amount_minor
+    # The same RMB 600.00 is unusual in the small-ticket shop and ordinary-enough in the other.
+    amount = 60000
+    assert amount > cut_light.amount_minor and amount < cut_heavy.amount_minor
+
+
+def test_the_amt_002_threshold_is_recomputed_with_the_baseline() -> None:
+    till = shop(tea_shop_never_above_100())
+    rule = next(r for r in till.engine.rules if isinstance(r, AmountOutlier))
+    base = till.engine.baseline
+    assert base is not None
+    before = rule.cut(base).amount_minor
+    till.engine.refresh_baseline(tea_shop_with_group_orders(), NOW + timedelta(hours=1))
+    after_base = till.engine.baseline
+    assert after_base is not None and rule.cut(after_base).amount_minor > before
+    f = only(shop(tea_shop_never_above_100()).sale(NOW, 123457), "AMT-002")
+    assert f.evidence["threshold_source"] in ("budget", "floor") and f.evidence["budget_per_day"] == 0.02
+
+
+# -- confidence -> certainty, through the alert lifecycle -----------------------------------------
+HOURS = "\n[shop.hours]\n" + "".join(f'{d} = ["09:00-21:30"]\n' for d in ("mon", "tue", "wed", "thu", "fri",
+                                                                          "sat", "sun"))
+
+
+def _at(hh: int, mm: int) -> datetime:
+    return datetime(2026, 11, 27, hh, mm, tzinfo=SHANGHAI)
+
+
+def _slip_day(tmp_path: Path, extra: str = "") -> tuple[Harness, list[AlertChange]]:
+    h = Harness(tmp_path, config(HOURS + extra))
+    h.pipeline.engine.refresh_baseline(tea_shop_never_above_100(), _at(9, 0).astimezone(UTC))
+    h.feed(sale("000301", 25100, _at(14, 3)))
+    opened = h.opened("AMT-001")
+    h.clock.set(_at(23, 0).astimezone(UTC))
+    h.pipeline.process([Command("cutoff")])
+    return h, opened
+
+
+def _notices(h: Harness) -> list[str]:
+    return [c.notice for c in h.changes if isinstance(c, AlertChange) and c.alert.rule == "AMT-001"]
+
+
+def test_a_low_confidence_slip_says_please_check_and_expires_at_cutoff_never_refund_guidance(tmp_path: Path) -> None:
+    # The same charge with the "likely error" score raised out of reach: only something to verify.
+    h, opened = _slip_day(tmp_path, '\n[rules.AMT-001]\nmin_score = "50"\n')
+    assert len(opened) == 1
+    alert = opened[0].alert
+    assert alert.certainty == "verify" and alert.evidence["confidence"] == "low"
+    assert alert.suggestion is not None and alert.suggestion.action == "check"
+    assert "如属正常交易，无需处理" in alert.suggestion.steps_zh
+    assert "请核对" in alert.reason_zh
+    assert _notices(h) == ["opened", "expired"]
+    final = h.journal.alerts()[0]
+    assert final.state == AlertState.EXPIRED
+    assert final.suggestion is not None and "只能退货" not in final.suggestion.steps_zh
+    assert h.pipeline.counts["alerts_escalated"] == 0
+
+
+def test_a_high_confidence_slip_stays_a_likely_error_and_escalates(tmp_path: Path) -> None:
+    h, opened = _slip_day(tmp_path)
+    alert = opened[0].alert
+    assert alert.certainty == "error" and alert.evidence["confidence"] == "high"
+    assert alert.suggestion is not None and alert.suggestion.action == "void"
+    assert _notices(h) == ["opened", "escalated"]
