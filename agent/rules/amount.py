@@ -1,3 +1,4 @@
+# Over 500 lines: the four AMT rules share one family, one baseline and its helpers (split, they import each other).
 """Unusual-amount rules (family AMT).
 
 All four say "this amount is wrong", so they share one family and staff get
@@ -133,7 +134,7 @@ class DecimalSlip(BaseRule[SlipParams]):
             return []
         if not _slip_candidates(value, self.params.max_power):
             return []
-        hour = base.hour_factor(view.local, _weekend(state, view))
+        hour = base.hour_factor(view.local, view.local.weekday() >= 5)
         card = self._card_factor(state, view)
         best = self.weigh(base, value, hour_factor=hour, card_factor=card)
         verify_cut = self.verify_cut(base)
@@ -270,10 +271,6 @@ def _slip_candidates(value: int, max_power: int) -> list[tuple[str, int]]:
                 seen.add(meant)
                 out.append(("repeated_digit", meant))
     return out
-
-
-def _weekend(state: RuleState, view: TxnView) -> bool:
-    return view.local.weekday() >= 5
 
 
 def _baseline(state: RuleState, rule_id: str, min_history: int) -> AmountBaseline | None:

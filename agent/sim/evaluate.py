@@ -1,3 +1,4 @@
+# Over 500 lines: one command end to end (plan, history, replay, naive reference, scoring, report) reads best whole.
 """Per-rule precision and recall on labelled simulated days, through the real pipeline.
 
 For each seed: pick a shop profile and a test day, write the previous
