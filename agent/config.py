@@ -18,15 +18,17 @@ import re
 from datetime import time as dtime
 from datetime import timedelta, tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -410,6 +412,159 @@ class ChannelConfig(_Strict):
 
 
 _INERT_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"replay sends nothing, signs nothing").decode()
+
+
+# NATS defaults: the client port, and how long the server remembers a message id (a till restarting after
+# a crash re-sends within minutes; an hour also covers an uplink outage ridden out by a leaf node).
+NATS_PORT = 4222
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NATS_SECRETS = ("password", "token", "nkey_seed")
+
+
+class NatsChannelConfig(_Strict):
+    """``[[channel]] type = "nats"``: alert revisions (and, with ``events``, the till's own events) as
+    CloudEvents on JetStream subjects ``settleguard.<shop_id>.<till_id>.<kind>`` (agent/delivery/channels/nats.py).
+
+    A model of its own: nothing of a robot or a webhook applies. The properties at the end are the
+    fields generic code reads of every channel (url, key, secret, secrets, printer, languages).
+    """
+
+    name: str
+    type: Literal["nats"]
+    # One server or several (a cluster; the shop's leaf node first): ``url = "nats://..."`` or a list.
+    # Secrets, as every channel URL: one may carry user:password. Normalised to carry its port.
+    servers: list[Secret] = Field(alias="url", min_length=1)
+    stream: str = "SETTLEGUARD"
+    create_stream: bool = False          # create the stream (subjects settleguard.>) when it is missing
+    max_age: Duration | None = None      # the stream's limits, used only when this channel creates it
+    max_bytes: int | None = None
+    duplicate_window: Duration = timedelta(hours=1)
+    events: bool = False                 # also the till's transactions, settlements, orders, ECR requests
+    user: str | None = None
+    password: Secret | None = None
+    token: Secret | None = None
+    nkey_seed: Secret | None = None      # an NKEY user seed ("SU..."): inline, env: or file:
+    creds: str | None = None             # a .creds file (JWT + seed) as `nsc` writes it
+    tls_ca: str | None = None            # PEM files; a tls:// URL or any of these turns TLS on
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify: bool = True
+    enabled: bool = True
+    fallback: bool = False
+    # The heartbeat interval on this channel (issue 19); what a heartbeat carries is built elsewhere.
+    heartbeat: Duration | None = None
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str | SecretStr) else v
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, v: list[SecretStr]) -> list[SecretStr]:
+        return [SecretStr(_nats_url(s.get_secret_value())) for s in v]
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, v: str) -> str:
+        if not _STREAM_NAME.fullmatch(v):
+            raise ValueError("stream is a JetStream stream name: letters, digits, - and _ (at most 64)")
+        return v
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _max_bytes(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("max_bytes is a number of bytes (at least 1); leave it out for no limit")
+        return v
+
+    @field_validator("duplicate_window")
+    @classmethod
+    def _window(cls, v: timedelta) -> timedelta:
+        return _within(v, timedelta(seconds=1), timedelta(days=7))
+
+    @model_validator(mode="after")
+    def _auth(self) -> NatsChannelConfig:
+        ways = [n for n, v in (("user", self.user), ("token", self.token), ("nkey_seed", self.nkey_seed),
+                               ("creds", self.creds)) if v]
+        if len(ways) > 1:
+            raise ValueError(f"one way to log in to NATS, not {' and '.join(ways)}")
+        if bool(self.user) != bool(self.password):
+            raise ValueError("user and password go together")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together (the client certificate and its key)")
+        if self.max_age is not None and self.duplicate_window > self.max_age:
+            raise ValueError("duplicate_window cannot be longer than max_age (the server refuses such a stream)")
+        return self
+
+    # -- the fields generic code reads of every channel -------------------------------------------
+    @property
+    def url(self) -> SecretStr:
+        """The first server (doctor checks it answers; the log redactor learns every server)."""
+        return self.servers[0]
+
+    @property
+    def key(self) -> None:
+        return None
+
+    @property
+    def secret(self) -> None:
+        return None
+
+    @property
+    def secrets(self) -> list[SecretStr]:
+        """Every value the log redactor must hide: the servers (userinfo) and the credentials."""
+        return [*self.servers, *(s for s in (self.password, self.token, self.nkey_seed) if s is not None)]
+
+    @property
+    def printer(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def languages(self) -> list[str]:
+        return ["zh"]    # nobody reads a stream's wording: the CloudEvent carries the alert JSON
+
+    def references(self) -> list[tuple[str, str]]:
+        return [(n, reveal(getattr(self, n)) or "") for n in _NATS_SECRETS if is_secret_ref(getattr(self, n))]
+
+    def resolved(self) -> NatsChannelConfig:
+        values = {n: SecretStr(_resolve_field(n, r)) for n, r in self.references()}
+        return self.model_copy(update=values) if values else self
+
+    def inert(self) -> NatsChannelConfig:
+        values = {n: SecretStr("replay-sends-nothing") for n, _ in self.references()}
+        return self.model_copy(update=values) if values else self
+
+
+def _nats_url(url: str) -> str:
+    """A NATS server address with its port; the URL itself is never repeated (it may carry a password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"url is not a valid address ({exc})") from None
+    if parts.scheme not in NATS_SCHEMES:
+        got = f"{parts.scheme}:" if parts.scheme else "no scheme"
+        raise ValueError(f"a NATS url starts with nats://, tls://, ws:// or wss:// (got {got})")
+    if not parts.hostname:
+        raise ValueError("url has no host name")
+    if port == 0:
+        raise ValueError("url: port 0 cannot be sent to")
+    if port is None and parts.scheme in ("nats", "tls"):
+        return parts._replace(netloc=f"{parts.netloc}:{NATS_PORT}").geturl()
+    return url
+
+
+def _channel_tag(v: Any) -> str:
+    kind = v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
+    return "nats" if kind == "nats" else "other"
+
+
+# The tag is not part of any field's path: parse_config drops it from error locations.
+CHANNEL_TAGS = ("nats", "other")
+AnyChannel = Annotated[Annotated[ChannelConfig, Tag("other")] | Annotated[NatsChannelConfig, Tag("nats")],
+                       Discriminator(_channel_tag)]
 
 
 def _resolve_field(field: str, reference: str) -> str:
@@ -815,7 +970,7 @@ class Config(_Strict):
     settlement: SettlementConfig = SettlementConfig()
     source: list[SourceConfig] = []
     rules: dict[str, dict[str, Any]] = {}
-    channel: list[ChannelConfig] = []
+    channel: list[AnyChannel] = []
     delivery: DeliveryConfig = DeliveryConfig()
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
@@ -934,11 +1089,14 @@ def parse_config(text: str, path: str = "<config>") -> LoadedConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
+        if loc[:1] == ("channel",) and len(loc) > 2 and loc[2] in CHANNEL_TAGS:
+            loc = loc[:2] + loc[3:]   # the channel model's tag (AnyChannel) is no field a person wrote
         if err["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see config/settleguard.example.toml)"
         else:
             message = err["msg"].removeprefix("Value error, ")
-            secret_field = ((loc[:1] == ("channel",) and any(p in ("url", "key", "secret", "secrets") for p in loc))
+            secret_field = ((loc[:1] == ("channel",)
+                             and any(p in ("url", "key", "secret", "secrets", *_NATS_SECRETS) for p in loc))
                             or (loc[:1] == ("web",) and "pin" in loc))
             if ("input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict)
                     and not secret_field):  # a refused secret is not echoed into the logs

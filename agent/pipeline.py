@@ -32,6 +32,7 @@ from agent.alerts.budget import NoiseBudget
 from agent.alerts.lifecycle import NoticeKind
 from agent.alerts.remedy import RemedyBook
 from agent.config import LoadedConfig, SourceConfig
+from agent.delivery.events import announce_event
 from agent.history import History
 from agent.match import TillMatching
 from agent.messages import BatchClosed, Command, EventBatch
@@ -385,6 +386,8 @@ class Pipeline:
             elif isinstance(event, EcrRequest):   # the till's side of an ECR link (agent/ecr_link.py)
                 self.counts["ecr_requests"] += 1
                 self.till.ecr_request(event, source=batch.source, received=batch.received)
+            if self.announcer.event_channels:   # a NATS stream with `events = true` (agent/delivery/events.py)
+                announce_event(self.announcer, event, self.config.shop, self.clock.now())
         if pending_receipt is not None:
             # Terminals print after the status message: attach to the source's last transaction. Not when
             # something of this read was quarantined: the slip may be that refused transaction's.

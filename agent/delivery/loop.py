@@ -99,6 +99,17 @@ class Delivery:
                 self.last_ok, self.last_error = self.clock.monotonic(), None
             self.wake.wait(timeout=max(0.01, min(wait, 1.0)))
             self.wake.clear()
+        self.close()
+
+    def close(self) -> None:
+        """Let go of what channels hold open (a NATS connection and its loop thread): a reload builds new ones."""
+        for channel in self.channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:   # closing must not keep a reload or a shutdown from finishing
+                    log.exception("channel %s: closing failed", channel.name)
 
     def step(self) -> float:
         """Send what is due on every channel; return seconds until something may be due."""

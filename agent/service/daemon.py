@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config
-from agent.delivery.channels.factory import routing
+from agent.delivery.channels.factory import event_routing, routing
 from agent.history import History
 from agent.messages import STOP, AlertChange, Command, EventBatch
 from agent.pipeline import Pipeline
@@ -152,6 +152,7 @@ class Daemon:
                                           if cfg.history.enabled else None))
         self.started_at = self.clock.now()
         self.pipeline.heartbeat_status = self._heartbeat_status
+        self.pipeline.announcer.route(None, None, event_routing(cfg, channels))   # `events = true` channels
         if self.sender is None:
             # httpx and its SSL context are built on the first send (agent/service/sender.py), not before READY.
             self.sender = LazyHttpxSender(timeout=cfg.delivery.timeout.total_seconds())
@@ -658,6 +659,8 @@ class Daemon:
         if plan.delivery:
             self._stop_delivery(timeout=15.0)
             self._start_delivery(new, channels)
+            if self.pipeline is not None:   # a list swapped whole: the pipeline thread reads it as it is
+                self.pipeline.announcer.route(None, None, event_routing(new.config, channels))
         if plan.pipeline:
             # The pipeline thread is the only one touching its state: hand it the new configuration.
             primary, people = routing(new.config, channels)

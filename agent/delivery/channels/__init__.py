@@ -8,6 +8,7 @@ answer means.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import tzinfo
 from typing import Any, Protocol
@@ -84,6 +85,8 @@ def make_channel(settings: ChannelSettings, *, tz: tzinfo | None = None, timeout
 def _make_channel(settings: ChannelSettings, *, tz: tzinfo | None, timeout: float,
                   public_url: str | None) -> Channel:
     kind = settings.type
+    if kind == "nats":
+        return _make_nats(settings, timeout=timeout, public_url=public_url)
     url, key, secret = reveal(settings.url), reveal(settings.key), reveal(settings.secret)
     languages = tuple(settings.languages)
     if kind == "webhook":
@@ -115,6 +118,22 @@ def _make_channel(settings: ChannelSettings, *, tz: tzinfo | None, timeout: floa
         printer: Mapping[str, Any] = settings.printer
         return PrinterChannel(settings.name, printer=printer, tz=tz, languages=languages)
     raise ValueError(f"channel {settings.name}: unknown type {kind!r}")
+
+
+def _make_nats(settings: Any, *, timeout: float, public_url: str | None) -> Channel:
+    """A NATS JetStream channel from an ``agent.config.NatsChannelConfig`` (secrets already resolved)."""
+    from agent.delivery.channels.nats import NatsAuth, NatsChannel, StreamLimits
+
+    auth = NatsAuth(user=settings.user, password=reveal(settings.password), token=reveal(settings.token),
+                    nkey_seed=reveal(settings.nkey_seed), creds=settings.creds, tls_ca=settings.tls_ca,
+                    tls_cert=settings.tls_cert, tls_key=settings.tls_key, tls_verify=settings.tls_verify)
+    if settings.creds is not None and not os.path.isfile(settings.creds):
+        raise ValueError(f"channel {settings.name}: creds file {settings.creds} cannot be read")
+    stream = StreamLimits(name=settings.stream, create=settings.create_stream, max_age=settings.max_age,
+                          max_bytes=settings.max_bytes, duplicate_window=settings.duplicate_window)
+    servers = [reveal(s) or "" for s in settings.servers]
+    return NatsChannel(settings.name, servers=servers, stream=stream, auth=auth, timeout=timeout,
+                       public_url=public_url)
 
 
 __all__ = [

@@ -39,3 +39,9 @@ def routing(config: Config, channels: list[Channel]) -> tuple[list[str], list[st
     fallback = {c.name for c in config.channel if c.fallback}
     primary = [c for c in channels if c.name not in fallback]
     return [c.name for c in primary], [c.name for c in primary if c.groups]
+
+
+def event_routing(config: Config, channels: list[Channel]) -> list[str]:
+    """The primary channels that asked for the till's own events too (``events = true``: a NATS stream)."""
+    wanted = {c.name for c in config.channel if getattr(c, "events", False) and not c.fallback}
+    return [c.name for c in channels if c.name in wanted]
