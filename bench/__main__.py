@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, int] = {
     "latency": 180,
     "replay_throughput": 420,
     "resources": 420,
+    "nats_fleet": 300,   # 200 tills x 25 messages against one local nats-server (issue 19)
     "fuzz": 480,
     # 1,000,000 lines through decoder -> boundary -> queue -> pipeline thread -> journal (bench/pipeline_fuzz.py):
     "pipeline_fuzz": 2400,  # 26.5 min measured on the shared 2-core machine
