@@ -4,8 +4,9 @@ Each simulated till is what a real one runs for this channel: its own SQLite jou
 outbox, its own ``NatsChannel`` (its own connection and event-loop thread) and its own delivery loop
 (``agent.delivery.loop.Delivery``, one thread) draining the outbox strictly in order. All tills start
 together. Measured per message: the time ``channel.send`` takes (CloudEvent built, published, PubAck
-back; a till's first send, which also connects and looks for the stream, reported apart); then the stream is read back: its message count must equal what the tills sent, with no
-duplicate id and every till's messages in its own order.
+back; a till's first send, which also connects and looks for the stream, reported apart); then the
+stream is read back: its message count must equal what the tills sent, with no duplicate id and every
+till's messages in its own order.
 
 The floor, in the same run: one bare nats-py connection publishing the same bodies to JetStream
 sequentially (no outbox, no thread hop, no contention). The ratio says what the till side adds.
@@ -96,7 +97,6 @@ class Till:
 def read_back(url: str, expected: int) -> list[tuple[str, str]]:
     """(subject, Nats-Msg-Id) of every message in the stream, in stream order."""
     import nats
-
     from nats.js.api import AckPolicy, ConsumerConfig
 
     async def read() -> list[tuple[str, str]]:

@@ -317,3 +317,26 @@ def test_the_daemon_routes_events_to_a_channel_with_events_on(tmp_path: Path, na
     finally:
         daemon.stop()
         term.close()
+
+
+def test_an_nkey_user_logs_in_with_its_seed_and_a_wrong_seed_is_refused(tmp_path: Path) -> None:
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
+    public = nkeys.from_seed(bytearray(seed.encode())).public_key.decode()
+    other = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
+    conf = tmp_path / "nkey.conf"
+    conf.write_text(f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n')
+    server = NatsServer(tmp_path / "nats", extra=("-c", str(conf))).start()
+    good = NatsChannel("hq", servers=[server.url], auth=NatsAuth(nkey_seed=seed), stream=StreamLimits(create=True),
+                       timeout=3.0)
+    bad = NatsChannel("hq", servers=[server.url], auth=NatsAuth(nkey_seed=other), timeout=3.0)
+    try:
+        assert good.send(heartbeat(), message_id="heartbeat.1", now=at(14, 0), sender=None).status == "ok"  # type: ignore[arg-type]
+        refused = bad.send(heartbeat(), message_id="heartbeat.2", now=at(14, 0), sender=None)  # type: ignore[arg-type]
+        assert refused.status == "retry" and "authorization refused" in refused.reason
+        assert other not in refused.reason
+    finally:
+        good.close()
+        bad.close()
+        server.stop()
