@@ -340,3 +340,30 @@ def test_an_nkey_user_logs_in_with_its_seed_and_a_wrong_seed_is_refused(tmp_path
         good.close()
         bad.close()
         server.stop()
+
+
+def test_tls_with_the_servers_ca_is_accepted_and_an_unknown_ca_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "this test makes a certificate with openssl: sudo apt-get install -y openssl"
+    for name in ("server", "other"):
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-keyout", str(tmp_path / f"{name}.key"), "-out", str(tmp_path / f"{name}.pem"),
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+    server = NatsServer(tmp_path / "nats", extra=("--tls", "--tlscert", str(tmp_path / "server.pem"),
+                                                   "--tlskey", str(tmp_path / "server.key"))).start()
+    url = server.url.replace("nats://", "tls://")
+    good = NatsChannel("hq", servers=[url], auth=NatsAuth(tls_ca=str(tmp_path / "server.pem")),
+                       stream=StreamLimits(create=True), timeout=3.0)
+    bad = NatsChannel("hq", servers=[url], auth=NatsAuth(tls_ca=str(tmp_path / "other.pem")), timeout=3.0)
+    try:
+        ok = good.send(heartbeat(), message_id="heartbeat.1", now=at(14, 0), sender=None)  # type: ignore[arg-type]
+        assert ok.status == "ok", ok
+        refused = bad.send(heartbeat(), message_id="heartbeat.2", now=at(14, 0), sender=None)  # type: ignore[arg-type]
+        assert refused.status == "retry" and "certificate" in refused.reason.lower(), refused
+    finally:
+        good.close()
+        bad.close()
+        server.stop()
