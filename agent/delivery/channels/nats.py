@@ -125,6 +125,9 @@ class NatsChannel(Channel):
         self._js: Any = None
         self._stream_checked = False    # create_stream: looked for (or made) the stream on this connection
         self._last_error: str | None = None   # the client's last asynchronous error (auth, permissions)
+        # Sticky until a login succeeds: after refusing us the server drops the connection, and the
+        # client's next error ("connection reset") must not hide why.
+        self._auth_refused = False
         self._closed = False
 
     # -- the delivery thread's side --------------------------------------------------------------
@@ -236,6 +239,7 @@ class NatsChannel(Channel):
             nkeys_seed_str=self.auth.nkey_seed, user_credentials=self.auth.creds,
         )
         self._js = self._nc.jetstream(timeout=self.timeout)
+        self._auth_refused = False
         log.info("nats %s: connected to %s", self.name, self._nc.connected_url.netloc.rpartition("@")[2])
         return self._js
 
@@ -260,6 +264,8 @@ class NatsChannel(Channel):
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = _describe(exc)
+        if _is_auth(exc):
+            self._auth_refused = True
 
     async def _on_disconnected(self) -> None:
         if not self._closed:
@@ -267,6 +273,7 @@ class NatsChannel(Channel):
 
     async def _on_reconnected(self) -> None:
         self._stream_checked = False
+        self._auth_refused = False
         log.info("nats %s: reconnected", self.name)
 
     def _classify(self, exc: BaseException) -> Outcome:
@@ -280,7 +287,7 @@ class NatsChannel(Channel):
             return Outcome.permanent(f"{name}: stream {self.stream.name} refuses a message this big "
                                      f"(max_msg_size): {exc.description}")
         text = _describe(exc)
-        if _is_auth(exc) or _is_auth(self._last_error):
+        if _is_auth(exc) or self._auth_refused:
             # A person must fix the credentials (or the server's accounts); nothing here is lost meanwhile.
             return Outcome.retry(AUTH_RETRY, f"{name}: NATS 拒绝登录 (authorization refused): check user/"
                                              f"password, token, nkey_seed or creds of this channel ({text})")
