@@ -367,3 +367,20 @@ def test_tls_with_the_servers_ca_is_accepted_and_an_unknown_ca_is_refused(tmp_pa
         good.close()
         bad.close()
         server.stop()
+
+
+def test_a_message_over_the_servers_max_payload_is_a_dead_letter_not_a_retry(tmp_path: Path) -> None:
+    conf = tmp_path / "small.conf"
+    conf.write_text("max_payload: 2048\n")
+    server = NatsServer(tmp_path / "nats", extra=("-c", str(conf))).start()
+    channel = NatsChannel("hq", servers=[server.url], stream=StreamLimits(create=True), timeout=3.0)
+    big = Notice(kind=NoticeKind.HEARTBEAT, alerts=(), shop="测试店", source="settleguard://shop-a/till-1",
+                 created=at(14, 0), data={"problems": ["x" * 4000]})
+    try:
+        ok = channel.send(heartbeat(), message_id="heartbeat.1", now=at(14, 0), sender=None)  # type: ignore[arg-type]
+        assert ok.status == "ok", ok
+        too_big = channel.send(big, message_id="heartbeat.2", now=at(14, 0), sender=None)  # type: ignore[arg-type]
+        assert too_big.status == "permanent" and "max_payload" in too_big.reason, too_big
+    finally:
+        channel.close()
+        server.stop()
