@@ -322,7 +322,7 @@ class SourceConfig(_Strict):
         return v
 
 
-# Channel types no person reads: they may carry heartbeats (a "nats" type joins them when it exists).
+# Channel types no person reads: they may carry heartbeats.
 MACHINE_CHANNEL_TYPES = frozenset({"webhook", "nats"})
 
 
@@ -454,6 +454,11 @@ class NatsChannelConfig(_Strict):
     fallback: bool = False
     # The heartbeat interval on this channel (issue 19); what a heartbeat carries is built elsewhere.
     heartbeat: Duration | None = None
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _heartbeat(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else _within(v, timedelta(seconds=10), timedelta(days=1))   # as ChannelConfig
 
     @field_validator("servers", mode="before")
     @classmethod

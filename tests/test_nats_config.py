@@ -73,3 +73,11 @@ def test_a_missing_creds_or_tls_file_is_a_configuration_error(tmp_path: Path) ->
 def test_the_example_config_carries_a_nats_channel() -> None:
     loaded = parse_config((ROOT / "config" / "settleguard.example.toml").read_text(encoding="utf-8"), "example")
     assert any(c.type == "nats" for c in loaded.config.channel)
+
+
+def test_a_nats_channel_carries_heartbeats_on_the_chain_schedule() -> None:
+    from agent.schedule import heartbeat_intervals
+
+    loaded = parse_config(channel('url = "nats://x"\nheartbeat = "5m"'), "t")
+    assert heartbeat_intervals(loaded) == {"hq": __import__("datetime").timedelta(minutes=5)}
+    assert "heartbeat" in refused('url = "nats://x"\nheartbeat = "1s"').field
