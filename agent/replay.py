@@ -15,7 +15,7 @@ import queue
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,12 @@ from agent.store.journal import Journal
 from agent.store.outbox import OutboxAsOf
 from agent.store.schema import journal_path
 from drivers.clock import ManualClock
-from drivers.events import Event, ReceiptText, Transaction
+from drivers.events import Event, ReceiptText, Settlement, Transaction
 from drivers.protocols import build_decoder
+from drivers.timeutil import along_timeline
 
+# Protocols whose terminal times carry no year: a capture of them is placed on its own timeline.
+YEARLESS = frozenset({"cn_ecr", "zvt"})
 CHUNK = 2000  # events per journal transaction: one commit per chunk keeps replay fast and still atomic
 
 
@@ -66,6 +69,8 @@ def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: 
         decoder = build_decoder(protocol, tz=tz, options=options, source=protocol)
         events = decoder.feed(data, ref) + decoder.flush(ref)
         stats[str(path)] = decoder.stats
+        if protocol in YEARLESS:
+            events = _on_own_timeline(events, tz, ref)
         # A receipt's text (stamped when it was read, not when it was printed) and any event without a time
         # are replayed with the event they precede, which the receipt was printed for; at the end of a
         # capture with the one before; in a capture without any time, at ref. So a receipt keeps its place
@@ -84,6 +89,19 @@ def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: 
     # A receipt keeps its place right before the transaction it printed (same instant, stable sort).
     out.sort(key=lambda pair: pair[1])
     return out, stats
+
+
+def _on_own_timeline(events: list[Event], tz: tzinfo, end: datetime) -> list[Event]:
+    """The terminal's year-less times re-placed along the capture (drivers/timeutil.along_timeline): the
+    decoder placed each near ``end``, which for a capture is when it ended, not when each frame came."""
+    stamped = [i for i, ev in enumerate(events) if isinstance(ev, Transaction | Settlement) and ev.time is not None]
+    placed = along_timeline([events[i].time for i in stamped], tz, end)   # type: ignore[attr-defined]
+    out = list(events)
+    for i, when in zip(stamped, placed, strict=True):
+        ev = out[i]
+        if when is not None and when != ev.time:   # type: ignore[attr-defined]
+            out[i] = replace(ev, time=when)
+    return out
 
 
 # An event and the instant it is replayed at, optionally with the [[source]] it came from (several wires).

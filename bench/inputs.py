@@ -14,10 +14,15 @@ from drivers.protocols.zvt import frame_serial
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 FIRST_DAY = date(2026, 1, 5)
-# Simulated terminal timestamps are placed in time relative to this receive time. On a live line the
-# receive time is within seconds of the terminal's clock; the middle of the simulated month keeps every
-# frame within the few months that real captures span (a year-old receive time costs a slower year search).
+# The receive time handed to decoders fed a stream of their own (throughput benchmarks): within the
+# simulated month, as a live line's receive time is within seconds of the terminal's clock.
 RECEIVED = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
+
+
+def sim_end(days: int) -> datetime:
+    """When a capture of ``days`` simulated days ended: the reference replay places its year-less times
+    back from (agent/replay.py: a capture's own timeline), as a file's mtime is for a real capture."""
+    return datetime.combine(FIRST_DAY + timedelta(days=days), datetime.min.time(), SHANGHAI).astimezone(UTC)
 
 ZVT_STATUS_FILE = "zvt/ecrterm_040f_status_girocard_40eur.hex"
 ESCPOS_RECEIPT_FILE = "escpos/receipt-with-logo.bin"

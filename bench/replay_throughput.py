@@ -20,7 +20,7 @@ from agent.config import parse_config
 from agent.messages import BatchClosed
 from agent.replay import decode_captures, replay
 from bench.common import write_result
-from bench.inputs import RECEIVED, SHANGHAI, sim_days, sim_stream
+from bench.inputs import SHANGHAI, sim_days, sim_end, sim_stream
 
 REPLAY_CONFIG = """\
 [shop]
@@ -51,7 +51,7 @@ def measure(transactions: int) -> dict[str, Any]:
                 closes.append(time.perf_counter())
 
         start = time.perf_counter()
-        events, _ = decode_captures([capture], "cn_ecr", SHANGHAI, received=RECEIVED)
+        events, _ = decode_captures([capture], "cn_ecr", SHANGHAI, received=sim_end(days))
         decoded = time.perf_counter()
         result = replay(loaded, events, state=Path(tmp) / "state", listener=on_notice)
         done = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 
 _ONE_DAY = timedelta(days=1)
@@ -40,3 +41,34 @@ def infer_datetime(month: int, day: int, hour: int, minute: int, second: int,
         if best is None or abs(candidate - received) < abs(best - received):
             best = candidate
     return best
+
+
+def along_timeline(times: Sequence[datetime | None], tz: tzinfo, end: datetime) -> list[datetime | None]:
+    """One capture's year-less terminal times placed on the capture's own timeline.
+
+    A capture is read after the fact: its receive reference (the file's mtime, or what the caller
+    gives) is when it ended, not when each frame was sent. Placing every frame near that one instant
+    puts a month recorded across New Year, or a capture longer than half a year, partly in the wrong
+    year. Walking back from the end, each time is placed in the year nearest to the time that
+    follows it in the capture (never more than a day after it, as :func:`infer_datetime` allows a
+    terminal clock slightly ahead): a capture's year changes only where its own dates wrap.
+    ``times`` are the decoder's first placement, in capture order; None stays None, and a time that
+    cannot be placed near its successor (Feb 29 with no leap year near) keeps the decoder's year.
+    """
+    out = list(times)
+    following = end
+    for i in range(len(out) - 1, -1, -1):
+        t = out[i]
+        if t is None:
+            continue
+        local = t.astimezone(tz)
+        placed = infer_datetime(local.month, local.day, local.hour, local.minute, local.second, tz, following)
+        if placed is None:
+            following = t
+            continue
+        if local.microsecond:
+            placed = placed.replace(microsecond=local.microsecond)
+        if placed != t:
+            out[i] = placed.astimezone(t.tzinfo)
+        following = out[i] or following
+    return out
