@@ -74,7 +74,8 @@ class Pipeline:
         self.journal = journal
         self.clock = clock
         self.journal_error: str | None = None  # set while the journal cannot be written (shown in status)
-        self._last_prune: tuple[datetime, datetime] | None = None  # (clock, newest transaction) at the last prune
+        # (clock, newest transaction or None before the first) at the last prune
+        self._last_prune: tuple[datetime, datetime | None] | None = None
         self._newest_event: datetime | None = None
         self.listeners = list(listeners)
         self.on_commit = on_commit
@@ -338,12 +339,16 @@ class Pipeline:
         two, so a terminal clock running ahead cannot make the rules' memory grow without bound.
         """
         clock_now = self.clock.now()
-        newest = self._newest_event or clock_now
+        newest = self._newest_event
         last_clock, last_event = self._last_prune or (None, None)
-        if (last_clock is not None and last_event is not None and clock_now - last_clock < PRUNE_EVERY
-                and newest - last_event < PRUNE_EVERY):
+        # The transactions' own time is compared only with itself: an idle tick at start-up, before any
+        # transaction, must not stand for one (transactions stamped before the start, a backlog, would
+        # never be a minute past it, and the rules' memory grew with every one of them: issue 20).
+        clock_due = last_clock is None or clock_now - last_clock >= PRUNE_EVERY
+        event_due = newest is not None and (last_event is None or newest - last_event >= PRUNE_EVERY)
+        if not clock_due and not event_due:
             return
-        self.engine.prune(max(clock_now, newest))
+        self.engine.prune(max(clock_now, newest) if newest is not None else clock_now)
         self._last_prune = (clock_now, newest)
 
     # -- events ----------------------------------------------------------------------------
