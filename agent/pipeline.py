@@ -40,6 +40,7 @@ from agent.model import RETURNING_KINDS, Event, ReceiptText, Settlement, Transac
 from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
+from agent.rules.state import SaleAmounts
 from agent.schedule import SCHEDULED_JOBS, mark_schedule
 from agent.service import heartbeat
 from agent.store.journal import Journal, StoredTxn
@@ -67,7 +68,8 @@ class Pipeline:
     def __init__(self, loaded: LoadedConfig, journal: Journal, *, clock: Clock,
                  channels: Sequence[str] = (), listeners: Sequence[Callable[[Any], None]] = (),
                  on_commit: Callable[[], None] | None = None, people_channels: Sequence[str] | None = None,
-                 evidence_dir: Path | None = None, history: History | None = None) -> None:
+                 evidence_dir: Path | None = None, history: History | None = None,
+                 baseline_in_memory: bool = False) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.tz = loaded.tz
@@ -103,6 +105,10 @@ class Pipeline:
         self._captured: list[tuple[str, Event, datetime]] = []
         # The daemon's half of a heartbeat (threads, readers; agent/service/heartbeat.py), when a daemon runs us.
         self.heartbeat_status: Callable[[], dict[str, Any]] | None = None
+        # Replay keeps the baseline's amounts in memory as sales arrive (agent/rules/state.SaleAmounts);
+        # the daemon re-reads them from the journal a few times a day and holds nothing between.
+        self._sales: SaleAmounts | None = None
+        self._baseline_in_memory = baseline_in_memory
         self._warm_state()   # also builds self.till (matching the till's sales, agent/match.py)
 
     def _build_till(self) -> TillMatching:
@@ -440,6 +446,8 @@ class Pipeline:
             self._newest_event = newest
         if merged.is_new:
             self.counts["new_transactions"] += 1
+            if self._sales is not None and txn.kind == "sale" and txn.result == "approved":
+                self._sales.add(instant, txn.amount_minor)
         elif merged.reprint:
             self.counts["reprints"] += 1
         obs = Observation(view=view, is_new=merged.is_new, conflicts=merged.conflicts, reprint=merged.reprint,
@@ -594,7 +602,9 @@ class Pipeline:
 
     def _refresh_baseline(self, now: datetime) -> dict[str, Any]:
         window = self.engine.baseline_window
-        amounts = self.journal.approved_sale_times(now - window, now)   # with times: when large bills happen
+        # With times: when large bills happen (AMT-001). Replay keeps them in memory (SaleAmounts).
+        amounts = (self._sales.pairs(now - window, now) if self._sales is not None
+                   else self.journal.approved_sale_times(now - window, now))
         baseline = self.engine.refresh_baseline(amounts, now)
         return {"ok": True, "amounts": len(amounts), "ready": baseline is not None}
 
@@ -611,6 +621,9 @@ class Pipeline:
         # Matching rebuilt from what is durable too (its memory may hold what a rollback undid).
         self.till = self._build_till()
         self.till.warm(now, recent)
+        if self._baseline_in_memory:
+            window = self.engine.baseline_window
+            self._sales = SaleAmounts(window, self.journal.approved_sales_since(now - window))
         self._refresh_baseline(now)
 
 

@@ -136,13 +136,17 @@ def decode_wires(wires: Sequence[Wire], tz: tzinfo, received: datetime | None = 
 
 def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | None = None,
            listener: Callable[[Any], None] | None = None, source: str = "replay",
-           until: datetime | None = None, phones: bool = True) -> ReplayResult:
+           until: datetime | None = None, phones: bool = True, batched: bool = True) -> ReplayResult:
     """The captured events through the pipeline, the daemon's scheduler stepping on simulated time
     until ``until`` (default: an hour after the last event); with ``phones``, what each people
     channel would have received, counted by the real delivery loop (:func:`count_phones`).
 
     An item that names its source (:func:`decode_wires`) is handed to the pipeline as that source's, as
-    the daemon would (``[match] sources`` names the till's wires); the others as ``source``'s."""
+    the daemon would (``[match] sources`` names the till's wires); the others as ``source``'s.
+
+    ``batched`` (the default) writes up to :data:`CHUNK` events per journal transaction and keeps the
+    baseline's amounts in memory; without it each event is its own transaction and the baseline is
+    re-read from the journal, as the daemon does. Both give the same alerts (tests/test_replay_batched.py)."""
     result = ReplayResult()
     items = list(events)
     holder = None
@@ -153,7 +157,7 @@ def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | 
         state = Path(holder.name)
     state.mkdir(parents=True, exist_ok=True)
     try:
-        _run(loaded, items, state, listener, source, result, keep_evidence, until)
+        _run(loaded, items, state, listener, source, result, keep_evidence, until, CHUNK if batched else 1)
         if phones and result.first is not None and result.end is not None:
             result.phones = count_phones(loaded, journal_path(state), result.first, result.end)
         return result
@@ -164,7 +168,7 @@ def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | 
 
 def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
          listener: Callable[[Any], None] | None, source: str, result: ReplayResult,
-         keep_evidence: bool, until: datetime | None) -> None:
+         keep_evidence: bool, until: datetime | None, chunk: int) -> None:
     from agent.delivery.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path, sending=False)
@@ -186,7 +190,8 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
     primary, people = routing(loaded.config, channels)
     result.people_channels = list(people)
     pipeline = Pipeline(loaded, journal, clock=clock, channels=primary, people_channels=people,
-                        listeners=[collect], evidence_dir=state / "evidence" if keep_evidence else None)
+                        listeners=[collect], evidence_dir=state / "evidence" if keep_evidence else None,
+                        baseline_in_memory=chunk > 1)
     # The daemon's own scheduler (agent/schedule.py), stepped instead of threaded: the same plan,
     # the same coalescing and grace, posting the same commands onto a queue the pipeline drains.
     inbox: queue.Queue[Any] = queue.Queue()
@@ -283,7 +288,7 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
             pending.append(EventBatch(wire, (*held.pop(wire, ()), event), at))
             if charged is None and isinstance(event, Transaction):
                 charged = at
-            if len(pending) >= CHUNK:
+            if len(pending) >= chunk:
                 pipeline.process(pending, before_each=follow)
                 pending, charged = [], None
         for wire, texts in held.items():

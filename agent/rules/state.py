@@ -175,3 +175,44 @@ def _trim(index: dict[K, deque[TxnView]], key: K, cutoff: datetime) -> None:
         dq.popleft()
     if not dq:
         del index[key]
+
+
+class SaleAmounts:
+    """Approved sales as (instant, amount) pairs inside the baseline window, kept as they arrive.
+
+    What the baseline refresh reads in place of re-reading the window's amounts from the journal every
+    time (replay refreshed a month of amounts from SQLite several times a simulated day: issue 20).
+    Times are kept beside the amounts so a time-aware baseline could be handed the pairs. Bounded by the
+    window: what falls out of it as the refresh instant moves on is dropped.
+    """
+
+    def __init__(self, window: timedelta, pairs: Iterator[tuple[datetime, int]] | list[tuple[datetime, int]] = ()
+                 ) -> None:
+        self.window = window
+        self._pairs: deque[tuple[datetime, int]] = deque(sorted(pairs, key=lambda p: p[0]))
+        self._floor: datetime | None = None   # the earliest window start asked for so far (never goes back)
+
+    def add(self, at: datetime, amount_minor: int) -> None:
+        pairs = self._pairs
+        if not pairs or pairs[-1][0] <= at:
+            pairs.append((at, amount_minor))
+        else:   # a late report: rare, lands near the end
+            i = len(pairs) - 1
+            while i > 0 and pairs[i - 1][0] > at:
+                i -= 1
+            pairs.insert(i, (at, amount_minor))
+
+    def pairs(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
+        """The pairs in [since, until], as the journal's query bounds them; older ones are forgotten when
+        ``since`` is the newest start asked for (the refresh instant only moves forward)."""
+        if self._floor is None or since > self._floor:
+            self._floor = since
+            while self._pairs and self._pairs[0][0] < since:
+                self._pairs.popleft()
+        return [p for p in self._pairs if since <= p[0] <= until]
+
+    def amounts(self, since: datetime, until: datetime) -> list[int]:
+        return [a for _, a in self.pairs(since, until)]
+
+    def __len__(self) -> int:
+        return len(self._pairs)
