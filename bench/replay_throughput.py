@@ -1,26 +1,31 @@
-"""Replay throughput: transactions per second through decode + rules + journal, and whether it stays flat.
+"""Replay throughput against the plain-SQLite floor, whether it stays flat, and replay's peak memory.
 
-The capture is simulated shop days on the cn_ecr wire (300 sales a day plus
-reprints and the settlement, one batch per day), decoded with
-agent.replay.decode_captures and run through agent.replay.replay on a
-journal in a temporary directory (synchronous=FULL, as the daemon).
+The capture is simulated shop days on the cn_ecr wire (300 sales a day plus reprints and the settlement,
+one batch per day), decoded with agent.replay.decode_captures and run through agent.replay.replay on a
+journal in a temporary directory (synchronous=FULL, as the daemon). Each run is its own process, so its
+peak RSS (ru_maxrss) is replay's alone.
+
+The floor (issue 20): a plain loop of ``json.loads`` + one INSERT per row, WAL + synchronous=FULL,
+committing every 1,000 rows, over the same events as JSON lines. Floor and replay alternate (floor,
+replay, floor) at each size in the same run; the ratio uses the median floor.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import resource
+import sqlite3
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import parse_config
-from agent.messages import BatchClosed
-from agent.replay import decode_captures, replay
-from bench.common import write_result
-from bench.inputs import SHANGHAI, sim_days, sim_end, sim_stream
+from bench.common import ROOT, write_result
 
 REPLAY_CONFIG = """\
 [shop]
@@ -33,32 +38,77 @@ cutoff = "23:00"
 """
 PER_DAY = 300  # sales; a day also carries ~15 reprints and one settlement
 TARGET_TX_PER_S = 20_000
+TARGET_FLOOR_RATIO = 5.0
+TARGET_PEAK_MIB = 100
+FLOOR_COMMIT_EVERY = 1000
 
 
-def measure(transactions: int) -> dict[str, Any]:
-    days = max(1, round(transactions / (PER_DAY * 1.05)))
+def days_for(transactions: int) -> int:
+    return max(1, round(transactions / (PER_DAY * 1.05)))
+
+
+def write_inputs(days: int, directory: Path) -> tuple[Path, Path]:
+    """The capture on the wire and the same events as JSON lines (the floor's input), a day at a time."""
+    from agent.sim.terminal import encode_day
+    from bench.inputs import _one_day
+
+    capture, lines = directory / "capture.cn_ecr", directory / "events.jsonl"
+    with capture.open("wb") as wire, lines.open("w", encoding="utf-8") as text:
+        for i in range(days):
+            day = _one_day(i, PER_DAY)
+            wire.write(encode_day("cn_ecr", day))
+            text.writelines(json.dumps(e.event.to_dict(), ensure_ascii=False) + "\n" for e in day)
+    return capture, lines
+
+
+def floor(lines: Path, db: Path) -> dict[str, Any]:
+    """json.loads + one INSERT per row, WAL + synchronous=FULL, a commit every 1,000 rows."""
+    for p in db.parent.glob(db.name + "*"):
+        p.unlink()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE events(id INTEGER PRIMARY KEY, kind TEXT, amount_minor INTEGER, time TEXT, data TEXT)")
+    start, cpu = time.perf_counter(), time.process_time()
+    rows = 0
+    conn.execute("BEGIN")
+    with lines.open(encoding="utf-8") as f:
+        for line in f:
+            obj = json.loads(line)
+            conn.execute("INSERT INTO events(kind, amount_minor, time, data) VALUES(?,?,?,?)",
+                         (obj.get("kind"), obj.get("amount_minor"), obj.get("time"), line))
+            rows += 1
+            if rows % FLOOR_COMMIT_EVERY == 0:
+                conn.execute("COMMIT")
+                conn.execute("BEGIN")
+    conn.execute("COMMIT")
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    conn.close()
+    return {"rows": rows, "seconds": seconds, "cpu_s": cpu}
+
+
+def child(capture: Path, days: int, state: Path) -> dict[str, Any]:
+    """Decode + replay in this (fresh) process: timings, the per-day flatness and the peak RSS."""
+    from agent.config import parse_config
+    from agent.messages import BatchClosed
+    from agent.replay import decode_captures, replay
+    from bench.inputs import SHANGHAI, sim_end
+
     loaded = parse_config(REPLAY_CONFIG, "<bench>")
-    with tempfile.TemporaryDirectory(prefix="settleguard-bench-replay-") as tmp:
-        capture = Path(tmp) / "capture.cn_ecr"
-        capture.write_bytes(sim_stream("cn_ecr", days, PER_DAY))
-        sim_days.cache_clear()
-        sim_stream.cache_clear()
-        closes: list[float] = []
+    closes: list[float] = []
 
-        def on_notice(item: Any) -> None:
-            # One settlement a day; the 23:00 cutoff closes nothing more and would halve the intervals.
-            if isinstance(item, BatchClosed) and item.reason == "settlement":
-                closes.append(time.perf_counter())
+    def on_notice(item: Any) -> None:
+        # One settlement a day; the 23:00 cutoff closes nothing more and would halve the intervals.
+        if isinstance(item, BatchClosed) and item.reason == "settlement":
+            closes.append(time.perf_counter())
 
-        start = time.perf_counter()
-        events, _ = decode_captures([capture], "cn_ecr", SHANGHAI, received=sim_end(days))
-        decoded = time.perf_counter()
-        result = replay(loaded, events, state=Path(tmp) / "state", listener=on_notice)
-        done = time.perf_counter()
-        journal_bytes = sum(p.stat().st_size for p in (Path(tmp) / "state").glob("settleguard.sqlite3*"))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start, cpu0 = time.perf_counter(), time.process_time()
+    events, _ = decode_captures([capture], "cn_ecr", SHANGHAI, received=sim_end(days))
+    decoded = time.perf_counter()
+    result = replay(loaded, events, state=state, listener=on_notice)
+    done, cpu = time.perf_counter(), time.process_time() - cpu0
     txns = result.counts["transactions"]
-    # Every day is the same size, so the time between two settlements is the per-day cost: flat means
-    # the last tenth of the days cost what the first tenth (after the rules' baseline exists) did.
     per_day = [b - a for a, b in itertools.pairwise(closes)]
     tenth = max(1, len(per_day) // 10)
     early, late = sorted(per_day[tenth:2 * tenth] or per_day), sorted(per_day[-tenth:] or per_day)
@@ -66,35 +116,72 @@ def measure(transactions: int) -> dict[str, Any]:
     return {"days": days, "events": len(events), "transactions": txns,
             "new_transactions": result.counts["new_transactions"], "alerts_opened": result.counts["alerts_opened"],
             "decode_s": decoded - start, "replay_s": done - decoded, "total_s": done - start,
+            "cpu_s": cpu, "tx_per_cpu_s": txns / cpu,
             "tx_per_s": txns / (done - start), "replay_only_tx_per_s": txns / (done - decoded),
-            "us_per_tx": (done - start) / txns * 1e6, "journal_bytes": journal_bytes,
+            "us_per_tx": (done - start) / txns * 1e6,
             "us_per_tx_second_tenth_of_days": early[len(early) // 2] / day_txns * 1e6,
-            "us_per_tx_last_tenth_of_days": late[len(late) // 2] / day_txns * 1e6}
+            "us_per_tx_last_tenth_of_days": late[len(late) // 2] / day_txns * 1e6,
+            "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_before_replay_kib": rss_before}
+
+
+def _run_child(capture: Path, days: int, state: Path) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "bench.replay_throughput", "--child", str(capture), str(days),
+                           str(state)], capture_output=True, text=True, cwd=ROOT, timeout=7200)
+    if proc.returncode != 0:
+        raise RuntimeError(f"replay child failed: {proc.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def measure(transactions: int) -> dict[str, Any]:
+    days = days_for(transactions)
+    with tempfile.TemporaryDirectory(prefix="settleguard-bench-replay-") as tmp:
+        built = time.perf_counter()
+        capture, lines = write_inputs(days, Path(tmp))
+        built = time.perf_counter() - built
+        floors = [floor(lines, Path(tmp) / "floor.sqlite3")]
+        row = _run_child(capture, days, Path(tmp) / "state")
+        row["journal_bytes"] = sum(p.stat().st_size for p in (Path(tmp) / "state").glob("settleguard.sqlite3*"))
+        floors.append(floor(lines, Path(tmp) / "floor.sqlite3"))
+    # The machine is shared: CPU time is the figure compared (as in issue 20), wall time is kept beside it.
+    row["floor_tx_per_cpu_s"] = floors[0]["rows"] / statistics.median(f["cpu_s"] for f in floors)
+    row["floor_tx_per_s"] = floors[0]["rows"] / statistics.median(f["seconds"] for f in floors)
+    row["floor_runs"] = floors
+    row["floor_ratio"] = row["floor_tx_per_cpu_s"] / row["tx_per_cpu_s"]
+    row["inputs_built_s"] = built
+    return row
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     if quick:
-        sizes = [10_000, 30_000]
+        sizes = [10_000]
     elif os.environ.get("SETTLEGUARD_BENCH_1M") == "1":
-        sizes = [100_000, 300_000, 1_000_000]
+        sizes = [10_000, 100_000, 1_000_000]
     else:
-        sizes = [30_000, 100_000]
+        sizes = [10_000, 100_000]
     rows = [measure(n) for n in sizes]
     base = rows[0]["us_per_tx"]
     for r in rows:
         r["us_per_tx_vs_smallest"] = r["us_per_tx"] / base
-    return {"rows": rows, "target_tx_per_s": TARGET_TX_PER_S,
-            "note": "1M transactions only with SETTLEGUARD_BENCH_1M=1 (about 10 minutes on the reference machine)"}
+    return {"rows": rows, "target_tx_per_s": TARGET_TX_PER_S, "target_floor_ratio": TARGET_FLOOR_RATIO,
+            "target_peak_mib": TARGET_PEAK_MIB,
+            "note": "1M transactions only with SETTLEGUARD_BENCH_1M=1 (see BENCHMARKS.md for its duration)"}
 
 
 def main() -> None:
+    if len(sys.argv) >= 5 and sys.argv[1] == "--child":
+        print(json.dumps(child(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))))
+        return
     result = run(quick="--quick" in sys.argv)
     write_result("replay", result)
+    print("transactions | replay tx per CPU s (wall) | floor tx per CPU s (wall) | floor/ours | peak RSS MiB | flatness")
     for r in result["rows"]:
-        print(f"{r['transactions']:>9} tx: {r['tx_per_s']:8.0f} tx/s end to end ({r['replay_only_tx_per_s']:.0f} tx/s "
-              f"replay only), {r['us_per_tx']:.0f} us/tx, x{r['us_per_tx_vs_smallest']:.2f} of the smallest run; "
-              f"per day: {r['us_per_tx_second_tenth_of_days']:.0f} us/tx early, "
-              f"{r['us_per_tx_last_tenth_of_days']:.0f} us/tx late")
+        print(f"{r['transactions']:>12} | {r['tx_per_cpu_s']:>8.0f} ({r['tx_per_s']:.0f}) | "
+              f"{r['floor_tx_per_cpu_s']:>8.0f} ({r['floor_tx_per_s']:.0f}) | {r['floor_ratio']:>5.1f}x | "
+              f"{r['peak_rss_kib'] / 1024:>6.0f} | "
+              f"x{r['us_per_tx_vs_smallest']:.2f}; per day {r['us_per_tx_second_tenth_of_days']:.0f} us/tx early, "
+              f"{r['us_per_tx_last_tenth_of_days']:.0f} late")
 
 
 if __name__ == "__main__":
