@@ -190,12 +190,33 @@ class Pipeline:
             pass  # reading may fail too while the disk is sick; the next attempt rebuilds again
 
     def process(self, items: Sequence[EventBatch | Command], *,
-                before_each: Callable[[EventBatch | Command], None] | None = None) -> None:
+                before_each: Callable[[EventBatch | Command], None] | None = None, optimistic: bool = False) -> None:
         """Handle items in one journal transaction, then tell delivery and listeners.
 
         ``before_each`` runs before each item is handled: replay moves its clock to the item there,
         so a chunk of a capture is one transaction and still every batch has its own "now".
+
+        ``optimistic`` (replay's chunks of event batches): no savepoint per item, two statements fewer
+        each. Should an item fail, the whole transaction is rolled back, the rules' memory rebuilt from
+        what is durable (as after a disk error), and the items handled again with a savepoint each, so
+        the outcome is the one the careful path gives.
         """
+        if optimistic and all(isinstance(i, EventBatch) for i in items):
+            counts = dict(self.counts)
+            try:
+                self._transaction(items, before_each, guarded=False)
+            except Exception as exc:
+                if _environmental(exc):
+                    raise
+                self.counts.clear()
+                self.counts.update(counts)
+                self._rebuild_rules()
+            else:
+                return
+        self._transaction(items, before_each, guarded=True)
+
+    def _transaction(self, items: Sequence[EventBatch | Command],
+                     before_each: Callable[[EventBatch | Command], None] | None, *, guarded: bool) -> None:
         replies: list[tuple[queue.Queue[Any], Any]] = []
         try:
             with self.journal.transaction():
@@ -203,7 +224,10 @@ class Pipeline:
                     if before_each is not None:
                         before_each(item)
                     if isinstance(item, EventBatch):
-                        self._item(item)
+                        if guarded:
+                            self._item(item)
+                        else:
+                            self._handle_batch(item)
                     elif item.name != "stop":
                         result = self._item(item)
                         if item.reply is not None:

@@ -265,21 +265,21 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
                 # hand them over, then judge each charge at the end of its grace, up to this item.
                 due = matcher.next_due()
                 if pending and ((charged is not None and at >= charged + grace) or (due is not None and due <= at)):
-                    pipeline.process(pending, before_each=follow)
+                    pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
                     pending, charged = [], None
                     due = matcher.next_due()
                 while due is not None and due <= at and (cursor[0] >= len(fixed) or due < fixed[cursor[0]]):
                     judge_at(due)
                     due = matcher.next_due()
             if reminding and pending and since is not None and at - since >= span:
-                pipeline.process(pending, before_each=follow)
+                pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
                 pending = []
             if not pending:
                 since, charged = at, None
             if (cursor[0] < len(fixed) and fixed[cursor[0]] <= at) or (reminding and _reminder_may_fall(
                     journal, budget, clock, at)):
                 if pending:
-                    pipeline.process(pending, before_each=follow)
+                    pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
                     pending = []
                 schedule_until(at)
             if isinstance(event, ReceiptText):
@@ -289,12 +289,12 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
             if charged is None and isinstance(event, Transaction):
                 charged = at
             if len(pending) >= chunk:
-                pipeline.process(pending, before_each=follow)
+                pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
                 pending, charged = [], None
         for wire, texts in held.items():
             pending.append(EventBatch(wire, tuple(texts), items[-1][1]))
         if pending:
-            pipeline.process(pending, before_each=follow)
+            pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
         schedule_until(end)
     result.counts = dict(pipeline.counts)
     result.silent = dict(pipeline.engine.insufficient)

@@ -61,3 +61,39 @@ def test_batched_replay_opens_the_same_alerts_as_event_by_event(tmp_path: Path) 
     assert batched.outbox == single.outbox
     assert [(m.channel, m.at, m.kind, m.rules) for m in batched.phones] == \
         [(m.channel, m.at, m.kind, m.rules) for m in single.phones]
+
+
+def test_an_item_failing_in_an_optimistic_chunk_ends_as_on_the_careful_path(tmp_path: Path) -> None:
+    """Replay's chunks go without a savepoint per item; one failing item rolls the chunk back and it is
+    handled again item by item: the journal, the counts and the alerts end as with savepoints throughout."""
+    from agent.messages import EventBatch
+    from tests.helpers import Harness, sale
+
+    outcomes = []
+    for optimistic in (False, True):
+        (tmp_path / str(optimistic)).mkdir()
+        h = Harness(tmp_path / str(optimistic))
+        original = h.pipeline.alerts.open
+
+        def failing_open(finding: Any, now: datetime, original: Any = original) -> Any:
+            if finding.subject.txn.voucher_no == "000124":
+                raise RuntimeError("this alert cannot be written")
+            return original(finding, now)
+
+        h.pipeline.alerts.open = failing_open  # type: ignore[method-assign]
+        t0 = h.clock.now()
+        items = [EventBatch("terminal", (sale(f"{122 + i:06d}", 12800, t0 + timedelta(minutes=i)),),
+                            t0 + timedelta(minutes=i)) for i in range(5)]
+        h.pipeline.process(items, optimistic=optimistic)
+        j = h.journal
+        outcomes.append((
+            j.count_transactions(),
+            [(r["stage"], r["raw"]) for r in j.quarantined()],
+            [(a.rule, a.key, a.state) for a in j.alerts()],
+            dict(h.pipeline.counts),
+            [(c.notice, c.alert.rule, c.alert.key) for c in h.changes],
+            len(h.pipeline.engine.state),
+        ))
+    careful, optimistic_run = outcomes
+    assert careful[1], "an item failed: the comparison must see the salvage path"
+    assert optimistic_run == careful
