@@ -116,8 +116,17 @@ def startup_and_idle(runs: int, idle_seconds: float) -> dict[str, Any]:
             "idle": idle, "idle_target_percent": 1.0}
 
 
-def _load_child(total: int, samples: int) -> dict[str, Any]:
-    """Runs in its own process so its RSS is the daemon's alone."""
+def _load_child(total: int, samples: int, trace: bool = False) -> dict[str, Any]:
+    """Runs in its own process so its RSS is the daemon's alone.
+
+    Sales stamped 2 s apart (a busy till's pace in the transactions' own time: 100,000 span 2.3 days,
+    1,000,000 span 23), fed into the daemon's inbox as fast as it takes them. With ``trace``, a
+    tracemalloc snapshot after start-up and at the end: the biggest differences by source line say what
+    the growth is (tracemalloc costs memory and time itself, so RSS figures come from untraced runs).
+    """
+    import gc
+    import tracemalloc
+
     from agent.config import parse_config
     from agent.messages import EventBatch
     from agent.service.daemon import Daemon
@@ -130,18 +139,23 @@ def _load_child(total: int, samples: int) -> dict[str, Any]:
     sink = WebhookSink(secret=secret).start()
     text = config_text(device="/dev/null", url=sink.url, secret=secret)
     text = text.replace(text[text.index("[[source]]"):text.index("[rules.DUP-001]")], "")
-    out: dict[str, Any] = {"total_events": total, "samples": []}
+    out: dict[str, Any] = {"total_events": total, "samples": [], "traced": trace}
     with tempfile.TemporaryDirectory(prefix="settleguard-bench-rss-") as tmp:
         daemon = Daemon(parse_config(text, "<bench>"), Path(tmp), use_scheduler=False)
         daemon.start()
         assert daemon.pipeline is not None
         pipeline = daemon.pipeline
+        time.sleep(1.0)  # the first idle tick and reader start-up, as a daemon sits before the first sale
         out["rss_after_start_kib"] = rss_kib()
         out["python_heap_blocks_after_start"] = sys.getallocatedblocks()
+        if trace:
+            tracemalloc.start(1)
+            gc.collect()
+            before = tracemalloc.take_snapshot()
         cards = [f"622576******{i:04d}" for i in range(5000)]
         t = datetime.now(UTC) - timedelta(seconds=2 * total)
         per_batch = 20
-        step = total // samples
+        step = max(per_batch, total // samples)
         start = time.monotonic()
         sent = 0
         while sent < total:
@@ -152,7 +166,7 @@ def _load_child(total: int, samples: int) -> dict[str, Any]:
                 events.append(sale(sent, card=rng.choice(cards), amount_minor=rng.randrange(100, 500_000),
                                    when=t, batch_no=f"{sent // 3000:06d}"))
             daemon.inbox.put(EventBatch("terminal", tuple(events), t))
-            if sent % step == 0:
+            if sent % step == 0 or sent >= total:
                 while pipeline.counts["events"] < sent:
                     time.sleep(0.01)
                 db = sum(p.stat().st_size for p in Path(tmp).glob("settleguard.sqlite3*"))
@@ -161,38 +175,46 @@ def _load_child(total: int, samples: int) -> dict[str, Any]:
                                        "seconds": time.monotonic() - start,
                                        # Python's own heap, to tell a Python leak from SQLite or allocator growth.
                                        "python_heap_blocks": sys.getallocatedblocks(),
-                                       "rule_state_views": sum(len(v) for v in state._by_tail.values())})
+                                       "rule_state_views": len(state)})
         out["events_per_s_through_daemon"] = sent / (time.monotonic() - start)
         out["alerts_opened"] = pipeline.counts["alerts_opened"]
+        out["rss_at_end_kib"] = rss_kib()
+        if trace:
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+            diff = after.compare_to(before, "lineno")
+            out["tracemalloc_top"] = [{"where": str(d.traceback[0]), "size_kib": d.size_diff // 1024,
+                                       "blocks": d.count_diff} for d in diff[:12]]
+            out["tracemalloc_total_kib"] = sum(d.size_diff for d in diff) // 1024
+            tracemalloc.stop()
         daemon.stop()
     sink.stop()
     return out
 
 
-def rss_under_load(total: int) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.resources", "--child", str(total)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=3600)
+def rss_under_load(total: int, *, trace: bool = False) -> dict[str, Any]:
+    args = [sys.executable, "-m", "bench.resources", "--child", str(total), *(["--trace"] if trace else [])]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=7200)
     if proc.returncode != 0:
         raise RuntimeError(f"load child failed: {proc.stderr[-2000:]}")
     import json
 
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    s = result["samples"]
-    if len(s) >= 3:
-        # Growth after the first sample: caches and SQLite's page cache fill early and then stay.
-        first, last = s[0], s[-1]
-        result["rss_growth_kib_per_100k_events_after_first_sample"] = (
-            (last["rss_kib"] - first["rss_kib"]) / ((last["events"] - first["events"]) / 100_000))
+    result["growth_kib"] = result["rss_at_end_kib"] - result["rss_after_start_kib"]
     return result
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     if quick:
         out = startup_and_idle(runs=3, idle_seconds=5.0)
-        out["load"] = rss_under_load(20_000)
-    else:
-        out = startup_and_idle(runs=5, idle_seconds=30.0)
-        out["load"] = rss_under_load(1_000_000)
+        out["burst"] = rss_under_load(20_000)
+        out["burst_traced"] = rss_under_load(20_000, trace=True)
+        return out
+    out = startup_and_idle(runs=5, idle_seconds=30.0)
+    out["burst"] = rss_under_load(100_000)
+    out["burst_traced"] = rss_under_load(100_000, trace=True)
+    if os.environ.get("SETTLEGUARD_BENCH_1M") == "1":
+        out["million"] = rss_under_load(1_000_000)
     return out
 
 
@@ -200,17 +222,29 @@ def main() -> None:
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":
         import json
 
-        print(json.dumps(_load_child(int(sys.argv[2]), samples=10)))
+        print(json.dumps(_load_child(int(sys.argv[2]), samples=10, trace="--trace" in sys.argv)))
         return
     result = run(quick="--quick" in sys.argv)
     write_result("resources", result)
     idle = result["idle"]
     print(f"READY after {result['ready_median_s'] * 1000:.0f} ms (median); idle CPU "
           f"{idle['cpu_percent_of_one_core']:.2f}% of one core; RSS after start-up {idle['rss_after_startup_kib']} KiB")
-    load = result["load"]
-    for s in load["samples"]:
-        print(f"  {s['events']:>8} events: RSS {s['rss_kib']} KiB, journal {s['journal_bytes'] // 1024} KiB, "
-              f"python heap {s['python_heap_blocks']} blocks, rule state {s['rule_state_views']} views")
+    for name in ("burst", "million"):
+        load = result.get(name)
+        if load is None:
+            continue
+        print(f"{name}: {load['total_events']} transactions stamped 2 s apart, "
+              f"{load['events_per_s_through_daemon']:.0f}/s through the daemon: RSS "
+              f"{load['rss_after_start_kib'] / 1024:.1f} MiB after start, {load['rss_at_end_kib'] / 1024:.1f} MiB "
+              f"at the end ({load['growth_kib'] / 1024:+.1f} MiB)")
+        for s in load["samples"]:
+            print(f"  {s['events']:>8} events: RSS {s['rss_kib']} KiB, journal {s['journal_bytes'] // 1024} KiB, "
+                  f"python heap {s['python_heap_blocks']} blocks, rule state {s['rule_state_views']} views")
+    traced = result["burst_traced"]
+    print(f"tracemalloc, start-up to the end of the traced burst ({traced['tracemalloc_total_kib'] / 1024:+.1f} MiB"
+          " of Python allocations):")
+    for d in traced["tracemalloc_top"]:
+        print(f"  {d['size_kib']:>+8} KiB {d['blocks']:>+8} blocks  {d['where']}")
 
 
 if __name__ == "__main__":
