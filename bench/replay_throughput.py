@@ -175,7 +175,8 @@ def main() -> None:
         return
     result = run(quick="--quick" in sys.argv)
     write_result("replay", result)
-    print("transactions | replay tx per CPU s (wall) | floor tx per CPU s (wall) | floor/ours | peak RSS MiB | flatness")
+    print("transactions | replay tx per CPU s (wall) | floor tx per CPU s (wall) | floor/ours | peak RSS MiB"
+          " | flatness")
     for r in result["rows"]:
         print(f"{r['transactions']:>12} | {r['tx_per_cpu_s']:>8.0f} ({r['tx_per_s']:.0f}) | "
               f"{r['floor_tx_per_cpu_s']:>8.0f} ({r['floor_tx_per_s']:.0f}) | {r['floor_ratio']:>5.1f}x | "

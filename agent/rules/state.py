@@ -13,7 +13,7 @@ horizon, never the whole day.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Protocol, TypeVar
 
@@ -191,8 +191,7 @@ class SaleAmounts:
     window: what falls out of it as the refresh instant moves on is dropped.
     """
 
-    def __init__(self, window: timedelta, pairs: Iterator[tuple[datetime, int]] | list[tuple[datetime, int]] = ()
-                 ) -> None:
+    def __init__(self, window: timedelta, pairs: Iterable[tuple[datetime, int]] = ()) -> None:
         self.window = window
         self._pairs: deque[tuple[datetime, int]] = deque(sorted(pairs, key=lambda p: p[0]))
         self._floor: datetime | None = None   # the earliest window start asked for so far (never goes back)
