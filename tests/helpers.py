@@ -6,6 +6,7 @@ import contextlib
 import json
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from agent.service.control import request
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
 from agent.store.journal import Journal
+from agent.store.schema import journal_path
 from drivers.clock import SYSTEM_CLOCK, ManualClock
 from drivers.events import Event, Transaction
 
@@ -96,6 +98,24 @@ class Harness:
 
     def opened(self, rule: str | None = None) -> list[AlertChange]:
         return [c for c in self.changes if c.notice == "opened" and (rule is None or c.alert.rule == rule)]
+
+
+def committed_alerts(daemon: Daemon) -> int:
+    """Alerts the daemon's journal holds, read on a connection of our own: what is committed.
+
+    Not ``pipeline.counts``: the pipeline counts an alert inside its transaction, so a test that waited
+    on the count could read the journal (or the page, or ``ack``) a moment before the commit.
+    """
+    path = journal_path(daemon.state_dir)
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+    except sqlite3.OperationalError:   # the schema not created yet
+        return 0
+    finally:
+        conn.close()
 
 
 def wait_until(condition: Callable[[], object], what: str, *, timeout: float = 10.0, pace: float = 0.02,

@@ -28,7 +28,7 @@ from agent.sim.wire_escpos import slip_lines
 from agent.store.journal import Journal
 from drivers.clock import ManualClock
 from drivers.protocols.escpos import encode_text_receipt
-from tests.helpers import SHANGHAI, Harness, config, sale, wait_until
+from tests.helpers import SHANGHAI, Harness, committed_alerts, config, sale, wait_until
 from tests.test_transport_tcp import FakePrinter
 
 NOW = datetime(2026, 11, 27, 14, 30, tzinfo=SHANGHAI)
@@ -100,7 +100,7 @@ def charged_twice_with_a_printer_tap(tmp_path: Path, printer: FakePrinter) -> tu
     assert pipeline is not None
     term.write(encode_event("jsonl", sale("000122", 12800, NOW - timedelta(minutes=6))))
     term.write(encode_event("jsonl", sale("000123", 12800, NOW - timedelta(minutes=5))))
-    wait_until(lambda: pipeline.counts["alerts_opened"] == 1, "the duplicate-charge alert")
+    wait_until(lambda: committed_alerts(daemon) == 1, "the duplicate-charge alert")
     tap = next(r for r in daemon.sources if r.cfg.name == "printer")
     address = wait_until(lambda: getattr(tap.transport, "address", None), "the printer port to listen")
     assert isinstance(address, tuple)

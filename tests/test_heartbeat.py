@@ -24,7 +24,7 @@ from agent.sim.sink import Received, WebhookSink
 from agent.sim.terminal import PtyTerminal, encode_event
 from agent.store.outbox import Outbox
 from drivers.clock import ManualClock
-from tests.helpers import SHANGHAI, Harness, sale, wait_until
+from tests.helpers import SHANGHAI, Harness, committed_alerts, sale, wait_until
 
 START = datetime(2026, 11, 27, 14, 0, tzinfo=SHANGHAI)
 
@@ -198,7 +198,7 @@ def test_the_review_and_the_all_clear_reach_the_webhook_as_events(tmp_path: Path
             first = till.clock.now() - timedelta(minutes=3)
             for voucher, at in (("000122", first), ("000123", first + timedelta(minutes=1))):
                 till.term.write(encode_event("jsonl", sale(voucher, 12800, at)))
-            wait_until(lambda: pipeline.counts["alerts_opened"] == 1, "the DUP-001 alert")
+            wait_until(lambda: committed_alerts(till.daemon) == 1, "the DUP-001 alert")
             till.daemon.command("review")               # by hand, as `settleguard review` does
             wait_until(lambda: len(reviews(sink)) == 2, "the review with the open finding")
             alert_ids = [r.body["data"]["id"] for r in sink.received if r.body["type"] == "settleguard.alert.opened"]

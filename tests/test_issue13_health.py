@@ -28,6 +28,7 @@ from drivers.clock import SYSTEM_CLOCK, ManualClock
 from tests.helpers import (
     BASE_CONFIG,
     SHANGHAI,
+    committed_alerts,
     daemon_on_pty,
     quiet_request,
     sale,
@@ -56,7 +57,7 @@ def test_obs3_an_ack_the_journal_cannot_store_never_leaves_a_blind_daemon_health
         assert daemon.pipeline is not None and isinstance(daemon.clock, ManualClock)
         pipeline = daemon.pipeline
         term.write(sale_line("000001") + sale_line("000002"))
-        wait_until(lambda: pipeline.counts["alerts_opened"] >= 1, "the double charge flagged")
+        wait_until(lambda: committed_alerts(daemon) >= 1, "the double charge flagged")
         alert_id = pipeline.journal.alerts()[0].id
         sock = tmp_path / "state" / "control.sock"
         payload = {"cmd": "ack", "id": alert_id, "answer": "legit", "by": {"x": 1}}

@@ -17,7 +17,7 @@ from agent.service.daemon import Daemon
 from agent.store.journal import Journal
 from drivers.clock import ManualClock
 from drivers.events import Settlement
-from tests.helpers import BASE_CONFIG, SHANGHAI, Harness, config, sale, wait_until
+from tests.helpers import BASE_CONFIG, SHANGHAI, Harness, committed_alerts, config, sale, wait_until
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -153,8 +153,7 @@ def test_ack_while_the_daemon_runs_is_recorded_with_who_and_when(tmp_path: Path)
         assert daemon.pipeline is not None
         daemon.inbox.put(daemon_batch(sale("000122", 12800, at(14, 3))))
         daemon.inbox.put(daemon_batch(sale("000123", 12800, at(14, 4))))
-        pipeline = daemon.pipeline
-        wait_until(lambda: pipeline.counts["alerts_opened"] >= 1, "the DUP-001 alert")
+        wait_until(lambda: committed_alerts(daemon) >= 1, "the DUP-001 alert")
         reader = Journal(state / "settleguard.sqlite3")  # our own connection: the pipeline's is its own
         alert_id = reader.alerts()[0].id
         reader.close()

@@ -29,7 +29,7 @@ from drivers.events import EventError, Order, Tender, event_from_json, event_to_
 from drivers.pan import contains_full_pan
 from drivers.protocols import build_decoder
 from drivers.protocols.escpos import encode_text_receipt
-from tests.helpers import BASE_CONFIG, SHANGHAI, Harness, config, sale, wait_until
+from tests.helpers import BASE_CONFIG, SHANGHAI, Harness, committed_alerts, config, sale, wait_until
 from tests.test_forged_void import print_to
 from tests.test_transport_tcp import FakePrinter
 
@@ -349,7 +349,7 @@ def test_a_printed_receipt_through_the_pass_through_is_matched_to_the_charge_on_
         term.write(encode_event("jsonl", sale("000124", 68000, NOW + timedelta(seconds=20))))
         wait_until(lambda: pipeline.counts["new_transactions"] == 2, "both charges")
         clock.advance(timedelta(minutes=3))      # the idle pipeline judges the waiting charge on its own
-        wait_until(lambda: pipeline.counts["alerts_opened"] == 1, "the charge with no sale")
+        wait_until(lambda: committed_alerts(daemon) == 1, "the charge with no sale")
     finally:
         daemon.stop()
         term.close()

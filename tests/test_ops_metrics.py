@@ -15,7 +15,7 @@ from agent.service.daemon import Daemon
 from agent.service.metrics import JournalSample, Snapshot, SourceSample, render
 from agent.sim.terminal import PtyTerminal, encode_event
 from drivers.clock import ManualClock
-from tests.helpers import SHANGHAI, jsonl_line_config, sale, wait_until
+from tests.helpers import SHANGHAI, committed_alerts, jsonl_line_config, sale, wait_until
 
 METRICS = """
 [metrics]
@@ -59,7 +59,7 @@ def test_a_scrape_shows_decoded_events_skipped_garbage_and_open_alerts(tmp_path:
         term.write(encode_event("jsonl", sale("000002", 12800, at + timedelta(minutes=1))))
         pipeline = daemon.pipeline
         assert pipeline is not None
-        wait_until(lambda: pipeline.counts["alerts_opened"] >= 1, "the DUP-001 alert")
+        wait_until(lambda: committed_alerts(daemon) >= 1, "the DUP-001 alert")
         shop = daemon.loaded.config.shop
         # Every sample names the till (issue 19), so a central scrape of a chain tells them apart.
         identity = f'shop_id="{shop.shop_id}",till_id="{shop.till_slug}"'

@@ -20,7 +20,7 @@ import pytest
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
 from agent.web.auth import LOCKOUT, MAX_FAILURES
-from tests.helpers import sale_line, wait_until
+from tests.helpers import committed_alerts, sale_line, wait_until
 from tests.web_support import PIN_LI, PIN_WANG, WebClient, client, web_daemon
 
 
@@ -38,7 +38,7 @@ def started(tmp_path: Path, term: PtyTerminal, **web: str) -> Daemon:
 def double_charge(daemon: Daemon, term: PtyTerminal) -> str:
     """The same card charged twice at 14:00: one DUP-001 alert; its code as the page shows it."""
     term.write(sale_line("000001") + sale_line("000002"))
-    wait_until(lambda: daemon.pipeline is not None and daemon.pipeline.counts["alerts_opened"] >= 1,
+    wait_until(lambda: committed_alerts(daemon) >= 1,
                "the double charge flagged")
     c = client(daemon)
     assert c.login(PIN_LI).status == 200

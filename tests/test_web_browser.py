@@ -25,7 +25,7 @@ import pytest
 from agent.sim.rig import new_secret
 from agent.sim.sink import WebhookSink
 from agent.sim.terminal import PtyTerminal
-from tests.helpers import sale_line, wait_until
+from tests.helpers import committed_alerts, sale_line, wait_until
 from tests.web_support import address, web_daemon
 
 CHROMIUM = "/usr/bin/chromium"
@@ -84,7 +84,7 @@ def test_a_manager_signs_in_sees_the_countdown_and_answers_legit_the_webhook_nam
 
         # The same card charged twice at 14:00 on the till's clock: DUP-001, to be voided before 23:00.
         term.write(sale_line("000001") + sale_line("000002"))
-        wait_until(lambda: daemon.pipeline is not None and daemon.pipeline.counts["alerts_opened"] >= 1,
+        wait_until(lambda: committed_alerts(daemon) >= 1,
                    "the double charge flagged")
         wait_until(lambda: sink.received, "the opening revision at the webhook receiver", timeout=20)
         driver.refresh()   # what a cashier does on seeing the chat message; the page also polls every 15 s

@@ -11,7 +11,7 @@ from agent.config import ConfigError, load_config, parse_config
 from agent.service.daemon import Daemon
 from agent.sim.terminal import PtyTerminal
 from drivers.clock import ManualClock
-from tests.helpers import SHANGHAI, daemon_on_pty, jsonl_line_config, sale_line, wait_until
+from tests.helpers import SHANGHAI, committed_alerts, daemon_on_pty, jsonl_line_config, sale_line, wait_until
 from tests.web_support import PIN_LI, PIN_WANG, client, web_section
 
 
@@ -127,7 +127,7 @@ def test_a_reload_follows_web_staff_and_legit_needs(tmp_path: Path) -> None:
     daemon.start()
     try:
         term.write(sale_line("000001") + sale_line("000002"))
-        wait_until(lambda: daemon.pipeline is not None and daemon.pipeline.counts["alerts_opened"] >= 1,
+        wait_until(lambda: committed_alerts(daemon) >= 1,
                    "the double charge flagged")
         wang, li = client(daemon), client(daemon)
         assert wang.login(PIN_WANG).status == 200 and li.login(PIN_LI).status == 200
