@@ -11,10 +11,14 @@ simulated time to count what each phone would have received.
 
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
 import queue
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -34,7 +38,7 @@ from agent.store.schema import journal_path
 from drivers.clock import ManualClock
 from drivers.events import Event, ReceiptText, Settlement, Transaction
 from drivers.protocols import build_decoder
-from drivers.timeutil import along_timeline
+from drivers.timeutil import shifted, timeline_shifts
 
 # Protocols whose terminal times carry no year: a capture of them is placed on its own timeline.
 YEARLESS = frozenset({"cn_ecr", "zvt"})
@@ -56,52 +60,181 @@ class ReplayResult:
     silent: dict[str, int] = field(default_factory=dict)
 
 
-def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: datetime | None = None, *,
-                    options: Mapping[str, Any] | None = None,
-                    ) -> tuple[list[tuple[Event, datetime]], dict[str, Any]]:
-    """Every capture decoded with ``options`` (the configured source's, from
-    :func:`agent.sources.decoder_options`); each event paired with the instant it is replayed at."""
-    out: list[tuple[Event, datetime]] = []
+class CaptureError(ValueError):
+    """A capture the decoder could not read, with where in it (the file and the byte offset of the block
+    being decoded): a stream fails part-way, and the person needs to know where."""
+
+    def __init__(self, path: Path, offset: int, cause: Exception) -> None:
+        super().__init__(f"{path}: near byte {offset}: {cause}")
+        self.path, self.offset, self.cause = path, offset, cause
+
+
+BLOCK = 1 << 16      # bytes read and decoded at a time: a capture is never held whole
+REORDER = 10_000     # events of one capture re-ordered by time (a terminal clock set back a little)
+KEEP = 20_000        # a capture of up to this many events is decoded once and kept (a few MB), not twice
+
+
+@dataclass(frozen=True, slots=True)
+class _Capture:
+    path: Path
+    protocol: str
+    tz: tzinfo
+    ref: datetime
+    options: Mapping[str, Any] | None
+    shifts: tuple[tuple[int, int], ...] = ()   # drivers/timeutil.timeline_shifts of its year-less times
+    # A small capture's events from the first pass and that pass's decoder stats (None: decode again).
+    kept: tuple[Event, ...] | None = None
+    kept_stats: Any = None
+
+
+def _stamped(ev: Event) -> bool:
+    return isinstance(ev, Transaction | Settlement) and ev.time is not None
+
+
+def _decode(cap: _Capture, stats: dict[str, Any] | None = None, key: str = "") -> Iterator[Event]:
+    """The capture's events in decoded order, read ``BLOCK`` bytes at a time. A decoder failure names the
+    file and the offset; a bad frame the decoder skips is noted with its offset in ``last_error``."""
+    if cap.kept is not None:
+        if stats is not None:
+            stats[key or str(cap.path)] = cap.kept_stats
+        yield from cap.kept
+        return
+    decoder = build_decoder(cap.protocol, tz=cap.tz, options=cap.options, source=cap.protocol)
+    if stats is not None:
+        stats[key or str(cap.path)] = decoder.stats   # filled in as the stream is read
+    offset = 0
+    with cap.path.open("rb") as fh:
+        while True:
+            data = fh.read(BLOCK)
+            bad = decoder.stats.bad_frames
+            try:
+                events = decoder.feed(data, cap.ref) if data else decoder.flush(cap.ref)
+            except (ValueError, UnicodeError, IndexError, KeyError) as exc:
+                raise CaptureError(cap.path, offset, exc) from exc
+            if decoder.stats.bad_frames > bad and decoder.stats.last_error and " (byte " not in decoder.stats.last_error:
+                # Bad frames are skipped and counted (nothing lost but them); where is worth saying.
+                decoder.stats.last_error += f" (bytes {offset}-{offset + len(data)} of {cap.path.name})"
+            yield from events
+            if not data:
+                return
+            offset += len(data)
+
+
+def _open_capture(path: Path, protocol: str, tz: tzinfo, received: datetime | None,
+                  options: Mapping[str, Any] | None) -> _Capture:
+    """A capture ready to stream. Year-less times are placed back from the capture's end, which a stream
+    only knows at its end: a first pass decodes it keeping one 8-byte integer per stamped event, and
+    keeps how far each run of them moves (a few runs: the shift changes only where dates wrap)."""
+    ref = received or datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    cap = _Capture(path, protocol, tz, ref, options)
+    if protocol not in YEARLESS:
+        build_decoder(protocol, tz=tz, options=options, source=protocol)   # a bad option fails here, not mid-replay
+        return cap
+    micros = array("q")
+    kept: list[Event] | None = []
     stats: dict[str, Any] = {}
-    for path in paths:
-        data = path.read_bytes()
-        ref = received or datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        decoder = build_decoder(protocol, tz=tz, options=options, source=protocol)
-        events = decoder.feed(data, ref) + decoder.flush(ref)
-        stats[str(path)] = decoder.stats
-        if protocol in YEARLESS:
-            events = _on_own_timeline(events, tz, ref)
-        # A receipt's text (stamped when it was read, not when it was printed) and any event without a time
-        # are replayed with the event they precede, which the receipt was printed for; at the end of a
-        # capture with the one before; in a capture without any time, at ref. So a receipt keeps its place
-        # when several captures are merged by time.
-        times: list[datetime | None] = [None if isinstance(ev, ReceiptText) else ev.time for ev in events]
-        following: datetime | None = None
-        for i in range(len(times) - 1, -1, -1):
-            if times[i] is None:
-                times[i] = following
-            following = times[i]
-        last_time: datetime | None = None
-        for ev, t in zip(events, times, strict=True):
-            t = t or last_time or ref
-            last_time = t
-            out.append((ev, t.astimezone(UTC)))
-    # A receipt keeps its place right before the transaction it printed (same instant, stable sort).
-    out.sort(key=lambda pair: pair[1])
-    return out, stats
+    for ev in _decode(cap, stats):
+        if _stamped(ev):
+            micros.append(_micros(ev.time))   # type: ignore[attr-defined]
+        if kept is not None:
+            kept.append(ev)
+            if len(kept) > KEEP:
+                kept = None   # too many to hold: the replay decodes the capture again as a stream
+    return replace(cap, shifts=tuple(timeline_shifts(micros, tz, ref)),
+                   kept=tuple(kept) if kept is not None else None, kept_stats=stats.get(str(path)))
 
 
-def _on_own_timeline(events: list[Event], tz: tzinfo, end: datetime) -> list[Event]:
-    """The terminal's year-less times re-placed along the capture (drivers/timeutil.along_timeline): the
-    decoder placed each near ``end``, which for a capture is when it ended, not when each frame came."""
-    stamped = [i for i, ev in enumerate(events) if isinstance(ev, Transaction | Settlement) and ev.time is not None]
-    placed = along_timeline([events[i].time for i in stamped], tz, end)   # type: ignore[attr-defined]
-    out = list(events)
-    for i, when in zip(stamped, placed, strict=True):
-        ev = out[i]
-        if when is not None and when != ev.time:   # type: ignore[attr-defined]
-            out[i] = replace(ev, time=when)
-    return out
+def _micros(t: datetime) -> int:
+    d = t - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _stream(cap: _Capture, stats: dict[str, Any] | None, key: str) -> Iterator[tuple[Event, datetime]]:
+    """One capture's events, each with the instant it is replayed at, in time order.
+
+    A receipt's text (stamped when it was read, not when it was printed) and any event without a time are
+    replayed with the timed event that follows them in the capture, which the receipt was printed for
+    (held until that event comes); at the end of a capture with the one before; in a capture without any time, at
+    the reference. So a receipt keeps its place when several captures are merged by time. A capture is
+    in time order but for a terminal clock set back: up to ``REORDER`` events are re-ordered (stable)."""
+    runs = cap.shifts
+    k, n_stamped = 0, 0
+    next_run = runs[1][0] if len(runs) > 1 else None
+    shift = runs[0][1] if runs else 0
+    untimed: list[Event] = []
+    last: datetime | None = None
+    heap: list[tuple[datetime, int, Event]] = []
+    seq = 0
+    for ev in _decode(cap, stats, key):
+        if _stamped(ev):
+            while next_run is not None and n_stamped >= next_run:
+                k += 1
+                shift = runs[k][1]
+                next_run = runs[k + 1][0] if k + 1 < len(runs) else None
+            n_stamped += 1
+            if shift:
+                ev = replace(ev, time=shifted(ev.time, shift))   # type: ignore[attr-defined]
+        t = None if isinstance(ev, ReceiptText) else ev.time
+        if t is None:
+            untimed.append(ev)
+            continue
+        at = t.astimezone(UTC)
+        for held in (*untimed, ev):
+            heapq.heappush(heap, (at, seq, held))
+            seq += 1
+        untimed.clear()
+        last = at
+        while len(heap) > REORDER:
+            at0, _, ev0 = heapq.heappop(heap)
+            yield ev0, at0
+    at_end = last or cap.ref.astimezone(UTC)
+    for held in untimed:
+        heapq.heappush(heap, (at_end, seq, held))
+        seq += 1
+    while heap:
+        at0, _, ev0 = heapq.heappop(heap)
+        yield ev0, at0
+
+
+class Captures:
+    """Decoded captures as a stream, merged by time (re-iterable: each iteration decodes again).
+
+    Memory stays bounded by ``BLOCK`` bytes, ``REORDER`` events per capture and the first pass's integer per
+    stamped event, not by the capture's size (issue 20: a million transactions held as one sorted list
+    peaked at 1.6 GiB). Within one instant a capture named earlier comes first, and within a capture the
+    decoded order is kept (a receipt before the transaction printed on it), as a stable sort would."""
+
+    def __init__(self, captures: Sequence[tuple[_Capture, str | None]]) -> None:
+        self._captures = list(captures)
+        # Path -> the decoder's stats of the latest pass, filled in as the stream is read (the summary
+        # is printed after the replay).
+        self.stats: dict[str, Any] = {}
+
+    def __iter__(self) -> Iterator[Any]:
+        streams = []
+        for cap, name in self._captures:
+            one = _stream(cap, self.stats, str(cap.path) if name is None else f"{name}={cap.path}")
+            streams.append(one if name is None else _named(one, name))
+        if len(streams) == 1:
+            return iter(streams[0])
+        return heapq.merge(*streams, key=lambda item: item[1])
+
+
+def _named(stream: Iterator[tuple[Event, datetime]], name: str) -> Iterator[tuple[Event, datetime, str]]:
+    for ev, at in stream:
+        yield ev, at, name
+
+
+def decode_captures(paths: Sequence[Path], protocol: str, tz: tzinfo, received: datetime | None = None, *,
+                    options: Mapping[str, Any] | None = None) -> tuple[Captures, dict[str, Any]]:
+    """Every capture decoded with ``options`` (the configured source's, from
+    :func:`agent.sources.decoder_options`) as a stream of (event, the instant it is replayed at), merged by
+    time; and the decoders' stats, per path, complete once the stream has been read."""
+    captures = Captures([(_open_capture(p, protocol, tz, received, options), None) for p in paths])
+    return captures, captures.stats
 
 
 # An event and the instant it is replayed at, optionally with the [[source]] it came from (several wires).
@@ -119,19 +252,13 @@ class Wire:
 
 
 def decode_wires(wires: Sequence[Wire], tz: tzinfo, received: datetime | None = None,
-                 ) -> tuple[list[tuple[Event, datetime, str]], dict[str, Any]]:
-    """Each capture decoded as its source would decode it live, then all merged by time: a day of the
-    terminal line and the till's printer replays as the daemon saw it. Within one instant a capture
-    named earlier comes first; within a capture the decoded order is kept (a receipt before the
-    transaction printed on it)."""
-    merged: list[tuple[Event, datetime, str]] = []
-    stats: dict[str, Any] = {}
-    for wire in wires:
-        events, one = decode_captures([wire.path], wire.protocol, tz, received, options=wire.options)
-        stats.update({f"{wire.name}={path}": s for path, s in one.items()})
-        merged.extend((ev, at, wire.name) for ev, at in events)
-    merged.sort(key=lambda item: item[1])
-    return merged, stats
+                 ) -> tuple[Captures, dict[str, Any]]:
+    """Each capture decoded as its source would decode it live, then all merged by time (a stream of
+    (event, instant, source name)): a day of the terminal line and the till's printer replays as the
+    daemon saw it. Within one instant a capture named earlier comes first; within a capture the decoded
+    order is kept (a receipt before the transaction printed on it). Stats are keyed ``NAME=PATH``."""
+    captures = Captures([(_open_capture(w.path, w.protocol, tz, received, w.options), w.name) for w in wires])
+    return captures, captures.stats
 
 
 def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | None = None,
@@ -148,7 +275,6 @@ def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | 
     baseline's amounts in memory; without it each event is its own transaction and the baseline is
     re-read from the journal, as the daemon does. Both give the same alerts (tests/test_replay_batched.py)."""
     result = ReplayResult()
-    items = list(events)
     holder = None
     # Evidence bundles are files for a person: worth writing only where they will still exist afterwards.
     keep_evidence = state is not None
@@ -157,7 +283,12 @@ def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | 
         state = Path(holder.name)
     state.mkdir(parents=True, exist_ok=True)
     try:
-        _run(loaded, items, state, listener, source, result, keep_evidence, until, CHUNK if batched else 1)
+        journal = Journal(journal_path(state))
+        try:
+            _run(loaded, iter(events), journal, state, listener, source, result, keep_evidence, until,
+                 CHUNK if batched else 1)
+        finally:
+            journal.close()   # also when a capture breaks part-way (CaptureError): what was replayed stays
         if phones and result.first is not None and result.end is not None:
             result.phones = count_phones(loaded, journal_path(state), result.first, result.end)
         return result
@@ -166,16 +297,18 @@ def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | 
             holder.cleanup()
 
 
-def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
+def _run(loaded: LoadedConfig, stream: Iterator[ReplayItem], journal: Journal, state: Path,
          listener: Callable[[Any], None] | None, source: str, result: ReplayResult,
          keep_evidence: bool, until: datetime | None, chunk: int) -> None:
     from agent.delivery.channels.factory import build_channels, routing
 
     channels = build_channels(loaded.config, tz=loaded.tz, path=loaded.path, sending=False)
-    journal = Journal(journal_path(state))
     # Replay runs on the events' own time: the clock is where the capture is, moved before each batch
     # and each scheduled job. With nothing to replay, any instant will do: nothing reads it.
-    clock = ManualClock(items[0][1] - timedelta(seconds=1) if items else None)
+    # The events come as a stream (a million would not fit in a till's memory): only the first is looked at
+    # ahead, for the clock's start; the schedule's firings are computed a day at a time (_Firings).
+    first_item = next(stream, None)
+    clock = ManualClock(first_item[1] - timedelta(seconds=1) if first_item is not None else None)
     start = clock.now()
 
     def follow(item: EventBatch | Command) -> None:
@@ -198,15 +331,14 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
     scheduler = Scheduler(loaded, inbox, clock, since=start)
     budget = pipeline.budget
 
-    if items:
-        result.first, result.last = items[0][1], items[-1][1]
-        end = until or items[-1][1] + timedelta(hours=1)
-        result.end = end
-        fixed = [at for at, name in fire_times(scheduler.jobs, start, end, anchor=start) if name != "reminders"]
+    if first_item is not None:
+        result.first = first_item[1]
+        # Without ``until`` the end is an hour after the last event, known only at the end of the stream; every
+        # firing up to an event's time is before it, so firings need no cap until then.
+        fixed = _Firings(scheduler.jobs, start, until)
         reminder_step = next((j.trigger.interval for j in scheduler.jobs if j.name == "reminders"), None)
         # Reminders are for people: without a people channel the job never sends anything.
         reminding = reminder_step is not None and bool(people)
-        cursor = [0]
 
         def step_to(t: datetime) -> None:
             clock.set(t)
@@ -231,7 +363,7 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
             """Every scheduler step due up to ``limit``. Reminder minutes in which the journal says none can
             be due are skipped: the job would find nothing, and the next step posts the latest firing."""
             while True:
-                nxt = fixed[cursor[0]] if cursor[0] < len(fixed) else None
+                nxt = fixed.next_until(limit)
                 due = next_reminder(journal, budget, clock.now()) if reminding else None
                 if due is not None and reminder_step is not None:
                     due = max(due, clock.now())
@@ -246,7 +378,7 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
                     judge_at(t)
                     continue
                 if nxt is not None and t == nxt:
-                    cursor[0] += 1
+                    fixed.pop()
                 step_to(t)
 
         pending: list[EventBatch | Command] = []
@@ -257,8 +389,10 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
         span = budget.first_interval
         since: datetime | None = None     # the first event of the chunk being gathered
         charged: datetime | None = None   # the first transaction of the chunk (matching: its grace runs)
-        for item in items:
+        last = first_item[1]
+        for item in itertools.chain((first_item,), stream):
             event, at = item[0], item[1]
+            last = at
             wire = item[2] if len(item) > 2 else source   # type: ignore[misc]
             if matcher is not None and grace is not None:
                 # Every pending item came before any grace the matcher knows of ends (checked as each came):
@@ -268,7 +402,7 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
                     pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
                     pending, charged = [], None
                     due = matcher.next_due()
-                while due is not None and due <= at and (cursor[0] >= len(fixed) or due < fixed[cursor[0]]):
+                while due is not None and due <= at and (fixed.next_until(at) is None or due < fixed.next_until(at)):
                     judge_at(due)
                     due = matcher.next_due()
             if reminding and pending and since is not None and at - since >= span:
@@ -276,7 +410,7 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
                 pending = []
             if not pending:
                 since, charged = at, None
-            if (cursor[0] < len(fixed) and fixed[cursor[0]] <= at) or (reminding and _reminder_may_fall(
+            if fixed.next_until(at) is not None or (reminding and _reminder_may_fall(
                     journal, budget, clock, at)):
                 if pending:
                     pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
@@ -292,14 +426,54 @@ def _run(loaded: LoadedConfig, items: list[ReplayItem], state: Path,
                 pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
                 pending, charged = [], None
         for wire, texts in held.items():
-            pending.append(EventBatch(wire, tuple(texts), items[-1][1]))
+            pending.append(EventBatch(wire, tuple(texts), last))
         if pending:
             pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
+        result.last = last
+        end = until or last + timedelta(hours=1)
+        result.end = end
+        fixed.cap(end)
         schedule_until(end)
     result.counts = dict(pipeline.counts)
     result.silent = dict(pipeline.engine.insufficient)
     result.outbox.update(journal.outbox_counts_by_channel())
-    journal.close()
+
+
+class _Firings:
+    """The schedule's fixed firings (every job but reminders) from ``start``, computed a day at a time as
+    replay reaches them (a year's list up front needs the end, which a stream knows last), optionally
+    capped at ``until``; same instants and order as one :func:`~agent.schedule.fire_times` call."""
+
+    WINDOW = timedelta(days=1)
+
+    def __init__(self, jobs: Any, start: datetime, until: datetime | None) -> None:
+        self._jobs, self._start, self._cap = jobs, start, until
+        self._upto = start                  # firings in (start, _upto] are computed
+        self._due: collections.deque[datetime] = collections.deque()
+
+    def cap(self, end: datetime) -> None:
+        if self._cap is None or end < self._cap:
+            self._cap = end
+        while self._due and self._due[-1] > self._cap:
+            self._due.pop()
+
+    def next_until(self, limit: datetime) -> datetime | None:
+        """The next firing not yet run if it is at or before ``limit`` (and the cap), else None."""
+        if self._cap is not None:
+            limit = min(limit, self._cap)
+        while not self._due and self._upto < limit:
+            upto = self._upto + self.WINDOW
+            if self._cap is not None:
+                upto = min(upto, self._cap)
+            self._due.extend(at for at, name in fire_times(self._jobs, self._upto, upto, anchor=self._start)
+                             if name != "reminders")
+            self._upto = upto
+        if self._due and self._due[0] <= limit:
+            return self._due[0]
+        return None
+
+    def pop(self) -> None:
+        self._due.popleft()
 
 
 def _reminder_may_fall(journal: Journal, budget: Any, clock: ManualClock, at: datetime) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 _ONE_DAY = timedelta(days=1)
 # Within half a year of the receive time the receive year always wins: skip the three-year search.
@@ -55,20 +55,63 @@ def along_timeline(times: Sequence[datetime | None], tz: tzinfo, end: datetime) 
     ``times`` are the decoder's first placement, in capture order; None stays None, and a time that
     cannot be placed near its successor (Feb 29 with no leap year near) keeps the decoder's year.
     """
+    stamped = [i for i, t in enumerate(times) if t is not None]
+    micros = [_micros(times[i]) for i in stamped]   # type: ignore[arg-type]
     out = list(times)
+    for (i, shift) in zip(stamped, expand_shifts(timeline_shifts(micros, tz, end), len(micros)), strict=True):
+        if shift:
+            out[i] = shifted(times[i], shift)   # type: ignore[arg-type]
+    return out
+
+
+def timeline_shifts(micros: Sequence[int], tz: tzinfo, end: datetime) -> list[tuple[int, int]]:
+    """:func:`along_timeline` for a stream: ``micros`` are the decoder's placements (microseconds since
+    the epoch, a compact array holds a million for 8 MB), the answer is how far each moves, as runs
+    ``(first index, shift in microseconds)`` in increasing index order (a run lasts until the next one).
+    A capture's shift changes only where its dates wrap, so a month across New Year is two runs and a
+    replay can re-decode the capture as a stream and move each time by its run's shift."""
+    runs: list[tuple[int, int]] = []
     following = end
-    for i in range(len(out) - 1, -1, -1):
-        t = out[i]
-        if t is None:
-            continue
+    current: int | None = None
+    for i in range(len(micros) - 1, -1, -1):
+        t = _EPOCH + timedelta(microseconds=micros[i])
         local = t.astimezone(tz)
         placed = infer_datetime(local.month, local.day, local.hour, local.minute, local.second, tz, following)
         if placed is None:
-            following = t
-            continue
-        if local.microsecond:
-            placed = placed.replace(microsecond=local.microsecond)
-        if placed != t:
-            out[i] = placed.astimezone(t.tzinfo)
-        following = out[i] or following
+            shift = 0
+        else:
+            if local.microsecond:
+                placed = placed.replace(microsecond=local.microsecond)
+            shift = _micros(placed) - micros[i]
+        if shift != current:
+            if current is not None:
+                runs.append((i + 1, current))
+            current = shift
+        following = t + timedelta(microseconds=shift) if placed is not None else t
+    if current is not None:
+        runs.append((0, current))
+    runs.reverse()
+    return runs
+
+
+def expand_shifts(runs: Sequence[tuple[int, int]], n: int) -> list[int]:
+    """Each index's shift from :func:`timeline_shifts`' runs (for a list already in memory)."""
+    out = [0] * n
+    for k, (first, shift) in enumerate(runs):
+        last = runs[k + 1][0] if k + 1 < len(runs) else n
+        out[first:last] = [shift] * (last - first)
     return out
+
+
+def shifted(t: datetime, shift_us: int) -> datetime:
+    """``t`` moved by ``shift_us`` of real time (not wall time: a shift across a DST change stays exact),
+    in ``t``'s own zone."""
+    return (t.astimezone(UTC) + timedelta(microseconds=shift_us)).astimezone(t.tzinfo)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(t: datetime) -> int:
+    d = t - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds

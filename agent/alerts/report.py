@@ -128,7 +128,8 @@ def summary_table(result: Any, decoder_stats: dict[str, Any] | None = None, tz: 
         table.add_row(f"outbox rows for {channel} / 队列条数", str(k))
     for name, st in (decoder_stats or {}).items():
         if st.bytes_skipped or st.bad_frames:
-            table.add_row(f"skipped in {name}", f"{st.bytes_skipped} B, {st.bad_frames} bad frames")
+            table.add_row(f"skipped in {name}", f"{st.bytes_skipped} B, {st.bad_frames} bad frames"
+                          + (f"; last: {st.last_error}" if st.last_error else ""))
     return table
 
 

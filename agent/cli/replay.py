@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agent.replay import decode_captures
+    from agent.replay import CaptureError, decode_captures
     from agent.sources import decoder_options
 
     try:
@@ -65,19 +65,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return EX_DATAERR
     try:
         events, stats = decode_captures(paths, protocol, tz, options=options)
+    except CaptureError as exc:
+        err(str(exc))
+        return EX_DATAERR
     except ValueError as exc:
         return usage_error(str(exc))
     except TypeError as exc:
         return usage_error(f"bad decoder option in source {chosen.name if chosen else '?'}: {exc}")
-    if not events:
-        err("no events decoded from " + ", ".join(map(str, paths)) + f" as {protocol}")
-        return EX_DATAERR
-    return _run_replay(args, loaded, events, stats)
+    return _run_replay(args, loaded, events, stats,
+                       "no events decoded from " + ", ".join(map(str, paths)) + f" as {protocol}")
 
 
 def _replay_wires(args: argparse.Namespace, loaded: Any, tz: Any) -> int:
     """``--capture NAME=[PROTOCOL:]FILE`` repeated: each wire decoded as its [[source]], merged by time."""
-    from agent.replay import Wire, decode_wires
+    from agent.replay import CaptureError, Wire, decode_wires
     from agent.sources import decoder_options
     from drivers.protocols import PROTOCOLS
 
@@ -116,23 +117,26 @@ def _replay_wires(args: argparse.Namespace, loaded: Any, tz: Any) -> int:
             wires.append(Wire(name, protocol, p))
     try:
         events, stats = decode_wires(wires, tz)
+    except CaptureError as exc:
+        err(str(exc))
+        return EX_DATAERR
     except ValueError as exc:
         return usage_error(str(exc))
     except TypeError as exc:
         return usage_error(f"bad decoder option in a source: {exc}")
-    if not events:
-        err("no events decoded from " + ", ".join(f"{w.name}={w.path}" for w in wires))
-        return EX_DATAERR
-    return _run_replay(args, loaded, events, stats)
+    return _run_replay(args, loaded, events, stats,
+                       "no events decoded from " + ", ".join(f"{w.name}={w.path}" for w in wires))
 
 
-def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[str, Any]) -> int:
+def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[str, Any], nothing: str) -> int:
+    """``events`` is a stream (agent.replay.Captures): whether it holds anything, and whether a capture
+    breaks part-way, is known only as it is replayed."""
     from datetime import datetime
 
     from rich.console import Console
 
     from agent.alerts.report import alert_line, notification_json, phone_table, summary_table
-    from agent.replay import phone_days, replay
+    from agent.replay import CaptureError, phone_days, replay
 
     until = None
     if args.until:
@@ -152,8 +156,15 @@ def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[
         else:
             out_console.print(alert_line(item, loaded.tz))
 
-    result = replay(loaded, events, state=Path(args.state) if args.state else None, listener=listener,
-                    until=until)
+    try:
+        result = replay(loaded, events, state=Path(args.state) if args.state else None, listener=listener,
+                        until=until)
+    except CaptureError as exc:
+        err(str(exc))
+        return EX_DATAERR
+    if result.first is None:
+        err(nothing)
+        return EX_DATAERR
     console = err_console if args.json else out_console
     console.print(summary_table(result, stats, loaded.tz))
     if result.first is not None and result.end is not None:
