@@ -102,7 +102,7 @@ def _decode(cap: _Capture, stats: dict[str, Any] | None = None, key: str = "") -
     decoder = build_decoder(cap.protocol, tz=cap.tz, options=cap.options, source=cap.protocol)
     if stats is not None:
         stats[key or str(cap.path)] = decoder.stats   # filled in as the stream is read
-    offset = 0
+    offset = before = 0   # where this block starts, and the one before it (a frame may span the two)
     with cap.path.open("rb") as fh:
         while True:
             data = fh.read(BLOCK)
@@ -113,11 +113,11 @@ def _decode(cap: _Capture, stats: dict[str, Any] | None = None, key: str = "") -
                 raise CaptureError(cap.path, offset, exc) from exc
             if decoder.stats.bad_frames > bad and decoder.stats.last_error and " (byte " not in decoder.stats.last_error:
                 # Bad frames are skipped and counted (nothing lost but them); where is worth saying.
-                decoder.stats.last_error += f" (bytes {offset}-{offset + len(data)} of {cap.path.name})"
+                decoder.stats.last_error += f" (bytes {before}-{offset + len(data)} of {cap.path.name})"
             yield from events
             if not data:
                 return
-            offset += len(data)
+            before, offset = offset, offset + len(data)
 
 
 def _open_capture(path: Path, protocol: str, tz: tzinfo, received: datetime | None,
