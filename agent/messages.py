@@ -36,6 +36,8 @@ class EventBatch:
     # What the decoder's boundary refused in the same read (drivers/boundary.py): the pipeline keeps
     # these in the journal's quarantine, in the same transaction as the events around them.
     rejected: tuple[Rejected, ...] = ()
+    # Every event already passed a decoder's boundary limits (replay of decoded captures): not checked again.
+    checked: bool = False
 
 
 @dataclass(slots=True)

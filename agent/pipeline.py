@@ -391,7 +391,7 @@ class Pipeline:
             # The limits again, for events that did not come through a decoder's boundary (tools, tests):
             # the journal's limits hold whoever fills the queue. Not the card scrub: that is the decoders'
             # (a card number that reached agent/ has already left drivers/), and it costs more than this.
-            why = check_event(event)
+            why = None if batch.checked else check_event(event)
             if why is not None:
                 self._quarantine(rejected(batch.source, "limits", why, _event_form(event)), batch)
                 refused = True

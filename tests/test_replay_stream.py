@@ -192,3 +192,23 @@ def test_firings_a_day_at_a_time_are_fire_times_at_once() -> None:
         got.append(nxt)
         firings.pop()
     assert got == want and len(want) > 9
+
+
+def test_events_handed_to_replay_by_hand_are_still_held_to_the_limits(tmp_path: Path) -> None:
+    """Decoded captures skip the pipeline's second limits check (their decoder's boundary made it); events
+    from anywhere else keep it: one outside the limits goes to quarantine, not into the journal."""
+    import sqlite3
+    from dataclasses import replace as dc_replace
+
+    from agent.replay import replay
+    from agent.store.schema import journal_path
+    from tests.helpers import config, sale
+
+    at = datetime(2026, 7, 1, 10, tzinfo=SHANGHAI)
+    good = sale("000001", 12800, at)
+    bad = dc_replace(sale("000002", 12800, at + timedelta(minutes=1)), amount_minor=10**15)
+    result = replay(config(), [(good, at), (bad, at + timedelta(minutes=1))], state=tmp_path / "s", phones=False)
+    conn = sqlite3.connect(journal_path(tmp_path / "s"))
+    assert conn.execute("SELECT count(*) FROM transactions").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM quarantine WHERE stage = 'limits'").fetchone()[0] == 1
+    assert result.counts["events"] == 1
