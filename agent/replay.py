@@ -16,8 +16,8 @@ import heapq
 import itertools
 import queue
 import tempfile
-from collections import Counter
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -88,8 +88,9 @@ class _Capture:
     kept_stats: Any = None
 
 
-def _stamped(ev: Event) -> bool:
-    return isinstance(ev, Transaction | Settlement) and ev.time is not None
+def _stamp(ev: Event) -> datetime | None:
+    """The terminal's own time of a transaction or settlement (the year-less kind), else None."""
+    return ev.time if isinstance(ev, Transaction | Settlement) else None
 
 
 def _decode(cap: _Capture, stats: dict[str, Any] | None = None, key: str = "") -> Iterator[Event]:
@@ -112,9 +113,10 @@ def _decode(cap: _Capture, stats: dict[str, Any] | None = None, key: str = "") -
                 events = decoder.feed(data, cap.ref) if data else decoder.flush(cap.ref)
             except (ValueError, UnicodeError, IndexError, KeyError) as exc:
                 raise CaptureError(cap.path, offset, exc) from exc
-            if decoder.stats.bad_frames > bad and decoder.stats.last_error and " (byte " not in decoder.stats.last_error:
+            why = decoder.stats.last_error
+            if decoder.stats.bad_frames > bad and why and " (bytes " not in why:
                 # Bad frames are skipped and counted (nothing lost but them); where is worth saying.
-                decoder.stats.last_error += f" (bytes {before}-{offset + len(data)} of {cap.path.name})"
+                decoder.stats.last_error = f"{why} (bytes {before}-{offset + len(data)} of {cap.path.name})"
             yield from events
             if not data:
                 return
@@ -135,8 +137,8 @@ def _open_capture(path: Path, protocol: str, tz: tzinfo, received: datetime | No
     kept: list[Event] | None = []
     stats: dict[str, Any] = {}
     for ev in _decode(cap, stats):
-        if _stamped(ev):
-            micros.append(_micros(ev.time))   # type: ignore[attr-defined]
+        if (t := _stamp(ev)) is not None:
+            micros.append(_micros(t))
         if kept is not None:
             kept.append(ev)
             if len(kept) > KEEP:
@@ -170,14 +172,14 @@ def _stream(cap: _Capture, stats: dict[str, Any] | None, key: str) -> Iterator[t
     heap: list[tuple[datetime, int, Event]] = []
     seq = 0
     for ev in _decode(cap, stats, key):
-        if _stamped(ev):
+        if (stamp := _stamp(ev)) is not None:
             while next_run is not None and n_stamped >= next_run:
                 k += 1
                 shift = runs[k][1]
                 next_run = runs[k + 1][0] if k + 1 < len(runs) else None
             n_stamped += 1
             if shift:
-                moved = replace(ev, time=shifted(ev.time, shift))   # type: ignore[attr-defined]
+                moved = replace(ev, time=shifted(stamp, shift))   # type: ignore[type-var]
                 # Still inside the boundary's limits (replay does not check decoded events twice), or as decoded.
                 ev = moved if check_event(moved) is None else ev
         t = None if isinstance(ev, ReceiptText) else ev.time
@@ -407,7 +409,7 @@ def _run(loaded: LoadedConfig, stream: Iterator[ReplayItem], journal: Journal, c
                     pipeline.process(pending, before_each=follow, optimistic=chunk > 1)
                     pending, charged = [], None
                     due = matcher.next_due()
-                while due is not None and due <= at and (fixed.next_until(at) is None or due < fixed.next_until(at)):
+                while due is not None and due <= at and ((f := fixed.next_until(at)) is None or due < f):
                     judge_at(due)
                     due = matcher.next_due()
             if reminding and pending and since is not None and at - since >= span:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ def _capture(tmp_path: Path, protocol: str, days: list[list[SimEvent]]) -> Path:
     return path
 
 
-def _stamped(events: list[tuple[object, datetime]]) -> list[datetime]:
+def _stamped(events: Iterable[tuple[object, datetime]]) -> list[datetime]:
     # Sorted: replay orders events by time; only where each lands matters here.
     return sorted(ev.time for ev, _ in events if isinstance(ev, Transaction | Settlement) and ev.time is not None)
 
