@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import agent.replay as replay_mod
-from agent.replay import CaptureError, Wire, _Firings, decode_captures, decode_wires
+import agent.captures as replay_mod
+from agent.captures import CaptureError, Wire, decode_captures, decode_wires
+from agent.replay import _Firings
 from agent.schedule import fire_times
 from agent.sim.day import SimEvent, build_day
 from agent.sim.terminal import encode_day
