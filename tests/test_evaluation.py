@@ -120,6 +120,24 @@ def test_regular_customers_come_back_on_other_days() -> None:
     assert len(cards[0] & cards[1]) > 20
 
 
+def test_a_returning_card_pays_again_only_after_an_hour_unless_retrying_a_decline_or_a_void() -> None:
+    # Independent draws once let a bakery regular pay the same RMB 13.00 twice within minutes: a clean day
+    # that looks exactly like a duplicate charge (DUP-001), which real customers coming back do not produce.
+    for profile in PROFILES.values():
+        for seed in range(1, 4):
+            events = build_day("clean", seed=seed, day=date(2025, 11, 5), tz=SHANGHAI, profile=profile)
+            paid: dict[str, list[Transaction]] = {}
+            for e in events:
+                txn = e.event
+                if isinstance(txn, Transaction) and not e.reprint and txn.card:
+                    paid.setdefault(txn.card, []).append(txn)
+            for txns in paid.values():
+                if any(t.kind != "sale" or t.result != "approved" for t in txns):
+                    continue          # a decline retried or a sale voided and rung again: minutes apart
+                times = sorted(t.time for t in txns if t.time is not None)
+                assert all(b - a >= timedelta(hours=1) for a, b in zip(times, times[1:], strict=False)), txns
+
+
 def test_amounts_are_whole_minor_units_around_the_profiles_median() -> None:
     boutique = PROFILES["boutique"]
     events = build_day("clean", seed=2, day=date(2025, 11, 5), tz=SHANGHAI, profile=boutique, count=400)

@@ -120,7 +120,18 @@ def test_percentage_counts_only_once_the_shift_has_twenty_charges() -> None:
     busy = Till()
     sold = _shift(busy, 20)
     assert _void(busy, T0 + timedelta(hours=1), sold[0]) == []               # 1/20 = 5%: not more than 5%
-    assert _void(busy, T0 + timedelta(hours=1, minutes=1), sold[1]) == ["VOID-001"]   # 2/20 = 10%
+    assert _void(busy, T0 + timedelta(hours=1, minutes=1), sold[1]) == []    # 2/20 = 10%, but only two voids
+    assert _void(busy, T0 + timedelta(hours=1, minutes=2), sold[2]) == ["VOID-001"]   # 3/20 = 15%
+
+
+def test_two_voids_early_in_a_long_shift_are_not_a_pattern() -> None:
+    # The evaluation's bakery: an honest cashier voids two of the first 25 sales (8%) and none after.
+    till = Till()
+    sold = _shift(till, 25)
+    assert _void(till, T0 + timedelta(hours=1), sold[0]) == []
+    assert _void(till, T0 + timedelta(hours=1, minutes=1), sold[1]) == []
+    sold += _shift(till, 100, start=T0 + timedelta(hours=2))
+    assert _void(till, T0 + timedelta(hours=4), sold[30]) == []              # 3/125 = 2.4%
 
 
 def test_voids_of_yesterday_and_of_other_operators_are_another_shift() -> None:

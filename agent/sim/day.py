@@ -29,6 +29,8 @@ from agent.sim.shops import DEMO_SHOP, ShopProfile
 from drivers.events import EcrRequest, Order
 
 SCENARIOS = ("demo", "clean", "mixed")
+# A customer who pays again the same day comes back later, not within the hour (see DayBuilder.card).
+REVISIT_GAP = timedelta(hours=1)
 
 # Labels of injected anomalies: an alert is expected on the labelled transaction.
 ANOMALY_LABELS = ("dup_exact", "dup_near", "slip_x10", "slip_x100", "off_hours", "holiday", "refund_unmatched",
@@ -100,6 +102,7 @@ class DayBuilder:
     batch_no: str = ""
     companies: tuple[str, ...] = ()
     price_from: date | None = None     # prices rise by the profile's price_rise from this day on
+    visits: dict[str, list[datetime]] = field(default_factory=dict)   # when each card paid today
 
     def __post_init__(self) -> None:
         self.batch_no = self.shop.batch_no or f"{self.day:%y%m%d}"
@@ -109,16 +112,29 @@ class DayBuilder:
             start = (self.day.toordinal() % 999) * 1000
             self.counter = _Counter(voucher=start, trace=start)
 
-    def card(self, *, fresh: bool = False) -> str:
+    def card(self, *, fresh: bool = False, when: datetime | None = None) -> str:
+        """A card for a customer paying at ``when``: a regular's, one already seen today, or a new one.
+
+        A returning card is never one that paid within ``REVISIT_GAP`` of ``when``: sales are drawn
+        independently, and without this the same regular would now and then pay twice within minutes,
+        the very pattern of a duplicate charge, which a customer coming back later in the day is not.
+        """
         if not fresh and self.regulars and self.rng.random() < self.shop.regular_share:
             pan = self.rng.choice(self.regulars)
-            self.cards.append(pan)
-            return pan
-        if self.cards and not fresh and self.rng.random() < self.shop.day_reuse:
-            return self.rng.choice(self.cards)
+            if self._away(pan, when):
+                self.cards.append(pan)
+                return pan
+        elif self.cards and not fresh and self.rng.random() < self.shop.day_reuse:
+            pan = self.rng.choice(self.cards)
+            if self._away(pan, when):
+                return pan
         pan = _new_pan(self.rng, self.shop)
         self.cards.append(pan)
         return pan
+
+    def _away(self, pan: str, when: datetime | None) -> bool:
+        """Whether ``pan`` has not paid within REVISIT_GAP of ``when`` (no time given: any card will do)."""
+        return when is None or all(abs(when - t) >= REVISIT_GAP for t in self.visits.get(pan, ()))
 
     def price(self, list_price: int) -> int:
         """A list price as of this day: raised by the profile's ``price_rise`` from ``price_from`` on."""
@@ -181,10 +197,12 @@ class DayBuilder:
             auth_code=f"{self.rng.randrange(10**6):06d}" if result == "approved" else None,
             original_voucher_no=original.voucher_no if original else None,
             original_rrn=original.rrn if original else None,
-            currency=self.shop.currency, card=card or self.card(), card_type="UnionPay",
+            currency=self.shop.currency, card=card or self.card(when=when), card_type="UnionPay",
             entry_mode=entry_mode, operator=self.rng.choice(self.shop.operators),
         )
         self.events.append(SimEvent(when, txn, label))
+        if txn.card is not None:
+            self.visits.setdefault(txn.card, []).append(when)
         return txn
 
     def reprint(self, txn: Transaction, when: datetime) -> None:
@@ -238,9 +256,11 @@ class DayBuilder:
         s = int(self.rng.gauss(self.rng.choice(g.peaks) * 3600, 2700))
         best = min(spans, key=lambda sp: 0 if sp[0] <= s <= sp[1] else min(abs(s - sp[0]), abs(s - sp[1])))
         s = min(max(s, best[0]), best[1])
-        card = (self.rng.choice(self.companies) if self.companies and self.rng.random() < g.company_share
-                else self.card())
-        self.sale(self.at_seconds(s), card=card, amount=self.group_amount(), label=label)
+        when = self.at_seconds(s)
+        card = self.rng.choice(self.companies) if self.companies and self.rng.random() < g.company_share else None
+        if card is None or not self._away(card, when):
+            card = self.card(when=when)
+        self.sale(when, card=card, amount=self.group_amount(), label=label)
 
     def _arrival(self, spans: list[tuple[int, int]]) -> int:
         r = self.rng.random()
@@ -266,13 +286,13 @@ class DayBuilder:
         """One customer at the till: usually one approved sale; sometimes a decline, a void, a refund."""
         shop, rng = self.shop, self.rng
         if shop.decline_rate and rng.random() < shop.decline_rate:
-            card, amount = self.card(), self.amount()
+            card, amount = self.card(when=when), self.amount()
             self.sale(when, card=card, amount=amount, result="declined", label=label)
             if rng.random() < 0.7:  # wrong PIN, tried again on the same card
                 self.sale(when + timedelta(seconds=rng.randrange(20, 90)), card=card, amount=amount, label=label)
             return
         if shop.void_rate and rng.random() < shop.void_rate:
-            card, wrong = self.card(), self.amount()
+            card, wrong = self.card(when=when), self.amount()
             first = self.sale(when, card=card, amount=wrong, label=label)
             self.sale(when + timedelta(seconds=rng.randrange(30, 120)), kind="void", card=card, amount=wrong,
                       original=first, label=label)
