@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -135,7 +136,7 @@ def test_a_returning_card_pays_again_only_after_an_hour_unless_retrying_a_declin
                 if any(t.kind != "sale" or t.result != "approved" for t in txns):
                     continue          # a decline retried or a sale voided and rung again: minutes apart
                 times = sorted(t.time for t in txns if t.time is not None)
-                assert all(b - a >= timedelta(hours=1) for a, b in zip(times, times[1:], strict=False)), txns
+                assert all(b - a >= timedelta(hours=1) for a, b in pairwise(times)), txns
 
 
 def test_amounts_are_whole_minor_units_around_the_profiles_median() -> None:

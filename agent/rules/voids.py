@@ -46,10 +46,11 @@ class OperatorVoids(BaseRule[VoidParams]):
     ``day_starts``, 00:00 by default; a bar open past midnight sets "05:00").
     The percentage is only judged once the operator has ``min_shift_transactions``
     (20) approved charges that shift and ``min_percent_voids`` (3) voids: 1 void
-    in 3 sales is 33% and means nothing, nor do 2 in the first 25. Counts are kept per shift as transactions are observed (O(1) per
-    transaction; a warm restart replays the last day into them). The finding
-    is raised on the void that crosses a threshold, not on every void after
-    it, so one shift makes one alert per crossing. Reversals (often automatic,
+    in 3 sales is 33% and means nothing, nor do 2 in the first 25. Counts are
+    kept per shift as transactions are observed (O(1) per transaction; a warm
+    restart replays the last day into them). The finding is raised on the void
+    that crosses a threshold, not on every void after it, so one shift makes
+    one alert per crossing. Reversals (often automatic,
     after a time-out) are not counted.
     """
 
