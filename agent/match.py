@@ -381,14 +381,15 @@ class TillMatching:
     def _warm_links(self, now: datetime, charges: list[tuple[TxnView, datetime]]) -> None:
         """After a restart: the till's requests of the last FORGET_AFTER still waiting for their answer.
 
-        Each link gets its stored requests in order; one is answered by a charge received after it of its
-        amount (any charge when it named none). The journal keeps no source per charge here, so with
+        Each link gets its stored requests in order; one is answered by a charge received with or after it
+        of its amount (any charge when it named none): a fast terminal's approval often arrives in the same
+        read as the request, so both carry one received time. The journal keeps no source per charge here, so with
         several links a charge may close the wrong one's request: a missed MATCH-004, never a false one.
         """
         for link, request, received in self.ecr_store.recent(now - FORGET_AFTER):
             self.ecr.request(link, request, received)
         for link, current in list(self.ecr.last.items()):
-            if any(arrived > current.asked and current.amount_minor in (None, view.txn.amount_minor)
+            if any(arrived >= current.asked and current.amount_minor in (None, view.txn.amount_minor)
                    for view, arrived in charges):
                 del self.ecr.last[link]
 
