@@ -601,12 +601,22 @@ def unresolved_secrets(config: Config) -> list[tuple[str, str, str]]:
             if problem:
                 out.append((f"channel[{i}] ({ch.name}).{name}", problem, secret_fix(reference)))
     for i, person in enumerate(config.web.staff if config.web is not None else ()):
-        if is_secret_ref(person.pin):
-            try:
-                person.resolved()
-            except ValueError as exc:
-                out.append((f"web.staff[{i}] ({person.name}).pin", str(exc),
-                            secret_fix(person.pin.get_secret_value())))
+        reference = person.pin.get_secret_value()
+        if not is_secret_ref(reference):
+            continue
+        where = f"web.staff[{i}] ({person.name}).pin"
+        try:
+            value = _resolve_secret(reference)
+        except ValueError as exc:
+            out.append((where, str(exc), secret_fix(reference)))
+            continue
+        try:
+            _check_pin(value)
+        except ValueError as exc:
+            # It reads, but what it holds is no PIN: the fix is the value, not making it readable.
+            holder = f"the environment variable {reference[4:]}" if reference.startswith("env:") else reference[5:]
+            out.append((where, f"{reference} holds no valid PIN ({exc})",
+                        f"put the PIN itself, 4 to 12 digits, in {holder}"))
     return out
 
 

@@ -204,3 +204,40 @@ def test_a_busy_port_is_shown_and_tried_again_until_the_page_is_served(tmp_path:
         squatter.close()
         daemon.stop()
         term.close()
+
+
+def test_one_unreadable_pin_file_locks_out_that_person_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A PIN file removed or made unreadable on a running till: that person cannot sign in (and the log says
+    why, once), everyone else still can. Before, one bad file answered 503 to the whole shop, unlogged."""
+    from tests.web_support import web_daemon
+
+    pin_file = tmp_path / "wang.pin"
+    pin_file.write_text(PIN_WANG + "\n", encoding="utf-8")
+    term = PtyTerminal()
+    daemon = web_daemon(tmp_path, term, pin_wang=f"file:{pin_file}")
+    try:
+        assert client(daemon).login(PIN_WANG).status == 200
+        pin_file.unlink()
+        with caplog.at_level("WARNING", logger="settleguard.web"):
+            wang_now = [client(daemon).login(PIN_WANG).status for _ in range(2)]
+            li_now = client(daemon).login(PIN_LI).status
+        pin_file.write_text(PIN_WANG + "\n", encoding="utf-8")
+        wang_back = client(daemon).login(PIN_WANG).status
+    finally:
+        daemon.stop()
+        term.close()
+    assert wang_now == [401, 401] and li_now == 200 and wang_back == 200
+    warned = [r.getMessage() for r in caplog.records if "cannot sign in" in r.getMessage()]
+    assert len(warned) == 1 and "staff[0] (小王).pin" in warned[0] and str(pin_file) in warned[0], warned
+
+
+def test_check_config_tells_an_unreadable_pin_file_from_one_that_holds_no_pin(tmp_path: Path) -> None:
+    from agent.config import unresolved_secrets
+
+    holds_text = tmp_path / "wang.pin"
+    holds_text.write_text("secret\n", encoding="utf-8")
+    loaded = parse_config(web(person("小王", f"file:{holds_text}") + person("小李", f"file:{tmp_path}/none")))
+    (bad_value, missing) = unresolved_secrets(loaded.config)
+    assert bad_value[0] == "web.staff[0] (小王).pin" and "holds no valid PIN" in bad_value[1]
+    assert "4 to 12 digits" in bad_value[2] and str(holds_text) in bad_value[2] and "secret" not in bad_value[1]
+    assert missing[0] == "web.staff[1] (小李).pin" and "readable by the service user" in missing[2]

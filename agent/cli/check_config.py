@@ -31,7 +31,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             else:
                 effect = ("this person cannot sign in to the till page" if where.startswith("web.")
                           else "the service cannot send on this channel")
-                err(f"warning: {args.file}: {where}: {problem} ({effect} until it is set; replay does not "
+                err(f"warning: {args.file}: {where}: {problem} ({effect} until it is fixed; replay does not "
                     f"need it)\n  fix: {fix}")
         if missing and args.strict:
             return EX_CONFIG

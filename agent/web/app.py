@@ -26,9 +26,10 @@ import logging
 import queue
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class Till:
     ask: Callable[..., Any]                               # ask("ack", timeout=..., **args) -> reply dict
     status: Callable[[], dict[str, Any]]                  # the daemon's status() (sources, health)
     clock: Clock
+    _reported: tuple[str, ...] = field(default=(), init=False, repr=False)   # PIN problems last logged
 
     def web(self) -> WebConfig:
         web = self.loaded().config.web
@@ -79,12 +81,38 @@ class Till:
         return web
 
     def people(self) -> list[Person]:
-        # PINs given as env:/file: are read here, each sign-in (preflight checked they read at start).
-        try:
-            staff = self.web().resolved().staff
-        except ValueError as exc:
-            raise ApiError(503, "PIN 设置有误，请联系店长 / staff PINs cannot be read") from exc
-        return [Person(s.name, s.role, s.pin.get_secret_value()) for s in staff]
+        """Who may sign in now. PINs given as env:/file: are read here, each sign-in (preflight checked they
+        read at start): one person's PIN file gone unreadable locks out that person, not the whole shop."""
+        web = self.web()
+        people: list[Person] = []
+        problems: list[str] = []
+        for i, person in enumerate(web.staff):
+            try:
+                resolved = person.resolved()
+            except ValueError as exc:
+                problems.append(f"staff[{i}] ({person.name}).pin: {exc}")
+                continue
+            people.append(Person(resolved.name, resolved.role, resolved.pin.get_secret_value()))
+        # Two people whose references now read to one PIN could not be told apart: neither may sign in.
+        pins = Counter(p.pin for p in people)
+        for p in people:
+            if pins[p.pin] > 1:
+                problems.append(f"{p.name} has the same PIN as someone else")
+        people = [p for p in people if pins[p.pin] == 1]
+        self._report(problems)
+        if web.staff and not people:
+            raise ApiError(503, "PIN 设置有误，请联系店长 / staff PINs cannot be read")
+        return people
+
+    def _report(self, problems: list[str]) -> None:
+        # Once per change, not per sign-in: a phone retrying must not flood the journal of the service.
+        key = tuple(problems)
+        if key != self._reported:
+            self._reported = key
+            for problem in problems:
+                log.warning("till page: web.%s; this person cannot sign in until it is fixed", problem)
+            if not problems:
+                log.info("till page: every staff PIN reads again")
 
 
 # What a link may name: a short code or an id (anything else opens the page without a focus).
