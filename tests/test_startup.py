@@ -26,7 +26,8 @@ with contextlib.redirect_stdout(out):
         code = main(sys.argv[1:])
     except SystemExit as exc:
         code = exc.code
-heavy = ("pydantic", "agent.config", "agent.rules", "httpx", "apscheduler", "agent.pipeline", "sqlite3")
+heavy = ("pydantic", "agent.config", "agent.rules", "httpx", "apscheduler", "agent.pipeline", "sqlite3", "asyncio",
+         "ssl", "nats", "agent.fleet.stream")
 print(json.dumps({"code": code, "loaded": sorted(m for m in heavy if m in sys.modules)}), file=sys.stderr)
 """
 

@@ -21,7 +21,7 @@ def _connection_options(p: argparse.ArgumentParser, *, inherit: bool) -> None:
     def d(value: Any) -> Any:
         return argparse.SUPPRESS if inherit else value
 
-    from agent.fleet.stream import DEFAULT_STREAM, DEFAULT_URL, PASSWORD_ENV, TOKEN_ENV, USER_ENV
+    from agent.fleet.names import DEFAULT_STREAM, DEFAULT_URL, PASSWORD_ENV, TOKEN_ENV, USER_ENV
     p.add_argument("--url", default=d(DEFAULT_URL), help=f"head office's NATS (default {DEFAULT_URL})")
     p.add_argument("--stream", default=d(DEFAULT_STREAM), help=f"the JetStream stream (default {DEFAULT_STREAM})")
     p.add_argument("--token", default=d(None), metavar="REF", help=f"{_SECRET_HELP}; default ${TOKEN_ENV}")
@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> None:
     wa.add_argument("--window", default="10m", help="how close in time the two charges are (default 10m)")
     wa.add_argument("--late", default="1h",
                     help="how far behind a shop may forward after its uplink was down (default 1h)")
-    from agent.fleet.stream import DEFAULT_DURABLE
+    from agent.fleet.names import DEFAULT_DURABLE
     wa.add_argument("--durable", default=DEFAULT_DURABLE, help=f"consumer name (default {DEFAULT_DURABLE})")
     wa.add_argument("--once", action="store_true", help="judge what is pending, then exit (tests, cron)")
     wa.set_defaults(func=cmd_watch)

@@ -16,34 +16,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-SUBJECT_ROOT = "settleguard"
-# `fleet watch`'s durable consumer (here, not in watch.py: the CLI parser reads it without the rule's imports).
-DEFAULT_DURABLE = "settleguard-fleet-watch"
-DEFAULT_STREAM = "SETTLEGUARD"
-DEFAULT_URL = "nats://127.0.0.1:4222"
-# Where a secret comes from when no option names it (the same names in docs/FLEET.md).
-TOKEN_ENV, USER_ENV, PASSWORD_ENV = "SETTLEGUARD_NATS_TOKEN", "SETTLEGUARD_NATS_USER", "SETTLEGUARD_NATS_PASSWORD"
+# The names live in agent/fleet/names.py (the CLI's parser reads them without this module's imports).
+from agent.fleet.names import (  # noqa: F401  (re-exported: the readers and tests name them here)
+    DEFAULT_DURABLE,
+    DEFAULT_STREAM,
+    DEFAULT_URL,
+    PASSWORD_ENV,
+    SUBJECT_ROOT,
+    TOKEN_ENV,
+    USER_ENV,
+    kind_filter,
+    split_subject,
+    subject,
+)
 
 
 class FleetError(Exception):
     """Something the person running ``fleet`` must fix (unreachable server, no stream, bad secret)."""
-
-
-def subject(shop_id: str, till_id: str, kind: str) -> str:
-    return f"{SUBJECT_ROOT}.{shop_id}.{till_id}.{kind}"
-
-
-def kind_filter(kind: str) -> str:
-    """Every till's subject of one kind: ``settleguard.*.*.<kind>``."""
-    return f"{SUBJECT_ROOT}.*.*.{kind}"
-
-
-def split_subject(name: str) -> tuple[str, str, str] | None:
-    """(shop_id, till_id, kind) of ``settleguard.<shop>.<till>.<kind>``; None for any other subject."""
-    parts = name.split(".")
-    if len(parts) != 4 or parts[0] != SUBJECT_ROOT or not all(parts):
-        return None
-    return parts[1], parts[2], parts[3]
 
 
 def secret_value(reference: str | None, what: str) -> str | None:
