@@ -136,6 +136,20 @@ def test_latest_revision_wins_whatever_the_arrival_order() -> None:
     assert view.skipped == 1
 
 
+def test_a_chain_alert_no_till_will_close_leaves_the_list_a_day_after_its_deadline() -> None:
+    """CHAIN-001 comes from `fleet watch`: no till publishes its end. A till's own alert past its deadline
+    stays (the till says when it expired or escalated)."""
+    t = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    entries = []
+    for i, (rule, deadline) in enumerate([("CHAIN-001", t - timedelta(hours=23)), ("CHAIN-001", t - timedelta(hours=25)),
+                                          ("DUP-001", t - timedelta(days=3))]):
+        subj, _, event = alert("a", "t1", f"A{i}", 1, "open", deadline=deadline.isoformat())
+        event["data"]["rule"] = rule
+        entries.append(_entry(subj, event["data"], i + 1))
+    view = build(t, "S", 3.0, {}, [], entries)
+    assert sorted(a.alert["id"] for a in view.alerts) == ["A0", "A2"]
+
+
 @pytest.mark.parametrize("text", ["0", "1", "x", "-3x", "abc"])
 def test_stale_factor_refuses_nonsense(text: str) -> None:
     with pytest.raises(ValueError, match="--stale"):

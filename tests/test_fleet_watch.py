@@ -36,6 +36,23 @@ def test_same_card_same_amount_at_two_tills_within_the_window_is_one_finding() -
     assert len(w2.add(_seen("hwd", "t2", "000002", T0 + timedelta(minutes=1), card="************6691"))) == 1
 
 
+def test_two_terminals_with_clocks_off_are_judged_on_when_their_tills_received_the_charges() -> None:
+    """One terminal 40 minutes slow, the other right: the charges reached their tills 2 minutes apart, so
+    they are one customer charged twice, whatever the terminals printed. A CloudEvent without a usable
+    time falls back to the terminal's."""
+    subj, mid, slow = sale("hwd", "t1", "000001", T0 - timedelta(minutes=40))
+    slow["time"] = T0.isoformat()                       # received now, by the till's own clock
+    w = ChainWindow(WINDOW)
+    first = charge(subj, slow)
+    assert first is not None and first.time == T0
+    w.add(first)
+    assert len(w.add(_seen("lmk", "t1", "000077", T0 + timedelta(minutes=2)))) == 1
+    subj, _, no_time = sale("hwd", "t2", "000002", T0 + timedelta(minutes=5))
+    no_time["time"] = "not a time"
+    got = charge(subj, no_time)
+    assert got is not None and got.time == T0 + timedelta(minutes=5)
+
+
 def test_not_within_one_till_not_outside_the_window_not_another_amount_or_card() -> None:
     w = ChainWindow(WINDOW)
     w.add(_seen("hwd", "t1", "000001", T0))

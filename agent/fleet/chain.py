@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.alerts.lifecycle import AlertState, NoticeKind
 from agent.delivery.cloudevents import ALERT_TYPE_PREFIX
-from agent.fleet.stream import split_subject, subject
+from agent.fleet.stream import aware_time, split_subject, subject
 from agent.identity import event_source
 from agent.model import CODE_ALPHABET
 from agent.units import format_money
@@ -69,12 +69,12 @@ def charge(subject_name: str, event: dict[str, Any] | None) -> Seen | None:
     data = event["data"]
     amount = data.get("amount_minor")
     card = data.get("card")
-    try:
-        when = datetime.fromisoformat(data["time"]) if isinstance(data.get("time"), str) else None
-    except ValueError:
-        when = None
+    # When the till received it (the CloudEvent's time, the till's own clock) rather than the terminal's
+    # printed time: two tills' terminals can each be minutes off, and the till corrects its rules for that
+    # skew but publishes the event as the terminal said it. The terminal's time is the fallback.
+    when = aware_time(event.get("time")) or aware_time(data.get("time"))
     if (data.get("kind") not in CHARGING_KINDS or data.get("result") != "approved" or when is None
-            or when.tzinfo is None or not isinstance(card, str) or len(card) < 4
+            or not isinstance(card, str) or len(card) < 4
             or not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0):
         return None
     key = f"{event.get('source')}#{event.get('id')}"

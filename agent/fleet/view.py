@@ -14,15 +14,20 @@ judgement exactly; :func:`gather` does the reading (agent/fleet/stream.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from agent.alerts.lifecycle import FINAL_STATES
-from agent.fleet.stream import Entry, NatsOptions, kind_filter, split_subject
+from agent.fleet.stream import Entry, NatsOptions, aware_time, kind_filter, split_subject
 
 OK, UNHEALTHY, STALE, NO_HEARTBEAT = "ok", "unhealthy", "stale", "no_heartbeat"
 STATUS_ZH = {OK: "正常", UNHEALTHY: "异常", STALE: "失联", NO_HEARTBEAT: "无心跳"}
 DEFAULT_STALE_FACTOR = 3.0
+# CHAIN-001 alerts come from `fleet watch`, not from a till, so no till ever publishes their end (expired,
+# voided). Listed while a void may still help and a day more for head office's follow-up; the stream keeps
+# them until its max_age.
+CHAIN_LISTED_AFTER_DEADLINE = timedelta(days=1)
+CHAIN_RULE = "CHAIN-001"
 
 
 def parse_factor(text: str) -> float:
@@ -35,16 +40,6 @@ def parse_factor(text: str) -> float:
     if not value > 1.0 or value > 1000:
         raise ValueError(f"--stale takes a factor of the heartbeat interval above 1, like 3x (got {text!r})")
     return value
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _int(value: Any) -> int | None:
@@ -81,7 +76,7 @@ class OpenAlert:
     @property
     def deadline(self) -> datetime | None:
         suggestion = self.alert.get("suggestion")
-        return _time(suggestion.get("deadline")) if isinstance(suggestion, dict) else None
+        return aware_time(suggestion.get("deadline")) if isinstance(suggestion, dict) else None
 
     def amount(self) -> tuple[int | None, str | None]:
         raw = self.alert.get("suggestion")
@@ -140,7 +135,7 @@ def judge(till: Till, now: datetime, factor: float) -> None:
     if hb is None:
         till.status = NO_HEARTBEAT
         return
-    at, interval = _time(hb.get("at")), _int(hb.get("interval_s"))
+    at, interval = aware_time(hb.get("at")), _int(hb.get("interval_s"))
     if at is None or interval is None or interval <= 0:
         # A heartbeat we cannot date is no sign of life: say stale rather than guess.
         till.status = STALE
@@ -189,9 +184,19 @@ def build(now: datetime, stream: str, factor: float, subjects: dict[str, int], h
             latest[key] = (*rank, data)
     far = datetime.max.replace(tzinfo=now.tzinfo)
     view.alerts = sorted((OpenAlert(shop, till, data) for (shop, till, _), (_, _, data) in latest.items()
-                          if data.get("state") not in FINAL_STATES),
+                          if data.get("state") not in FINAL_STATES and not _chain_alert_over(data, now)),
                          key=lambda a: (a.shop_id, a.deadline or far, a.till_id, str(a.alert.get("id"))))
     return view
+
+
+def _chain_alert_over(data: dict[str, Any], now: datetime) -> bool:
+    if data.get("rule") != CHAIN_RULE:
+        return False
+    suggestion = data.get("suggestion")
+    deadline = aware_time(suggestion.get("deadline")) if isinstance(suggestion, dict) else None
+    created = aware_time(data.get("created"))
+    end = deadline or (created + timedelta(days=1) if created else None)
+    return end is not None and now > end + CHAIN_LISTED_AFTER_DEADLINE
 
 
 async def gather(options: NatsOptions, now: datetime, factor: float) -> FleetView:
