@@ -141,8 +141,9 @@ def test_a_chain_alert_no_till_will_close_leaves_the_list_a_day_after_its_deadli
     stays (the till says when it expired or escalated)."""
     t = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
     entries = []
-    for i, (rule, deadline) in enumerate([("CHAIN-001", t - timedelta(hours=23)), ("CHAIN-001", t - timedelta(hours=25)),
-                                          ("DUP-001", t - timedelta(days=3))]):
+    cases = [("CHAIN-001", t - timedelta(hours=23)), ("CHAIN-001", t - timedelta(hours=25)),
+             ("DUP-001", t - timedelta(days=3))]
+    for i, (rule, deadline) in enumerate(cases):
         subj, _, event = alert("a", "t1", f"A{i}", 1, "open", deadline=deadline.isoformat())
         event["data"]["rule"] = rule
         entries.append(_entry(subj, event["data"], i + 1))

@@ -40,7 +40,7 @@ def test_two_terminals_with_clocks_off_are_judged_on_when_their_tills_received_t
     """One terminal 40 minutes slow, the other right: the charges reached their tills 2 minutes apart, so
     they are one customer charged twice, whatever the terminals printed. A CloudEvent without a usable
     time falls back to the terminal's."""
-    subj, mid, slow = sale("hwd", "t1", "000001", T0 - timedelta(minutes=40))
+    subj, _, slow = sale("hwd", "t1", "000001", T0 - timedelta(minutes=40))
     slow["time"] = T0.isoformat()                       # received now, by the till's own clock
     w = ChainWindow(WINDOW)
     first = charge(subj, slow)

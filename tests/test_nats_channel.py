@@ -221,10 +221,14 @@ def test_server_down_for_a_while_then_back_loses_nothing_and_keeps_order(tmp_pat
 def test_a_server_never_reached_is_a_quick_retry_not_a_dead_letter(tmp_path: Path) -> None:
     from tests.nats_support import free_port
 
-    channel = NatsChannel("hq", servers=[f"nats://127.0.0.1:{free_port()}"], timeout=2.0)
+    port = free_port()
+    channel = NatsChannel("hq", servers=[f"nats://bob:s3cret@127.0.0.1:{port}"], timeout=2.0)
     try:
         outcome = channel.send(heartbeat(), message_id="heartbeat.x", now=at(14, 0), sender=None)  # type: ignore[arg-type]
         assert outcome.status == "retry", outcome
+        # Said as what it is (nothing answers there), not as a slow stream, and without the password.
+        assert "PubAck" not in outcome.reason and f"127.0.0.1:{port}" in outcome.reason, outcome
+        assert "s3cret" not in outcome.reason
     finally:
         channel.close()
 

@@ -128,6 +128,7 @@ class NatsChannel(Channel):
         # Sticky until a login succeeds: after refusing us the server drops the connection, and the
         # client's next error ("connection reset") must not hide why.
         self._auth_refused = False
+        self._connecting = False     # the last publish's time ran out while connecting, not awaiting the PubAck
         self._closed = False
 
     # -- the delivery thread's side --------------------------------------------------------------
@@ -202,7 +203,9 @@ class NatsChannel(Channel):
     async def _publish_once(self, subject: str, body: bytes, message_id: str) -> Outcome:
         import nats.js.errors
 
+        self._connecting = True
         js = await self._connected()
+        self._connecting = False
         max_payload = self._nc.max_payload
         if max_payload and len(body) > max_payload:
             return Outcome.permanent(f"nats {self.name}: a {len(body)}-byte message is over the server's "
@@ -298,6 +301,11 @@ class NatsChannel(Channel):
         if isinstance(exc, nats.js.errors.APIError) and exc.err_code == ERR_EXPECTED_STREAM:
             return Outcome.retry(None, f"{name}: these subjects belong to another stream than "
                                        f"{self.stream.name}: {exc.description}")
+        if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError) and self._connecting:
+            # A refused or unreachable server: said as such, not as a slow stream.
+            where = ", ".join(u.rpartition("@")[2] for u in self.servers)   # no user:password@ in a log
+            return Outcome.retry(None, f"{name}: cannot connect to {where} within "
+                                       f"{self.timeout:g}s ({self._last_error or 'server down or unreachable'})")
         if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
             return Outcome.retry(None, f"{name}: no PubAck within {self.timeout:g}s "
                                        f"({self._last_error or 'server slow or unreachable'})")
