@@ -107,6 +107,35 @@ def test_dead_letters_a_clock_behind_the_journal_and_a_missing_calendar_year_are
     assert check_clock(datetime(2001, 1, 1, tzinfo=UTC), None).status == "fail"
 
 
+def test_a_channel_locked_out_that_keeps_retrying_is_reported_though_nothing_is_dead(tmp_path: Path) -> None:
+    """A NATS channel whose password was changed on the server retries for ever (the messages are kept), so it
+    never makes a dead letter; doctor still says it is failing, and why."""
+    state = tmp_path / "state"
+    state.mkdir()
+    Journal(state / "settleguard.sqlite3").close()
+    conn = sqlite3.connect(state / "settleguard.sqlite3")
+    refused = "nats hq: NATS 拒绝登录 (authorization refused): check user/password ..."
+    for i, attempts in enumerate((7, 3)):
+        conn.execute("INSERT INTO outbox(message_id, channel, kind, payload, state, attempts, next_at, created,"
+                     " updated, last_error) VALUES(?, 'hq', 'opened', '{}', 'pending', ?, 'x', 'x', ?, ?)",
+                     (f"a.{i}", attempts, f"2026-11-27T12:0{i}:00Z", refused))
+    conn.execute("INSERT INTO outbox(message_id, channel, kind, payload, state, attempts, next_at, created, updated)"
+                 " VALUES('b.1', 'shop', 'opened', '{}', 'pending', 0, 'x', 'x', 'x')")     # not tried yet: fine
+    conn.commit()
+    conn.close()
+    cfg = tmp_path / "settleguard.toml"
+    cfg.write_text(CONFIG.format(device="/dev/null", port=1), encoding="utf-8")
+    checks = by_name(run_checks(cfg, state, clock=ManualClock(NOW)))
+    assert checks["dead letters"].status == "ok"
+    locked = checks["channel hq delivery"]
+    assert locked.status == "warn" and "2 message(s)" in locked.detail and "up to 7" in locked.detail
+    assert "拒绝登录" in locked.detail and "channel shop delivery" not in checks
+    from agent.config import parse_config
+
+    nats = parse_config('[[channel]]\nname = "chain"\ntype = "nats"\nurl = "nats://hq.example.com"\n')
+    assert endpoints(nats) == [("chain", "hq.example.com", 4222)]
+
+
 def test_network_check_connects_to_the_channel_host_and_sends_nothing(tmp_path: Path) -> None:
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]

@@ -175,6 +175,7 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
             result = reader.integrity_check()
             newest = reader.latest_transaction()
             dead = reader.dead_letters(None)
+            failing = reader.failing_channels()
             quarantine = check_quarantine(reader)
     except StoreError as exc:
         return [Check("journal", "fail", f"{path}: {exc}",
@@ -192,6 +193,12 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
                             "fix the channel (key, URL, secret), then look at `settleguard alerts`"))
     else:
         checks.append(Check("dead letters", "ok", "none"))
+    for ch in failing:
+        checks.append(Check(f"channel {ch['channel']} delivery", "warn",
+                            f"{ch['waiting']} message(s) waiting after failed tries (up to {ch['attempts']} each); "
+                            f"last error: {ch['last_error']}",
+                            "fix what the error names (url, secret, the server's accounts); the messages are kept "
+                            "and go out once it works"))
     checks.append(quarantine)
     return checks, newest
 
@@ -440,7 +447,8 @@ def endpoints(loaded: LoadedConfig) -> list[tuple[str, str, int]]:
             continue
         url = urlsplit(ch.url.get_secret_value() if ch.url else defaults.get(ch.type, ""))
         if url.hostname:
-            out.append((ch.name, url.hostname, url.port or (443 if url.scheme == "https" else 80)))
+            default = {"https": 443, "http": 80}.get(url.scheme, 4222)   # nats://, tls://: NATS's port
+            out.append((ch.name, url.hostname, url.port or default))
     return out
 
 

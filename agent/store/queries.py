@@ -202,6 +202,18 @@ class JournalReader:
                                 " ('pending','sending')", (utc_text(now), utc_text(now))).fetchone()
         return int(row[0] or 0), int(row[1] or 0)
 
+    def failing_channels(self) -> list[dict[str, Any]]:
+        """Per channel with messages still waiting after failed tries: how many, the most tries, the newest
+        error. A channel locked out (a wrong password, a revoked token) retries for ever and never makes dead
+        letters: this is where it shows."""
+        rows = self.conn.execute(
+            "SELECT channel, COUNT(*) AS waiting, MAX(attempts) AS attempts, MIN(created) AS oldest,"
+            " (SELECT o2.last_error FROM outbox o2 WHERE o2.channel = o.channel AND o2.state IN ('pending','sending')"
+            "  AND o2.last_error IS NOT NULL ORDER BY o2.updated DESC LIMIT 1) AS last_error"
+            " FROM outbox o WHERE state IN ('pending','sending') AND attempts > 0 AND last_error IS NOT NULL"
+            " GROUP BY channel ORDER BY channel").fetchall()
+        return [dict(r) for r in rows]
+
     def dead_letters(self, limit: int | None = 50, *, oldest_first: bool = False) -> list[dict[str, Any]]:
         """Messages no channel will ever deliver, newest first unless ``oldest_first``; all when no limit."""
         order = "ASC" if oldest_first else "DESC"
