@@ -115,3 +115,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _micros(t: datetime) -> int:
     d = t - _EPOCH
     return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def aware_time(value: object) -> datetime | None:
+    """An ISO 8601 time with its offset, as settleguard writes them in JSON; None for anything else (a time
+    without an offset is not guessed into a zone)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None

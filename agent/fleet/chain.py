@@ -20,11 +20,12 @@ from typing import Any
 
 from agent.alerts.lifecycle import AlertState, NoticeKind
 from agent.delivery.cloudevents import ALERT_TYPE_PREFIX
-from agent.fleet.stream import aware_time, split_subject, subject
+from agent.fleet.stream import split_subject, subject
 from agent.identity import event_source
 from agent.model import CODE_ALPHABET
 from agent.units import format_money
 from drivers.pan import card_tail, same_card
+from drivers.timeutil import aware_time
 
 RULE = "CHAIN-001"
 RULE_VERSION = "1"

@@ -31,17 +31,6 @@ from agent.fleet.names import (  # noqa: F401  (re-exported: the readers and tes
 )
 
 
-def aware_time(value: Any) -> datetime | None:
-    """An ISO 8601 time with its offset, as the tills write them; None for anything else (no guessing a zone)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 class FleetError(Exception):
     """Something the person running ``fleet`` must fix (unreachable server, no stream, bad secret)."""
 

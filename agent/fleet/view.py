@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent.alerts.lifecycle import FINAL_STATES
-from agent.fleet.stream import Entry, NatsOptions, aware_time, kind_filter, split_subject
+from agent.fleet.stream import Entry, NatsOptions, kind_filter, split_subject
+from drivers.timeutil import aware_time
 
 OK, UNHEALTHY, STALE, NO_HEARTBEAT = "ok", "unhealthy", "stale", "no_heartbeat"
 STATUS_ZH = {OK: "正常", UNHEALTHY: "异常", STALE: "失联", NO_HEARTBEAT: "无心跳"}

@@ -44,6 +44,7 @@ from agent.delivery.channels.layout import (
 )
 from agent.model import CODE_ALPHABET, SEVERITY_RANK
 from agent.units import format_money
+from drivers.timeutil import aware_time
 
 __all__ = [
     "DINGTALK_MARKDOWN_LIMIT", "FEISHU_BODY_LIMIT", "FEISHU_CONTENT_LIMIT", "WECOM_MARKDOWN_LIMIT",
@@ -122,15 +123,8 @@ def rule_titles(alert: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _parse_time(value: Any, tz: tzinfo | None) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(tz) if tz else parsed
+    parsed = aware_time(value)
+    return parsed.astimezone(tz) if parsed and tz else parsed
 
 
 def _local(when: datetime, tz: tzinfo | None) -> datetime:
