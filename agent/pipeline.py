@@ -422,7 +422,9 @@ class Pipeline:
                 self.counts["ecr_requests"] += 1
                 self.till.ecr_request(event, source=batch.source, received=batch.received)
             if self.announcer.event_channels:   # a NATS stream with `events = true` (agent/delivery/events.py)
-                announce_event(self.announcer, event, self.config.shop, self.clock.now())
+                # Stamped when the till received it (the CloudEvent's time): what CHAIN-001 compares across
+                # tills, not the moment a backlog (a spool read at start, a journal stall) was worked off.
+                announce_event(self.announcer, event, self.config.shop, batch.received)
         if pending_receipt is not None:
             # Terminals print after the status message: attach to the source's last transaction. Not when
             # something of this read was quarantined: the slip may be that refused transaction's.

@@ -295,6 +295,26 @@ def test_events_on_a_transaction_arrives_on_its_subject_with_the_masked_card_onl
         channel.close()
 
 
+def test_an_event_is_stamped_when_the_till_received_it_not_when_a_backlog_was_worked_off(
+        tmp_path: Path, nats_server: NatsServer) -> None:
+    """CHAIN-001 compares tills on the CloudEvent's time: a read processed an hour late (a spool read at start,
+    a journal stall) keeps the time it was received."""
+    from datetime import timedelta
+
+    from agent.messages import EventBatch
+
+    h, d, channel = make(tmp_path, nats_server.url, "events = true")
+    try:
+        h.clock.set(at(15, 3))
+        read = EventBatch("terminal", (sale("000122", 12800, at(14, 3)),), at(14, 3) + timedelta(seconds=2))
+        h.pipeline.process([read])
+        drain(h, d)
+        (txn,) = read_stream(nats_server.url)
+        assert datetime.fromisoformat(txn.event["time"]) == at(14, 3) + timedelta(seconds=2)
+    finally:
+        channel.close()
+
+
 def test_events_off_sends_no_transaction(tmp_path: Path, nats_server: NatsServer) -> None:
     h, d, channel = make(tmp_path, nats_server.url)
     try:

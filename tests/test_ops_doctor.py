@@ -121,19 +121,27 @@ def test_a_channel_locked_out_that_keeps_retrying_is_reported_though_nothing_is_
                      (f"a.{i}", attempts, f"2026-11-27T12:0{i}:00Z", refused))
     conn.execute("INSERT INTO outbox(message_id, channel, kind, payload, state, attempts, next_at, created, updated)"
                  " VALUES('b.1', 'shop', 'opened', '{}', 'pending', 0, 'x', 'x', 'x')")     # not tried yet: fine
+    conn.execute("INSERT INTO outbox(message_id, channel, kind, payload, state, attempts, next_at, created, updated,"
+                 " last_error) VALUES('c.1', 'shop', 'opened', '{}', 'pending', 1, 'x', 'x', 'x', 'HTTP 502')")
+    conn.execute("INSERT INTO outbox(message_id, channel, kind, payload, state, attempts, next_at, created, updated,"
+                 " last_error) VALUES('d.1', 'gone', 'opened', '{}', 'pending', 9, 'x', 'x', 'x', 'HTTP 404')")
     conn.commit()
     conn.close()
     cfg = tmp_path / "settleguard.toml"
-    cfg.write_text(CONFIG.format(device="/dev/null", port=1), encoding="utf-8")
+    shop = '\n[[channel]]\nname = "shop"\ntype = "webhook"\nurl = "http://127.0.0.1:2/hook"\n'
+    cfg.write_text(CONFIG.format(device="/dev/null", port=1) + shop, encoding="utf-8")
     checks = by_name(run_checks(cfg, state, clock=ManualClock(NOW)))
     assert checks["dead letters"].status == "ok"
     locked = checks["channel hq delivery"]
     assert locked.status == "warn" and "2 message(s)" in locked.detail and "up to 7" in locked.detail
-    assert "拒绝登录" in locked.detail and "channel shop delivery" not in checks
+    # one transient failure waiting for its retry, and a channel taken out of the config: no line
+    assert "拒绝登录" in locked.detail
+    assert "channel shop delivery" not in checks and "channel gone delivery" not in checks
     from agent.config import parse_config
 
-    nats = parse_config('[[channel]]\nname = "chain"\ntype = "nats"\nurl = "nats://hq.example.com"\n')
-    assert endpoints(nats) == [("chain", "hq.example.com", 4222)]
+    for url, port in [("nats://hq.example.com", 4222), ("wss://hq.example.com", 443), ("ws://hq.example.com", 80)]:
+        nats = parse_config(f'[[channel]]\nname = "chain"\ntype = "nats"\nurl = "{url}"\n')
+        assert endpoints(nats) == [("chain", "hq.example.com", port)], url
 
 
 def test_network_check_connects_to_the_channel_host_and_sends_nothing(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def run_checks(config_path: Path, state_dir: Path, *, network: bool = False, clo
     newest = None
     journal = journal_path(state_dir)
     if journal.exists():
-        journal_checks, newest = check_journal(journal)
+        channels = {c.name for c in loaded.config.channel if c.enabled} if loaded is not None else None
+        journal_checks, newest = check_journal(journal, channels)
         checks += journal_checks
         checks += check_wires(journal, loaded.tz if loaded is not None else None)
         checks += check_unread(journal, now, loaded.tz if loaded is not None else None)
@@ -162,7 +163,12 @@ def check_state_dir(state_dir: Path) -> Check:
     return Check("state directory", "ok", f"{state_dir} is writable")
 
 
-def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
+# A channel is reported as failing once a message has been tried this often: one transient 502 waiting for
+# its retry is not worth a line, a lock-out that retries for ever is.
+FAILING_AFTER_ATTEMPTS = 3
+
+
+def check_journal(path: Path, channels: set[str] | None = None) -> tuple[list[Check], datetime | None]:
     from agent.store.queries import open_read_only
     from agent.store.schema import StoreError
 
@@ -194,6 +200,8 @@ def check_journal(path: Path) -> tuple[list[Check], datetime | None]:
     else:
         checks.append(Check("dead letters", "ok", "none"))
     for ch in failing:
+        if ch["attempts"] < FAILING_AFTER_ATTEMPTS or (channels is not None and ch["channel"] not in channels):
+            continue   # (rows of a channel taken out of the config are never sent again: not this check's news)
         checks.append(Check(f"channel {ch['channel']} delivery", "warn",
                             f"{ch['waiting']} message(s) waiting after failed tries (up to {ch['attempts']} each); "
                             f"last error: {ch['last_error']}",
@@ -447,7 +455,8 @@ def endpoints(loaded: LoadedConfig) -> list[tuple[str, str, int]]:
             continue
         url = urlsplit(ch.url.get_secret_value() if ch.url else defaults.get(ch.type, ""))
         if url.hostname:
-            default = {"https": 443, "http": 80}.get(url.scheme, 4222)   # nats://, tls://: NATS's port
+            # nats:// and tls:// carry their port already (config adds 4222); ws(s):// go through a web proxy.
+            default = {"https": 443, "wss": 443, "http": 80, "ws": 80}.get(url.scheme, 4222)
             out.append((ch.name, url.hostname, url.port or default))
     return out
 

@@ -204,7 +204,12 @@ class NatsChannel(Channel):
         import nats.js.errors
 
         self._connecting = True
-        js = await self._connected()
+        try:
+            js = await self._connected()
+        except Exception:
+            # Said by its own error; only a cancellation (the time ran out) leaves the flag for _classify.
+            self._connecting = False
+            raise
         self._connecting = False
         max_payload = self._nc.max_payload
         if max_payload and len(body) > max_payload:
