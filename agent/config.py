@@ -883,14 +883,23 @@ class WebConfig(_Strict):
     def resolved(self) -> WebConfig:
         """The page's settings with every PIN read (the daemon, where the page is served); ValueError
         naming ``staff[i] (name).pin`` when one cannot be read or two people end up with one PIN."""
-        staff = []
+        staff, problems = self.readable_staff()
+        if problems:
+            raise ValueError(problems[0])
+        _distinct(staff)
+        return self.model_copy(update={"staff": staff})
+
+    def readable_staff(self) -> tuple[list[StaffConfig], list[str]]:
+        """Each person whose PIN reads now (PIN read), and ``staff[i] (name).pin: why`` for each whose
+        PIN does not: the page signs in the first while the second are fixed."""
+        staff: list[StaffConfig] = []
+        problems: list[str] = []
         for i, person in enumerate(self.staff):
             try:
                 staff.append(person.resolved())
             except ValueError as exc:
-                raise ValueError(f"staff[{i}] ({person.name}).pin: {exc}") from None
-        _distinct(staff)
-        return self.model_copy(update={"staff": staff})
+                problems.append(f"staff[{i}] ({person.name}).pin: {exc}")
+        return staff, problems
 
 
 def _distinct(staff: list[StaffConfig]) -> None:

@@ -84,15 +84,8 @@ class Till:
         """Who may sign in now. PINs given as env:/file: are read here, each sign-in (preflight checked they
         read at start): one person's PIN file gone unreadable locks out that person, not the whole shop."""
         web = self.web()
-        people: list[Person] = []
-        problems: list[str] = []
-        for i, person in enumerate(web.staff):
-            try:
-                resolved = person.resolved()
-            except ValueError as exc:
-                problems.append(f"staff[{i}] ({person.name}).pin: {exc}")
-                continue
-            people.append(Person(resolved.name, resolved.role, resolved.pin.get_secret_value()))
+        staff, problems = web.readable_staff()
+        people = [Person(s.name, s.role, s.pin.get_secret_value()) for s in staff]
         # Two people whose references now read to one PIN could not be told apart: neither may sign in.
         pins = Counter(p.pin for p in people)
         for p in people:
