@@ -383,8 +383,9 @@ class TillMatching:
 
         Each link gets its stored requests in order; one is answered by a charge received with or after it
         of its amount (any charge when it named none): a fast terminal's approval often arrives in the same
-        read as the request, so both carry one received time. The journal keeps no source per charge here, so with
-        several links a charge may close the wrong one's request: a missed MATCH-004, never a false one.
+        read as the request, so both carry one received time. The journal keeps no source per charge here,
+        so with several links a charge may close the wrong one's request: a missed MATCH-004, never a false
+        one.
         """
         for link, request, received in self.ecr_store.recent(now - FORGET_AFTER):
             self.ecr.request(link, request, received)

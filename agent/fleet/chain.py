@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.alerts.lifecycle import AlertState, NoticeKind
 from agent.delivery.cloudevents import ALERT_TYPE_PREFIX
-from agent.fleet.stream import split_subject, subject
+from agent.fleet.names import split_subject, subject
 from agent.identity import event_source
 from agent.model import CODE_ALPHABET
 from agent.units import format_money

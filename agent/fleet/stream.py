@@ -16,19 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-# The names live in agent/fleet/names.py (the CLI's parser reads them without this module's imports).
-from agent.fleet.names import (  # noqa: F401  (re-exported: the readers and tests name them here)
-    DEFAULT_DURABLE,
-    DEFAULT_STREAM,
-    DEFAULT_URL,
-    PASSWORD_ENV,
-    SUBJECT_ROOT,
-    TOKEN_ENV,
-    USER_ENV,
-    kind_filter,
-    split_subject,
-    subject,
-)
+from agent.fleet.names import DEFAULT_STREAM, DEFAULT_URL, PASSWORD_ENV, SUBJECT_ROOT, TOKEN_ENV, USER_ENV
 
 
 class FleetError(Exception):

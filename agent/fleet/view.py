@@ -18,7 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent.alerts.lifecycle import FINAL_STATES
-from agent.fleet.stream import Entry, NatsOptions, kind_filter, split_subject
+from agent.fleet.chain import RULE as CHAIN_RULE
+from agent.fleet.names import kind_filter, split_subject
+from agent.fleet.stream import Entry, NatsOptions
 from drivers.timeutil import aware_time
 
 OK, UNHEALTHY, STALE, NO_HEARTBEAT = "ok", "unhealthy", "stale", "no_heartbeat"
@@ -28,7 +30,6 @@ DEFAULT_STALE_FACTOR = 3.0
 # voided). Listed while a void may still help and a day more for head office's follow-up; the stream keeps
 # them until its max_age.
 CHAIN_LISTED_AFTER_DEADLINE = timedelta(days=1)
-CHAIN_RULE = "CHAIN-001"
 
 
 def parse_factor(text: str) -> float:
@@ -184,19 +185,18 @@ def build(now: datetime, stream: str, factor: float, subjects: dict[str, int], h
         if key not in latest or rank > latest[key][:2]:
             latest[key] = (*rank, data)
     far = datetime.max.replace(tzinfo=now.tzinfo)
-    view.alerts = sorted((OpenAlert(shop, till, data) for (shop, till, _), (_, _, data) in latest.items()
-                          if data.get("state") not in FINAL_STATES and not _chain_alert_over(data, now)),
+    open_alerts = (OpenAlert(shop, till, data) for (shop, till, _), (_, _, data) in latest.items()
+                   if data.get("state") not in FINAL_STATES)
+    view.alerts = sorted((a for a in open_alerts if not _chain_alert_over(a, now)),
                          key=lambda a: (a.shop_id, a.deadline or far, a.till_id, str(a.alert.get("id"))))
     return view
 
 
-def _chain_alert_over(data: dict[str, Any], now: datetime) -> bool:
-    if data.get("rule") != CHAIN_RULE:
+def _chain_alert_over(alert: OpenAlert, now: datetime) -> bool:
+    if alert.alert.get("rule") != CHAIN_RULE:
         return False
-    suggestion = data.get("suggestion")
-    deadline = aware_time(suggestion.get("deadline")) if isinstance(suggestion, dict) else None
-    created = aware_time(data.get("created"))
-    end = deadline or (created + timedelta(days=1) if created else None)
+    created = aware_time(alert.alert.get("created"))
+    end = alert.deadline or (created + timedelta(days=1) if created else None)
     return end is not None and now > end + CHAIN_LISTED_AFTER_DEADLINE
 
 

@@ -19,7 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from agent.fleet.chain import ChainWindow, Finding, alert_events, charge
-from agent.fleet.stream import DEFAULT_DURABLE, NatsOptions, kind_filter, parse_event, read, subject
+from agent.fleet.names import DEFAULT_DURABLE, kind_filter, subject
+from agent.fleet.stream import NatsOptions, parse_event, read
 from drivers.clock import Clock
 
 

@@ -207,7 +207,7 @@ class JournalReader:
         error. A channel locked out (a wrong password, a revoked token) retries for ever and never makes dead
         letters: this is where it shows."""
         rows = self.conn.execute(
-            "SELECT channel, COUNT(*) AS waiting, MAX(attempts) AS attempts, MIN(created) AS oldest,"
+            "SELECT channel, COUNT(*) AS waiting, MAX(attempts) AS attempts,"
             " (SELECT o2.last_error FROM outbox o2 WHERE o2.channel = o.channel AND o2.state IN ('pending','sending')"
             "  AND o2.last_error IS NOT NULL ORDER BY o2.updated DESC LIMIT 1) AS last_error"
             " FROM outbox o WHERE state IN ('pending','sending') AND attempts > 0 AND last_error IS NOT NULL"
