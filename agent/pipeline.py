@@ -628,9 +628,13 @@ class Pipeline:
 
     def _refresh_baseline(self, now: datetime) -> dict[str, Any]:
         window = self.engine.baseline_window
-        # With times: when large bills happen (AMT-001). Replay keeps them in memory (SaleAmounts).
-        amounts = (self._sales.pairs(now - window, now) if self._sales is not None
-                   else self.journal.approved_sale_times(now - window, now))
+        # With times: when large bills happen (AMT-001). Replay keeps the window's running aggregates in
+        # memory (SaleAmounts): the same baseline as compute's on the same pairs, without walking them.
+        if self._sales is not None:
+            baseline, held = self._sales.baseline(now - window, now)
+            self.engine.state.set_baseline(baseline)
+            return {"ok": True, "amounts": held, "ready": baseline is not None}
+        amounts = self.journal.approved_sale_times(now - window, now)
         baseline = self.engine.refresh_baseline(amounts, now)
         return {"ok": True, "amounts": len(amounts), "ready": baseline is not None}
 
@@ -649,7 +653,7 @@ class Pipeline:
         self.till.warm(now, recent)
         if self._baseline_in_memory:
             window = self.engine.baseline_window
-            self._sales = SaleAmounts(window, self.journal.approved_sales_since(now - window))
+            self._sales = SaleAmounts(window, self.journal.approved_sales_since(now - window), self.engine.state.tz)
         self._refresh_baseline(now)
 
 

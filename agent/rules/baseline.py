@@ -1,5 +1,7 @@
 """The shop's typical sale amount, computed once per refresh so each check is O(1).
 
+(Over 500 lines: compute and its running form side by side, as each must give the other's floats.)
+
 Amounts are compared on a log scale: a shop's amounts are roughly log-normal
 (many small tickets, a few big ones), and a decimal slip is a constant shift of
 log10(amount) by 1, 2 or 3. Spread is the median absolute deviation (MAD) of
@@ -32,6 +34,11 @@ the mean absolute deviation scaled to the same units (1.253314 * MeanAD, the
 ratio of the two for a normal distribution). When that is 0 too, every sale
 had the same amount and there is no spread at all: the outlier rule then
 flags only amounts more than a configured factor away from that constant.
+
+``compute`` walks its whole window (the daemon's journal path: a refresh a few times a day).
+``RunningBaseline`` keeps the same aggregates as sales enter and leave a window and builds a baseline
+equal to ``compute``'s on that window in O(bins + distinct amounts + tail) (replay refreshes once a
+simulated day: issue 20).
 """
 
 from __future__ import annotations
@@ -41,9 +48,12 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
+from heapq import nsmallest
 from statistics import NormalDist, median
 from typing import Any, cast
+
+from sortedcontainers import SortedKeyList
 
 MEANAD_TO_SIGMA = 1.253314   # sqrt(pi/2): MeanAD of a normal distribution is 0.7979 sigma
 MAD_TO_SIGMA = 1.4826        # 1 / 0.6745
@@ -311,3 +321,212 @@ def _hours(timed: Sequence[tuple[datetime, int]], p95_minor: int, tz: tzinfo | N
             hour_tail[i] += 1
         days.add(local.date())
     return {"hour_all": tuple(hour_all), "hour_tail": tuple(hour_tail), "days": len(days)}
+
+
+class _Amount:
+    """One distinct amount in a running window: its sales, its histogram edge, its sales by hour bin."""
+
+    __slots__ = ("count", "edge", "hours")
+
+    def __init__(self, edge: int) -> None:
+        self.count = 0
+        self.edge = edge
+        self.hours: dict[int, int] = {}
+
+
+def _edge(x: float) -> int:
+    """The smallest k with x < k * LOG_BIN: an amount of ln x is counted in every running total from there.
+
+    ``_histogram``'s edges are ``k * LOG_BIN`` for integer k, the same float whatever its first bin, so
+    "ln(amount) < edge" decided once per distinct amount is the comparison compute's bisects make.
+    """
+    k = math.floor(x / LOG_BIN) + 1
+    while not x < k * LOG_BIN:
+        k += 1
+    while x < (k - 1) * LOG_BIN:
+        k -= 1
+    return k
+
+
+class RunningBaseline:
+    """What ``AmountBaseline.compute`` derives from (instant, amount) pairs, kept as each sale enters and
+    leaves the window, so a refresh costs O(bins + distinct amounts + tail) instead of O(window).
+
+    ``baseline(now)`` equals ``compute(pairs, now, tz)`` on the pairs entered and not left, field by
+    field: the same floats, because every float is computed by the same operations on the same values
+    (the median and MAD are picked from the sorted ln(amount) by rank; the tail's sum runs over the same
+    amounts in the same order). One exception in cost, not result: when MAD is 0 (over half the sales
+    share one amount) the mean absolute deviation is summed over the whole window, as compute does.
+    A sale's local hour and day are worked out once, by :meth:`place`, and handed back when it leaves.
+    """
+
+    def __init__(self, tz: tzinfo | None = None) -> None:
+        self.tz = tz
+        self._sorted = SortedKeyList(key=math.log)   # positive amounts, ascending; ln as key for bisects
+        self._amounts: dict[int, _Amount] = {}
+        self._by_count: dict[int, set[int]] = {}      # sales -> the amounts charged that often (price_counts)
+        self._edges: dict[int, int] = {}              # histogram edge (see _edge) -> amounts first counted there
+        self._zeros = [0] * (MAX_ZEROS + 1)           # amounts by trailing zeros
+        self._hour_all = [0] * 48
+        self._days: dict[date, int] = {}              # local day -> sales
+
+    def place(self, at: datetime) -> tuple[int, date]:
+        """The sale's hour bin (weekend * 24 + local hour) and local day, as ``_hours`` reads them."""
+        local = at.astimezone(self.tz) if self.tz is not None else at
+        return 24 * int(local.weekday() >= 5) + local.hour, local.date()
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def enter(self, amount_minor: int, hour: int, day: date) -> None:
+        """A sale enters the window (amounts <= 0 are not sales compute counts: ignored)."""
+        if amount_minor <= 0:
+            return
+        self._sorted.add(amount_minor)
+        entry = self._amounts.get(amount_minor)
+        if entry is None:
+            entry = self._amounts[amount_minor] = _Amount(_edge(math.log(amount_minor)))
+        self._recount(amount_minor, entry.count, entry.count + 1)
+        entry.count += 1
+        entry.hours[hour] = entry.hours.get(hour, 0) + 1
+        self._edges[entry.edge] = self._edges.get(entry.edge, 0) + 1
+        self._zeros[trailing_zeros(amount_minor)] += 1
+        self._hour_all[hour] += 1
+        self._days[day] = self._days.get(day, 0) + 1
+
+    def leave(self, amount_minor: int, hour: int, day: date) -> None:
+        """A sale entered with these values leaves the window."""
+        if amount_minor <= 0:
+            return
+        self._sorted.remove(amount_minor)
+        entry = self._amounts[amount_minor]
+        self._recount(amount_minor, entry.count, entry.count - 1)
+        entry.count -= 1
+        if entry.count == 0:
+            del self._amounts[amount_minor]
+        else:
+            _decrement(entry.hours, hour)
+        _decrement(self._edges, entry.edge)
+        self._zeros[trailing_zeros(amount_minor)] -= 1
+        self._hour_all[hour] -= 1
+        _decrement(self._days, day)
+
+    def baseline(self, now: datetime) -> AmountBaseline | None:
+        """The baseline of the sales in the window now; None when there is none."""
+        ranked, n = self._sorted, len(self._sorted)
+        if n == 0:
+            return None
+        log = math.log
+        half = n // 2
+        med = log(ranked[half]) if n % 2 else (log(ranked[half - 1]) + log(ranked[half])) / 2
+        mad = self._deviation_median(med)
+        if mad > 0:
+            sigma, method = MAD_TO_SIGMA * mad, "mad"
+        else:   # compute's own sum, in its order: only when over half the sales share one amount
+            mean_ad = sum(abs(log(a) - med) for a in ranked) / n
+            sigma, method = (MEANAD_TO_SIGMA * mean_ad, "meanad") if mean_ad > 0 else (0.0, "constant")
+        p95 = ranked[max(0, math.ceil(0.95 * n) - 1)]
+        cut = log(p95)
+        above = ranked.bisect_key_right(cut)        # first amount whose ln exceeds ln(P95): compute's tail
+        # _usual_step: "a % (10 * step) == 0" is "at least `zeros` trailing zeros" (zeros <= MAX_ZEROS).
+        step, zeros, at_least = 1, 1, n / 2
+        while step < 10**6 and sum(self._zeros[zeros:]) >= at_least:
+            step, zeros = step * 10, zeros + 1
+        total = n + MAX_ZEROS + 1
+        hour_tail = [0] * 48
+        previous = 0
+        for a in ranked.islice(above):
+            if a != previous:
+                for hour, count in self._amounts[a].hours.items():
+                    hour_tail[hour] += count
+                previous = a
+        return AmountBaseline(
+            count=n,
+            median_minor=ranked[(n - 1) // 2],
+            p05_minor=ranked[max(0, math.ceil(0.05 * n) - 1)],
+            p95_minor=p95,
+            p999_minor=ranked[max(0, math.ceil(0.999 * n) - 1)],
+            median_log=med,
+            sigma_log=sigma,
+            method=method,
+            computed_at=now,
+            usual_step=step,
+            price_counts=self._price_counts(),
+            **self._histogram(),
+            zero_share=tuple((self._zeros[t] + 1) / total for t in range(MAX_ZEROS + 1)),
+            **_tail([log(a) for a in ranked.islice(above)], p95),
+            tail_amounts=tuple(ranked.islice(max(above, n - TAIL_KEPT))),
+            hour_all=tuple(self._hour_all),
+            hour_tail=tuple(hour_tail),
+            days=len(self._days),
+        )
+
+    def _deviation_median(self, med: float) -> float:
+        """median(|ln a - med|) over the window, by selection: the deviations below the median and those
+        at or above it are each sorted (by rank, walking away from the median), so the k-th smallest of
+        all is found by bisection over how many come from the lower side."""
+        ranked, n = self._sorted, len(self._sorted)
+        log = math.log
+        split = ranked.bisect_key_left(med)         # ln(a) < med: the lower side, nearest first
+
+        def lower(j: int) -> float:
+            return abs(log(ranked[split - 1 - j]) - med)
+
+        def upper(j: int) -> float:
+            return abs(log(ranked[split + j]) - med)
+
+        def kth(k: int) -> float:   # the k-th smallest deviation (0-based)
+            lo, hi = max(0, k + 1 - (n - split)), min(k + 1, split)
+            while lo < hi:                           # i from the lower side, k + 1 - i from the upper side
+                i = (lo + hi) // 2
+                if lower(i) < upper(k - i):
+                    lo = i + 1
+                else:
+                    hi = i
+            i = lo
+            return max(lower(i - 1) if i > 0 else -math.inf, upper(k - i) if k - i >= 0 else -math.inf)
+
+        half = n // 2
+        return kth(half) if n % 2 else (kth(half - 1) + kth(half)) / 2
+
+    def _recount(self, amount_minor: int, was: int, now: int) -> None:
+        if was:
+            bucket = self._by_count[was]
+            bucket.discard(amount_minor)
+            if not bucket:
+                del self._by_count[was]
+        if now:
+            self._by_count.setdefault(now, set()).add(amount_minor)
+
+    def _price_counts(self) -> dict[int, int]:
+        """Counter(sorted amounts).most_common(KNOWN_PRICES_KEPT): by count, ties by the smaller amount
+        first; read from the amounts grouped by count, so only the groups needed are sorted."""
+        out: dict[int, int] = {}
+        for count in sorted(self._by_count, reverse=True):
+            room = KNOWN_PRICES_KEPT - len(out)
+            if room <= 0:
+                break
+            group = self._by_count[count]
+            out.update((a, count) for a in (sorted(group) if len(group) <= room else nsmallest(room, group)))
+        return out
+
+    def _histogram(self) -> dict[str, Any]:
+        ranked, n = self._sorted, len(self._sorted)
+        first = math.floor(math.log(ranked[0]) / LOG_BIN)
+        last = min(math.floor(math.log(ranked[-1]) / LOG_BIN), first + MAX_BINS - 1)
+        edges = self._edges
+        total = sum(edges.get(k, 0) for k in range(self._amounts[ranked[0]].edge, first + 2))
+        cumulative = [total]
+        for k in range(first + 2, last + 2):
+            total += edges.get(k, 0)
+            cumulative.append(total)
+        cumulative[-1] = n
+        return {"first_bin": first, "cumulative": tuple(cumulative)}
+
+
+def _decrement(counts: dict[Any, int], key: Any) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Hashable, Iterable, Iterator
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Protocol, TypeVar
 
 from agent.model import RETURNING_KINDS
 from agent.rules.base import TxnView, is_charge
-from agent.rules.baseline import AmountBaseline
+from agent.rules.baseline import AmountBaseline, RunningBaseline
 from agent.rules.calendar import ShopCalendar
 from drivers.pan import card_tail, same_card
 
@@ -183,37 +183,88 @@ def _trim(index: dict[K, list[TxnView]], key: K, cutoff: datetime) -> None:
 
 
 class SaleAmounts:
-    """Approved sales as (instant, amount) pairs inside the baseline window, kept as they arrive.
+    """Approved sales inside the baseline window, kept as they arrive, with the baseline's running
+    aggregates (:class:`~agent.rules.baseline.RunningBaseline`) updated as each enters and leaves it.
 
-    What the baseline refresh reads in place of re-reading the window's amounts from the journal every
-    time (replay refreshed a month of amounts from SQLite several times a simulated day: issue 20).
-    Times are kept beside the amounts so a time-aware baseline could be handed the pairs. Bounded by the
-    window: what falls out of it as the refresh instant moves on is dropped.
+    What the baseline refresh reads in place of re-reading and re-walking the window's amounts every time
+    (replay refreshed a month of amounts from SQLite, then walked them all, once a simulated day: issue 20).
+    The window is [since, until] as the journal's query bounds it; it only moves forward: a start earlier
+    than one already asked for is read as that one, and a sale reported later than the start the window
+    has passed is dropped (no refresh could count it again). Bounded by the window.
     """
 
-    def __init__(self, window: timedelta, pairs: Iterable[tuple[datetime, int]] = ()) -> None:
+    def __init__(self, window: timedelta, pairs: Iterable[tuple[datetime, int]] = (),
+                 tz: tzinfo | None = None) -> None:
         self.window = window
-        self._pairs: deque[tuple[datetime, int]] = deque(sorted(pairs, key=lambda p: p[0]))
+        self.running = RunningBaseline(tz)
+        # (instant, amount, hour bin, local day): placed once, when the sale arrives, and handed back when it leaves.
+        self._pairs: deque[tuple[datetime, int, int, date]] = deque(
+            (at, amount, *self.running.place(at)) for at, amount in sorted(pairs, key=lambda p: p[0]))
         self._floor: datetime | None = None   # the earliest window start asked for so far (never goes back)
+        self._upto: datetime | None = None    # the aggregates hold the pairs in [floor, upto]
+        self._held = 0                        # how many pairs that is (amounts <= 0 included, as the journal's)
 
     def add(self, at: datetime, amount_minor: int) -> None:
+        if self._floor is not None and at < self._floor:
+            return
+        entry = (at, amount_minor, *self.running.place(at))
         pairs = self._pairs
         if not pairs or pairs[-1][0] <= at:
-            pairs.append((at, amount_minor))
+            pairs.append(entry)
         else:   # a late report: rare, lands near the end
             i = len(pairs) - 1
             while i > 0 and pairs[i - 1][0] > at:
                 i -= 1
-            pairs.insert(i, (at, amount_minor))
+            pairs.insert(i, entry)
+        if self._upto is not None and at <= self._upto:
+            self._enter(entry)
 
-    def pairs(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
-        """The pairs in [since, until], as the journal's query bounds them; older ones are forgotten when
-        ``since`` is the newest start asked for (the refresh instant only moves forward)."""
+    def _enter(self, entry: tuple[datetime, int, int, date]) -> None:
+        self.running.enter(entry[1], entry[2], entry[3])
+        self._held += 1
+
+    def _leave(self, entry: tuple[datetime, int, int, date]) -> None:
+        self.running.leave(entry[1], entry[2], entry[3])
+        self._held -= 1
+
+    def _move(self, since: datetime, until: datetime) -> None:
+        """Bring the aggregates to the pairs in [since, until]: O(pairs that entered or left)."""
+        pairs, upto = self._pairs, self._upto
+        if upto is None:
+            for entry in pairs:
+                if entry[0] > until:
+                    break
+                self._enter(entry)
+        elif until > upto:
+            for entry in reversed(pairs):
+                if entry[0] <= upto:
+                    break
+                if entry[0] <= until:
+                    self._enter(entry)
+        elif until < upto:
+            for entry in reversed(pairs):
+                if entry[0] <= until:
+                    break
+                if entry[0] <= upto:
+                    self._leave(entry)
+        self._upto = until
         if self._floor is None or since > self._floor:
             self._floor = since
-            while self._pairs and self._pairs[0][0] < since:
-                self._pairs.popleft()
-        return [p for p in self._pairs if since <= p[0] <= until]
+            while pairs and pairs[0][0] < since:
+                entry = pairs.popleft()
+                if entry[0] <= until:
+                    self._leave(entry)
+
+    def pairs(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
+        """The (instant, amount) pairs in the window [since, until]."""
+        self._move(since, until)
+        return [(p[0], p[1]) for p in self._pairs if p[0] <= until]
+
+    def baseline(self, since: datetime, until: datetime) -> tuple[AmountBaseline | None, int]:
+        """The baseline of the window [since, until] computed at ``until`` (what ``AmountBaseline.compute``
+        gives on :meth:`pairs`), and how many pairs the window holds."""
+        self._move(since, until)
+        return self.running.baseline(until), self._held
 
     def amounts(self, since: datetime, until: datetime) -> list[int]:
         return [a for _, a in self.pairs(since, until)]
