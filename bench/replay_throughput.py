@@ -8,6 +8,9 @@ peak RSS (ru_maxrss) is replay's alone.
 The floor (issue 20): a plain loop of ``json.loads`` + one INSERT per row, WAL + synchronous=FULL,
 committing every 1,000 rows, over the same events as JSON lines. Floor and replay alternate (floor,
 replay, floor) at each size in the same run; the ratio uses the median floor.
+
+``--peer-tree DIR`` also replays the same capture with another checkout's code (``git archive`` of main into
+DIR, say) between the two floors, so a change is measured against its base in one run.
 """
 
 from __future__ import annotations
@@ -127,16 +130,17 @@ def child(capture: Path, days: int, state: Path) -> dict[str, Any]:
             "rss_before_replay_kib": rss_before}
 
 
-def _run_child(capture: Path, days: int, state: Path) -> dict[str, Any]:
+def _run_child(capture: Path, days: int, state: Path, tree: Path = ROOT) -> dict[str, Any]:
+    # ``-m`` from ``tree``: its own agent/ and bench/ come first on sys.path.
     proc = subprocess.run([sys.executable, "-m", "bench.replay_throughput", "--child", str(capture), str(days),
-                           str(state)], capture_output=True, text=True, cwd=ROOT, timeout=7200)
+                           str(state)], capture_output=True, text=True, cwd=tree, timeout=7200)
     if proc.returncode != 0:
         raise RuntimeError(f"replay child failed: {proc.stderr[-3000:]}")
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
 
 
-def measure(transactions: int) -> dict[str, Any]:
+def measure(transactions: int, peer: Path | None = None) -> dict[str, Any]:
     days = days_for(transactions)
     with tempfile.TemporaryDirectory(prefix="settleguard-bench-replay-") as tmp:
         built = time.perf_counter()
@@ -145,24 +149,30 @@ def measure(transactions: int) -> dict[str, Any]:
         floors = [floor(lines, Path(tmp) / "floor.sqlite3")]
         row = _run_child(capture, days, Path(tmp) / "state")
         row["journal_bytes"] = sum(p.stat().st_size for p in (Path(tmp) / "state").glob("settleguard.sqlite3*"))
+        if peer is not None:
+            row["peer"] = _run_child(capture, days, Path(tmp) / "peer-state", peer)
+            row["peer"]["tree"] = str(peer)
         floors.append(floor(lines, Path(tmp) / "floor.sqlite3"))
     # The machine is shared: CPU time is the figure compared (as in issue 20), wall time is kept beside it.
     row["floor_tx_per_cpu_s"] = floors[0]["rows"] / statistics.median(f["cpu_s"] for f in floors)
     row["floor_tx_per_s"] = floors[0]["rows"] / statistics.median(f["seconds"] for f in floors)
     row["floor_runs"] = floors
     row["floor_ratio"] = row["floor_tx_per_cpu_s"] / row["tx_per_cpu_s"]
+    if peer is not None:
+        row["peer"]["floor_ratio"] = row["floor_tx_per_cpu_s"] / row["peer"]["tx_per_cpu_s"]
+        row["speedup_vs_peer"] = row["tx_per_cpu_s"] / row["peer"]["tx_per_cpu_s"]
     row["inputs_built_s"] = built
     return row
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, peer: Path | None = None) -> dict[str, Any]:
     if quick:
         sizes = [10_000]
     elif os.environ.get("SETTLEGUARD_BENCH_1M") == "1":
         sizes = [10_000, 100_000, 1_000_000]
     else:
         sizes = [10_000, 100_000]
-    rows = [measure(n) for n in sizes]
+    rows = [measure(n, peer) for n in sizes]
     base = rows[0]["us_per_tx"]
     for r in rows:
         r["us_per_tx_vs_smallest"] = r["us_per_tx"] / base
@@ -175,8 +185,9 @@ def main() -> None:
     if len(sys.argv) >= 5 and sys.argv[1] == "--child":
         print(json.dumps(child(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))))
         return
-    result = run(quick="--quick" in sys.argv)
-    write_result("replay", result)
+    peer = Path(sys.argv[sys.argv.index("--peer-tree") + 1]).resolve() if "--peer-tree" in sys.argv else None
+    result = run(quick="--quick" in sys.argv, peer=peer)
+    write_result("replay" if peer is None else "replay_vs_peer", result)
     print("transactions | replay tx per CPU s (wall) | floor tx per CPU s (wall) | floor/ours | peak RSS MiB"
           " | flatness")
     for r in result["rows"]:
@@ -185,6 +196,11 @@ def main() -> None:
               f"{r['peak_rss_kib'] / 1024:>6.0f} | "
               f"x{r['us_per_tx_vs_smallest']:.2f}; per day {r['us_per_tx_second_tenth_of_days']:.0f} us/tx early, "
               f"{r['us_per_tx_last_tenth_of_days']:.0f} late")
+        if "peer" in r:
+            p = r["peer"]
+            print(f"{'peer tree':>12} | {p['tx_per_cpu_s']:>8.0f} ({p['tx_per_s']:.0f}) | "
+                  f"{'':>8} {'':<8} | {p['floor_ratio']:>5.1f}x | {p['peak_rss_kib'] / 1024:>6.0f} | "
+                  f"ours / peer x{r['speedup_vs_peer']:.2f}; alerts {r['alerts_opened']} vs {p['alerts_opened']}")
 
 
 if __name__ == "__main__":
