@@ -39,7 +39,7 @@ def window_of(added: list[tuple[datetime, int]], since: datetime, until: datetim
 sale = st.tuples(st.just("sale"), st.integers(-40 * 60, 120),
                  st.one_of(st.sampled_from([1800, 1800, 2000, 3600, 10000, 0]),   # ties, list prices, a zero
                            st.integers(1, 2_000_000),
-                           st.integers(10**9, 10**11)))   # beyond MAX_BINS of the smallest: the capped histogram
+                           st.integers(10**9, 10**12)))   # up to the boundary's limit; the capped histogram
 move = st.tuples(st.just("move"), st.one_of(st.integers(0, 180), st.integers(24 * 60, 80 * 60)), st.just(0))
 
 

@@ -362,7 +362,10 @@ class RunningBaseline:
 
     def __init__(self, tz: tzinfo | None = None) -> None:
         self.tz = tz
-        self._sorted = SortedKeyList(key=math.log)   # positive amounts, ascending; ln as key for bisects
+        # Positive amounts, ascending, ln as key for compute's bisects. Distinct integers up to the boundary's
+        # 10^12 minor units have distinct ln (steps of ~1e-12 against an ulp of ~4e-15), so the key order is
+        # the amounts' order and "ln a > ln P95" is "a > P95".
+        self._sorted = SortedKeyList(key=math.log)
         self._amounts: dict[int, _Amount] = {}
         self._by_count: dict[int, set[int]] = {}      # sales -> the amounts charged that often (price_counts)
         self._edges: dict[int, int] = {}              # histogram edge (see _edge) -> amounts first counted there
