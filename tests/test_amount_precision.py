@@ -7,11 +7,12 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from test_rules_support import Till, at, only
+from test_rules_support import Till, at, only, view
 
 from agent.alerts.lifecycle import AlertState
 from agent.messages import AlertChange, Command
 from agent.rules.amount import AmountOutlier, OutlierParams, outlier_cut
+from agent.rules.base import TxnView
 from agent.rules.baseline import AmountBaseline
 from tests.helpers import SHANGHAI, Harness, config, sale
 
@@ -78,6 +79,76 @@ def test_a_card_that_paid_bills_this_large_before_makes_a_genuine_bill_likelier(
     assert seen.evidence["genuine_likelihood"] > fresh.evidence["genuine_likelihood"]
     assert seen.evidence["value"] < fresh.evidence["value"] - 1.5      # ln 6 = 1.8 less likely a slip
 
+
+
+# -- a list price on a regular's card (AMT-001 version 5) ----------------------------------------------
+def bakery_with_office_orders() -> list[int]:
+    """A month of a bakery: RMB 24.00 its commonest ticket (700 times), 1-3 items a ticket, and offices
+    ordering 10-50 of one item; RMB 240.00 (20 x 12.00) was such an order six times, a list price."""
+    rng = random.Random(7)
+    menu = [800, 1200, 1500, 1800, 2400, 2500, 3000, 3500]
+    small = [sum(rng.choice(menu) for _ in range(rng.choice([1, 1, 2, 2, 3]))) for _ in range(2500)]
+    orders = [24000] * 5 + [rng.choice([1200, 1500, 1800, 2500]) * rng.randrange(10, 51) for _ in range(40)]
+    return small + [2400] * 700 + orders
+
+
+class CardBook:
+    """The journal's card history as the rules see it (``state.history``): past sales by card."""
+
+    def __init__(self, sales: list[TxnView]) -> None:
+        self.sales = sales
+
+    def sales_for_card(self, card: str, since: datetime, until: datetime) -> list[TxnView]:
+        return [s for s in self.sales if s.card == card and since <= s.utc <= until]
+
+
+REGULAR, OFFICE = "622848******7777", "622848******5555"
+
+
+def _visits(card: str, amounts: list[int]) -> list[TxnView]:
+    return [view(NOW - timedelta(days=25 - 2 * i, hours=3), a, card=card) for i, a in enumerate(amounts)]
+
+
+def bakery(*cards: list[TxnView]) -> Till:
+    till = Till(history=CardBook([v for c in cards for v in c]))
+    till.engine.refresh_baseline(bakery_with_office_orders(), NOW)
+    return till
+
+
+def test_a_list_price_ten_times_the_commonest_ticket_on_a_regulars_card_is_something_to_check() -> None:
+    # RMB 240.00 was charged six times this month (office orders), so by itself it is a list price. On the card
+    # of a regular who paid here twelve times and never above RMB 30, it is RMB 24.00 with an extra zero.
+    regular = _visits(REGULAR, [2400, 2500, 1800, 2400, 3000, 2400, 1500, 2400, 2700, 2400, 2400, 2600])
+    till = bakery(regular)
+    assert till.engine.baseline is not None and till.engine.baseline.price_count(24000) >= 3
+    f = only(till.sale(NOW, 24000, card=REGULAR), "AMT-001")
+    ev = f.evidence
+    assert (ev["meant_minor"], ev["kind"], ev["card_regular"], ev["card_factor"]) == (2400, "extra_zero", True, 0.25)
+    assert ev["charged_before"] >= 3
+    # Weighed, not waved through: both stories recorded; low confidence, so "please check", never a refund.
+    assert ev["slip_likelihood"] > ev["genuine_likelihood"]
+    assert ev["confidence"] == "low" and f.certainty == "verify" and f.action == "check"
+    assert "请核对" in f.reason_zh
+
+
+def test_the_same_list_price_on_a_new_card_or_on_the_offices_card_raises_nothing() -> None:
+    office = _visits(OFFICE, [24000, 18000, 24000])
+    till = bakery(office)
+    assert till.sale(NOW, 24000, card="622848******1111") == []
+    assert till.sale(NOW + timedelta(minutes=5), 24000, card=OFFICE) == []
+
+
+def test_a_regular_who_only_ever_paid_small_weighs_more_against_a_genuine_bill_than_a_few_visits() -> None:
+    # RMB 251.00 in the shop that never bills above RMB 100: a slip whoever pays; the card's history sets how sure.
+    few = _visits(REGULAR, [2510, 2400, 2600, 2510])
+    many = _visits(OFFICE, [2510, 2400, 2600, 2510] * 3)
+    till = Till(history=CardBook(few + many))
+    till.engine.refresh_baseline(tea_shop_never_above_100(), NOW)
+    a = only(till.sale(NOW, 25100, card=REGULAR), "AMT-001").evidence
+    b = only(till.sale(NOW + timedelta(minutes=5), 25100, card=OFFICE), "AMT-001").evidence
+    assert (a["card_factor"], a["card_regular"]) == (0.5, False)
+    assert (b["card_factor"], b["card_regular"]) == (0.25, True)
+    assert b["value"] > a["value"] + 0.6          # ln 2 likelier a slip
 
 def test_the_amt_002_threshold_moves_with_the_shops_history() -> None:
     params = OutlierParams()

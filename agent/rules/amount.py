@@ -51,6 +51,12 @@ class SlipParams(RuleParams):
     slip_rate: Annotated[Decimal, must(lambda v: 0 < v < 1, "must be between 0 and 1")] = Decimal("0.002")
     known_count: ListPriceCount = 3
     card_days: Annotated[int, must(lambda v: v >= 0, "must be 0 or more")] = 90   # the card's own look-back
+    # A regular who paid here this many times, never more than half the amount: a large bill on that card is
+    # far less likely genuine (``regular_factor``), and the shop's list prices (its office orders, its
+    # banquets, paid on other cards) no longer excuse the amount.
+    regular_visits: Annotated[int, must(lambda v: v >= 3, "must be at least 3")] = 10
+    regular_factor: Annotated[Decimal, must(lambda v: 0 < v <= 1, "must be above 0 and at most 1")] = \
+        Decimal("0.25")
 
 
 # How a slip is keyed, with its share of slips: an extra zero (68.00 -> 680.00), a missed decimal point
@@ -96,17 +102,23 @@ class DecimalSlip(BaseRule[SlipParams]):
       did not show) x how common ``a``'s rounding is x how much likelier large bills are
       at this hour on this kind of day x the card's own history (a card that paid bills
       of this size before, say a company's, makes it likelier; one seen several times
-      only ever paying small bills, less).
+      only ever paying small bills, less; a regular's, seen ``regular_visits`` (10) times
+      or more and never above half this, a quarter as likely).
 
     The score is ln(posterior odds) slip : genuine. At ``min_score`` (3.0, the slip ~20
     times likelier) the finding is a likely error; between ``verify_score`` (1.5) and
     that, it is something to check ("请核对"), never escalated to refund guidance. Both
     log-likelihoods are in the evidence. An amount the shop charged ``known_count`` (3)
-    or more times is a list price, never a slip.
+    or more times is a list price, not a slip, unless it is charged on such a regular's
+    card: a bakery's RMB 240.00 office order (20 x 12.00) is paid on the office's card,
+    and a coffee regular's RMB 24.00 keyed with an extra zero is not that order. For such
+    a card the "please check" cut is ``verify_floor``: the budgeted cut was set by the
+    month's large bills, scored without their cards, most of them paid on the cards that
+    pay large bills.
     """
 
     id: ClassVar[str] = "AMT-001"
-    version: ClassVar[str] = "4"
+    version: ClassVar[str] = "5"
     family: ClassVar[str] = "AMT"
     default_severity: ClassVar[str] = "high"
     specificity: ClassVar[int] = 30
@@ -121,6 +133,7 @@ class DecimalSlip(BaseRule[SlipParams]):
         self._calibrated: tuple[AmountBaseline, float] | None = None
         self._slip_log = math.log(float(self.params.slip_rate))
         self._genuine_log = math.log(1 - float(self.params.slip_rate))
+        self._regular_factor = float(self.params.regular_factor)
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         view = obs.view
@@ -130,14 +143,18 @@ class DecimalSlip(BaseRule[SlipParams]):
         if base is None:
             return []
         value = view.amount_minor
-        if value <= base.p95_minor or base.price_count(value) >= self.params.known_count:
+        if value <= base.p95_minor or not _slip_candidates(value, self.params.max_power):
             return []
-        if not _slip_candidates(value, self.params.max_power):
+        card, regular = self._card_factor(state, view)
+        if base.price_count(value) >= self.params.known_count and not regular:
             return []
         hour = base.hour_factor(view.local, view.local.weekday() >= 5)
-        card = self._card_factor(state, view)
         best = self.weigh(base, value, hour_factor=hour, card_factor=card)
         verify_cut = self.verify_cut(base)
+        if regular:
+            # The budgeted cut was set by this month's large bills, scored without their cards; most are paid
+            # on the cards that pay large bills (an office's, a company's). This card is not one of those.
+            verify_cut = min(verify_cut, float(self.params.verify_floor))
         if best is None or best.score < verify_cut:
             return []
         sure = best.score >= self._min_score
@@ -166,6 +183,7 @@ class DecimalSlip(BaseRule[SlipParams]):
                      # The two stories, each as ln(probability of this charge): what the decision weighed.
                      slip_likelihood=round(best.slip_log, 3), genuine_likelihood=round(best.genuine_log, 3),
                      hour_factor=round(best.hour_factor, 3), card_factor=round(best.card_factor, 3),
+                     card_regular=regular,
                      confidence="high" if sure else "low", error_score=self._min_score,
                      charged_before=base.price_count(value), known_count=self.params.known_count,
                      # What a phone shows as "why" (the reason above keeps the figures for the record).
@@ -201,21 +219,27 @@ class DecimalSlip(BaseRule[SlipParams]):
         ev = self.weigh(base, value, leave_out=1)
         return ev.score if ev is not None else None
 
-    def _card_factor(self, state: RuleState, view: TxnView) -> float:
-        """The card's own history: bills of this size before make a genuine one likelier; only small ones, less."""
+    def _card_factor(self, state: RuleState, view: TxnView) -> tuple[float, bool]:
+        """The card's own history: bills of this size before make a genuine one likelier; only small ones, less.
+
+        Also whether the card is a regular's that never paid more than half this (``regular_visits`` times
+        or more): the shop's list prices and its budgeted cut then no longer speak for a genuine bill.
+        """
         card = view.card
         if not card or self.params.card_days == 0:
-            return 1.0
+            return 1.0, False
         since = view.utc - timedelta(days=self.params.card_days)
         seen = [v for v in chain(state.history.sales_for_card(card, since, view.utc),
                                  state.card_history(card, since, view.utc))
                 if v.key != view.key and is_charge(v)]
         if not seen:
-            return 1.0
+            return 1.0, False
         big = sum(1 for v in seen if v.amount_minor * 2 >= view.amount_minor)
         if big:
-            return 1.0 + 5.0 * min(big, 4)
-        return 0.5 if len(seen) >= 3 else 1.0
+            return 1.0 + 5.0 * min(big, 4), False
+        if len(seen) >= self.params.regular_visits:
+            return self._regular_factor, True
+        return (0.5 if len(seen) >= 3 else 1.0), False
 
     def weigh(self, base: AmountBaseline, value: int, *, hour_factor: float = 1.0,
               card_factor: float = 1.0, leave_out: int = 0) -> SlipEvidence | None:
