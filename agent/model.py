@@ -8,7 +8,8 @@ suggestions. JSON forms follow ARCHITECTURE.md, "Event JSON" and "Alert JSON", e
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,28 @@ def all_identity_keys(txn: Transaction) -> list[str]:
     if txn.rrn:
         keys.append(f"n:{txn.rrn}")
     return keys
+
+
+# Fields with few distinct values on a till (one terminal, merchant, batch, operator, ...): each decoded event
+# brings its own copies of these strings (~50 bytes each); the rules keep a day of transactions (issue 20).
+SHARED_FIELDS = ("source", "kind", "result", "terminal_id", "merchant_id", "batch_no", "currency", "card_type",
+                 "entry_mode", "operator")
+
+
+def compact(txn: Transaction) -> Transaction:
+    """The same transaction with its few-valued strings shared (``sys.intern``) instead of copied per event.
+
+    Equal field for field; only object identity differs. Unique fields (voucher, RRN, card) are left alone:
+    interning those would add an entry to the interpreter's table per transaction and save nothing.
+    """
+    changes = {}
+    for name in SHARED_FIELDS:
+        value = getattr(txn, name)
+        if type(value) is str:
+            shared = sys.intern(value)
+            if shared is not value:
+                changes[name] = shared
+    return replace(txn, **changes) if changes else txn
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -193,6 +216,7 @@ __all__ = [
     "Suggestion",
     "Transaction",
     "all_identity_keys",
+    "compact",
     "event_from_dict",
     "event_from_json",
     "event_to_json",

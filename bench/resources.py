@@ -116,8 +116,9 @@ def startup_and_idle(runs: int, idle_seconds: float) -> dict[str, Any]:
             "idle": idle, "idle_target_percent": 1.0}
 
 
-def _load_child(total: int, samples: int, trace: bool = False) -> dict[str, Any]:
-    """Runs in its own process so its RSS is the daemon's alone.
+def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = False) -> dict[str, Any]:
+    """Runs in its own process so its RSS is the daemon's alone (the webhook sink the alerts go to runs in
+    the parent: it keeps what it receives, which is not the daemon's memory).
 
     Sales stamped 2 s apart (a busy till's pace in the transactions' own time: 100,000 span 2.3 days,
     1,000,000 span 23), fed into the daemon's inbox as fast as it takes them. With ``trace``, a
@@ -130,14 +131,11 @@ def _load_child(total: int, samples: int, trace: bool = False) -> dict[str, Any]
     from agent.config import parse_config
     from agent.messages import EventBatch
     from agent.service.daemon import Daemon
-    from agent.sim.rig import new_secret
-    from agent.sim.sink import WebhookSink
     from bench.scenario import config_text, sale
 
     rng = random.Random(5)
-    secret = new_secret()
-    sink = WebhookSink(secret=secret).start()
-    text = config_text(device="/dev/null", url=sink.url, secret=secret)
+    cards = [f"622576******{i:04d}" for i in range(5000)]   # the bench's own, before any snapshot
+    text = config_text(device="/dev/null", url=url, secret=secret)
     text = text.replace(text[text.index("[[source]]"):text.index("[rules.DUP-001]")], "")
     out: dict[str, Any] = {"total_events": total, "samples": [], "traced": trace}
     with tempfile.TemporaryDirectory(prefix="settleguard-bench-rss-") as tmp:
@@ -152,7 +150,6 @@ def _load_child(total: int, samples: int, trace: bool = False) -> dict[str, Any]
             tracemalloc.start(1)
             gc.collect()
             before = tracemalloc.take_snapshot()
-        cards = [f"622576******{i:04d}" for i in range(5000)]
         t = datetime.now(UTC) - timedelta(seconds=2 * total)
         per_batch = 20
         step = max(per_batch, total // samples)
@@ -188,13 +185,21 @@ def _load_child(total: int, samples: int, trace: bool = False) -> dict[str, Any]
             out["tracemalloc_total_kib"] = sum(d.size_diff for d in diff) // 1024
             tracemalloc.stop()
         daemon.stop()
-    sink.stop()
     return out
 
 
 def rss_under_load(total: int, *, trace: bool = False) -> dict[str, Any]:
+    from agent.sim.rig import new_secret
+    from agent.sim.sink import WebhookSink
+
+    secret = new_secret()
+    sink = WebhookSink(secret=secret).start()
     args = [sys.executable, "-m", "bench.resources", "--child", str(total), *(["--trace"] if trace else [])]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=7200)
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=7200,
+                              env={**os.environ, "BENCH_SINK_URL": sink.url, "BENCH_SINK_SECRET": secret})
+    finally:
+        sink.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"load child failed: {proc.stderr[-2000:]}")
     import json
@@ -222,7 +227,8 @@ def main() -> None:
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":
         import json
 
-        print(json.dumps(_load_child(int(sys.argv[2]), samples=10, trace="--trace" in sys.argv)))
+        print(json.dumps(_load_child(int(sys.argv[2]), samples=10, url=os.environ["BENCH_SINK_URL"],
+                                     secret=os.environ["BENCH_SINK_SECRET"], trace="--trace" in sys.argv)))
         return
     result = run(quick="--quick" in sys.argv)
     write_result("resources", result)

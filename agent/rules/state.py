@@ -5,7 +5,7 @@ The pipeline calls :meth:`RuleState.observe` for every new merged transaction
 than ``horizon`` is dropped; longer look-backs (baselines, refunds) come from
 the journal through :class:`History` and :meth:`RuleState.set_baseline`.
 
-Every index is a dict of deques in time order, so a query costs the number
+Every index is a dict of views in time order, so a query costs the number
 of transactions sharing its key (one card, one amount, one operator) in the
 horizon, never the whole day.
 """
@@ -13,7 +13,7 @@ horizon, never the whole day.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Protocol, TypeVar
 
@@ -43,32 +43,67 @@ class _NoHistory:
         return []
 
 
-def _ref_keys(terminal_id: str | None, voucher_no: str | None, rrn: str | None) -> list[Hashable]:
-    """Index keys of a reference, voucher (per terminal) before RRN."""
-    out: list[Hashable] = []
-    if voucher_no:
-        out.append(("v", terminal_id or "", voucher_no))
-    if rrn:
-        out.append(("n", rrn))
-    return out
+# An index's entry: one view (most keys, an exact amount or a card tail within a day, have one), or a
+# list in time order once a second view shares the key. A one-element list costs ~90 bytes a view over the
+# view itself (issue 20: ~45,000 views inside the 25-hour horizon on a busy till).
+Entry = TxnView | list[TxnView]
 
 
-def _refs(view: TxnView) -> list[Hashable]:
-    t = view.txn
-    return _ref_keys(t.terminal_id, t.voucher_no, t.rrn)
+class _Refs:
+    """First view seen per voucher (on its terminal) and per RRN.
 
+    Keyed by the view's own voucher and RRN strings (no key object of its own per view: a tuple key cost
+    ~120 bytes a view); vouchers of different terminals sharing a number sit in one entry's list.
+    """
 
-def _original_refs(view: TxnView) -> list[Hashable]:
-    t = view.txn
-    return _ref_keys(t.terminal_id, t.original_voucher_no, t.original_rrn)
+    __slots__ = ("by_rrn", "by_voucher")
 
+    def __init__(self) -> None:
+        self.by_voucher: dict[str, Entry] = {}
+        self.by_rrn: dict[str, TxnView] = {}
 
-def _first_hit(index: dict[Hashable, TxnView], refs: list[Hashable]) -> TxnView | None:
-    for ref in refs:
-        hit = index.get(ref)
-        if hit is not None:
-            return hit
-    return None
+    def add(self, terminal_id: str | None, voucher_no: str | None, rrn: str | None, view: TxnView) -> None:
+        if voucher_no and self._voucher(terminal_id, voucher_no) is None:
+            held = self.by_voucher.get(voucher_no)
+            if held is None:
+                self.by_voucher[voucher_no] = view
+            elif isinstance(held, list):
+                held.append(view)
+            else:
+                self.by_voucher[voucher_no] = [held, view]
+        if rrn:
+            self.by_rrn.setdefault(rrn, view)
+
+    def get(self, terminal_id: str | None, voucher_no: str | None, rrn: str | None) -> TxnView | None:
+        """Voucher (per terminal) before RRN."""
+        hit = self._voucher(terminal_id, voucher_no) if voucher_no else None
+        if hit is None and rrn:
+            hit = self.by_rrn.get(rrn)
+        return hit
+
+    def drop(self, terminal_id: str | None, voucher_no: str | None, rrn: str | None, view: TxnView) -> None:
+        if voucher_no:
+            held = self.by_voucher.get(voucher_no)
+            if held is view:
+                del self.by_voucher[voucher_no]
+            elif isinstance(held, list) and any(v is view for v in held):
+                rest = [v for v in held if v is not view]
+                self.by_voucher[voucher_no] = rest[0] if len(rest) == 1 else rest
+        if rrn and self.by_rrn.get(rrn) is view:
+            del self.by_rrn[rrn]
+
+    def _voucher(self, terminal_id: str | None, voucher_no: str) -> TxnView | None:
+        held = self.by_voucher.get(voucher_no)
+        if held is None:
+            return None
+        tid = terminal_id or ""
+        for v in held if isinstance(held, list) else (held,):
+            if (v.txn.terminal_id or "") == tid:
+                return v
+        return None
+
+    def __len__(self) -> int:
+        return len(self.by_voucher) + len(self.by_rrn)
 
 
 class RuleState:
@@ -85,24 +120,24 @@ class RuleState:
         # rule id -> running counters a rule keeps through its observe()/prune() hooks
         self.tallies: dict[str, Any] = {}
         self._recent: deque[TxnView] = deque()
-        # Lists, not deques: most keys (a card tail, an exact amount) hold one or two views, and an empty
-        # deque costs ~600 bytes against a list's ~70; the two indexes held ~1 KiB per view (issue 20).
-        self._by_tail: dict[str, list[TxnView]] = {}
-        self._by_amount: dict[int, list[TxnView]] = {}
-        self._by_ref: dict[Hashable, TxnView] = {}
-        self._voided_by: dict[Hashable, TxnView] = {}
+        # A view or a list per key, not a deque (~600 bytes empty) nor always a list: most keys (a card tail,
+        # an exact amount) hold one view (Entry above). Every index's memory follows the horizon (issue 20).
+        self._by_tail: dict[str, Entry] = {}
+        self._by_amount: dict[int, Entry] = {}
+        self._by_ref = _Refs()
+        # The approved void/reversal/refund naming each original (its original voucher/RRN as the keys).
+        self._voided_by = _Refs()
 
     # -- updates (pipeline only) -------------------------------------------------
     def observe(self, view: TxnView) -> None:
         _insert(self._recent, view)
         if view.card:
-            _insert(self._by_tail.setdefault(card_tail(view.card), []), view)
-        _insert(self._by_amount.setdefault(view.amount_minor, []), view)
-        for ref in _refs(view):
-            self._by_ref.setdefault(ref, view)
-        if view.approved and view.txn.kind in RETURNING_KINDS:
-            for ref in _original_refs(view):
-                self._voided_by.setdefault(ref, view)
+            _add(self._by_tail, card_tail(view.card), view)
+        _add(self._by_amount, view.amount_minor, view)
+        t = view.txn
+        self._by_ref.add(t.terminal_id, t.voucher_no, t.rrn, view)
+        if view.approved and t.kind in RETURNING_KINDS:
+            self._voided_by.add(t.terminal_id, t.original_voucher_no, t.original_rrn, view)
 
     def set_baseline(self, baseline: AmountBaseline | None) -> None:
         self.baseline = baseline
@@ -114,34 +149,32 @@ class RuleState:
             if old.card:
                 _trim(self._by_tail, card_tail(old.card), cutoff)
             _trim(self._by_amount, old.amount_minor, cutoff)
-            for ref in _refs(old):
-                if self._by_ref.get(ref) is old:
-                    del self._by_ref[ref]
-            for ref in _original_refs(old):
-                if self._voided_by.get(ref) is old:
-                    del self._voided_by[ref]
+            t = old.txn
+            self._by_ref.drop(t.terminal_id, t.voucher_no, t.rrn, old)
+            self._voided_by.drop(t.terminal_id, t.original_voucher_no, t.original_rrn, old)
 
     # -- queries (rules) -------------------------------------------------------------
     def card_history(self, card: str, since: datetime, until: datetime | None = None) -> Iterator[TxnView]:
         """Transactions on this masked card (or a compatible mask of it) in [since, until], oldest first."""
-        for v in self._by_tail.get(card_tail(card), ()):
+        for v in _views(self._by_tail, card_tail(card)):
             if v.utc >= since and (until is None or v.utc <= until) and same_card(v.card, card):
                 yield v
 
     def same_amount(self, amount_minor: int, since: datetime, until: datetime) -> Iterator[TxnView]:
         """Transactions of exactly this amount in [since, until], oldest first."""
-        for v in self._by_amount.get(amount_minor, ()):
+        for v in _views(self._by_amount, amount_minor):
             if since <= v.utc <= until:
                 yield v
 
     def by_reference(self, *, terminal_id: str | None, voucher_no: str | None = None,
                      rrn: str | None = None) -> TxnView | None:
         """The first transaction seen with this voucher (on this terminal) or this RRN."""
-        return _first_hit(self._by_ref, _ref_keys(terminal_id, voucher_no, rrn))
+        return self._by_ref.get(terminal_id, voucher_no, rrn)
 
     def voided_by(self, view: TxnView) -> TxnView | None:
         """The approved void/reversal/refund that names this transaction as its original, if seen."""
-        return _first_hit(self._voided_by, _refs(view))
+        t = view.txn
+        return self._voided_by.get(t.terminal_id, t.voucher_no, t.rrn)
 
     def other_charges(self, view: TxnView, since: datetime, until: datetime) -> list[TxnView]:
         """The approved charges on ``view``'s card in [since, until], other than ``view``, that no void,
@@ -169,15 +202,40 @@ def _insert(dq: deque[TxnView] | list[TxnView], view: TxnView) -> None:
     dq.insert(i, view)
 
 
-def _trim(index: dict[K, list[TxnView]], key: K, cutoff: datetime) -> None:
+def _add(index: dict[K, Entry], key: K, view: TxnView) -> None:
+    held = index.get(key)
+    if held is None:
+        index[key] = view
+    elif isinstance(held, list):
+        _insert(held, view)
+    else:
+        pair = [held]
+        _insert(pair, view)
+        index[key] = pair
+
+
+def _views(index: dict[K, Entry], key: K) -> Sequence[TxnView]:
+    held = index.get(key)
+    if held is None:
+        return ()
+    return held if isinstance(held, list) else (held,)
+
+
+def _trim(index: dict[K, Entry], key: K, cutoff: datetime) -> None:
     views = index.get(key)
     if views is None:
+        return
+    if not isinstance(views, list):
+        if views.utc < cutoff:
+            del index[key]
         return
     old = 0
     while old < len(views) and views[old].utc < cutoff:
         old += 1
     if old == len(views):
         del index[key]
+    elif old == len(views) - 1:
+        index[key] = views[-1]   # back to a single view
     elif old:
         del views[:old]   # all of this key's old views at once: later calls for the key find none
 
