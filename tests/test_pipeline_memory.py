@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
+import agent.pipeline as pipeline_module
+from agent.memory import release_freed
 from agent.messages import EventBatch
+from agent.model import SHARED_FIELDS, Transaction, compact
+from agent.rules.state import RuleState
 from tests.helpers import Harness, sale
+from tests.test_rules_support import SHANGHAI, at, view
 
 
 def _backlog(h: Harness, hours: int, every: timedelta) -> int:
@@ -43,3 +51,75 @@ def test_pruning_follows_transaction_time_when_the_clock_stands_still(tmp_path: 
     _backlog(h, hours=60, every=timedelta(minutes=1))
     inside = int((h.pipeline.engine.state.horizon - timedelta(hours=10)) / timedelta(minutes=1)) + 1
     assert len(h.pipeline.engine.state) <= inside
+
+
+def test_every_index_empties_when_its_views_leave_the_horizon() -> None:
+    """Views are held once per key kind (a single view, or a list once a key is shared) and every index lets
+    go of a view when it leaves the horizon: nothing in the rules' memory follows the number of transactions."""
+    state = RuleState(SHANGHAI, horizon=timedelta(hours=1))
+    start = at("2026-03-10 10:00")
+    views = [view(start + timedelta(minutes=i), 1000 + i % 3, card=f"622576******{i % 4:04d}",
+                  voucher=f"{i:06d}", rrn=f"R{i:011d}", terminal=f"T{i % 2}") for i in range(50)]
+    voids = [view(start + timedelta(minutes=50 + i), 1000, kind="void", voucher=f"V{i:05d}", terminal="T0",
+                  original_voucher=f"{2 * i:06d}") for i in range(5)]
+    for v in views + voids:
+        state.observe(v)
+    assert state.by_reference(terminal_id="T1", voucher_no="000007") is views[7]
+    assert state.by_reference(terminal_id="T0", voucher_no="000007") is None        # another terminal's number
+    assert state.by_reference(terminal_id=None, rrn="R00000000009") is views[9]
+    assert state.voided_by(views[4]) is voids[2] and state.voided_by(views[5]) is None
+    assert [v.voucher_label for v in state.same_amount(1001, start, start + timedelta(minutes=10))] \
+        == ["000001", "000004", "000007", "000010"]
+    state.prune(start + timedelta(minutes=54) + state.horizon)     # all but the last void (minute 54) leave
+    assert len(state) == 1
+    assert state.by_reference(terminal_id="T1", voucher_no="000007") is None
+    assert state.voided_by(views[4]) is None
+    sizes = [len(state._by_tail), len(state._by_amount), len(state._by_ref), len(state._voided_by)]
+    assert sizes == [1, 1, 1, 1], sizes          # only the remaining void's card, amount, voucher, original
+
+
+def test_two_terminals_sharing_a_voucher_number_are_told_apart_and_pruned_separately() -> None:
+    state = RuleState(SHANGHAI, horizon=timedelta(hours=1))
+    first = view(at("2026-03-10 10:00"), voucher="000042", terminal="T1")
+    second = view(at("2026-03-10 10:30"), voucher="000042", terminal="T2")
+    state.observe(first)
+    state.observe(second)
+    assert state.by_reference(terminal_id="T1", voucher_no="000042") is first
+    assert state.by_reference(terminal_id="T2", voucher_no="000042") is second
+    state.prune(at("2026-03-10 11:10"))
+    assert state.by_reference(terminal_id="T1", voucher_no="000042") is None
+    assert state.by_reference(terminal_id="T2", voucher_no="000042") is second
+
+
+def test_views_share_the_few_valued_strings_of_their_transactions() -> None:
+    """Each decoded event brings its own copy of the terminal id, batch, operator...; the rules keep a day."""
+    made = [Transaction.from_dict(json.loads(json.dumps(sale(f"{i:06d}", 100, at("2026-03-10 10:00")).to_dict())))
+            for i in range(2)]
+    assert made[0].terminal_id is not made[1].terminal_id     # as a decoder (json.loads) hands them over
+    kept = [compact(t) for t in made]
+    assert kept == made                                       # the same transaction, field for field
+    for name in SHARED_FIELDS:
+        assert getattr(kept[0], name) is getattr(kept[1], name), name
+    assert kept[0].voucher_no is made[0].voucher_no           # unique values are left as they are
+
+
+def test_the_pipeline_hands_freed_memory_back_after_work_and_when_idle(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    handed: list[int] = []
+    monkeypatch.setattr(pipeline_module, "release_freed", lambda: handed.append(1) or True)
+    h = Harness(tmp_path)
+    h.pipeline.tick()
+    assert handed == []                                       # idle and nothing done: nothing to hand back
+    n = _backlog(h, hours=12, every=timedelta(seconds=20))    # 360 events: fewer than the idle threshold
+    assert n < pipeline_module.TRIM_IDLE_AFTER_EVENTS and handed == []
+    _backlog(h, hours=13, every=timedelta(seconds=20))        # 540 more
+    assert handed == []                                       # busy: not yet TRIM_AFTER_EVENTS
+    h.pipeline.tick()
+    assert handed == [1]                                      # the first idle moment after the work
+    h.pipeline.tick()
+    assert handed == [1]
+
+
+def test_release_freed_works_on_this_c_library() -> None:
+    """glibc (every till image we ship) has malloc_trim; the call must reach it, not silently do nothing."""
+    assert release_freed() is True
