@@ -78,7 +78,7 @@ def compact(txn: Transaction) -> Transaction:
     Equal field for field; only object identity differs. Unique fields (voucher, RRN, card) are left alone:
     interning those would add an entry to the interpreter's table per transaction and save nothing.
     """
-    changes = {}
+    changes: dict[str, Any] = {}
     for name in SHARED_FIELDS:
         value = getattr(txn, name)
         if type(value) is str:

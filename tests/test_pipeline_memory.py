@@ -106,7 +106,12 @@ def test_views_share_the_few_valued_strings_of_their_transactions() -> None:
 def test_the_pipeline_hands_freed_memory_back_after_work_and_when_idle(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     handed: list[int] = []
-    monkeypatch.setattr(pipeline_module, "release_freed", lambda: handed.append(1) or True)
+
+    def counted() -> bool:
+        handed.append(1)
+        return True
+
+    monkeypatch.setattr(pipeline_module, "release_freed", counted)
     h = Harness(tmp_path)
     h.pipeline.tick()
     assert handed == []                                       # idle and nothing done: nothing to hand back
