@@ -4,6 +4,7 @@ and a low-confidence amount finding is something to check that never turns into 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from test_rules_support import Till, at, only, view
 
 from agent.alerts.lifecycle import AlertState
 from agent.messages import AlertChange, Command
-from agent.rules.amount import AmountOutlier, OutlierParams, outlier_cut
+from agent.rules.amount import AmountOutlier, DecimalSlip, OutlierParams, outlier_cut
 from agent.rules.base import TxnView
 from agent.rules.baseline import AmountBaseline
 from tests.helpers import SHANGHAI, Harness, config, sale
@@ -149,6 +150,57 @@ def test_a_regular_who_only_ever_paid_small_weighs_more_against_a_genuine_bill_t
     assert (a["card_factor"], a["card_regular"]) == (0.5, False)
     assert (b["card_factor"], b["card_regular"]) == (0.25, True)
     assert b["value"] > a["value"] + 0.6          # ln 2 likelier a slip
+
+# -- the "please check" cut from the month's large bills at their own hours ------------------------------
+def tea_shop_with_evening_orders() -> list[tuple[datetime, int]]:
+    """Four weeks of the tea shop's small tickets from 09:00 to 18:00, and twenty genuine large bills (RMB
+    150-350, whole-yuan amounts) only ever at 19:00-21:00: evening catering orders."""
+    rng = random.Random(21)
+    day0 = datetime(2026, 2, 9, tzinfo=SHANGHAI)
+
+    def when(hours: list[int]) -> datetime:
+        return (day0 + timedelta(days=rng.randrange(28), hours=rng.choice(hours),
+                                 minutes=rng.randrange(60))).astimezone(UTC)
+
+    small = _month(rng, 1500, 2400, 0.35, 10) + [2510] * 200
+    timed = [(when(list(range(9, 18))), a) for a in small]
+    return timed + [(when([19, 20]), a) for a in _month(rng, 20, 20000, 0.3, 100)]
+
+
+def test_a_slip_at_an_hour_the_shops_large_bills_never_happen_is_checked_against_the_cut_they_set_at_theirs() -> None:
+    # The month's twenty evening bills, scored as the rule scores a live charge (each at its own hour, where
+    # large bills are common), set a lower "please check" cut than the same bills scored as if the hour said
+    # nothing. RMB 251.00 (25.10, the commonest ticket, with an extra zero) at 11:05, when this shop never
+    # bills large, falls between the two cuts: it is something to check.
+    pairs = tea_shop_with_evening_orders()
+    till = Till()
+    till.engine.refresh_baseline(pairs, NOW)
+    base = till.engine.baseline
+    assert base is not None and len(base.tail_hours) == len(base.tail_amounts) > 0
+    assert {h % 24 for a, h in zip(base.tail_amounts, base.tail_hours, strict=True) if a > 10000} <= {19, 20}
+    rule = next(r for r in till.engine.rules if isinstance(r, DecimalSlip))
+    own_hours, hours_unknown = rule.verify_cut(base), rule.verify_cut(replace(base, tail_hours=()))
+    assert own_hours < hours_unknown
+    f = only(till.sale(datetime(2026, 3, 10, 11, 5, tzinfo=SHANGHAI), 25100), "AMT-001")
+    ev = f.evidence
+    assert (ev["meant_minor"], ev["kind"]) == (2510, "extra_zero") and ev["hour_factor"] < 1
+    assert own_hours <= ev["value"] < hours_unknown
+    assert abs(ev["threshold"] - own_hours) < 0.01
+    assert ev["confidence"] == "low" and f.certainty == "verify"
+
+
+def test_a_large_bill_scored_for_the_cut_leaves_itself_out_of_its_hours() -> None:
+    # One bill alone at 07:00, before opening: scored as a live charge would be (the baseline without it), its
+    # hour has no sales at all, so nothing is known (1.0), not "large bills happen at 7" that counting it gives.
+    pairs = tea_shop_with_evening_orders()
+    seven = datetime(2026, 3, 2, 7, 10, tzinfo=SHANGHAI)
+    base = AmountBaseline.compute([*pairs, (seven.astimezone(UTC), 41000)], NOW, SHANGHAI)
+    assert base is not None
+    bin7 = base.tail_hours[base.tail_amounts.index(41000)]
+    assert bin7 == 7
+    assert base.hour_factor_at(bin7, leave_out=1) == 1.0 < base.hour_factor_at(bin7)
+    assert base.hour_factor_at(bin7) == base.hour_factor(seven, weekend=False)
+
 
 def test_the_amt_002_threshold_moves_with_the_shops_history() -> None:
     params = OutlierParams()

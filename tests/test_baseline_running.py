@@ -8,6 +8,7 @@ import random
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,3 +144,25 @@ def test_histogram_capped_at_max_bins() -> None:
     """Amounts further apart than MAX_BINS steps: the last running total holds every amount, as compute's."""
     steps = [("sale", -i, a) for i, a in enumerate([1, 3, 180, 1800, 1800, 10**11, 10**11 + 7])] + [("move", 1, 0)]
     assert replay_steps(steps, None) == 1
+
+
+def test_tail_hours_when_the_tail_kept_is_cut_among_equal_amounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tail_hours lines up with tail_amounts (equal amounts by hour bin), and where TAIL_KEPT cuts a run of one
+    amount both forms keep the same (latest) bins of it."""
+    import agent.rules.baseline as baseline_module
+
+    for kept in (1, 2, 3, 5, 8, 40):
+        monkeypatch.setattr(baseline_module, "TAIL_KEPT", kept)
+        rng = random.Random(kept)
+        steps: list[tuple[str, int, int]] = []
+        for _ in range(3):
+            for _ in range(rng.randrange(60, 140)):
+                amount = rng.choice([1800, 2000, 90000, 90000, 90000, 120000, 120000, rng.randrange(1, 10**6)])
+                steps.append(("sale", -rng.randrange(0, 28 * 60), amount))
+            steps.append(("move", rng.choice([30, 300]), 0))
+        assert replay_steps(steps, SHANGHAI) == 3
+        got = AmountBaseline.compute([(START + timedelta(hours=h), 90000) for h in (9, 3, 20)]
+                                     + [(START, 100)] * 100, START, SHANGHAI)
+        assert got is not None and len(got.tail_hours) == len(got.tail_amounts) == min(kept, 3)
+        # 03:00, 09:00 and 20:00 UTC on a Sunday: Sunday 11:00 and 17:00 and Monday 04:00 in Shanghai.
+        assert got.tail_hours == (4, 24 + 11, 24 + 17)[3 - min(kept, 3):]

@@ -205,8 +205,14 @@ class DecimalSlip(BaseRule[SlipParams]):
         """
         if self._calibrated is not None and self._calibrated[0] is base:
             return self._calibrated[1]
-        scores = sorted((s for a in base.tail_amounts if base.price_count(a) < self.params.known_count
-                         for s in [self._own_score(base, a)] if s is not None), reverse=True)
+        # Each bill at its own hour, as a live charge then would be weighed (without times: hour factor 1).
+        hours = base.tail_hours or (None,) * len(base.tail_amounts)
+        scored: dict[tuple[int, int | None], float | None] = {}
+        for a, h in zip(base.tail_amounts, hours, strict=True):
+            if (a, h) not in scored and base.price_count(a) < self.params.known_count:
+                scored[a, h] = self._own_score(base, a, h)
+        scores = sorted((s for a, h in zip(base.tail_amounts, hours, strict=True)
+                         for s in [scored.get((a, h))] if s is not None), reverse=True)
         allowed = int(float(self.params.budget) * base.trading_days)
         cut = float(self.params.verify_floor)
         if len(scores) > allowed:
@@ -215,8 +221,9 @@ class DecimalSlip(BaseRule[SlipParams]):
         self._calibrated = (base, cut)
         return cut
 
-    def _own_score(self, base: AmountBaseline, value: int) -> float | None:
-        ev = self.weigh(base, value, leave_out=1)
+    def _own_score(self, base: AmountBaseline, value: int, hour_bin: int | None) -> float | None:
+        hour = 1.0 if hour_bin is None else base.hour_factor_at(hour_bin, leave_out=1)
+        ev = self.weigh(base, value, hour_factor=hour, leave_out=1)
         return ev.score if ev is not None else None
 
     def _card_factor(self, state: RuleState, view: TxnView) -> tuple[float, bool]:

@@ -98,6 +98,9 @@ class AmountBaseline:
     # The amounts above P95 themselves (at most TAIL_KEPT, the largest): the genuine large bills a rule can
     # score to learn how often its threshold would have fired on this month's own trading.
     tail_amounts: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    # Each of those bills' hour bin (weekend * 24 + local hour), in the same order (equal amounts by hour), so
+    # the rule scores them at their own hour as it scores a live charge. Empty when computed without times.
+    tail_hours: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def compute(cls, sales: Sequence[int] | Sequence[tuple[datetime, int]], now: datetime,
@@ -179,17 +182,22 @@ class AmountBaseline:
         Shrunk towards 1 by five pseudo tail sales spread like all sales: a month with a handful of
         banquets does not rule out a banquet at lunch.
         """
+        return self.hour_factor_at(24 * int(weekend) + local.hour)
+
+    def hour_factor_at(self, hour_bin: int, leave_out: int = 0) -> float:
+        """``hour_factor`` for an hour bin (weekend * 24 + hour). ``leave_out``: tail sales of this very bin to
+        take out first (1 when scoring one of the month's own large bills, as if it were a live charge)."""
         if not self.hour_all or not self.tail_count:
             return 1.0
-        base = 24 * int(weekend)
-        band = [base + (local.hour + d) % 24 for d in (-1, 0, 1)]
-        all_band = sum(self.hour_all[i] for i in band)
-        total_all = sum(self.hour_all[base:base + 24])
-        if not all_band or not total_all:
+        base = hour_bin - hour_bin % 24
+        band = [base + (hour_bin + d) % 24 for d in (-1, 0, 1)]
+        all_band = sum(self.hour_all[i] for i in band) - leave_out
+        total_all = sum(self.hour_all[base:base + 24]) - leave_out
+        if all_band <= 0 or total_all <= 0:
             return 1.0
         share_all = all_band / total_all
-        tail_band = sum(self.hour_tail[i] for i in band)
-        total_tail = sum(self.hour_tail[base:base + 24])
+        tail_band = sum(self.hour_tail[i] for i in band) - leave_out
+        total_tail = sum(self.hour_tail[base:base + 24]) - leave_out
         pseudo = 5.0
         return ((tail_band + pseudo * share_all) / (total_tail + pseudo)) / share_all
 
@@ -313,14 +321,19 @@ def _hours(timed: Sequence[tuple[datetime, int]], p95_minor: int, tz: tzinfo | N
     hour_all = [0] * 48
     hour_tail = [0] * 48
     days = set()
+    tail: list[tuple[int, int]] = []
     for t, a in timed:
         local = t.astimezone(tz) if tz is not None else t
         i = 24 * int(local.weekday() >= 5) + local.hour
         hour_all[i] += 1
         if a > p95_minor:
             hour_tail[i] += 1
+            tail.append((a, i))
         days.add(local.date())
-    return {"hour_all": tuple(hour_all), "hour_tail": tuple(hour_tail), "days": len(days)}
+    # The largest TAIL_KEPT, as tail_amounts keeps them; among equal amounts cut there, the later hours.
+    tail.sort()
+    return {"hour_all": tuple(hour_all), "hour_tail": tuple(hour_tail), "days": len(days),
+            "tail_hours": tuple(i for _, i in tail[-TAIL_KEPT:])}
 
 
 class _Amount:
@@ -443,6 +456,7 @@ class RunningBaseline:
                 for hour, count in self._amounts[a].hours.items():
                     hour_tail[hour] += count
                 previous = a
+        kept = max(above, n - TAIL_KEPT)
         return AmountBaseline(
             count=n,
             median_minor=ranked[(n - 1) // 2],
@@ -458,11 +472,27 @@ class RunningBaseline:
             **self._histogram(),
             zero_share=tuple((self._zeros[t] + 1) / total for t in range(MAX_ZEROS + 1)),
             **_tail([log(a) for a in ranked.islice(above)], p95),
-            tail_amounts=tuple(ranked.islice(max(above, n - TAIL_KEPT))),
+            tail_amounts=tuple(ranked.islice(kept)),
             hour_all=tuple(self._hour_all),
             hour_tail=tuple(hour_tail),
             days=len(self._days),
+            tail_hours=self._tail_hours(kept),
         )
+
+    def _tail_hours(self, kept: int) -> tuple[int, ...]:
+        """compute's tail_hours: each kept tail amount's hour bins ascending; the first amount, when the
+        TAIL_KEPT cut falls among its sales, keeps only its latest bins (the last of compute's sorted pairs)."""
+        ranked, n = self._sorted, len(self._sorted)
+        out: list[int] = []
+        i = kept
+        while i < n:
+            a = ranked[i]
+            hours = self._amounts[a].hours
+            end = ranked.bisect_key_right(math.log(a))      # the sales of ``a`` end here; those from i are kept
+            bins = [h for h in sorted(hours) for _ in range(hours[h])]
+            out.extend(bins[len(bins) - (end - i):])
+            i = end
+        return tuple(out)
 
     def _deviation_median(self, med: float) -> float:
         """median(|ln a - med|) over the window, by selection: the deviations below the median and those
