@@ -161,6 +161,9 @@ def test_tail_hours_when_the_tail_kept_is_cut_among_equal_amounts(monkeypatch: p
                 steps.append(("sale", -rng.randrange(0, 28 * 60), amount))
             steps.append(("move", rng.choice([30, 300]), 0))
         assert replay_steps(steps, SHANGHAI) == 3
+        # The cut inside one amount's run of sales at different hours: the same (latest) bins in both forms.
+        run = [("sale", -m, 90000) for m in (600, 61, 300, 1200, 59)] + [("sale", -m, 100) for m in range(200)]
+        assert replay_steps([*run, ("move", 1, 0)], SHANGHAI) == 1
         got = AmountBaseline.compute([(START + timedelta(hours=h), 90000) for h in (9, 3, 20)]
                                      + [(START, 100)] * 100, START, SHANGHAI)
         assert got is not None and len(got.tail_hours) == len(got.tail_amounts) == min(kept, 3)

@@ -44,7 +44,7 @@ simulated day: issue 20).
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -456,7 +456,7 @@ class RunningBaseline:
                 for hour, count in self._amounts[a].hours.items():
                     hour_tail[hour] += count
                 previous = a
-        kept = max(above, n - TAIL_KEPT)
+        tail = tuple(ranked.islice(max(above, n - TAIL_KEPT)))
         return AmountBaseline(
             count=n,
             median_minor=ranked[(n - 1) // 2],
@@ -472,26 +472,30 @@ class RunningBaseline:
             **self._histogram(),
             zero_share=tuple((self._zeros[t] + 1) / total for t in range(MAX_ZEROS + 1)),
             **_tail([log(a) for a in ranked.islice(above)], p95),
-            tail_amounts=tuple(ranked.islice(kept)),
+            tail_amounts=tail,
             hour_all=tuple(self._hour_all),
             hour_tail=tuple(hour_tail),
             days=len(self._days),
-            tail_hours=self._tail_hours(kept),
+            tail_hours=self._tail_hours(tail),
         )
 
-    def _tail_hours(self, kept: int) -> tuple[int, ...]:
-        """compute's tail_hours: each kept tail amount's hour bins ascending; the first amount, when the
-        TAIL_KEPT cut falls among its sales, keeps only its latest bins (the last of compute's sorted pairs)."""
-        ranked, n = self._sorted, len(self._sorted)
+    def _tail_hours(self, tail: Sequence[int]) -> tuple[int, ...]:
+        """compute's tail_hours for the kept tail amounts (ascending): each amount's hour bins ascending; the
+        first amount, when the TAIL_KEPT cut falls among its sales, keeps only its latest bins (the last of
+        compute's sorted pairs)."""
         out: list[int] = []
-        i = kept
-        while i < n:
-            a = ranked[i]
-            hours = self._amounts[a].hours
-            end = ranked.bisect_key_right(math.log(a))      # the sales of ``a`` end here; those from i are kept
+        if not tail:
+            return ()
+        amounts, first = self._amounts, tail[0]
+        for a in dict.fromkeys(tail):           # the distinct amounts, ascending
+            entry = amounts[a]
+            hours = entry.hours
+            if entry.count == 1:                # most tail amounts
+                out.extend(hours)
+                continue
+            taken = bisect_right(tail, first) if a == first else entry.count
             bins = [h for h in sorted(hours) for _ in range(hours[h])]
-            out.extend(bins[len(bins) - (end - i):])
-            i = end
+            out.extend(bins[len(bins) - taken:])
         return tuple(out)
 
     def _deviation_median(self, med: float) -> float:
