@@ -199,9 +199,10 @@ class DecimalSlip(BaseRule[SlipParams]):
     def verify_cut(self, base: AmountBaseline) -> float:
         """The "please check" threshold for this baseline, from the false-alert budget (once per refresh).
 
-        Scores this month's own large bills (each left out of its own neighbourhood, list prices skipped,
-        as the rule would) and takes the lowest cut at or above ``verify_floor`` that leaves at most
-        ``budget`` x trading days of them above it. Never above ``min_score``.
+        Scores this month's own large bills as the rule scores a live charge (each at its own hour, left out
+        of its own neighbourhood and hour counts, list prices skipped; their cards are not known here) and
+        takes the lowest cut at or above ``verify_floor`` that leaves at most ``budget`` x trading days of them
+        above it. Never above ``min_score``.
         """
         if self._calibrated is not None and self._calibrated[0] is base:
             return self._calibrated[1]

@@ -27,7 +27,9 @@ decimal-slip rule reads in O(1):
   and where the budgeted outlier threshold of AMT-002 lies.
 * when sale times are given (``(instant, amount)`` pairs), when those large bills
   happen: counts of all sales and of tail sales by local hour, workdays and
-  weekends apart (48 bins), and how many distinct days the window had sales.
+  weekends apart (48 bins), and how many distinct days the window had sales; and each
+  kept large bill's own hour bin (``tail_hours``), so AMT-001 can score the month's
+  large bills at their own hour, as it scores a live charge, when it sets its cut.
 
 When MAD is 0 (over half the sales have one amount) the spread falls back to
 the mean absolute deviation scaled to the same units (1.253314 * MeanAD, the
