@@ -4,10 +4,18 @@ on each capture's own timeline, several captures merged by time. ``agent/replay.
 from __future__ import annotations
 
 import heapq
+import io
+import os
+import pickle
+import tempfile
+import weakref
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, tzinfo
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,8 @@ class CaptureError(ValueError):
 
 BLOCK = 1 << 16      # bytes read and decoded at a time: a capture is never held whole
 REORDER = 10_000     # events of one capture re-ordered by time (a terminal clock set back a little)
-KEEP = 20_000        # a capture of up to this many events is decoded once and kept (a few MB), not twice
+KEEP = 20_000        # a capture of up to this many events is kept in memory from the first pass (a few MB)
+SPILL_CHUNK = 1024   # a larger one's events go to a temporary file this many at a time (_Spill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +51,9 @@ class _Capture:
     ref: datetime
     options: Mapping[str, Any] | None
     shifts: tuple[tuple[int, int], ...] = ()   # drivers/timeutil.timeline_shifts of its year-less times
-    # A small capture's events from the first pass and that pass's decoder stats (None: decode again).
-    kept: tuple[Event, ...] | None = None
+    # The first pass's events (a small capture's in memory, a larger one's spilled to a temporary file)
+    # and that pass's decoder stats; None: a protocol without a first pass, decoded as it is streamed.
+    kept: tuple[Event, ...] | _Spill | None = None
     kept_stats: Any = None
 
 
@@ -86,24 +96,143 @@ def _open_capture(path: Path, protocol: str, tz: tzinfo, received: datetime | No
                   options: Mapping[str, Any] | None) -> _Capture:
     """A capture ready to stream. Year-less times are placed back from the capture's end, which a stream
     only knows at its end: a first pass decodes it keeping one 8-byte integer per stamped event, and
-    keeps how far each run of them moves (a few runs: the shift changes only where dates wrap)."""
+    keeps how far each run of them moves (a few runs: the shift changes only where dates wrap). The same
+    pass keeps the events it decoded, in memory up to ``KEEP`` and beyond that in a :class:`_Spill` file
+    (~135 bytes an event: ~140 MB for a million transactions, in the system's temporary directory), so
+    the replay reads them back instead of decoding the capture again."""
     ref = received or datetime.fromtimestamp(path.stat().st_mtime, UTC)
     cap = _Capture(path, protocol, tz, ref, options)
     if protocol not in YEARLESS:
         build_decoder(protocol, tz=tz, options=options, source=protocol)   # a bad option fails here, not mid-replay
         return cap
     micros = array("q")
-    kept: list[Event] | None = []
+    kept: list[Event] = []
+    spill: _Spill | None = None
     stats: dict[str, Any] = {}
-    for ev in _decode(cap, stats):
-        if (t := _stamp(ev)) is not None:
-            micros.append(_micros(t))
-        if kept is not None:
+    try:
+        for ev in _decode(cap, stats):
+            if (t := _stamp(ev)) is not None:
+                micros.append(_micros(t))
             kept.append(ev)
-            if len(kept) > KEEP:
-                kept = None   # too many to hold: the replay decodes the capture again as a stream
+            if spill is not None and len(kept) >= SPILL_CHUNK:
+                spill.write(kept)
+                kept.clear()
+            elif spill is None and len(kept) > KEEP:
+                spill = _Spill()   # too many to hold: to disk, read back as the replay streams them
+                spill.write(kept)
+                kept.clear()
+        if spill is not None:
+            spill.write(kept)
+    except BaseException:
+        if spill is not None:
+            spill.close()
+        raise
     return replace(cap, shifts=tuple(timeline_shifts(micros, tz, ref)),
-                   kept=tuple(kept) if kept is not None else None, kept_stats=stats.get(str(path)))
+                   kept=spill if spill is not None else tuple(kept), kept_stats=stats.get(str(path)))
+
+
+class _Spill:
+    """A large capture's events from the first pass, in an unnamed temporary file (gone when closed, or
+    when the process ends however it ends), read back a chunk at a time: the capture is decoded once,
+    not once for its timeline and again for the replay, and memory stays bounded by a chunk.
+
+    Why not decode twice with a lighter first pass: the timeline is placed from the events that pass the
+    event boundary (drivers/boundary.py), and a time the boundary would refuse changes the year given to
+    the events before it (tests/test_replay_spill.py); only the real decode knows which pass. A chunk is
+    a pickled list of (type, field values): every event type is a frozen slotted dataclass whose fields
+    are plain values and datetimes, and each is rebuilt as it was, without running its checks again.
+    A datetime's zone comes back as the very object it went out as (see :meth:`_dumps`): arithmetic
+    between aware datetimes depends on whether their tzinfo is the same object."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="settleguard-replay-")  # noqa: SIM115 - outlives this call
+        # Closed (and so deleted) when the stream holding it goes away, without a ResourceWarning.
+        self.close = weakref.finalize(self, self._file.close)
+        self._chunks: list[tuple[int, int]] = []   # (offset, length) of each pickled chunk
+        self._size = 0
+        self._zones: list[tzinfo] = []
+
+    def write(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        blob = self._dumps([(type(ev), _shape(type(ev))[0](ev)) for ev in events])
+        self._file.write(blob)
+        self._chunks.append((self._size, len(blob)))
+        self._size += len(blob)
+
+    def __iter__(self) -> Iterator[Event]:
+        self._file.flush()
+        fd = self._file.fileno()
+        for offset, length in self._chunks:
+            # pread: several iterations of one capture (a re-iterated stream) never share a file position.
+            blob = os.pread(fd, length, offset)
+            if len(blob) != length:
+                raise OSError(f"replay spill file cut short ({len(blob)} of {length} bytes)")
+            for cls, row in self._loads(blob):
+                ev: Event = _NEW(cls)
+                # object.__setattr__ for each field, looped in C (a frozen dataclass refuses plain setattr).
+                _drain(map(_SET, repeat(ev), _shape(cls)[1], row))
+                yield ev
+
+    def _dumps(self, rows: list[tuple[type, tuple[Any, ...]]]) -> bytes:
+        buf = io.BytesIO()
+        _ZonePickler(buf, self._zones).dump(rows)
+        return buf.getvalue()
+
+    def _loads(self, blob: bytes) -> list[tuple[type, tuple[Any, ...]]]:
+        rows: list[tuple[type, tuple[Any, ...]]] = _ZoneUnpickler(io.BytesIO(blob), self._zones).load()
+        return rows
+
+
+def _zone(k: int) -> tzinfo:   # pragma: no cover - never called: _ZoneUnpickler answers for it
+    raise AssertionError("a spilled zone is read back by _ZoneUnpickler only")
+
+
+class _ZonePickler(pickle.Pickler):
+    """Pickles each zone as a reference to the spill's list of zones, the object itself kept there."""
+
+    def __init__(self, file: io.BytesIO, zones: list[tzinfo]) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self._zones = zones
+
+    def reducer_override(self, obj: Any) -> Any:
+        # Called for datetimes and zones, not for str/int/None/tuple (pickle's own fast path skips those).
+        if isinstance(obj, tzinfo):
+            zones = self._zones
+            for k, z in enumerate(zones):
+                if z is obj:
+                    return _zone, (k,)
+            zones.append(obj)
+            return _zone, (len(zones) - 1,)
+        return NotImplemented
+
+
+class _ZoneUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, zones: list[tzinfo]) -> None:
+        super().__init__(file)
+        self._zones = zones
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == "_zone":
+            return self._zones.__getitem__
+        return super().find_class(module, name)
+
+
+# Event type -> (its field values as a tuple, its field names): read in C by attrgetter.
+_SHAPES: dict[type, tuple[Callable[[Any], tuple[Any, ...]], tuple[str, ...]]] = {}
+_NEW = object.__new__
+_drain: Callable[[Iterator[None]], None] = deque[None](maxlen=0).extend
+_SET = object.__setattr__
+
+
+def _shape(cls: type) -> tuple[Callable[[Any], tuple[Any, ...]], tuple[str, ...]]:
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        names = tuple(f.name for f in fields(cls))
+        get = attrgetter(*names)
+        # attrgetter of one name returns the value, not a 1-tuple.
+        shape = _SHAPES[cls] = ((lambda ev: (get(ev),)) if len(names) == 1 else get, names)
+    return shape
 
 
 def _micros(t: datetime) -> int:
@@ -164,7 +293,8 @@ def _stream(cap: _Capture, stats: dict[str, Any] | None, key: str) -> Iterator[t
 
 
 class Captures:
-    """Decoded captures as a stream, merged by time (re-iterable: each iteration decodes again).
+    """Decoded captures as a stream, merged by time (re-iterable: each iteration decodes again, or reads
+    again what a year-less capture's first pass kept).
 
     Memory stays bounded by ``BLOCK`` bytes, ``REORDER`` events per capture and the first pass's integer per
     stamped event, not by the capture's size (issue 20: a million transactions held as one sorted list
