@@ -28,6 +28,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from drivers.events import (
@@ -70,6 +71,11 @@ _TXN_TEXT: Final = tuple(n for n in Transaction.SCHEMA if n not in ("kind", "res
                                                                       "card", "entry_mode", "currency"))
 _SETTLEMENT_TEXT: Final = ("source", "terminal_id", "merchant_id", "batch_no")
 _TXN_TEXT_AND_CURRENCY: Final = (*_TXN_TEXT, "currency")
+_TXN_TEXT_AND_CURRENCY_OF: Final = attrgetter(*_TXN_TEXT_AND_CURRENCY)
+_TXN_TEXT_OF: Final = attrgetter(*_TXN_TEXT)
+# (name, length limit, required) of each text field _check_transaction checks, in _TXN_TEXT's order.
+_TXN_TEXT_RULES: Final = tuple((n, MAX_SOURCE_CHARS if n == "source" else MAX_FIELD_CHARS, n == "source")
+                               for n in _TXN_TEXT)
 # A card field already in the form decoders write (first 6, stars, last 4) holds no card number: mask_pan
 # would return it unchanged, so it is not asked.
 _MASKED_CARD: Final = re.compile(r"[0-9]{6}\*{3,9}[0-9]{4}")
@@ -86,8 +92,12 @@ def scrub_event(event: Event) -> Event:
     """
     changes: dict[str, Any] = {}
     if isinstance(event, Transaction):
-        for name in _TXN_TEXT_AND_CURRENCY:
-            _scrub_field(event, name, changes)
+        # _scrub_field over the fields read at once (every decoded transaction comes here: issue 20).
+        for name, value in zip(_TXN_TEXT_AND_CURRENCY, _TXN_TEXT_AND_CURRENCY_OF(event), strict=True):
+            if isinstance(value, str) and len(value) >= SHORTEST_PAN:
+                clean = scrub_text(value)
+                if clean != value:
+                    changes[name] = clean
         card = event.card
         if isinstance(card, str) and not _MASKED_CARD.fullmatch(card):
             masked = mask_pan(card)
@@ -186,12 +196,19 @@ def _check_transaction(t: Transaction) -> str | None:
         why = _currency(t.currency) or _time(t.time)
     if why is None:
         why = _text(t.card, "card", MAX_FIELD_CHARS)
-    for name in _TXN_TEXT:
+    if why is not None:
+        return why
+    # _text on each field, its common cases (absent, or short ASCII without NUL) inline: this runs for every
+    # decoded transaction (issue 20).
+    for (name, limit, required), value in zip(_TXN_TEXT_RULES, _TXN_TEXT_OF(t), strict=True):
+        if value is None and not required:
+            continue
+        if type(value) is str and len(value) <= limit and value.isascii() and "\x00" not in value:
+            continue
+        why = _text(value, name, limit, required=required)
         if why is not None:
-            break
-        why = _text(getattr(t, name), name, MAX_SOURCE_CHARS if name == "source" else MAX_FIELD_CHARS,
-                    required=name == "source")
-    return why
+            return why
+    return None
 
 
 def _check_settlement(s: Settlement) -> str | None:
@@ -280,6 +297,7 @@ def _currency(value: Any) -> str | None:
     return None
 
 
+_ONE_DAY: Final = timedelta(days=1)
 _NAIVE_EARLIEST: Final = EARLIEST.replace(tzinfo=None) + timedelta(days=1)
 _NAIVE_LATEST: Final = LATEST.replace(tzinfo=None) - timedelta(days=1)
 
@@ -292,7 +310,7 @@ def _time(value: Any) -> str | None:
     offset = value.utcoffset() if value.tzinfo is not None else None
     if offset is None:
         return "time: no UTC offset"
-    if abs(offset) >= timedelta(days=1):
+    if abs(offset) >= _ONE_DAY:
         return "time: UTC offset of a day or more"
     # The wall-clock fields first, a day inside the window: then the UTC conversion below cannot overflow
     # (Python's datetime ends at 9999-12-31; year 9999 with a negative offset would).
