@@ -153,12 +153,13 @@ class _Spill:
         self._zones: list[tzinfo] = []
 
     def write(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        blob = self._dumps([(type(ev), _shape(type(ev))[0](ev)) for ev in events])
-        self._file.write(blob)
-        self._chunks.append((self._size, len(blob)))
-        self._size += len(blob)
+        # SPILL_CHUNK at a time: reading back holds one chunk's rows beside the replay, not the ``KEEP``
+        # events held before the spill began.
+        for start in range(0, len(events), SPILL_CHUNK):
+            blob = self._dumps([(type(ev), _shape(type(ev))[0](ev)) for ev in events[start:start + SPILL_CHUNK]])
+            self._file.write(blob)
+            self._chunks.append((self._size, len(blob)))
+            self._size += len(blob)
 
     def __iter__(self) -> Iterator[Event]:
         self._file.flush()
