@@ -57,9 +57,12 @@ class _Capture:
     kept_stats: Any = None
 
 
+_STAMPED = (Transaction, Settlement)   # a tuple built once: ``A | B`` builds a union object per call
+
+
 def _stamp(ev: Event) -> datetime | None:
     """The terminal's own time of a transaction or settlement (the year-less kind), else None."""
-    return ev.time if isinstance(ev, Transaction | Settlement) else None
+    return ev.time if isinstance(ev, _STAMPED) else None
 
 
 def _decode(cap: _Capture, stats: dict[str, Any] | None = None, key: str = "") -> Iterator[Event]:

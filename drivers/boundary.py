@@ -343,13 +343,17 @@ def _text(value: Any, name: str, limit: int, *, required: bool = False) -> str |
 
 
 # -- admission ---------------------------------------------------------------------------------------------
+# A tuple built once (``A | B | ...`` in isinstance builds a union object on every call).
+_EVENT_TYPES: Final = (Transaction, Settlement, ReceiptText, Order, EcrRequest)
+
+
 def admit(event: Any, source: str) -> tuple[Event | None, Rejected | None]:
     """(the scrubbed event, None) when it may go on; (None, why) when it goes to the quarantine.
 
     Never raises, whatever ``event`` holds.
     """
     try:
-        known = isinstance(event, Transaction | Settlement | ReceiptText | Order | EcrRequest)
+        known = isinstance(event, _EVENT_TYPES)
         clean = scrub_event(event) if known else event
         why = check_event(clean)
     except Exception as exc:  # the boundary's promise is that nothing passes it as an exception

@@ -8,6 +8,10 @@ from datetime import UTC, datetime, timedelta, tzinfo
 _ONE_DAY = timedelta(days=1)
 # Within half a year of the receive time the receive year always wins: skip the three-year search.
 _CLEARLY_THIS_YEAR = timedelta(days=180)
+# (received, tz, received in tz) of the last call: identity-checked (the tuple holds both, so their ids
+# cannot be reused), so a new reference is never mistaken for it.
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_LOCAL: tuple[datetime | None, tzinfo | None, datetime] = (None, None, _EPOCH_UTC)
 
 
 def infer_datetime(month: int, day: int, hour: int, minute: int, second: int,
@@ -22,7 +26,13 @@ def infer_datetime(month: int, day: int, hour: int, minute: int, second: int,
     """
     if received.tzinfo is None:
         raise ValueError("received must be timezone-aware")
-    local_now = received.astimezone(tz)
+    # A replay places every frame of a capture against one reference: its local form is worked out once.
+    # One tuple read and one rebinding, so a reader thread never sees another's half-updated entry.
+    global _LAST_LOCAL
+    last_received, last_tz, local_now = _LAST_LOCAL
+    if last_received is not received or last_tz is not tz:
+        local_now = received.astimezone(tz)
+        _LAST_LOCAL = (received, tz, local_now)
     try:
         guess = datetime(local_now.year, month, day, hour, minute, second, tzinfo=tz)
     except ValueError:
