@@ -152,7 +152,7 @@ def scrub_text(text: str) -> str:
     while True:
         clean = _PAN_CANDIDATE.sub(_mask_candidate, text)
         if clean == text:
-            if clean is original and len(clean) <= _CLEAN_LONGEST:
+            if text is original and len(clean) <= _CLEAN_LONGEST:   # unchanged from the start
                 if len(_CLEAN) >= _CLEAN_ENTRIES:
                     _CLEAN.clear()
                 _CLEAN.add(clean)
