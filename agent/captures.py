@@ -3,6 +3,7 @@ on each capture's own timeline, several captures merged by time. ``agent/replay.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import io
 import os
@@ -17,7 +18,7 @@ from datetime import UTC, datetime, tzinfo
 from itertools import repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from drivers.boundary import check_event
 from drivers.events import Event, ReceiptText, Settlement, Transaction
@@ -35,6 +36,17 @@ class CaptureError(ValueError):
     def __init__(self, path: Path, offset: int, cause: Exception) -> None:
         super().__init__(f"{path}: near byte {offset}: {cause}")
         self.path, self.offset, self.cause = path, offset, cause
+
+
+class SpillError(CaptureError):
+    """The first pass could not keep a large capture's decoded events in the temporary directory (a full
+    or read-only disk): say where, and what to do, instead of a traceback."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        ValueError.__init__(self, f"{path}: no room to keep its decoded events in {tempfile.gettempdir()} "
+                                  f"({cause.strerror or cause}): free space there, or set TMPDIR to a "
+                                  "directory with room, and run the replay again")
+        self.path, self.offset, self.cause = path, -1, cause
 
 
 BLOCK = 1 << 16      # bytes read and decoded at a time: a capture is never held whole
@@ -121,7 +133,7 @@ def _open_capture(path: Path, protocol: str, tz: tzinfo, received: datetime | No
                 spill.write(kept)
                 kept.clear()
             elif spill is None and len(kept) > KEEP:
-                spill = _Spill()   # too many to hold: to disk, read back as the replay streams them
+                spill = _Spill(path)   # too many to hold: to disk, read back as the replay streams them
                 spill.write(kept)
                 kept.clear()
         if spill is not None:
@@ -147,10 +159,14 @@ class _Spill:
     A datetime's zone comes back as the very object it went out as (see :meth:`_dumps`): arithmetic
     between aware datetimes depends on whether their tzinfo is the same object."""
 
-    def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="settleguard-replay-")  # noqa: SIM115 - outlives this call
+    def __init__(self, path: Path) -> None:
+        self._path = path   # the capture: named in a SpillError
+        try:
+            self._file = tempfile.TemporaryFile(prefix="settleguard-replay-")  # noqa: SIM115 - outlives this call
+        except OSError as exc:
+            raise SpillError(path, exc) from exc
         # Closed (and so deleted) when the stream holding it goes away, without a ResourceWarning.
-        self.close = weakref.finalize(self, self._file.close)
+        self.close = weakref.finalize(self, _close_quietly, self._file)
         self._chunks: list[tuple[int, int]] = []   # (offset, length) of each pickled chunk
         self._size = 0
         self._zones: list[tzinfo] = []
@@ -160,12 +176,18 @@ class _Spill:
         # events held before the spill began.
         for start in range(0, len(events), SPILL_CHUNK):
             blob = self._dumps([(type(ev), _shape(type(ev))[0](ev)) for ev in events[start:start + SPILL_CHUNK]])
-            self._file.write(blob)
+            try:
+                self._file.write(blob)
+            except OSError as exc:   # a full disk: said plainly, not as a traceback (buffered: or at the flush)
+                raise SpillError(self._path, exc) from exc
             self._chunks.append((self._size, len(blob)))
             self._size += len(blob)
 
     def __iter__(self) -> Iterator[Event]:
-        self._file.flush()
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise SpillError(self._path, exc) from exc
         fd = self._file.fileno()
         for offset, length in self._chunks:
             # pread: several iterations of one capture (a re-iterated stream) never share a file position.
@@ -186,6 +208,13 @@ class _Spill:
     def _loads(self, blob: bytes) -> list[tuple[type, tuple[Any, ...]]]:
         rows: list[tuple[type, tuple[Any, ...]]] = _ZoneUnpickler(io.BytesIO(blob), self._zones).load()
         return rows
+
+
+def _close_quietly(file: IO[bytes]) -> None:
+    """Close (and so delete) a spill file; closing flushes what is buffered, which a full disk refuses: the
+    file is gone either way and the error that matters was raised already (SpillError)."""
+    with contextlib.suppress(OSError):
+        file.close()
 
 
 def _zone(k: int) -> tzinfo:   # pragma: no cover - never called: _ZoneUnpickler answers for it

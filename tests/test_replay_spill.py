@@ -122,3 +122,50 @@ def test_the_spill_file_is_gone_with_the_stream(tmp_path: Path, monkeypatch: pyt
     assert sum(1 for _ in stream) > 0
     del stream, spill
     assert handle.closed
+
+
+def test_a_full_temporary_directory_is_said_plainly_and_names_the_way_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A large capture's events go to the system's temporary directory; when that disk is full the replay
+    stops with what to do (free space, or TMPDIR), not a traceback. Needs root for the small tmpfs."""
+    import tempfile
+
+    from agent.cli import main
+    from tests.faults.test_disk_full import fill, small_filesystem
+    from tests.test_replay import REPLAY_CONFIG
+
+    path = tmp_path / "month.cn_ecr"
+    path.write_bytes(b"".join(encode_day("cn_ecr", day) for day in _days(date(2026, 7, 1), 3)))
+    (tmp_path / "c.toml").write_text(REPLAY_CONFIG.format(protocol="cn_ecr"), encoding="utf-8")
+    monkeypatch.setattr(captures, "KEEP", 0)
+    with small_filesystem(tmp_path / "tmp") as full:
+        fill(full)
+        monkeypatch.setattr(tempfile, "tempdir", str(full))
+        code = main(["replay", "--config", str(tmp_path / "c.toml"), "--state", str(tmp_path / "state"),
+                     str(path)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "month.cn_ecr" in err and "TMPDIR" in err and str(full) in err, err
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_under_the_replays_journal_is_said_plainly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --state the replay's journal goes to the temporary directory too: a full disk there is said
+    with the way out (--state elsewhere), not as SQLite's traceback. Needs root for the small tmpfs."""
+    import tempfile
+
+    from agent.cli import main
+    from tests.faults.test_disk_full import fill, small_filesystem
+    from tests.test_replay import REPLAY_CONFIG
+
+    path = tmp_path / "month.cn_ecr"
+    path.write_bytes(b"".join(encode_day("cn_ecr", day) for day in _days(date(2026, 7, 1), 3)))
+    (tmp_path / "c.toml").write_text(REPLAY_CONFIG.format(protocol="cn_ecr"), encoding="utf-8")
+    with small_filesystem(tmp_path / "tmp") as full:
+        fill(full)
+        monkeypatch.setattr(tempfile, "tempdir", str(full))
+        code = main(["replay", "--config", str(tmp_path / "c.toml"), str(path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--state" in err and str(full) in err and "Traceback" not in err, err

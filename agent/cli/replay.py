@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import EX_CONFIG, EX_DATAERR, EX_OK, ConfigError, err, load_config, usage_error, zone_arg
+from agent.cli.common import EX_CONFIG, EX_DATAERR, EX_FAIL, EX_OK, ConfigError, err, load_config, usage_error, zone_arg
 
 
 def add_parser(sub: Any) -> None:
@@ -131,6 +131,8 @@ def _replay_wires(args: argparse.Namespace, loaded: Any, tz: Any) -> int:
 def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[str, Any], nothing: str) -> int:
     """``events`` is a stream (agent.replay.Captures): whether it holds anything, and whether a capture
     breaks part-way, is known only as it is replayed."""
+    import sqlite3
+    import tempfile
     from datetime import datetime
 
     from rich.console import Console
@@ -162,6 +164,13 @@ def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[
     except CaptureError as exc:
         err(str(exc))
         return EX_DATAERR
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not _no_room(exc):
+            raise
+        where = args.state or tempfile.gettempdir()
+        err(f"cannot write the replay's journal in {where} ({exc}): free space there, or give --state a "
+            "directory on a disk with room, and run the replay again")
+        return EX_FAIL
     if result.first is None:
         err(nothing)
         return EX_DATAERR
@@ -174,3 +183,13 @@ def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[
         else:
             console.print("no channel people read is configured: no phone would receive anything")
     return EX_OK
+
+
+def _no_room(exc: BaseException) -> bool:
+    """A disk that is full or cannot be written (the journal's directory): the person can fix that."""
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+    text = str(exc)
+    return "disk is full" in text or "unable to open database" in text or "readonly database" in text
