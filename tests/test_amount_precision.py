@@ -151,6 +151,37 @@ def test_a_regular_who_only_ever_paid_small_weighs_more_against_a_genuine_bill_t
     assert (b["card_factor"], b["card_regular"]) == (0.25, True)
     assert b["value"] > a["value"] + 0.6          # ln 2 likelier a slip
 
+def test_a_regular_is_a_card_the_mask_tells_apart_not_every_card_ending_in_the_same_four_digits() -> None:
+    # A terminal that prints only the last four digits pools every card of the shop ending 7777: twelve visits
+    # of those are not one customer's, so RMB 240.00 on such a card keeps the list-price excuse.
+    last4 = "************7777"
+    pooled = _visits(last4, [2400, 2500, 1800, 2400, 3000, 2400, 1500, 2400, 2700, 2400, 2400, 2600])
+    till = bakery(pooled)
+    assert till.sale(NOW, 24000, card=last4) == []
+
+
+def _visits_today(tmp_path: Path, visits: int) -> list[AlertChange]:
+    """A real pipeline (journal + the rules' memory): ``visits`` RMB 24.00 sales on one card this morning,
+    then RMB 240.00 (the bakery's list price) on it."""
+    tmp_path.mkdir()
+    h = Harness(tmp_path)
+    start = h.clock.now()
+    h.pipeline.engine.refresh_baseline(bakery_with_office_orders(), start)
+    for i in range(visits):
+        h.feed(sale(f"{100 + i:06d}", 2400, start + timedelta(minutes=10 * i), card=REGULAR))
+    h.pipeline.engine.refresh_baseline(bakery_with_office_orders(), h.clock.now())
+    h.feed(sale("000999", 24000, start + timedelta(minutes=10 * visits + 5), card=REGULAR))
+    return h.opened("AMT-001")
+
+
+def test_a_visit_in_both_the_journal_and_the_rules_memory_counts_once(tmp_path: Path) -> None:
+    # Today's visits are in the journal and in the rules' last-day memory: five of them are five, not ten,
+    # so the card is not yet a regular's (ten) and the list price stands; ten of them make it one.
+    assert _visits_today(tmp_path / "five", 5) == []
+    ten = _visits_today(tmp_path / "ten", 10)
+    assert len(ten) == 1 and ten[0].alert.evidence["card_regular"] is True
+
+
 # -- the "please check" cut from the month's large bills at their own hours ------------------------------
 def tea_shop_with_evening_orders() -> list[tuple[datetime, int]]:
     """Four weeks of the tea shop's small tickets from 09:00 to 18:00, and twenty genuine large bills (RMB

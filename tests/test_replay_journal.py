@@ -187,3 +187,31 @@ def test_a_replay_killed_part_way_leaves_a_sound_journal_and_a_second_run_comple
     _same_rows(again, _content(tmp_path / "killed-before"))
     assert [r[1] for r in again["transactions"]] == [r[1] for r in _content(tmp_path / "clean")["transactions"]]
     assert {name for name, _ in again["indexes"]} >= set(AFTER_LOAD)
+
+
+def test_replay_refuses_the_running_daemons_state_directory(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A bulk load into the daemon's own journal would hold its write lock for thousands of rows and
+    checkpoint its pages without fsync: with something listening on the directory's control socket (as a
+    running daemon does), replay says so and writes nothing there."""
+    import socket
+
+    from agent.cli import main
+    from tests.test_replay import REPLAY_CONFIG
+
+    day = build_day("clean", seed=3, day=date(2026, 7, 1), tz=ZoneInfo("Asia/Shanghai"), count=10)
+    capture = tmp_path / "day.cn_ecr"
+    capture.write_bytes(encode_day("cn_ecr", day))
+    (tmp_path / "c.toml").write_text(REPLAY_CONFIG.format(protocol="cn_ecr"), encoding="utf-8")
+    live = tmp_path / "live"
+    live.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon:
+        daemon.bind(str(live / "control.sock"))
+        daemon.listen()
+        code = main(["replay", "--config", str(tmp_path / "c.toml"), "--state", str(live), str(capture)])
+    assert code == 2
+    assert "running daemon" in capsys.readouterr().err
+    assert not journal_path(live).exists()
+    # Once nobody listens there (the daemon stopped), the directory is the replay's to use.
+    assert main(["replay", "--config", str(tmp_path / "c.toml"), "--state", str(live), str(capture)]) == 0
+    assert journal_path(live).exists()

@@ -139,6 +139,7 @@ def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[
 
     from agent.alerts.report import alert_line, notification_json, phone_table, summary_table
     from agent.replay import CaptureError, phone_days, replay
+    from agent.service.control import listening
 
     until = None
     if args.until:
@@ -158,6 +159,11 @@ def _run_replay(args: argparse.Namespace, loaded: Any, events: Any, stats: dict[
         else:
             out_console.print(alert_line(item, loaded.tz))
 
+    if args.state and listening(Path(args.state) / "control.sock"):
+        # A bulk load into the running daemon's journal would hold its lock for thousands of rows and
+        # checkpoint its pages without fsync: a replay's journal is never the daemon's own.
+        return usage_error(f"--state {args.state} is the running daemon's state directory: give the replay "
+                           "a directory of its own (or none: a temporary one)")
     try:
         result = replay(loaded, events, state=Path(args.state) if args.state else None, listener=listener,
                         until=until)

@@ -237,15 +237,18 @@ class DecimalSlip(BaseRule[SlipParams]):
         if not card or self.params.card_days == 0:
             return 1.0, False
         since = view.utc - timedelta(days=self.params.card_days)
-        seen = [v for v in chain(state.history.sales_for_card(card, since, view.utc),
-                                 state.card_history(card, since, view.utc))
-                if v.key != view.key and is_charge(v)]
+        # The journal also holds what the rules' own memory holds (the last day): each visit once, by key.
+        seen = {v.key: v for v in chain(state.history.sales_for_card(card, since, view.utc),
+                                        state.card_history(card, since, view.utc))
+                if v.key != view.key and is_charge(v)}
         if not seen:
             return 1.0, False
-        big = sum(1 for v in seen if v.amount_minor * 2 >= view.amount_minor)
+        big = sum(1 for v in seen.values() if v.amount_minor * 2 >= view.amount_minor)
         if big:
             return 1.0 + 5.0 * min(big, 4), False
-        if len(seen) >= self.params.regular_visits:
+        # A regular only where the masked number tells cards apart: a last-4-only mask pools every card of
+        # the shop ending in those digits (a dozen strangers a quarter at a busy till), not one customer.
+        if len(seen) >= self.params.regular_visits and "*" not in card[:6]:
             return self._regular_factor, True
         return (0.5 if len(seen) >= 3 else 1.0), False
 

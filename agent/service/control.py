@@ -307,6 +307,19 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 15.0) -> dict[
         time.sleep(0.1)
 
 
+def listening(path: Path) -> bool:
+    """Whether a daemon accepts connections on this control socket right now (nothing is sent)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2.0)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
 def _request_once(path: Path, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     if not path.exists():
         return None

@@ -131,11 +131,11 @@ class Journal(JournalReader):
         """
         c = self.conn
         c.execute("PRAGMA synchronous=OFF")
-        for name in AFTER_LOAD:
-            c.execute(f"DROP INDEX IF EXISTS {name}")
-        c.execute("BEGIN IMMEDIATE")
-        self._bulk_every, self._bulk_mark = commit_every or BULK_COMMIT_ROWS, c.total_changes
-        try:
+        try:   # from here on the finally below restores the index and the durability, whatever fails
+            for name in AFTER_LOAD:
+                c.execute(f"DROP INDEX IF EXISTS {name}")
+            c.execute("BEGIN IMMEDIATE")
+            self._bulk_every, self._bulk_mark = commit_every or BULK_COMMIT_ROWS, c.total_changes
             yield
         finally:
             self._bulk_every = None
