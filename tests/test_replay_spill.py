@@ -15,22 +15,19 @@ import pytest
 
 import agent.captures as captures
 from agent.captures import decode_captures
-from agent.sim.day import SimEvent, build_day
+from agent.sim.day import SimEvent
 from agent.sim.terminal import encode_day, encode_event
 from drivers.events import Settlement, Transaction
 from drivers.protocols import build_decoder
 from drivers.timeutil import along_timeline, timeline_shifts
+from tests.test_replay_stream import _days as stream_days
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 END = datetime(2027, 1, 4, 1, 30, tzinfo=SHANGHAI)
 
 
-def _days(first: date, days: int, count: int = 10) -> list[list[SimEvent]]:
-    out = []
-    for i in range(days):
-        events = build_day("clean", seed=i + 5, day=first + timedelta(days=i), tz=SHANGHAI, count=count)
-        out.append([replace(e, event=replace(e.event, batch_no=f"{i + 1:06d}")) for e in events])
-    return out
+def _days(first: date, days: int) -> list[list[SimEvent]]:
+    return stream_days(first, days, count=10, seed=5)
 
 
 def _refused(at: datetime) -> bytes:

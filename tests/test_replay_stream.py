@@ -32,10 +32,10 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(replay_mod, "BLOCK", 97)
 
 
-def _days(first: date, days: int, count: int = 12) -> list[list[SimEvent]]:
+def _days(first: date, days: int, count: int = 12, seed: int = 3) -> list[list[SimEvent]]:
     out = []
     for i in range(days):
-        events = build_day("clean", seed=i + 3, day=first + timedelta(days=i), tz=SHANGHAI, count=count)
+        events = build_day("clean", seed=i + seed, day=first + timedelta(days=i), tz=SHANGHAI, count=count)
         out.append([replace(e, event=replace(e.event, batch_no=f"{i + 1:06d}")) for e in events])
     return out
 
