@@ -55,8 +55,6 @@ from heapq import nsmallest
 from statistics import NormalDist, median
 from typing import Any, cast
 
-from sortedcontainers import SortedKeyList
-
 MEANAD_TO_SIGMA = 1.253314   # sqrt(pi/2): MeanAD of a normal distribution is 0.7979 sigma
 MAD_TO_SIGMA = 1.4826        # 1 / 0.6745
 KNOWN_PRICES_KEPT = 512      # distinct amounts whose counts are kept: far more than any shop's list prices
@@ -380,6 +378,8 @@ class RunningBaseline:
         # Positive amounts, ascending, ln as key for compute's bisects. Distinct integers up to the boundary's
         # 10^12 minor units have distinct ln (steps of ~1e-12 against an ulp of ~4e-15), so the key order is
         # the amounts' order and "ln a > ln P95" is "a > P95".
+        from sortedcontainers import SortedKeyList  # replay's only: the daemon's start-up does not import it
+
         self._sorted = SortedKeyList(key=math.log)
         self._amounts: dict[int, _Amount] = {}
         self._by_count: dict[int, set[int]] = {}      # sales -> the amounts charged that often (price_counts)
