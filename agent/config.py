@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -50,9 +51,24 @@ from drivers.transports.tcp import (
     parse_listen,
 )
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_reference(value: SecretStr) -> SecretStr:
+    """An ``env:NAME`` / ``file:PATH`` reference that could never resolve is refused where it is written (with
+    the line), not only when the daemon starts: the variable's value is read later, its name is checked now."""
+    raw = value.get_secret_value()
+    if raw.startswith("env:") and not _ENV_NAME.fullmatch(raw[4:]):
+        raise ValueError(f"{raw[4:]!r} is not an environment variable name (letters, digits and _, "
+                         "not starting with a digit), as in env:SETTLEGUARD_WECOM_KEY")
+    if raw.startswith("file:") and not raw[5:].strip():
+        raise ValueError("file: needs the secret file's path, as in file:/run/credentials/settleguard.service/key")
+    return value
+
+
 # A secret never formats as its value (str, repr, f-strings, model_dump(mode="json") all print
 # "**********"); the raw value only through .get_secret_value() where it is used.
-Secret = SecretStr
+Secret = Annotated[SecretStr, AfterValidator(_check_reference)]
 
 
 def reveal(value: SecretStr | str | None) -> str | None:

@@ -108,3 +108,21 @@ def test_check_config_still_checks_the_secrets_it_can_read(tmp_path: Path, monke
     secret_file.write_text("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", encoding="utf-8")
     assert main(["check-config", str(cfg)]) == 0
     assert main(["check-config", "--strict", str(cfg)]) == 78
+
+
+@pytest.mark.parametrize("reference", ["env:SETTLEGUARD_WECOM_KE\u00e9", "env:", "env:1KEY", "env:MY-KEY", "file:"])
+def test_a_reference_that_could_never_resolve_is_refused_with_its_line(reference: str) -> None:
+    # Found by bench.fuzz: a mangled variable name passed the parser and failed only when the channel was
+    # built, without the line. The value is read at start-up; the name can be checked where it is written.
+    text = EXAMPLE.read_text(encoding="utf-8").replace('"env:SETTLEGUARD_WECOM_KEY"', f'"{reference}"', 1)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if f"\"{reference}\"" in ln)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "settleguard.toml")
+    assert f"line {line}" in str(caught.value) and "channel[0]" in str(caught.value)
+
+
+def test_a_well_formed_reference_to_an_unset_variable_still_parses() -> None:
+    # Whether the variable is set is the start-up's business (check-config warns): the parser only checks names.
+    text = EXAMPLE.read_text(encoding="utf-8").replace('"env:SETTLEGUARD_WECOM_KEY"', '"env:NOT_SET_HERE_42"', 1)
+    assert "NOT_SET_HERE_42" not in os.environ
+    parse_config(text, "settleguard.toml")
