@@ -18,6 +18,8 @@ Configured amounts ("50000.00") are in major units of the shop currency.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -134,6 +136,8 @@ class DecimalSlip(BaseRule[SlipParams]):
         self._slip_log = math.log(float(self.params.slip_rate))
         self._genuine_log = math.log(1 - float(self.params.slip_rate))
         self._regular_factor = float(self.params.regular_factor)
+        # ln(slip rate) + ln(the keying pattern's share): weigh's first two terms of a slip's log-likelihood.
+        self._kind_log = {kind: self._slip_log + math.log(share) for kind, share in SLIP_KINDS.items()}
 
     def check(self, state: RuleState, obs: Observation, now: datetime) -> list[Finding]:
         view = obs.view
@@ -206,26 +210,70 @@ class DecimalSlip(BaseRule[SlipParams]):
         """
         if self._calibrated is not None and self._calibrated[0] is base:
             return self._calibrated[1]
-        # Each bill at its own hour, as a live charge then would be weighed (without times: hour factor 1).
-        hours = base.tail_hours or (None,) * len(base.tail_amounts)
-        scored: dict[tuple[int, int | None], float | None] = {}
-        for a, h in zip(base.tail_amounts, hours, strict=True):
-            if (a, h) not in scored and base.price_count(a) < self.params.known_count:
-                scored[a, h] = self._own_score(base, a, h)
-        scores = sorted((s for a, h in zip(base.tail_amounts, hours, strict=True)
-                         for s in [scored.get((a, h))] if s is not None), reverse=True)
+        # The month's bills as distinct scores, each with how many bills it stands for (sorted, the scores
+        # with their multiplicities are the list the budget counts down).
+        scores = sorted(self._tail_scores(base).items(), reverse=True)
         allowed = int(float(self.params.budget) * base.trading_days)
         cut = float(self.params.verify_floor)
-        if len(scores) > allowed:
-            cut = max(cut, scores[allowed] + 0.01)   # just above the first score beyond the budget
+        seen = 0
+        for score, bills in scores:
+            seen += bills
+            if seen > allowed:   # the first score beyond the budget: the cut goes just above it
+                cut = max(cut, score + 0.01)
+                break
         cut = min(cut, self._min_score)
         self._calibrated = (base, cut)
         return cut
 
-    def _own_score(self, base: AmountBaseline, value: int, hour_bin: int | None) -> float | None:
-        hour = 1.0 if hour_bin is None else base.hour_factor_at(hour_bin, leave_out=1)
-        ev = self.weigh(base, value, hour_factor=hour, leave_out=1)
-        return ev.score if ev is not None else None
+    def _tail_scores(self, base: AmountBaseline) -> dict[float, int]:
+        """The month's own large bills (list prices skipped) scored as ``weigh(..., leave_out=1)`` at each bill's
+        own hour bin scores them: score -> how many bills have it. Bills without a slip story are left out.
+
+        Each distinct amount is weighed once (its slip candidates, its neighbourhood, its rounding) and each
+        distinct hour bin's factor worked out once; a bill's score is then one subtraction. The floats are
+        ``weigh``'s: the same operations in the same order, the hour's log added to the amount's part where
+        ``weigh`` adds it, and the best candidate's score taken as the best slip log minus the genuine log
+        (x - g is monotone in x, so max(x_i - g) is max(x_i) - g, bit for bit).
+        """
+        log, n = math.log, base.count
+        hours: Sequence[int | None] = base.tail_hours or (None,) * len(base.tail_amounts)
+        bills = Counter(zip(base.tail_amounts, hours, strict=True))
+        hour_logs: dict[int | None, float] = {}
+        slip_logs: dict[tuple[str, int], float] = {}    # (kind, meant) -> slip_log: meant amounts recur
+        by_amount: dict[int, tuple[float, float] | None] = {}   # amount -> (best slip_log, genuine part)
+        known, max_power = self.params.known_count, self.params.max_power
+        out: dict[float, int] = {}
+        for (a, h), count in bills.items():
+            if a in by_amount:
+                parts = by_amount[a]
+            else:
+                parts = None
+                candidates = _slip_candidates(a, max_power) if base.price_count(a) < known else None
+                if candidates:
+                    near_amount = max(0, base.near_count(a) - 1)
+                    expected_amount = max(base.near_expected(a), base.tail_expected(a))
+                    genuine = (self._genuine_log + log(_density(near_amount, expected_amount) / n)
+                               + log(base.rounding_share(a)))
+                    best = -math.inf
+                    for kind, meant in candidates:
+                        slip_log = slip_logs.get((kind, meant))
+                        if slip_log is None:
+                            slip_log = slip_logs[kind, meant] = (
+                                self._kind_log[kind]
+                                + log(_density(base.near_count(meant), base.near_expected(meant)) / n)
+                                + log(base.rounding_share(meant)))
+                        best = max(best, slip_log)
+                    parts = (best, genuine)
+                by_amount[a] = parts
+            if parts is None:
+                continue
+            hour_log = hour_logs.get(h)
+            if hour_log is None:
+                hour_log = hour_logs[h] = log(1.0 if h is None else base.hour_factor_at(h, leave_out=1))
+            # weigh's genuine_log: ... + log(rounding) + log(hour_factor) + log(card_factor = 1.0)
+            score = parts[0] - (parts[1] + hour_log + 0.0)
+            out[score] = out.get(score, 0) + count
+        return out
 
     def _card_factor(self, state: RuleState, view: TxnView) -> tuple[float, bool]:
         """The card's own history: bills of this size before make a genuine one likelier; only small ones, less.
@@ -271,7 +319,7 @@ class DecimalSlip(BaseRule[SlipParams]):
         for kind, meant in candidates:
             near_meant = base.near_count(meant)
             rounded_meant = base.rounding_share(meant)
-            slip_log = (self._slip_log + math.log(SLIP_KINDS[kind])
+            slip_log = (self._kind_log[kind]
                         + math.log(_density(near_meant, base.near_expected(meant)) / n) + math.log(rounded_meant))
             ev = SlipEvidence(kind, round(value / meant), meant, near_meant, near_amount, rounded_meant,
                               rounded_amount, slip_log, genuine_log, hour_factor, card_factor)
