@@ -227,8 +227,8 @@ class DecimalSlip(BaseRule[SlipParams]):
         return cut
 
     def _tail_scores(self, base: AmountBaseline) -> dict[float, int]:
-        """The month's own large bills (list prices skipped) scored as ``weigh(..., leave_out=1)`` at each bill's
-        own hour bin scores them: score -> how many bills have it. Bills without a slip story are left out.
+        """The month's own large bills (list prices skipped), each scored as ``weigh(..., leave_out=1)`` at its own
+        hour bin: score -> how many bills have it. Bills without a slip story are left out.
 
         Each distinct amount is weighed once and each distinct hour bin's factor worked out once; a bill's
         score is then one subtraction. What depends on the amount alone (its logs, its slip candidates, its
@@ -268,7 +268,7 @@ class DecimalSlip(BaseRule[SlipParams]):
                 if f is not None and f.candidates:
                     near_amount = max(0, w.near_count(f) - 1)
                     expected_amount = max(w.near_expected(f), w.tail_expected(f))
-                    genuine = (self._genuine_log + log(((near_amount + expected_amount) / 2 + DENSITY_FLOOR) / n)
+                    genuine = (self._genuine_log + log(_density(near_amount, expected_amount) / n)
                                + log(w.rounding_share(f)))
                     best = -math.inf
                     for kind, meant in f.candidates:
@@ -277,7 +277,7 @@ class DecimalSlip(BaseRule[SlipParams]):
                             m = fact(meant)
                             slip_log = slip_logs[kind, meant] = (
                                 self._kind_log[kind]
-                                + log(((w.near_count(m) + w.near_expected(m)) / 2 + DENSITY_FLOOR) / n)
+                                + log(_density(w.near_count(m), w.near_expected(m)) / n)
                                 + log(w.rounding_share(m)))
                         best = max(best, slip_log)
                     parts = (best, genuine)
