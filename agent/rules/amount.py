@@ -27,7 +27,7 @@ from itertools import chain
 from typing import Annotated, Any, ClassVar
 
 from agent.rules.base import BaseRule, Finding, Observation, TxnView, evidence, is_charge
-from agent.rules.baseline import LOG_BIN, NEAR_LOG, AmountBaseline, trailing_zeros
+from agent.rules.baseline import AmountBaseline, trailing_zeros
 from agent.rules.params import Duration, Percent, PositiveDecimal, PositiveMoney, RuleParams, must
 from agent.rules.state import RuleState
 from agent.rules.text import amount, charge_en, charge_zh, format_duration, money, vouchers
@@ -133,7 +133,6 @@ class DecimalSlip(BaseRule[SlipParams]):
         super().__init__(params)
         self._min_score = float(self.params.min_score)
         self._calibrated: tuple[AmountBaseline, float] | None = None
-        self._facts: dict[int, _Facts] = {}      # the last calibration's amounts (see _tail_scores)
         self._slip_log = math.log(float(self.params.slip_rate))
         self._genuine_log = math.log(1 - float(self.params.slip_rate))
         self._regular_factor = float(self.params.regular_factor)
@@ -230,55 +229,38 @@ class DecimalSlip(BaseRule[SlipParams]):
         """The month's own large bills (list prices skipped), each scored as ``weigh(..., leave_out=1)`` at its own
         hour bin: score -> how many bills have it. Bills without a slip story are left out.
 
-        Each distinct amount is weighed once and each distinct hour bin's factor worked out once; a bill's
-        score is then one subtraction. What depends on the amount alone (its logs, its slip candidates, its
-        trailing zeros) is kept from the previous baseline's call (the window moves a day: most of the tail
-        stays). The floats are ``weigh``'s: the baseline's look-ups done by the same operations on the same
-        values (:class:`_TailWeigher`), the hour's log added where ``weigh`` adds it, and the best candidate's
-        score taken as the best slip log minus the genuine log (x - g is monotone in x, so max(x_i - g) is
-        max(x_i) - g, bit for bit).
+        Each distinct amount is weighed once, each amount meant once, each hour bin's factor once; a bill's
+        score is then one subtraction. The floats are ``weigh``'s: the same look-ups in the same order, the
+        hour's log added where ``weigh`` adds it, and the best candidate's score taken as the best slip log
+        minus the genuine log (x - g is monotone in x, so max(x_i - g) is max(x_i) - g, bit for bit).
         """
         log, n = math.log, base.count
         hours: Sequence[int | None] = base.tail_hours or (None,) * len(base.tail_amounts)
         bills = Counter(zip(base.tail_amounts, hours, strict=True))
-        w = _TailWeigher(base)
-        facts = self._facts                      # the last call's amounts, to reuse
-        kept: dict[int, _Facts] = {}             # this call's: the next call reuses them
-        self._facts = kept
-        max_power = self.params.max_power
-
-        def fact(amount_minor: int) -> _Facts:
-            f = kept.get(amount_minor)
-            if f is None:
-                f = facts.get(amount_minor) or _Facts.of(amount_minor, max_power)
-                kept[amount_minor] = f
-            return f
-
         hour_logs: dict[int | None, float] = {}
         slip_logs: dict[tuple[str, int], float] = {}    # (kind, meant) -> slip_log: meant amounts recur
         by_amount: dict[int, tuple[float, float] | None] = {}   # amount -> (best slip_log, genuine part)
-        known = self.params.known_count
+        known, max_power = self.params.known_count, self.params.max_power
         out: dict[float, int] = {}
         for (a, h), count in bills.items():
             if a in by_amount:
                 parts = by_amount[a]
             else:
                 parts = None
-                f = fact(a) if base.price_count(a) < known else None
-                if f is not None and f.candidates:
-                    near_amount = max(0, w.near_count(f) - 1)
-                    expected_amount = max(w.near_expected(f), w.tail_expected(f))
+                candidates = _slip_candidates(a, max_power) if base.price_count(a) < known else []
+                if candidates:
+                    near_amount = max(0, base.near_count(a) - 1)
+                    expected_amount = max(base.near_expected(a), base.tail_expected(a))
                     genuine = (self._genuine_log + log(_density(near_amount, expected_amount) / n)
-                               + log(w.rounding_share(f)))
+                               + log(base.rounding_share(a)))
                     best = -math.inf
-                    for kind, meant in f.candidates:
+                    for kind, meant in candidates:
                         slip_log = slip_logs.get((kind, meant))
                         if slip_log is None:
-                            m = fact(meant)
                             slip_log = slip_logs[kind, meant] = (
                                 self._kind_log[kind]
-                                + log(_density(w.near_count(m), w.near_expected(m)) / n)
-                                + log(w.rounding_share(m)))
+                                + log(_density(base.near_count(meant), base.near_expected(meant)) / n)
+                                + log(base.rounding_share(meant)))
                         best = max(best, slip_log)
                     parts = (best, genuine)
                 by_amount[a] = parts
@@ -371,98 +353,6 @@ def _slip_candidates(value: int, max_power: int) -> list[tuple[str, int]]:
                 seen.add(meant)
                 out.append(("repeated_digit", meant))
     return out
-
-
-_EXP_NEAR = math.exp(NEAR_LOG)
-_SQRT2 = math.sqrt(2.0)
-
-
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    """What scoring needs of an amount that no baseline changes (kept from one calibration to the next)."""
-
-    amount: int
-    log: float
-    bin_pos: float                        # ln(amount) / LOG_BIN, as near_count computes it
-    zeros: int
-    candidates: tuple[tuple[str, int], ...]
-    near_lo: int                          # tail_expected's neighbourhood bounds before P95 clips the low one
-    near_hi: int
-    log_near_lo: float
-    log_near_hi: float
-
-    @classmethod
-    def of(cls, amount_minor: int, max_power: int) -> _Facts:
-        lo, hi = int(amount_minor / _EXP_NEAR), int(amount_minor * _EXP_NEAR)
-        return cls(amount_minor, math.log(amount_minor), math.log(amount_minor) / LOG_BIN,
-                   trailing_zeros(amount_minor), tuple(_slip_candidates(amount_minor, max_power)),
-                   lo, hi, math.log(lo) if lo > 0 else -math.inf, math.log(hi) if hi > 0 else -math.inf)
-
-
-class _TailWeigher:
-    """AmountBaseline's near_count, near_expected, tail_expected and rounding_share for positive amounts, with
-    the baseline's constants worked out once and the amount's own logs given: the same operations on the
-    same values as those methods (tests/test_amount_cut.py holds them to the same floats). ``_STD_NORMAL.cdf``
-    is statistics' ``0.5 * (1.0 + erf((x - 0.0) / (1.0 * sqrt(2))))``: x - 0.0 and 1.0 * sqrt(2) are exact."""
-
-    __slots__ = (
-        "base",
-        "count",
-        "cumulative",
-        "first_bin",
-        "half",
-        "last",
-        "log_p95",
-        "log_p95_next",
-        "median_log",
-        "p95",
-        "rate",
-        "reach",
-        "share",
-        "sigma",
-        "zero_share",
-    )
-
-    def __init__(self, base: AmountBaseline) -> None:
-        self.base, self.count = base, base.count
-        self.cumulative, self.first_bin, self.last = base.cumulative, base.first_bin, len(base.cumulative) - 1
-        self.reach = NEAR_LOG / LOG_BIN
-        self.median_log, self.sigma = base.median_log, base.sigma_log
-        self.half = NEAR_LOG / base.sigma_log if base.sigma_log > 0 else 0.0
-        self.p95, self.rate = base.p95_minor, base.tail_rate
-        self.share = base.tail_count / base.count
-        self.log_p95, self.log_p95_next = math.log(base.p95_minor), math.log(base.p95_minor + 1)
-        self.zero_share = base.zero_share
-
-    def near_count(self, f: _Facts) -> int:
-        cumulative, last = self.cumulative, self.last
-        if not cumulative:
-            return 0
-        centre = f.bin_pos - self.first_bin
-        hi = min(last, math.floor(centre + self.reach))
-        lo = max(0, math.floor(centre - self.reach))
-        if hi < 0 or lo > last or hi < lo:
-            return 0
-        return cumulative[hi] - (cumulative[lo - 1] if lo > 0 else 0)
-
-    def near_expected(self, f: _Facts) -> float:
-        if self.sigma <= 0:
-            return 0.0
-        z, half, erf = (f.log - self.median_log) / self.sigma, self.half, math.erf
-        return self.count * (0.5 * (1.0 + erf((z + half) / _SQRT2)) - 0.5 * (1.0 + erf((z - half) / _SQRT2)))
-
-    def tail_expected(self, f: _Facts) -> float:
-        p95 = self.p95
-        if f.amount <= p95 or self.rate <= 0:
-            return 0.0
-        # lo = max(P95 + 1, near_lo) and hi are both above P95: tail_survival's fitted branch for each.
-        log_lo = f.log_near_lo if f.near_lo >= p95 + 1 else self.log_p95_next
-        rate, share, log_p95 = self.rate, self.share, self.log_p95
-        return self.count * (share * math.exp(-rate * (log_lo - log_p95))
-                             - share * math.exp(-rate * (f.log_near_hi - log_p95)))
-
-    def rounding_share(self, f: _Facts) -> float:
-        return self.zero_share[f.zeros] if self.zero_share else 1.0
 
 
 def _baseline(state: RuleState, rule_id: str, min_history: int) -> AmountBaseline | None:
