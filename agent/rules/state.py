@@ -324,8 +324,5 @@ class SaleAmounts:
         self._move(since, until)
         return self.running.baseline(until), self._held
 
-    def amounts(self, since: datetime, until: datetime) -> list[int]:
-        return [a for _, a in self.pairs(since, until)]
-
     def __len__(self) -> int:
         return len(self._pairs)
