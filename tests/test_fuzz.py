@@ -22,7 +22,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent.config import ConfigError, parse_config
@@ -159,6 +159,8 @@ def test_a_damaged_example_config_is_either_valid_or_a_config_error(edits: list[
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(st.tuples(st.integers(0, 10**6), VALUES), min_size=1, max_size=2))
+# Found by hypothesis (session 7): the WeCom robot's key pointed at an unset variable (settable line 46).
+@example(edits=[(46, '"env:SETTLEGUARD_NOPE"')])
 def test_a_damaged_example_the_parser_accepts_also_builds(edits: list[tuple[int, str]]) -> None:
     """Validated to the end: what parse_config accepts, preflight (channels, decoders, schedule, a dry
     run of the rules) builds; a value that only fails when used would have no line number."""
@@ -179,7 +181,16 @@ def test_a_damaged_example_the_parser_accepts_also_builds(edits: list[tuple[int,
             loaded = parse_config("\n".join(lines), "<fuzz>")
         except ConfigError:
             return
-        preflight(loaded, datetime(2026, 11, 27, 22, 45, tzinfo=ZoneInfo("Asia/Shanghai")))
+        try:
+            preflight(loaded, datetime(2026, 11, 27, 22, 45, tzinfo=ZoneInfo("Asia/Shanghai")))
+        except ConfigError as e:
+            # A secret's env:/file: reference is resolved when its channel is built (under systemd the
+            # variable or credential may only exist then), so a well-formed reference to nothing passes the
+            # parser and is refused here, naming the variable or file. Only the damage's own may be refused.
+            unresolved = [v.strip('"')[4:] if v.startswith('"env:') else v.strip('"')[5:]
+                          for _, v in edits if v in ('"env:SETTLEGUARD_NOPE"', '"file:/nonexistent"')]
+            if not any(name in str(e) for name in unresolved):
+                raise
 
 
 def test_the_undamaged_example_config_is_accepted() -> None:
