@@ -15,6 +15,7 @@ from typing import Any
 
 from drivers.events import (
     RETURNING_KINDS,
+    SHARED_FIELDS,
     Event,
     EventError,
     ReceiptText,
@@ -66,10 +67,6 @@ def all_identity_keys(txn: Transaction) -> list[str]:
     return keys
 
 
-# Fields with few distinct values on a till (one terminal, merchant, batch, operator, ...): each decoded event
-# brings its own copies of these strings (~50 bytes each); the rules keep a day of transactions (issue 20).
-SHARED_FIELDS = ("source", "kind", "result", "terminal_id", "merchant_id", "batch_no", "currency", "card_type",
-                 "entry_mode", "operator")
 
 
 def compact(txn: Transaction) -> Transaction:
@@ -77,6 +74,8 @@ def compact(txn: Transaction) -> Transaction:
 
     Equal field for field; only object identity differs. Unique fields (voucher, RRN, card) are left alone:
     interning those would add an entry to the interpreter's table per transaction and save nothing.
+    A transaction already shares them from the moment it is built (``drivers.events.Transaction``), so this
+    returns it unchanged; it stays for what holds strings shared some other way (tests check both agree).
     """
     changes: dict[str, Any] = {}
     for name in SHARED_FIELDS:
@@ -208,6 +207,7 @@ __all__ = [
     "RETURNING_KINDS",
     "SEVERITIES",
     "SEVERITY_RANK",
+    "SHARED_FIELDS",
     "Alert",
     "Event",
     "EventError",

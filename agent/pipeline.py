@@ -43,7 +43,6 @@ from agent.model import (
     ReceiptText,
     Settlement,
     Transaction,
-    compact,
     identity_key,
     new_ulid,
 )
@@ -542,8 +541,9 @@ class Pipeline:
         stamped = stored.txn.time
         instant = (self.clocks.corrected(stored.txn.terminal_id or "?", stamped) if stamped
                    else stored.first_seen).astimezone(UTC)
-        # What the rules keep for their horizon (~45,000 views on a busy till): repeated strings shared.
-        return TxnView(key=stored.key, txn=compact(stored.txn), utc=instant, local=instant.astimezone(self.tz))
+        # What the rules keep for their horizon (~45,000 views on a busy till): its repeated strings are shared
+        # already (interned where the Transaction is built, drivers/events.py).
+        return TxnView(key=stored.key, txn=stored.txn, utc=instant, local=instant.astimezone(self.tz))
 
     def _handle_settlement(self, settlement: Settlement, batch: EventBatch) -> None:
         self.counts["settlements"] += 1

@@ -91,7 +91,7 @@ def replay(loaded: LoadedConfig, events: Iterable[ReplayItem], *, state: Path | 
             if batched:
                 # One commit per ~5,000 transactions, no fsync, an unread index built at the end
                 # (Journal.bulk_load: the durability contract is there and in the README).
-                with journal.bulk_load(build_after=keep_evidence):
+                with journal.bulk_load(build_after=keep_evidence, card_lookback=_card_lookback(loaded)):
                     _run(loaded, iter(events), journal, checked, state, listener, source, result, keep_evidence,
                          until, CHUNK)
             else:
@@ -247,6 +247,16 @@ def _run(loaded: LoadedConfig, stream: Iterator[ReplayItem], journal: Journal, c
     result.counts = dict(pipeline.counts)
     result.silent = dict(pipeline.engine.insufficient)
     result.outbox.update(journal.outbox_counts_by_channel())
+
+
+def _card_lookback(loaded: LoadedConfig) -> timedelta:
+    """How far back the rules ask the journal for a card's sales (REF-001's window, AMT-001's card days), with
+    a margin for transactions stamped out of order: what replay's bulk load holds in memory instead of the
+    card-tail index. A longer look-back is still answered right, by SQLite (store/bulk.py ``BulkTails``)."""
+    params = loaded.rule_params
+    ref = getattr(params.get("REF-001"), "window", timedelta(0))
+    card_days = getattr(params.get("AMT-001"), "card_days", 0)
+    return max(ref, timedelta(days=card_days)) + timedelta(days=2)
 
 
 class _Firings:

@@ -9,6 +9,7 @@ contract: key order is the schema order, ``type`` first, absent values are
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -22,6 +23,12 @@ RESULTS: tuple[str, ...] = ("approved", "declined")
 ENTRY_MODES: tuple[str, ...] = ("chip", "swipe", "contactless", "manual", "qr")
 # Kinds that give money back to the card holder (amount_minor stays positive).
 RETURNING_KINDS: frozenset[str] = frozenset({"void", "refund", "reversal"})
+# A transaction's fields with few distinct values on a till (one terminal, merchant, batch, operator, ...):
+# shared (``sys.intern``) as the transaction is built, not copied per event; the rules hold a day of them
+# (issue 20). Unique fields (voucher, RRN, card) are left alone: interning those would add an entry to the
+# interpreter's table per transaction and save nothing.
+SHARED_FIELDS: tuple[str, ...] = ("source", "kind", "result", "terminal_id", "merchant_id", "batch_no", "currency",
+                                  "card_type", "entry_mode", "operator")
 
 
 class EventError(ValueError):
@@ -114,6 +121,12 @@ class Transaction:
             raise EventError(f"entry_mode must be one of {', '.join(ENTRY_MODES)} or null")
         if self.time is not None and self.time.tzinfo is None:
             raise EventError("time must be timezone-aware")
+        # Once here, where every transaction is built (a frozen dataclass: equal strings, only identity changes),
+        # instead of a second Transaction per view for the rules (was agent.model.compact's replace()).
+        for name in SHARED_FIELDS:
+            value = getattr(self, name)
+            if type(value) is str:
+                object.__setattr__(self, name, sys.intern(value))
 
     # Schema order of ARCHITECTURE.md, "Event JSON"; to_dict/from_dict/JSON follow it exactly.
     SCHEMA: ClassVar[tuple[str, ...]] = (

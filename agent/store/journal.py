@@ -14,11 +14,12 @@ import sqlite3
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.model import Alert, Settlement, Transaction, all_identity_keys
+from agent.store.bulk import BulkKeys, BulkTails
 from agent.store.outbox import insert_message
 from agent.store.queries import JournalReader
 from agent.store.schema import connect, from_utc_text, migrate, utc_text
@@ -54,6 +55,12 @@ CONFLICT_FIELDS = ("kind", "amount_minor", "card", "result")
 # built after the load instead of kept sorted at every insert: one random-keyed B-tree fewer while loading.
 BULK_COMMIT_ROWS = 20_000
 AFTER_LOAD = {"transactions_card": "CREATE INDEX IF NOT EXISTS transactions_card ON transactions(card, time_utc)"}
+# Read during replay (sales_for_card: REF-001, AMT-001), so answered from memory while loading (store/bulk.py
+# BulkTails) when the load starts on an empty table, and built after it like the above.
+CARD_TAIL = {"transactions_card_tail":
+             "CREATE INDEX IF NOT EXISTS transactions_card_tail ON transactions(substr(card, -4), time_utc)"}
+_SALES_FOR_CARD = ("SELECT * FROM transactions WHERE substr(card, -4)=? AND time_utc>=? AND time_utc<=?"
+                   " AND kind='sale' AND result='approved'")
 
 
 class Journal(JournalReader):
@@ -70,6 +77,12 @@ class Journal(JournalReader):
         self._known_batches: set[tuple[str, str]] = set()
         self._bulk_every: int | None = None   # replay's bulk load (bulk_load below): rows per real commit
         self._bulk_mark = 0                   # total_changes at its last real commit
+        self._keys: BulkKeys | None = None    # during a bulk load: the key table in memory (store/bulk.py)
+        self._tails: BulkTails | None = None  # ... and the card-tail index, when the load began on an empty table
+        # A bulk load killed part-way (or a journal replayed without building them) lacks its deferred indexes:
+        # built at the next open, whoever opens it (a no-op when they are there).
+        for sql in (*AFTER_LOAD.values(), *CARD_TAIL.values()):
+            self.conn.execute(sql)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -101,6 +114,8 @@ class Journal(JournalReader):
     def savepoint(self) -> Iterator[None]:
         """One item inside the transaction: on an exception only its writes are undone, then it re-raises."""
         self.conn.execute("SAVEPOINT item")
+        keys = self._keys
+        mark = keys.mark() if keys is not None else 0
         try:
             yield
         except BaseException:
@@ -109,6 +124,8 @@ class Journal(JournalReader):
                 self.conn.execute("RELEASE item")
             except sqlite3.Error:
                 pass  # the whole transaction is failing (disk, I/O): its own rollback follows
+            if keys is not None:
+                keys.undo(mark)
             self._known_batches.clear()
             raise
         else:
@@ -116,13 +133,17 @@ class Journal(JournalReader):
 
     # -- replay's bulk load (the daemon never calls this) -------------------------------------------
     @contextmanager
-    def bulk_load(self, *, commit_every: int | None = None, build_after: bool = True) -> Iterator[None]:
+    def bulk_load(self, *, commit_every: int | None = None, build_after: bool = True,
+                  card_lookback: timedelta | None = None) -> Iterator[None]:
         """Replay's journal: one SQLite transaction per ``commit_every`` rows written (default
         :data:`BULK_COMMIT_ROWS`), not per
         :meth:`transaction` (each of those becomes a savepoint inside it, so a failing unit still undoes
         exactly its own writes), ``synchronous=OFF``, and the indexes nothing reads during a replay
         (:data:`AFTER_LOAD`) dropped and built once at the end (``build_after``; not worth it for a journal
-        about to be deleted).
+        about to be deleted). The key table is held in memory and written sorted at each real commit
+        (:class:`~agent.store.bulk.BulkKeys`); with ``card_lookback`` (the rules' longest look-back by card) and
+        an empty ``transactions`` table, the card-tail index is deferred too and ``sales_for_card`` answered
+        from memory (:class:`~agent.store.bulk.BulkTails`).
 
         The durability contract (README, replay): a replay killed part-way leaves a consistent journal
         holding every unit up to its last real commit, as before; a power cut during a replay may leave
@@ -132,19 +153,30 @@ class Journal(JournalReader):
         c = self.conn
         c.execute("PRAGMA synchronous=OFF")
         try:   # from here on the finally below restores the index and the durability, whatever fails
-            for name in AFTER_LOAD:
+            deferred = dict(AFTER_LOAD)
+            if card_lookback is not None and c.execute("SELECT 1 FROM transactions LIMIT 1").fetchone() is None:
+                deferred.update(CARD_TAIL)
+                self._tails = BulkTails(card_lookback)
+            for name in deferred:
                 c.execute(f"DROP INDEX IF EXISTS {name}")
+            self._keys = BulkKeys(c)
             c.execute("BEGIN IMMEDIATE")
             self._bulk_every, self._bulk_mark = commit_every or BULK_COMMIT_ROWS, c.total_changes
             yield
         finally:
             self._bulk_every = None
             # Every unit released so far is whole: what was replayed stays, also when a capture breaks
-            # part-way (unless SQLite itself rolled back, after a disk or I/O error).
-            if c.in_transaction:
-                c.execute("COMMIT")
+            # part-way (unless SQLite itself rolled back, after a disk or I/O error; then the keys held are
+            # of rows that are gone, and only the table's count).
+            try:
+                if c.in_transaction:
+                    if self._keys is not None:
+                        self._keys.flush(c)
+                    c.execute("COMMIT")
+            finally:
+                self._keys = self._tails = None
             if build_after:
-                for sql in AFTER_LOAD.values():
+                for sql in (*AFTER_LOAD.values(), *CARD_TAIL.values()):
                     c.execute(sql)
             c.execute("PRAGMA synchronous=FULL")
 
@@ -152,11 +184,15 @@ class Journal(JournalReader):
     def _bulk_unit(self) -> Iterator[None]:
         """One :meth:`transaction` during a bulk load: a savepoint, and a real commit once enough rows."""
         c = self.conn
+        keys = self._keys
         if not c.in_transaction:   # SQLite rolled the load's transaction back (disk full, I/O): a new one
+            if keys is not None:
+                keys.forget()
             c.execute("BEGIN IMMEDIATE")
             self._bulk_mark = c.total_changes
         c.execute("SAVEPOINT unit")
         self._in_tx = True
+        mark = keys.mark() if keys is not None else 0
         try:
             yield
         except BaseException:
@@ -165,11 +201,21 @@ class Journal(JournalReader):
                 c.execute("RELEASE unit")
             except sqlite3.Error:
                 pass  # SQLITE_FULL and some I/O errors roll the whole transaction back: bulk_load's exit says so
+            if keys is not None:
+                if c.in_transaction:
+                    keys.undo(mark)
+                else:
+                    keys.forget()
             self._known_batches.clear()
             raise
         else:
             c.execute("RELEASE unit")
-            if c.total_changes - self._bulk_mark >= (self._bulk_every or 0):
+            if keys is not None:
+                keys.rotate(c)
+            held = len(keys.pending) if keys is not None else 0
+            if c.total_changes + held - self._bulk_mark >= (self._bulk_every or 0):
+                if keys is not None:
+                    keys.flush(c)
                 c.execute("COMMIT")
                 c.execute("BEGIN IMMEDIATE")
                 self._bulk_mark = c.total_changes
@@ -196,9 +242,13 @@ class Journal(JournalReader):
         """Record one sighting; merge with an earlier sighting of the same identity."""
         c = self.conn
         keys = [key, *[k for k in all_identity_keys(txn) if k != key]]
-        marks = ",".join("?" * len(keys))
         # One look-up for every key this sighting could be known by; the most specific key wins.
-        hits = dict(c.execute(f"SELECT key, txn_id FROM txn_keys WHERE key IN ({marks})", keys).fetchall())
+        bulk, tails = self._keys, self._tails
+        if bulk is not None:
+            hits = bulk.lookup(c, keys)
+        else:
+            marks = ",".join("?" * len(keys))
+            hits = dict(c.execute(f"SELECT key, txn_id FROM txn_keys WHERE key IN ({marks})", keys).fetchall())
         row = None
         for k in keys:
             if k in hits:
@@ -216,7 +266,13 @@ class Journal(JournalReader):
                  now_text, now_text),
             )
             txn_id = int(cur.lastrowid or 0)
-            c.executemany("INSERT OR IGNORE INTO txn_keys(key, txn_id) VALUES(?,?)", [(k, txn_id) for k in keys])
+            if bulk is not None:
+                bulk.add([k for k in keys if k not in hits], txn_id)   # as INSERT OR IGNORE: the first row wins
+                if tails is not None and txn.kind == "sale" and txn.result == "approved":
+                    tails.add(txn.card, instant, txn_id)
+            else:
+                c.executemany("INSERT OR IGNORE INTO txn_keys(key, txn_id) VALUES(?,?)",
+                              [(k, txn_id) for k in keys])
             c.execute("INSERT INTO sightings(txn_id, source, received, data, reprint) VALUES(?,?,?,?,0)",
                       (txn_id, source, now_text, data))
             return MergeResult(StoredTxn(txn_id, key, txn, received, 1, 0), True, {}, False)
@@ -238,7 +294,14 @@ class Journal(JournalReader):
              merged.rrn, merged.currency, merged.card, json.dumps(merged.to_dict(), ensure_ascii=False),
              now_text, 1 if reprint else 0, row["id"]),
         )
-        c.executemany("INSERT OR IGNORE INTO txn_keys(key, txn_id) VALUES(?,?)", [(k, row["id"]) for k in keys])
+        if bulk is not None:
+            bulk.add([k for k in keys if k not in hits], row["id"])
+            if tails is not None and merged.card != row["card"] and row["kind"] == "sale" \
+                    and row["result"] == "approved":
+                tails.changed(row["card"], merged.card, from_utc_text(row["time_utc"]), row["id"])
+        else:
+            c.executemany("INSERT OR IGNORE INTO txn_keys(key, txn_id) VALUES(?,?)",
+                          [(k, row["id"]) for k in keys])
         c.execute("INSERT INTO sightings(txn_id, source, received, data, reprint) VALUES(?,?,?,?,?)",
                   (row["id"], source, now_text, data, 1 if reprint else 0))
         result = StoredTxn(row["id"], row["key"], merged, from_utc_text(row["first_seen"]),
@@ -251,11 +314,18 @@ class Journal(JournalReader):
 
     def sales_for_card(self, card: str, since: datetime, until: datetime) -> list[StoredTxn]:
         """Approved sales that may be on this card: a 6+4 and a last-4 mask of one card both match."""
-        rows = self.conn.execute(
-            "SELECT * FROM transactions WHERE substr(card, -4)=? AND time_utc>=? AND time_utc<=?"
-            " AND kind='sale' AND result='approved' ORDER BY time_utc",
-            (card[-4:], utc_text(since), utc_text(until)),
-        ).fetchall()
+        args = (card[-4:], utc_text(since), utc_text(until))
+        tails = self._tails
+        if tails is not None and tails.covers(since):
+            # A bulk load without the card-tail index: the candidates it holds, filtered as the index would be.
+            ids = tails.ids(card[-4:], since, until)
+            rows = []
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                rows += self.conn.execute(f"{_SALES_FOR_CARD} AND id IN ({_marks(part)})", (*args, *part)).fetchall()
+            rows.sort(key=lambda r: (r["time_utc"], r["id"]))
+        else:
+            rows = self.conn.execute(f"{_SALES_FOR_CARD} ORDER BY time_utc", args).fetchall()
         return [s for s in map(self._stored, rows) if s.txn.card and same_card(s.txn.card, card)]
 
     def approved_sale_amounts(self, since: datetime, until: datetime) -> list[int]:
@@ -292,6 +362,8 @@ class Journal(JournalReader):
         return [dict(r) for r in rows]
 
     def txn_id_for_key(self, key: str) -> int | None:
+        if self._keys is not None:   # a bulk load: keys not yet in the table are held in memory
+            return self._keys.get(self.conn, key)
         hit = self.conn.execute("SELECT txn_id FROM txn_keys WHERE key=?", (key,)).fetchone()
         return int(hit[0]) if hit else None
 
