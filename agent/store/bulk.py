@@ -37,26 +37,26 @@ class BulkKeys:
 
     GENERATION = 50_000          # keys per generation (two held: ~10-15 MiB at most)
     BLOOM_BITS = 1 << 25         # 4 MiB; ~3 % false positives at 3 million keys, two probes per key
-    _MASK = BLOOM_BITS - 1
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.young: dict[str, int] = {}
         self.old: dict[str, int] = {}
         self.pending: list[tuple[str, int]] = []
-        self._bloom = bytearray(self.BLOOM_BITS // 8)
+        self._mask = self.BLOOM_BITS - 1   # a power of two
+        self._bloom = bytearray(max(1, self.BLOOM_BITS // 8))
         for (key,) in conn.execute("SELECT key FROM txn_keys"):
             self._mark(key)
 
     def _mark(self, key: str) -> None:
         h = hash(key)
-        i, j = h & self._MASK, (h >> 25) & self._MASK
+        i, j = h & self._mask, (h >> 25) & self._mask
         bloom = self._bloom
         bloom[i >> 3] |= 1 << (i & 7)
         bloom[j >> 3] |= 1 << (j & 7)
 
     def _maybe(self, key: str) -> bool:
         h = hash(key)
-        i, j = h & self._MASK, (h >> 25) & self._MASK
+        i, j = h & self._mask, (h >> 25) & self._mask
         bloom = self._bloom
         return bool(bloom[i >> 3] & (1 << (i & 7))) and bool(bloom[j >> 3] & (1 << (j & 7)))
 
@@ -109,11 +109,13 @@ class BulkKeys:
             self.pending = []
         return rows
 
-    def rotate(self, conn: sqlite3.Connection) -> None:
+    def rotate(self, conn: sqlite3.Connection) -> bool:
         """Between units: once a generation is full, the older one goes (its keys are in the table by then)."""
-        if len(self.young) >= self.GENERATION:
-            self.flush(conn)
-            self.old, self.young = self.young, {}
+        if len(self.young) < self.GENERATION:
+            return False
+        self.flush(conn)
+        self.old, self.young = self.young, {}
+        return True
 
 
 class BulkTails:
