@@ -35,7 +35,7 @@ class BulkKeys:
     no look-up at all. A false positive costs the one SELECT every key used to cost.
     """
 
-    GENERATION = 50_000          # keys per generation (two held: ~10-15 MiB at most)
+    GENERATION = 20_000          # keys per generation (two held: ~5 MiB at most)
     BLOOM_BITS = 1 << 25         # 4 MiB; ~3 % false positives at 3 million keys, two probes per key
 
     def __init__(self, conn: sqlite3.Connection) -> None:
