@@ -1,5 +1,8 @@
 """The pipeline's side of the journal: transactions, sightings, receipts, settlements, alerts, batches.
 
+(Over 500 lines: every statement the pipeline writes is here, and replay's bulk load, which changes how
+some of them run, belongs beside the savepoints and merges it changes.)
+
 The pipeline is the only writer of everything except the outbox's delivery
 columns, which the delivery thread updates on its own connection
 (:mod:`agent.store.outbox`). Every read-only question that doctor, metrics,
