@@ -53,6 +53,7 @@ from agent.rules.state import SaleAmounts
 from agent.schedule import SCHEDULED_JOBS, mark_schedule
 from agent.service import heartbeat
 from agent.store.journal import Journal, StoredTxn
+from agent.store.lookback import LookbackRows
 from agent.store.orders import OrderStore
 from agent.watch import unread
 from agent.watch.terminal_clock import META_KEY as CLOCKS_KEY
@@ -84,7 +85,7 @@ class Pipeline:
                  channels: Sequence[str] = (), listeners: Sequence[Callable[[Any], None]] = (),
                  on_commit: Callable[[], None] | None = None, people_channels: Sequence[str] | None = None,
                  evidence_dir: Path | None = None, history: History | None = None,
-                 baseline_in_memory: bool = False) -> None:
+                 baseline_in_memory: bool = False, rules_in_memory: bool = False) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.tz = loaded.tz
@@ -109,6 +110,9 @@ class Pipeline:
                                 terminal_line=has_terminal_line(s.protocol for s in self.config.source),
                                 legit_needs=self.config.legit_needs,
                                 remedies=RemedyBook.from_config(self.config))
+        # The rules' look-backs: from the journal's indexes in the daemon (memory flat on a busy till), from
+        # memory in replay (agent/rules/lookback.py; the same answers, replay's speed needs memory).
+        self._rules_in_memory = rules_in_memory
         self.engine = self._build_engine()
         for warning in self.engine.warnings(self.clock.now()):
             log.warning("%s", warning)
@@ -134,7 +138,8 @@ class Pipeline:
 
     def _build_engine(self) -> RuleEngine:
         return RuleEngine(self.tz, self.loaded.rule_params, history=_JournalHistory(self.journal, self.tz),
-                          hours=self.loaded.hours)
+                          hours=self.loaded.hours,
+                          lookback=None if self._rules_in_memory else LookbackRows(self.journal.conn))
 
     # -- the thread ---------------------------------------------------------------------
     def run(self, inbox: queue.Queue[EventBatch | Command], stop: threading.Event | None = None,
@@ -395,10 +400,10 @@ class Pipeline:
         clock_due = last_clock is None or clock_now - last_clock >= PRUNE_EVERY
         event_due = newest is not None and (last_event is None or newest - last_event >= PRUNE_EVERY)
         if clock_due or event_due:
-            held = len(self.engine.state)
+            held = self.engine.state.resident()
             self.engine.prune(max(clock_now, newest) if newest is not None else clock_now)
             self._last_prune = (clock_now, newest)
-            self._dropped_since_trim += held - len(self.engine.state)
+            self._dropped_since_trim += held - self.engine.state.resident()
         self._hand_back_memory(idle=False)
 
     def _hand_back_memory(self, *, idle: bool) -> None:
@@ -678,8 +683,9 @@ class Pipeline:
         self.clocks = TerminalClocks.from_meta(self.journal.get_meta(CLOCKS_KEY))
         since = now - self.engine.state.horizon
         recent = [(self._view(s), s.first_seen) for s in self.journal.recent_transactions(since)]
-        for view, _ in recent:
-            self.engine.observe(view)
+        with self.engine.state.warming(since):
+            for view, _ in recent:
+                self.engine.observe(view)
         # Matching rebuilt from what is durable too (its memory may hold what a rollback undid).
         self.till = self._build_till()
         self.till.warm(now, recent)

@@ -134,7 +134,7 @@ def _run(loaded: LoadedConfig, stream: Iterator[ReplayItem], journal: Journal, c
     result.people_channels = list(people)
     pipeline = Pipeline(loaded, journal, clock=clock, channels=primary, people_channels=people,
                         listeners=[collect], evidence_dir=state / "evidence" if keep_evidence else None,
-                        baseline_in_memory=chunk > 1)
+                        baseline_in_memory=chunk > 1, rules_in_memory=True)
     # The daemon's own scheduler (agent/schedule.py), stepped instead of threaded: the same plan,
     # the same coalescing and grace, posting the same commands onto a queue the pipeline drains.
     inbox: queue.Queue[Any] = queue.Queue()

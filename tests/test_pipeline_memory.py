@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 import agent.pipeline as pipeline_module
+import agent.rules.lookback as lookback_module
 from agent.memory import release_freed
 from agent.messages import EventBatch
 from agent.model import SHARED_FIELDS, Transaction, compact
+from agent.rules.lookback import JournalRuleState
 from agent.rules.state import RuleState
 from tests.helpers import Harness, sale
 from tests.test_rules_support import SHANGHAI, at, view
@@ -128,3 +130,54 @@ def test_the_pipeline_hands_freed_memory_back_after_work_and_when_idle(tmp_path:
 def test_release_freed_works_on_this_c_library() -> None:
     """glibc (every till image we ship) has malloc_trim; the call must reach it, not silently do nothing."""
     assert release_freed() is True
+
+
+def test_the_daemons_look_backs_hold_a_bounded_cache_not_the_horizon(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's rules answer from the journal (agent/rules/lookback.py): what they keep in memory is a
+    cache of views of a fixed size, however many views the horizon holds; the horizon itself is a count of
+    journal rows, pruned as in memory."""
+    monkeypatch.setattr(lookback_module, "CACHE_VIEWS", 50)
+    h = Harness(tmp_path)
+    state = h.pipeline.engine.state
+    assert isinstance(state, JournalRuleState)
+    sent = _backlog(h, hours=60, every=timedelta(seconds=30))
+    inside = int((state.horizon - timedelta(hours=10)) / timedelta(seconds=30)) + 1
+    assert sent == 6000
+    assert 1000 < len(state) <= inside                 # held (as rows): the horizon's worth, no more
+    assert state.resident() <= 50                      # in memory: the cache alone
+    assert len(state._odd) == 0
+
+
+def test_late_reports_and_second_voids_are_noted_only_until_pruned(tmp_path: Path) -> None:
+    """What the journal cannot answer alone (a report older than the horizon when it arrives; a second void of
+    one original, never the answer for it) is kept in memory by id, and let go as the in-memory state lets go
+    of those views."""
+    h = Harness(tmp_path)
+    state = h.pipeline.engine.state
+    assert isinstance(state, JournalRuleState)
+    now = h.clock.now()
+    h.feed(sale("000001", 1000, now))
+    h.feed(sale("000002", 1000, now + timedelta(minutes=2), kind="void", original="000001"),
+           sale("000003", 1000, now + timedelta(minutes=3), kind="void", original="000001"))
+    h.clock.set(now + timedelta(minutes=5))
+    h.pipeline.tick()
+    # Stamped two days before the newest: older than the cutoff of the prune just made.
+    h.pipeline.process([EventBatch("terminal", (sale("000004", 777, now - timedelta(days=2)),), h.clock.now())])
+    assert len(state._odd) == 1 and sum(len(r.shadowed) for r in (state._voucher, state._orig_voucher)) == 1
+    original = next(state.card_history("622576******6691", now - timedelta(minutes=1), now))
+    voided = state.voided_by(original)
+    assert voided is not None and voided.txn.voucher_no == "000002"   # the first void, as in memory
+    h.clock.set(now + timedelta(days=2))
+    h.pipeline.tick()
+    assert len(state._odd) == 0 and all(not r.shadowed for r in (state._voucher, state._rrn, state._orig_voucher,
+                                                                  state._orig_rrn))
+    assert len(state) == 0
+
+
+def test_rule_tallies_stay_bounded_by_the_horizon(tmp_path: Path) -> None:
+    """The rules' own tallies (VOID-001's per operator and business day) are pruned with the state."""
+    h = Harness(tmp_path)
+    _backlog(h, hours=80, every=timedelta(minutes=2))
+    shifts = h.pipeline.engine.state.tallies.get("VOID-001", {})
+    assert 0 < len(shifts) <= 3          # today's business day and the one before (one operator)

@@ -23,6 +23,7 @@ from agent.rules import RULES
 from agent.rules.base import Finding, Observation, TxnView
 from agent.rules.baseline import AmountBaseline
 from agent.rules.calendar import HoursConfig, ShopCalendar
+from agent.rules.lookback import JournalRuleState, Rows
 from agent.rules.state import History, RuleState
 
 # The in-memory horizon never drops below a day: VOID-001 shifts and AMT-004 look back that far.
@@ -61,7 +62,8 @@ def validate_rule_params(section: Mapping[str, Mapping[str, Any]]) -> dict[str, 
 
 class RuleEngine:
     def __init__(self, tz: tzinfo, rule_params: Mapping[str, Any] | None = None,
-                 history: History | None = None, *, hours: HoursConfig | None = None) -> None:
+                 history: History | None = None, *, hours: HoursConfig | None = None,
+                 lookback: Rows | None = None) -> None:
         params = validate_rule_params({}) if rule_params is None else dict(rule_params)
         for rule_id, cls in RULES.items():
             params.setdefault(rule_id, cls.Params())
@@ -69,13 +71,17 @@ class RuleEngine:
         self.rules = [RULES[rid](p) for rid, p in params.items() if p.enabled]
         self.calendar = ShopCalendar(hours, tz)
         horizon = max([MIN_HORIZON, *(r.state_horizon() for r in self.rules)])
-        self.state = RuleState(tz, horizon=horizon, history=history, calendar=self.calendar)
+        # ``lookback``: the daemon's look-backs answered from the journal (agent/rules/lookback.py), not memory.
+        self.state = (RuleState(tz, horizon=horizon, history=history, calendar=self.calendar) if lookback is None
+                      else JournalRuleState(tz, lookback, horizon=horizon, history=history, calendar=self.calendar))
         self._tallies_pruned: datetime | None = None
 
     # -- per transaction -------------------------------------------------------------------
     def evaluate(self, obs: Observation, now: datetime) -> list[Finding]:
         findings: list[Finding] = []
         state = self.state
+        if obs.conflicts:
+            state.conflicting_sighting(obs)
         for rule in self.rules:
             hits = rule.check(state, obs, now)
             if hits:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Protocol, TypeVar
 
 from agent.model import RETURNING_KINDS
-from agent.rules.base import TxnView, is_charge
+from agent.rules.base import Observation, TxnView, is_charge
 from agent.rules.baseline import AmountBaseline, RunningBaseline
 from agent.rules.calendar import ShopCalendar
 from drivers.pan import card_tail, same_card
@@ -186,6 +187,21 @@ class RuleState:
 
     def note_insufficient(self, rule_id: str) -> None:
         self.insufficient[rule_id] += 1
+
+    def conflicting_sighting(self, obs: Observation) -> None:
+        """A sighting that disagrees with its transaction (DUP-002's conflicts), before the rules run on it:
+        nothing to do here (the view held is the one observed); the journal-backed state must keep that view,
+        as the journal's row may now show another card."""
+
+    @contextmanager
+    def warming(self, since: datetime) -> Iterator[None]:
+        """The pipeline observing what the journal holds since ``since`` after a (re)start (nothing to do here;
+        the journal-backed state, agent/rules/lookback.py, notes where its warm-up ends)."""
+        yield
+
+    def resident(self) -> int:
+        """Views held in this process's memory: all of them here."""
+        return len(self._recent)
 
     def __len__(self) -> int:
         return len(self._recent)

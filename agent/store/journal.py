@@ -57,7 +57,14 @@ CONFLICT_FIELDS = ("kind", "amount_minor", "card", "result")
 # indexes no query reads (nothing looks transactions up by full card since the card-tail index, migration 2),
 # built after the load instead of kept sorted at every insert: one random-keyed B-tree fewer while loading.
 BULK_COMMIT_ROWS = 20_000
-AFTER_LOAD = {"transactions_card": "CREATE INDEX IF NOT EXISTS transactions_card ON transactions(card, time_utc)"}
+AFTER_LOAD = {"transactions_card": "CREATE INDEX IF NOT EXISTS transactions_card ON transactions(card, time_utc)",
+              # Replay's rules look back in memory; only the daemon's read these (schema 6, agent/rules/lookback.py).
+              "transactions_amount": "CREATE INDEX IF NOT EXISTS transactions_amount"
+                                     " ON transactions(amount_minor, time_utc)",
+              "transactions_voucher": "CREATE INDEX IF NOT EXISTS transactions_voucher ON transactions(voucher_no)"
+                                      " WHERE voucher_no IS NOT NULL",
+              "transactions_rrn": "CREATE INDEX IF NOT EXISTS transactions_rrn ON transactions(rrn)"
+                                  " WHERE rrn IS NOT NULL"}
 # Read during replay (sales_for_card: REF-001, AMT-001), so answered from memory while loading (store/bulk.py
 # BulkTails) when the load starts on an empty table, and built after it like the above.
 CARD_TAIL = {"transactions_card_tail":
@@ -262,11 +269,11 @@ class Journal(JournalReader):
         if row is None:
             cur = c.execute(
                 "INSERT INTO transactions(key, terminal_id, batch_no, voucher_no, receipt_no, trace_no, rrn,"
-                " kind, result, amount_minor, currency, card, time_utc, data, first_seen, last_seen)"
-                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " kind, result, amount_minor, currency, card, time_utc, data, first_seen, last_seen,"
+                " original_voucher_no, original_rrn) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key, txn.terminal_id, txn.batch_no, txn.voucher_no, txn.receipt_no, txn.trace_no, txn.rrn,
                  txn.kind, txn.result, txn.amount_minor, txn.currency, txn.card, utc_text(instant), data,
-                 now_text, now_text),
+                 now_text, now_text, txn.original_voucher_no, txn.original_rrn),
             )
             txn_id = int(cur.lastrowid or 0)
             if bulk is not None:
@@ -292,10 +299,11 @@ class Journal(JournalReader):
         reprint = not conflicts
         c.execute(
             "UPDATE transactions SET terminal_id=?, batch_no=?, voucher_no=?, receipt_no=?, trace_no=?, rrn=?,"
-            " currency=?, card=?, data=?, last_seen=?, sightings=sightings+1, reprints=reprints+? WHERE id=?",
+            " currency=?, card=?, data=?, last_seen=?, sightings=sightings+1, reprints=reprints+?,"
+            " original_voucher_no=?, original_rrn=? WHERE id=?",
             (merged.terminal_id, merged.batch_no, merged.voucher_no, merged.receipt_no, merged.trace_no,
              merged.rrn, merged.currency, merged.card, json.dumps(merged.to_dict(), ensure_ascii=False),
-             now_text, 1 if reprint else 0, row["id"]),
+             now_text, 1 if reprint else 0, merged.original_voucher_no, merged.original_rrn, row["id"]),
         )
         if bulk is not None:
             bulk.add([k for k in keys if k not in hits], row["id"])
