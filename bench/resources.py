@@ -116,6 +116,50 @@ def startup_and_idle(runs: int, idle_seconds: float) -> dict[str, Any]:
             "idle": idle, "idle_target_percent": 1.0}
 
 
+def smaps_kib(pid: int | str = "self") -> dict[str, int]:
+    """Resident KiB by kind of mapping (/proc/PID/smaps): the C heap of the main thread (``[heap]``), anonymous
+    mappings (pymalloc's arenas, other threads' malloc arenas, big allocations), the journal's WAL index
+    (``-shm``) and other journal files, shared libraries, the rest. Tells Python's growth from SQLite's
+    and the allocator's."""
+    out: dict[str, int] = {"heap": 0, "anon": 0, "wal_index": 0, "journal_files": 0, "libs": 0, "other": 0}
+    kind = "other"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
+            name = head[5] if len(head) == 6 else ""
+            kind = ("heap" if name == "[heap]" else "anon" if not name else
+                    "wal_index" if name.endswith("-shm") else
+                    "journal_files" if "settleguard.sqlite3" in name else
+                    "libs" if ".so" in name else "other")
+        elif line.startswith("Rss:"):
+            out[kind] += int(line.split()[1])
+    return out
+
+
+def mallinfo_kib() -> dict[str, int]:
+    """glibc's own account (mallinfo2): bytes malloc holds from the OS (``arena`` + ``mmapped``), in use, and free
+    inside its arenas (what ``malloc_trim`` can hand back only where whole pages are free)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                    "fsmblks", "uordblks", "fordblks", "keepcost")]
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        return {}
+    fn.restype = MallInfo2
+    m = fn()
+    return {"arena": m.arena // 1024, "mmapped": m.hblkhd // 1024, "in_use": m.uordblks // 1024,
+            "free": m.fordblks // 1024}
+
+
+def _resident(state: Any) -> int:
+    """Views the rule state holds in memory (``resident``; a tree from before it, run with --tree: all it holds)."""
+    resident = getattr(state, "resident", None)
+    return int(resident()) if resident is not None else len(state)
+
+
 def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = False) -> dict[str, Any]:
     """Runs in its own process so its RSS is the daemon's alone (the webhook sink the alerts go to runs in
     the parent: it keeps what it receives, which is not the daemon's memory).
@@ -172,14 +216,21 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
                                        "seconds": time.monotonic() - start,
                                        # Python's own heap, to tell a Python leak from SQLite or allocator growth.
                                        "python_heap_blocks": sys.getallocatedblocks(),
-                                       "rule_state_views": len(state)})
+                                       "rule_state_views": len(state),
+                                       # Views in this process's memory (the journal-backed state: its cache).
+                                       "views_in_memory": _resident(state),
+                                       "smaps_kib": smaps_kib(), "mallinfo_kib": mallinfo_kib()})
         out["events_per_s_through_daemon"] = sent / (time.monotonic() - start)
         out["alerts_opened"] = pipeline.counts["alerts_opened"]
         out["rss_at_end_kib"] = rss_kib()
+        out["smaps_at_end_kib"] = smaps_kib()
         out["rule_state_views"] = len(pipeline.engine.state)
+        out["views_in_memory"] = _resident(pipeline.engine.state)
         # A few seconds without input: the pipeline's idle tick hands the freed C heap back (agent/memory.py).
         time.sleep(3.0)
         out["rss_after_idle_kib"] = rss_kib()
+        out["smaps_after_idle_kib"] = smaps_kib()
+        out["mallinfo_after_idle_kib"] = mallinfo_kib()
         if trace:
             gc.collect()
             after = tracemalloc.take_snapshot()
@@ -193,15 +244,22 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
     return out
 
 
-def rss_under_load(total: int, *, trace: bool = False) -> dict[str, Any]:
+# The load child of this file run on another checkout's agent/ (``--peer-tree``): the same bench code for both.
+_ON_TREE = "import runpy, sys; sys.path.insert(0, '.'); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], " \
+           "run_name='__main__')"
+
+
+def rss_under_load(total: int, *, trace: bool = False, tree: Path | None = None) -> dict[str, Any]:
     from agent.sim.rig import new_secret
     from agent.sim.sink import WebhookSink
 
     secret = new_secret()
     sink = WebhookSink(secret=secret).start()
-    args = [sys.executable, "-m", "bench.resources", "--child", str(total), *(["--trace"] if trace else [])]
+    child = ["--child", str(total), *(["--trace"] if trace else [])]
+    args = ([sys.executable, "-m", "bench.resources", *child] if tree is None
+            else [sys.executable, "-c", _ON_TREE, str(Path(__file__).resolve()), *child])
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=7200,
+        proc = subprocess.run(args, capture_output=True, text=True, cwd=tree or ROOT, timeout=7200,
                               env={**os.environ, "BENCH_SINK_URL": sink.url, "BENCH_SINK_SECRET": secret})
     finally:
         sink.stop()
@@ -229,12 +287,37 @@ def run(quick: bool = False) -> dict[str, Any]:
     return out
 
 
+def compare(peer: Path, *, million: bool) -> None:
+    """The load child on another checkout's code (``git archive`` of main) and on ours, back to back, the same
+    bench code: a 100k burst, and with ``million`` also 1M (~5 min each here)."""
+    out: dict[str, Any] = {"peer_tree": str(peer)}
+    for total in (100_000, 1_000_000) if million else (100_000,):
+        for name, tree in (("peer", peer), ("ours", None)):
+            load = out[f"{name}_{total}"] = rss_under_load(total, tree=tree)
+            print(f"{name} {total}: RSS {load['rss_after_start_kib'] / 1024:.1f} MiB after start, "
+                  f"{load['rss_at_end_kib'] / 1024:.1f} at the end ({load['growth_kib'] / 1024:+.1f}), "
+                  f"{load['rss_after_idle_kib'] / 1024:.1f} 3 s idle later "
+                  f"({load['growth_after_idle_kib'] / 1024:+.1f});"
+                  f" {load['events_per_s_through_daemon']:.0f} tx/s; {load['rule_state_views']} views held, "
+                  f"{load['views_in_memory']} in memory; alerts {load['alerts_opened']}", flush=True)
+            for smp in load["samples"]:
+                print(f"  {smp['events']:>8}: RSS {smp['rss_kib']} KiB journal {smp['journal_bytes'] // 1024} KiB "
+                      f"py blocks {smp['python_heap_blocks']} views {smp['rule_state_views']}/"
+                      f"{smp['views_in_memory']} smaps {smp['smaps_kib']} malloc {smp['mallinfo_kib']}", flush=True)
+            print(f"  end smaps {load['smaps_at_end_kib']}; idle smaps {load['smaps_after_idle_kib']} "
+                  f"malloc {load['mallinfo_after_idle_kib']}", flush=True)
+    write_result("resources_vs_peer", out)
+
+
 def main() -> None:
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":
         import json
 
         print(json.dumps(_load_child(int(sys.argv[2]), samples=10, url=os.environ["BENCH_SINK_URL"],
                                      secret=os.environ["BENCH_SINK_SECRET"], trace="--trace" in sys.argv)))
+        return
+    if "--peer-tree" in sys.argv:
+        compare(Path(sys.argv[sys.argv.index("--peer-tree") + 1]).resolve(), million="--million" in sys.argv)
         return
     result = run(quick="--quick" in sys.argv)
     write_result("resources", result)
@@ -250,10 +333,11 @@ def main() -> None:
               f"{load['rss_after_start_kib'] / 1024:.1f} MiB after start, {load['rss_at_end_kib'] / 1024:.1f} MiB "
               f"at the end ({load['growth_kib'] / 1024:+.1f} MiB), {load['rss_after_idle_kib'] / 1024:.1f} MiB "
               f"3 s idle later ({load['growth_after_idle_kib'] / 1024:+.1f} MiB); "
-              f"{load['rule_state_views']} views in the rules' memory")
+              f"{load['rule_state_views']} views inside the rules' horizon, {load['views_in_memory']} in memory")
         for s in load["samples"]:
             print(f"  {s['events']:>8} events: RSS {s['rss_kib']} KiB, journal {s['journal_bytes'] // 1024} KiB, "
-                  f"python heap {s['python_heap_blocks']} blocks, rule state {s['rule_state_views']} views")
+                  f"python heap {s['python_heap_blocks']} blocks, rule state {s['rule_state_views']} views "
+                  f"({s['views_in_memory']} in memory); smaps {s['smaps_kib']}; malloc {s['mallinfo_kib']}")
     traced = result["burst_traced"]
     print(f"tracemalloc, start-up to the end of the traced burst ({traced['tracemalloc_total_kib'] / 1024:+.1f} MiB"
           f" of Python allocations, {traced['traced_bytes_per_view']} bytes per view held):")

@@ -70,15 +70,11 @@ def test_new_rows_carry_their_originals_and_the_look_ups_use_indexes(tmp_path: P
                               received=T0, source="escpos")
     assert tuple(journal.conn.execute("SELECT original_voucher_no, original_rrn FROM transactions").fetchone()) \
         == ("000008", "925400000808")
-    plans = {
-        "transactions_amount": "SELECT id, key, time_utc FROM transactions WHERE amount_minor=? AND time_utc>=? AND id<=?",
-        "transactions_card_tail": "SELECT id, key, time_utc FROM transactions WHERE substr(card, -4)=? AND time_utc>=? AND id<=?",
-        "transactions_voucher": "SELECT id, key, time_utc FROM transactions WHERE voucher_no=? AND time_utc>=? AND id<=?",
-        "transactions_rrn": "SELECT id, key, time_utc FROM transactions WHERE rrn=? AND time_utc>=? AND id<=?",
-        "transactions_original_voucher":
-            "SELECT id, key, time_utc FROM transactions WHERE original_voucher_no=? AND time_utc>=? AND id<=?",
-        "transactions_original_rrn": "SELECT id, key, time_utc FROM transactions WHERE original_rrn=? AND time_utc>=? AND id<=?",
-    }
+    where = {"transactions_amount": "amount_minor=?", "transactions_card_tail": "substr(card, -4)=?",
+             "transactions_voucher": "voucher_no=?", "transactions_rrn": "rrn=?",
+             "transactions_original_voucher": "original_voucher_no=?", "transactions_original_rrn": "original_rrn=?"}
+    plans = {index: f"SELECT id, key, time_utc FROM transactions WHERE {w} AND time_utc>=? AND id<=?"
+             for index, w in where.items()}
     for index, sql in plans.items():
         plan = " ".join(r[3] for r in journal.conn.execute("EXPLAIN QUERY PLAN " + sql, (1, "x", 1)))
         assert f"INDEX {index} (" in plan, (index, plan)

@@ -102,7 +102,7 @@ def test_every_question_gets_the_in_memory_answer(tmp_path: Path, seed: int) -> 
                           terminal_id=rng.choice(TERMINALS), batch_no=f"{step // 50:06d}",
                           voucher_no=f"{n:06d}" if rng.random() < 0.9 else None,
                           rrn=f"R{rng.randrange(12):03d}{step:04d}" if rng.random() < 0.5 else f"R{n:03d}",
-                          card=rng.choice(CARDS + [None]), currency="CNY",
+                          card=rng.choice([*CARDS, None]), currency="CNY",
                           original_voucher_no=f"{rng.randrange(12):06d}" if kind != "sale" and rng.random() < 0.7
                           else None,
                           original_rrn=f"R{rng.randrange(12):03d}" if kind != "sale" and rng.random() < 0.5 else None)

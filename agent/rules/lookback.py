@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 from agent.model import RETURNING_KINDS, Transaction, compact
-from agent.rules.base import Observation, TxnView, is_charge
+from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.state import History, RuleState
 from drivers.pan import card_tail, same_card
