@@ -22,7 +22,7 @@ the in-memory state (its speed needs it). The answers are the in-memory state's,
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
@@ -36,6 +36,8 @@ from drivers.pan import card_tail, same_card
 # Views materialised from the journal kept for the next questions (a charge's card is asked about by several
 # rules in a row): ~1 KiB each.
 CACHE_VIEWS = 2048
+# Questions whose rows are remembered until what is held changes.
+MEMO_QUESTIONS = 256
 
 Row = tuple[int, str, datetime]
 
@@ -84,6 +86,9 @@ class JournalRuleState(RuleState):
         self._odd: dict[int, TxnView] = {}
         self._odd_rows: dict[int, datetime] = {}   # their rows' own times (what a count of the rows sees)
         self._cache: OrderedDict[int, TxnView] = OrderedDict()
+        # The rows one question found, kept for the next questions until what is held changes (an observe, a
+        # prune): the rules ask about one charge's card and references several times in a row.
+        self._memo: dict[tuple[str, object], list[Row]] = {}
         self._voucher, self._rrn = _Ref(), _Ref()
         self._orig_voucher, self._orig_rrn = _Ref(), _Ref()
 
@@ -101,6 +106,7 @@ class JournalRuleState(RuleState):
             self._warming = False
             for ref in refs:
                 ref.warm_seen = None
+        self._memo.clear()
         self._warm_upto, self._warm_sightings = self.rows.marks()
         self._upto = max(self._upto, self._warm_upto)
         self._cutoff = since if self._cutoff is None else max(self._cutoff, since)
@@ -135,6 +141,7 @@ class JournalRuleState(RuleState):
             self._odd[txn_id] = view
             self._odd_rows[txn_id] = stored
         self._cache.pop(txn_id, None)
+        self._memo.clear()
 
     def conflicting_sighting(self, obs: Observation) -> None:
         """The journal fills a last-4 card in from a 6+4 sighting even when the two disagree (a conflict): the
@@ -149,6 +156,7 @@ class JournalRuleState(RuleState):
             return   # already kept, or not held (not observed yet, or pruned): nothing the rules could see
         self._odd[txn_id] = self._view(txn_id, obs.view.key, stored)
         self._odd_rows[txn_id] = stored
+        self._memo.clear()
 
     def _shadow_warm(self, ref: _Ref, txn_id: int, view: TxnView, terminal: str | None, value: str | None) -> None:
         if not value or ref.warm_seen is None:
@@ -162,6 +170,7 @@ class JournalRuleState(RuleState):
     def prune(self, now: datetime) -> None:
         cutoff = now - self.horizon
         self._cutoff = cutoff if self._cutoff is None else max(self._cutoff, cutoff)
+        self._memo.clear()
         # Each prune drops what is older than its own cutoff (a clock stepping back prunes less, as in memory).
         for i in [i for i, v in self._odd.items() if v.utc < cutoff]:
             del self._odd[i], self._odd_rows[i]
@@ -200,12 +209,24 @@ class JournalRuleState(RuleState):
     # -- queries (rules) -------------------------------------------------------------
     def card_history(self, card: str, since: datetime, until: datetime | None = None) -> Iterator[TxnView]:
         tail = card_tail(card)
-        rows = self.rows.by_tail(tail, self._since(since), until, self._upto)
+        # Every held row of the tail at once (a few on a busy till), the window applied before materialising.
+        rows = [r for r in self._remembered("tail", tail, lambda: self.rows.by_tail(tail, self._floor(), None,
+                                                                                     self._upto))
+                if r[2] >= since and (until is None or r[2] <= until)]
         odd = [(i, v) for i, v in self._odd.items()
                if v.card and card_tail(v.card) == tail and v.utc >= since and (until is None or v.utc <= until)]
         for _, v in self._held(rows, odd):
             if v.card and card_tail(v.card) == tail and same_card(v.card, card):
                 yield v
+
+    def _remembered(self, kind: str, value: object, fetch: Callable[[], list[Row]]) -> list[Row]:
+        k = (kind, value)
+        rows = self._memo.get(k)
+        if rows is None:
+            if len(self._memo) >= MEMO_QUESTIONS:   # re-sightings alone (no observe between): start afresh
+                self._memo.clear()
+            rows = self._memo[k] = fetch()
+        return rows
 
     def same_amount(self, amount_minor: int, since: datetime, until: datetime) -> Iterator[TxnView]:
         rows = self.rows.by_amount(amount_minor, self._since(since), until, self._upto)
@@ -230,7 +251,7 @@ class JournalRuleState(RuleState):
 
     def _candidates(self, ref: _Ref, field: str, value: str) -> list[tuple[int, TxnView]]:
         """Held views that carried ``value`` in ``field`` when observed and are that reference's answer."""
-        rows = self.rows.by_field(field, value, self._floor(), self._upto)
+        rows = self._remembered(field, value, lambda: self.rows.by_field(field, value, self._floor(), self._upto))
         odd = [(i, v) for i, v in self._odd.items() if getattr(v.txn, field) == value]
         returning = field.startswith("original_")
         return [(i, v) for i, v in self._held(rows, odd)

@@ -201,7 +201,10 @@ def utc_text(value: datetime) -> str:
 
 
 def from_utc_text(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat reads utc_text's "Z" as UTC (Python 3.11+) at ~1/50 of strptime's cost: the daemon's rules
+    # read a few of these per transaction (agent/store/lookback.py).
+    at = datetime.fromisoformat(value)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def private_dir(path: Path) -> None:
