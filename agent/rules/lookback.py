@@ -85,6 +85,9 @@ class JournalRuleState(RuleState):
         # id -> view, held until a prune drops them; their ids are left out of the journal's answers.
         self._odd: dict[int, TxnView] = {}
         self._odd_rows: dict[int, datetime] = {}   # their rows' own times (what a count of the rows sees)
+        # ... and found by what the questions ask (card tail, amount, each reference): a backlog stamped before
+        # the horizon can make thousands of them between two prunes.
+        self._odd_by: dict[tuple[str, object], list[int]] = {}
         self._cache: OrderedDict[int, TxnView] = OrderedDict()
         # The rows one question found, kept for the next questions until what is held changes (an observe, a
         # prune): the rules ask about one charge's card and references several times in a row.
@@ -138,8 +141,7 @@ class JournalRuleState(RuleState):
                     self._orig_rrn.shadowed[txn_id] = view.utc
             self._upto = max(self._upto, txn_id)
         if stored != view.utc or (self._cutoff is not None and view.utc < self._cutoff):
-            self._odd[txn_id] = view
-            self._odd_rows[txn_id] = stored
+            self._keep_odd(txn_id, view, stored)
         self._cache.pop(txn_id, None)
         self._memo.clear()
 
@@ -154,9 +156,26 @@ class JournalRuleState(RuleState):
         txn_id, stored = found
         if txn_id in self._odd or txn_id > self._upto or stored < self._floor():
             return   # already kept, or not held (not observed yet, or pruned): nothing the rules could see
-        self._odd[txn_id] = self._view(txn_id, obs.view.key, stored)
-        self._odd_rows[txn_id] = stored
+        self._keep_odd(txn_id, self._view(txn_id, obs.view.key, stored), stored)
         self._memo.clear()
+
+    def _keep_odd(self, txn_id: int, view: TxnView, stored: datetime) -> None:
+        self._odd[txn_id] = view
+        self._odd_rows[txn_id] = stored
+        for k in _odd_keys(view):
+            self._odd_by.setdefault(k, []).append(txn_id)
+
+    def _drop_odd(self, txn_id: int) -> None:
+        view = self._odd.pop(txn_id)
+        del self._odd_rows[txn_id]
+        for k in _odd_keys(view):
+            ids = self._odd_by[k]
+            ids.remove(txn_id)
+            if not ids:
+                del self._odd_by[k]
+
+    def _odd_of(self, kind: str, value: object) -> list[tuple[int, TxnView]]:
+        return [(i, self._odd[i]) for i in self._odd_by.get((kind, value), ())]
 
     def _shadow_warm(self, ref: _Ref, txn_id: int, view: TxnView, terminal: str | None, value: str | None) -> None:
         if not value or ref.warm_seen is None:
@@ -172,8 +191,9 @@ class JournalRuleState(RuleState):
         self._cutoff = cutoff if self._cutoff is None else max(self._cutoff, cutoff)
         self._memo.clear()
         # Each prune drops what is older than its own cutoff (a clock stepping back prunes less, as in memory).
-        for i in [i for i, v in self._odd.items() if v.utc < cutoff]:
-            del self._odd[i], self._odd_rows[i]
+        if self._odd:
+            for i in [i for i, v in self._odd.items() if v.utc < cutoff]:
+                self._drop_odd(i)
         for ref in (self._voucher, self._rrn, self._orig_voucher, self._orig_rrn):
             ref.prune(cutoff)
 
@@ -213,8 +233,7 @@ class JournalRuleState(RuleState):
         rows = [r for r in self._remembered("tail", tail, lambda: self.rows.by_tail(tail, self._floor(), None,
                                                                                      self._upto))
                 if r[2] >= since and (until is None or r[2] <= until)]
-        odd = [(i, v) for i, v in self._odd.items()
-               if v.card and card_tail(v.card) == tail and v.utc >= since and (until is None or v.utc <= until)]
+        odd = [(i, v) for i, v in self._odd_of("tail", tail) if v.utc >= since and (until is None or v.utc <= until)]
         for _, v in self._held(rows, odd):
             if v.card and card_tail(v.card) == tail and same_card(v.card, card):
                 yield v
@@ -230,7 +249,7 @@ class JournalRuleState(RuleState):
 
     def same_amount(self, amount_minor: int, since: datetime, until: datetime) -> Iterator[TxnView]:
         rows = self.rows.by_amount(amount_minor, self._since(since), until, self._upto)
-        odd = [(i, v) for i, v in self._odd.items() if v.amount_minor == amount_minor and since <= v.utc <= until]
+        odd = [(i, v) for i, v in self._odd_of("amount", amount_minor) if since <= v.utc <= until]
         for _, v in self._held(rows, odd):
             yield v
 
@@ -252,7 +271,7 @@ class JournalRuleState(RuleState):
     def _candidates(self, ref: _Ref, field: str, value: str) -> list[tuple[int, TxnView]]:
         """Held views that carried ``value`` in ``field`` when observed and are that reference's answer."""
         rows = self._remembered(field, value, lambda: self.rows.by_field(field, value, self._floor(), self._upto))
-        odd = [(i, v) for i, v in self._odd.items() if getattr(v.txn, field) == value]
+        odd = self._odd_of(field, value)
         returning = field.startswith("original_")
         return [(i, v) for i, v in self._held(rows, odd)
                 if i not in ref.shadowed and getattr(v.txn, field) == value
@@ -277,3 +296,16 @@ class JournalRuleState(RuleState):
         in_rows = self.rows.count(floor, self._upto) if self._upto else 0
         counted_twice = sum(1 for i, at in self._odd_rows.items() if at >= floor and i <= self._upto)
         return in_rows - counted_twice + len(self._odd)
+
+
+def _odd_keys(view: TxnView) -> list[tuple[str, object]]:
+    """What an odd view is found by: its card tail, its amount and each reference it carries."""
+    t = view.txn
+    keys: list[tuple[str, object]] = [("amount", t.amount_minor)]
+    if t.card:
+        keys.append(("tail", card_tail(t.card)))
+    for name in ("voucher_no", "rrn", "original_voucher_no", "original_rrn"):
+        value = getattr(t, name)
+        if value:
+            keys.append((name, value))
+    return keys
