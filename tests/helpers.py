@@ -216,3 +216,21 @@ def quiet_request(sock: Path, payload: dict[str, object]) -> None:
     """Send a control request whose reply does not matter (the test looks at the pipeline and health)."""
     with contextlib.suppress(OSError, ValueError):
         request(sock, payload, timeout=15.0)
+
+
+# A one-till shop with a 23:00 cutoff and a webhook nothing listens on: what month-long replay/pipeline
+# comparisons run (tests/test_replay_batched.py, tests/test_lookback_differential.py).
+MONTH_CONFIG = """
+[shop]
+name = "回放测试店"
+till = "t1"
+timezone = "Asia/Shanghai"
+
+[settlement]
+cutoff = "23:00"
+
+[[channel]]
+name = "hq"
+type = "webhook"
+url = "http://127.0.0.1:9/never-called"
+"""

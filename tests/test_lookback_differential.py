@@ -34,22 +34,10 @@ from agent.sim.shops import CONVENIENCE
 from agent.store.journal import Journal
 from drivers.clock import ManualClock
 from drivers.pan import mask_pan
+from tests.helpers import MONTH_CONFIG
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-CONFIG = """
-[shop]
-name = "回放测试店"
-till = "t1"
-timezone = "Asia/Shanghai"
-
-[settlement]
-cutoff = "23:00"
-
-[[channel]]
-name = "hq"
-type = "webhook"
-url = "http://127.0.0.1:9/never-called"
-"""
+CONFIG = MONTH_CONFIG
 OTHER, SKEWED = "77001122", "88003344"
 
 

@@ -14,22 +14,10 @@ from agent.messages import AlertChange
 from agent.replay import decode_captures, replay
 from agent.sim.day import build_day
 from agent.sim.terminal import encode_day
+from tests.helpers import MONTH_CONFIG
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-CONFIG = """
-[shop]
-name = "回放测试店"
-till = "t1"
-timezone = "Asia/Shanghai"
-
-[settlement]
-cutoff = "23:00"
-
-[[channel]]
-name = "hq"
-type = "webhook"
-url = "http://127.0.0.1:9/never-called"
-"""
+CONFIG = MONTH_CONFIG
 
 
 def _what(changes: list[Any]) -> list[tuple[Any, ...]]:
