@@ -8,8 +8,7 @@ suggestions. JSON forms follow ARCHITECTURE.md, "Event JSON" and "Alert JSON", e
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -65,26 +64,6 @@ def all_identity_keys(txn: Transaction) -> list[str]:
     if txn.rrn:
         keys.append(f"n:{txn.rrn}")
     return keys
-
-
-
-
-def compact(txn: Transaction) -> Transaction:
-    """The same transaction with its few-valued strings shared (``sys.intern``) instead of copied per event.
-
-    Equal field for field; only object identity differs. Unique fields (voucher, RRN, card) are left alone:
-    interning those would add an entry to the interpreter's table per transaction and save nothing.
-    A transaction already shares them from the moment it is built (``drivers.events.Transaction``), so this
-    returns it unchanged; it stays for what holds strings shared some other way (tests check both agree).
-    """
-    changes: dict[str, Any] = {}
-    for name in SHARED_FIELDS:
-        value = getattr(txn, name)
-        if type(value) is str:
-            shared = sys.intern(value)
-            if shared is not value:
-                changes[name] = shared
-    return replace(txn, **changes) if changes else txn
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -216,7 +195,6 @@ __all__ = [
     "Suggestion",
     "Transaction",
     "all_identity_keys",
-    "compact",
     "event_from_dict",
     "event_from_json",
     "event_to_json",

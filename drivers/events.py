@@ -1,5 +1,7 @@
 """Typed events produced by every decoder (ARCHITECTURE.md, "Event JSON").
 
+Over 500 lines: every event type with its checks and its schema-ordered JSON form is one public contract.
+
 These live in ``drivers`` because decoders build them and ``drivers`` never
 imports ``agent``; ``agent.model`` re-exports them.  The JSON form is a public
 contract: key order is the schema order, ``type`` first, absent values are
@@ -122,7 +124,7 @@ class Transaction:
         if self.time is not None and self.time.tzinfo is None:
             raise EventError("time must be timezone-aware")
         # Once here, where every transaction is built (a frozen dataclass: equal strings, only identity changes),
-        # instead of a second Transaction per view for the rules (was agent.model.compact's replace()).
+        # instead of a second Transaction per view for the rules.
         for name in SHARED_FIELDS:
             value = getattr(self, name)
             if type(value) is str:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
-from agent.model import RETURNING_KINDS, Transaction, compact
+from agent.model import RETURNING_KINDS, Transaction
 from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.state import History, RuleState
@@ -212,7 +212,7 @@ class JournalRuleState(RuleState):
             self._cache.move_to_end(txn_id)
             return v
         txn = self.rows.seen(txn_id, self._warm_sightings if txn_id <= self._warm_upto else None)
-        v = TxnView(key=key, txn=compact(txn), utc=utc, local=utc.astimezone(self.tz))
+        v = TxnView(key=key, txn=txn, utc=utc, local=utc.astimezone(self.tz))
         self._cache[txn_id] = v
         if len(self._cache) > CACHE_VIEWS:
             self._cache.popitem(last=False)
