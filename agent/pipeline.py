@@ -49,12 +49,14 @@ from agent.model import (
 from agent.rules.base import Observation, TxnView
 from agent.rules.calendar import ShopCalendar
 from agent.rules.engine import RuleEngine
+from agent.rules.grouped_baseline import baseline_from_window
 from agent.rules.state import SaleAmounts
 from agent.schedule import SCHEDULED_JOBS, mark_schedule
 from agent.service import heartbeat
 from agent.store.journal import Journal, StoredTxn
 from agent.store.lookback import LookbackRows
 from agent.store.orders import OrderStore
+from agent.store.sale_window import JournalSaleWindow
 from agent.watch import unread
 from agent.watch.terminal_clock import META_KEY as CLOCKS_KEY
 from agent.watch.terminal_clock import TerminalClocks
@@ -671,9 +673,12 @@ class Pipeline:
             baseline, held = self._sales.baseline(now - window, now)
             self.engine.state.set_baseline(baseline)
             return {"ok": True, "amounts": held, "ready": baseline is not None}
-        amounts = self.journal.approved_sale_times(now - window, now)
-        baseline = self.engine.refresh_baseline(amounts, now)
-        return {"ok": True, "amounts": len(amounts), "ready": baseline is not None}
+        # The daemon: grouped by SQLite, the same baseline as compute's on the window's pairs without an
+        # object per sale (a 30-day window of a busy till; its peak stayed in RSS: issue 20).
+        baseline, rows = baseline_from_window(JournalSaleWindow(self.journal.conn, now - window, now), now,
+                                              self.engine.state.tz)
+        self.engine.state.set_baseline(baseline)
+        return {"ok": True, "amounts": rows, "ready": baseline is not None}
 
     # -- start-up ----------------------------------------------------------------------------
     def _warm_state(self) -> None:

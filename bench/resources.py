@@ -160,30 +160,52 @@ def _resident(state: Any) -> int:
     return int(resident()) if resident is not None else len(state)
 
 
-def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = False) -> dict[str, Any]:
+def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = False,
+                paced: bool = False) -> dict[str, Any]:
     """Runs in its own process so its RSS is the daemon's alone (the webhook sink the alerts go to runs in
     the parent: it keeps what it receives, which is not the daemon's memory).
 
     Sales stamped 2 s apart (a busy till's pace in the transactions' own time: 100,000 span 2.3 days,
-    1,000,000 span 23), fed into the daemon's inbox as fast as it takes them. With ``trace``, a
-    tracemalloc snapshot after start-up and at the end: the biggest differences by source line say what
-    the growth is (tracemalloc costs memory and time itself, so RSS figures come from untraced runs).
+    1,000,000 span 23). With ``trace``, a tracemalloc snapshot after start-up and at the end: the biggest
+    differences by source line say what the growth is (tracemalloc costs memory and time itself, so RSS
+    figures come from untraced runs).
+
+    Two ways of feeding them:
+
+    * flood (the default): batches of 20 pushed into the inbox between samples without waiting, on the
+      real clock. Up to a tenth of the run waits in the inbox at once (100,000 sales at 1M), and all but
+      the last 25 hours of stamps are older than the rules' horizon when they arrive: a backlog's memory.
+    * ``paced``, what a till does: one sale per read, and never more than ``PACED_BACKLOG`` reads waiting
+      (a reader cannot outrun its serial line: ~40 frames a second at 115,200 baud); the daemon's clock
+      follows the stamps (a ManualClock set to each sale's time) and the daemon's own schedule runs on
+      it (cutoffs and batch closes, baseline refreshes, reminders, reviews), posted as the real scheduler
+      thread posts them. So the transactions arrive in the rules' horizon as on a real till, only
+      faster: ~23 days of a busy till's stamps for 1M.
     """
     import gc
     import tracemalloc
 
     from agent.config import parse_config
     from agent.messages import EventBatch
+    from agent.schedule import Scheduler
     from agent.service.daemon import Daemon
     from bench.scenario import config_text, sale
+    from drivers.clock import SYSTEM_CLOCK, Clock, ManualClock
 
     rng = random.Random(5)
     cards = [f"622576******{i:04d}" for i in range(5000)]   # the bench's own, before any snapshot
     text = config_text(device="/dev/null", url=url, secret=secret)
     text = text.replace(text[text.index("[[source]]"):text.index("[rules.DUP-001]")], "")
-    out: dict[str, Any] = {"total_events": total, "samples": [], "traced": trace}
+    out: dict[str, Any] = {"total_events": total, "samples": [], "traced": trace, "paced": paced}
+    t = datetime.now(UTC) - timedelta(seconds=2 * total)
+    manual = ManualClock(t) if paced else None
+    clock: Clock = manual or SYSTEM_CLOCK
     with tempfile.TemporaryDirectory(prefix="settleguard-bench-rss-") as tmp:
-        daemon = Daemon(parse_config(text, "<bench>"), Path(tmp), use_scheduler=False)
+        loaded = parse_config(text, "<bench>")
+        daemon = Daemon(loaded, Path(tmp), clock=clock, use_scheduler=False)
+        # Paced: the daemon's schedule on the clock that follows the stamps, stepped here after each sale
+        # (the scheduler thread looks once a second of real time, hours of these stamps).
+        schedule = Scheduler(loaded, daemon.inbox, clock) if paced else None
         daemon.start()
         assert daemon.pipeline is not None
         pipeline = daemon.pipeline
@@ -194,11 +216,11 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
             tracemalloc.start(1)
             gc.collect()
             before = tracemalloc.take_snapshot()
-        t = datetime.now(UTC) - timedelta(seconds=2 * total)
-        per_batch = 20
+        per_batch = 1 if paced else 20
         step = max(per_batch, total // samples)
         start = time.monotonic()
         sent = 0
+        scheduled = 0
         while sent < total:
             events = []
             for _ in range(per_batch):
@@ -206,6 +228,11 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
                 t += timedelta(seconds=2)
                 events.append(sale(sent, card=rng.choice(cards), amount_minor=rng.randrange(100, 500_000),
                                    when=t, batch_no=f"{sent // 3000:06d}"))
+            if manual is not None and schedule is not None:
+                manual.set(t)
+                scheduled += len(schedule.run_due())
+                while daemon.inbox.qsize() > PACED_BACKLOG:
+                    time.sleep(0.0005)
             daemon.inbox.put(EventBatch("terminal", tuple(events), t))
             if sent % step == 0 or sent >= total:
                 while pipeline.counts["events"] < sent:
@@ -221,6 +248,7 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
                                        "views_in_memory": _resident(state),
                                        "smaps_kib": smaps_kib(), "mallinfo_kib": mallinfo_kib()})
         out["events_per_s_through_daemon"] = sent / (time.monotonic() - start)
+        out["scheduled_commands"] = scheduled
         out["alerts_opened"] = pipeline.counts["alerts_opened"]
         out["rss_at_end_kib"] = rss_kib()
         out["smaps_at_end_kib"] = smaps_kib()
@@ -244,18 +272,24 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
     return out
 
 
+# Paced feeding: reads waiting in the daemon's inbox at most (a serial reader is bounded by its line).
+PACED_BACKLOG = 32
+
 # The load child of this file run on another checkout's agent/ (``--peer-tree``): the same bench code for both.
 _ON_TREE = "import runpy, sys; sys.path.insert(0, '.'); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], " \
            "run_name='__main__')"
 
 
-def rss_under_load(total: int, *, trace: bool = False, tree: Path | None = None) -> dict[str, Any]:
+def rss_under_load(total: int, *, trace: bool = False, paced: bool = False,
+                   tree: Path | None = None) -> dict[str, Any]:
     from agent.sim.rig import new_secret
     from agent.sim.sink import WebhookSink
 
     secret = new_secret()
-    sink = WebhookSink(secret=secret).start()
-    child = ["--child", str(total), *(["--trace"] if trace else [])]
+    # Paced, the daemon signs with its clock, which follows the stamps (days from this process's clock): the
+    # sink takes any timestamp, so deliveries succeed as on a till instead of being refused for skew.
+    sink = WebhookSink(secret=secret, tolerance=10**9 if paced else 300).start()
+    child = ["--child", str(total), *(["--trace"] if trace else []), *(["--paced"] if paced else [])]
     args = ([sys.executable, "-m", "bench.resources", *child] if tree is None
             else [sys.executable, "-c", _ON_TREE, str(Path(__file__).resolve()), *child])
     try:
@@ -287,25 +321,35 @@ def run(quick: bool = False) -> dict[str, Any]:
     return out
 
 
-def compare(peer: Path, *, million: bool) -> None:
+def print_load(name: str, load: dict[str, Any]) -> None:
+    print(f"{name}: RSS {load['rss_after_start_kib'] / 1024:.1f} MiB after start, "
+          f"{load['rss_at_end_kib'] / 1024:.1f} at the end ({load['growth_kib'] / 1024:+.1f}), "
+          f"{load['rss_after_idle_kib'] / 1024:.1f} 3 s idle later "
+          f"({load['growth_after_idle_kib'] / 1024:+.1f});"
+          f" {load['events_per_s_through_daemon']:.0f} tx/s; {load['rule_state_views']} views held, "
+          f"{load['views_in_memory']} in memory; alerts {load['alerts_opened']}; "
+          f"scheduled commands {load.get('scheduled_commands', 0)}", flush=True)
+    for smp in load["samples"]:
+        print(f"  {smp['events']:>8}: RSS {smp['rss_kib']} KiB journal {smp['journal_bytes'] // 1024} KiB "
+              f"py blocks {smp['python_heap_blocks']} views {smp['rule_state_views']}/"
+              f"{smp['views_in_memory']} smaps {smp['smaps_kib']} malloc {smp['mallinfo_kib']}", flush=True)
+    print(f"  end smaps {load['smaps_at_end_kib']}; idle smaps {load['smaps_after_idle_kib']} "
+          f"malloc {load['mallinfo_after_idle_kib']}", flush=True)
+    if load.get("tracemalloc_top"):
+        print(f"  tracemalloc, start-up to the end ({load['tracemalloc_total_kib'] / 1024:+.1f} MiB of Python "
+              f"allocations, {load['traced_bytes_per_view']} bytes per view held):")
+        for d in load["tracemalloc_top"]:
+            print(f"    {d['size_kib']:>+8} KiB {d['blocks']:>+8} blocks  {d['where']}")
+
+
+def compare(peer: Path, *, million: bool, paced: bool) -> None:
     """The load child on another checkout's code (``git archive`` of main) and on ours, back to back, the same
     bench code: a 100k burst, and with ``million`` also 1M (~5 min each here)."""
-    out: dict[str, Any] = {"peer_tree": str(peer)}
+    out: dict[str, Any] = {"peer_tree": str(peer), "paced": paced}
     for total in (100_000, 1_000_000) if million else (100_000,):
         for name, tree in (("peer", peer), ("ours", None)):
-            load = out[f"{name}_{total}"] = rss_under_load(total, tree=tree)
-            print(f"{name} {total}: RSS {load['rss_after_start_kib'] / 1024:.1f} MiB after start, "
-                  f"{load['rss_at_end_kib'] / 1024:.1f} at the end ({load['growth_kib'] / 1024:+.1f}), "
-                  f"{load['rss_after_idle_kib'] / 1024:.1f} 3 s idle later "
-                  f"({load['growth_after_idle_kib'] / 1024:+.1f});"
-                  f" {load['events_per_s_through_daemon']:.0f} tx/s; {load['rule_state_views']} views held, "
-                  f"{load['views_in_memory']} in memory; alerts {load['alerts_opened']}", flush=True)
-            for smp in load["samples"]:
-                print(f"  {smp['events']:>8}: RSS {smp['rss_kib']} KiB journal {smp['journal_bytes'] // 1024} KiB "
-                      f"py blocks {smp['python_heap_blocks']} views {smp['rule_state_views']}/"
-                      f"{smp['views_in_memory']} smaps {smp['smaps_kib']} malloc {smp['mallinfo_kib']}", flush=True)
-            print(f"  end smaps {load['smaps_at_end_kib']}; idle smaps {load['smaps_after_idle_kib']} "
-                  f"malloc {load['mallinfo_after_idle_kib']}", flush=True)
+            load = out[f"{name}_{total}"] = rss_under_load(total, tree=tree, paced=paced)
+            print_load(f"{name} {total}", load)
     write_result("resources_vs_peer", out)
 
 
@@ -314,10 +358,16 @@ def main() -> None:
         import json
 
         print(json.dumps(_load_child(int(sys.argv[2]), samples=10, url=os.environ["BENCH_SINK_URL"],
-                                     secret=os.environ["BENCH_SINK_SECRET"], trace="--trace" in sys.argv)))
+                                     secret=os.environ["BENCH_SINK_SECRET"], trace="--trace" in sys.argv,
+                                     paced="--paced" in sys.argv)))
         return
     if "--peer-tree" in sys.argv:
-        compare(Path(sys.argv[sys.argv.index("--peer-tree") + 1]).resolve(), million="--million" in sys.argv)
+        compare(Path(sys.argv[sys.argv.index("--peer-tree") + 1]).resolve(), million="--million" in sys.argv,
+                paced="--paced" in sys.argv)
+        return
+    if "--load" in sys.argv:   # one load child: --load N [--paced] [--trace]
+        total = int(sys.argv[sys.argv.index("--load") + 1])
+        print_load(f"{total}", rss_under_load(total, trace="--trace" in sys.argv, paced="--paced" in sys.argv))
         return
     result = run(quick="--quick" in sys.argv)
     write_result("resources", result)

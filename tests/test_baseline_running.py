@@ -31,7 +31,7 @@ def assert_same(running: AmountBaseline | None, reference: AmountBaseline | None
 
 
 def window_of(added: list[tuple[datetime, int]], since: datetime, until: datetime) -> list[tuple[datetime, int]]:
-    """What the journal's query gives (approved_sale_times): every pair in [since, until]."""
+    """What the daemon's refresh stands for (tests/test_grouped_baseline.pairs_in): every pair in [since, until]."""
     return [p for p in added if since <= p[0] <= until]
 
 

@@ -345,13 +345,6 @@ class Journal(JournalReader):
             " AND result='approved'", (utc_text(since), utc_text(until))).fetchall()
         return [r[0] for r in rows]
 
-    def approved_sale_times(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
-        """(instant, amount) of approved sales in [since, until]: AMT-001 weighs when large bills happen."""
-        rows = self.conn.execute(
-            "SELECT time_utc, amount_minor FROM transactions WHERE time_utc>=? AND time_utc<=? AND kind='sale'"
-            " AND result='approved'", (utc_text(since), utc_text(until))).fetchall()
-        return [(from_utc_text(r[0]), r[1]) for r in rows]
-
     def approved_sales_since(self, since: datetime) -> list[tuple[datetime, int]]:
         """(instant, amount) of approved sales at or after ``since``: the baseline supply's start-up read."""
         rows = self.conn.execute(
