@@ -74,6 +74,16 @@ def test_the_http_sender_is_built_on_first_use_once_and_closed_if_built() -> Non
     assert first.client.is_closed
 
 
+def test_building_the_http_sender_leaves_httpx_s_command_line_tool_out() -> None:
+    """Flask installs click, so httpx would import its CLI (click, rich's console, pygments: 4.6 MiB) with the
+    sender at the first alert; the sender's module keeps it out, and a request still goes through httpx."""
+    probe = ("import json, sys; from agent.service.sender import LazyHttpxSender; s = LazyHttpxSender(timeout=1.0);"
+             " s.ensure(); import httpx; print(json.dumps([sorted(m for m in ('click', 'pygments', 'rich.console')"
+             " if m in sys.modules), httpx.Client is type(s.ensure().client)]))")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [[], True], proc.stderr
+
+
 def test_closing_the_http_sender_before_it_is_built_builds_nothing() -> None:
     lazy = LazyHttpxSender(timeout=3.0)
     lazy.close()

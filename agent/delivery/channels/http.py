@@ -7,10 +7,17 @@ above this line knows which HTTP library sat below it.
 from __future__ import annotations
 
 import logging
+import sys
 
-import httpx
+# httpx's package imports its command-line tool (httpx._main: click, rich's console, pygments) whenever
+# click is installed, and Flask installs it: 4.6 MiB of the daemon's RSS and ~70 ms at the first alert,
+# for a CLI the daemon never runs. A None entry makes that import fail, which httpx handles by design
+# (its main() then only says to install httpx[cli]); nothing else of httpx's changes.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from agent.delivery.channels.base import HttpFailure, HttpRequest, HttpResponse
+import httpx  # noqa: E402  (after the entry above)
+
+from agent.delivery.channels.base import HttpFailure, HttpRequest, HttpResponse  # noqa: E402
 
 # httpx logs every request URL at INFO and httpcore every step at DEBUG; a robot's URL carries its
 # credential. Our delivery loop logs what matters (with the redactor); theirs stay quiet.
