@@ -1,9 +1,14 @@
-"""Handing memory the daemon freed back to the operating system (issue 20).
+"""Handing memory the daemon freed back to the operating system, and keeping less of it (issue 20).
 
 glibc's malloc keeps what Python and SQLite free in its arenas for reuse; after the rules' memory drops a
 few thousand views the arenas hold many free pages RSS still counts (~17 MiB of free heap after a burst
-of 100,000 transactions, bench/resources.py). ``malloc_trim(0)`` returns the free pages. Other C
-libraries (musl, macOS) do not have it: there it does nothing.
+of 100,000 transactions, bench/resources.py). ``malloc_trim(0)`` returns the free pages.
+
+glibc also gives threads that allocate at the same moment arenas of their own (up to eight per core), and
+each keeps its own free heap: the daemon's threads (pipeline, delivery, readers, the till page) with SQLite
+allocating outside the GIL. ``limit_arenas`` caps them at two, as MALLOC_ARENA_MAX=2 would: 4-5 MiB less
+after a paced burst of 100,000 sales (BENCHMARKS.md 9k); the threads mostly wait on the GIL or the wire,
+so there is little contention to lose to. Other C libraries (musl, macOS) have neither: there both do nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import Callable
 
 _trim: Callable[[int], int] | None = None
 _looked = False
+M_ARENA_MAX = -8     # glibc's malloc.h
+ARENAS = 2
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -38,3 +45,17 @@ def release_freed() -> bool:
         return False
     trim(0)
     return True
+
+
+def limit_arenas(count: int = ARENAS) -> bool:
+    """At most ``count`` malloc arenas from now on (glibc's mallopt); False where the C library cannot.
+    Called before the daemon starts its threads: arenas already made stay."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, count))

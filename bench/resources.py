@@ -154,6 +154,25 @@ def mallinfo_kib() -> dict[str, int]:
             "free": m.fordblks // 1024}
 
 
+def _held(state: Any, journal: Path, newest: datetime) -> int:
+    """Views inside the rules' horizon. The journal-backed state counts them with a query on the pipeline's
+    own connection, which this thread must not use while the pipeline does (a sqlite3 connection shared by
+    two threads at once can crash the interpreter; a paced 1M run that did so ended in a segfault): counted on a
+    connection of our own. An in-memory state (a tree from before the journal-backed one) is only read."""
+    if getattr(state, "resident", None) is None:
+        return len(state)
+    import sqlite3
+
+    from agent.store.schema import utc_text
+
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM transactions WHERE time_utc>=?",
+                                (utc_text(newest - state.horizon),)).fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _resident(state: Any) -> int:
     """Views the rule state holds in memory (``resident``; a tree from before it, run with --tree: all it holds)."""
     resident = getattr(state, "resident", None)
@@ -208,6 +227,7 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
         # (the scheduler thread looks once a second of real time, hours of these stamps).
         schedule = Scheduler(loaded, daemon.inbox, clock) if paced else None
         daemon.start()
+        journal = Path(tmp) / "settleguard.sqlite3"
         assert daemon.pipeline is not None
         pipeline = daemon.pipeline
         time.sleep(1.0)  # the first idle tick and reader start-up, as a daemon sits before the first sale
@@ -253,7 +273,7 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
                                        "seconds": time.monotonic() - start,
                                        # Python's own heap, to tell a Python leak from SQLite or allocator growth.
                                        "python_heap_blocks": sys.getallocatedblocks(),
-                                       "rule_state_views": len(state),
+                                       "rule_state_views": _held(state, journal, t),
                                        # Views in this process's memory (the journal-backed state: its cache).
                                        "views_in_memory": _resident(state),
                                        "smaps_kib": smaps_kib(), "mallinfo_kib": mallinfo_kib()})
@@ -262,7 +282,7 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
         out["alerts_opened"] = pipeline.counts["alerts_opened"]
         out["rss_at_end_kib"] = rss_kib()
         out["smaps_at_end_kib"] = smaps_kib()
-        out["rule_state_views"] = len(pipeline.engine.state)
+        out["rule_state_views"] = _held(pipeline.engine.state, journal, t)
         out["views_in_memory"] = _resident(pipeline.engine.state)
         # A few seconds without input: the pipeline's idle tick hands the freed C heap back (agent/memory.py).
         time.sleep(3.0)

@@ -10,7 +10,7 @@ import pytest
 
 import agent.pipeline as pipeline_module
 import agent.rules.lookback as lookback_module
-from agent.memory import release_freed
+from agent.memory import limit_arenas, release_freed
 from agent.messages import EventBatch
 from agent.model import SHARED_FIELDS, Transaction
 from agent.rules.lookback import JournalRuleState
@@ -129,6 +129,11 @@ def test_the_pipeline_hands_freed_memory_back_after_work_and_when_idle(tmp_path:
 def test_release_freed_works_on_this_c_library() -> None:
     """glibc (every till image we ship) has malloc_trim; the call must reach it, not silently do nothing."""
     assert release_freed() is True
+
+
+def test_the_arena_cap_reaches_this_c_library() -> None:
+    """mallopt(M_ARENA_MAX) answers 1 when glibc took the setting (0: refused), so this fails if it did not."""
+    assert limit_arenas() is True
 
 
 def test_the_daemons_look_backs_hold_a_bounded_cache_not_the_horizon(tmp_path: Path,

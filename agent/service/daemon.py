@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config import ConfigError, LoadedConfig, SourceConfig, load_config
 from agent.delivery.channels.factory import event_routing, routing
 from agent.history import History
+from agent.memory import limit_arenas
 from agent.messages import STOP, AlertChange, Command, EventBatch
 from agent.pipeline import Pipeline
 from agent.schedule import Scheduler, catch_up, heartbeat_intervals, missed_review, read_schedule_mark, scheduled
@@ -139,6 +140,7 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Raises ConfigError or StateError before any thread starts: nothing to clean up."""
+        limit_arenas()   # before our threads allocate (agent/memory.py)
         cfg = self.loaded.config
         add_secrets(config_secrets(self.loaded))
         channels = preflight(self.loaded, self.clock.now())
