@@ -19,6 +19,7 @@ import queue
 import signal
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
@@ -44,7 +45,7 @@ from agent.service.threads import Guarded, RestartBudget, describe
 from agent.sources import WIRE_CHECK_EVERY, SourceRunner, wire_command
 from agent.store.journal import Journal
 from agent.store.outbox import Outbox
-from agent.store.schema import StoreError, journal_path, private_dir, private_file
+from agent.store.schema import StoreError, Upgrade, UpgradeStopped, journal_path, private_dir, private_file
 from drivers.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:   # Flask is imported only by a daemon that serves the till page
@@ -74,6 +75,12 @@ class StateError(Exception):
 # dead, health reports it, WATCHDOG=1 stops and systemd restarts the whole service.
 # A till page whose port was busy is tried again this often (seconds, on the daemon's clock).
 WEB_RETRY_EVERY = 60.0
+# While the journal is upgraded on the way to READY=1 (agent/store/schema.py: minutes on a large one, BENCHMARKS.md
+# 9j), systemd is told "still starting" (EXTEND_TIMEOUT_USEC=, STATUS= how far) at each step and at least this
+# often, each time for UPGRADE_EXTEND seconds more: longer than the longest stretch without a word from SQLite
+# that was measured (one index's sort and commit), so TimeoutStartSec= (90 s) never ends an upgrade that moves.
+UPGRADE_PING_EVERY = 5.0
+UPGRADE_EXTEND = 60.0
 RESTARTABLE = frozenset({"pipeline", "delivery", "housekeeping", "reload", "notify", "scheduler", "control",
                          "metrics", "config-watch", "web"})
 
@@ -132,6 +139,8 @@ class Daemon:
         self.reloads = 0
         self.running_digest = _digest(loaded.text)
         self._unhealthy_reported: tuple[str, ...] = ()
+        self._term = threading.Event()       # SIGTERM/SIGINT came (run_forever)
+        self._upgrade_step, self._upgrade_ping = 0, 0.0
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -191,9 +200,11 @@ class Daemon:
         try:
             private_dir(self.state_dir)
             private_file(path)
-            journal = Journal(path)
+            journal = Journal(path, on_upgrade=self._upgrading)
             for suffix in ("-wal", "-shm"):
                 private_file(path.with_name(path.name + suffix), create=False)
+        except UpgradeStopped:
+            raise
         except (OSError, sqlite3.Error, StoreError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             hint = ("move the damaged file aside (a new journal is started) or restore a backup"
@@ -201,6 +212,20 @@ class Daemon:
                     else "check the directory's owner and mode, and that its filesystem is mounted writable")
             raise StateError(f"cannot use the journal {path}: {reason}; {hint}") from None
         return journal
+
+    def _upgrading(self, upgrade: Upgrade) -> bool:
+        """Journal.on_upgrade: systemd keeps waiting while it hears from us, and `systemctl status` says why.
+
+        Paced on the real monotonic clock, not the daemon's: systemd's timeout runs in real time. True (stop the
+        upgrade, keep its finished steps) once SIGTERM has come: EXTEND_TIMEOUT_USEC= would stretch
+        TimeoutStopSec= too, and a `systemctl stop` must not wait for the whole upgrade."""
+        if self._term.is_set():
+            return True
+        now = time.monotonic()
+        if upgrade.step != self._upgrade_step or now - self._upgrade_ping >= UPGRADE_PING_EVERY:
+            self._upgrade_step, self._upgrade_ping = upgrade.step, now
+            self.notify.extend_timeout(UPGRADE_EXTEND, upgrade.describe())
+        return False
 
     def _catch_up(self, journal: Journal) -> None:
         """Post what fell due while settleguard was down (agent/schedule.py catch_up), in order, once."""
@@ -392,6 +417,7 @@ class Daemon:
 
         def _stop(signum: int, frame: Any) -> None:
             done.set()
+            self._term.set()   # also stops a journal upgrade under way in start() (_upgrading)
 
         def _hup(signum: int, frame: Any) -> None:
             self.request_reload()
@@ -402,7 +428,12 @@ class Daemon:
         # Files 0600 and directories 0700 however we were started (the unit's UMask= covers systemd
         # only): the journal, its WAL and SHM, evidence bundles. The control socket sets its own mode.
         os.umask(0o077)
-        self.start()
+        try:
+            self.start()
+        except UpgradeStopped:
+            # Stopped while upgrading the journal (schema.py logged how far); nothing else had started.
+            self.notify.stopping()
+            return 0
         while not done.wait(1.0):
             pass
         self.stop()

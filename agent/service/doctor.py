@@ -168,9 +168,24 @@ def check_state_dir(state_dir: Path) -> Check:
 FAILING_AFTER_ATTEMPTS = 3
 
 
+def check_schema(version: int, upgrade_started: bool) -> Check | None:
+    """A journal written by another settleguard: older ones are upgraded when the service starts, newer refused."""
+    from agent.store.schema import SCHEMA_VERSION
+
+    if version > SCHEMA_VERSION:
+        return Check("journal schema", "fail", f"schema {version} is newer than this settleguard's ({SCHEMA_VERSION}):"
+                     " the service will not start on it", "install the settleguard that wrote it (or a newer one)")
+    if version < SCHEMA_VERSION:
+        started = "; its upgrade is under way or was stopped part-way" if upgrade_started else ""
+        return Check("journal schema", "warn", f"schema {version}, older than this settleguard's ({SCHEMA_VERSION})"
+                     f"{started}", "(re)start the service: it upgrades the journal before it starts watching, "
+                     "in steps it keeps if stopped (`systemctl status settleguard` shows how far)")
+    return None
+
+
 def check_journal(path: Path, channels: set[str] | None = None) -> tuple[list[Check], datetime | None]:
     from agent.store.queries import open_read_only
-    from agent.store.schema import StoreError
+    from agent.store.schema import FILL_MARK, StoreError
 
     try:
         reader = open_read_only(path)
@@ -179,6 +194,7 @@ def check_journal(path: Path, channels: set[str] | None = None) -> tuple[list[Ch
     try:
         with reader:
             result = reader.integrity_check()
+            schema = check_schema(reader.schema_version(), reader.meta_value(FILL_MARK) is not None)
             newest = reader.latest_transaction()
             dead = reader.dead_letters(None)
             failing = reader.failing_channels()
@@ -192,6 +208,8 @@ def check_journal(path: Path, channels: set[str] | None = None) -> tuple[list[Ch
     else:
         checks.append(Check("journal", "fail", f"{path}: integrity check says {result}",
                             "stop the service, move the journal aside and restore a backup"))
+    if schema is not None:
+        checks.append(schema)
     if dead:
         last = dead[0]
         checks.append(Check("dead letters", "fail", f"{len(dead)} message(s) were never delivered; last: channel "

@@ -1,7 +1,7 @@
 """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
 
 The protocol is a stable, documented text format (READY=1, STATUS=...,
-WATCHDOG=1, RELOADING=1 + MONOTONIC_USEC, STOPPING=1); writing it ourselves
+WATCHDOG=1, RELOADING=1 + MONOTONIC_USEC, STOPPING=1, EXTEND_TIMEOUT_USEC=...); writing it ourselves
 saves a C dependency on a till.
 
 Sending never blocks: the socket is non-blocking, so a NOTIFY_SOCKET whose reader is gone or slow
@@ -50,6 +50,13 @@ class SdNotify:
 
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")
+
+    def extend_timeout(self, seconds: float, status: str | None = None) -> bool:
+        """Still starting (or stopping): systemd waits ``seconds`` more from now before it gives up on us
+        (TimeoutStartSec=/TimeoutStopSec=), as long as we keep sending this. systemd 236 and later (Debian 12
+        has 252, Ubuntu 20.04 245); an older one ignores the line and keeps its own timeout."""
+        usec = max(1, int(seconds * 1_000_000))
+        return self.send(f"EXTEND_TIMEOUT_USEC={usec}", *([f"STATUS={status}"] if status else []))
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")

@@ -25,7 +25,7 @@ from agent.model import Alert, Settlement, Transaction, all_identity_keys
 from agent.store.bulk import BulkKeys, BulkTails
 from agent.store.outbox import insert_message
 from agent.store.queries import JournalReader
-from agent.store.schema import connect, from_utc_text, migrate, utc_text
+from agent.store.schema import OnUpgrade, connect, from_utc_text, migrate, utc_text
 from drivers.pan import same_card
 
 
@@ -76,12 +76,18 @@ _SALES_FOR_CARD = ("SELECT * FROM transactions WHERE substr(card, -4)=? AND time
 class Journal(JournalReader):
     """Opened by the pipeline thread; every method runs on that thread."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL", quarantine_cap: int = QUARANTINE_CAP) -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL", quarantine_cap: int = QUARANTINE_CAP,
+                 on_upgrade: OnUpgrade | None = None) -> None:
+        """``on_upgrade``: how far an upgrade of an older journal is, while it runs (agent/store/schema.py)."""
         self.path = Path(path)
         self.quarantine_cap = quarantine_cap
         self._quarantined = 0
         super().__init__(connect(self.path, synchronous=synchronous))
-        migrate(self.conn)
+        try:
+            migrate(self.conn, on_upgrade=on_upgrade)
+        except BaseException:
+            self.conn.close()
+            raise
         self._in_tx = False
         # Batches already recorded: the pipeline announces one per transaction, the row is needed once.
         self._known_batches: set[tuple[str, str]] = set()

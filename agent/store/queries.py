@@ -105,6 +105,10 @@ class JournalReader:
                                  args * len(tables)).fetchall()
         return [(from_utc_text(r[0]), str(r[3]), str(r[4])) for r in rows]
 
+    def schema_version(self) -> int:
+        """The journal's schema (PRAGMA user_version): older than SCHEMA_VERSION until the daemon upgrades it."""
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
     def meta_value(self, k: str) -> str | None:
         row = self.conn.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
         return str(row[0]) if row else None

@@ -10,13 +10,19 @@ existing till has already written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 JOURNAL_FILE = "settleguard.sqlite3"
+
+log = logging.getLogger("settleguard.store")
 
 
 def journal_path(state_dir: Path) -> Path:
@@ -167,25 +173,32 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX ecr_requests_link ON ecr_requests(link, time_utc);
     """,
-    # The daemon's rules answer their look-backs from the journal (agent/rules/lookback.py, issue 20: a busy
-    # till's 25 hours of views cost ~40 MiB held in memory): an exact amount, a voucher, an RRN, and the
-    # original a void/reversal/refund names, each by an index. The originals get columns of their own,
-    # filled here for the rows already written (from the row's JSON; indexes only where a value is set).
-    6: """
-    ALTER TABLE transactions ADD COLUMN original_voucher_no TEXT;
-    ALTER TABLE transactions ADD COLUMN original_rrn TEXT;
-    UPDATE transactions SET original_voucher_no=json_extract(data, '$.original_voucher_no'),
-        original_rrn=json_extract(data, '$.original_rrn')
-        WHERE json_extract(data, '$.original_voucher_no') IS NOT NULL
-            OR json_extract(data, '$.original_rrn') IS NOT NULL;
-    CREATE INDEX transactions_amount ON transactions(amount_minor, time_utc);
-    CREATE INDEX transactions_voucher ON transactions(voucher_no) WHERE voucher_no IS NOT NULL;
-    CREATE INDEX transactions_rrn ON transactions(rrn) WHERE rrn IS NOT NULL;
-    CREATE INDEX transactions_original_voucher ON transactions(original_voucher_no)
-        WHERE original_voucher_no IS NOT NULL;
-    CREATE INDEX transactions_original_rrn ON transactions(original_rrn) WHERE original_rrn IS NOT NULL;
-    """,
+    # 6: the daemon's rules' look-up columns and indexes, below: built from its parts (COLUMNS_6, FILL_6,
+    # INDEXES_6), which the upgrade of an existing journal runs as steps of their own (upgrade_steps).
 }
+
+# The daemon's rules answer their look-backs from the journal (agent/rules/lookback.py, issue 20: a busy till's 25
+# hours of views cost ~40 MiB held in memory): an exact amount, a voucher, an RRN, and the original a
+# void/reversal/refund names, each by an index. The originals get columns of their own, filled for the rows
+# already written from the row's JSON (indexes only where a value is set).
+COLUMNS_6 = {"original_voucher_no": "ALTER TABLE transactions ADD COLUMN original_voucher_no TEXT",
+             "original_rrn": "ALTER TABLE transactions ADD COLUMN original_rrn TEXT"}
+_FILL_6 = ("UPDATE transactions SET original_voucher_no=json_extract(data, '$.original_voucher_no'),"
+           " original_rrn=json_extract(data, '$.original_rrn') WHERE {ids}(json_extract(data, '$.original_voucher_no')"
+           " IS NOT NULL OR json_extract(data, '$.original_rrn') IS NOT NULL)")
+FILL_6 = _FILL_6.format(ids="id>? AND id<=? AND ")   # an upgrade fills a range of ids per commit
+INDEXES_6 = {
+    "transactions_amount": "CREATE INDEX IF NOT EXISTS transactions_amount ON transactions(amount_minor, time_utc)",
+    "transactions_voucher": "CREATE INDEX IF NOT EXISTS transactions_voucher ON transactions(voucher_no)"
+                            " WHERE voucher_no IS NOT NULL",
+    "transactions_rrn": "CREATE INDEX IF NOT EXISTS transactions_rrn ON transactions(rrn) WHERE rrn IS NOT NULL",
+    "transactions_original_voucher": "CREATE INDEX IF NOT EXISTS transactions_original_voucher"
+                                     " ON transactions(original_voucher_no) WHERE original_voucher_no IS NOT NULL",
+    "transactions_original_rrn": "CREATE INDEX IF NOT EXISTS transactions_original_rrn ON transactions(original_rrn)"
+                                 " WHERE original_rrn IS NOT NULL",
+}
+# Migration 6 as one script: a new journal's (no rows to fill), and what tests build older journals from.
+MIGRATIONS[6] = "".join(f"{sql};\n" for sql in (*COLUMNS_6.values(), _FILL_6.format(ids=""), *INDEXES_6.values()))
 
 
 class StoreError(Exception):
@@ -254,19 +267,206 @@ def connect_read_only(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+# -- upgrades ------------------------------------------------------------------------------------------
+# A new journal gets every migration in one transaction. An existing one may hold years of transactions
+# (a busy till writes ~200,000 a year): schema 6 fills two columns over every row and builds five indexes, a
+# minute or more on a slow till (BENCHMARKS.md 9j). So an upgrade runs in steps, each committed on its own —
+# the new columns, the fill a range of ids per commit (its mark in meta), each index — and every step can be
+# run again: a process killed part-way (systemd's start timeout, a power cut, `systemctl stop`) loses only the
+# step it was in, and the next open carries on. The schema version moves only at the end.
+# While it works, SQLite calls back every PROGRESS_EVERY virtual-machine instructions (a few milliseconds
+# on this machine) so the caller can say how far it is and keep systemd waiting (agent/service/daemon.py).
+PROGRESS_EVERY = 20_000
+FILL_EVERY = 50_000          # ids filled per commit
+FILL_MARK = "upgrade_6_filled_upto"   # meta: the highest id migration 6's fill has done
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """Where an upgrade of the journal is; :meth:`describe` is the line the daemon shows systemd (STATUS=)."""
+
+    from_version: int
+    to_version: int
+    step: int              # 1-based
+    steps: int
+    what: str
+    percent: int | None = None   # within a step that knows (the fill)
+
+    def describe(self) -> str:
+        far = f", {self.percent} %" if self.percent is not None else ""
+        return (f"upgrading the journal from schema {self.from_version} to {self.to_version}, once after an update"
+                f" (step {self.step} of {self.steps}: {self.what}{far}); no alerts until it is done")
+
+
+OnUpgrade = Callable[[Upgrade], bool]
+"""Called at the start of each step and every PROGRESS_EVERY instructions within one. Returning True
+stops the upgrade: the step in progress is rolled back, the steps done stay, :class:`UpgradeStopped`."""
+
+
+class UpgradeStopped(StoreError):
+    """The upgrade was stopped on request (OnUpgrade returned True); the next open continues it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    target: int             # the schema version this step belongs to
+    what: str
+    run: Callable[[sqlite3.Connection, _Progress], None]
+
+
+class _Progress:
+    def __init__(self, conn: sqlite3.Connection, on_upgrade: OnUpgrade | None, first: int, steps: int) -> None:
+        self.on_upgrade = on_upgrade
+        self.first, self.steps = first, steps
+        self.now = Upgrade(first, SCHEMA_VERSION, 0, steps, "starting")
+        self.stop = False
+        if on_upgrade is not None:
+            conn.set_progress_handler(self._tick, PROGRESS_EVERY)
+
+    def at(self, step: int, what: str, percent: int | None = None) -> None:
+        self.now = Upgrade(self.first, SCHEMA_VERSION, step, self.steps, what, percent)
+        if self._tick():
+            raise UpgradeStopped(f"journal upgrade stopped at step {step} of {self.steps} ({what})")
+
+    def _tick(self) -> int:
+        """SQLite's progress handler: non-zero interrupts the statement (sqlite3.OperationalError 'interrupted')."""
+        if self.on_upgrade is None:
+            return 0
+        try:
+            self.stop = self.stop or bool(self.on_upgrade(self.now))
+        except Exception:   # whoever watches must not break the upgrade
+            log.exception("journal upgrade: the progress callback failed")
+        return 1 if self.stop else 0
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # An interrupted UPDATE has already rolled the transaction back (sqlite3_interrupt).
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _script(target: int) -> Callable[[sqlite3.Connection, _Progress], None]:
+    def run(conn: sqlite3.Connection, progress: _Progress) -> None:
+        with _immediate(conn):
+            if _version(conn) < target:   # another process may have done it since we looked
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={target}")
+    return run
+
+
+def _add_columns_6(conn: sqlite3.Connection, progress: _Progress) -> None:
+    with _immediate(conn):
+        have = {str(r[1]) for r in conn.execute("PRAGMA table_info(transactions)")}
+        for name, sql in COLUMNS_6.items():
+            if name not in have:
+                conn.execute(sql)
+
+
+def _fill_6(conn: sqlite3.Connection, progress: _Progress) -> None:
+    """The new columns from each row's JSON, FILL_EVERY ids per commit; the mark says where to carry on."""
+    step = progress.now.step
+    while True:
+        with _immediate(conn):
+            mark = conn.execute("SELECT v FROM meta WHERE k=?", (FILL_MARK,)).fetchone()
+            done = int(mark[0]) if mark else 0
+            top = int(conn.execute("SELECT MAX(id) FROM transactions").fetchone()[0] or 0)
+            if done >= top:
+                return
+            upto = min(done + FILL_EVERY, top)
+            conn.execute(FILL_6, (done, upto))
+            conn.execute("INSERT INTO meta(k, v) VALUES(?,?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                         (FILL_MARK, str(upto)))
+        progress.at(step, progress.now.what, upto * 100 // top)
+
+
+def _index(sql: str) -> Callable[[sqlite3.Connection, _Progress], None]:
+    def run(conn: sqlite3.Connection, progress: _Progress) -> None:
+        with _immediate(conn):
+            conn.execute(sql)
+    return run
+
+
+def _finish(target: int) -> Callable[[sqlite3.Connection, _Progress], None]:
+    def run(conn: sqlite3.Connection, progress: _Progress) -> None:
+        with _immediate(conn):
+            if _version(conn) < target:
+                conn.execute("DELETE FROM meta WHERE k=?", (FILL_MARK,))
+                conn.execute(f"PRAGMA user_version={target}")
+    return run
+
+
+def upgrade_steps(version: int) -> list[_Step]:
+    """What an existing journal at ``version`` goes through, in order (each step commits on its own)."""
+    steps: list[_Step] = []
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        if target != 6:
+            steps.append(_Step(target, f"schema {target}", _script(target)))
+            continue
+        steps.append(_Step(6, "adding two columns to the transactions", _add_columns_6))
+        steps.append(_Step(6, "copying each void's and refund's original into them", _fill_6))
+        steps += [_Step(6, f"building the index {name}", _index(sql)) for name, sql in INDEXES_6.items()]
+        steps.append(_Step(6, "recording schema 6", _finish(6)))
+    return steps
+
+
+def _run(conn: sqlite3.Connection, steps: list[_Step], progress: _Progress) -> None:
+    try:
+        for n, step in enumerate(steps, 1):
+            log.info("journal upgrade, step %d of %d: %s", n, len(steps), step.what)
+            progress.at(n, step.what)
+            step.run(conn, progress)
+    except sqlite3.OperationalError:
+        if progress.stop:   # our progress handler interrupted the statement
+            raise UpgradeStopped(f"journal upgrade stopped at step {progress.now.step} of {len(steps)}"
+                                 f" ({progress.now.what})") from None
+        raise
+
+
+def migrate(conn: sqlite3.Connection, *, on_upgrade: OnUpgrade | None = None) -> int:
+    """Bring the journal to SCHEMA_VERSION: a new file in one transaction, an existing one in steps."""
+    version = _version(conn)
     if version > SCHEMA_VERSION:
         raise StoreError(f"journal schema {version} is newer than this settleguard ({SCHEMA_VERSION})")
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    if version == SCHEMA_VERSION:
+        return SCHEMA_VERSION
+    if version == 0:
+        with _immediate(conn):
+            if _version(conn) == 0:
+                for target in range(1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[target].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if _version(conn) == SCHEMA_VERSION:
+            return SCHEMA_VERSION
+        version = _version(conn)   # another process created it first and is upgrading it: help
+    steps = upgrade_steps(version)
+    top = conn.execute("SELECT MAX(id) FROM transactions").fetchone()[0] or 0
+    log.info("upgrading the journal from schema %d to %d (about %d transactions) in %d steps, each kept once "
+             "done; settleguard starts when it is finished", version, SCHEMA_VERSION, top, len(steps))
+    started = time.monotonic()
+    progress = _Progress(conn, on_upgrade, version, len(steps))
+    try:
+        _run(conn, steps, progress)
+    except UpgradeStopped:
+        log.warning("journal upgrade stopped after %.1f s at step %d of %d (%s); the steps done are kept and the "
+                    "next start carries on", time.monotonic() - started, progress.now.step, len(steps),
+                    progress.now.what)
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+    log.info("journal upgraded from schema %d to %d in %.1f s", version, SCHEMA_VERSION, time.monotonic() - started)
     return SCHEMA_VERSION
