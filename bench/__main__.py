@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, int] = {
     "replay_throughput": 420,
     "resources": 1200,  # start-up; a 100k paced burst, the same under tracemalloc, the unpaced flood (~10 min)
     "nats_fleet": 300,   # 200 tills x 25 messages against one local nats-server (issue 19)
+    "migration": 420,    # a year of a busy till written by schema 5's replay, then the upgrade to 6 (9j)
     "fuzz": 480,
     # 1,000,000 lines through decoder -> boundary -> queue -> pipeline thread -> journal (bench/pipeline_fuzz.py):
     "pipeline_fuzz": 2400,  # 26.5 min measured on the shared 2-core machine

@@ -269,8 +269,9 @@ def connect_read_only(path: Path | str) -> sqlite3.Connection:
 
 # -- upgrades ------------------------------------------------------------------------------------------
 # A new journal gets every migration in one transaction. An existing one may hold years of transactions
-# (a busy till writes ~200,000 a year): schema 6 fills two columns over every row and builds five indexes, a
-# minute or more on a slow till (BENCHMARKS.md 9j). So an upgrade runs in steps, each committed on its own —
+# (a busy till writes ~200,000 a year): schema 6 fills two columns over every row and builds five indexes, each
+# a pass over the whole table: ~6 s for a million transactions on the bench, minutes where a till's card must
+# read the table for each pass (BENCHMARKS.md 9j). So an upgrade runs in steps, each committed on its own —
 # the new columns, the fill a range of ids per commit (its mark in meta), each index — and every step can be
 # run again: a process killed part-way (systemd's start timeout, a power cut, `systemctl stop`) loses only the
 # step it was in, and the next open carries on. The schema version moves only at the end.
@@ -309,7 +310,6 @@ class UpgradeStopped(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class _Step:
-    target: int             # the schema version this step belongs to
     what: str
     run: Callable[[sqlite3.Connection, _Progress], None]
 
@@ -413,12 +413,12 @@ def upgrade_steps(version: int) -> list[_Step]:
     steps: list[_Step] = []
     for target in range(version + 1, SCHEMA_VERSION + 1):
         if target != 6:
-            steps.append(_Step(target, f"schema {target}", _script(target)))
+            steps.append(_Step(f"schema {target}", _script(target)))
             continue
-        steps.append(_Step(6, "adding two columns to the transactions", _add_columns_6))
-        steps.append(_Step(6, "copying each void's and refund's original into them", _fill_6))
-        steps += [_Step(6, f"building the index {name}", _index(sql)) for name, sql in INDEXES_6.items()]
-        steps.append(_Step(6, "recording schema 6", _finish(6)))
+        steps.append(_Step("adding two columns to the transactions", _add_columns_6))
+        steps.append(_Step("copying each void's and refund's original into them", _fill_6))
+        steps += [_Step(f"building the index {name}", _index(sql)) for name, sql in INDEXES_6.items()]
+        steps.append(_Step("recording schema 6", _finish(6)))
     return steps
 
 
