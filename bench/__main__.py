@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, each in its own process, then the long fault tests; raw results in bench/out/.
 
-``python -m bench`` runs the full forms (about 11 minutes on the 2-core reference machine, plus about
+``python -m bench`` runs the full forms (about 13 minutes on the 2-core reference machine, plus about
 27 for the million-line pipeline fuzzer); ``python -m bench --quick`` the reduced ones (about 1).
 ``python -m bench throughput latency`` runs only the named ones.
 """

@@ -25,6 +25,7 @@ import pytest
 from agent.config import parse_config
 from agent.service import daemon as daemon_module
 from agent.service.daemon import UPGRADE_EXTEND, Daemon
+from agent.service.sdnotify import SdNotify
 from agent.sim.terminal import PtyTerminal
 from agent.store import schema
 from agent.store.journal import Journal
@@ -281,18 +282,31 @@ def listener(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Notify
 
 def test_the_daemon_tells_systemd_it_is_still_starting_while_it_upgrades_the_journal(
         busy5: Path, tmp_path: Path, listener: NotifyListener, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(schema, "PROGRESS_EVERY", 500)
+    monkeypatch.setattr(schema, "PROGRESS_EVERY", 2000)   # ~50 calls on 2,000 transactions
     monkeypatch.setattr(daemon_module, "UPGRADE_PING_EVERY", 0.0)   # every call of SQLite's, not every 5 s
     state = tmp_path / "state"
     _copy(busy5, state)
+
+    class Paced(SdNotify):
+        """Each datagram read before the next is sent, as systemd reads its socket at once: the kernel queues
+        only a few (net.unix.max_dgram_qlen, 10 here) and this listener's thread may be slow on a busy machine."""
+
+        def send(self, *lines: str) -> bool:
+            before = listener.mark()
+            sent = super().send(*lines)
+            wait_until(lambda: listener.mark() > before, "the datagram read", wakeup=listener.arrived)
+            return sent
+
     term = PtyTerminal()
-    daemon = Daemon(parse_config(jsonl_line_config("升级测试店", term.device)), state, use_scheduler=False)
+    daemon = Daemon(parse_config(jsonl_line_config("升级测试店", term.device)), state, use_scheduler=False,
+                    notify=Paced(str(listener.path)))
     try:
         daemon.start()
         listener.wait_for("READY=1")
     finally:
         daemon.stop()
         term.close()
+    assert daemon.notify.dropped == 0
     lines = listener.lines()
     ready = lines.index("READY=1")
     extends = [i for i, line in enumerate(lines) if line.startswith("EXTEND_TIMEOUT_USEC=")]
@@ -312,9 +326,10 @@ from agent.service import daemon, sdnotify
 from agent.store import schema
 schema.PROGRESS_EVERY, daemon.UPGRADE_PING_EVERY = 50, 0.0
 extend = sdnotify.SdNotify.extend_timeout
-def slowly(self, *args, **kwargs):   # an upgrade that takes minutes, here made of many short waits
-    sent = extend(self, *args, **kwargs)
-    time.sleep(0.05)
+def slowly(self, seconds, status=None):   # an index that takes minutes to build, here many short waits
+    sent = extend(self, seconds, status)
+    if "(step 3 of 8" in (status or ""):
+        time.sleep(0.05)
     return sent
 sdnotify.SdNotify.extend_timeout = slowly
 sys.exit(main(["run", "--config", sys.argv[1], "--state", sys.argv[2]]))

@@ -75,10 +75,11 @@ class StateError(Exception):
 # dead, health reports it, WATCHDOG=1 stops and systemd restarts the whole service.
 # A till page whose port was busy is tried again this often (seconds, on the daemon's clock).
 WEB_RETRY_EVERY = 60.0
-# While the journal is upgraded on the way to READY=1 (agent/store/schema.py: minutes on a large one, BENCHMARKS.md
-# 9j), systemd is told "still starting" (EXTEND_TIMEOUT_USEC=, STATUS= how far) at each step and at least this
-# often, each time for UPGRADE_EXTEND seconds more: longer than the longest stretch without a word from SQLite
-# that was measured (one index's sort and commit), so TimeoutStartSec= (90 s) never ends an upgrade that moves.
+# While the journal is upgraded on the way to READY=1 (agent/store/schema.py: ~6 s for 1M transactions on the
+# bench, minutes where a till's card is slow; BENCHMARKS.md 9j), systemd is told "still starting"
+# (EXTEND_TIMEOUT_USEC=, STATUS= how far) at each step and at least this often, each time for UPGRADE_EXTEND
+# seconds more: ~300x the longest stretch without a word from SQLite measured at 1M (0.18 s, an index's sort and
+# commit), so TimeoutStartSec= (90 s) never ends an upgrade that moves, and one that hangs still ends.
 UPGRADE_PING_EVERY = 5.0
 UPGRADE_EXTEND = 60.0
 RESTARTABLE = frozenset({"pipeline", "delivery", "housekeeping", "reload", "notify", "scheduler", "control",
