@@ -24,7 +24,7 @@ BENCHMARKS: dict[str, int] = {
     "startup": 300,
     "latency": 180,
     "replay_throughput": 420,
-    "resources": 1200,  # start-up; a 100k paced burst, the same under tracemalloc, the unpaced flood (~10 min)
+    "resources": 1500,  # start-up; a 100k paced burst, the same under tracemalloc (~5 min), the unpaced flood
     "nats_fleet": 300,   # 200 tills x 25 messages against one local nats-server (issue 19)
     "migration": 420,    # a year of a busy till written by schema 5's replay, then the upgrade to 6 (9j)
     "fuzz": 480,
