@@ -46,6 +46,7 @@ from agent.sources import WIRE_CHECK_EVERY, SourceRunner, wire_command
 from agent.store.journal import Journal
 from agent.store.outbox import Outbox
 from agent.store.schema import StoreError, Upgrade, UpgradeStopped, journal_path, private_dir, private_file
+from agent.store.turns import WriterTurns
 from drivers.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:   # Flask is imported only by a daemon that serves the till page
@@ -103,6 +104,8 @@ class Daemon:
         self.listeners = list(listeners)
         self.notify = notify or SdNotify(clock=clock)
         self.inbox: queue.Queue[EventBatch | Command] = queue.Queue(maxsize=10000)
+        # The pipeline's journal and the delivery thread's outbox write the one file in turn (agent/store/turns.py).
+        self.turns = WriterTurns()
         self.stop_event = threading.Event()
         self.guards: dict[str, Guarded] = {}
         self.budget = RestartBudget(clock)
@@ -201,7 +204,7 @@ class Daemon:
         try:
             private_dir(self.state_dir)
             private_file(path)
-            journal = Journal(path, on_upgrade=self._upgrading)
+            journal = Journal(path, on_upgrade=self._upgrading, turns=self.turns)
             for suffix in ("-wal", "-shm"):
                 private_file(path.with_name(path.name + suffix), create=False)
         except UpgradeStopped:
@@ -257,7 +260,7 @@ class Daemon:
         from agent.delivery.loop import Delivery
 
         cfg = loaded.config
-        outbox = Outbox(journal_path(self.state_dir))
+        outbox = Outbox(journal_path(self.state_dir), turns=self.turns)
         self._delivery_stop = threading.Event()
         self.delivery = Delivery(outbox, channels, self.sender, clock=self.clock, config=cfg.delivery,
                                  shop=cfg.shop.name, source=cfg.shop.event_source)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ from agent.store.bulk import BulkKeys, BulkTails
 from agent.store.outbox import insert_message
 from agent.store.queries import JournalReader
 from agent.store.schema import OnUpgrade, connect, from_utc_text, migrate, utc_text
+from agent.store.turns import WriterTurns
 from drivers.pan import same_card
 
 
@@ -77,9 +78,11 @@ class Journal(JournalReader):
     """Opened by the pipeline thread; every method runs on that thread."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL", quarantine_cap: int = QUARANTINE_CAP,
-                 on_upgrade: OnUpgrade | None = None) -> None:
-        """``on_upgrade``: how far an upgrade of an older journal is, while it runs (agent/store/schema.py)."""
+                 on_upgrade: OnUpgrade | None = None, turns: WriterTurns | None = None) -> None:
+        """``on_upgrade``: how far an upgrade of an older journal is, while it runs (agent/store/schema.py).
+        ``turns``: shared with the daemon's outbox, so each transaction waits its turn (agent/store/turns.py)."""
         self.path = Path(path)
+        self._turns = turns
         self.quarantine_cap = quarantine_cap
         self._quarantined = 0
         super().__init__(connect(self.path, synchronous=synchronous))
@@ -110,21 +113,22 @@ class Journal(JournalReader):
             with self._bulk_unit():
                 yield self.conn
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._in_tx = True
-        try:
-            yield self.conn
-        except BaseException:
-            # SQLITE_FULL and some I/O errors roll back by themselves; a second ROLLBACK would raise
-            # "no transaction is active" and hide the real cause from the log and the status.
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            self._known_batches.clear()  # rows written in this transaction are gone
-            raise
-        else:
-            self.conn.execute("COMMIT")
-        finally:
-            self._in_tx = False
+        with self._turns.turn() if self._turns is not None else nullcontext():
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+            try:
+                yield self.conn
+            except BaseException:
+                # SQLITE_FULL and some I/O errors roll back by themselves; a second ROLLBACK would raise
+                # "no transaction is active" and hide the real cause from the log and the status.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                self._known_batches.clear()  # rows written in this transaction are gone
+                raise
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._in_tx = False
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

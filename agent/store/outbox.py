@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 from agent.store.queries import JournalReader
 from agent.store.schema import connect, from_utc_text, migrate, utc_text
+from agent.store.turns import WriterTurns
 
 
 def insert_message(conn: sqlite3.Connection, *, message_id: str, channel: str, kind: str, alert_id: str | None,
@@ -61,13 +63,20 @@ class OutboxRow:
 class Outbox(JournalReader):
     """Opened by the delivery thread on its own connection."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, turns: WriterTurns | None = None) -> None:
+        """``turns``: shared with the daemon's journal, so a busy pipeline cannot starve these writes
+        (agent/store/turns.py)."""
         super().__init__(connect(path))
         migrate(self.conn)
+        self._turns = turns
+
+    def _turn(self) -> AbstractContextManager[None]:
+        return self._turns.turn() if self._turns is not None else nullcontext()
 
     def recover(self) -> int:
         """After a crash, rows caught in 'sending' may or may not have arrived: send again (at least once)."""
-        cur = self.conn.execute("UPDATE outbox SET state='pending' WHERE state='sending'")
+        with self._turn():
+            cur = self.conn.execute("UPDATE outbox SET state='pending' WHERE state='sending'")
         return cur.rowcount
 
     def due(self, now: datetime, *, channel: str | None = None, limit: int = 100) -> list[OutboxRow]:
@@ -93,7 +102,8 @@ class Outbox(JournalReader):
         if not ids:
             return
         marks = ",".join("?" for _ in ids)
-        self.conn.execute(f"UPDATE outbox SET {sql} WHERE id IN ({marks})", (*args, *ids))
+        with self._turn():
+            self.conn.execute(f"UPDATE outbox SET {sql} WHERE id IN ({marks})", (*args, *ids))
 
     def claim(self, ids: list[int], now: datetime) -> None:
         self._set(ids, "state='sending', attempts=attempts+1, updated=?", (utc_text(now),))
@@ -127,6 +137,10 @@ class Outbox(JournalReader):
         here, pending: late is better than lost). One transaction, so a crash leaves either the old
         row pending or the new row pending, never neither.
         """
+        with self._turn():
+            return self._reroute(row, channels, now)
+
+    def _reroute(self, row: OutboxRow, channels: Sequence[str], now: datetime) -> str | None:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             taken: str | None = None
