@@ -13,6 +13,7 @@ so there is little contention to lose to. Other C libraries (musl, macOS) have n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 _trim: Callable[[int], int] | None = None
@@ -48,8 +49,11 @@ def release_freed() -> bool:
 
 
 def limit_arenas(count: int = ARENAS) -> bool:
-    """At most ``count`` malloc arenas from now on (glibc's mallopt); False where the C library cannot.
-    Called before the daemon starts its threads: arenas already made stay."""
+    """At most ``count`` malloc arenas from now on (glibc's mallopt); False where the C library cannot, or where
+    the operator chose (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES, e.g. in a unit drop-in):
+    theirs stays. Called before the daemon starts its threads: arenas already made stay."""
+    if "MALLOC_ARENA_MAX" in os.environ or "glibc.malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
     import ctypes
 
     try:

@@ -261,7 +261,7 @@ def _load_child(total: int, samples: int, url: str, secret: str, trace: bool = F
             if manual is not None and schedule is not None:
                 manual.set(t)
                 scheduled += len(schedule.run_due())
-                while daemon.inbox.qsize() > PACED_BACKLOG:
+                while daemon.inbox.qsize() >= PACED_BACKLOG:
                     time.sleep(0.0005)
             daemon.inbox.put(EventBatch("terminal", tuple(events), t))
             if sent % step == 0 or sent >= total:

@@ -396,3 +396,35 @@ def test_readers_take_an_older_journal_as_it_is_and_doctor_says_the_service_will
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     newer = {c.name: c for c in check_journal(busy5)[0]}["journal schema"]
     assert newer.status == "fail" and "the service will not start on it" in newer.detail
+
+
+def test_rows_an_older_settleguard_wrote_after_the_fill_get_their_originals_when_the_upgrade_ends(
+        tmp_path: Path) -> None:
+    """While the indexes are built (the fill done), a schema-5 writer — a CLI, a daemon not yet restarted — adds a
+    void naming its sale; the step that records schema 6 fills that row's columns too."""
+    path = tmp_path / "settleguard.sqlite3"
+    _schema5(path)
+    late = sale("000004", 2000, T0 + timedelta(minutes=3), kind="void", original="000003")
+    written: list[int] = []
+
+    def older_writer_meanwhile(u: Upgrade) -> bool:
+        if u.step == 4 and not written:   # between steps: the write lock is free
+            with closing(sqlite3.connect(path, isolation_level=None, timeout=5)) as conn:   # as schema 5 writes
+                assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+                conn.execute("INSERT INTO transactions(key, terminal_id, batch_no, voucher_no, trace_no, rrn, kind,"
+                             " result, amount_minor, currency, card, time_utc, data, first_seen, last_seen)"
+                             " VALUES('late',?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                             (late.terminal_id, late.batch_no, late.voucher_no, late.trace_no, late.rrn, late.kind,
+                              late.result, late.amount_minor, late.currency, late.card, utc_text(T0),
+                              json.dumps(late.to_dict()), utc_text(T0), utc_text(T0)))
+            written.append(1)
+        return False
+
+    journal = Journal(path, on_upgrade=older_writer_meanwhile)
+    assert written
+    got = [tuple(r) for r in journal.conn.execute(
+        "SELECT voucher_no, original_voucher_no, original_rrn FROM transactions ORDER BY id")]
+    assert got == [("000001", None, None), ("000002", "000001", None), ("000003", None, "925400000101"),
+                   ("000004", "000003", None)]
+    assert journal.conn.execute("SELECT COUNT(*) FROM meta WHERE k=?", (FILL_MARK,)).fetchone()[0] == 0
+    journal.close()

@@ -81,3 +81,46 @@ def test_outbox_writes_wait_at_most_one_pipeline_transaction(tmp_path: Path) -> 
     assert outbox.conn.execute("SELECT COUNT(*) FROM outbox WHERE state='sent'").fetchone()[0] == 40
     outbox.close()
     journal.close()
+
+
+def test_a_waiter_interrupted_by_an_exception_gives_its_place_up() -> None:
+    """A signal handler raising in the main thread while it waits for a turn: the writers after it still get theirs."""
+    import signal
+
+    turns = WriterTurns()
+    holding, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def holder() -> None:
+        with turns.turn():
+            holding.set()
+            release.wait(5)
+
+    def later() -> None:
+        with turns.turn():
+            order.append("later")
+
+    first = threading.Thread(target=holder)
+    first.start()
+    holding.wait(5)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise TimeoutError("interrupted while waiting")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+    try:
+        with turns.turn():
+            order.append("interrupted one")   # never: the alarm comes while it waits
+    except TimeoutError:
+        order.append("gave up")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    second = threading.Thread(target=later)
+    second.start()
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert not second.is_alive()
+    assert order == ["gave up", "later"]

@@ -13,8 +13,8 @@ same values, in the same order, as ``compute`` makes it:
   sides are sorted), the mean absolute deviation and the tail's sum add the same terms in the same order
   (each distinct amount's term repeated by its count);
 * the local hour and day of a UTC quarter-hour are those of every sale in it wherever the zone's offset is
-  a whole number of quarter-hours and does not change inside it (every zone in use; checked per
-  quarter-hour, and its sales placed one by one where not).
+  a whole number of quarter-hours and is the same at both ends of it (every zone in tzdata: none changes
+  twice within 15 minutes; checked per quarter-hour, and its sales placed one by one where not).
 """
 
 from __future__ import annotations
@@ -221,7 +221,8 @@ def _hours(window: SaleWindow, p95: int, tz: tzinfo | None, tail_amounts: tuple[
                 counted[i] += 1
                 days.add(day)
     # compute sorts (amount, bin) over the sales above P95 and keeps the last TAIL_KEPT bins: the kept amounts
-    # are the largest, so the sales from the smallest kept amount up hold them, ties at it ordered by bin.
+    # are the largest, so the sales from the smallest kept amount up hold them, ties at it ordered by bin. Those
+    # are read one by one: TAIL_KEPT plus the ties at the cut (a list price there: up to 5% of the window).
     tail_hours: tuple[int, ...] = ()
     if tail_amounts:
         tail = sorted((a, _place(at, tz)[0]) for at, a in window.sales_at_least(tail_amounts[0]))

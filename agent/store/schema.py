@@ -403,6 +403,12 @@ def _finish(target: int) -> Callable[[sqlite3.Connection, _Progress], None]:
     def run(conn: sqlite3.Connection, progress: _Progress) -> None:
         with _immediate(conn):
             if _version(conn) < target:
+                # Rows an older settleguard wrote since the fill passed (a CLI, a daemon not yet restarted):
+                # filled here, in the transaction that moves the version, so none stays without its originals.
+                mark = conn.execute("SELECT v FROM meta WHERE k=?", (FILL_MARK,)).fetchone()
+                top = conn.execute("SELECT MAX(id) FROM transactions").fetchone()[0] or 0
+                if mark is not None and int(mark[0]) < top:
+                    conn.execute(FILL_6, (int(mark[0]), top))
                 conn.execute("DELETE FROM meta WHERE k=?", (FILL_MARK,))
                 conn.execute(f"PRAGMA user_version={target}")
     return run

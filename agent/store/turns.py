@@ -10,7 +10,9 @@ held all of them in memory (~100 MiB of RSS). So alerts reached no phone exactly
 With turns, first come first served, a writer waits at most for the transaction ahead of it.
 
 Only this process's writers take turns (a CLI command writing the same journal still meets SQLite's busy
-handler). A thread already holding the turn may take it again (nested use does not deadlock).
+handler). A thread already holding the turn may take it again (nested use does not deadlock); a waiter
+interrupted by an exception gives its place up. A wait has no timeout: the turn ahead is one transaction of
+this process, and a writer stuck inside one shows as a stuck thread in the daemon's health.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class WriterTurns:
         self._serving = 0       # the ticket whose holder may write
         self._owner: int | None = None
         self._depth = 0
+        self._abandoned: set[int] = set()   # tickets whose waiter left (an exception while waiting)
 
     @contextmanager
     def turn(self) -> Iterator[None]:
@@ -39,8 +42,18 @@ class WriterTurns:
                 nested = False
                 ticket = self._next
                 self._next += 1
-                while ticket != self._serving:
-                    self._cond.wait()
+                try:
+                    while ticket != self._serving:
+                        self._cond.wait()
+                except BaseException:
+                    # Interrupted while waiting (a signal handler raising, KeyboardInterrupt): the ticket must not
+                    # stay in the queue, or every writer after it would wait forever.
+                    if ticket == self._serving:
+                        self._serving += 1
+                    else:
+                        self._abandoned.add(ticket)
+                    self._skip_abandoned()
+                    raise
                 self._owner, self._depth = me, 1
         try:
             yield
@@ -50,4 +63,11 @@ class WriterTurns:
                 if not nested and self._depth == 0:
                     self._owner = None
                     self._serving += 1
-                    self._cond.notify_all()
+                    self._skip_abandoned()
+
+    def _skip_abandoned(self) -> None:
+        """Past the tickets nobody waits for any more; wake the waiters (called holding the condition)."""
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
