@@ -1,5 +1,8 @@
 """``settleguard doctor``: what stands between this till and working alerts, and how to fix it.
 
+(Over 500 lines: one short, independent check per thing that can stand in the way, read top to bottom as the
+report prints them; split up, an operator's "what does doctor look at" would need several files.)
+
 Every check is read-only: doctor opens no serial port (that would steal bytes
 from the running reader), writes nothing but a probe file in the state
 directory, and with ``--network`` only opens a TCP connection to each

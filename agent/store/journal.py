@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from agent.store.bulk import BulkKeys, BulkTails
 from agent.store.outbox import insert_message
 from agent.store.queries import JournalReader
 from agent.store.schema import OnUpgrade, connect, from_utc_text, migrate, utc_text
-from agent.store.turns import WriterTurns
+from agent.store.turns import WriterTurns, taking
 from drivers.pan import same_card
 
 
@@ -113,7 +113,7 @@ class Journal(JournalReader):
             with self._bulk_unit():
                 yield self.conn
             return
-        with self._turns.turn() if self._turns is not None else nullcontext():
+        with taking(self._turns):
             self.conn.execute("BEGIN IMMEDIATE")
             self._in_tx = True
             try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from agent.store.queries import JournalReader
 from agent.store.schema import connect, from_utc_text, migrate, utc_text
-from agent.store.turns import WriterTurns
+from agent.store.turns import WriterTurns, taking
 
 
 def insert_message(conn: sqlite3.Connection, *, message_id: str, channel: str, kind: str, alert_id: str | None,
@@ -70,12 +69,9 @@ class Outbox(JournalReader):
         migrate(self.conn)
         self._turns = turns
 
-    def _turn(self) -> AbstractContextManager[None]:
-        return self._turns.turn() if self._turns is not None else nullcontext()
-
     def recover(self) -> int:
         """After a crash, rows caught in 'sending' may or may not have arrived: send again (at least once)."""
-        with self._turn():
+        with taking(self._turns):
             cur = self.conn.execute("UPDATE outbox SET state='pending' WHERE state='sending'")
         return cur.rowcount
 
@@ -102,7 +98,7 @@ class Outbox(JournalReader):
         if not ids:
             return
         marks = ",".join("?" for _ in ids)
-        with self._turn():
+        with taking(self._turns):
             self.conn.execute(f"UPDATE outbox SET {sql} WHERE id IN ({marks})", (*args, *ids))
 
     def claim(self, ids: list[int], now: datetime) -> None:
@@ -137,7 +133,7 @@ class Outbox(JournalReader):
         here, pending: late is better than lost). One transaction, so a crash leaves either the old
         row pending or the new row pending, never neither.
         """
-        with self._turn():
+        with taking(self._turns):
             return self._reroute(row, channels, now)
 
     def _reroute(self, row: OutboxRow, channels: Sequence[str], now: datetime) -> str | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agent.store.schema import StoreError, connect_read_only, from_utc_text, utc_text
+from agent.store.schema import StoreError, connect_read_only, from_utc_text, user_version, utc_text
 
 
 class JournalReader:
@@ -106,8 +106,8 @@ class JournalReader:
         return [(from_utc_text(r[0]), str(r[3]), str(r[4])) for r in rows]
 
     def schema_version(self) -> int:
-        """The journal's schema (PRAGMA user_version): older than SCHEMA_VERSION until the daemon upgrades it."""
-        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        """The journal's schema: older than SCHEMA_VERSION until the daemon upgrades it."""
+        return user_version(self.conn)
 
     def meta_value(self, k: str) -> str | None:
         row = self.conn.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()

@@ -45,7 +45,7 @@ class JournalSaleWindow:
 
     def sales_at_least(self, amount: int) -> Iterator[tuple[datetime, int]]:
         for at, value in self._rows(f"SELECT time_utc, amount_minor {_SALES} AND amount_minor>=?",
-                                           (*self.bounds, amount)):
+                                    (*self.bounds, amount)):
             yield from_utc_text(at), value
 
 

@@ -352,17 +352,23 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _version(conn: sqlite3.Connection) -> int:
+def user_version(conn: sqlite3.Connection) -> int:
+    """The journal's schema (PRAGMA user_version): older than SCHEMA_VERSION until it is upgraded."""
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _apply(conn: sqlite3.Connection, target: int) -> None:
+    """Migration ``target``'s statements, inside the caller's transaction."""
+    for statement in MIGRATIONS[target].split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _script(target: int) -> Callable[[sqlite3.Connection, _Progress], None]:
     def run(conn: sqlite3.Connection, progress: _Progress) -> None:
         with _immediate(conn):
-            if _version(conn) < target:   # another process may have done it since we looked
-                for statement in MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            if user_version(conn) < target:   # another process may have done it since we looked
+                _apply(conn, target)
                 conn.execute(f"PRAGMA user_version={target}")
     return run
 
@@ -402,7 +408,7 @@ def _index(sql: str) -> Callable[[sqlite3.Connection, _Progress], None]:
 def _finish(target: int) -> Callable[[sqlite3.Connection, _Progress], None]:
     def run(conn: sqlite3.Connection, progress: _Progress) -> None:
         with _immediate(conn):
-            if _version(conn) < target:
+            if user_version(conn) < target:
                 # Rows an older settleguard wrote since the fill passed (a CLI, a daemon not yet restarted):
                 # filled here, in the transaction that moves the version, so none stays without its originals.
                 mark = conn.execute("SELECT v FROM meta WHERE k=?", (FILL_MARK,)).fetchone()
@@ -443,22 +449,20 @@ def _run(conn: sqlite3.Connection, steps: list[_Step], progress: _Progress) -> N
 
 def migrate(conn: sqlite3.Connection, *, on_upgrade: OnUpgrade | None = None) -> int:
     """Bring the journal to SCHEMA_VERSION: a new file in one transaction, an existing one in steps."""
-    version = _version(conn)
+    version = user_version(conn)
     if version > SCHEMA_VERSION:
         raise StoreError(f"journal schema {version} is newer than this settleguard ({SCHEMA_VERSION})")
     if version == SCHEMA_VERSION:
         return SCHEMA_VERSION
     if version == 0:
         with _immediate(conn):
-            if _version(conn) == 0:
+            if user_version(conn) == 0:
                 for target in range(1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS[target].split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    _apply(conn, target)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        if _version(conn) == SCHEMA_VERSION:
+        if user_version(conn) == SCHEMA_VERSION:
             return SCHEMA_VERSION
-        version = _version(conn)   # another process created it first and is upgrading it: help
+        version = user_version(conn)   # another process created it first and is upgrading it: help
     steps = upgrade_steps(version)
     top = conn.execute("SELECT MAX(id) FROM transactions").fetchone()[0] or 0
     log.info("upgrading the journal from schema %d to %d (about %d transactions) in %d steps, each kept once "

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 
 class WriterTurns:
@@ -71,3 +71,8 @@ class WriterTurns:
             self._abandoned.discard(self._serving)
             self._serving += 1
         self._cond.notify_all()
+
+
+def taking(turns: WriterTurns | None) -> AbstractContextManager[None]:
+    """A turn of ``turns``; nothing to wait for without them (tests, the CLI, replay: one writer each)."""
+    return turns.turn() if turns is not None else nullcontext()
